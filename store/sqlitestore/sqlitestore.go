@@ -1,0 +1,269 @@
+// Package sqlitestore is the default keyledger backend: an embedded SQLite
+// database (modernc.org/sqlite, pure Go, no cgo) in one file.
+//
+// The database runs in WAL mode with synchronous=NORMAL, a busy timeout and
+// foreign keys on. All writes go through one writer connection that opens
+// its transactions with BEGIN IMMEDIATE, so writers queue in Go rather than
+// failing with SQLITE_BUSY; reads use a separate pool of read-only
+// connections that proceed concurrently with the writer.
+//
+// Migrations are embedded and versioned: a schema_migrations table records
+// the applied versions, re-opening a file applies only new ones, each in its
+// own transaction, and a file written by a newer keyledger is refused with
+// ErrSchemaTooNew.
+//
+// Times are stored as INTEGER unix nanoseconds in UTC.
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/keyledger/keyledger/store"
+)
+
+var _ store.Store = (*Store)(nil)
+
+// Errors returned by Open.
+var (
+	ErrSchemaTooNew = errors.New("sqlitestore: database schema is newer than this version of keyledger")
+	ErrInvalidPath  = errors.New("sqlitestore: invalid database path")
+)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// Options configure Open. nil means defaults.
+type Options struct {
+	// BusyTimeout is how long a connection waits for a lock held by another
+	// process (5 seconds by default).
+	BusyTimeout time.Duration
+	// Readers is the size of the read-only connection pool (GOMAXPROCS,
+	// at least 2, by default).
+	Readers int
+	// Logger receives migration progress (slog.Default if nil).
+	Logger *slog.Logger
+}
+
+// Store is a store.Store on one SQLite file.
+type Store struct {
+	w   *sql.DB // exactly one connection: every write transaction
+	r   *sql.DB // read-only pool
+	log *slog.Logger
+}
+
+// Open opens (creating if needed) the database at path and applies pending
+// migrations. path is a file name; it must not contain '?'.
+func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.BusyTimeout <= 0 {
+		o.BusyTimeout = 5 * time.Second
+	}
+	if o.Readers <= 0 {
+		o.Readers = max(2, runtime.GOMAXPROCS(0))
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if path == "" || strings.ContainsAny(path, "?#") || path == ":memory:" {
+		return nil, fmt.Errorf("%w: %q (a file name without '?' or '#')", ErrInvalidPath, path)
+	}
+	base := "file:" + path + "?_pragma=busy_timeout(" + strconv.FormatInt(o.BusyTimeout.Milliseconds(), 10) + ")" +
+		"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
+	w, err := sql.Open("sqlite", base+"&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: open: %w", err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	s := &Store{w: w, log: o.Logger}
+	if err := s.migrate(ctx); err != nil {
+		w.Close()
+		return nil, err
+	}
+	r, err := sql.Open("sqlite", base+"&_pragma=query_only(1)")
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlitestore: open readers: %w", err)
+	}
+	r.SetMaxOpenConns(o.Readers)
+	r.SetMaxIdleConns(o.Readers)
+	r.SetConnMaxIdleTime(0)
+	s.r = r
+	return s, nil
+}
+
+// Close closes both connection pools.
+func (s *Store) Close() error {
+	return errors.Join(s.r.Close(), s.w.Close())
+}
+
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+func migrations() ([]migration, error) {
+	entries, err := fs.ReadDir(migrationFS, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	var ms []migration
+	for _, e := range entries {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil || !strings.HasSuffix(e.Name(), ".sql") {
+			return nil, fmt.Errorf("sqlitestore: bad migration file name %q", e.Name())
+		}
+		b, err := migrationFS.ReadFile("migrations/" + e.Name())
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	for i, m := range ms {
+		if m.version != i+1 {
+			return nil, fmt.Errorf("sqlitestore: migrations are not numbered 1..n (%s)", m.name)
+		}
+	}
+	return ms, nil
+}
+
+// LatestVersion is the schema version this package writes.
+func LatestVersion() int {
+	ms, _ := migrations()
+	return len(ms)
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	ms, err := migrations()
+	if err != nil {
+		return err
+	}
+	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT`); err != nil {
+		return fmt.Errorf("sqlitestore: migrate: %w", err)
+	}
+	for _, m := range ms {
+		if err := s.applyMigration(ctx, m, len(ms)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyMigration applies m in its own transaction unless it is already
+// recorded. Under BEGIN IMMEDIATE the check and the change are atomic, so two
+// processes opening one file at once apply each migration exactly once.
+func (s *Store) applyMigration(ctx context.Context, m migration, latest int) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: migrate: %w", err)
+	}
+	defer tx.Rollback()
+	var current int
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		return fmt.Errorf("sqlitestore: migrate: %w", err)
+	}
+	if current > latest {
+		return fmt.Errorf("%w: file has version %d, this build knows %d", ErrSchemaTooNew, current, latest)
+	}
+	if current >= m.version {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+		return fmt.Errorf("sqlitestore: migration %s: %w", m.name, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
+		m.version, m.name, time.Now().UnixNano()); err != nil {
+		return fmt.Errorf("sqlitestore: migration %s: %w", m.name, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlitestore: migration %s: %w", m.name, err)
+	}
+	s.log.Info("sqlitestore: applied migration", "version", m.version, "name", m.name)
+	return nil
+}
+
+// write runs fn in one write transaction (BEGIN IMMEDIATE on the single
+// writer connection). Errors from fn are returned as they are: fn returns
+// domain sentinels or errors it has already wrapped.
+func (s *Store) write(ctx context.Context, op string, fn func(*sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: %s: %w", op, err)
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlitestore: %s: %w", op, err)
+	}
+	return nil
+}
+
+// sqliteCode returns the extended SQLite result code of err, or 0.
+func sqliteCode(err error) int {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code()
+	}
+	return 0
+}
+
+func isUnique(err error) bool {
+	c := sqliteCode(err)
+	return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+}
+
+func isForeignKey(err error) bool {
+	return sqliteCode(err) == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
+}
+
+// Time conversion: unix nanoseconds, NULL for the zero time.
+
+func toNanos(t time.Time) int64 { return t.UnixNano() }
+
+func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+func toNullNanos(t time.Time) sql.NullInt64 {
+	if t.IsZero() {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixNano(), Valid: true}
+}
+
+func fromNullNanos(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return fromNanos(n.Int64)
+}
+
+func wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("sqlitestore: %s: %w", op, err)
+}

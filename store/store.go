@@ -1,0 +1,24 @@
+// Package store defines store.Store, the composite of the narrow Store
+// interfaces that keyledger's domain packages declare next to their code.
+// A backend (store/memstore, store/sqlitestore, store/pgstore) implements
+// Store and proves it with the conformance suite in store/storetest.
+//
+// The contract is atomic domain operations, not a generic transaction: every
+// method does one complete, validated change (or read) so that each backend
+// can implement it natively. Methods take a context first and report missing,
+// duplicate and insufficient cases with the owning domain's sentinel errors
+// (account.ErrNotFound, account.ErrEmailTaken, …), wrapped at most once with
+// the operation name; other errors are system failures.
+package store
+
+import (
+	"github.com/keyledger/keyledger/account"
+)
+
+// Store is everything keyledger needs from a backend.
+type Store interface {
+	account.Store
+
+	// Close releases the backend's resources. Calls after Close fail.
+	Close() error
+}
