@@ -1,0 +1,106 @@
+package archtest
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/keyledger/keyledger"
+
+// domains are the pure packages; each is checked if it exists yet.
+var domains = []string{"account", "apikey", "credits", "usage", "ratelimit"}
+
+// allowed are the non-standard import path prefixes a domain may depend on.
+var allowed = []string{
+	"github.com/google/uuid",
+	"golang.org/x/crypto/",
+	"golang.org/x/sys/", // required by x/crypto's argon2 and sha3 internals
+	"github.com/shopspring/decimal",
+	module + "/internal/",
+}
+
+func goTool(t *testing.T) string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+func repoRoot(t *testing.T) string {
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, "..", "..")
+}
+
+// deps lists the non-standard transitive dependencies of pkg (itself excluded).
+func deps(t *testing.T, root, pkg string) []string {
+	t.Helper()
+	cmd := exec.Command(goTool(t), "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", "./"+pkg)
+	cmd.Dir = root
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list %s: %v\n%s", pkg, err, out)
+	}
+	var ds []string
+	for _, l := range strings.Fields(string(out)) {
+		if l != module+"/"+pkg {
+			ds = append(ds, l)
+		}
+	}
+	return ds
+}
+
+func TestDomainPackagesStayPure(t *testing.T) {
+	root := repoRoot(t)
+	for _, d := range domains {
+		if _, err := os.Stat(filepath.Join(root, d)); err != nil {
+			continue // not written yet
+		}
+		for _, dep := range deps(t, root, d) {
+			ok := false
+			for _, a := range allowed {
+				if dep == strings.TrimSuffix(a, "/") || strings.HasPrefix(dep, a) {
+					ok = true
+				}
+			}
+			if !ok {
+				t.Errorf("domain package %s depends on %s; domains may import only the standard library, %v", d, dep, allowed)
+			}
+		}
+		// net/http is standard library but an adapter concern.
+		cmd := exec.Command(goTool(t), "list", "-deps", "./"+d)
+		cmd.Dir = root
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Fields(string(out)) {
+			if l == "net/http" || l == "database/sql" {
+				t.Errorf("domain package %s depends on %s", d, l)
+			}
+		}
+	}
+}
+
+func TestStoreLayerDoesNotImportUpward(t *testing.T) {
+	root := repoRoot(t)
+	for _, pkg := range []string{"store", "store/memstore", "store/sqlitestore", "store/pgstore", "store/storetest"} {
+		if _, err := os.Stat(filepath.Join(root, pkg)); err != nil {
+			continue
+		}
+		for _, dep := range deps(t, root, pkg) {
+			if dep == module || strings.HasPrefix(dep, module+"/httpapi") || strings.HasPrefix(dep, module+"/examples") {
+				t.Errorf("%s imports %s, which sits above it", pkg, dep)
+			}
+			if pkg == "store" && strings.HasPrefix(dep, module+"/store/") {
+				t.Errorf("store imports backend %s", dep)
+			}
+		}
+	}
+}

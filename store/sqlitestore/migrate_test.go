@@ -1,0 +1,104 @@
+package sqlitestore_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"path/filepath"
+	"testing"
+
+	"github.com/keyledger/keyledger/account"
+	"github.com/keyledger/keyledger/store/sqlitestore"
+)
+
+func TestReopenKeepsDataAndAppliesNothingTwice(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "k.db")
+	st, err := sqlitestore.Open(ctx, path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, _ := account.NewService(st, &account.Options{Argon2: account.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1, KeyLen: 32, SaltLen: 16}})
+	a, err := svc.Create(ctx, account.CreateParams{Name: "Keep", Email: "keep@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err = sqlitestore.Open(ctx, path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.Account(ctx, a.ID)
+	if err != nil || got.Email != "keep@example.com" {
+		t.Fatalf("after reopen: %+v %v", got, err)
+	}
+	st.Close()
+
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n, maxV int
+	if err := db.QueryRow(`SELECT count(*), max(version) FROM schema_migrations`).Scan(&n, &maxV); err != nil {
+		t.Fatal(err)
+	}
+	if n != sqlitestore.LatestVersion() || maxV != sqlitestore.LatestVersion() {
+		t.Fatalf("schema_migrations has %d rows, max %d; want %d", n, maxV, sqlitestore.LatestVersion())
+	}
+	var mode string
+	if err := db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
+		t.Fatalf("journal_mode = %q, %v", mode, err)
+	}
+}
+
+func TestNewerSchemaIsRefused(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "k.db")
+	st, err := sqlitestore.Open(ctx, path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, 'from_the_future.sql', 0)`, sqlitestore.LatestVersion()+1); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := sqlitestore.Open(ctx, path, nil); !errors.Is(err, sqlitestore.ErrSchemaTooNew) {
+		t.Fatalf("Open = %v, want ErrSchemaTooNew", err)
+	}
+}
+
+func TestInvalidPath(t *testing.T) {
+	for _, p := range []string{"", ":memory:", "x.db?mode=ro"} {
+		if _, err := sqlitestore.Open(context.Background(), p, nil); !errors.Is(err, sqlitestore.ErrInvalidPath) {
+			t.Errorf("Open(%q) = %v", p, err)
+		}
+	}
+}
+
+func TestConcurrentOpenMigratesOnce(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "k.db")
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			st, err := sqlitestore.Open(ctx, path, nil)
+			if err == nil {
+				err = st.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
