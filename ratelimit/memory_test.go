@@ -51,4 +51,3 @@ func TestBoundedMemoryEvictsIdleFirst(t *testing.T) {
 		t.Fatal("busy bucket was evicted while idle ones could go")
 	}
 }
-

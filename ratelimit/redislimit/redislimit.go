@@ -221,4 +221,3 @@ func (l *Limiter) Adjust(ctx context.Context, reqs ...ratelimit.Request) error {
 	}
 	return nil
 }
-
