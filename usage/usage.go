@@ -1,0 +1,62 @@
+// Package usage meters what each API call used and cost: usage records with
+// every field the seed systems show their customers, a PriceBook that
+// prices tokens and operations exactly, and queries over daily rollups.
+package usage
+
+import (
+	"errors"
+	"time"
+
+	"github.com/shopspring/decimal"
+)
+
+// Errors.
+var (
+	ErrInvalidPrice     = errors.New("usage: invalid price")
+	ErrUnknownModel     = errors.New("usage: model has no price")
+	ErrUnknownOperation = errors.New("usage: operation has no price")
+	ErrInvalidRecord    = errors.New("usage: invalid usage record")
+)
+
+// Record is one metered request. Field names follow the seeds: OpenRush's
+// request log (credential_id, auth_source, endpoint, bytes, response time,
+// upstream cost, credits charged, error type/message), Forii's and FPT's
+// tokens per model, email-verify's units and cache hits.
+type Record struct {
+	ID               string        `json:"id"`
+	AccountID        string        `json:"account_id"`
+	KeyID            string        `json:"credential_id"`
+	AuthSource       string        `json:"auth_source"` // "api_key", "session", …
+	Endpoint         string        `json:"endpoint"`
+	Method           string        `json:"method"`
+	Model            string        `json:"model,omitempty"`
+	StatusCode       int           `json:"status_code"`
+	ResponseTime     time.Duration `json:"-"`
+	RequestBytes     int64         `json:"request_bytes"`
+	ResponseBytes    int64         `json:"response_bytes"`
+	PromptTokens     int64         `json:"prompt_tokens"`
+	CompletionTokens int64         `json:"completion_tokens"`
+	// Units counts generic work (verifications, tool calls); CachedUnits of
+	// them were served from a cache.
+	Units       int64 `json:"units"`
+	CachedUnits int64 `json:"cached_units"`
+	// UpstreamCost is what the host paid its provider (OpenRush
+	// dataforseo_cost_usd), kept for margins; it is not charged.
+	UpstreamCost decimal.Decimal `json:"upstream_cost"`
+	// Cost is what the account was charged, in the ledger's unit.
+	Cost         decimal.Decimal   `json:"credits_charged"`
+	ErrorType    string            `json:"error_type,omitempty"`
+	ErrorMessage string            `json:"error_message,omitempty"`
+	CreatedAt    time.Time         `json:"created_at"`
+	Metadata     map[string]string `json:"metadata,omitempty"`
+}
+
+// TotalTokens is prompt plus completion tokens.
+func (r Record) TotalTokens() int64 { return r.PromptTokens + r.CompletionTokens }
+
+// Billable reports whether the request is charged: it succeeded (a status
+// below 400, or none given) and reported no error. Failed requests, 429s and
+// refusals are recorded with zero cost.
+func (r Record) Billable() bool {
+	return r.StatusCode < 400 && r.ErrorType == ""
+}
