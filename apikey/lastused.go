@@ -15,11 +15,16 @@ type lastUsed struct {
 	pending map[string]int64
 }
 
-// recordUse notes a successful Verify. At most once per key per
-// LastUsedInterval does it reach the shared map; the common case is one
-// atomic load on the cache entry.
+// usePrecision is how finely uses are recorded in memory: a key verified
+// continuously reaches the shared map at most once a second.
+const usePrecision = int64(time.Second)
+
+// recordUse notes a successful Verify. At most once per key per second (or
+// per LastUsedInterval if shorter) does it reach the shared map; the common
+// case is one atomic load on the cache entry. The store is written by
+// FlushLastUsed, once per interval for all keys.
 func (s *Service) recordUse(e *entry, now int64) {
-	iv := int64(s.opt.LastUsedInterval)
+	iv := min(int64(s.opt.LastUsedInterval), usePrecision)
 	if iv <= 0 {
 		return
 	}

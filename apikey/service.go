@@ -37,9 +37,10 @@ type Options struct {
 	// by default).
 	NegativeCacheSize int
 	// LastUsedInterval is how often last_used_at is written: Verify records
-	// uses in memory, at most one per key per interval, and a background
-	// flusher writes them in one store call per interval (1 minute by
-	// default; negative disables last-used tracking). Close flushes.
+	// uses in memory (to the second) and a background flusher writes the
+	// latest use of every key in one store call per interval, so each key
+	// is written at most once per interval (1 minute by default; negative
+	// disables last-used tracking). Close flushes.
 	LastUsedInterval time.Duration
 	// Logger receives unexpected, non-fatal failures such as a failed
 	// background flush (slog.Default if nil). Raw keys never reach it.
