@@ -33,7 +33,7 @@ func (s *Service) Bind(ctx context.Context, v Verified) (context.Context, contex
 	b := &binding{keyID: v.KeyID, hash: v.e.hash, cancel: cancel}
 	left := time.Duration(math.MaxInt64)
 	if v.e.notAfter != math.MaxInt64 {
-		left = time.Duration(v.e.notAfter - s.opt.Now().UnixNano())
+		left = time.Duration(v.e.notAfter - s.nanos())
 	}
 	s.binds.add(b, left)
 	// Revoke and friends write the store, drop the cache entries, advance
@@ -42,7 +42,7 @@ func (s *Service) Bind(ctx context.Context, v Verified) (context.Context, contex
 	// since Verify read it: then look again, through the cache (which can
 	// no longer hold the old state) or the store.
 	if s.binds.epoch.Load() != v.epoch {
-		now := s.opt.Now().UnixNano()
+		now := s.nanos()
 		e, err := s.lookup(ctx, v.e.hash, now)
 		if err == nil {
 			err = e.check(now)

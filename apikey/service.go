@@ -102,6 +102,7 @@ type Service struct {
 	unknown *cache.Cache[[32]byte, struct{}] // nil when caching is disabled
 	binds   bindings
 	used    lastUsed
+	mono    *monoClock // the default clock of Verify; nil when Options.Now is set
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -116,6 +117,9 @@ func NewService(st Store, opts *Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{store: st, opt: o, format: o.Format, ids: id.NewGenerator(o.Now)}
+	if opts == nil || opts.Now == nil {
+		s.mono = newMonoClock()
+	}
 	if o.RefreshInterval > 0 {
 		s.keys = cache.NewHashed[[32]byte, *entry](o.CacheSize, o.Now, shardHash)
 		s.unknown = cache.NewHashed[[32]byte, struct{}](o.NegativeCacheSize, o.Now, shardHash)

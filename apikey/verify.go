@@ -115,7 +115,7 @@ func (s *Service) Verify(ctx context.Context, raw RawKey) (Verified, error) {
 	}
 	h := hashKey(string(raw))
 	epoch := s.binds.epoch.Load() // before the lookup; see Bind
-	now := s.opt.Now().UnixNano()
+	now := s.nanos()
 	e, err := s.lookup(ctx, h, now)
 	if err != nil {
 		return Verified{}, err

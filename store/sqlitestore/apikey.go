@@ -112,16 +112,22 @@ func (s *Store) ListAPIKeys(ctx context.Context, accountID, afterID string, limi
 	return out, wrap("list api keys", rows.Err())
 }
 
-// APIKeyByHash implements apikey.Store. One indexed query reads the key by
-// either secret and joins its account's plan and status.
+const keyByHashQuery = `SELECT ` + keyColumns + `, k.hash = ?1, a.plan, a.status
+	FROM api_keys k JOIN accounts a ON a.id = k.account_id
+	WHERE k.hash = ?1 OR k.prev_hash = ?1`
+
+// APIKeyByHash implements apikey.Store. One indexed query, prepared once,
+// reads the key by either secret and joins its account's plan and status.
 func (s *Store) APIKeyByHash(ctx context.Context, hash [32]byte) (apikey.Match, error) {
 	var (
 		m       apikey.Match
 		current bool
 	)
-	k, err := scanKey(s.r.QueryRowContext(ctx, `SELECT `+keyColumns+`, k.hash = ?1, a.plan, a.status
-		FROM api_keys k JOIN accounts a ON a.id = k.account_id
-		WHERE k.hash = ?1 OR k.prev_hash = ?1`, hash[:]), &current, &m.AccountPlan, &m.AccountStatus)
+	st, err := s.rstmt.get(ctx, s.r, keyByHashQuery)
+	if err != nil {
+		return apikey.Match{}, wrap("api key by hash", err)
+	}
+	k, err := scanKey(st.QueryRowContext(ctx, hash[:]), &current, &m.AccountPlan, &m.AccountStatus)
 	if errors.Is(err, sql.ErrNoRows) {
 		return apikey.Match{}, apikey.ErrNotFound
 	}
