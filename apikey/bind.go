@@ -16,9 +16,10 @@ import (
 // (ErrRevoked), disabled (ErrDisabled) or expired (ErrExpired), when the
 // grace period of the rotated secret it was verified with ends (ErrExpired),
 // at the secret's expiry (ErrExpired), or when a Verify or refresh in this
-// process reads such a state written by another process. Call the returned
-// function when the request ends: it releases the registration and cancels
-// the context.
+// process reads such a state written by another process. Deadlines only
+// move earlier: extending a key's expiry does not extend contexts already
+// bound. Call the returned function when the request ends: it releases the
+// registration and cancels the context.
 //
 // Bind is race-free with Revoke: if Verify read the key before a Revoke
 // but Bind runs after it, Bind looks the key up again and returns a
@@ -47,8 +48,12 @@ func (s *Service) Bind(ctx context.Context, v Verified) (context.Context, contex
 		if err == nil {
 			err = e.check(now)
 		}
-		if err != nil {
+		switch {
+		case err != nil:
 			s.binds.drop(b, err)
+		case e.notAfter != math.MaxInt64:
+			// A rotation or new expiry may have shortened the secret's life.
+			s.binds.shorten(b, time.Duration(e.notAfter-now))
 		}
 	}
 	return bctx, func() { s.binds.drop(b, context.Canceled) }
@@ -128,6 +133,20 @@ func (r *bindings) deadlineLocked(b *binding, left time.Duration) {
 		return
 	}
 	b.due = due
+}
+
+// shorten makes b expire after left unless it ends sooner anyway.
+func (r *bindings) shorten(b *binding, left time.Duration) {
+	if left <= 0 {
+		r.drop(b, ErrExpired)
+		return
+	}
+	sh := r.shard(b.keyID)
+	sh.mu.Lock()
+	if b.linked {
+		r.deadlineLocked(b, left)
+	}
+	sh.mu.Unlock()
 }
 
 func (sh *bindShard) unlinkLocked(b *binding) {

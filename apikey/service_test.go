@@ -242,6 +242,17 @@ func wantCause(t *testing.T, ctx context.Context, want error) {
 	}
 }
 
+// waitDone waits for a context that ends on a real-time timer. The bound is
+// only there so that a bug fails the test instead of hanging it.
+func waitDone(t *testing.T, ctx context.Context) {
+	t.Helper()
+	select {
+	case <-ctx.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("bound context did not end")
+	}
+}
+
 func wantLive(t *testing.T, ctx context.Context) {
 	t.Helper()
 	if err := ctx.Err(); err != nil {
@@ -423,7 +434,7 @@ func TestBindRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	<-newBound.Done()
+	waitDone(t, newBound)
 	if context.Cause(newBound) != apikey.ErrExpired {
 		t.Fatalf("cause %v", context.Cause(newBound))
 	}
@@ -472,7 +483,12 @@ func TestBackgroundFlush(t *testing.T) {
 	e.st.touched = make(chan []apikey.Use, 16)
 	raw, k := e.create(t, apikey.CreateParams{})
 	e.verify(t, raw)
-	uses := <-e.st.touched // written by the flusher, not by Verify
+	var uses []apikey.Use
+	select {
+	case uses = <-e.st.touched: // written by the flusher, not by Verify
+	case <-time.After(10 * time.Second):
+		t.Fatal("background flusher did not write")
+	}
 	if len(uses) != 1 || uses[0].KeyID != k.ID || !uses[0].At.Equal(epoch) {
 		t.Fatalf("flushed %+v", uses)
 	}
@@ -499,5 +515,23 @@ func TestFlushFailureKeepsUses(t *testing.T) {
 	}
 	if err := e.keys.Close(context.Background()); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// TestBindAfterRotate: Verify with a secret, Rotate, then Bind with the
+// stale Verified: the bound context must end with the grace period, not
+// live on to the key's expiry.
+func TestBindAfterRotate(t *testing.T) {
+	e := newEnv(t, nil)
+	old, k := e.create(t, apikey.CreateParams{})
+	v := e.verify(t, old)
+	if _, _, err := e.keys.Rotate(context.Background(), e.acct.ID, k.ID, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	bctx, release := e.keys.Bind(context.Background(), v)
+	defer release()
+	waitDone(t, bctx) // ends with the 1 ms grace (real time: bound contexts end on timers)
+	if context.Cause(bctx) != apikey.ErrExpired {
+		t.Fatalf("cause %v", context.Cause(bctx))
 	}
 }

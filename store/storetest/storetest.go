@@ -36,6 +36,7 @@ func Bench(b *testing.B, newStore NewStoreFunc) {
 	b.Run("VerifySession", func(b *testing.B) { benchVerifySession(b, newStore, true) })
 	b.Run("VerifySessionUncached", func(b *testing.B) { benchVerifySession(b, newStore, false) })
 	b.Run("GetAccount", func(b *testing.B) { benchGetAccount(b, newStore) })
+	b.Run("APIKeys", func(b *testing.B) { benchAPIKeys(b, newStore) })
 }
 
 // epoch is where every suite clock starts.
