@@ -268,9 +268,18 @@ func TestBindCancelsOnRevokeDisableExpire(t *testing.T) {
 		end   func(raw apikey.RawKey, k apikey.APIKey) error
 		cause error
 	}{
-		{"revoke", func(_ apikey.RawKey, k apikey.APIKey) error { _, err := e.keys.Revoke(ctx, e.acct.ID, k.ID); return err }, apikey.ErrRevoked},
-		{"disable", func(raw apikey.RawKey, _ apikey.APIKey) error { _, _, err := e.keys.DisableLeaked(ctx, raw); return err }, apikey.ErrDisabled},
-		{"expire", func(_ apikey.RawKey, k apikey.APIKey) error { _, err := e.keys.Expire(ctx, e.acct.ID, k.ID); return err }, apikey.ErrExpired},
+		{"revoke", func(_ apikey.RawKey, k apikey.APIKey) error {
+			_, err := e.keys.Revoke(ctx, e.acct.ID, k.ID)
+			return err
+		}, apikey.ErrRevoked},
+		{"disable", func(raw apikey.RawKey, _ apikey.APIKey) error {
+			_, _, err := e.keys.DisableLeaked(ctx, raw)
+			return err
+		}, apikey.ErrDisabled},
+		{"expire", func(_ apikey.RawKey, k apikey.APIKey) error {
+			_, err := e.keys.Expire(ctx, e.acct.ID, k.ID)
+			return err
+		}, apikey.ErrExpired},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			raw, k := e.create(t, apikey.CreateParams{})
