@@ -21,6 +21,8 @@ func runAPIKeys(t *testing.T, newStore NewStoreFunc) {
 	t.Run("AccountIsolation", func(t *testing.T) { testKeyIsolation(t, newStore) })
 	t.Run("ListPages", func(t *testing.T) { testKeyListPages(t, newStore) })
 	t.Run("UpdateVisibleAtOnce", func(t *testing.T) { testKeyUpdate(t, newStore) })
+	t.Run("ConcurrentUpdatesLoseNothing", func(t *testing.T) { testKeyConcurrentUpdates(t, newStore) })
+	t.Run("ConcurrentRotateAndRevoke", func(t *testing.T) { testKeyConcurrentRotateRevoke(t, newStore) })
 	t.Run("RevokeThenVerifyFailsNextCall", func(t *testing.T) { testKeyRevoke(t, newStore) })
 	t.Run("RotateGraceWindow", func(t *testing.T) { testKeyRotate(t, newStore) })
 	t.Run("Expiry", func(t *testing.T) { testKeyExpiry(t, newStore) })
@@ -447,6 +449,97 @@ func testKeyUpdate(t *testing.T, newStore NewStoreFunc) {
 	}
 	if _, err := e.keys.Update(ctx(), a.ID, "key_missing", apikey.UpdateParams{Name: ptr("x")}); !errors.Is(err, apikey.ErrNotFound) {
 		t.Fatalf("update missing: %v", err)
+	}
+}
+
+func testKeyConcurrentUpdates(t *testing.T, newStore NewStoreFunc) {
+	e := newKeyEnv(t, newStore, nil)
+	a := e.account(t, "cu@example.com")
+	_, k := e.create(t, apikey.CreateParams{AccountID: a.ID, Name: "start"})
+	var wg sync.WaitGroup
+	errs := make(chan error, 60)
+	for i := range 20 {
+		wg.Add(3)
+		go func() {
+			defer wg.Done()
+			_, err := e.keys.Update(ctx(), a.ID, k.ID, apikey.UpdateParams{Name: ptr(fmt.Sprint("name ", i))})
+			errs <- err
+		}()
+		go func() {
+			defer wg.Done()
+			_, err := e.keys.Update(ctx(), a.ID, k.ID, apikey.UpdateParams{Models: &[]string{"m"}})
+			errs <- err
+		}()
+		go func() {
+			defer wg.Done()
+			_, err := e.keys.Update(ctx(), a.ID, k.ID, apikey.UpdateParams{Scopes: &[]string{"read"}})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := e.keys.Get(ctx(), a.ID, k.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Name == "start" || !reflect.DeepEqual(got.Models, []string{"m"}) || !reflect.DeepEqual(got.Scopes, []string{"read"}) {
+		t.Fatalf("lost update: %+v", got)
+	}
+}
+
+// testKeyConcurrentRotateRevoke: rotations racing a revocation leave a
+// revoked key, and no secret handed out by any rotation verifies.
+func testKeyConcurrentRotateRevoke(t *testing.T, newStore NewStoreFunc) {
+	e := newKeyEnv(t, newStore, nil)
+	a := e.account(t, "rr@example.com")
+	first, k := e.create(t, apikey.CreateParams{AccountID: a.ID, Name: "contested"})
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		secrets = []apikey.RawKey{first}
+		errs    = make(chan error, 16)
+	)
+	for i := range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i == 6 {
+				_, err := e.keys.Revoke(ctx(), a.ID, k.ID)
+				errs <- err
+				return
+			}
+			raw, _, err := e.keys.Rotate(ctx(), a.ID, k.ID, time.Hour)
+			switch {
+			case err == nil:
+				mu.Lock()
+				secrets = append(secrets, raw)
+				mu.Unlock()
+			case !errors.Is(err, apikey.ErrRevoked):
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, _ := e.keys.Get(ctx(), a.ID, k.ID); got.Status != apikey.StatusRevoked {
+		t.Fatalf("status %q after the race", got.Status)
+	}
+	for _, svc := range []*apikey.Service{e.keys, e.service(t, nil)} {
+		for _, raw := range secrets {
+			if _, err := svc.Verify(ctx(), raw); err == nil {
+				t.Fatal("a secret of a revoked key verifies")
+			}
+		}
 	}
 }
 
