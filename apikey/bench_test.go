@@ -145,3 +145,23 @@ func BenchmarkVerifyBcryptPeer(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkVerifyAndBind is a request's whole key work: Verify from the
+// cache, Bind the request context, release it at the end.
+func BenchmarkVerifyAndBind(b *testing.B) {
+	svc, raw := benchKey(b, memstore.New(), nil)
+	parent, cancel := context.WithCancel(context.Background()) // like a request context
+	defer cancel()
+	if _, err := svc.Verify(parent, raw); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		v, err := svc.Verify(parent, raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, release := svc.Bind(parent, v)
+		release()
+	}
+}
