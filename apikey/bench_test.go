@@ -2,6 +2,7 @@ package apikey_test
 
 import (
 	"context"
+	"log/slog"
 	"path/filepath"
 	"testing"
 
@@ -40,7 +41,8 @@ func benchKey(b *testing.B, st store.Store, opts *apikey.Options) (*apikey.Servi
 
 func sqliteStore(b *testing.B) store.Store {
 	b.Helper()
-	st, err := sqlitestore.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"), nil)
+	st, err := sqlitestore.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"),
+		&sqlitestore.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
