@@ -10,6 +10,7 @@ import (
 
 	"github.com/keyledger/keyledger/internal/cache"
 	"github.com/keyledger/keyledger/internal/id"
+	"github.com/keyledger/keyledger/internal/norm"
 )
 
 // Options configure a Service. The zero value and nil give the defaults.
@@ -252,7 +253,7 @@ func (s *Service) List(ctx context.Context, accountID string, p ListParams) (Pag
 	if p.Cursor != "" && !id.Valid(s.opt.IDPrefix, p.Cursor) {
 		return Page{}, ErrInvalidCursor
 	}
-	limit := clampLimit(p.Limit)
+	limit := norm.ClampLimit(p.Limit)
 	ks, err := s.store.ListAPIKeys(ctx, accountID, p.Cursor, limit+1)
 	if err != nil {
 		return Page{}, err

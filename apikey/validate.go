@@ -6,19 +6,15 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/keyledger/keyledger/internal/norm"
 )
 
 const (
-	maxNameRunes     = 120
-	maxModels        = 256
-	maxModelLen      = 200
-	maxScopes        = 32
-	maxScopeLen      = 64
-	maxMetadataKeys  = 64
-	maxMetadataKey   = 64
-	maxMetadataValue = 1024
-	defaultPageLimit = 50
-	maxPageLimit     = 500
+	maxModels   = 256
+	maxModelLen = 200
+	maxScopes   = 32
+	maxScopeLen = 64
 )
 
 // DefaultScopes returns the scopes a Service accepts when Options.Scopes is
@@ -27,16 +23,11 @@ const (
 func DefaultScopes() []string { return []string{"inference", "read", "manage"} }
 
 func normalizeName(s string) (string, error) {
-	s = strings.TrimSpace(s)
-	if s == "" || !utf8.ValidString(s) || utf8.RuneCountInString(s) > maxNameRunes {
+	n, ok := norm.Name(s)
+	if !ok {
 		return "", ErrInvalidName
 	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			return "", ErrInvalidName // control characters
-		}
-	}
-	return s, nil
+	return n, nil
 }
 
 // normalizeModels checks model names (1-200 bytes of printable UTF-8 without
@@ -96,25 +87,8 @@ func validScopeName(s string) bool {
 }
 
 func validateMetadata(m map[string]string) error {
-	if len(m) > maxMetadataKeys {
-		return fmt.Errorf("%w: more than %d keys", ErrInvalidMetadata, maxMetadataKeys)
-	}
-	for k, v := range m {
-		if k == "" || len(k) > maxMetadataKey || len(v) > maxMetadataValue || !utf8.ValidString(k) || !utf8.ValidString(v) {
-			return fmt.Errorf("%w: key %q", ErrInvalidMetadata, k)
-		}
+	if err := norm.Metadata(m); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidMetadata, err)
 	}
 	return nil
-}
-
-// clampLimit applies keyledger's page size rule (account.ClampLimit): 50
-// when unset, at most 500. apikey may not import account, so it is repeated.
-func clampLimit(n int) int {
-	switch {
-	case n <= 0:
-		return defaultPageLimit
-	case n > maxPageLimit:
-		return maxPageLimit
-	}
-	return n
 }
