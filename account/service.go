@@ -13,6 +13,7 @@ import (
 
 	"github.com/keyledger/keyledger/internal/cache"
 	"github.com/keyledger/keyledger/internal/id"
+	"github.com/keyledger/keyledger/internal/norm"
 )
 
 // Options configure a Service. The zero value and nil give the defaults.
@@ -46,14 +47,8 @@ type Options struct {
 }
 
 const (
-	maxNameRunes      = 120
 	maxEmailLen       = 254
 	maxPasswordBytes  = 1024
-	maxMetadataKeys   = 64
-	maxMetadataKey    = 64
-	maxMetadataValue  = 1024
-	defaultPageLimit  = 50
-	maxPageLimit      = 500
 	defaultTimeZoneID = "UTC"
 )
 
@@ -309,15 +304,7 @@ func (s *Service) List(ctx context.Context, p ListParams) (Page, error) {
 
 // ClampLimit applies the page size rule shared by every list in keyledger:
 // 50 when unset (zero or negative), at most 500.
-func ClampLimit(n int) int {
-	switch {
-	case n <= 0:
-		return defaultPageLimit
-	case n > maxPageLimit:
-		return maxPageLimit
-	}
-	return n
-}
+func ClampLimit(n int) int { return norm.ClampLimit(n) }
 
 // SetPassword replaces the account's password and revokes all its sessions.
 // It returns ErrInvalidPassword or ErrNotFound.
@@ -501,16 +488,11 @@ func NormalizeEmail(s string) (string, error) {
 }
 
 func normalizeName(s string) (string, error) {
-	s = strings.TrimSpace(s)
-	if s == "" || !utf8.ValidString(s) || utf8.RuneCountInString(s) > maxNameRunes {
+	n, ok := norm.Name(s)
+	if !ok {
 		return "", ErrInvalidName
 	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			return "", ErrInvalidName // control characters
-		}
-	}
-	return s, nil
+	return n, nil
 }
 
 func normalizeTimeZone(tz string) (string, error) {
@@ -528,13 +510,8 @@ func normalizeTimeZone(tz string) (string, error) {
 }
 
 func validateMetadata(m map[string]string) error {
-	if len(m) > maxMetadataKeys {
-		return fmt.Errorf("%w: more than %d keys", ErrInvalidMetadata, maxMetadataKeys)
-	}
-	for k, v := range m {
-		if k == "" || len(k) > maxMetadataKey || len(v) > maxMetadataValue || !utf8.ValidString(k) || !utf8.ValidString(v) {
-			return fmt.Errorf("%w: key %q", ErrInvalidMetadata, k)
-		}
+	if err := norm.Metadata(m); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidMetadata, err)
 	}
 	return nil
 }

@@ -62,3 +62,99 @@ func BenchmarkGet(b *testing.B) {
 		c.Get(k)
 	}
 }
+
+func TestSetIfUnchanged(t *testing.T) {
+	clk := fakeclock.New(time.Unix(1000, 0))
+	c := New[int, string](128, clk.Now)
+	v := c.Version()
+	if !c.SetIfUnchanged(1, "a", time.Second, v) {
+		t.Fatal("no deletion since Version: must store")
+	}
+	stale := c.Version()
+	c.Delete(2) // any deletion, even of another key, invalidates older loads
+	if c.SetIfUnchanged(1, "stale", time.Second, stale) {
+		t.Fatal("stored a value loaded before a Delete")
+	}
+	if got, _ := c.Get(1); got != "a" {
+		t.Fatalf("Get = %q", got)
+	}
+	stale = c.Version()
+	c.DeleteFunc(func(int, string) bool { return false })
+	if c.SetIfUnchanged(3, "stale", time.Second, stale) {
+		t.Fatal("stored a value loaded before a DeleteFunc")
+	}
+	if c.SetIfUnchanged(4, "x", 0, c.Version()) {
+		t.Fatal("ttl 0 must not store")
+	}
+	// GetAt uses the caller's time instead of the clock.
+	if _, ok := c.GetAt(1, clk.Now().Add(time.Second).UnixNano()); ok {
+		t.Fatal("GetAt returned an entry expired at the given time")
+	}
+	if _, ok := c.GetAt(1, clk.Now().UnixNano()); !ok {
+		t.Fatal("GetAt lost a live entry")
+	}
+}
+
+// TestSetIfUnchangedRace is the reader/writer race the version closes: a
+// reader loads "old" from a backing map, a writer replaces it and deletes the
+// cached copy, and the reader's late SetIfUnchanged must not bring "old" back.
+func TestSetIfUnchangedRace(t *testing.T) {
+	c := NewHashed[int, int](1024, nil, func(k int) uint64 { return uint64(k) })
+	var (
+		mu      sync.Mutex
+		backing int
+		wg      sync.WaitGroup
+	)
+	for r := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 2000 + r {
+				if _, ok := c.Get(0); ok {
+					continue
+				}
+				ver := c.Version()
+				mu.Lock()
+				v := backing
+				mu.Unlock()
+				c.SetIfUnchanged(0, v, time.Hour, ver)
+			}
+		}()
+	}
+	for i := 1; i <= 500; i++ {
+		mu.Lock()
+		backing = i
+		mu.Unlock()
+		c.Delete(0)
+		if v, ok := c.Get(0); ok && v < i {
+			t.Errorf("after write %d the cache holds %d", i, v)
+		}
+	}
+	wg.Wait()
+}
+
+func first8(k [32]byte) uint64 {
+	return uint64(k[0]) | uint64(k[1])<<8 | uint64(k[2])<<16 | uint64(k[3])<<24 |
+		uint64(k[4])<<32 | uint64(k[5])<<40 | uint64(k[6])<<48 | uint64(k[7])<<56
+}
+
+// BenchmarkGetAt compares sharding a SHA-256 key on its first 8 bytes with
+// maphash, both reading the time once outside the cache.
+func BenchmarkGetAt(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		hash func([32]byte) uint64
+	}{{"maphash", nil}, {"first8", first8}} {
+		b.Run(c.name, func(b *testing.B) {
+			cc := NewHashed[[32]byte, int](1024, nil, c.hash)
+			var k [32]byte
+			k[0] = 7
+			cc.Set(k, 1, time.Hour)
+			now := time.Now().UnixNano()
+			b.ReportAllocs()
+			for b.Loop() {
+				cc.GetAt(k, now)
+			}
+		})
+	}
+}

@@ -22,6 +22,13 @@ type Store struct {
 	accounts map[string]*accountRow
 	byEmail  map[string]string // normalized email -> account ID
 	sessions map[[32]byte]account.Session
+
+	// API keys (apikey.go) have their own lock: verify misses do not
+	// queue behind account writes. Never held together with mu.
+	keyMu      sync.RWMutex
+	keys       map[string]*keyRow
+	keysByHash map[[32]byte]*keyRow // current and previous secrets
+	keyIDs     map[string][]string  // account ID -> its key IDs, sorted
 }
 
 type accountRow struct {
@@ -35,6 +42,10 @@ func New() *Store {
 		accounts: make(map[string]*accountRow),
 		byEmail:  make(map[string]string),
 		sessions: make(map[[32]byte]account.Session),
+
+		keys:       make(map[string]*keyRow),
+		keysByHash: make(map[[32]byte]*keyRow),
+		keyIDs:     make(map[string][]string),
 	}
 }
 

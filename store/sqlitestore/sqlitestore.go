@@ -60,9 +60,10 @@ type Options struct {
 
 // Store is a store.Store on one SQLite file.
 type Store struct {
-	w   *sql.DB // exactly one connection: every write transaction
-	r   *sql.DB // read-only pool
-	log *slog.Logger
+	w     *sql.DB // exactly one connection: every write transaction
+	r     *sql.DB // read-only pool
+	log   *slog.Logger
+	rstmt stmts // prepared statements on r
 }
 
 // Open opens (creating if needed) the database at path and applies pending
@@ -113,7 +114,7 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 
 // Close closes both connection pools.
 func (s *Store) Close() error {
-	return errors.Join(s.r.Close(), s.w.Close())
+	return errors.Join(s.rstmt.close(), s.r.Close(), s.w.Close())
 }
 
 type migration struct {

@@ -28,6 +28,7 @@ type NewStoreFunc func(t testing.TB) store.Store
 func Run(t *testing.T, newStore NewStoreFunc) {
 	t.Run("Accounts", func(t *testing.T) { runAccounts(t, newStore) })
 	t.Run("Sessions", func(t *testing.T) { runSessions(t, newStore) })
+	t.Run("APIKeys", func(t *testing.T) { runAPIKeys(t, newStore) })
 }
 
 // Bench runs the shared benchmarks against the backend.
@@ -35,6 +36,7 @@ func Bench(b *testing.B, newStore NewStoreFunc) {
 	b.Run("VerifySession", func(b *testing.B) { benchVerifySession(b, newStore, true) })
 	b.Run("VerifySessionUncached", func(b *testing.B) { benchVerifySession(b, newStore, false) })
 	b.Run("GetAccount", func(b *testing.B) { benchGetAccount(b, newStore) })
+	b.Run("APIKeys", func(b *testing.B) { benchAPIKeys(b, newStore) })
 }
 
 // epoch is where every suite clock starts.
