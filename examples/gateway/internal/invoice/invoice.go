@@ -60,6 +60,9 @@ var (
 // without a SAC: prepaid credits for a hosted model inference API.
 const SACITInfrastructure = "998315"
 
+// RatePercent is the GST rate applied, in percent.
+const RatePercent = 18
+
 // Input limits, to keep a PDF bounded whatever the caller passes.
 const (
 	maxItems    = 100
@@ -208,9 +211,6 @@ func Compute(inv Invoice) (Totals, error) {
 	t.Total = t.Taxable.Add(t.Tax)
 	return t, nil
 }
-
-// RatePercent is the GST rate applied, in percent.
-const RatePercent = 18
 
 // percent returns v × p / 100 rounded half-up to the paisa (v and p are
 // positive, so half-up equals decimal's half-away-from-zero).

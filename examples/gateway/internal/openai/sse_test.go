@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -269,6 +270,77 @@ func TestParseErrorResponse(t *testing.T) {
 		got, ok := ParseErrorResponse([]byte(tt.body))
 		if got != tt.want || ok != tt.ok {
 			t.Errorf("%s: %+v %v", tt.body, got, ok)
+		}
+	}
+}
+
+// benchStream is a 100-token stream as an upstream sends it.
+func benchStream() []byte {
+	var b bytes.Buffer
+	for i := range 100 {
+		c := ChatCompletionChunk{ID: "chatcmpl-0123456789", Object: ObjectChatCompletionChunk, Created: 1750000000, Model: "llama-3.1-8b",
+			Choices: []ChunkChoice{{Index: 0, Delta: Delta{Content: " word"}}}}
+		if i == 0 {
+			c.Choices[0].Delta.Role = RoleAssistant
+		}
+		j, _ := json.Marshal(c)
+		b.WriteString("data: ")
+		b.Write(j)
+		b.WriteString("\n\n")
+	}
+	u := NewUsage(50, 100)
+	j, _ := json.Marshal(ChatCompletionChunk{ID: "chatcmpl-0123456789", Object: ObjectChatCompletionChunk, Usage: &u})
+	b.WriteString("data: ")
+	b.Write(j)
+	b.WriteString("\n\ndata: [DONE]\n\n")
+	return b.Bytes()
+}
+
+// BenchmarkStreamReader parses a 100-chunk upstream stream and captures its
+// usage.
+func BenchmarkStreamReader(b *testing.B) {
+	in := benchStream()
+	b.SetBytes(int64(len(in)))
+	b.ReportAllocs()
+	for b.Loop() {
+		r := NewStreamReader(bytes.NewReader(in), 0)
+		for {
+			if _, err := r.Next(); err != nil {
+				break
+			}
+		}
+		if u, ok := r.Usage(); !ok || u.CompletionTokens != 100 {
+			b.Fatal("no usage")
+		}
+	}
+}
+
+// BenchmarkStreamReaderNaiveScanner is what a proxy usually writes: a
+// bufio.Scanner over lines, "data: " stripped, one json.Unmarshal per line.
+// It handles neither CR line endings, multi-line data, comments nor long
+// events beyond the scanner's buffer.
+func BenchmarkStreamReaderNaiveScanner(b *testing.B) {
+	in := benchStream()
+	b.SetBytes(int64(len(in)))
+	b.ReportAllocs()
+	for b.Loop() {
+		sc := bufio.NewScanner(bytes.NewReader(in))
+		var usage *Usage
+		for sc.Scan() {
+			line, ok := strings.CutPrefix(sc.Text(), "data: ")
+			if !ok || line == "[DONE]" {
+				continue
+			}
+			var c ChatCompletionChunk
+			if err := json.Unmarshal([]byte(line), &c); err != nil {
+				b.Fatal(err)
+			}
+			if c.Usage != nil {
+				usage = c.Usage
+			}
+		}
+		if usage == nil || usage.CompletionTokens != 100 {
+			b.Fatal("no usage")
 		}
 	}
 }
