@@ -1,0 +1,146 @@
+package openai
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// maxUsageTokens bounds each usage count accepted from an upstream, so sums
+// and prices computed from them cannot overflow.
+const maxUsageTokens = 1 << 40
+
+// ChatCompletion is the non-streaming response of /v1/chat/completions.
+type ChatCompletion struct {
+	ID                string   `json:"id"`
+	Object            string   `json:"object"` // ObjectChatCompletion
+	Created           int64    `json:"created"`
+	Model             string   `json:"model"`
+	Choices           []Choice `json:"choices"`
+	Usage             *Usage   `json:"usage,omitempty"`
+	SystemFingerprint string   `json:"system_fingerprint,omitempty"`
+}
+
+// Choice is one completion of a ChatCompletion.
+type Choice struct {
+	Index        int             `json:"index"`
+	Message      ResponseMessage `json:"message"`
+	FinishReason string          `json:"finish_reason"`
+}
+
+// ResponseMessage is the assistant message of a Choice.
+type ResponseMessage struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// Usage counts the tokens of one request.
+type Usage struct {
+	PromptTokens     int64 `json:"prompt_tokens"`
+	CompletionTokens int64 `json:"completion_tokens"`
+	TotalTokens      int64 `json:"total_tokens"`
+}
+
+// NewUsage returns a Usage with TotalTokens = prompt + completion.
+func NewUsage(prompt, completion int64) Usage {
+	return Usage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: prompt + completion}
+}
+
+// check validates counts from an upstream and fills a missing total.
+func (u *Usage) check() error {
+	for _, n := range []int64{u.PromptTokens, u.CompletionTokens, u.TotalTokens} {
+		if n < 0 || n > maxUsageTokens {
+			return fmt.Errorf("%w: token count %d out of range", ErrInvalidUsage, n)
+		}
+	}
+	if u.TotalTokens == 0 {
+		u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	}
+	return nil
+}
+
+// ChatCompletionChunk is one event of a streaming response. The final usage
+// chunk has an empty (not null) Choices and a non-nil Usage.
+type ChatCompletionChunk struct {
+	ID                string        `json:"id"`
+	Object            string        `json:"object"` // ObjectChatCompletionChunk
+	Created           int64         `json:"created"`
+	Model             string        `json:"model"`
+	Choices           []ChunkChoice `json:"choices"`
+	Usage             *Usage        `json:"usage,omitempty"`
+	SystemFingerprint string        `json:"system_fingerprint,omitempty"`
+}
+
+// MarshalJSON writes Choices as [] when it is nil, as OpenAI does for the
+// usage chunk.
+func (c ChatCompletionChunk) MarshalJSON() ([]byte, error) {
+	type plain ChatCompletionChunk
+	if c.Choices == nil {
+		c.Choices = []ChunkChoice{}
+	}
+	return json.Marshal(plain(c))
+}
+
+// ChunkChoice is one choice's increment in a chunk. FinishReason is null
+// until the choice's last chunk.
+type ChunkChoice struct {
+	Index        int     `json:"index"`
+	Delta        Delta   `json:"delta"`
+	FinishReason *string `json:"finish_reason"`
+}
+
+// Delta is the increment of a streamed message.
+type Delta struct {
+	Role    string `json:"role,omitempty"`
+	Content string `json:"content,omitempty"`
+}
+
+// ParseChatCompletion decodes a non-streaming response body from an
+// upstream. Errors wrap ErrMalformedResponse, or ErrInvalidUsage for token
+// counts out of range; a missing total_tokens is filled in.
+func ParseChatCompletion(body []byte) (ChatCompletion, error) {
+	var c ChatCompletion
+	if err := json.Unmarshal(body, &c); err != nil {
+		return ChatCompletion{}, fmt.Errorf("%w: %v", ErrMalformedResponse, err)
+	}
+	if c.Object != ObjectChatCompletion {
+		return ChatCompletion{}, fmt.Errorf("%w: object is %q", ErrMalformedResponse, truncate(c.Object, 64))
+	}
+	if c.Usage != nil {
+		if err := c.Usage.check(); err != nil {
+			return ChatCompletion{}, err
+		}
+	}
+	return c, nil
+}
+
+// ModelList is the body of GET /v1/models.
+type ModelList struct {
+	Object string  `json:"object"` // ObjectList
+	Data   []Model `json:"data"`
+}
+
+// NewModelList returns a list of the given models, with Object fields set.
+func NewModelList(models ...Model) ModelList {
+	l := ModelList{Object: ObjectList, Data: make([]Model, len(models))}
+	for i, m := range models {
+		m.Object = ObjectModel
+		l.Data[i] = m
+	}
+	return l
+}
+
+// Model is one entry of a ModelList, with its INR prices.
+type Model struct {
+	ID      string  `json:"id"`
+	Object  string  `json:"object"` // ObjectModel
+	Created int64   `json:"created,omitempty"`
+	OwnedBy string  `json:"owned_by"`
+	Pricing Pricing `json:"pricing"`
+}
+
+// Pricing is a model's price in INR per million tokens, as exact JSON
+// numbers.
+type Pricing struct {
+	PromptINRPer1M     Decimal `json:"prompt_inr_per_1m"`
+	CompletionINRPer1M Decimal `json:"completion_inr_per_1m"`
+}
