@@ -22,6 +22,8 @@ type Store struct {
 	accounts map[string]*accountRow
 	byEmail  map[string]string // normalized email -> account ID
 	sessions map[[32]byte]account.Session
+
+	ledger *ledgers // credits; locked separately (see credits.go)
 }
 
 type accountRow struct {
@@ -35,6 +37,7 @@ func New() *Store {
 		accounts: make(map[string]*accountRow),
 		byEmail:  make(map[string]string),
 		sessions: make(map[[32]byte]account.Session),
+		ledger:   newLedgers(),
 	}
 }
 

@@ -63,6 +63,8 @@ type Store struct {
 	w   *sql.DB // exactly one connection: every write transaction
 	r   *sql.DB // read-only pool
 	log *slog.Logger
+
+	lw, lr *ledgerStmts // prepared credits statements on w and r (credits.go)
 }
 
 // Open opens (creating if needed) the database at path and applies pending
@@ -108,12 +110,16 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 	r.SetMaxIdleConns(o.Readers)
 	r.SetConnMaxIdleTime(0)
 	s.r = r
+	if err := s.prepareLedger(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
 // Close closes both connection pools.
 func (s *Store) Close() error {
-	return errors.Join(s.r.Close(), s.w.Close())
+	return errors.Join(s.closeLedger(), s.r.Close(), s.w.Close())
 }
 
 type migration struct {

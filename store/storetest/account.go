@@ -312,4 +312,3 @@ func testValuesAreCopies(t *testing.T, newStore NewStoreFunc) {
 }
 
 func ptr[T any](v T) *T { return &v }
-
