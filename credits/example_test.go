@@ -29,7 +29,7 @@ func Example() {
 		AccountID: "acct_asha", Amount: credits.AmountFromInt(50),
 		Description: "signup grant", IdempotencyKey: "signup",
 	}))
-	cost := must(credits.ParseAmount("0.0000125")) // one token at ₹12.50 per 1M
+	cost := must(credits.ParseAmount("0.0000125"))            // one token at ₹12.50 per 1M
 	for _, key := range []string{"log_1", "log_2", "log_2"} { // log_2 is retried
 		must(ledger.Debit(ctx, credits.DebitParams{
 			AccountID: "acct_asha", Amount: cost, Reference: key, IdempotencyKey: key,

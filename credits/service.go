@@ -416,7 +416,7 @@ func (s *Service) credit(ctx context.Context, t EntryType, p CreditParams, now t
 	if !p.Amount.MultipleOf(s.opt.Unit.Increment) {
 		return Entry{}, fmt.Errorf("%w: %s is not a multiple of %s", ErrAmountPrecision, p.Amount, s.opt.Unit.Increment)
 	}
-	if !p.ExpiresAt.IsZero() && (t != EntryGrant || !p.ExpiresAt.After(now)) {
+	if !p.ExpiresAt.IsZero() && t != EntryGrant {
 		return Entry{}, ErrInvalidExpiry
 	}
 	if err := validKeyAndText(p.IdempotencyKey, p.Reference, p.Description); err != nil {

@@ -455,9 +455,10 @@ func resolveHold(ctx context.Context, tx Tx, now time.Time, r *SpendRequest) (Sp
 
 // ApplyCredit runs one grant, purchase, refund or adjustment on an open
 // transaction, with the same idempotency rules as ApplySpend. It returns
-// expected failures (ErrUnknownAccount, ErrIdempotencyConflict,
-// ErrInsufficientFunds for a negative adjustment beyond the overdraft) with
-// nothing written, and system failures.
+// expected failures (ErrUnknownAccount, ErrUnitMismatch,
+// ErrIdempotencyConflict, ErrInsufficientFunds for a negative adjustment
+// beyond the overdraft, ErrInvalidExpiry for a grant expiring at or before
+// now) with nothing written, and system failures.
 func ApplyCredit(ctx context.Context, tx Tx, now time.Time, r CreditRequest) (Entry, error) {
 	st, err := tx.State(ctx, r.AccountID)
 	if err != nil {
@@ -466,10 +467,17 @@ func ApplyCredit(ctx context.Context, tx Tx, now time.Time, r CreditRequest) (En
 	if st.Unit != r.Unit {
 		return Entry{}, ErrUnitMismatch
 	}
-	if r.Amount.IsNegative() && st.room().Cmp(r.Amount.Neg()) < 0 {
+	var fail error
+	switch {
+	case r.Amount.IsNegative() && st.room().Cmp(r.Amount.Neg()) < 0:
+		fail = ErrInsufficientFunds
+	case !r.ExpiresAt.IsZero() && !r.ExpiresAt.After(now):
+		fail = ErrInvalidExpiry // checked here, so that a replay after the expiry still replays
+	}
+	if fail != nil {
 		prev, ok, err2 := tx.Op(ctx, st.ID, r.IdempotencyKey)
 		if err2 != nil || !ok {
-			return Entry{}, cmpErr(err2, ErrInsufficientFunds)
+			return Entry{}, cmpErr(err2, fail)
 		}
 		res, err := replay(ctx, tx, now, st.ID, prev, OpCredit, r.Fingerprint)
 		return res.Entry, err

@@ -102,9 +102,8 @@ type AccountStore interface {
 // EntryStore writes credits and reads entries.
 type EntryStore interface {
 	// LedgerCredit applies one credit with ApplyCredit in one transaction.
-	// Expected failures (ErrUnknownAccount, ErrIdempotencyConflict,
-	// ErrInsufficientFunds for a negative adjustment) are returned as they
-	// are, with nothing written.
+	// Expected failures (those of ApplyCredit) are returned as they are,
+	// with nothing written.
 	LedgerCredit(ctx context.Context, now time.Time, r CreditRequest) (Entry, error)
 	// LedgerEntries returns up to q.Limit entries matching q in descending
 	// Seq order, or ErrUnknownAccount.
