@@ -29,8 +29,6 @@ const (
 	maxExponentText = 2  // digits of an exponent in "1.5e3"
 )
 
-var maxAmount = decimal.New(1, maxIntDigits)
-
 // NewAmount returns d as an Amount. It does not check the input bounds;
 // Service methods do.
 func NewAmount(d decimal.Decimal) Amount { return Amount{d: d} }
@@ -104,7 +102,12 @@ func validAmountSyntax(s string) bool {
 
 // inBounds reports whether |a| < 10^15 with at most 18 decimal places.
 func (a Amount) inBounds() bool {
-	if a.d.Abs().Cmp(maxAmount) >= 0 {
+	if a.d.Sign() == 0 {
+		return true
+	}
+	// |a| < 10^(digits+exp) and ≥ 10^(digits+exp−1): exact, and without
+	// allocating for coefficients that fit in an int64.
+	if a.d.NumDigits()+int(a.d.Exponent()) > maxIntDigits {
 		return false
 	}
 	return a.d.Exponent() >= -maxFracDigits || a.d.Equal(a.d.Truncate(maxFracDigits))

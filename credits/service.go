@@ -116,6 +116,13 @@ type Service struct {
 	stats  counters
 
 	recharges sync.WaitGroup
+	ones      sync.Pool // *oneSpend, for spends without group commit
+}
+
+// oneSpend carries a single spend to ApplySpends without allocating.
+type oneSpend struct {
+	req [1]SpendRequest
+	res [1]SpendResult
 }
 
 // NewService returns a Service over st. opts may be nil. It returns
@@ -126,6 +133,7 @@ func NewService(st Store, opts *Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{store: st, opt: o, ids: id.NewGenerator(o.Now)}
+	s.ones.New = func() any { return new(oneSpend) }
 	s.life, s.cancel = context.WithCancel(context.Background())
 	if gc, ok := st.(GroupCommitter); ok && gc.GroupCommit() && o.MaxBatch > 1 {
 		s.batch = newBatcher(s.life, st, o.Now, o.MaxBatch, o.MaxWait, &s.stats)
@@ -422,16 +430,11 @@ func (s *Service) credit(ctx context.Context, t EntryType, p CreditParams, now t
 	if err := validKeyAndText(p.IdempotencyKey, p.Reference, p.Description); err != nil {
 		return Entry{}, err
 	}
-	fp := newFP('c', p.AccountID)
-	fp.str(string(t))
-	fp.amount(p.Amount)
-	fp.time(p.ExpiresAt)
-	fp.str(p.Reference)
-	fp.str(p.Description)
+	fp := fingerprint('c', p.AccountID, string(t), p.Amount, 0, p.ExpiresAt, p.Reference, p.Description)
 	return s.store.LedgerCredit(ctx, now, CreditRequest{
 		Unit: s.opt.Unit.Code, AccountID: p.AccountID, Type: t, Amount: p.Amount, ExpiresAt: p.ExpiresAt,
 		Reference: p.Reference, Description: p.Description, IdempotencyKey: p.IdempotencyKey,
-		Fingerprint: fp.sum(), EntryID: s.ids.New(s.opt.EntryIDPrefix),
+		Fingerprint: fp, EntryID: s.ids.New(s.opt.EntryIDPrefix),
 	})
 }
 
@@ -461,14 +464,11 @@ func (s *Service) Debit(ctx context.Context, p DebitParams) (Entry, error) {
 	if err := s.checkSpend(p.AccountID, p.Amount, p.IdempotencyKey, p.Reference, p.Description); err != nil {
 		return Entry{}, err
 	}
-	fp := newFP('d', p.AccountID)
-	fp.amount(p.Amount)
-	fp.str(p.Reference)
-	fp.str(p.Description)
+	fp := fingerprint('d', p.AccountID, "", p.Amount, 0, time.Time{}, p.Reference, p.Description)
 	res, err := s.spend(ctx, SpendRequest{
 		Kind: SpendDebit, Unit: s.opt.Unit.Code, AccountID: p.AccountID, Amount: p.Amount,
 		Reference: p.Reference, Description: p.Description, IdempotencyKey: p.IdempotencyKey,
-		Fingerprint: fp.sum(), EntryID: s.ids.New(s.opt.EntryIDPrefix),
+		Fingerprint: fp, EntryID: s.ids.New(s.opt.EntryIDPrefix),
 	})
 	return res.Entry, err
 }
@@ -497,13 +497,10 @@ func (s *Service) Reserve(ctx context.Context, p ReserveParams) (Hold, error) {
 	if err := s.checkSpend(p.AccountID, p.Amount, p.IdempotencyKey, p.Reference, ""); err != nil {
 		return Hold{}, err
 	}
-	fp := newFP('r', p.AccountID)
-	fp.amount(p.Amount)
-	fp.int(int64(p.TTL))
-	fp.str(p.Reference)
+	fp := fingerprint('r', p.AccountID, "", p.Amount, int64(p.TTL), time.Time{}, p.Reference, "")
 	res, err := s.spend(ctx, SpendRequest{
 		Kind: SpendReserve, Unit: s.opt.Unit.Code, AccountID: p.AccountID, HoldID: s.ids.New(s.opt.HoldIDPrefix),
-		Amount: p.Amount, TTL: p.TTL, Reference: p.Reference, IdempotencyKey: p.IdempotencyKey, Fingerprint: fp.sum(),
+		Amount: p.Amount, TTL: p.TTL, Reference: p.Reference, IdempotencyKey: p.IdempotencyKey, Fingerprint: fp,
 	})
 	return res.Hold, err
 }
@@ -540,13 +537,10 @@ func (s *Service) Settle(ctx context.Context, p SettleParams) (Settlement, error
 	if err := validText(p.Reference, p.Description); err != nil {
 		return Settlement{}, err
 	}
-	fp := newFP('s', p.HoldID)
-	fp.amount(p.Actual)
-	fp.str(p.Reference)
-	fp.str(p.Description)
+	fp := fingerprint('s', p.HoldID, "", p.Actual, 0, time.Time{}, p.Reference, p.Description)
 	res, err := s.spend(ctx, SpendRequest{
 		Kind: SpendSettle, Unit: s.opt.Unit.Code, HoldID: p.HoldID, Amount: p.Actual,
-		Reference: p.Reference, Description: p.Description, Fingerprint: fp.sum(), EntryID: s.ids.New(s.opt.EntryIDPrefix),
+		Reference: p.Reference, Description: p.Description, Fingerprint: fp, EntryID: s.ids.New(s.opt.EntryIDPrefix),
 	})
 	if err != nil {
 		return Settlement{}, err
@@ -616,11 +610,15 @@ func (s *Service) spend(ctx context.Context, r SpendRequest) (SpendResult, error
 			return SpendResult{}, err
 		}
 	} else {
-		var out [1]SpendResult
-		if err := s.store.ApplySpends(ctx, s.opt.Now(), []SpendRequest{r}, out[:]); err != nil {
+		one := s.ones.Get().(*oneSpend)
+		one.req[0] = r
+		err := s.store.ApplySpends(ctx, s.opt.Now(), one.req[:], one.res[:])
+		res = one.res[0]
+		*one = oneSpend{}
+		s.ones.Put(one)
+		if err != nil {
 			return SpendResult{}, err
 		}
-		res = out[0]
 	}
 	if res.Recharge != nil {
 		s.startRecharge(res.Recharge)

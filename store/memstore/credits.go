@@ -22,13 +22,34 @@ type ledgers struct {
 
 type ledgerAcct struct {
 	mu      sync.Mutex
+	tx      memTx // reused by every operation under mu
 	st      credits.AccountState
-	entries []credits.Entry // entries[i].Seq == i+1
+	entries entryLog
 	ops     map[string]credits.OpRecord
 	holds   map[string]*credits.Hold
 	active  map[string]*credits.Hold // the holds in state active
 	nextDue time.Time                // earliest deadline in active; zero if none
 }
+
+// entryLog is an account's entries in fixed-size chunks, so that a long
+// ledger grows without copying: entry i (Seq i+1) is in chunk i/entryChunk.
+type entryLog struct {
+	chunks [][]credits.Entry
+	n      int
+}
+
+const entryChunk = 1024
+
+func (l *entryLog) add(e credits.Entry) {
+	if l.n%entryChunk == 0 {
+		l.chunks = append(l.chunks, make([]credits.Entry, 0, entryChunk))
+	}
+	c := &l.chunks[len(l.chunks)-1]
+	*c = append(*c, e)
+	l.n++
+}
+
+func (l *entryLog) at(i int) *credits.Entry { return &l.chunks[i/entryChunk][i%entryChunk] }
 
 func newLedgers() *ledgers {
 	return &ledgers{accts: make(map[string]*ledgerAcct), holds: make(map[string]*ledgerAcct)}
@@ -87,7 +108,9 @@ func (a *ledgerAcct) advance(now time.Time) (entries, holds int) {
 		}
 	}
 	es := a.st.Advance(now, due) // due holds copies taken while still active
-	a.entries = append(a.entries, es...)
+	for _, e := range es {
+		a.entries.add(e)
+	}
 	return len(es), len(due)
 }
 
@@ -96,6 +119,13 @@ func (a *ledgerAcct) snapshot(now time.Time) credits.AccountState {
 	st := a.st.Clone()
 	st.Advance(now, a.dueHolds(now))
 	return st
+}
+
+// begin returns the account's memTx for one operation at now. a.mu must
+// be held until the operation ends.
+func (a *ledgerAcct) begin(l *ledgers, now time.Time) *memTx {
+	a.tx = memTx{l: l, a: a, now: now}
+	return &a.tx
 }
 
 // memTx is a credits.Tx over one locked account.
@@ -139,14 +169,14 @@ func (t *memTx) ClaimOp(_ context.Context, _, key string, rec credits.OpRecord) 
 }
 
 func (t *memTx) Entry(_ context.Context, _ string, seq int64) (credits.Entry, error) {
-	if seq < 1 || seq > int64(len(t.a.entries)) {
+	if seq < 1 || seq > int64(t.a.entries.n) {
 		return credits.Entry{}, fmt.Errorf("memstore: ledger entry %d of %s is missing", seq, t.a.st.ID)
 	}
-	return t.a.entries[seq-1], nil
+	return *t.a.entries.at(int(seq - 1)), nil
 }
 
 func (t *memTx) AddEntry(_ context.Context, e credits.Entry) error {
-	t.a.entries = append(t.a.entries, e)
+	t.a.entries.add(e)
 	return nil
 }
 
@@ -220,7 +250,7 @@ func (s *Store) LedgerCredit(ctx context.Context, now time.Time, r credits.Credi
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return credits.ApplyCredit(ctx, &memTx{l: s.ledger, a: a, now: now}, now, r)
+	return credits.ApplyCredit(ctx, a.begin(s.ledger, now), now, r)
 }
 
 // LedgerEntries implements credits.EntryStore.
@@ -231,13 +261,13 @@ func (s *Store) LedgerEntries(_ context.Context, q credits.EntryQuery) ([]credit
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	i := len(a.entries)
+	i := a.entries.n
 	if q.BeforeSeq > 0 && q.BeforeSeq-1 < int64(i) {
 		i = int(q.BeforeSeq - 1)
 	}
 	var out []credits.Entry
 	for i--; i >= 0 && len(out) < q.Limit; i-- {
-		e := a.entries[i]
+		e := *a.entries.at(i)
 		if (len(q.Types) > 0 && !slices.Contains(q.Types, e.Type)) ||
 			(!q.From.IsZero() && e.CreatedAt.Before(q.From)) || (!q.To.IsZero() && !e.CreatedAt.Before(q.To)) {
 			continue
@@ -256,9 +286,9 @@ func (s *Store) LedgerBalanceAt(_ context.Context, id string, t time.Time) (cred
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var bal credits.Amount
-	for i := len(a.entries) - 1; i >= 0; i-- {
-		if !a.entries[i].CreatedAt.After(t) {
-			bal = a.entries[i].BalanceAfter
+	for i := a.entries.n - 1; i >= 0; i-- {
+		if e := a.entries.at(i); !e.CreatedAt.After(t) {
+			bal = e.BalanceAfter
 			break
 		}
 	}
@@ -298,7 +328,7 @@ func (s *Store) applySpend(ctx context.Context, now time.Time, r credits.SpendRe
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return credits.ApplySpend(ctx, &memTx{l: s.ledger, a: a, now: now}, now, r)
+	return credits.ApplySpend(ctx, a.begin(s.ledger, now), now, r)
 }
 
 // LedgerHold implements credits.SpendStore.

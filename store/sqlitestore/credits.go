@@ -3,6 +3,7 @@ package sqlitestore
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -41,8 +42,10 @@ func (s *Store) GroupCommit() bool { return true }
 // Prepared ledger statements, by index.
 const (
 	sAccount = iota
+	sAccounts
 	sLots
 	sDueHolds
+	sNextHoldDue
 	sExpireHold
 	sInsertEntry
 	sClaimOp
@@ -68,15 +71,18 @@ const holdColumns = `id, account_id, amount, state, reference, idem_key, created
 
 func ledgerStatements() [nLedgerStmts]string {
 	return [nLedgerStmts]string{
-		sAccount:    `SELECT ` + ledgerAccountColumns + ` FROM credit_accounts WHERE account_id = ?`,
-		sLots:       `SELECT id, expires_at, remaining FROM credit_lots WHERE account_id = ? ORDER BY expires_at, id`,
-		sDueHolds:   `SELECT id, amount, expires_at FROM credit_holds WHERE account_id = ? AND state = 'active' AND expires_at <= ?`,
-		sExpireHold: `UPDATE credit_holds SET state = 'expired', resolved_at = expires_at WHERE id = ? AND state = 'active'`,
+		sAccount: `SELECT ` + ledgerAccountColumns + `, lots, hold_due FROM credit_accounts WHERE account_id = ?`,
+		sAccounts: `SELECT ` + ledgerAccountColumns + `, lots, hold_due FROM credit_accounts
+			WHERE account_id IN (SELECT value FROM json_each(?))`,
+		sLots:        `SELECT id, expires_at, remaining FROM credit_lots WHERE account_id = ? ORDER BY expires_at, id`,
+		sDueHolds:    `SELECT id, amount, expires_at FROM credit_holds WHERE account_id = ? AND state = 'active' AND expires_at <= ?`,
+		sNextHoldDue: `SELECT min(expires_at) FROM credit_holds WHERE account_id = ? AND state = 'active' AND expires_at > ?`,
+		sExpireHold:  `UPDATE credit_holds SET state = 'expired', resolved_at = expires_at WHERE id = ? AND state = 'active'`,
 		sInsertEntry: `INSERT INTO credit_entries (` + entryColumns + `)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		sClaimOp: `INSERT INTO credit_ops (account_id, key, kind, fingerprint, entry_seq, hold_id)
+		sClaimOp: `INSERT INTO credit_ops (key, account_id, kind, fingerprint, entry_seq, hold_id)
 			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-		sOp:    `SELECT kind, fingerprint, entry_seq, hold_id FROM credit_ops WHERE account_id = ? AND key = ?`,
+		sOp:    `SELECT kind, fingerprint, entry_seq, hold_id FROM credit_ops WHERE key = ? AND account_id = ?`,
 		sEntry: `SELECT ` + entryColumns + ` FROM credit_entries WHERE account_id = ? AND seq = ?`,
 		sHold:  `SELECT ` + holdColumns + ` FROM credit_holds WHERE id = ?`,
 		sPutHold: `INSERT INTO credit_holds (` + holdColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -85,8 +91,8 @@ func ledgerStatements() [nLedgerStmts]string {
 			entry_seq = excluded.entry_seq, settle_fp = excluded.settle_fp`,
 		sUpdateAccount: `UPDATE credit_accounts SET balance = ?, held = ?, seq = ?, version = ?, overdraft = ?,
 			monthly_cap = ?, time_zone = ?, recharge_enabled = ?, recharge_threshold = ?, recharge_amount = ?,
-			recharge_armed = ?, recharges = ?, month_start = ?, month_end = ?, month_spent = ?, updated_at = ?
-			WHERE account_id = ? AND version = ?`,
+			recharge_armed = ?, recharges = ?, month_start = ?, month_end = ?, month_spent = ?, updated_at = ?,
+			lots = ?, hold_due = ? WHERE account_id = ? AND version = ?`,
 		sInsertLot: `INSERT INTO credit_lots (id, account_id, expires_at, remaining) VALUES (?, ?, ?, ?)`,
 		sUpdateLot: `UPDATE credit_lots SET remaining = ? WHERE id = ?`,
 		sDeleteLot: `DELETE FROM credit_lots WHERE id = ?`,
@@ -95,7 +101,7 @@ func ledgerStatements() [nLedgerStmts]string {
 
 // readOnly marks the statements the reader pool prepares too.
 func readOnly(i int) bool {
-	return i == sAccount || i == sLots || i == sDueHolds || i == sEntry || i == sHold
+	return i == sAccount || i == sLots || i == sDueHolds || i == sNextHoldDue || i == sEntry || i == sHold
 }
 
 type ledgerStmts [nLedgerStmts]*sql.Stmt
@@ -105,6 +111,9 @@ type ledgerStmts [nLedgerStmts]*sql.Stmt
 func (s *Store) prepareLedger(ctx context.Context) error {
 	s.lw, s.lr = new(ledgerStmts), new(ledgerStmts)
 	for i, q := range ledgerStatements() {
+		if q == "" {
+			return fmt.Errorf("sqlitestore: ledger statement %d has no SQL", i)
+		}
 		var err error
 		if s.lw[i], err = s.w.PrepareContext(ctx, q); err != nil {
 			return fmt.Errorf("sqlitestore: prepare ledger statement %d: %w", i, err)
@@ -188,14 +197,15 @@ func boolInt(b bool) int64 {
 	return 0
 }
 
-func scanState(row scanner) (credits.AccountState, error) {
+func scanState(row scanner, extra ...any) (credits.AccountState, error) {
 	var (
 		st                                                        credits.AccountState
 		bal, held, od, limit, thr, ramt, spent                    string
 		enabled, armed, monthStart, monthEnd, openedAt, updatedAt int64
 	)
-	err := row.Scan(&st.ID, &st.Unit, &bal, &held, &st.Seq, &st.Version, &od, &limit, &st.Policy.TimeZone,
-		&enabled, &thr, &ramt, &armed, &st.Recharges, &monthStart, &monthEnd, &spent, &openedAt, &updatedAt)
+	dest := []any{&st.ID, &st.Unit, &bal, &held, &st.Seq, &st.Version, &od, &limit, &st.Policy.TimeZone,
+		&enabled, &thr, &ramt, &armed, &st.Recharges, &monthStart, &monthEnd, &spent, &openedAt, &updatedAt}
+	err := row.Scan(append(dest, extra...)...)
 	if err != nil {
 		return st, err
 	}
@@ -209,56 +219,84 @@ func scanState(row scanner) (credits.AccountState, error) {
 	return st, p.err
 }
 
-// loadState reads an account with its live lots and its due holds (active,
-// deadline at or before now) in b's snapshot. It returns
-// credits.ErrUnknownAccount.
-func loadState(b *binder, id string, now time.Time) (credits.AccountState, []credits.Hold, error) {
-	st, err := scanState(b.stmt(sAccount).QueryRowContext(b.ctx, id))
+// loaded is an account as read by loadState.
+type loaded struct {
+	st  credits.AccountState
+	due []credits.Hold // active holds with deadline at or before now
+	// holdDue is the new lower bound of active hold deadlines (see the
+	// hold_due column), and holdDue0 the stored one.
+	holdDue, holdDue0 int64
+}
+
+// loadState reads an account with its live lots and its due holds in b's
+// snapshot. It returns credits.ErrUnknownAccount.
+func loadState(b *binder, id string, now time.Time) (loaded, error) {
+	var lots int64
+	var l loaded
+	st, err := scanState(b.stmt(sAccount).QueryRowContext(b.ctx, id), &lots, &l.holdDue0)
 	if errors.Is(err, sql.ErrNoRows) {
-		return st, nil, credits.ErrUnknownAccount
+		return l, credits.ErrUnknownAccount
 	}
 	if err != nil {
-		return st, nil, wrap("ledger account", err)
+		return l, wrap("ledger account", err)
 	}
-	rows, err := b.stmt(sLots).QueryContext(b.ctx, id)
-	if err != nil {
-		return st, nil, wrap("ledger lots", err)
-	}
+	l.st = st
+	return l, b.complete(&l, lots, now)
+}
+
+// complete reads the lots and due holds of an account whose row is in l,
+// skipping each query when the row says there is nothing to find.
+func (b *binder) complete(l *loaded, lots int64, now time.Time) error {
+	id := l.st.ID
+	l.holdDue = l.holdDue0
 	var p amountScanner
-	for rows.Next() {
-		var l credits.Lot
-		var exp int64
-		var rem string
-		if err := rows.Scan(&l.ID, &exp, &rem); err != nil {
-			rows.Close()
-			return st, nil, wrap("ledger lots", err)
+	if lots > 0 {
+		rows, err := b.stmt(sLots).QueryContext(b.ctx, id)
+		if err != nil {
+			return wrap("ledger lots", err)
 		}
-		l.ExpiresAt, l.Remaining = fromNanos(exp), p.parse(rem)
-		st.Lots = append(st.Lots, l)
+		for rows.Next() {
+			var lot credits.Lot
+			var exp int64
+			var rem string
+			if err := rows.Scan(&lot.ID, &exp, &rem); err != nil {
+				rows.Close()
+				return wrap("ledger lots", err)
+			}
+			lot.ExpiresAt, lot.Remaining = fromNanos(exp), p.parse(rem)
+			l.st.Lots = append(l.st.Lots, lot)
+		}
+		if err := errors.Join(rows.Err(), rows.Close(), p.err); err != nil {
+			return wrap("ledger lots", err)
+		}
 	}
-	if err := errors.Join(rows.Err(), rows.Close(), p.err); err != nil {
-		return st, nil, wrap("ledger lots", err)
+	if l.holdDue0 == 0 || toNanos(now) < l.holdDue0 {
+		return nil
 	}
-	rows, err = b.stmt(sDueHolds).QueryContext(b.ctx, id, toNanos(now))
+	rows, err := b.stmt(sDueHolds).QueryContext(b.ctx, id, toNanos(now))
 	if err != nil {
-		return st, nil, wrap("ledger due holds", err)
+		return wrap("ledger due holds", err)
 	}
-	var due []credits.Hold
 	for rows.Next() {
 		h := credits.Hold{AccountID: id, State: credits.HoldActive}
 		var amt string
 		var exp int64
 		if err := rows.Scan(&h.ID, &amt, &exp); err != nil {
 			rows.Close()
-			return st, nil, wrap("ledger due holds", err)
+			return wrap("ledger due holds", err)
 		}
 		h.Amount, h.ExpiresAt = p.parse(amt), fromNanos(exp)
-		due = append(due, h)
+		l.due = append(l.due, h)
 	}
 	if err := errors.Join(rows.Err(), rows.Close(), p.err); err != nil {
-		return st, nil, wrap("ledger due holds", err)
+		return wrap("ledger due holds", err)
 	}
-	return st, due, nil
+	var next sql.NullInt64
+	if err := b.stmt(sNextHoldDue).QueryRowContext(b.ctx, id, toNanos(now)).Scan(&next); err != nil {
+		return wrap("ledger due holds", err)
+	}
+	l.holdDue = next.Int64 // 0 if no active hold is left
+	return nil
 }
 
 func scanEntry(row scanner) (credits.Entry, error) {
@@ -311,6 +349,9 @@ type txAcct struct {
 	st      credits.AccountState
 	version int64             // as read
 	lots    map[string]string // lot ID → remaining, as read
+	// holdDue is the lower bound of active hold deadlines to store;
+	// holdDue0 the stored one.
+	holdDue, holdDue0 int64
 }
 
 func (s *Store) newLedgerTx(ctx context.Context, tx *sql.Tx, now time.Time) *ledgerTx {
@@ -323,15 +364,74 @@ func (t *ledgerTx) State(ctx context.Context, id string) (*credits.AccountState,
 	if a, ok := t.accts[id]; ok {
 		return &a.st, nil
 	}
-	st, due, err := loadState(&t.binder, id, t.now)
+	l, err := loadState(&t.binder, id, t.now)
 	if err != nil {
 		return nil, err
 	}
-	a := &txAcct{st: st, version: st.Version}
-	if len(st.Lots) > 0 {
-		a.lots = make(map[string]string, len(st.Lots))
-		for _, l := range st.Lots {
-			a.lots[l.ID] = l.Remaining.String()
+	return t.install(ctx, l)
+}
+
+// prefetch loads, in one query, the accounts of the debits and reserves in
+// reqs that are not loaded yet, so that a batch over many accounts does
+// not pay one round trip per account. Unknown accounts are left for State
+// to report.
+func (t *ledgerTx) prefetch(ctx context.Context, reqs []credits.SpendRequest) error {
+	var ids []string
+	seen := make(map[string]bool, len(reqs))
+	for i := range reqs {
+		r := &reqs[i]
+		if (r.Kind == credits.SpendDebit || r.Kind == credits.SpendReserve) && !seen[r.AccountID] && t.accts[r.AccountID] == nil {
+			seen[r.AccountID] = true
+			ids = append(ids, r.AccountID)
+		}
+	}
+	if len(ids) < 2 {
+		return nil // State's prepared single-row query is as cheap
+	}
+	list, err := json.Marshal(ids)
+	if err != nil {
+		return wrap("prefetch ledger accounts", err)
+	}
+	rows, err := t.stmt(sAccounts).QueryContext(ctx, string(list))
+	if err != nil {
+		return wrap("prefetch ledger accounts", err)
+	}
+	type row struct {
+		l    loaded
+		lots int64
+	}
+	var got []row
+	for rows.Next() {
+		var r row
+		if r.l.st, err = scanState(rows, &r.lots, &r.l.holdDue0); err != nil {
+			rows.Close()
+			return wrap("prefetch ledger accounts", err)
+		}
+		got = append(got, r)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return wrap("prefetch ledger accounts", err)
+	}
+	for i := range got {
+		if err := t.complete(&got[i].l, got[i].lots, t.now); err != nil {
+			return err
+		}
+		if _, err := t.install(ctx, got[i].l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// install makes a loaded account part of the transaction: it advances it
+// to now and writes the expiries that are due.
+func (t *ledgerTx) install(ctx context.Context, l loaded) (*credits.AccountState, error) {
+	due := l.due
+	a := &txAcct{st: l.st, version: l.st.Version, holdDue: l.holdDue, holdDue0: l.holdDue0}
+	if len(a.st.Lots) > 0 {
+		a.lots = make(map[string]string, len(a.st.Lots))
+		for _, lot := range a.st.Lots {
+			a.lots[lot.ID] = lot.Remaining.String()
 		}
 	}
 	expired := a.st.Advance(t.now, due)
@@ -350,7 +450,7 @@ func (t *ledgerTx) State(ctx context.Context, id string) (*credits.AccountState,
 		t.rep.Entries += len(expired)
 		t.rep.Holds += len(due)
 	}
-	t.accts[id] = a
+	t.accts[a.st.ID] = a
 	t.order = append(t.order, a)
 	return &a.st, nil
 }
@@ -368,7 +468,7 @@ func (t *ledgerTx) Hold(ctx context.Context, id string) (credits.Hold, error) {
 func (t *ledgerTx) Op(ctx context.Context, accountID, key string) (credits.OpRecord, bool, error) {
 	var rec credits.OpRecord
 	var fp []byte
-	err := t.stmt(sOp).QueryRowContext(ctx, accountID, key).Scan(&rec.Kind, &fp, &rec.EntrySeq, &rec.HoldID)
+	err := t.stmt(sOp).QueryRowContext(ctx, key, accountID).Scan(&rec.Kind, &fp, &rec.EntrySeq, &rec.HoldID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return rec, false, nil
 	}
@@ -378,7 +478,7 @@ func (t *ledgerTx) Op(ctx context.Context, accountID, key string) (credits.OpRec
 
 // ClaimOp implements credits.Tx.
 func (t *ledgerTx) ClaimOp(ctx context.Context, accountID, key string, rec credits.OpRecord) (credits.OpRecord, bool, error) {
-	res, err := t.stmt(sClaimOp).ExecContext(ctx, accountID, key, rec.Kind, rec.Fingerprint[:], rec.EntrySeq, rec.HoldID)
+	res, err := t.stmt(sClaimOp).ExecContext(ctx, key, accountID, rec.Kind, rec.Fingerprint[:], rec.EntrySeq, rec.HoldID)
 	if err != nil {
 		return rec, false, wrap("claim idempotency key", err)
 	}
@@ -407,6 +507,11 @@ func (t *ledgerTx) AddEntry(ctx context.Context, e credits.Entry) error {
 
 // PutHold implements credits.Tx.
 func (t *ledgerTx) PutHold(ctx context.Context, h credits.Hold) error {
+	if a, ok := t.accts[h.AccountID]; ok && h.State == credits.HoldActive {
+		if d := toNanos(h.ExpiresAt); a.holdDue == 0 || d < a.holdDue {
+			a.holdDue = d
+		}
+	}
 	_, err := t.stmt(sPutHold).ExecContext(ctx, h.ID, h.AccountID, h.Amount.String(), string(h.State), h.Reference,
 		h.IdempotencyKey, toNanos(h.CreatedAt), toNanos(h.ExpiresAt), toNullNanos(h.ResolvedAt), h.Actual.String(),
 		h.Charged.String(), h.EntryID, h.EntrySeq, h.SettleFingerprint[:])
@@ -418,14 +523,14 @@ func (t *ledgerTx) PutHold(ctx context.Context, h credits.Hold) error {
 func (t *ledgerTx) flush(ctx context.Context) error {
 	for _, a := range t.order {
 		st := &a.st
-		if st.Version == a.version {
+		if st.Version == a.version && a.holdDue == a.holdDue0 {
 			continue
 		}
 		p, ar := st.Policy, st.Policy.AutoRecharge
 		res, err := t.stmt(sUpdateAccount).ExecContext(ctx, st.Balance.String(), st.Held.String(), st.Seq, st.Version,
 			p.Overdraft.String(), p.MonthlyCap.String(), p.TimeZone, boolInt(ar.Enabled), ar.Threshold.String(),
 			ar.Amount.String(), boolInt(st.RechargeArmed), st.Recharges, toNanos(st.MonthStart), toNanos(st.MonthEnd),
-			st.MonthSpent.String(), toNanos(st.UpdatedAt), st.ID, a.version)
+			st.MonthSpent.String(), toNanos(st.UpdatedAt), len(st.Lots), a.holdDue, st.ID, a.version)
 		if err != nil {
 			return wrap("update ledger account", err)
 		}
@@ -501,12 +606,12 @@ func (s *Store) SetLedgerPolicy(ctx context.Context, id string, p credits.Policy
 func (s *Store) LedgerAccount(ctx context.Context, id string, now time.Time) (credits.AccountState, error) {
 	var st credits.AccountState
 	err := s.read(ctx, "ledger account", func(b *binder) error {
-		var due []credits.Hold
-		var err error
-		if st, due, err = loadState(b, id, now); err != nil {
+		l, err := loadState(b, id, now)
+		if err != nil {
 			return err
 		}
-		st.Advance(now, due)
+		st = l.st
+		st.Advance(now, l.due)
 		return nil
 	})
 	return st, err
@@ -636,6 +741,9 @@ func (s *Store) ApplySpends(ctx context.Context, now time.Time, reqs []credits.S
 func (s *Store) applySpends(ctx context.Context, now time.Time, reqs []credits.SpendRequest, res []credits.SpendResult) error {
 	return s.write(ctx, "apply spends", func(tx *sql.Tx) error {
 		lt := s.newLedgerTx(ctx, tx, now)
+		if err := lt.prefetch(ctx, reqs); err != nil {
+			return err
+		}
 		for i := range reqs {
 			r, err := credits.ApplySpend(ctx, lt, now, reqs[i])
 			if err != nil {

@@ -50,11 +50,12 @@ func RandomLedgerProgram(seed uint64, n int) []byte {
 	return p
 }
 
-const maxProgramSteps = 400
+// MaxLedgerSteps bounds the steps LedgerInvariants decodes from a program.
+const MaxLedgerSteps = 400
 
-// LedgerInvariants runs program against every store in stores (each may
-// be shared with other runs: the engine uses a fresh account) and fails t
-// if any invariant breaks.
+// LedgerInvariants runs program (at most MaxLedgerSteps steps) against
+// every store in stores (each may be shared with other runs: the engine
+// uses a fresh account) and fails t if any invariant breaks.
 func LedgerInvariants(t testing.TB, program []byte, stores ...credits.Store) {
 	t.Helper()
 	if len(program) < 2 {
@@ -84,7 +85,7 @@ func LedgerInvariants(t testing.TB, program []byte, stores ...credits.Store) {
 	}
 	e := &engine{t: t, m: m, runs: runs, acct: acctID, clk: clk}
 	pos := 2
-	for step := 0; step < maxProgramSteps && pos+3 <= len(program); step++ {
+	for step := 0; step < MaxLedgerSteps && pos+3 <= len(program); step++ {
 		op, a, b := program[pos], program[pos+1], program[pos+2]
 		pos += 3
 		e.touched = -1

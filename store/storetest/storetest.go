@@ -36,6 +36,9 @@ func Bench(b *testing.B, newStore NewStoreFunc) {
 	b.Run("VerifySession", func(b *testing.B) { benchVerifySession(b, newStore, true) })
 	b.Run("VerifySessionUncached", func(b *testing.B) { benchVerifySession(b, newStore, false) })
 	b.Run("GetAccount", func(b *testing.B) { benchGetAccount(b, newStore) })
+	b.Run("Debit", func(b *testing.B) { BenchLedgerDebit(b, newStore) })
+	b.Run("DebitParallel", func(b *testing.B) { BenchLedgerDebitParallel(b, newStore, 64, 0) })
+	b.Run("ReserveSettle", func(b *testing.B) { BenchLedgerReserveSettle(b, newStore) })
 }
 
 // epoch is where every suite clock starts.
