@@ -121,10 +121,12 @@ type SpendStore interface {
 	// outcome in res[i] (len(res) == len(reqs)). Each request is
 	// all-or-nothing on its own: an expected failure (ErrInsufficientFunds,
 	// ErrMonthlyLimit, ErrIdempotencyConflict, ErrUnknownAccount,
-	// ErrHoldNotFound, ErrHoldSettled, ErrHoldReleased, ErrHoldExpired) goes
-	// to res[i].Err, writes nothing for that request and does not affect the
-	// others (ErrUnitMismatch too). A non-nil error means a system failure for which no request
-	// of the call was applied.
+	// ErrUnitMismatch, ErrHoldNotFound, ErrHoldSettled, ErrHoldReleased,
+	// ErrHoldExpired) goes to res[i].Err, writes nothing for that request
+	// and does not affect the others. A non-nil error means a system failure
+	// for which no request of the call was applied. A store that isolates a
+	// request's own system failure (by retrying the others) reports it in
+	// that request's res[i].Err instead.
 	ApplySpends(ctx context.Context, now time.Time, reqs []SpendRequest, res []SpendResult) error
 	// LedgerHold returns the hold as stored (an active hold past its
 	// deadline may still read active), or ErrHoldNotFound.

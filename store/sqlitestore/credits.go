@@ -725,11 +725,13 @@ func (s *Store) LedgerBalanceAt(ctx context.Context, id string, t time.Time) (cr
 // ApplySpends implements credits.SpendStore.
 func (s *Store) ApplySpends(ctx context.Context, now time.Time, reqs []credits.SpendRequest, res []credits.SpendResult) error {
 	err := s.applySpends(ctx, now, reqs, res)
-	if err == nil || len(reqs) == 1 || ctx.Err() != nil {
-		return err
+	var bad *requestFailure
+	if err == nil || len(reqs) == 1 || ctx.Err() != nil || !errors.As(err, &bad) {
+		return err // nothing applied; a failed BEGIN or COMMIT concerns the whole batch
 	}
-	// A system failure rolled the whole batch back: apply each request in
-	// its own transaction, so that only a request that fails alone fails.
+	// One request hit a system failure and rolled the batch back: apply
+	// each request in its own transaction, so that only a request that
+	// fails alone fails (its res[i].Err holds the failure).
 	for i := range reqs {
 		if err := s.applySpends(ctx, now, reqs[i:i+1], res[i:i+1]); err != nil {
 			res[i] = credits.SpendResult{Err: err}
@@ -737,6 +739,12 @@ func (s *Store) ApplySpends(ctx context.Context, now time.Time, reqs []credits.S
 	}
 	return nil
 }
+
+// requestFailure is a system failure while applying one request of a batch.
+type requestFailure struct{ err error }
+
+func (f *requestFailure) Error() string { return f.err.Error() }
+func (f *requestFailure) Unwrap() error { return f.err }
 
 func (s *Store) applySpends(ctx context.Context, now time.Time, reqs []credits.SpendRequest, res []credits.SpendResult) error {
 	return s.write(ctx, "apply spends", func(tx *sql.Tx) error {
@@ -747,7 +755,7 @@ func (s *Store) applySpends(ctx context.Context, now time.Time, reqs []credits.S
 		for i := range reqs {
 			r, err := credits.ApplySpend(ctx, lt, now, reqs[i])
 			if err != nil {
-				return err
+				return &requestFailure{err}
 			}
 			res[i] = r
 		}
