@@ -12,7 +12,9 @@
 // own transaction, and a file written by a newer keyledger is refused with
 // ErrSchemaTooNew.
 //
-// Times are stored as INTEGER unix nanoseconds in UTC.
+// Times are stored as INTEGER unix nanoseconds in UTC. Money (package
+// credits) is stored as exact decimal TEXT and summed in Go, never as REAL
+// (see credits.go).
 package sqlitestore
 
 import (
