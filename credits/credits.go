@@ -55,6 +55,15 @@
 //     in the store, so a restart does not repeat it; the next crossing
 //     needs the balance to reach the threshold again. Failures are logged,
 //     counted and passed to Options.OnRechargeError, never retried in a loop.
+//     A recharge is at most once per crossing: if the process stops between
+//     the debit and the Recharger call, that crossing buys nothing.
+//   - Spend is debits and settlements: refunds do not lower UsedThisMonth,
+//     and negative adjustments (operator corrections) are neither spend nor
+//     a recharge trigger, though they respect the overdraft.
+//   - Idempotency records are kept as long as the ledger (there is no
+//     expiry of keys), so a key may never be reused for another request.
+//   - Each account records the Unit code of the Service that opened it; a
+//     Service of another unit gets ErrUnitMismatch.
 //
 // # Backends and group commit
 //
@@ -65,6 +74,13 @@
 // GroupCommitter; the Service then coalesces concurrent Debit, Reserve,
 // Settle and Release calls into one ApplySpends call per transaction, and
 // each caller still gets its own all-or-nothing result.
+//
+// Holds, balances and idempotency records live in the store, so processes
+// sharing a backend share them. The SQLite store serialises writers with
+// BEGIN IMMEDIATE and updates an account row only at the version it read;
+// a PostgreSQL store does the same with SELECT … FOR UPDATE on the account
+// row (or a version-checked UPDATE) in the transaction that runs the
+// rules, and an insert-if-absent on the idempotency table.
 package credits
 
 import (
