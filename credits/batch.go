@@ -120,40 +120,38 @@ func (b *batcher) loop() {
 	}
 }
 
-// fill adds queued requests to batch without blocking, then, if maxWait is
-// set, waits up to maxWait for the batch to fill.
+// fill adds queued requests to batch without blocking; once the queue is
+// empty it waits up to maxWait (if set) for more, until the batch is full.
 func (b *batcher) fill(batch []*pending, timer **time.Timer) []*pending {
-drain:
+	var deadline <-chan time.Time // nil until the queue first runs dry
 	for len(batch) < b.maxBatch {
+		var p *pending
+		var ok bool
 		select {
-		case p, ok := <-b.in:
-			if !ok {
-				return batch
-			}
-			batch = append(batch, p)
+		case p, ok = <-b.in:
 		default:
-			break drain
-		}
-	}
-	if b.maxWait <= 0 || len(batch) >= b.maxBatch {
-		return batch
-	}
-	if *timer == nil {
-		*timer = time.NewTimer(b.maxWait)
-	} else {
-		(*timer).Reset(b.maxWait)
-	}
-	defer (*timer).Stop()
-	for len(batch) < b.maxBatch {
-		select {
-		case p, ok := <-b.in:
-			if !ok {
+			if b.maxWait <= 0 {
 				return batch
 			}
-			batch = append(batch, p)
-		case <-(*timer).C:
+			if deadline == nil {
+				if *timer == nil {
+					*timer = time.NewTimer(b.maxWait)
+				} else {
+					(*timer).Reset(b.maxWait)
+				}
+				defer (*timer).Stop()
+				deadline = (*timer).C
+			}
+			select {
+			case p, ok = <-b.in:
+			case <-deadline:
+				return batch
+			}
+		}
+		if !ok {
 			return batch
 		}
+		batch = append(batch, p)
 	}
 	return batch
 }

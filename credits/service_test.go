@@ -79,10 +79,14 @@ func (b *batching) ApplySpends(ctx context.Context, now time.Time, reqs []credit
 	return b.Store.ApplySpends(ctx, now, reqs, res)
 }
 
-func newBatching(t *testing.T) (*credits.Service, *batching) {
+func newBatching(t *testing.T, maxWait ...time.Duration) (*credits.Service, *batching) {
 	st := &batching{Store: memstore.New()}
 	clk := fakeclock.New(epoch)
-	svc, err := credits.NewService(st, &credits.Options{Now: clk.Now, MaxBatch: 16, Logger: quiet()})
+	o := &credits.Options{Now: clk.Now, MaxBatch: 16, Logger: quiet()}
+	if len(maxWait) > 0 {
+		o.MaxWait = maxWait[0]
+	}
+	svc, err := credits.NewService(st, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,6 +158,38 @@ func TestGroupCommitDeliversEachResult(t *testing.T) {
 	}
 	if total != 32*20 || stats.BatchedSpends != int64(total) || stats.Batches != int64(len(st.sizes)) || stats.MaxBatch > 16 {
 		t.Fatalf("stats %+v, %d spends in %d batches", stats, total, len(st.sizes))
+	}
+}
+
+// With MaxWait a lone caller still completes (after the wait), and a full
+// batch does not wait.
+func TestGroupCommitMaxWait(t *testing.T) {
+	svc, st := newBatching(t, time.Millisecond)
+	for i := range 3 {
+		if _, err := svc.Debit(context.Background(), credits.DebitParams{AccountID: "acct_1", Amount: credits.AmountFromInt(1), IdempotencyKey: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := svc.Debit(context.Background(), credits.DebitParams{AccountID: "acct_1", Amount: credits.AmountFromInt(1), IdempotencyKey: fmt.Sprint("p", i)}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if a, _ := svc.Account(context.Background(), "acct_1"); !a.Balance.Equal(credits.AmountFromInt(1000 - 43)) {
+		t.Fatalf("balance %s", a.Balance)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, n := range st.sizes {
+		if n > 16 {
+			t.Fatalf("batch of %d", n)
+		}
 	}
 }
 
