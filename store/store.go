@@ -14,12 +14,14 @@ package store
 import (
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/credits"
 )
 
 // Store is everything keyledger needs from a backend.
 type Store interface {
 	account.Store
 	apikey.Store
+	credits.Store
 
 	// Close releases the backend's resources. Calls after Close fail.
 	Close() error

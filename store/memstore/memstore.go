@@ -29,6 +29,7 @@ type Store struct {
 	keys       map[string]*keyRow
 	keysByHash map[[32]byte]*keyRow // current and previous secrets
 	keyIDs     map[string][]string  // account ID -> its key IDs, sorted
+	ledger     *ledgers             // credits; locked separately (see credits.go)
 }
 
 type accountRow struct {
@@ -46,6 +47,7 @@ func New() *Store {
 		keys:       make(map[string]*keyRow),
 		keysByHash: make(map[[32]byte]*keyRow),
 		keyIDs:     make(map[string][]string),
+		ledger:     newLedgers(),
 	}
 }
 

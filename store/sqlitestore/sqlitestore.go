@@ -12,7 +12,9 @@
 // own transaction, and a file written by a newer keyledger is refused with
 // ErrSchemaTooNew.
 //
-// Times are stored as INTEGER unix nanoseconds in UTC.
+// Times are stored as INTEGER unix nanoseconds in UTC. Money (package
+// credits) is stored as exact decimal TEXT and summed in Go, never as REAL
+// (see credits.go).
 package sqlitestore
 
 import (
@@ -64,6 +66,8 @@ type Store struct {
 	r     *sql.DB // read-only pool
 	log   *slog.Logger
 	rstmt stmts // prepared statements on r
+
+	lw, lr *ledgerStmts // prepared credits statements on w and r (credits.go)
 }
 
 // Open opens (creating if needed) the database at path and applies pending
@@ -109,12 +113,16 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 	r.SetMaxIdleConns(o.Readers)
 	r.SetConnMaxIdleTime(0)
 	s.r = r
+	if err := s.prepareLedger(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
 // Close closes both connection pools.
 func (s *Store) Close() error {
-	return errors.Join(s.rstmt.close(), s.r.Close(), s.w.Close())
+	return errors.Join(s.rstmt.close(), s.closeLedger(), s.r.Close(), s.w.Close())
 }
 
 type migration struct {

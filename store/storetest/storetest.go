@@ -29,6 +29,7 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 	t.Run("Accounts", func(t *testing.T) { runAccounts(t, newStore) })
 	t.Run("Sessions", func(t *testing.T) { runSessions(t, newStore) })
 	t.Run("APIKeys", func(t *testing.T) { runAPIKeys(t, newStore) })
+	t.Run("Credits", func(t *testing.T) { runCredits(t, newStore) })
 }
 
 // Bench runs the shared benchmarks against the backend.
@@ -37,6 +38,9 @@ func Bench(b *testing.B, newStore NewStoreFunc) {
 	b.Run("VerifySessionUncached", func(b *testing.B) { benchVerifySession(b, newStore, false) })
 	b.Run("GetAccount", func(b *testing.B) { benchGetAccount(b, newStore) })
 	b.Run("APIKeys", func(b *testing.B) { benchAPIKeys(b, newStore) })
+	b.Run("Debit", func(b *testing.B) { BenchLedgerDebit(b, newStore) })
+	b.Run("DebitParallel", func(b *testing.B) { BenchLedgerDebitParallel(b, newStore, 64, 0) })
+	b.Run("ReserveSettle", func(b *testing.B) { BenchLedgerReserveSettle(b, newStore) })
 }
 
 // epoch is where every suite clock starts.

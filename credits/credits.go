@@ -1,0 +1,273 @@
+// Package credits is keyledger's prepaid-credit ledger: exact, append-only,
+// idempotent, safe under any concurrency, and in-process.
+//
+// # Model
+//
+// A ledger account is opened for an account ID with a Policy (overdraft,
+// monthly cap, time zone, auto-recharge); credits does not import package
+// account, so it can be used alone. Every change of balance is an Entry —
+// grant, purchase, debit, refund, adjustment or expiry — carrying its signed
+// amount and the balance after it, and the balance is always the sum of the
+// entries: the backend writes both in one transaction.
+//
+// Money is Amount, an exact decimal (shopspring/decimal); there is no float
+// anywhere. Amounts keep all their digits; only Unit.Format and Unit.Display
+// round, half away from zero, to the unit's display decimals. JSON carries
+// exact number literals (Amount: 0.0000125) or rounded display literals
+// (Display: 50.00).
+//
+// # Rules
+//
+//   - Idempotency: every mutation that takes an IdempotencyKey records it
+//     with a SHA-256 fingerprint of the request, scoped to the account. A
+//     replay with the same request returns the first result and writes
+//     nothing; the same key with a different request is
+//     ErrIdempotencyConflict. Failed requests record nothing, so they may be
+//     retried with the same key. Settle and Release are idempotent through
+//     their hold: settling a hold again with the same actual amount returns
+//     the first settlement, with another amount ErrHoldSettled.
+//   - No overdraft unless the policy allows one: a debit that would take
+//     Available below −Overdraft fails with ErrInsufficientFunds and writes
+//     nothing, on every backend, under any concurrency.
+//   - Grants may expire. Spending draws from expiring grants first, earliest
+//     expiry first, then from credit that never expires. When a grant
+//     expires, an expiry entry removes its unspent remainder, dated at the
+//     grant's expiry. Expiry is lazy and also swept: the first write that
+//     touches the account after the expiry materialises the entry (before
+//     its own change), ExpireDue does it for every account, and reads in
+//     between compute the same values without writing, so Balance and
+//     BalanceAt are correct whether or not the entry exists yet.
+//   - Holds: Reserve sets aside an estimate before work starts; Settle
+//     charges the actual cost and frees the rest; Release frees it all; a
+//     hold not resolved by its deadline expires and frees itself (reads
+//     ignore it at once; the state is written lazily or by ExpireDue).
+//     Available = Balance − Σ active holds. Settling above the hold charges
+//     as much of the excess as the balance (with overdraft) and the monthly
+//     cap allow and reports the Shortfall. A grant expiring while holds are
+//     active can leave Available below −Overdraft; Balance never goes there.
+//   - Monthly cap: spend (debits and settlements) per calendar month in the
+//     policy's time zone; a debit or reserve that would take spend plus
+//     active holds past the cap fails with ErrMonthlyLimit.
+//   - Auto-recharge: when a debit or settlement takes the balance below the
+//     threshold, the host's Recharger is called once for that crossing —
+//     asynchronously, never blocking the debit — and its payment is written
+//     as a purchase under its own idempotency key. The crossing is recorded
+//     in the store, so a restart does not repeat it; the next crossing
+//     needs the balance to reach the threshold again. Failures are logged,
+//     counted and passed to Options.OnRechargeError, never retried in a loop.
+//     A recharge is at most once per crossing: if the process stops between
+//     the debit and the Recharger call, that crossing buys nothing.
+//   - Spend is debits and settlements: refunds do not lower UsedThisMonth,
+//     and negative adjustments (operator corrections) are neither spend nor
+//     a recharge trigger, though they respect the overdraft.
+//   - Idempotency records are kept as long as the ledger (there is no
+//     expiry of keys), so a key may never be reused for another request.
+//   - Each account records the Unit code of the Service that opened it; a
+//     Service of another unit gets ErrUnitMismatch.
+//
+// # Backends and group commit
+//
+// The Store interfaces below are implemented by store/memstore and
+// store/sqlitestore. The ledger rules themselves live here (ApplySpend,
+// ApplyCredit, AccountState), run by every backend inside its transaction,
+// so all backends agree. A store whose commits are expensive implements
+// GroupCommitter; the Service then coalesces concurrent Debit, Reserve,
+// Settle and Release calls into one ApplySpends call per transaction, and
+// each caller still gets its own all-or-nothing result.
+//
+// Holds, balances and idempotency records live in the store, so processes
+// sharing a backend share them. The SQLite store serialises writers with
+// BEGIN IMMEDIATE and updates an account row only at the version it read;
+// a PostgreSQL store does the same with SELECT … FOR UPDATE on the account
+// row (or a version-checked UPDATE) in the transaction that runs the
+// rules, and an insert-if-absent on the idempotency table.
+package credits
+
+import (
+	"errors"
+	"time"
+)
+
+// Errors returned by Service and by Store implementations. Match them with
+// errors.Is.
+var (
+	ErrUnknownAccount        = errors.New("credits: unknown ledger account")
+	ErrAlreadyOpen           = errors.New("credits: ledger account already open")
+	ErrInvalidAccountID      = errors.New("credits: account ID must be 1-128 bytes of printable UTF-8")
+	ErrInvalidAmount         = errors.New("credits: invalid amount")
+	ErrAmountPrecision       = errors.New("credits: amount is not a multiple of the unit's increment")
+	ErrInsufficientFunds     = errors.New("credits: insufficient funds")
+	ErrMonthlyLimit          = errors.New("credits: monthly spend limit reached")
+	ErrIdempotencyConflict   = errors.New("credits: idempotency key reused with a different request")
+	ErrInvalidIdempotencyKey = errors.New("credits: idempotency key must be 1-255 bytes of UTF-8")
+	ErrInvalidText           = errors.New("credits: reference (≤255 bytes) or description (≤1024 bytes) too long or not UTF-8")
+	ErrInvalidExpiry         = errors.New("credits: grant expiry must be in the future")
+	ErrInvalidTTL            = errors.New("credits: hold TTL must be positive and at most the maximum")
+	ErrInvalidPolicy         = errors.New("credits: invalid policy")
+	ErrInvalidUnit           = errors.New("credits: invalid unit")
+	ErrUnitMismatch          = errors.New("credits: account is kept in another unit")
+	ErrHoldNotFound          = errors.New("credits: hold not found")
+	ErrHoldSettled           = errors.New("credits: hold already settled")
+	ErrHoldReleased          = errors.New("credits: hold already released")
+	ErrHoldExpired           = errors.New("credits: hold expired")
+	ErrInvalidCursor         = errors.New("credits: invalid cursor")
+	ErrInvalidOptions        = errors.New("credits: invalid options")
+	ErrClosed                = errors.New("credits: service closed")
+)
+
+// isDomainError reports whether err is an expected outcome of a request
+// (one of the sentinels above) rather than a system failure.
+func isDomainError(err error) bool {
+	for _, e := range []error{
+		ErrUnknownAccount, ErrInsufficientFunds, ErrMonthlyLimit, ErrIdempotencyConflict,
+		ErrHoldNotFound, ErrHoldSettled, ErrHoldReleased, ErrHoldExpired, ErrAlreadyOpen, ErrUnitMismatch,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// EntryType is the kind of a ledger entry.
+type EntryType string
+
+// Entry types. Grants, purchases and refunds add credit; debits and expiries
+// remove it; adjustments go either way.
+const (
+	EntryGrant      EntryType = "grant"
+	EntryPurchase   EntryType = "purchase"
+	EntryDebit      EntryType = "debit"
+	EntryRefund     EntryType = "refund"
+	EntryAdjustment EntryType = "adjustment"
+	EntryExpiry     EntryType = "expiry"
+)
+
+// Valid reports whether t is one of the defined types.
+func (t EntryType) Valid() bool {
+	switch t {
+	case EntryGrant, EntryPurchase, EntryDebit, EntryRefund, EntryAdjustment, EntryExpiry:
+		return true
+	}
+	return false
+}
+
+// Entry is one immutable line of an account's ledger.
+type Entry struct {
+	ID        string    `json:"id"` // "txn_…" (configurable); expiries "exp_…"
+	AccountID string    `json:"account_id"`
+	Seq       int64     `json:"seq"` // 1, 2, 3… per account: ledger order
+	Type      EntryType `json:"type"`
+	// Amount is signed: positive adds to the balance, negative removes.
+	Amount       Amount `json:"amount"`
+	BalanceAfter Amount `json:"balance_after"`
+	// Reference links the entry to the host's world: a usage ID, payment ID
+	// or order ID; for expiries, the expired grant's entry ID.
+	Reference      string `json:"reference,omitempty"`
+	Description    string `json:"description,omitempty"`
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	// HoldID is the settled hold of a settlement's debit.
+	HoldID string `json:"hold_id,omitempty"`
+	// ExpiresAt is set on grants that expire.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// HoldState is the lifecycle state of a hold.
+type HoldState string
+
+// Hold states. Only active holds count against Available.
+const (
+	HoldActive   HoldState = "active"
+	HoldSettled  HoldState = "settled"
+	HoldReleased HoldState = "released"
+	HoldExpired  HoldState = "expired"
+)
+
+// Hold is funds set aside by Reserve until Settle, Release or its deadline.
+type Hold struct {
+	ID             string    `json:"id"` // "hold_…" (configurable)
+	AccountID      string    `json:"account_id"`
+	Amount         Amount    `json:"amount"`
+	State          HoldState `json:"state"`
+	Reference      string    `json:"reference,omitempty"`
+	IdempotencyKey string    `json:"idempotency_key"`
+	CreatedAt      time.Time `json:"created_at"`
+	ExpiresAt      time.Time `json:"expires_at"`
+	// ResolvedAt is when the hold was settled, released or expired (its
+	// deadline); zero while active.
+	ResolvedAt time.Time `json:"resolved_at,omitzero"`
+	// Actual and Charged are set by Settle: the cost asked for and the part
+	// of it that was charged; Actual − Charged is the shortfall.
+	Actual  Amount `json:"actual"`
+	Charged Amount `json:"charged"`
+	// EntryID and EntrySeq name the settlement's debit entry ("" and 0 when
+	// the settlement charged nothing).
+	EntryID  string `json:"entry_id,omitempty"`
+	EntrySeq int64  `json:"-"`
+	// SettleFingerprint identifies the Settle request, for replays.
+	SettleFingerprint Fingerprint `json:"-"`
+}
+
+// Shortfall is the part of a settlement's actual cost that was not charged.
+func (h Hold) Shortfall() Amount { return h.Actual.Sub(h.Charged) }
+
+// at returns h as seen at now: an active hold past its deadline is expired.
+func (h Hold) at(now time.Time) Hold {
+	if h.State == HoldActive && !now.Before(h.ExpiresAt) {
+		h.State, h.ResolvedAt = HoldExpired, h.ExpiresAt
+	}
+	return h
+}
+
+// AutoRecharge configures automatic top-ups of one account.
+type AutoRecharge struct {
+	Enabled bool `json:"enabled"`
+	// Threshold: a debit that takes the balance below it triggers a recharge.
+	Threshold Amount `json:"threshold"`
+	// Amount is what each recharge buys.
+	Amount Amount `json:"amount"`
+}
+
+// Policy is the spending policy of one ledger account. The keyledger facade
+// derives it from the account's plan (and per-account overrides).
+type Policy struct {
+	// Overdraft is how far below zero Available may go (≥ 0; 0 = none).
+	Overdraft Amount `json:"overdraft"`
+	// MonthlyCap bounds spend per calendar month (0 = no cap).
+	MonthlyCap Amount `json:"monthly_cap"`
+	// TimeZone is the IANA zone whose calendar months the cap counts
+	// ("UTC" if empty).
+	TimeZone     string       `json:"time_zone"`
+	AutoRecharge AutoRecharge `json:"auto_recharge"`
+}
+
+// Account is a ledger account as of one moment.
+type Account struct {
+	ID     string `json:"id"`
+	Unit   string `json:"unit"`
+	Policy Policy `json:"policy"`
+	// Balance is the sum of all entries, expiries due by now included.
+	Balance Amount `json:"balance"`
+	// Held is the sum of active, unexpired holds.
+	Held Amount `json:"held"`
+	// Available is Balance − Held; spending may take it down to −Overdraft.
+	Available Amount `json:"available"`
+	// UsedThisMonth is spend in the current calendar month of the policy's
+	// time zone.
+	UsedThisMonth Amount    `json:"used_this_month"`
+	OpenedAt      time.Time `json:"opened_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+}
+
+// Settlement is the result of Settle.
+type Settlement struct {
+	Hold Hold `json:"hold"`
+	// Entry is the debit written; zero (ID "") when nothing was charged.
+	Entry Entry `json:"entry"`
+	// Charged is what the settlement took from the balance.
+	Charged Amount `json:"charged"`
+	// Shortfall is the part of the actual cost above the hold that the
+	// balance (with overdraft) or the monthly cap could not cover.
+	Shortfall Amount `json:"shortfall"`
+}

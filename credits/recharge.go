@@ -1,0 +1,89 @@
+package credits
+
+import (
+	"context"
+	"time"
+)
+
+// Recharger is the host's payment hook for auto-recharge (for Forii, a
+// Razorpay charge of a saved mandate). The Service calls it in its own
+// goroutine, once per threshold crossing, with a context bounded by
+// Options.RechargeTimeout; it must charge at most once per IdempotencyKey.
+type Recharger interface {
+	// Recharge charges the customer for r.Amount and returns the payment's
+	// reference, or an error if no money was taken.
+	Recharge(ctx context.Context, r RechargeRequest) (RechargeResult, error)
+}
+
+// RechargerFunc adapts a function to the Recharger interface.
+type RechargerFunc func(ctx context.Context, r RechargeRequest) (RechargeResult, error)
+
+// Recharge calls f.
+func (f RechargerFunc) Recharge(ctx context.Context, r RechargeRequest) (RechargeResult, error) {
+	return f(ctx, r)
+}
+
+// RechargeRequest asks the host to buy credit after a threshold crossing.
+type RechargeRequest struct {
+	AccountID string `json:"account_id"`
+	Amount    Amount `json:"amount"`
+	// Crossing numbers the account's threshold crossings: 1, 2, 3…
+	Crossing int64 `json:"crossing"`
+	// IdempotencyKey ("auto-recharge:<crossing>") is used for the purchase
+	// entry; pass it to the payment provider too.
+	IdempotencyKey string `json:"idempotency_key"`
+}
+
+// RechargeResult is a successful recharge.
+type RechargeResult struct {
+	// Reference is the payment's ID; it becomes the purchase entry's
+	// reference.
+	Reference string
+}
+
+// Stats are a Service's counters since it was created.
+type Stats struct {
+	// Batches and BatchedSpends count group commits and the spends they
+	// carried; MaxBatch is the largest batch so far.
+	Batches, BatchedSpends, MaxBatch int64
+	// RechargesStarted counts Recharger calls; RechargesSucceeded and
+	// RechargesFailed their outcomes (a failure includes writing the
+	// purchase). RechargesSkipped counts crossings without a Recharger.
+	RechargesStarted, RechargesSucceeded, RechargesFailed, RechargesSkipped int64
+}
+
+// startRecharge calls the Recharger for rr in a new goroutine.
+func (s *Service) startRecharge(rr *RechargeRequest) {
+	if s.opt.Recharger == nil {
+		s.stats.rechargesSkipped.Add(1)
+		return
+	}
+	s.stats.rechargesStarted.Add(1)
+	s.recharges.Add(1)
+	go func() {
+		defer s.recharges.Done()
+		s.recharge(*rr)
+	}()
+}
+
+func (s *Service) recharge(rr RechargeRequest) {
+	ctx, cancel := context.WithTimeout(s.life, s.opt.RechargeTimeout)
+	defer cancel()
+	res, err := s.opt.Recharger.Recharge(ctx, rr)
+	if err == nil {
+		_, err = s.credit(ctx, EntryPurchase, CreditParams{
+			AccountID: rr.AccountID, Amount: rr.Amount, Reference: res.Reference,
+			Description: "auto-recharge", IdempotencyKey: rr.IdempotencyKey,
+		}, time.Time{})
+	}
+	if err != nil {
+		s.stats.rechargesFailed.Add(1)
+		s.opt.Logger.WarnContext(ctx, "credits: auto-recharge failed", "account_id", rr.AccountID,
+			"crossing", rr.Crossing, "error", err)
+		if s.opt.OnRechargeError != nil {
+			s.opt.OnRechargeError(rr, err)
+		}
+		return
+	}
+	s.stats.rechargesSucceeded.Add(1)
+}

@@ -1,0 +1,208 @@
+package credits
+
+import (
+	"context"
+	"time"
+)
+
+// Fingerprint is the SHA-256 of a request's canonical fields. A store keeps
+// it with an idempotency key to tell a replay from a conflicting reuse.
+type Fingerprint [32]byte
+
+// SpendKind selects what a SpendRequest does.
+type SpendKind uint8
+
+// Spend kinds: the operations that draw on Available or a hold. They are
+// the ones a Service may group-commit.
+const (
+	SpendDebit SpendKind = iota + 1
+	SpendReserve
+	SpendSettle
+	SpendRelease
+)
+
+// SpendRequest is one validated Debit, Reserve, Settle or Release. The
+// Service fills in the IDs a request may create, so that a store never
+// invents identifiers.
+type SpendRequest struct {
+	Kind SpendKind
+	// Unit is the Service's unit code; a request for an account kept in
+	// another unit fails with ErrUnitMismatch.
+	Unit string
+	// AccountID is the account of a debit or reserve; settles and releases
+	// find it through their hold.
+	AccountID string
+	// HoldID is the new hold's ID (reserve) or the hold to resolve (settle,
+	// release).
+	HoldID string
+	// Amount is the debit, the reserved amount, or the settle's actual cost.
+	Amount Amount
+	// TTL is how long a reserved hold lives.
+	TTL                    time.Duration
+	Reference, Description string
+	// IdempotencyKey scopes debits and reserves; settles and releases are
+	// idempotent through their hold.
+	IdempotencyKey string
+	Fingerprint    Fingerprint
+	// EntryID is the ID of the debit entry a debit or settle may write.
+	EntryID string
+}
+
+// SpendResult is the outcome of one SpendRequest.
+type SpendResult struct {
+	Entry Entry // debit; settle when it charged something
+	Hold  Hold  // reserve, settle, release
+	// Recharge is set when this debit or settlement crossed the account's
+	// auto-recharge threshold; the Service acts on it after commit.
+	Recharge *RechargeRequest
+	// Err is the request's expected failure (a sentinel of this package);
+	// nil on success.
+	Err error
+}
+
+// CreditRequest is one validated grant, purchase, refund or adjustment.
+type CreditRequest struct {
+	Unit      string // as in SpendRequest
+	AccountID string
+	Type      EntryType // EntryGrant, EntryPurchase, EntryRefund or EntryAdjustment
+	// Amount is positive, except that an adjustment may be negative.
+	Amount Amount
+	// ExpiresAt makes a grant expire; zero for credit that never expires.
+	ExpiresAt              time.Time
+	Reference, Description string
+	IdempotencyKey         string
+	Fingerprint            Fingerprint
+	EntryID                string
+}
+
+// EntryQuery selects a page of an account's entries, newest first.
+type EntryQuery struct {
+	AccountID string
+	Types     []EntryType // empty: all
+	From, To  time.Time   // CreatedAt in [From, To); zero: unbounded
+	BeforeSeq int64       // only entries with Seq < BeforeSeq; 0: from the newest
+	Limit     int
+}
+
+// AccountStore keeps ledger accounts. Implementations are safe for
+// concurrent use and receive values the Service has already validated.
+type AccountStore interface {
+	// OpenLedger stores a newly opened account, or returns ErrAlreadyOpen.
+	// Of concurrent opens of one ID exactly one succeeds.
+	OpenLedger(ctx context.Context, st AccountState) error
+	// SetLedgerPolicy replaces an account's policy (AccountState.SetPolicy,
+	// after Advance to now) and returns the new state, or
+	// ErrUnknownAccount.
+	SetLedgerPolicy(ctx context.Context, accountID string, p Policy, now time.Time) (AccountState, error)
+	// LedgerAccount returns the account's state as of now — Advance applied
+	// in memory, nothing written — or ErrUnknownAccount.
+	LedgerAccount(ctx context.Context, accountID string, now time.Time) (AccountState, error)
+}
+
+// EntryStore writes credits and reads entries.
+type EntryStore interface {
+	// LedgerCredit applies one credit with ApplyCredit in one transaction.
+	// Expected failures (those of ApplyCredit) are returned as they are,
+	// with nothing written.
+	LedgerCredit(ctx context.Context, now time.Time, r CreditRequest) (Entry, error)
+	// LedgerEntries returns up to q.Limit entries matching q in descending
+	// Seq order, or ErrUnknownAccount.
+	LedgerEntries(ctx context.Context, q EntryQuery) ([]Entry, error)
+	// LedgerBalanceAt returns the balance at time t, read in one snapshot:
+	// the BalanceAfter of the last entry created at or before t (0 if none)
+	// minus the remainders of grant lots that expired at or before t but
+	// whose expiry entry is not written yet. It returns ErrUnknownAccount.
+	LedgerBalanceAt(ctx context.Context, accountID string, t time.Time) (Amount, error)
+}
+
+// SpendStore applies spends and reads holds.
+type SpendStore interface {
+	// ApplySpends applies reqs in order with ApplySpend and stores each
+	// outcome in res[i] (len(res) == len(reqs)). Each request is
+	// all-or-nothing on its own: an expected failure (ErrInsufficientFunds,
+	// ErrMonthlyLimit, ErrIdempotencyConflict, ErrUnknownAccount,
+	// ErrUnitMismatch, ErrHoldNotFound, ErrHoldSettled, ErrHoldReleased,
+	// ErrHoldExpired) goes to res[i].Err, writes nothing for that request
+	// and does not affect the others. A non-nil error means a system failure
+	// for which no request of the call was applied. A store that isolates a
+	// request's own system failure (by retrying the others) reports it in
+	// that request's res[i].Err instead.
+	ApplySpends(ctx context.Context, now time.Time, reqs []SpendRequest, res []SpendResult) error
+	// LedgerHold returns the hold as stored (an active hold past its
+	// deadline may still read active), or ErrHoldNotFound.
+	LedgerHold(ctx context.Context, holdID string) (Hold, error)
+	// ExpireLedgers materialises due expiries (AccountState.Advance at now,
+	// persisted) of the account accountID, or of up to limit accounts with
+	// anything due if accountID is "". It returns how many accounts it
+	// changed, expiry entries it wrote and holds it expired; fewer than
+	// limit accounts means nothing else is due at now. An account with
+	// nothing due is left untouched (and costs no write transaction).
+	ExpireLedgers(ctx context.Context, now time.Time, accountID string, limit int) (ExpiryReport, error)
+}
+
+// ExpiryReport counts what one expiry sweep did.
+type ExpiryReport struct {
+	Accounts int // accounts touched
+	Entries  int // expiry entries written
+	Holds    int // holds marked expired
+}
+
+// Store is what the credits Service needs from a backend.
+type Store interface {
+	AccountStore
+	EntryStore
+	SpendStore
+}
+
+// GroupCommitter is an optional Store capability. A store whose commit is
+// expensive (a durable database) implements it to return true, and the
+// Service then coalesces concurrent spends into one ApplySpends call per
+// transaction (group commit). In-memory stores do without it and receive
+// one request per call.
+type GroupCommitter interface {
+	GroupCommit() bool
+}
+
+// OpKind tells which kind of request an idempotency record belongs to.
+type OpKind uint8
+
+// Operation kinds stored with idempotency keys.
+const (
+	OpCredit OpKind = iota + 1
+	OpDebit
+	OpReserve
+)
+
+// OpRecord is what a store keeps under an idempotency key: the request's
+// fingerprint and a pointer to its first result.
+type OpRecord struct {
+	Kind        OpKind
+	Fingerprint Fingerprint
+	EntrySeq    int64  // OpCredit, OpDebit: the entry written
+	HoldID      string // OpReserve: the hold created
+}
+
+// Tx is the view of one open backend transaction that ApplySpend and
+// ApplyCredit run on. Backends implement it; hosts never see it. Methods
+// return ErrUnknownAccount / ErrHoldNotFound for missing rows and other
+// errors only for system failures.
+type Tx interface {
+	// State returns the account's mutable state, loaded once per
+	// transaction and already advanced to the transaction's now (due grant
+	// expiries written as entries, due holds marked expired). The backend
+	// persists the state when the transaction commits.
+	State(ctx context.Context, accountID string) (*AccountState, error)
+	// Hold returns a copy of the hold with the given ID.
+	Hold(ctx context.Context, holdID string) (Hold, error)
+	// Op returns the idempotency record of (accountID, key), if any.
+	Op(ctx context.Context, accountID, key string) (OpRecord, bool, error)
+	// ClaimOp stores rec under (accountID, key) unless a record exists; it
+	// returns the existing record and false in that case.
+	ClaimOp(ctx context.Context, accountID, key string, rec OpRecord) (OpRecord, bool, error)
+	// Entry returns the account's entry with the given Seq.
+	Entry(ctx context.Context, accountID string, seq int64) (Entry, error)
+	// AddEntry appends an entry.
+	AddEntry(ctx context.Context, e Entry) error
+	// PutHold inserts or replaces a hold.
+	PutHold(ctx context.Context, h Hold) error
+}
