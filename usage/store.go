@@ -164,6 +164,6 @@ type Tx interface {
 	// false if there is none (never written, or deleted by retention).
 	UsageRecord(ctx context.Context, accountID, id string) (Record, bool, error)
 	// AddUsage inserts the record and adds it to its rollup row (tz, day).
-	// It returns ErrDuplicateRecord if the record ID exists.
+	// It returns ErrDuplicateRecord if the account has a record with that ID.
 	AddUsage(ctx context.Context, r *Record, tz, day string) error
 }

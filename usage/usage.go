@@ -27,7 +27,7 @@ var (
 	ErrInvalidCursor         = errors.New("usage: invalid cursor")
 	ErrInvalidOptions        = errors.New("usage: invalid options")
 	ErrNoLedger              = errors.New("usage: charging needs Options.Credits")
-	ErrDuplicateRecord       = errors.New("usage: record ID already exists")
+	ErrDuplicateRecord       = errors.New("usage: the account already has a record with this ID")
 	ErrClosed                = errors.New("usage: service closed")
 )
 

@@ -218,6 +218,13 @@ func (s *Store) meterOne(ctx context.Context, now time.Time, r *usage.MeterReque
 	ua := s.usage.acct(r.Record.AccountID, true)
 	ua.mu.Lock()
 	defer ua.mu.Unlock()
+	if _, replay := ua.ops[r.IdempotencyKey]; !replay {
+		if _, dup := ua.byID[r.Record.ID]; dup {
+			// Checked before ApplyMeter: memory has no rollback for the
+			// charge that would precede the failing insert.
+			return usage.MeterOutcome{Err: usage.ErrDuplicateRecord}
+		}
+	}
 	t := usageTx{s: s, ua: ua, acctID: r.Record.AccountID, now: now}
 	defer t.unlock()
 	out, err := usage.ApplyMeter(ctx, &t, now, r)

@@ -8,7 +8,7 @@
 -- Times are unix nanoseconds (UTC). usage_ops keeps the meter idempotency
 -- keys; retention deletes records only, so keys and rollups outlive them.
 CREATE TABLE usage_records (
-    id                TEXT PRIMARY KEY,
+    id                TEXT NOT NULL,
     account_id        TEXT NOT NULL,
     key_id            TEXT NOT NULL,
     auth_source       TEXT NOT NULL,
@@ -28,7 +28,8 @@ CREATE TABLE usage_records (
     error_type        TEXT NOT NULL,
     error_message     TEXT NOT NULL,
     created_at        INTEGER NOT NULL,
-    metadata          TEXT
+    metadata          TEXT,
+    PRIMARY KEY (account_id, id)
 ) STRICT;
 
 -- Newest-first listing and range scans per account.
