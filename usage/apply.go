@@ -76,7 +76,7 @@ func replayMeter(ctx context.Context, tx Tx, accountID, key string, prev MeterOp
 		return MeterOutcome{Err: ErrIdempotencyConflict}, nil
 	}
 	out := MeterOutcome{Replayed: true}
-	rec, ok, err := tx.UsageRecord(ctx, accountID, prev.RecordID)
+	rec, ok, err := tx.UsageRecord(ctx, accountID, prev.RecordID, prev.CreatedAt)
 	if err != nil {
 		return MeterOutcome{}, err
 	}

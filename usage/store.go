@@ -160,10 +160,12 @@ type Tx interface {
 	// ClaimMeter stores op under (accountID, key) unless a record exists;
 	// it returns the existing one and false in that case.
 	ClaimMeter(ctx context.Context, accountID, key string, op MeterOp) (MeterOp, bool, error)
-	// UsageRecord returns the account's record with the given ID, and
-	// false if there is none (never written, or deleted by retention).
-	UsageRecord(ctx context.Context, accountID, id string) (Record, bool, error)
+	// UsageRecord returns the account's record with the given ID and
+	// creation time, and false if there is none (never written, or deleted
+	// by retention).
+	UsageRecord(ctx context.Context, accountID, id string, createdAt time.Time) (Record, bool, error)
 	// AddUsage inserts the record and adds it to its rollup row (tz, day).
-	// It returns ErrDuplicateRecord if the account has a record with that ID.
+	// It returns ErrDuplicateRecord if the account has a record with that
+	// ID and creation time.
 	AddUsage(ctx context.Context, r *Record, tz, day string) error
 }

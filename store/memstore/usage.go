@@ -167,9 +167,9 @@ func (t *usageTx) ClaimMeter(_ context.Context, _, key string, op usage.MeterOp)
 	return op, true, nil
 }
 
-func (t *usageTx) UsageRecord(_ context.Context, _, id string) (usage.Record, bool, error) {
+func (t *usageTx) UsageRecord(_ context.Context, _, id string, createdAt time.Time) (usage.Record, bool, error) {
 	r, ok := t.ua.byID[id]
-	if !ok {
+	if !ok || !r.CreatedAt.Equal(createdAt) {
 		return usage.Record{}, false, nil
 	}
 	return r.Clone(), true, nil

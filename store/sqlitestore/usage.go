@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shopspring/decimal"
+
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/usage"
 )
@@ -41,7 +43,6 @@ const (
 	uOp
 	uRecord
 	uInsertRecord
-	uRollup
 	uUpsertRollup
 	uSavepoint
 	uRelease
@@ -49,28 +50,28 @@ const (
 	nUsageStmts
 )
 
-const recordColumns = `id, account_id, key_id, auth_source, endpoint, method, model, status_code, response_time,
+const recordColumns = `account_id, created_at, id, key_id, auth_source, endpoint, method, model, status_code, response_time,
 	request_bytes, response_bytes, prompt_tokens, completion_tokens, units, cached_units, upstream_cost, cost,
-	error_type, error_message, created_at, metadata`
+	error_type, error_message, metadata`
 
 const rollupColumns = `account_id, tz, day, model, key_id, endpoint, requests, errors, prompt_tokens,
-	completion_tokens, units, cached_units, cost`
+	completion_tokens, units, cached_units, cost_units, cost_atto`
 
 func usageStatements() [nUsageStmts]string {
 	return [nUsageStmts]string{
 		uClaim: `INSERT INTO usage_ops (account_id, key, fingerprint, record_id, hold_id, created_at)
 			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 		uOp:     `SELECT fingerprint, record_id, hold_id, created_at FROM usage_ops WHERE account_id = ? AND key = ?`,
-		uRecord: `SELECT ` + recordColumns + ` FROM usage_records WHERE id = ? AND account_id = ?`,
+		uRecord: `SELECT ` + recordColumns + ` FROM usage_records WHERE account_id = ? AND created_at = ? AND id = ?`,
 		uInsertRecord: `INSERT INTO usage_records (` + recordColumns + `)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		uRollup: `SELECT cost FROM usage_rollups WHERE account_id = ? AND tz = ? AND day = ? AND model = ?
-			AND key_id = ? AND endpoint = ?`,
-		uUpsertRollup: `INSERT INTO usage_rollups (` + rollupColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		uUpsertRollup: `INSERT INTO usage_rollups (` + rollupColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, errors = errors + excluded.errors,
 			prompt_tokens = prompt_tokens + excluded.prompt_tokens,
 			completion_tokens = completion_tokens + excluded.completion_tokens,
-			units = units + excluded.units, cached_units = cached_units + excluded.cached_units, cost = ?`,
+			units = units + excluded.units, cached_units = cached_units + excluded.cached_units,
+			cost_units = cost_units + excluded.cost_units + (cost_atto + excluded.cost_atto) / 1000000000000000000,
+			cost_atto = (cost_atto + excluded.cost_atto) % 1000000000000000000`,
 		uSavepoint: `SAVEPOINT meter`,
 		uRelease:   `RELEASE meter`,
 		uRollback:  `ROLLBACK TO meter`,
@@ -144,8 +145,8 @@ func (t *usageTx) ClaimMeter(ctx context.Context, accountID, key string, op usag
 }
 
 // UsageRecord implements usage.Tx.
-func (t *usageTx) UsageRecord(ctx context.Context, accountID, id string) (usage.Record, bool, error) {
-	r, err := scanRecord(t.stmt(uRecord).QueryRowContext(ctx, id, accountID))
+func (t *usageTx) UsageRecord(ctx context.Context, accountID, id string, createdAt time.Time) (usage.Record, bool, error) {
+	r, err := scanRecord(t.stmt(uRecord).QueryRowContext(ctx, accountID, toNanos(createdAt), id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, false, nil
 	}
@@ -163,10 +164,9 @@ func (t *usageTx) AddUsage(ctx context.Context, r *usage.Record, tz, day string)
 		}
 		meta = sql.NullString{String: string(b), Valid: true}
 	}
-	_, err := t.stmt(uInsertRecord).ExecContext(ctx, r.ID, r.AccountID, r.KeyID, r.AuthSource, r.Endpoint, r.Method,
-		r.Model, r.StatusCode, int64(r.ResponseTime), r.RequestBytes, r.ResponseBytes, r.PromptTokens, r.CompletionTokens,
-		r.Units, r.CachedUnits, r.UpstreamCost.String(), r.Cost.String(), r.ErrorType, r.ErrorMessage,
-		toNanos(r.CreatedAt), meta)
+	_, err := t.stmt(uInsertRecord).ExecContext(ctx, r.AccountID, toNanos(r.CreatedAt), r.ID, r.KeyID, r.AuthSource,
+		r.Endpoint, r.Method, r.Model, r.StatusCode, int64(r.ResponseTime), r.RequestBytes, r.ResponseBytes, r.PromptTokens,
+		r.CompletionTokens, r.Units, r.CachedUnits, r.UpstreamCost.String(), r.Cost.String(), r.ErrorType, r.ErrorMessage, meta)
 	if isUnique(err) {
 		return usage.ErrDuplicateRecord
 	}
@@ -206,23 +206,37 @@ func (t *usageTx) flushRollups(ctx context.Context) error {
 }
 
 func (t *usageTx) addRollup(ctx context.Context, r *usage.Rollup) error {
-	var old string
-	err := t.stmt(uRollup).QueryRowContext(ctx, r.AccountID, r.TimeZone, r.Day, r.Model, r.KeyID, r.Endpoint).Scan(&old)
-	total := r.Cost
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
-		return wrap("read rollup", err)
-	default:
-		prev, err := parseStored(old)
-		if err != nil {
-			return wrap("read rollup", err)
-		}
-		total = prev.Add(r.Cost)
+	units, atto, err := splitCost(r.Cost)
+	if err != nil {
+		return wrap("write rollup", err)
 	}
 	_, err = t.stmt(uUpsertRollup).ExecContext(ctx, r.AccountID, r.TimeZone, r.Day, r.Model, r.KeyID, r.Endpoint,
-		r.Requests, r.Errors, r.PromptTokens, r.CompletionTokens, r.Units, r.CachedUnits, r.Cost.String(), total.String())
+		r.Requests, r.Errors, r.PromptTokens, r.CompletionTokens, r.Units, r.CachedUnits, units, atto)
 	return wrap("write rollup", err)
+}
+
+var atto = decimal.New(1, 18)
+
+// splitCost returns a non-negative cost as whole units and attounits.
+func splitCost(c credits.Amount) (int64, int64, error) {
+	d := c.Decimal()
+	if d.Sign() == 0 {
+		return 0, 0, nil
+	}
+	whole := d.Truncate(0)
+	frac := d.Sub(whole).Mul(atto)
+	if d.Sign() < 0 || !frac.IsInteger() || !whole.LessThan(decimal.New(1, 18)) {
+		return 0, 0, fmt.Errorf("rollup cost %s is negative, finer than 10^-18 or too large", c)
+	}
+	return whole.IntPart(), frac.IntPart(), nil
+}
+
+// joinCost is the inverse of splitCost.
+func joinCost(units, attos int64) credits.Amount {
+	if attos == 0 {
+		return credits.AmountFromInt(units)
+	}
+	return credits.NewAmount(decimal.New(units, 0).Add(decimal.New(attos, -18)))
 }
 
 // acctSnap is the in-memory ledger state of one account before a request,
@@ -311,9 +325,9 @@ func scanRecord(row scanner) (usage.Record, error) {
 		upstream, cost string
 		meta           sql.NullString
 	)
-	err := row.Scan(&r.ID, &r.AccountID, &r.KeyID, &r.AuthSource, &r.Endpoint, &r.Method, &r.Model, &r.StatusCode, &rt,
-		&r.RequestBytes, &r.ResponseBytes, &r.PromptTokens, &r.CompletionTokens, &r.Units, &r.CachedUnits, &upstream, &cost,
-		&r.ErrorType, &r.ErrorMessage, &created, &meta)
+	err := row.Scan(&r.AccountID, &created, &r.ID, &r.KeyID, &r.AuthSource, &r.Endpoint, &r.Method, &r.Model, &r.StatusCode,
+		&rt, &r.RequestBytes, &r.ResponseBytes, &r.PromptTokens, &r.CompletionTokens, &r.Units, &r.CachedUnits, &upstream,
+		&cost, &r.ErrorType, &r.ErrorMessage, &meta)
 	if err != nil {
 		return r, err
 	}
@@ -430,18 +444,17 @@ func (s *Store) UsageRollups(ctx context.Context, q usage.RollupQuery) ([]usage.
 	}
 	defer rows.Close()
 	var out []usage.Rollup
-	var p amountScanner
 	for rows.Next() {
 		var r usage.Rollup
-		var cost string
+		var units, attos int64
 		if err := rows.Scan(&r.AccountID, &r.TimeZone, &r.Day, &r.Model, &r.KeyID, &r.Endpoint, &r.Requests, &r.Errors,
-			&r.PromptTokens, &r.CompletionTokens, &r.Units, &r.CachedUnits, &cost); err != nil {
+			&r.PromptTokens, &r.CompletionTokens, &r.Units, &r.CachedUnits, &units, &attos); err != nil {
 			return nil, false, wrap("usage rollups", err)
 		}
-		r.Cost = p.parse(cost)
+		r.Cost = joinCost(units, attos)
 		out = append(out, r)
 	}
-	return out, false, wrap("usage rollups", errors.Join(rows.Err(), p.err))
+	return out, false, wrap("usage rollups", rows.Err())
 }
 
 // dayAround returns the day n days from day ("2006-01-02"), or day itself
@@ -459,15 +472,16 @@ func dayAround(day string, n int) string {
 const deleteChunk = 5000
 
 // DeleteUsageBefore implements usage.Store. It deletes in transactions of
-// at most 5,000 records; each finds its rows by scanning from the oldest
-// rowid, which is cheap when records arrive roughly in time order.
+// at most 5,000 records, so that the writer is never held for long; each
+// transaction finds its rows with a scan of the records table (there is no
+// index by time alone, to keep inserts cheap), which suits a daily job.
 func (s *Store) DeleteUsageBefore(ctx context.Context, t time.Time) (int, error) {
 	total := 0
 	for {
 		var n int64
 		err := s.write(ctx, "delete usage", func(tx *sql.Tx) error {
-			res, err := tx.ExecContext(ctx, `DELETE FROM usage_records WHERE rowid IN
-				(SELECT rowid FROM usage_records WHERE created_at < ? LIMIT ?)`, toNanos(t), deleteChunk)
+			res, err := tx.ExecContext(ctx, `DELETE FROM usage_records WHERE (account_id, created_at, id) IN
+				(SELECT account_id, created_at, id FROM usage_records WHERE created_at < ? LIMIT ?)`, toNanos(t), deleteChunk)
 			if err != nil {
 				return wrap("delete usage", err)
 			}

@@ -3,13 +3,21 @@
 -- usage_records holds the raw request log; usage_rollups its daily totals
 -- per account × time zone × local day × model × key × endpoint, maintained
 -- in the same transaction as each record (and its ledger charge), so that
--- summaries read a few rows per day whatever the record count. Costs are
--- exact decimal TEXT (credits.Amount.String), summed in Go, never in SQL.
--- Times are unix nanoseconds (UTC). usage_ops keeps the meter idempotency
--- keys; retention deletes records only, so keys and rollups outlive them.
+-- summaries read a few rows per day whatever the record count. Record costs
+-- are exact decimal TEXT (credits.Amount.String). A rollup's cost is exact
+-- too, as whole units plus attounits (10^-18): spent amounts carry at most
+-- 18 decimals, so one UPSERT adds a batch's cost with integer arithmetic
+-- and a carry, without reading the row first; readers sum in Go. Times are
+-- unix nanoseconds (UTC). usage_ops keeps the meter idempotency keys;
+-- retention deletes records only, so keys and rollups outlive them.
+--
+-- Records are clustered by (account, created_at, id): the newest-first list
+-- and range scans of one account read one contiguous range, and an insert
+-- touches one B-tree.
 CREATE TABLE usage_records (
-    id                TEXT NOT NULL,
     account_id        TEXT NOT NULL,
+    created_at        INTEGER NOT NULL,
+    id                TEXT NOT NULL,
     key_id            TEXT NOT NULL,
     auth_source       TEXT NOT NULL,
     endpoint          TEXT NOT NULL,
@@ -27,13 +35,9 @@ CREATE TABLE usage_records (
     cost              TEXT NOT NULL,
     error_type        TEXT NOT NULL,
     error_message     TEXT NOT NULL,
-    created_at        INTEGER NOT NULL,
     metadata          TEXT,
-    PRIMARY KEY (account_id, id)
-) STRICT;
-
--- Newest-first listing and range scans per account.
-CREATE INDEX usage_records_account_time ON usage_records (account_id, created_at, id);
+    PRIMARY KEY (account_id, created_at, id)
+) STRICT, WITHOUT ROWID;
 
 CREATE TABLE usage_rollups (
     account_id        TEXT NOT NULL,
@@ -48,7 +52,8 @@ CREATE TABLE usage_rollups (
     completion_tokens INTEGER NOT NULL,
     units             INTEGER NOT NULL,
     cached_units      INTEGER NOT NULL,
-    cost              TEXT NOT NULL,
+    cost_units        INTEGER NOT NULL,
+    cost_atto         INTEGER NOT NULL,
     PRIMARY KEY (account_id, tz, day, model, key_id, endpoint)
 ) STRICT, WITHOUT ROWID;
 
