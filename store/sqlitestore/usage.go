@@ -61,7 +61,7 @@ func usageStatements() [nUsageStmts]string {
 	return [nUsageStmts]string{
 		uClaim: `INSERT INTO usage_ops (account_id, key, fingerprint, record_id, hold_id, created_at)
 			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-		uOp:     `SELECT fingerprint, record_id, hold_id, created_at FROM usage_ops WHERE account_id = ? AND key = ?`,
+		uOp:     `SELECT fingerprint, record_id, hold_id, created_at FROM usage_ops WHERE key = ?2 AND account_id = ?1`,
 		uRecord: `SELECT ` + recordColumns + ` FROM usage_records WHERE account_id = ? AND created_at = ? AND id = ?`,
 		uInsertRecord: `INSERT INTO usage_records (` + recordColumns + `)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,

@@ -57,12 +57,14 @@ CREATE TABLE usage_rollups (
     PRIMARY KEY (account_id, tz, day, model, key_id, endpoint)
 ) STRICT, WITHOUT ROWID;
 
+-- Keyed like credit_ops, by key first: keys that are issued in order (a
+-- request counter, UUIDv7) land on the same few pages.
 CREATE TABLE usage_ops (
-    account_id  TEXT NOT NULL,
     key         TEXT NOT NULL,
+    account_id  TEXT NOT NULL,
     fingerprint BLOB NOT NULL,
     record_id   TEXT NOT NULL,
     hold_id     TEXT NOT NULL,
     created_at  INTEGER NOT NULL,
-    PRIMARY KEY (account_id, key)
+    PRIMARY KEY (key, account_id)
 ) STRICT, WITHOUT ROWID;
