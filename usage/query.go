@@ -46,8 +46,8 @@ func ParseLimit(s string) (int, error) {
 	if s == "" {
 		return DefaultListLimit, nil
 	}
-	if len(s) > 20 {
-		return 0, fmt.Errorf("%w: limit %q", ErrInvalidQuery, s[:20])
+	if len(s) > 32 {
+		return 0, fmt.Errorf("%w: limit %q", ErrInvalidQuery, s[:32])
 	}
 	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
 	if err != nil {
@@ -116,12 +116,12 @@ func DecodeCursor(c string) (time.Time, string, error) {
 	if len(c) > 4*(maxIDLen+32)/3 {
 		return time.Time{}, "", ErrInvalidCursor
 	}
-	b, err := base64.RawURLEncoding.DecodeString(c)
+	b, err := base64.RawURLEncoding.Strict().DecodeString(c)
 	if err != nil {
 		return time.Time{}, "", ErrInvalidCursor
 	}
 	ns, id, ok := strings.Cut(string(b), ".")
-	if !ok || id == "" || len(id) > maxIDLen || !utf8.ValidString(id) || ns == "" || ns[0] == '+' {
+	if !ok || id == "" || !printable(id, maxIDLen) || ns == "" || ns[0] == '+' {
 		return time.Time{}, "", ErrInvalidCursor
 	}
 	n, err := strconv.ParseInt(ns, 10, 64)
