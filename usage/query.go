@@ -116,6 +116,11 @@ func DecodeCursor(c string) (time.Time, string, error) {
 	if len(c) > 4*(maxIDLen+32)/3 {
 		return time.Time{}, "", ErrInvalidCursor
 	}
+	for i := 0; i < len(c); i++ { // the decoder would skip newlines
+		if ch := c[i]; !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_') {
+			return time.Time{}, "", ErrInvalidCursor
+		}
+	}
 	b, err := base64.RawURLEncoding.Strict().DecodeString(c)
 	if err != nil {
 		return time.Time{}, "", ErrInvalidCursor
