@@ -28,9 +28,13 @@ import (
 //
 // ApplySpends is the group commit: many callers' spends in one transaction.
 // The ledger rules check before they write, so a request that fails leaves
-// nothing behind and its batch mates commit; if a system error aborts the
-// transaction, the requests are retried one per transaction so that one bad
-// request cannot fail the others.
+// nothing behind and its batch mates commit, without savepoints; if one
+// request's system error aborts the transaction, the requests are retried
+// one per transaction so that one bad request cannot fail the others.
+// Other writers that must debit atomically with their own rows (usage
+// metering) open a ledgerTx on their transaction (newLedgerTx), run
+// credits.ApplySpend on it next to their inserts, and flush it before
+// commit.
 
 var _ credits.GroupCommitter = (*Store)(nil)
 

@@ -2,6 +2,7 @@ package sqlitestore_test
 
 import (
 	"context"
+	"log/slog"
 	"path/filepath"
 	"testing"
 
@@ -11,7 +12,9 @@ import (
 )
 
 func newStore(t testing.TB) store.Store {
-	st, err := sqlitestore.Open(context.Background(), filepath.Join(t.TempDir(), "keyledger.db"), nil)
+	// Migration logs would interleave with benchmark result lines.
+	st, err := sqlitestore.Open(context.Background(), filepath.Join(t.TempDir(), "keyledger.db"),
+		&sqlitestore.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
