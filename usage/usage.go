@@ -7,7 +7,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/shopspring/decimal"
+	"github.com/keyledger/keyledger/credits"
 )
 
 // Errors.
@@ -42,9 +42,9 @@ type Record struct {
 	CachedUnits int64 `json:"cached_units"`
 	// UpstreamCost is what the host paid its provider (OpenRush
 	// dataforseo_cost_usd), kept for margins; it is not charged.
-	UpstreamCost decimal.Decimal `json:"upstream_cost"`
+	UpstreamCost credits.Amount `json:"upstream_cost"`
 	// Cost is what the account was charged, in the ledger's unit.
-	Cost         decimal.Decimal   `json:"credits_charged"`
+	Cost         credits.Amount    `json:"credits_charged"`
 	ErrorType    string            `json:"error_type,omitempty"`
 	ErrorMessage string            `json:"error_message,omitempty"`
 	CreatedAt    time.Time         `json:"created_at"`
