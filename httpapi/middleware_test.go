@@ -253,8 +253,6 @@ func TestReportedTokensAreCharged(t *testing.T) {
 func BenchmarkMiddleware(b *testing.B) {
 	b.Run("memory", func(b *testing.B) {
 		e := newEnv(b, backends[0])
-		c, _ := account.NewCatalog("unlimited", account.Plan{ID: "unlimited"})
-		_ = c
 		h := httpapi.Middleware(e.kl, nil)(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 		r := httptest.NewRequest("GET", "/v1/free", nil)
 		r.Header.Set("Authorization", "Bearer "+e.raw.Reveal())
