@@ -1,0 +1,295 @@
+package keyledger
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/keyledger/keyledger/account"
+	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/ratelimit"
+	"github.com/keyledger/keyledger/usage"
+)
+
+// Request describes an incoming API call to Authorize.
+type Request struct {
+	// Model is the model asked for ("" for non-model endpoints). It must be
+	// allowed for the key and priced in Options.Prices.
+	Model string
+	// Scope is the permission the call needs ("inference", "read", …; ""
+	// checks none).
+	Scope string
+	// Endpoint and Method name the operation; the endpoint is also the
+	// PriceBook operation of non-model calls.
+	Endpoint, Method string
+	// PromptTokens is the prompt estimate reserved from the prompt-token
+	// budget and priced into the hold.
+	PromptTokens int64
+	// MaxCompletionTokens is the most the call may produce; it is reserved
+	// from the completion-token budget and priced into the hold.
+	MaxCompletionTokens int64
+	// Units and CachedUnits estimate an operation-priced call (defaults to
+	// one unit).
+	Units, CachedUnits int64
+	// ID identifies the request; it becomes the idempotency key of its hold
+	// and its usage record. Generated ("req_…") when empty.
+	ID string
+}
+
+// Outcome is what a request used and how it went.
+type Outcome struct {
+	StatusCode                     int
+	PromptTokens, CompletionTokens int64
+	Units, CachedUnits             int64
+	RequestBytes, ResponseBytes    int64
+	// Latency is the time the request took (measured from Authorize when zero).
+	Latency time.Duration
+	// ErrorType and ErrorMessage describe a failure; a request with an error
+	// type is not charged.
+	ErrorType, ErrorMessage string
+	UpstreamCost            credits.Amount
+	Metadata                map[string]string
+}
+
+// Budget is the state of each per-minute budget after Authorize: for each,
+// the tighter of the key's and the account's bucket.
+type Budget struct {
+	Requests, PromptTokens, CompletionTokens ratelimit.Result
+}
+
+// Grant is an authorized request. Complete or Cancel it exactly once (more
+// calls return the first result); both are safe from a defer and from
+// another goroutine.
+type Grant struct {
+	// Key is the verified key: account, plan, models, scopes, environment.
+	Key apikey.Verified
+	// Budget is the rate-limit state after this request was admitted.
+	Budget Budget
+	// Hold is the credit hold of the estimated cost (zero ID when free).
+	Hold credits.Hold
+	// Estimate is the reserved cost.
+	Estimate credits.Amount
+	// ID is the request ID.
+	ID string
+
+	kl      *KeyLedger
+	req     Request
+	tz      string
+	buckets [6]ratelimit.Request
+	ctx     context.Context
+	unbind  context.CancelFunc
+	start   time.Time
+	once    sync.Once
+	result  usage.MeterResult
+	err     error
+}
+
+// Context is the request's context bound to its key: it is cancelled when
+// the key is revoked, disabled or expires while the request runs. Run the
+// request's work under it.
+func (g *Grant) Context() context.Context { return g.ctx }
+
+// Authorize admits a request or says why not: key errors (apikey.ErrMalformed,
+// ErrUnknown, ErrRevoked, ErrDisabled, ErrExpired, ErrAccountInactive),
+// permission errors (apikey.ErrModelNotAllowed, ErrScopeNotAllowed),
+// usage.ErrUnknownModel, a *LimitError (errors.Is ErrRateLimited), or
+// credits.ErrInsufficientFunds / ErrMonthlyLimit. A refused request is never
+// charged and takes nothing from any budget.
+func (kl *KeyLedger) Authorize(ctx context.Context, raw apikey.RawKey, req Request) (*Grant, error) {
+	if req.PromptTokens < 0 || req.MaxCompletionTokens < 0 || req.Units < 0 || req.CachedUnits < 0 {
+		return nil, ErrInvalidRequest
+	}
+	v, err := kl.Keys.Verify(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := v.Permit(req.Model, req.Scope); err != nil {
+		return nil, err
+	}
+	estimate, err := kl.estimate(req)
+	if err != nil {
+		return nil, err
+	}
+	info, err := kl.account(ctx, v.AccountID)
+	if err != nil {
+		return nil, err
+	}
+	g := &Grant{Key: v, Estimate: estimate, kl: kl, req: req, tz: info.tz, start: kl.now(), ID: req.ID}
+	if g.ID == "" {
+		g.ID = kl.ids.New("req_")
+	}
+	limits := kl.limits(v.Plan, info)
+	g.buckets = [6]ratelimit.Request{
+		{Key: "k:r:" + v.KeyID, Limit: ratelimit.PerMinute(limits.RequestsPerMinute), Cost: 1},
+		{Key: "a:r:" + v.AccountID, Limit: ratelimit.PerMinute(limits.RequestsPerMinute), Cost: 1},
+		{Key: "k:p:" + v.KeyID, Limit: ratelimit.PerMinute(limits.PromptTokensPerMinute), Cost: req.PromptTokens},
+		{Key: "a:p:" + v.AccountID, Limit: ratelimit.PerMinute(limits.PromptTokensPerMinute), Cost: req.PromptTokens},
+		{Key: "k:c:" + v.KeyID, Limit: ratelimit.PerMinute(limits.CompletionTokensPerMinute), Cost: req.MaxCompletionTokens},
+		{Key: "a:c:" + v.AccountID, Limit: ratelimit.PerMinute(limits.CompletionTokensPerMinute), Cost: req.MaxCompletionTokens},
+	}
+	d, err := kl.Limiter.Allow(ctx, g.buckets[:]...)
+	if err != nil {
+		return nil, err
+	}
+	g.Budget = budgetOf(&d)
+	if !d.Allowed {
+		return nil, &LimitError{Decision: d, Budget: g.Budget}
+	}
+	if estimate.IsPositive() {
+		g.Hold, err = kl.Credits.Reserve(ctx, credits.ReserveParams{
+			AccountID: v.AccountID, Amount: estimate, TTL: kl.holdTTL, Reference: g.ID, IdempotencyKey: "hold:" + g.ID,
+		})
+		if err != nil {
+			kl.refund(ctx, g, true)
+			return nil, err
+		}
+	}
+	g.ctx, g.unbind = kl.Keys.Bind(ctx, v)
+	return g, nil
+}
+
+// limits returns the per-minute limits for a plan, with the account's
+// override for custom (Enterprise) plans.
+func (kl *KeyLedger) limits(plan string, info accountInfo) account.Limits {
+	if info.limits != nil {
+		return *info.limits
+	}
+	p, _ := kl.Catalog.Plan(plan)
+	return p.Limits
+}
+
+// estimate prices the request's reservation.
+func (kl *KeyLedger) estimate(req Request) (credits.Amount, error) {
+	if kl.Prices == nil {
+		return credits.Amount{}, nil
+	}
+	if req.Model != "" {
+		d, err := kl.Prices.TokenCost(req.Model, req.PromptTokens, req.MaxCompletionTokens)
+		return credits.NewAmount(d), err
+	}
+	d, err := kl.Prices.OperationCost(req.Endpoint, req.Units, req.CachedUnits)
+	if errors.Is(err, usage.ErrUnknownOperation) {
+		return credits.Amount{}, nil // unpriced operations are free
+	}
+	return credits.NewAmount(d), err
+}
+
+// budgetOf picks, per budget, the tighter of key and account.
+func budgetOf(d *ratelimit.Decision) Budget {
+	return Budget{
+		Requests:         tighter(d.Results[0], d.Results[1]),
+		PromptTokens:     tighter(d.Results[2], d.Results[3]),
+		CompletionTokens: tighter(d.Results[4], d.Results[5]),
+	}
+}
+
+func tighter(a, b ratelimit.Result) ratelimit.Result {
+	switch {
+	case a.Limit == 0:
+		return b
+	case b.Limit == 0:
+		return a
+	case !b.Allowed && a.Allowed:
+		return b
+	case !a.Allowed && b.Allowed:
+		return a
+	case b.Remaining < a.Remaining:
+		return b
+	}
+	return a
+}
+
+// refund returns token reservations to the limiter; with requests true the
+// request itself too (a request refused after admission).
+func (kl *KeyLedger) refund(ctx context.Context, g *Grant, requests bool) {
+	var back [6]ratelimit.Request
+	n := 0
+	for i, b := range g.buckets {
+		if b.Cost == 0 || (i < 2 && !requests) {
+			continue
+		}
+		b.Cost = -b.Cost
+		back[n] = b
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	if err := kl.Limiter.Adjust(context.WithoutCancel(ctx), back[:n]...); err != nil {
+		kl.log.WarnContext(ctx, "keyledger: returning rate-limit reservation failed", "request_id", g.ID, "error", err)
+	}
+}
+
+// Complete meters the request and settles its hold with the actual cost in
+// one transaction (or releases the hold when the outcome is not billable:
+// an error, a status ≥ 400), corrects the token budgets with the actual
+// counts and unbinds the request from its key. It runs once; later calls
+// return the first result. It keeps working when ctx is cancelled (a client
+// that went away still pays for what it used).
+func (g *Grant) Complete(ctx context.Context, o Outcome) (usage.MeterResult, error) {
+	g.once.Do(func() { g.result, g.err = g.complete(context.WithoutCancel(ctx), o) })
+	return g.result, g.err
+}
+
+func (g *Grant) complete(ctx context.Context, o Outcome) (usage.MeterResult, error) {
+	kl := g.kl
+	defer g.unbind()
+	if o.Latency == 0 {
+		o.Latency = kl.now().Sub(g.start)
+	}
+	units := o.Units
+	if units == 0 && g.req.Model == "" {
+		units = max(g.req.Units, 1)
+	}
+	rec := usage.Record{
+		AccountID: g.Key.AccountID, KeyID: g.Key.KeyID, AuthSource: "api_key",
+		Endpoint: g.req.Endpoint, Method: g.req.Method, Model: g.req.Model, StatusCode: o.StatusCode,
+		ResponseTime: o.Latency, RequestBytes: o.RequestBytes, ResponseBytes: o.ResponseBytes,
+		PromptTokens: o.PromptTokens, CompletionTokens: o.CompletionTokens, Units: units, CachedUnits: o.CachedUnits,
+		UpstreamCost: o.UpstreamCost, ErrorType: o.ErrorType, ErrorMessage: o.ErrorMessage, Metadata: o.Metadata,
+	}
+	if rec.Billable() && kl.Prices != nil {
+		cost, err := kl.Prices.Cost(rec)
+		switch {
+		case errors.Is(err, usage.ErrUnknownOperation):
+		case err != nil:
+			return usage.MeterResult{}, err
+		default:
+			rec.Cost = credits.NewAmount(cost)
+		}
+	}
+	res, err := kl.Usage.Meter(ctx, usage.MeterParams{Record: rec, HoldID: g.Hold.ID, IdempotencyKey: g.ID, TimeZone: g.tz})
+	g.correctTokens(ctx, o)
+	return res, err
+}
+
+// correctTokens replaces the token reservations with the actual counts.
+func (g *Grant) correctTokens(ctx context.Context, o Outcome) {
+	dp := o.PromptTokens - g.req.PromptTokens
+	dc := o.CompletionTokens - g.req.MaxCompletionTokens
+	if dp == 0 && dc == 0 {
+		return
+	}
+	adj := [4]ratelimit.Request{g.buckets[2], g.buckets[3], g.buckets[4], g.buckets[5]}
+	adj[0].Cost, adj[1].Cost, adj[2].Cost, adj[3].Cost = dp, dp, dc, dc
+	if err := g.kl.Limiter.Adjust(ctx, adj[:]...); err != nil {
+		g.kl.log.WarnContext(ctx, "keyledger: correcting token budgets failed", "request_id", g.ID, "error", err)
+	}
+}
+
+// Cancel gives back what Authorize took: the hold is released and the token
+// reservations return to their budgets (the request still counts against
+// the request budget). It runs once, shared with Complete.
+func (g *Grant) Cancel(ctx context.Context) error {
+	g.once.Do(func() {
+		ctx := context.WithoutCancel(ctx)
+		defer g.unbind()
+		g.kl.refund(ctx, g, false)
+		if g.Hold.ID != "" {
+			_, g.err = g.kl.Credits.Release(ctx, g.Hold.ID)
+		}
+	})
+	return g.err
+}

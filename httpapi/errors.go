@@ -1,0 +1,152 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/keyledger/keyledger"
+	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/usage"
+)
+
+// Error is an error as the client sees it: a status, a machine-readable
+// type and code, and a public message. Internal details never reach it.
+type Error struct {
+	Status  int
+	Type    string // OpenAI-style class: invalid_request_error, rate_limit_error, …
+	Code    string // stable machine code: invalid_api_key, insufficient_quota, …
+	Message string
+	// RetryAfter is set on 429s.
+	RetryAfter time.Duration
+	// Err is the error classified (for logging; never shown).
+	Err error
+}
+
+// Error codes of the classification table.
+const (
+	CodeInvalidAPIKey     = "invalid_api_key"
+	CodeModelNotAllowed   = "model_not_allowed"
+	CodePermissionDenied  = "permission_denied"
+	CodeModelNotFound     = "model_not_found"
+	CodeInsufficientQuota = "insufficient_quota"
+	CodeMonthlyLimit      = "monthly_limit_exceeded"
+	CodeRateLimited       = "rate_limit_exceeded"
+	CodeInvalidRequest    = "invalid_request"
+	CodeInternal          = "internal_error"
+)
+
+// Classify maps an error of the hot path to what the client is told. It is
+// the one table from keyledger's errors to HTTP; ErrorWriters render its
+// result in their API's envelope. Unknown errors are 500s with a generic
+// message.
+func Classify(err error) Error {
+	e := Error{Err: err}
+	var le *keyledger.LimitError
+	switch {
+	case errors.As(err, &le):
+		e.Status, e.Type, e.Code = http.StatusTooManyRequests, "rate_limit_error", CodeRateLimited
+		e.Message = "Rate limit reached: too many requests or tokens per minute for this plan."
+		e.RetryAfter = le.RetryAfter()
+		if le.Decision.RetryAfter() == 0 {
+			e.Message = "Request is larger than the plan's per-minute token limit."
+		}
+	case errors.Is(err, errMissingKey):
+		e.Status, e.Type, e.Code, e.Message = 401, "invalid_request_error", CodeInvalidAPIKey, "Missing API key: send it as 'Authorization: Bearer <key>'."
+	case errors.Is(err, apikey.ErrRevoked):
+		e.Status, e.Type, e.Code, e.Message = 401, "invalid_request_error", CodeInvalidAPIKey, "This API key has been revoked."
+	case errors.Is(err, apikey.ErrExpired):
+		e.Status, e.Type, e.Code, e.Message = 401, "invalid_request_error", CodeInvalidAPIKey, "This API key has expired."
+	case errors.Is(err, apikey.ErrDisabled):
+		e.Status, e.Type, e.Code, e.Message = 401, "invalid_request_error", CodeInvalidAPIKey, "This API key has been disabled."
+	case errors.Is(err, apikey.ErrAccountInactive):
+		e.Status, e.Type, e.Code, e.Message = 401, "invalid_request_error", CodeInvalidAPIKey, "The account of this API key is not active."
+	case errors.Is(err, apikey.ErrMalformed), errors.Is(err, apikey.ErrUnknown):
+		e.Status, e.Type, e.Code, e.Message = 401, "invalid_request_error", CodeInvalidAPIKey, "Incorrect API key provided."
+	case errors.Is(err, apikey.ErrModelNotAllowed):
+		e.Status, e.Type, e.Code, e.Message = 403, "permission_error", CodeModelNotAllowed, "This API key may not use this model."
+	case errors.Is(err, apikey.ErrScopeNotAllowed):
+		e.Status, e.Type, e.Code, e.Message = 403, "permission_error", CodePermissionDenied, "This API key lacks the permission for this request."
+	case errors.Is(err, usage.ErrUnknownModel):
+		e.Status, e.Type, e.Code, e.Message = 404, "invalid_request_error", CodeModelNotFound, "The model does not exist."
+	case errors.Is(err, credits.ErrInsufficientFunds):
+		e.Status, e.Type, e.Code, e.Message = 402, "insufficient_quota", CodeInsufficientQuota, "Insufficient credits: add credits to continue."
+	case errors.Is(err, credits.ErrMonthlyLimit):
+		e.Status, e.Type, e.Code, e.Message = 402, "insufficient_quota", CodeMonthlyLimit, "The monthly spend limit of this account is reached."
+	case errors.Is(err, keyledger.ErrInvalidRequest), errors.Is(err, errBadRequest):
+		e.Status, e.Type, e.Code, e.Message = 400, "invalid_request_error", CodeInvalidRequest, "The request is invalid."
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		e.Status, e.Type, e.Code, e.Message = 499, "invalid_request_error", "request_cancelled", "The request was cancelled."
+	default:
+		e.Status, e.Type, e.Code, e.Message = 500, "server_error", CodeInternal, "Internal error."
+	}
+	var re *RequestError
+	if errors.As(err, &re) {
+		e.Message = re.Message
+	}
+	return e
+}
+
+var (
+	errMissingKey = errors.New("httpapi: no API key in the request")
+	errBadRequest = errors.New("httpapi: bad request")
+)
+
+// RequestError is what a RequestFunc returns to refuse a request with a 400
+// and a public message.
+type RequestError struct{ Message string }
+
+func (e *RequestError) Error() string { return "httpapi: " + e.Message }
+
+// Is makes errors.Is(err, errBadRequest) classify it as a 400.
+func (e *RequestError) Is(target error) bool { return target == errBadRequest }
+
+// ErrorWriter renders a classified error in an API's envelope.
+type ErrorWriter interface {
+	WriteError(w http.ResponseWriter, r *http.Request, e Error)
+}
+
+// ErrorWriterFunc adapts a function to ErrorWriter.
+type ErrorWriterFunc func(w http.ResponseWriter, r *http.Request, e Error)
+
+// WriteError implements ErrorWriter.
+func (f ErrorWriterFunc) WriteError(w http.ResponseWriter, r *http.Request, e Error) { f(w, r, e) }
+
+// OpenAIErrors writes {"error":{"message","type","code","param"}} with the
+// status of the classification and Retry-After on 429s.
+var OpenAIErrors ErrorWriter = ErrorWriterFunc(writeOpenAIError)
+
+func writeOpenAIError(w http.ResponseWriter, _ *http.Request, e Error) {
+	type body struct {
+		Message string  `json:"message"`
+		Type    string  `json:"type"`
+		Code    string  `json:"code"`
+		Param   *string `json:"param"`
+	}
+	WriteJSON(w, e, struct {
+		Error body `json:"error"`
+	}{body{Message: e.Message, Type: e.Type, Code: e.Code}})
+}
+
+// WriteJSON writes v as the JSON body of a response with e's status, and
+// Retry-After (whole seconds, at least 1) when e.RetryAfter is set. Error
+// writers of other envelopes use it.
+func WriteJSON(w http.ResponseWriter, e Error, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if e.Status == http.StatusTooManyRequests {
+		h.Set("Retry-After", strconv.FormatInt(retrySeconds(e.RetryAfter), 10))
+	}
+	w.WriteHeader(e.Status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func retrySeconds(d time.Duration) int64 {
+	s := int64((d + time.Second - 1) / time.Second)
+	return max(s, 1)
+}

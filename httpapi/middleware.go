@@ -1,0 +1,198 @@
+package httpapi
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+
+	"github.com/keyledger/keyledger"
+	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/ratelimit"
+)
+
+// Options configure Middleware. nil means defaults.
+type Options struct {
+	// Request describes the request to Authorize: model, scope, token
+	// estimates. It may read r.Body if it puts back an equivalent reader.
+	// A *RequestError (or any error) refuses the request with a 400.
+	// nil: Endpoint = r.URL.Path, Method = r.Method.
+	Request func(r *http.Request) (keyledger.Request, error)
+	// Errors renders refusals (OpenAIErrors by default).
+	Errors ErrorWriter
+	// Logger receives unexpected failures (slog.Default if nil).
+	Logger *slog.Logger
+}
+
+// Info is what the middleware gives the handler through the request
+// context: the grant, and a place to report what the request used.
+type Info struct {
+	Grant *keyledger.Grant
+
+	mu  sync.Mutex
+	out keyledger.Outcome
+}
+
+type infoKey struct{}
+
+// FromContext returns the Info of a request that passed the middleware, or
+// nil.
+func FromContext(ctx context.Context) *Info {
+	i, _ := ctx.Value(infoKey{}).(*Info)
+	return i
+}
+
+// Report sets what the request used: tokens, units, upstream cost, an error
+// type and message, metadata. The middleware adds the status, the byte
+// counts and the latency when the handler returns. Later calls replace
+// earlier ones.
+func (i *Info) Report(o keyledger.Outcome) {
+	i.mu.Lock()
+	i.out = o
+	i.mu.Unlock()
+}
+
+func (i *Info) outcome() keyledger.Outcome {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.out
+}
+
+// Middleware authorizes every request with its API key before next runs,
+// and completes it when next returns — also when next panics (the panic is
+// passed on after the hold is released) or the client goes away. Every
+// admitted response and every 429 carries X-Ratelimit-Limit-Requests,
+// X-Ratelimit-Remaining-Requests, X-Ratelimit-Reset (unix seconds) and the
+// same for prompt and completion tokens where the plan limits them. The
+// handler runs under a context that is cancelled if the key is revoked.
+func Middleware(kl *keyledger.KeyLedger, opts *Options) func(http.Handler) http.Handler {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.Errors == nil {
+		o.Errors = OpenAIErrors
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Request == nil {
+		o.Request = func(r *http.Request) (keyledger.Request, error) {
+			return keyledger.Request{Endpoint: r.URL.Path, Method: r.Method}, nil
+		}
+	}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			serve(kl, &o, next, w, r)
+		})
+	}
+}
+
+func (o *Options) fail(w http.ResponseWriter, r *http.Request, err error) {
+	e := Classify(err)
+	if e.Status >= 500 {
+		o.Logger.ErrorContext(r.Context(), "httpapi: request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+	}
+	o.Errors.WriteError(w, r, e)
+}
+
+func serve(kl *keyledger.KeyLedger, o *Options, next http.Handler, w http.ResponseWriter, r *http.Request) {
+	raw, ok := Credential(r)
+	if !ok {
+		o.fail(w, r, errMissingKey)
+		return
+	}
+	req, err := o.Request(r)
+	if err != nil {
+		if _, isReq := err.(*RequestError); !isReq {
+			err = &RequestError{Message: "The request could not be read: " + err.Error()}
+		}
+		o.fail(w, r, err)
+		return
+	}
+	if req.Method == "" {
+		req.Method = r.Method
+	}
+	if req.Endpoint == "" {
+		req.Endpoint = r.URL.Path
+	}
+	g, err := kl.Authorize(r.Context(), apikey.RawKey(raw), req)
+	if err != nil {
+		if le, ok := err.(*keyledger.LimitError); ok {
+			SetRateLimitHeaders(w.Header(), le.Budget)
+		}
+		o.fail(w, r, err)
+		return
+	}
+	SetRateLimitHeaders(w.Header(), g.Budget)
+	info := &Info{Grant: g}
+	rec := &recorder{ResponseWriter: w}
+	if r.Body == nil {
+		r.Body = http.NoBody
+	}
+	body := &countingBody{ReadCloser: r.Body}
+	r.Body = body
+	ctx := context.WithValue(g.Context(), infoKey{}, info)
+	defer func() {
+		p := recover()
+		out := info.outcome()
+		out.StatusCode = rec.status
+		switch {
+		case p != nil:
+			out.StatusCode, out.ErrorType, out.ErrorMessage = http.StatusInternalServerError, "handler_panic", "the handler panicked"
+		case context.Cause(g.Context()) != nil && r.Context().Err() == nil:
+			// The key was revoked, disabled or expired while the request ran.
+			if out.ErrorType == "" {
+				out.ErrorType, out.ErrorMessage = "key_invalidated", context.Cause(g.Context()).Error()
+			}
+		case out.StatusCode == 0 && r.Context().Err() != nil:
+			out.StatusCode = 499 // client closed the request before a response
+		case out.StatusCode == 0:
+			out.StatusCode = http.StatusOK
+		}
+		// The declared length, or what the handler read of a chunked body.
+		out.RequestBytes, out.ResponseBytes = max(r.ContentLength, body.n), rec.bytes
+		if _, err := g.Complete(r.Context(), out); err != nil {
+			o.Logger.ErrorContext(r.Context(), "httpapi: completing request failed", "request_id", g.ID, "error", err)
+		}
+		if p != nil {
+			panic(p)
+		}
+	}()
+	next.ServeHTTP(rec, r.WithContext(ctx))
+}
+
+// SetRateLimitHeaders writes the X-Ratelimit-* headers of a budget. Token
+// headers appear only for budgets the plan limits.
+func SetRateLimitHeaders(h http.Header, b keyledger.Budget) {
+	set := func(name string, res ratelimit.Result) {
+		if res.Limit == 0 {
+			return
+		}
+		h.Set("X-Ratelimit-Limit-"+name, strconv.FormatInt(res.Limit, 10))
+		h.Set("X-Ratelimit-Remaining-"+name, strconv.FormatInt(res.Remaining, 10))
+		reset := (res.ResetUnixNano + 999_999_999) / 1_000_000_000
+		if name == "Requests" {
+			h.Set("X-Ratelimit-Reset", strconv.FormatInt(reset, 10))
+		} else {
+			h.Set("X-Ratelimit-Reset-"+name, strconv.FormatInt(reset, 10))
+		}
+	}
+	set("Requests", b.Requests)
+	set("Prompt-Tokens", b.PromptTokens)
+	set("Completion-Tokens", b.CompletionTokens)
+}
+
+// countingBody counts the request bytes the handler reads.
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	return n, err
+}

@@ -1,0 +1,284 @@
+// Package keyledger wires accounts, API keys, credits, usage and rate limits
+// into the one call chain a paid API needs on every request:
+//
+//	grant, err := kl.Authorize(ctx, rawKey, keyledger.Request{Model: "forii/deepseek-v3", PromptTokens: 1200, MaxCompletionTokens: 256})
+//	if err != nil { /* 401, 402, 403, 404 or 429: nothing was charged */ }
+//	defer grant.Complete(ctx, keyledger.Outcome{...}) // meters and settles exactly once
+//
+// Authorize verifies the key (format, cache, status, expiry, account), checks
+// the key's model and scope restrictions, takes the plan's request and token
+// budgets per key and per account (all or nothing), and reserves the
+// estimated cost on the account's ledger. Complete records the usage and
+// settles the hold with the actual cost in one transaction, returns unused
+// token reservations to the rate limiter, and releases the request's binding
+// to the key. Cancel gives everything back instead.
+//
+// The domains stay usable alone; KeyLedger only composes them. New builds
+// them over one store.Store with shared options (clock, logger, catalog).
+package keyledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/keyledger/keyledger/account"
+	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/internal/cache"
+	"github.com/keyledger/keyledger/internal/id"
+	"github.com/keyledger/keyledger/ratelimit"
+	"github.com/keyledger/keyledger/store"
+	"github.com/keyledger/keyledger/usage"
+)
+
+// Errors of the facade. Domain errors (apikey.ErrRevoked,
+// credits.ErrInsufficientFunds, usage.ErrUnknownModel, …) pass through
+// unwrapped so that callers match them with errors.Is.
+var (
+	// ErrRateLimited is matched by the *LimitError Authorize returns when a
+	// budget refuses the request.
+	ErrRateLimited = errors.New("keyledger: rate limit exceeded")
+	// ErrInvalidRequest reports a Request with negative counts.
+	ErrInvalidRequest = errors.New("keyledger: invalid request")
+	// ErrInvalidOptions reports unusable Options.
+	ErrInvalidOptions = errors.New("keyledger: invalid options")
+)
+
+// LimitError is returned by Authorize when a rate limit refuses a request.
+type LimitError struct {
+	Decision ratelimit.Decision
+	Budget   Budget // the tighter of key and account per budget
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("keyledger: rate limit exceeded, retry after %s", e.Decision.RetryAfter().Round(time.Millisecond))
+}
+
+// Is makes errors.Is(err, ErrRateLimited) true.
+func (e *LimitError) Is(target error) bool { return target == ErrRateLimited }
+
+// RetryAfter is how long the caller should wait. TooLarge requests (an
+// estimate above a whole minute's budget) report zero.
+func (e *LimitError) RetryAfter() time.Duration { return e.Decision.RetryAfter() }
+
+// Options configure New. nil means defaults; the per-domain options may be
+// given for anything not set here (their clocks, loggers and catalogs are
+// overridden by these).
+type Options struct {
+	// Now is the clock of every domain (time.Now by default).
+	Now func() time.Time
+	// Logger receives unexpected failures (slog.Default if nil). Secrets
+	// never reach it.
+	Logger *slog.Logger
+	// Catalog is the plan catalog (account.DefaultCatalog: Forii's tiers).
+	Catalog *account.Catalog
+	// Prices prices models and operations; requests for a model that is
+	// not in it are refused with usage.ErrUnknownModel. Operations not in it
+	// are free. nil: every request is free.
+	Prices *usage.PriceBook
+	// Limiter takes the plan's budgets (ratelimit.NewMemory by default;
+	// redislimit for many instances).
+	Limiter ratelimit.Limiter
+	// HoldTTL is how long a request's credit hold lives if the request never
+	// completes (5 minutes by default).
+	HoldTTL time.Duration
+	// AccountCacheTTL bounds how long the facade serves an account's time
+	// zone and limit override from memory (5 seconds by default).
+	AccountCacheTTL time.Duration
+
+	Accounts *account.Options
+	Keys     *apikey.Options
+	Credits  *credits.Options
+	Usage    *usage.Options
+}
+
+// KeyLedger is the composed library. Its domain services are exported for
+// everything beyond the hot path (management APIs, dashboards).
+type KeyLedger struct {
+	Accounts *account.Service
+	Keys     *apikey.Service
+	Credits  *credits.Service
+	Usage    *usage.Service
+	Limiter  ratelimit.Limiter
+	Prices   *usage.PriceBook
+	Catalog  *account.Catalog
+
+	now      func() time.Time
+	log      *slog.Logger
+	holdTTL  time.Duration
+	ids      *id.Generator
+	acctInfo *cache.Cache[string, accountInfo]
+	infoTTL  time.Duration
+}
+
+// accountInfo is what Authorize needs of an account beyond the verified
+// key: its time zone (usage rollups) and its limit override.
+type accountInfo struct {
+	tz     string
+	limits *account.Limits
+}
+
+// New builds a KeyLedger over st.
+func New(st store.Store, opts *Options) (*KeyLedger, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.Limiter == nil {
+		var lo *ratelimit.MemoryOptions
+		if o.Now != nil { // an injected clock drives the limiter too
+			lo = &ratelimit.MemoryOptions{Now: o.Now}
+		}
+		o.Limiter = ratelimit.NewMemory(lo)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Catalog == nil {
+		o.Catalog = account.DefaultCatalog()
+	}
+	if o.HoldTTL == 0 {
+		o.HoldTTL = 5 * time.Minute
+	}
+	if o.AccountCacheTTL == 0 {
+		o.AccountCacheTTL = 5 * time.Second
+	}
+	if o.HoldTTL < 0 || o.AccountCacheTTL < 0 {
+		return nil, fmt.Errorf("%w: negative duration", ErrInvalidOptions)
+	}
+	ao := derefOr(o.Accounts)
+	ao.Now, ao.Logger, ao.Catalog = o.Now, o.Logger, o.Catalog
+	ko := derefOr(o.Keys)
+	ko.Now, ko.Logger = o.Now, o.Logger
+	co := derefOr(o.Credits)
+	co.Now, co.Logger = o.Now, o.Logger
+	uo := derefOr(o.Usage)
+	uo.Now, uo.Logger = o.Now, o.Logger
+	uo.Prices = nil // the facade prices every record itself (unpriced operations are free)
+
+	kl := &KeyLedger{
+		Limiter: o.Limiter, Prices: o.Prices, Catalog: o.Catalog,
+		now: o.Now, log: o.Logger, holdTTL: o.HoldTTL, ids: id.NewGenerator(o.Now),
+		acctInfo: cache.New[string, accountInfo](100_000, o.Now), infoTTL: o.AccountCacheTTL,
+	}
+	var err error
+	if kl.Accounts, err = account.NewService(st, &ao); err != nil {
+		return nil, err
+	}
+	if kl.Keys, err = apikey.NewService(st, &ko); err != nil {
+		return nil, err
+	}
+	if kl.Credits, err = credits.NewService(st, &co); err != nil {
+		_ = kl.Keys.Close(context.Background())
+		return nil, err
+	}
+	uo.Credits = kl.Credits
+	if kl.Usage, err = usage.NewService(st, &uo); err != nil {
+		_ = kl.Keys.Close(context.Background())
+		_ = kl.Credits.Close(context.Background())
+		return nil, err
+	}
+	return kl, nil
+}
+
+func derefOr[T any](p *T) T {
+	var v T
+	if p != nil {
+		v = *p
+	}
+	return v
+}
+
+// Close flushes pending usage, last-used times and ledger work, then stops
+// the background work of every service. The store stays open: its owner
+// closes it.
+func (kl *KeyLedger) Close(ctx context.Context) error {
+	return errors.Join(kl.Usage.Close(ctx), kl.Keys.Close(ctx), kl.Credits.Close(ctx))
+}
+
+// policyFor returns the ledger policy of an account from its plan.
+func (kl *KeyLedger) policyFor(a account.Account, base credits.Policy) credits.Policy {
+	p, _ := kl.Catalog.Plan(a.Plan)
+	base.Overdraft = credits.NewAmount(p.Overdraft)
+	base.MonthlyCap = credits.NewAmount(p.MonthlyCap)
+	base.TimeZone = a.TimeZone
+	return base
+}
+
+// Signup creates an account, opens its ledger with its plan's policy and
+// credits the plan's signup grant (Forii's free plan: ₹50). If opening the
+// ledger or the grant fails after the account was created, the account is
+// returned with the error; EnsureLedger completes the work and is safe to
+// repeat.
+func (kl *KeyLedger) Signup(ctx context.Context, p account.CreateParams) (account.Account, error) {
+	a, err := kl.Accounts.Create(ctx, p)
+	if err != nil {
+		return account.Account{}, err
+	}
+	return a, kl.EnsureLedger(ctx, a)
+}
+
+// EnsureLedger opens the account's ledger if it is not open and credits the
+// plan's signup grant once (idempotency key "signup-grant").
+func (kl *KeyLedger) EnsureLedger(ctx context.Context, a account.Account) error {
+	if _, err := kl.Credits.Open(ctx, a.ID, kl.policyFor(a, credits.Policy{})); err != nil && !errors.Is(err, credits.ErrAlreadyOpen) {
+		return err
+	}
+	plan, _ := kl.Catalog.Plan(a.Plan)
+	if !plan.SignupGrant.IsPositive() {
+		return nil
+	}
+	_, err := kl.Credits.Grant(ctx, credits.CreditParams{
+		AccountID: a.ID, Amount: credits.NewAmount(plan.SignupGrant),
+		Reference: "signup", Description: plan.Name + " plan signup grant", IdempotencyKey: "signup-grant",
+	})
+	return err
+}
+
+// UpdateAccount updates an account and keeps the rest of the library in
+// step: a plan or time zone change updates the ledger policy (overdraft,
+// monthly cap, cap month), and any change reaches this process's key cache
+// and account cache at once.
+func (kl *KeyLedger) UpdateAccount(ctx context.Context, id string, p account.UpdateParams) (account.Account, error) {
+	a, err := kl.Accounts.Update(ctx, id, p)
+	if err != nil {
+		return account.Account{}, err
+	}
+	kl.Keys.InvalidateAccount(a.ID)
+	kl.acctInfo.Delete(a.ID)
+	if p.Plan != nil || p.TimeZone != nil {
+		cur, err := kl.Credits.Account(ctx, a.ID)
+		if errors.Is(err, credits.ErrUnknownAccount) {
+			return a, kl.EnsureLedger(ctx, a)
+		}
+		if err != nil {
+			return a, err
+		}
+		if _, err := kl.Credits.SetPolicy(ctx, a.ID, kl.policyFor(a, cur.Policy)); err != nil {
+			return a, err
+		}
+	}
+	return a, nil
+}
+
+// account returns the cached time zone and limit override of an account.
+func (kl *KeyLedger) account(ctx context.Context, accountID string) (accountInfo, error) {
+	if info, ok := kl.acctInfo.Get(accountID); ok {
+		return info, nil
+	}
+	a, err := kl.Accounts.Get(ctx, accountID)
+	if err != nil {
+		return accountInfo{}, err
+	}
+	info := accountInfo{tz: a.TimeZone, limits: a.Limits}
+	if kl.infoTTL > 0 {
+		kl.acctInfo.Set(accountID, info, kl.infoTTL)
+	}
+	return info, nil
+}

@@ -1,0 +1,347 @@
+package keyledger_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/keyledger/keyledger"
+	"github.com/keyledger/keyledger/account"
+	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/internal/fakeclock"
+	"github.com/keyledger/keyledger/store"
+	"github.com/keyledger/keyledger/store/memstore"
+	"github.com/keyledger/keyledger/store/sqlitestore"
+	"github.com/keyledger/keyledger/usage"
+)
+
+var fastArgon = account.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1, KeyLen: 32, SaltLen: 16}
+
+type backend struct {
+	name string
+	open func(t testing.TB) store.Store
+}
+
+var backends = []backend{
+	{"memory", func(testing.TB) store.Store { return memstore.New() }},
+	{"sqlite", func(t testing.TB) store.Store {
+		st, err := sqlitestore.Open(context.Background(), filepath.Join(t.TempDir(), "k.db"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}},
+}
+
+func forEachBackend(t *testing.T, fn func(t *testing.T, b backend)) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { fn(t, b) })
+	}
+}
+
+func d(s string) decimal.Decimal { return decimal.RequireFromString(s) }
+
+// prices: the test model costs 0.1 per prompt token and 0.2 per completion
+// token; "/v1/op" costs 1 per call.
+func prices(t testing.TB) *usage.PriceBook {
+	pb, err := usage.NewPriceBook(
+		[]usage.ModelPrice{{Model: "test-model", PromptPerMillion: d("100000"), CompletionPerMillion: d("200000")}},
+		[]usage.OperationPrice{{Operation: "/v1/op", PerUnit: d("1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pb
+}
+
+type env struct {
+	kl  *keyledger.KeyLedger
+	clk *fakeclock.Clock
+	st  store.Store
+}
+
+func newEnv(t testing.TB, b backend, catalog *account.Catalog) *env {
+	t.Helper()
+	st := b.open(t)
+	clk := fakeclock.New(time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC))
+	kl, err := keyledger.New(st, &keyledger.Options{
+		Now: clk.Now, Prices: prices(t), Catalog: catalog,
+		Accounts: &account.Options{Argon2: fastArgon},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := kl.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+		st.Close()
+	})
+	return &env{kl: kl, clk: clk, st: st}
+}
+
+// signup creates an account on plan with its signup grant and one key.
+func (e *env) signup(t testing.TB, email, plan string) (account.Account, apikey.RawKey, apikey.APIKey) {
+	t.Helper()
+	ctx := context.Background()
+	a, err := e.kl.Signup(ctx, account.CreateParams{Name: "T", Email: email, Plan: plan})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, k, err := e.kl.Keys.Create(ctx, apikey.CreateParams{AccountID: a.ID, Name: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, raw, k
+}
+
+func (e *env) balance(t testing.TB, accountID string) credits.Amount {
+	t.Helper()
+	b, err := e.kl.Credits.Balance(context.Background(), accountID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// bigCatalog has a default plan without rate limits and a ₹50 grant.
+func bigCatalog(t testing.TB) *account.Catalog {
+	c, err := account.NewCatalog("big", account.Plan{ID: "big", Name: "Big", SignupGrant: d("50")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestSignupGrant(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, nil)
+		a, _, _ := e.signup(t, "s@example.com", "")
+		if got := e.balance(t, a.ID); !got.Equal(credits.NewAmount(d("50"))) {
+			t.Fatalf("free plan signup balance %s, want 50", got)
+		}
+		if err := e.kl.EnsureLedger(context.Background(), a); err != nil { // idempotent
+			t.Fatal(err)
+		}
+		if got := e.balance(t, a.ID); !got.Equal(credits.NewAmount(d("50"))) {
+			t.Fatalf("EnsureLedger granted twice: %s", got)
+		}
+	})
+}
+
+func TestAuthorizeCompleteChargesExactly(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, nil)
+		ctx := context.Background()
+		a, raw, k := e.signup(t, "c@example.com", "free")
+		g, err := e.kl.Authorize(ctx, raw, keyledger.Request{Model: "test-model", PromptTokens: 100, MaxCompletionTokens: 100, Endpoint: "/v1/chat/completions", Method: "POST"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.Key.KeyID != k.ID || !g.Estimate.Equal(credits.NewAmount(d("30"))) || g.Hold.ID == "" {
+			t.Fatalf("grant %+v", g)
+		}
+		if g.Budget.Requests.Limit != 60 || g.Budget.Requests.Remaining != 59 {
+			t.Fatalf("budget %+v", g.Budget.Requests)
+		}
+		res, err := g.Complete(ctx, keyledger.Outcome{StatusCode: 200, PromptTokens: 100, CompletionTokens: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Charged.Equal(credits.NewAmount(d("12"))) {
+			t.Fatalf("charged %s, want 12 (100×0.1 + 10×0.2)", res.Charged)
+		}
+		again, err := g.Complete(ctx, keyledger.Outcome{StatusCode: 200, PromptTokens: 999})
+		if err != nil || again.Record.ID != res.Record.ID {
+			t.Fatalf("second Complete must return the first result: %+v %v", again, err)
+		}
+		if got := e.balance(t, a.ID); !got.Equal(credits.NewAmount(d("38"))) {
+			t.Fatalf("balance %s, want 38", got)
+		}
+		acct, _ := e.kl.Credits.Account(ctx, a.ID)
+		if !acct.Held.IsZero() {
+			t.Fatalf("hold left: %s", acct.Held)
+		}
+	})
+}
+
+func TestRefusalsAreNotCharged(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, nil)
+		ctx := context.Background()
+		a, raw, _ := e.signup(t, "r@example.com", "free")
+		cases := []struct {
+			raw  apikey.RawKey
+			req  keyledger.Request
+			want error
+		}{
+			{"garbage", keyledger.Request{Model: "test-model"}, apikey.ErrMalformed},
+			{raw, keyledger.Request{Model: "nope"}, usage.ErrUnknownModel},
+			{raw, keyledger.Request{Model: "test-model", PromptTokens: 1000, MaxCompletionTokens: 1000}, credits.ErrInsufficientFunds},
+			{raw, keyledger.Request{Model: "test-model", PromptTokens: -1}, keyledger.ErrInvalidRequest},
+		}
+		for _, c := range cases {
+			if _, err := e.kl.Authorize(ctx, c.raw, c.req); !errors.Is(err, c.want) {
+				t.Errorf("%+v: %v, want %v", c.req, err, c.want)
+			}
+		}
+		if got := e.balance(t, a.ID); !got.Equal(credits.NewAmount(d("50"))) {
+			t.Fatalf("refusals charged: balance %s", got)
+		}
+		// The refused requests took nothing from the budgets either.
+		g, err := e.kl.Authorize(ctx, raw, keyledger.Request{Model: "test-model", PromptTokens: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.Budget.Requests.Remaining != 59 {
+			t.Fatalf("refused requests used the request budget: remaining %d", g.Budget.Requests.Remaining)
+		}
+		g.Cancel(ctx)
+	})
+}
+
+func TestFreePlan61stRequestIs429AndFree(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, nil)
+		ctx := context.Background()
+		a, raw, _ := e.signup(t, "l@example.com", "free")
+		for i := range 60 {
+			endpoint := "/v1/free" // unpriced: free
+			if i < 10 {
+				endpoint = "/v1/op" // 1 each
+			}
+			g, err := e.kl.Authorize(ctx, raw, keyledger.Request{Endpoint: endpoint})
+			if err != nil {
+				t.Fatalf("request %d: %v", i+1, err)
+			}
+			if _, err := g.Complete(ctx, keyledger.Outcome{StatusCode: 200}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err := e.kl.Authorize(ctx, raw, keyledger.Request{Endpoint: "/v1/op"})
+		var le *keyledger.LimitError
+		if !errors.As(err, &le) || !errors.Is(err, keyledger.ErrRateLimited) || le.RetryAfter() != time.Second {
+			t.Fatalf("61st: %v", err)
+		}
+		if le.Budget.Requests.Remaining != 0 || le.Budget.Requests.Limit != 60 {
+			t.Fatalf("429 budget %+v", le.Budget.Requests)
+		}
+		if got := e.balance(t, a.ID); !got.Equal(credits.NewAmount(d("40"))) {
+			t.Fatalf("balance %s, want 40: the 429 must not be charged", got)
+		}
+		e.clk.Advance(time.Second)
+		g, err := e.kl.Authorize(ctx, raw, keyledger.Request{Endpoint: "/v1/op"})
+		if err != nil {
+			t.Fatalf("after refill: %v", err)
+		}
+		g.Cancel(ctx)
+	})
+}
+
+func TestTokenBudgetsSeparately(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		c, err := account.NewCatalog("tpm", account.Plan{ID: "tpm", Name: "TPM",
+			Limits: account.Limits{RequestsPerMinute: 1000, PromptTokensPerMinute: 1000, CompletionTokensPerMinute: 100}, SignupGrant: d("100000")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := newEnv(t, b, c)
+		ctx := context.Background()
+		_, raw, _ := e.signup(t, "tpm@example.com", "")
+		// Prompt budget: 900 then 200 refused; completion still free.
+		g, err := e.kl.Authorize(ctx, raw, keyledger.Request{Model: "test-model", PromptTokens: 900, MaxCompletionTokens: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.Complete(ctx, keyledger.Outcome{StatusCode: 200, PromptTokens: 900, CompletionTokens: 10}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = e.kl.Authorize(ctx, raw, keyledger.Request{Model: "test-model", PromptTokens: 200, MaxCompletionTokens: 10})
+		var le *keyledger.LimitError
+		if !errors.As(err, &le) || le.Budget.PromptTokens.Allowed || !le.Budget.CompletionTokens.Allowed {
+			t.Fatalf("prompt budget must refuse alone: %v", err)
+		}
+		// Completion budget: reserving 95 leaves 5 after the first 10 ... 100 - 10 = 90 left; 95 refused.
+		_, err = e.kl.Authorize(ctx, raw, keyledger.Request{Model: "test-model", PromptTokens: 1, MaxCompletionTokens: 95})
+		if !errors.As(err, &le) || !le.Budget.PromptTokens.Allowed || le.Budget.CompletionTokens.Allowed {
+			t.Fatalf("completion budget must refuse alone: %v", err)
+		}
+		// Reserved max completion is corrected by the actual count.
+		g, err = e.kl.Authorize(ctx, raw, keyledger.Request{Model: "test-model", PromptTokens: 1, MaxCompletionTokens: 90})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.Complete(ctx, keyledger.Outcome{StatusCode: 200, PromptTokens: 1, CompletionTokens: 5}); err != nil {
+			t.Fatal(err)
+		}
+		g, err = e.kl.Authorize(ctx, raw, keyledger.Request{Model: "test-model", PromptTokens: 1, MaxCompletionTokens: 80})
+		if err != nil {
+			t.Fatalf("unused completion reservation not returned: %v", err)
+		}
+		g.Cancel(ctx)
+	})
+}
+
+func TestConcurrentRequestsNeverOverspend(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, bigCatalog(t))
+		ctx := context.Background()
+		a, raw, _ := e.signup(t, "o@example.com", "")
+		var ok, refused atomic.Int64
+		var wg sync.WaitGroup
+		for i := range 200 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				g, err := e.kl.Authorize(ctx, raw, keyledger.Request{Model: "test-model", PromptTokens: 10, MaxCompletionTokens: 10})
+				if errors.Is(err, credits.ErrInsufficientFunds) {
+					refused.Add(1)
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				// Half the requests use all they reserved, half a little less.
+				comp := int64(10)
+				if i%2 == 0 {
+					comp = 5
+				}
+				if _, err := g.Complete(ctx, keyledger.Outcome{StatusCode: 200, PromptTokens: 10, CompletionTokens: comp}); err != nil {
+					t.Error(err)
+					return
+				}
+				ok.Add(1)
+			}()
+		}
+		wg.Wait()
+		bal := e.balance(t, a.ID)
+		if bal.IsNegative() {
+			t.Fatalf("overspent: balance %s", bal)
+		}
+		pg, err := e.kl.Credits.Entries(ctx, a.ID, credits.EntryFilter{}, "", 500)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := credits.Amount{}
+		for _, en := range pg.Entries {
+			sum = sum.Add(en.Amount)
+		}
+		if !sum.Equal(bal) {
+			t.Fatalf("Σ entries %s != balance %s", sum, bal)
+		}
+		if ok.Load()+refused.Load() != 200 || ok.Load() < 16 {
+			t.Fatalf("ok %d refused %d", ok.Load(), refused.Load())
+		}
+		acct, _ := e.kl.Credits.Account(ctx, a.ID)
+		if !acct.Held.IsZero() {
+			t.Fatalf("holds left: %s", acct.Held)
+		}
+	})
+}
