@@ -1,3 +1,5 @@
+//go:build !usagemerged
+
 package main
 
 import "context"
