@@ -299,9 +299,6 @@ func (s *api) verify(w http.ResponseWriter, r *http.Request, c caller) {
 		out.ErrorType, out.ErrorMessage = "dns_unavailable", res.Reason
 	}
 	resp := verifyResponse{Result: res, Cached: hit}
-	if res.Result != Unknown {
-		resp.CreditsCharged = g.Estimate
-	}
 	mr, err := g.Complete(context.WithoutCancel(r.Context()), out)
 	if err != nil {
 		s.fail(w, r, err)
