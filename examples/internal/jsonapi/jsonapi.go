@@ -162,8 +162,19 @@ func Classify(err error) httpapi.Error {
 		errors.Is(err, apikey.ErrInvalidMetadata), errors.Is(err, apikey.ErrInvalidCursor),
 		errors.Is(err, usage.ErrInvalidRecord), errors.Is(err, credits.ErrInvalidAmount), errors.Is(err, credits.ErrAmountPrecision):
 		e.Status, e.Type, e.Code, e.Message = 400, "invalid_request_error", httpapi.CodeInvalidRequest, "The request is invalid."
+	case isAny(err, usageQueryErrors):
+		e.Status, e.Type, e.Code, e.Message = 400, "invalid_request_error", httpapi.CodeInvalidRequest, "Invalid query parameter: limit must be an integer and cursor a next_cursor value."
 	default:
 		return httpapi.Classify(err)
 	}
 	return e
+}
+
+func isAny(err error, targets []error) bool {
+	for _, t := range targets {
+		if errors.Is(err, t) {
+			return true
+		}
+	}
+	return false
 }
