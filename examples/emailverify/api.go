@@ -1,0 +1,309 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/keyledger/keyledger"
+	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/examples/internal/jsonapi"
+	"github.com/keyledger/keyledger/examples/internal/profiles"
+	"github.com/keyledger/keyledger/httpapi"
+	"github.com/keyledger/keyledger/internal/cache"
+)
+
+// api serves the email-verification routes.
+type api struct {
+	kl      *keyledger.KeyLedger
+	log     *slog.Logger
+	now     func() time.Time
+	check   *checker
+	results *cache.Cache[string, Result] // account + address → result, 24 hours
+	jobs    *jobs
+}
+
+// resultTTL is how long a verified address is served from the cache at the
+// cached price.
+const resultTTL = 24 * time.Hour
+
+// envelope is every response: {success, data} or {success:false, error}.
+type envelope struct {
+	Success bool       `json:"success"`
+	Data    any        `json:"data,omitempty"`
+	Error   *errorBody `json:"error,omitempty"`
+}
+
+type errorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// errorWriter is the one table from errors to this API's envelope: the
+// classification is httpapi.Classify's (extended by jsonapi for management
+// errors); only the out-of-credits code is renamed to the API's own.
+var errorWriter = httpapi.ErrorWriterFunc(func(w http.ResponseWriter, _ *http.Request, e httpapi.Error) {
+	code := e.Code
+	if code == httpapi.CodeInsufficientQuota {
+		code = "insufficient_credits"
+	}
+	httpapi.WriteJSON(w, e, envelope{Error: &errorBody{Code: code, Message: e.Message}})
+})
+
+func (s *api) fail(w http.ResponseWriter, r *http.Request, err error) {
+	e := jsonapi.Classify(err)
+	if e.Status >= 500 {
+		s.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+	}
+	errorWriter.WriteError(w, r, e)
+}
+
+func (s *api) ok(w http.ResponseWriter, status int, data any) {
+	httpapi.WriteJSON(w, httpapi.Error{Status: status}, envelope{Success: true, Data: data})
+}
+
+func (s *api) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/account", s.auth(s.getAccount))
+	mux.HandleFunc("GET /v1/api-keys", s.auth(s.listKeys))
+	mux.HandleFunc("POST /v1/api-keys", s.auth(s.createKey))
+	mux.HandleFunc("DELETE /v1/api-keys/{key_id}", s.auth(s.revokeKey))
+	mux.HandleFunc("POST /v1/verify", s.auth(s.verify))
+	mux.HandleFunc("POST /v1/verify/batch", s.auth(s.submitBatch))
+	mux.HandleFunc("GET /v1/verify/batch/{job_id}", s.auth(s.getBatch))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { s.fail(w, r, jsonapi.ErrNotFound) })
+	return jsonapi.LimitBody(errorWriter)(mux)
+}
+
+// caller is an authenticated request's key.
+type caller struct {
+	raw apikey.RawKey
+	apikey.Verified
+}
+
+// auth verifies the request's API key. Free routes use it alone; paid
+// routes go on to kl.Authorize with the same raw key.
+func (s *api) auth(h func(http.ResponseWriter, *http.Request, caller)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		raw, ok := httpapi.Credential(r)
+		if !ok {
+			s.fail(w, r, apikey.ErrMalformed)
+			return
+		}
+		v, err := s.kl.Keys.Verify(r.Context(), apikey.RawKey(raw))
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		h(w, r, caller{raw: apikey.RawKey(raw), Verified: v})
+	}
+}
+
+func stamp(t time.Time) time.Time { return t.UTC().Truncate(time.Second) }
+
+func optStamp(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	ts := stamp(t)
+	return &ts
+}
+
+// GET /v1/account: the user, credits and usage counters. Free.
+func (s *api) getAccount(w http.ResponseWriter, r *http.Request, c caller) {
+	ctx := r.Context()
+	a, err := s.kl.Accounts.Get(ctx, c.AccountID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	led, err := s.kl.Credits.Account(ctx, c.AccountID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	u, err := s.usageCounters(ctx, a.ID, a.TimeZone)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var limit *credits.Amount
+	if cap := led.Policy.MonthlyCap; cap.IsPositive() {
+		limit = &cap
+	}
+	s.ok(w, http.StatusOK, map[string]any{
+		"user": map[string]any{
+			"user_id": a.ID, "email": a.Email, "name": a.Name, "plan": a.Plan,
+			"status": a.Status, "created_at": stamp(a.CreatedAt),
+		},
+		"credits": map[string]any{"balance": led.Balance, "used_this_month": led.UsedThisMonth, "monthly_limit": limit},
+		"usage":   u,
+	})
+}
+
+// keyJSON is one item of GET /v1/api-keys.
+type keyJSON struct {
+	KeyID      string     `json:"key_id"`
+	Name       string     `json:"name"`
+	Prefix     string     `json:"prefix"`
+	CreatedAt  time.Time  `json:"created_at"`
+	LastUsedAt *time.Time `json:"last_used_at"`
+	Status     string     `json:"status"`
+}
+
+// GET /v1/api-keys: every key of the account, revoked ones included, never
+// a raw key.
+func (s *api) listKeys(w http.ResponseWriter, r *http.Request, c caller) {
+	out := []keyJSON{}
+	cursor := ""
+	for {
+		pg, err := s.kl.Keys.List(r.Context(), c.AccountID, apikey.ListParams{Cursor: cursor, Limit: 500})
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		for _, k := range pg.Keys {
+			st := string(k.Status)
+			if k.Status == apikey.StatusActive && !k.ExpiresAt.IsZero() && !k.ExpiresAt.After(s.now()) {
+				st = string(apikey.StatusExpired)
+			}
+			out = append(out, keyJSON{KeyID: k.ID, Name: k.Name, Prefix: k.Hint, CreatedAt: stamp(k.CreatedAt), LastUsedAt: optStamp(k.LastUsedAt), Status: st})
+		}
+		if pg.NextCursor == "" {
+			break
+		}
+		cursor = pg.NextCursor
+	}
+	s.ok(w, http.StatusOK, map[string]any{"keys": out})
+}
+
+// createKeyRequest is the body of POST /v1/api-keys.
+type createKeyRequest struct {
+	Name        string `json:"name"`
+	Environment string `json:"environment"`
+}
+
+func parseCreateKey(b []byte) (createKeyRequest, error) {
+	var req createKeyRequest
+	if err := jsonapi.DecodeBytes(b, &req); err != nil {
+		return req, err
+	}
+	if n := utf8.RuneCountInString(strings.TrimSpace(req.Name)); n < 1 || n > 120 {
+		return req, jsonapi.Invalid("name must be 1-120 characters.")
+	}
+	switch req.Environment {
+	case "":
+		req.Environment = "live"
+	case "live", "test":
+	default:
+		return req, jsonapi.Invalid(`environment must be "live" or "test".`)
+	}
+	return req, nil
+}
+
+// POST /v1/api-keys {name, environment?}: the raw key, shown once.
+func (s *api) createKey(w http.ResponseWriter, r *http.Request, c caller) {
+	b, _ := io.ReadAll(r.Body)
+	req, err := parseCreateKey(b)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	raw, k, err := s.kl.Keys.Create(r.Context(), apikey.CreateParams{AccountID: c.AccountID, Name: req.Name, Type: req.Environment})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.ok(w, http.StatusCreated, map[string]any{
+		"key_id": k.ID, "name": k.Name, "key": raw.Reveal(), "prefix": k.Hint,
+		"environment": k.Environment, "created_at": stamp(k.CreatedAt),
+	})
+}
+
+// DELETE /v1/api-keys/{key_id}: revoke at once; another account's key is 404.
+func (s *api) revokeKey(w http.ResponseWriter, r *http.Request, c caller) {
+	if _, err := s.kl.Keys.Revoke(r.Context(), c.AccountID, r.PathValue("key_id")); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.ok(w, http.StatusOK, map[string]string{"message": "API key revoked successfully"})
+}
+
+// verifyRequest is the body of POST /v1/verify.
+type verifyRequest struct {
+	Email string `json:"email"`
+}
+
+func parseVerify(b []byte) (string, error) {
+	var req verifyRequest
+	if err := jsonapi.DecodeBytes(b, &req); err != nil {
+		return "", err
+	}
+	e := normalizeEmail(req.Email)
+	if e == "" || len(e) > 320 {
+		return "", jsonapi.Invalid("email must be 1-320 characters.")
+	}
+	return e, nil
+}
+
+// verifyResponse is the data of POST /v1/verify.
+type verifyResponse struct {
+	Result
+	Cached         bool           `json:"cached"`
+	CreditsCharged credits.Amount `json:"credits_charged"`
+}
+
+// POST /v1/verify {email}: 1 credit, 0.5 when the account verified the same
+// address within 24 hours (the cached result is returned), nothing for a
+// result of unknown (DNS could not answer) or with a test key.
+func (s *api) verify(w http.ResponseWriter, r *http.Request, c caller) {
+	b, _ := io.ReadAll(r.Body)
+	email, err := parseVerify(b)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if c.Environment == apikey.EnvTest {
+		s.ok(w, http.StatusOK, verifyResponse{Result: testResult(email)})
+		return
+	}
+	ck := c.AccountID + "\x00" + email
+	cached, hit := s.results.Get(ck)
+	req := keyledger.Request{Endpoint: profiles.OpVerify, Method: r.Method, Units: 1}
+	if hit {
+		req.CachedUnits = 1
+	}
+	g, err := s.kl.Authorize(r.Context(), c.raw, req)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	start := s.now()
+	res := cached
+	if !hit {
+		res = s.check.Verify(g.Context(), email)
+		if res.Result != Unknown {
+			s.results.Set(ck, res, resultTTL)
+		}
+	}
+	out := keyledger.Outcome{StatusCode: http.StatusOK, Units: 1, RequestBytes: int64(len(b)), Latency: s.now().Sub(start)}
+	if hit {
+		out.CachedUnits = 1
+	}
+	if res.Result == Unknown {
+		out.ErrorType, out.ErrorMessage = "dns_unavailable", res.Reason
+	}
+	resp := verifyResponse{Result: res, Cached: hit}
+	mr, err := g.Complete(context.WithoutCancel(r.Context()), out)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	resp.CreditsCharged = mr.Charged
+	s.ok(w, http.StatusOK, resp)
+}

@@ -1,0 +1,128 @@
+// Command emailverify is an email-verification API on keyledger: every
+// response in a {success, data} envelope, live and test keys (kw_live_,
+// kw_test_), half-credit pricing (1 credit a verification, 0.5 for a
+// result cached within 24 hours, 1 per email in a batch), monthly limits
+// per plan, and MX lookups bounded to 2 seconds.
+//
+//	go run ./examples/emailverify
+//	go run ./examples/keyctl -db emailverify.db -profile emailverify account create -name Ada -email ada@example.com -plan professional
+//	go run ./examples/keyctl -db emailverify.db -profile emailverify key create -account usr_… -name Production
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/keyledger/keyledger"
+	"github.com/keyledger/keyledger/examples/internal/profiles"
+	"github.com/keyledger/keyledger/examples/internal/server"
+	"github.com/keyledger/keyledger/internal/cache"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "emailverify:", err)
+		os.Exit(1)
+	}
+}
+
+// config is what the flags set.
+type config struct {
+	addr, db, postgres, redis, logLevel string
+	dnsTimeout                          time.Duration
+	// now and resolver replace the clock and DNS in tests.
+	now      func() time.Time
+	resolver Resolver
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("emailverify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "listen address")
+	fs.StringVar(&c.db, "db", "emailverify.db", "SQLite database file")
+	fs.StringVar(&c.postgres, "postgres", "", "PostgreSQL DSN (instead of -db; not supported until pgstore)")
+	fs.StringVar(&c.redis, "redis", "", "Redis address for rate limits shared by many instances")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&c.dnsTimeout, "dns-timeout", 2*time.Second, "bound of one MX lookup")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if c.dnsTimeout <= 0 || c.dnsTimeout > 30*time.Second {
+		return c, errors.New("-dns-timeout must be in (0, 30s]")
+	}
+	return c, nil
+}
+
+// run starts the server and blocks until ctx ends (SIGINT/SIGTERM in main),
+// then shuts down gracefully: running batch jobs stop and release the
+// holds they did not use, and pending usage is flushed.
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	c, err := parseFlags(args, stdout)
+	if err != nil {
+		return err
+	}
+	return runConfig(ctx, c, stdout)
+}
+
+func runConfig(ctx context.Context, c config, stdout io.Writer) (err error) {
+	log, err := server.NewLogger(os.Stderr, c.logLevel)
+	if err != nil {
+		return err
+	}
+	prof, err := profiles.Get(profiles.EmailVerify)
+	if err != nil {
+		return err
+	}
+	st, err := server.OpenStore(ctx, c.db, c.postgres, log)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, st.Close()) }()
+	lim, closeLim, err := server.Limiter(ctx, c.redis)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, closeLim()) }()
+	opts := prof.Options(c.now, log)
+	opts.Limiter = lim
+	kl, err := keyledger.New(st, opts)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		err = errors.Join(err, kl.Close(cctx))
+	}()
+	now := c.now
+	if now == nil {
+		now = time.Now
+	}
+	res := c.resolver
+	if res == nil {
+		res = net.DefaultResolver
+	}
+	chk := newChecker(res, now)
+	chk.timeout = c.dnsTimeout
+	jobCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
+	s := &api{kl: kl, log: log, now: now, check: chk, results: cache.New[string, Result](1_000_000, now), jobs: newJobs(jobCtx, now)}
+	defer func() {
+		stopJobs()
+		s.jobs.Wait() // before kl.Close: jobs meter and release holds
+	}()
+	return server.Serve(ctx, c.addr, s.routes(), stdout, log)
+}

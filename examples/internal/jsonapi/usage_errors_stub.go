@@ -1,0 +1,5 @@
+//go:build !usagemerged
+
+package jsonapi
+
+var usageQueryErrors []error
