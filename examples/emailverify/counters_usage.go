@@ -1,5 +1,3 @@
-//go:build usagemerged
-
 package main
 
 import (

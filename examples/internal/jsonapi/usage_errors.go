@@ -1,5 +1,3 @@
-//go:build usagemerged
-
 package jsonapi
 
 import "github.com/keyledger/keyledger/usage"

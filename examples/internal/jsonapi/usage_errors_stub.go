@@ -1,5 +1,0 @@
-//go:build !usagemerged
-
-package jsonapi
-
-var usageQueryErrors []error
