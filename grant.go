@@ -3,6 +3,7 @@ package keyledger
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"time"
 
@@ -121,13 +122,14 @@ func (kl *KeyLedger) Authorize(ctx context.Context, raw apikey.RawKey, req Reque
 		g.ID = kl.ids.New("req_")
 	}
 	limits := kl.limits(v.Plan, info)
+	rpm, ptpm, ctpm := limits.RequestsPerMinute, limits.PromptTokensPerMinute, limits.CompletionTokensPerMinute
 	g.buckets = [6]ratelimit.Request{
-		{Key: "k:r:" + v.KeyID, Limit: ratelimit.PerMinute(limits.RequestsPerMinute), Cost: 1},
-		{Key: "a:r:" + v.AccountID, Limit: ratelimit.PerMinute(limits.RequestsPerMinute), Cost: 1},
-		{Key: "k:p:" + v.KeyID, Limit: ratelimit.PerMinute(limits.PromptTokensPerMinute), Cost: req.PromptTokens},
-		{Key: "a:p:" + v.AccountID, Limit: ratelimit.PerMinute(limits.PromptTokensPerMinute), Cost: req.PromptTokens},
-		{Key: "k:c:" + v.KeyID, Limit: ratelimit.PerMinute(limits.CompletionTokensPerMinute), Cost: req.MaxCompletionTokens},
-		{Key: "a:c:" + v.AccountID, Limit: ratelimit.PerMinute(limits.CompletionTokensPerMinute), Cost: req.MaxCompletionTokens},
+		{Key: bucketKey("k:r:", rpm, v.KeyID), Limit: ratelimit.PerMinute(rpm), Cost: 1},
+		{Key: bucketKey("a:r:", rpm, v.AccountID), Limit: ratelimit.PerMinute(rpm), Cost: 1},
+		{Key: bucketKey("k:p:", ptpm, v.KeyID), Limit: ratelimit.PerMinute(ptpm), Cost: req.PromptTokens},
+		{Key: bucketKey("a:p:", ptpm, v.AccountID), Limit: ratelimit.PerMinute(ptpm), Cost: req.PromptTokens},
+		{Key: bucketKey("k:c:", ctpm, v.KeyID), Limit: ratelimit.PerMinute(ctpm), Cost: req.MaxCompletionTokens},
+		{Key: bucketKey("a:c:", ctpm, v.AccountID), Limit: ratelimit.PerMinute(ctpm), Cost: req.MaxCompletionTokens},
 	}
 	d, err := kl.Limiter.Allow(ctx, g.buckets[:]...)
 	if err != nil {
@@ -148,6 +150,18 @@ func (kl *KeyLedger) Authorize(ctx context.Context, raw apikey.RawKey, req Reque
 	}
 	g.ctx, g.unbind = kl.Keys.Bind(ctx, v)
 	return g, nil
+}
+
+// bucketKey names a rate-limit bucket: its kind, its limit and its owner.
+// The limit is part of the name so that a plan change starts fresh buckets
+// at the new rate instead of inheriting time debt measured at the old one.
+func bucketKey(kind string, limit int64, id string) string {
+	var buf [96]byte
+	b := append(buf[:0], kind...)
+	b = strconv.AppendInt(b, limit, 10)
+	b = append(b, ':')
+	b = append(b, id...)
+	return string(b)
 }
 
 // limits returns the per-minute limits for a plan, with the account's

@@ -345,3 +345,85 @@ func TestConcurrentRequestsNeverOverspend(t *testing.T) {
 		}
 	})
 }
+
+func TestCancelGivesBack(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		c, err := account.NewCatalog("tpm", account.Plan{ID: "tpm", Name: "TPM",
+			Limits: account.Limits{RequestsPerMinute: 60, PromptTokensPerMinute: 100_000, CompletionTokensPerMinute: 10_000}, SignupGrant: d("50000")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := newEnv(t, b, c)
+		ctx := context.Background()
+		a, raw, _ := e.signup(t, "cancel@example.com", "")
+		g, err := e.kl.Authorize(ctx, raw, keyledger.Request{Model: "test-model", PromptTokens: 90_000, MaxCompletionTokens: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Cancel(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Cancel(ctx); err != nil { // once
+			t.Fatal(err)
+		}
+		if _, err := g.Complete(ctx, keyledger.Outcome{StatusCode: 200, PromptTokens: 1}); err != nil {
+			t.Fatalf("Complete after Cancel must return Cancel's result: %v", err)
+		}
+		acct, _ := e.kl.Credits.Account(ctx, a.ID)
+		if !acct.Held.IsZero() || !acct.Balance.Equal(credits.NewAmount(d("50000"))) {
+			t.Fatalf("after cancel: held %s balance %s", acct.Held, acct.Balance)
+		}
+		// The prompt reservation (90K of 100K TPM) came back.
+		g, err = e.kl.Authorize(ctx, raw, keyledger.Request{Model: "test-model", PromptTokens: 90_000})
+		if err != nil {
+			t.Fatalf("prompt reservation not returned: %v", err)
+		}
+		if g.Budget.Requests.Remaining != 58 { // the cancelled request still counts
+			t.Fatalf("requests remaining %d, want 58", g.Budget.Requests.Remaining)
+		}
+		g.Cancel(ctx)
+	})
+}
+
+func TestUpdateAccountTakesEffectAtOnce(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		c, err := account.NewCatalog("small",
+			account.Plan{ID: "small", Name: "Small", Limits: account.Limits{RequestsPerMinute: 1}, SignupGrant: d("10")},
+			account.Plan{ID: "capped", Name: "Capped", Limits: account.Limits{RequestsPerMinute: 100}, MonthlyCap: d("2")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := newEnv(t, b, c)
+		ctx := context.Background()
+		a, raw, _ := e.signup(t, "up@example.com", "")
+		g, err := e.kl.Authorize(ctx, raw, keyledger.Request{Endpoint: "/v1/op"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.Complete(ctx, keyledger.Outcome{StatusCode: 200})
+		if _, err := e.kl.Authorize(ctx, raw, keyledger.Request{Endpoint: "/v1/op"}); !errors.Is(err, keyledger.ErrRateLimited) {
+			t.Fatalf("second request on 1 RPM: %v", err)
+		}
+		plan := "capped"
+		if _, err := e.kl.UpdateAccount(ctx, a.ID, account.UpdateParams{Plan: &plan}); err != nil {
+			t.Fatal(err)
+		}
+		// New limits apply to the very next request; the new monthly cap (2, with 1 spent) too.
+		g, err = e.kl.Authorize(ctx, raw, keyledger.Request{Endpoint: "/v1/op"})
+		if err != nil {
+			t.Fatalf("after plan change: %v", err)
+		}
+		g.Complete(ctx, keyledger.Outcome{StatusCode: 200})
+		if _, err := e.kl.Authorize(ctx, raw, keyledger.Request{Endpoint: "/v1/op"}); !errors.Is(err, credits.ErrMonthlyLimit) {
+			t.Fatalf("monthly cap of the new plan: %v", err)
+		}
+		// Suspending the account stops its keys at once.
+		st := account.StatusSuspended
+		if _, err := e.kl.UpdateAccount(ctx, a.ID, account.UpdateParams{Status: &st}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.kl.Authorize(ctx, raw, keyledger.Request{Endpoint: "/v1/op"}); !errors.Is(err, apikey.ErrAccountInactive) {
+			t.Fatalf("suspended account: %v", err)
+		}
+	})
+}
