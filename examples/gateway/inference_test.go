@@ -205,12 +205,12 @@ func TestRateLimit61stRequest(t *testing.T) {
 	}
 }
 
-// pricyCatalog writes a -models file with a model that costs ₹1 a
-// completion token.
-func pricyCatalog(t *testing.T, extra string) string {
+// pricyCatalog writes a -models file with one model, test/pricy, whose
+// prompt is free and whose completion costs completionPer1M per 1M tokens.
+func pricyCatalog(t *testing.T, completionPer1M, extra string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "models.json")
-	body := `{"models":[{"id":"test/pricy","owned_by":"test","prompt_inr_per_1m":0,"completion_inr_per_1m":1000000` + extra + `}]}`
+	body := `{"models":[{"id":"test/pricy","owned_by":"test","prompt_inr_per_1m":0,"completion_inr_per_1m":` + completionPer1M + extra + `}]}`
 	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +218,7 @@ func pricyCatalog(t *testing.T, extra string) string {
 }
 
 func TestConcurrentInferenceAtTheEdgeOfTheBalance(t *testing.T) {
-	g := startGateway(t, "-models", pricyCatalog(t, ""))
+	g := startGateway(t, "-models", pricyCatalog(t, "1000000", ""))
 	u := g.signup("Edge")
 	// ₹50 buys exactly ten ₹5 requests; 30 race for them.
 	const n = 30
