@@ -21,19 +21,33 @@ type gw struct {
 	base string
 	db   string
 	c    *http.Client
+	// stop shuts the gateway down gracefully and checks run's error; it
+	// also runs at the end of the test.
+	stop func()
 }
 
 // startGateway runs the real program and returns once it listens. The
 // gateway shuts down (and run's error is checked) when the test ends.
 func startGateway(t *testing.T, extra ...string) *gw {
 	t.Helper()
-	db := filepath.Join(t.TempDir(), "gw.db")
+	return startGatewayOn(t, filepath.Join(t.TempDir(), "gw.db"), extra...)
+}
+
+// startGatewayOn runs the gateway on an existing (or new) database file.
+func startGatewayOn(t *testing.T, db string, extra ...string) *gw {
+	t.Helper()
+	return startGatewayAt(t, time.Now, db, extra...)
+}
+
+// startGatewayAt runs the gateway on a clock.
+func startGatewayAt(t *testing.T, now func() time.Time, db string, extra ...string) *gw {
+	t.Helper()
 	args := append([]string{"-addr", "127.0.0.1:0", "-db", db, "-log-level", "warn"}, extra...)
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := run(ctx, args, pw)
+		err := runWithClock(ctx, args, pw, now)
 		pw.CloseWithError(io.EOF)
 		done <- err
 	}()
@@ -50,13 +64,14 @@ func startGateway(t *testing.T, extra ...string) *gw {
 		t.Fatalf("gateway did not start: %v", <-done)
 	}
 	go func() { _, _ = io.Copy(io.Discard, pr) }() // keep logs flowing
-	t.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("run: %v", err)
 		}
 	})
-	return &gw{t: t, base: base, db: db, c: &http.Client{Timeout: 30 * time.Second}}
+	t.Cleanup(stop)
+	return &gw{t: t, base: base, db: db, c: &http.Client{Timeout: 30 * time.Second}, stop: stop}
 }
 
 // do sends a request with an optional bearer token and JSON body (a string

@@ -11,10 +11,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/shopspring/decimal"
 
 	"github.com/keyledger/keyledger/examples/gateway/internal/openai"
+	"github.com/keyledger/keyledger/internal/fakeclock"
 )
 
 // sseEvents reads an OpenAI streaming response as the openai clients do:
@@ -187,7 +189,10 @@ func TestInferenceErrorsAreNotCharged(t *testing.T) {
 }
 
 func TestRateLimit61stRequest(t *testing.T) {
-	g := startGateway(t)
+	// A stopped clock: the 60 requests take no time, however slow the
+	// machine (GCRA would otherwise refill one request a second).
+	clock := fakeclock.New(time.Date(2026, 1, 15, 10, 30, 0, 0, time.UTC))
+	g := startGatewayAt(t, clock.Now, filepath.Join(t.TempDir(), "gw.db"))
 	u := g.signup("Burst")
 	for i := 1; i <= 60; i++ {
 		st, h, b := g.do("POST", "/inference/v1/chat/completions", u.key, chatBody("forii/llama-3.1-8b", 1, false))
@@ -203,6 +208,8 @@ func TestRateLimit61stRequest(t *testing.T) {
 	if n := len(g.ledger(u)); n != 61 { // grant + 60 debits; the 429 is free
 		t.Fatalf("ledger has %d entries", n)
 	}
+	clock.Advance(time.Duration(ra) * time.Second)
+	g.must(200, "POST", "/inference/v1/chat/completions", u.key, chatBody("forii/llama-3.1-8b", 1, false))
 }
 
 // pricyCatalog writes a -models file with one model, test/pricy, whose

@@ -112,6 +112,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 // gracefully, flushing usage. It prints "listening on http://ADDR" to stdout
 // once the listener is bound.
 func run(ctx context.Context, args []string, stdout io.Writer) error {
+	return runWithClock(ctx, args, stdout, time.Now)
+}
+
+// runWithClock is run on a given clock (tests use a fake one for the rate
+// limits; the HTTP server's own timeouts stay on the real clock).
+func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func() time.Time) error {
 	c, err := parseFlags(args, stdout)
 	if err != nil {
 		return err
@@ -136,15 +142,15 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	defer bill.Close()
 
-	rzp, err := razorpay.NewSimulator(c.rzpSecret, nil)
+	rzp, err := razorpay.NewSimulator(c.rzpSecret, &razorpay.SimulatorOptions{Now: now})
 	if err != nil {
 		return err
 	}
 	srv := &server{
 		log: log, cat: cat, bill: bill, rzp: rzp, rzpKeyID: c.rzpKeyID, rzpSecret: c.rzpSecret,
-		rzpWebhookSecret: c.rzpWebhook, now: time.Now, supplier: demoSupplier(),
+		rzpWebhookSecret: c.rzpWebhook, now: now, supplier: demoSupplier(),
 	}
-	if srv.sim, err = simmodel.New(nil); err != nil {
+	if srv.sim, err = simmodel.New(&simmodel.Options{Now: now}); err != nil {
 		return err
 	}
 	if c.upstream != "" {
@@ -168,7 +174,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	kl, err := keyledger.New(st, &keyledger.Options{
-		Logger: log, Prices: cat.prices, Limiter: limiter,
+		Now: now, Logger: log, Prices: cat.prices, Limiter: limiter,
 		Keys:    &apikey.Options{Format: format},
 		Credits: &credits.Options{Unit: credits.INR(), Recharger: credits.RechargerFunc(srv.recharge)},
 	})
