@@ -261,3 +261,32 @@ func TestConcurrentInferenceAtTheEdgeOfTheBalance(t *testing.T) {
 		t.Fatalf("broke: %d %s", st, b)
 	}
 }
+
+// TestRedisSharedLimits runs two gateways on one SQLite file and one Redis
+// (KEYLEDGER_TEST_REDIS): they share the key's 60 requests a minute.
+func TestRedisSharedLimits(t *testing.T) {
+	addr := os.Getenv("KEYLEDGER_TEST_REDIS")
+	if addr == "" {
+		t.Skip("KEYLEDGER_TEST_REDIS is not set")
+	}
+	clock := fakeclock.New(time.Date(2026, 1, 15, 10, 30, 0, 0, time.UTC))
+	db := filepath.Join(t.TempDir(), "gw.db")
+	a := startGatewayAt(t, clock.Now, db, "-redis", addr)
+	b := startGatewayAt(t, clock.Now, db, "-redis", addr)
+	u := a.signup("Shared")
+	for i := 1; i <= 60; i++ {
+		g := a
+		if i%2 == 0 {
+			g = b
+		}
+		st, h, body := g.do("POST", "/inference/v1/chat/completions", u.key, chatBody("forii/llama-3.1-8b", 1, false))
+		if st != 200 || h.Get("X-Ratelimit-Remaining-Requests") != strconv.Itoa(60-i) {
+			t.Fatalf("request %d: %d %s %v", i, st, body, h)
+		}
+	}
+	for _, g := range []*gw{a, b} {
+		if st, h, body := g.do("POST", "/inference/v1/chat/completions", u.key, chatBody("forii/llama-3.1-8b", 1, false)); st != 429 || h.Get("Retry-After") == "" {
+			t.Fatalf("61st: %d %s", st, body)
+		}
+	}
+}

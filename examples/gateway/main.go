@@ -112,12 +112,19 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 // gracefully, flushing usage. It prints "listening on http://ADDR" to stdout
 // once the listener is bound.
 func run(ctx context.Context, args []string, stdout io.Writer) error {
-	return runWithClock(ctx, args, stdout, time.Now)
+	return runWithClock(ctx, args, stdout, nil)
 }
 
 // runWithClock is run on a given clock (tests use a fake one for the rate
-// limits; the HTTP server's own timeouts stay on the real clock).
+// limits; the HTTP server's own timeouts stay on the real clock). nil is
+// the real clock, and then Redis rate limits use the Redis server's clock.
 func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func() time.Time) error {
+	var redisNow func() time.Time
+	if now == nil {
+		now = time.Now
+	} else {
+		redisNow = now
+	}
 	c, err := parseFlags(args, stdout)
 	if err != nil {
 		return err
@@ -164,7 +171,7 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			return fmt.Errorf("-redis %s: %w", c.redis, err)
 		}
-		limiter = redislimit.New(rdb, nil)
+		limiter = redislimit.New(rdb, &redislimit.Options{Now: redisNow})
 	}
 	format, err := apikey.NewFormat(apikey.FormatConfig{Types: []apikey.KeyType{
 		{Name: "sdk", Prefix: "forii_sk_"},
