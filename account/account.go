@@ -27,7 +27,7 @@ var (
 	ErrInvalidTimeZone    = errors.New("account: invalid IANA time zone")
 	ErrInvalidStatus      = errors.New("account: invalid status")
 	ErrInvalidMetadata    = errors.New("account: invalid metadata")
-	ErrInvalidLimits      = errors.New("account: limits must not be negative")
+	ErrInvalidLimits      = errors.New("account: limits must be between 0 and MaxPerMinute")
 	ErrInvalidPassword    = errors.New("account: password does not meet the length policy")
 	ErrInvalidCredentials = errors.New("account: invalid email or password")
 	ErrSuspended          = errors.New("account: account is suspended")

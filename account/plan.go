@@ -7,15 +7,20 @@ import (
 )
 
 // Limits are per-minute rate limits. A zero field means the limit is not
-// enforced.
+// enforced; each is at most MaxPerMinute.
 type Limits struct {
 	RequestsPerMinute         int64 `json:"requests_per_minute"`
 	PromptTokensPerMinute     int64 `json:"prompt_tokens_per_minute"`
 	CompletionTokensPerMinute int64 `json:"completion_tokens_per_minute"`
 }
 
+// MaxPerMinute bounds every limit: a billion units a minute is one unit
+// every 60 ns, the finest a rate limiter on a nanosecond clock can pace.
+const MaxPerMinute = 1_000_000_000
+
 func (l Limits) valid() bool {
-	return l.RequestsPerMinute >= 0 && l.PromptTokensPerMinute >= 0 && l.CompletionTokensPerMinute >= 0
+	ok := func(n int64) bool { return n >= 0 && n <= MaxPerMinute }
+	return ok(l.RequestsPerMinute) && ok(l.PromptTokensPerMinute) && ok(l.CompletionTokensPerMinute)
 }
 
 // Plan is one tier of the catalog. Amounts are in the ledger's unit (INR for

@@ -15,6 +15,7 @@ import (
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/usage"
 )
 
 // Store is everything keyledger needs from a backend.
@@ -22,6 +23,7 @@ type Store interface {
 	account.Store
 	apikey.Store
 	credits.Store
+	usage.Store
 
 	// Close releases the backend's resources. Calls after Close fail.
 	Close() error

@@ -4,18 +4,31 @@
 package usage
 
 import (
+	"encoding/json"
 	"errors"
 	"time"
 
 	"github.com/keyledger/keyledger/credits"
 )
 
-// Errors.
+// Errors returned by Service and Store implementations. Match them with
+// errors.Is. Meter also passes on the credits sentinels of the charge it
+// applies (credits.ErrInsufficientFunds, credits.ErrMonthlyLimit,
+// credits.ErrUnknownAccount, credits.ErrHoldNotFound, …) unchanged.
 var (
-	ErrInvalidPrice     = errors.New("usage: invalid price")
-	ErrUnknownModel     = errors.New("usage: model has no price")
-	ErrUnknownOperation = errors.New("usage: operation has no price")
-	ErrInvalidRecord    = errors.New("usage: invalid usage record")
+	ErrInvalidPrice          = errors.New("usage: invalid price")
+	ErrUnknownModel          = errors.New("usage: model has no price")
+	ErrUnknownOperation      = errors.New("usage: operation has no price")
+	ErrInvalidRecord         = errors.New("usage: invalid usage record")
+	ErrInvalidIdempotencyKey = errors.New("usage: idempotency key must be 1-255 bytes of UTF-8")
+	ErrIdempotencyConflict   = errors.New("usage: idempotency key reused with a different request")
+	ErrInvalidTimeZone       = errors.New("usage: invalid time zone")
+	ErrInvalidQuery          = errors.New("usage: invalid query")
+	ErrInvalidCursor         = errors.New("usage: invalid cursor")
+	ErrInvalidOptions        = errors.New("usage: invalid options")
+	ErrNoLedger              = errors.New("usage: charging needs Options.Credits")
+	ErrDuplicateRecord       = errors.New("usage: the account already has a record with this ID")
+	ErrClosed                = errors.New("usage: service closed")
 )
 
 // Record is one metered request. Field names follow the seeds: OpenRush's
@@ -23,14 +36,16 @@ var (
 // upstream cost, credits charged, error type/message), Forii's and FPT's
 // tokens per model, email-verify's units and cache hits.
 type Record struct {
-	ID               string        `json:"id"`
-	AccountID        string        `json:"account_id"`
-	KeyID            string        `json:"credential_id"`
-	AuthSource       string        `json:"auth_source"` // "api_key", "session", …
-	Endpoint         string        `json:"endpoint"`
-	Method           string        `json:"method"`
-	Model            string        `json:"model,omitempty"`
-	StatusCode       int           `json:"status_code"`
+	ID         string `json:"id"`
+	AccountID  string `json:"account_id"`
+	KeyID      string `json:"credential_id"`
+	AuthSource string `json:"auth_source"` // "api_key", "session", …
+	Endpoint   string `json:"endpoint"`
+	Method     string `json:"method"`
+	Model      string `json:"model,omitempty"`
+	StatusCode int    `json:"status_code"`
+	// ResponseTime is the request's latency; JSON carries it as
+	// response_time_ms (whole milliseconds), as OpenRush shows it.
 	ResponseTime     time.Duration `json:"-"`
 	RequestBytes     int64         `json:"request_bytes"`
 	ResponseBytes    int64         `json:"response_bytes"`
@@ -43,7 +58,8 @@ type Record struct {
 	// UpstreamCost is what the host paid its provider (OpenRush
 	// dataforseo_cost_usd), kept for margins; it is not charged.
 	UpstreamCost credits.Amount `json:"upstream_cost"`
-	// Cost is what the account was charged, in the ledger's unit.
+	// Cost is what the account was charged, in the ledger's unit: exact,
+	// marshalled as a JSON number literal (3, 0.0000125).
 	Cost         credits.Amount    `json:"credits_charged"`
 	ErrorType    string            `json:"error_type,omitempty"`
 	ErrorMessage string            `json:"error_message,omitempty"`
@@ -59,4 +75,41 @@ func (r Record) TotalTokens() int64 { return r.PromptTokens + r.CompletionTokens
 // refusals are recorded with zero cost.
 func (r Record) Billable() bool {
 	return r.StatusCode < 400 && r.ErrorType == ""
+}
+
+// Clone returns a copy of r that shares no memory with it.
+func (r Record) Clone() Record {
+	if r.Metadata != nil {
+		m := make(map[string]string, len(r.Metadata))
+		for k, v := range r.Metadata {
+			m[k] = v
+		}
+		r.Metadata = m
+	}
+	return r
+}
+
+// recordJSON adds the derived fields to Record's JSON form.
+type recordJSON struct {
+	recordAlias
+	ResponseTimeMS int64 `json:"response_time_ms"`
+	TotalTokens    int64 `json:"total_tokens"`
+}
+
+type recordAlias Record
+
+// MarshalJSON writes the record with response_time_ms and total_tokens.
+func (r Record) MarshalJSON() ([]byte, error) {
+	return json.Marshal(recordJSON{recordAlias: recordAlias(r), ResponseTimeMS: r.ResponseTime.Milliseconds(), TotalTokens: r.TotalTokens()})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (r *Record) UnmarshalJSON(b []byte) error {
+	var j recordJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*r = Record(j.recordAlias)
+	r.ResponseTime = time.Duration(j.ResponseTimeMS) * time.Millisecond
+	return nil
 }

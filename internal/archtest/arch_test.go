@@ -23,6 +23,13 @@ var allowed = []string{
 	module + "/internal/",
 }
 
+// domainEdges are the only imports allowed between domains (the lead's
+// layering decision): usage sits on the credits ledger, since a metered
+// record and its charge commit in one transaction.
+var domainEdges = map[string][]string{
+	"usage": {"credits"},
+}
+
 func goTool(t *testing.T) string {
 	if p, err := exec.LookPath("go"); err == nil {
 		return p
@@ -69,6 +76,11 @@ func TestDomainPackagesStayPure(t *testing.T) {
 					ok = true
 				}
 			}
+			for _, e := range domainEdges[d] {
+				if dep == module+"/"+e {
+					ok = true // its own deps are checked as a domain of their own
+				}
+			}
 			if !ok {
 				t.Errorf("domain package %s depends on %s; domains may import only the standard library, %v", d, dep, allowed)
 			}
@@ -100,6 +112,38 @@ func TestStoreLayerDoesNotImportUpward(t *testing.T) {
 			}
 			if pkg == "store" && strings.HasPrefix(dep, module+"/store/") {
 				t.Errorf("store imports backend %s", dep)
+			}
+		}
+	}
+}
+
+// TestDomainEdges checks the direct imports between domains: exactly the
+// edges in domainEdges, and no others (in particular, credits never
+// imports usage).
+func TestDomainEdges(t *testing.T) {
+	root := repoRoot(t)
+	for _, d := range domains {
+		if _, err := os.Stat(filepath.Join(root, d)); err != nil {
+			continue
+		}
+		cmd := exec.Command(goTool(t), "list", "-f", `{{join .Imports "\n"}}`, "./"+d)
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list %s: %v\n%s", d, err, out)
+		}
+		for _, imp := range strings.Fields(string(out)) {
+			for _, other := range domains {
+				if other == d || imp != module+"/"+other {
+					continue
+				}
+				allowedEdge := false
+				for _, e := range domainEdges[d] {
+					allowedEdge = allowedEdge || e == other
+				}
+				if !allowedEdge {
+					t.Errorf("domain %s imports domain %s; the only allowed edges are %v", d, other, domainEdges)
+				}
 			}
 		}
 	}

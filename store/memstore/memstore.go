@@ -30,6 +30,7 @@ type Store struct {
 	keysByHash map[[32]byte]*keyRow // current and previous secrets
 	keyIDs     map[string][]string  // account ID -> its key IDs, sorted
 	ledger     *ledgers             // credits; locked separately (see credits.go)
+	usage      *usageData           // usage; locked per account (see usage.go)
 }
 
 type accountRow struct {
@@ -48,6 +49,7 @@ func New() *Store {
 		keysByHash: make(map[[32]byte]*keyRow),
 		keyIDs:     make(map[string][]string),
 		ledger:     newLedgers(),
+		usage:      newUsageData(),
 	}
 }
 

@@ -58,6 +58,20 @@ type Options struct {
 	Readers int
 	// Logger receives migration progress (slog.Default if nil).
 	Logger *slog.Logger
+	// CacheSizeKiB is SQLite's page cache per connection (64 MiB by
+	// default; the pages are allocated as they are used). Negative leaves
+	// SQLite's own default (2 MiB).
+	CacheSizeKiB int
+	// CheckpointInterval moves WAL checkpoints off the writer. By default
+	// (0) SQLite checkpoints automatically inside the commit that takes the
+	// WAL past 1,000 pages, so that one commit — and every caller waiting
+	// for it — pays for copying the WAL into the database. With an
+	// interval, the writer never checkpoints (wal_autocheckpoint=0) and a
+	// background connection runs a PASSIVE checkpoint at that interval,
+	// which never blocks the writer or readers; the WAL is reused from its
+	// start after each complete checkpoint. Other processes sharing the
+	// file keep their own setting.
+	CheckpointInterval time.Duration
 }
 
 // Store is a store.Store on one SQLite file.
@@ -68,6 +82,11 @@ type Store struct {
 	rstmt stmts // prepared statements on r
 
 	lw, lr *ledgerStmts // prepared credits statements on w and r (credits.go)
+	uw     *usageStmts  // prepared usage statements on w (usage.go)
+
+	ckpt     *sql.DB       // background checkpointer (CheckpointInterval), or nil
+	stopCkpt chan struct{} // closed by Close
+	ckptDone chan struct{}
 }
 
 // Open opens (creating if needed) the database at path and applies pending
@@ -86,12 +105,22 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.CacheSizeKiB == 0 {
+		o.CacheSizeKiB = 64 << 10
+	}
 	if path == "" || strings.ContainsAny(path, "?#") || path == ":memory:" {
 		return nil, fmt.Errorf("%w: %q (a file name without '?' or '#')", ErrInvalidPath, path)
 	}
 	base := "file:" + path + "?_pragma=busy_timeout(" + strconv.FormatInt(o.BusyTimeout.Milliseconds(), 10) + ")" +
 		"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
-	w, err := sql.Open("sqlite", base+"&_txlock=immediate")
+	if o.CacheSizeKiB > 0 {
+		base += "&_pragma=cache_size(-" + strconv.Itoa(o.CacheSizeKiB) + ")"
+	}
+	wdsn := base + "&_txlock=immediate"
+	if o.CheckpointInterval > 0 {
+		wdsn += "&_pragma=wal_autocheckpoint(0)"
+	}
+	w, err := sql.Open("sqlite", wdsn)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: open: %w", err)
 	}
@@ -117,12 +146,56 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	if err := s.prepareUsage(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if o.CheckpointInterval > 0 {
+		if err := s.startCheckpointer(base, o.CheckpointInterval); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
-// Close closes both connection pools.
+// startCheckpointer runs PASSIVE WAL checkpoints on a connection of its own.
+func (s *Store) startCheckpointer(dsn string, every time.Duration) error {
+	c, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: open checkpointer: %w", err)
+	}
+	c.SetMaxOpenConns(1)
+	c.SetMaxIdleConns(1)
+	c.SetConnMaxIdleTime(0)
+	s.ckpt, s.stopCkpt, s.ckptDone = c, make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(s.ckptDone)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stopCkpt:
+				return
+			case <-t.C:
+				if _, err := c.Exec(`PRAGMA wal_checkpoint(PASSIVE)`); err != nil {
+					s.log.Warn("sqlitestore: background checkpoint failed", "error", err)
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+// Close closes both connection pools (and stops the checkpointer).
 func (s *Store) Close() error {
-	return errors.Join(s.rstmt.close(), s.closeLedger(), s.r.Close(), s.w.Close())
+	var ck error
+	if s.ckpt != nil {
+		close(s.stopCkpt)
+		<-s.ckptDone
+		ck = s.ckpt.Close()
+	}
+	return errors.Join(s.rstmt.close(), s.closeLedger(), s.closeUsage(), ck, s.r.Close(), s.w.Close())
 }
 
 type migration struct {

@@ -122,6 +122,7 @@ func testAccountBadInput(t *testing.T, newStore NewStoreFunc) {
 		{"status", account.UpdateParams{Status: ptr(account.Status("deleted"))}, account.ErrInvalidStatus},
 		{"tz", account.UpdateParams{TimeZone: ptr("Nowhere/Land")}, account.ErrInvalidTimeZone},
 		{"limits", account.UpdateParams{Limits: &account.Limits{RequestsPerMinute: -1}}, account.ErrInvalidLimits},
+		{"huge limits", account.UpdateParams{Limits: &account.Limits{PromptTokensPerMinute: account.MaxPerMinute + 1}}, account.ErrInvalidLimits},
 		{"good name with bad plan", account.UpdateParams{Name: ptr("New"), Plan: ptr("gold")}, account.ErrUnknownPlan},
 	}
 	for _, c := range badUpdates {

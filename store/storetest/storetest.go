@@ -30,6 +30,7 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 	t.Run("Sessions", func(t *testing.T) { runSessions(t, newStore) })
 	t.Run("APIKeys", func(t *testing.T) { runAPIKeys(t, newStore) })
 	t.Run("Credits", func(t *testing.T) { runCredits(t, newStore) })
+	t.Run("Usage", func(t *testing.T) { runUsage(t, newStore) })
 }
 
 // Bench runs the shared benchmarks against the backend.
@@ -41,6 +42,8 @@ func Bench(b *testing.B, newStore NewStoreFunc) {
 	b.Run("Debit", func(b *testing.B) { BenchLedgerDebit(b, newStore) })
 	b.Run("DebitParallel", func(b *testing.B) { BenchLedgerDebitParallel(b, newStore, 64, 0) })
 	b.Run("ReserveSettle", func(b *testing.B) { BenchLedgerReserveSettle(b, newStore) })
+	b.Run("Meter", func(b *testing.B) { BenchMeter(b, newStore) })
+	b.Run("MeterParallel", func(b *testing.B) { BenchMeterParallel(b, newStore, 0) })
 }
 
 // epoch is where every suite clock starts.

@@ -1,0 +1,78 @@
+package credits
+
+import (
+	"time"
+)
+
+// Prepared spends let another domain (package usage) run a ledger spend
+// inside its own backend transaction: the Service validates the request and
+// fills in its IDs and fingerprint exactly as Debit, Settle and Release do,
+// the caller's store applies it with ApplySpend in the same transaction as
+// its own writes, and AfterSpend runs the post-commit work. No credits rule
+// is duplicated outside this package.
+
+// PrepareDebit validates p like Debit and returns the request Debit would
+// apply. It returns ErrClosed, ErrUnknownAccount, ErrInvalidAmount,
+// ErrAmountPrecision, ErrInvalidIdempotencyKey or ErrInvalidText.
+func (s *Service) PrepareDebit(p DebitParams) (SpendRequest, error) {
+	if err := s.checkSpend(p.AccountID, p.Amount, p.IdempotencyKey, p.Reference, p.Description); err != nil {
+		return SpendRequest{}, err
+	}
+	return SpendRequest{
+		Kind: SpendDebit, Unit: s.opt.Unit.Code, AccountID: p.AccountID, Amount: p.Amount,
+		Reference: p.Reference, Description: p.Description, IdempotencyKey: p.IdempotencyKey,
+		Fingerprint: fingerprint('d', p.AccountID, "", p.Amount, 0, time.Time{}, p.Reference, p.Description),
+		EntryID:     s.ids.New(s.opt.EntryIDPrefix),
+	}, nil
+}
+
+// PrepareSettle validates p like Settle and returns the request Settle
+// would apply. It returns ErrClosed, ErrHoldNotFound, ErrInvalidAmount,
+// ErrAmountPrecision or ErrInvalidText.
+func (s *Service) PrepareSettle(p SettleParams) (SpendRequest, error) {
+	if p.HoldID == "" || len(p.HoldID) > maxIDLen {
+		return SpendRequest{}, ErrHoldNotFound
+	}
+	if s.closed.Load() {
+		return SpendRequest{}, ErrClosed
+	}
+	if err := s.checkAmount(p.Actual, true); err != nil {
+		return SpendRequest{}, err
+	}
+	if err := validText(p.Reference, p.Description); err != nil {
+		return SpendRequest{}, err
+	}
+	return SpendRequest{
+		Kind: SpendSettle, Unit: s.opt.Unit.Code, HoldID: p.HoldID, Amount: p.Actual,
+		Reference: p.Reference, Description: p.Description,
+		Fingerprint: fingerprint('s', p.HoldID, "", p.Actual, 0, time.Time{}, p.Reference, p.Description),
+		EntryID:     s.ids.New(s.opt.EntryIDPrefix),
+	}, nil
+}
+
+// PrepareRelease returns the request Release would apply. It returns
+// ErrClosed or ErrHoldNotFound.
+func (s *Service) PrepareRelease(holdID string) (SpendRequest, error) {
+	if holdID == "" || len(holdID) > maxIDLen {
+		return SpendRequest{}, ErrHoldNotFound
+	}
+	if s.closed.Load() {
+		return SpendRequest{}, ErrClosed
+	}
+	return SpendRequest{Kind: SpendRelease, Unit: s.opt.Unit.Code, HoldID: holdID}, nil
+}
+
+// CheckSpendAmount reports whether amt may be debited or settled: zero or
+// positive, in range and a multiple of the unit's SpendIncrement. It
+// returns ErrInvalidAmount or ErrAmountPrecision.
+func (s *Service) CheckSpendAmount(amt Amount) error { return s.checkAmount(amt, true) }
+
+// AfterSpend runs the post-commit work of a prepared spend that its
+// caller's transaction committed: today, the auto-recharge of a debit or
+// settlement that crossed the account's threshold. Call it once per
+// committed result, never for a rolled-back one.
+func (s *Service) AfterSpend(res SpendResult) {
+	if res.Err == nil && res.Recharge != nil {
+		s.startRecharge(res.Recharge)
+	}
+}

@@ -1,0 +1,66 @@
+package usage_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/store/memstore"
+	"github.com/keyledger/keyledger/usage"
+)
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// A Forii-style gateway meters chat completions: each call is recorded and
+// its exact per-token cost debited in one transaction, a retried call is
+// charged once, a failed call costs nothing, and the customer sees usage by
+// day × model in their own time zone.
+func Example() {
+	ctx := context.Background()
+	now := time.Date(2025, 1, 15, 20, 0, 0, 0, time.UTC) // 01:30 on Jan 16 in India
+	clock := func() time.Time { return now }
+	st := memstore.New()
+	ledger := must(credits.NewService(st, &credits.Options{Now: clock}))
+	defer ledger.Close(ctx)
+	prices := must(usage.NewPriceBook([]usage.ModelPrice{{
+		Model: "forii/deepseek-v3", PromptPerMillion: decimal.RequireFromString("250"),
+		CompletionPerMillion: decimal.RequireFromString("645"),
+	}}, nil))
+	meter := must(usage.NewService(st, &usage.Options{Now: clock, Prices: prices, Credits: ledger}))
+	defer meter.Close(ctx)
+
+	must(ledger.Open(ctx, "acct_asha", credits.Policy{TimeZone: "Asia/Kolkata"}))
+	must(ledger.Grant(ctx, credits.CreditParams{AccountID: "acct_asha", Amount: credits.AmountFromInt(50), IdempotencyKey: "signup"}))
+
+	call := usage.Record{AccountID: "acct_asha", KeyID: "key_1", Endpoint: "/v1/chat/completions", Method: "POST",
+		Model: "forii/deepseek-v3", StatusCode: 200, PromptTokens: 1250, CompletionTokens: 340}
+	for range 2 { // the client retries with the same key
+		r := must(meter.Meter(ctx, usage.MeterParams{Record: call, IdempotencyKey: "chatcmpl-1", TimeZone: "Asia/Kolkata"}))
+		fmt.Println("charged", r.Charged, "replayed", r.Replayed)
+	}
+	failed := call
+	failed.StatusCode, failed.ErrorType = 502, "upstream_error"
+	r := must(meter.Meter(ctx, usage.MeterParams{Record: failed, IdempotencyKey: "chatcmpl-2", TimeZone: "Asia/Kolkata"}))
+	fmt.Println("failed call charged", r.Charged)
+
+	rows := must(meter.Summary(ctx, usage.SummaryQuery{AccountID: "acct_asha", From: "2025-01-16", To: "2025-01-16",
+		GroupBy: []usage.GroupField{usage.GroupDate, usage.GroupModel}, TimeZone: "Asia/Kolkata"}))
+	for _, row := range rows {
+		fmt.Println(row.Date, row.Model, row.Requests, row.TotalTokens, row.Cost)
+	}
+	fmt.Println("balance", must(ledger.Balance(ctx, "acct_asha")))
+	// Output:
+	// charged 0.5318 replayed false
+	// charged 0.5318 replayed true
+	// failed call charged 0
+	// 2025-01-16 forii/deepseek-v3 2 3180 0.5318
+	// balance 49.4682
+}

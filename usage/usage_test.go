@@ -1,0 +1,223 @@
+package usage_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/internal/fakeclock"
+	"github.com/keyledger/keyledger/store/memstore"
+	"github.com/keyledger/keyledger/store/sqlitestore"
+	"github.com/keyledger/keyledger/usage"
+)
+
+func TestOptions(t *testing.T) {
+	st := memstore.New()
+	if _, err := usage.NewService(nil, nil); !errors.Is(err, usage.ErrInvalidOptions) {
+		t.Fatal(err)
+	}
+	for _, o := range []usage.Options{{MaxBatch: -1}, {MaxWait: -1}, {IDPrefix: strings.Repeat("x", 33)}} {
+		if _, err := usage.NewService(st, &o); !errors.Is(err, usage.ErrInvalidOptions) {
+			t.Errorf("%+v: %v", o, err)
+		}
+	}
+	svc, err := usage.NewService(st, &usage.Options{IDPrefix: "req_"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := svc.Meter(context.Background(), usage.MeterParams{Record: usage.Record{AccountID: "a", Endpoint: "/free"}, IdempotencyKey: "k"})
+	if err != nil || !strings.HasPrefix(r.Record.ID, "req_") {
+		t.Fatalf("%+v %v", r, err)
+	}
+	// Without a ledger, anything that charges is refused.
+	if _, err := svc.Meter(context.Background(), usage.MeterParams{Record: usage.Record{AccountID: "a", Cost: credits.AmountFromInt(1)}, IdempotencyKey: "k2"}); !errors.Is(err, usage.ErrNoLedger) {
+		t.Fatal(err)
+	}
+}
+
+// TestRecorderCloseFlushes: on a group-committing store, Close commits
+// every queued request and answers every caller; later calls get
+// ErrClosed.
+func TestRecorderCloseFlushes(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "u.db"), &sqlitestore.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	clk := fakeclock.New(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))
+	led, _ := credits.NewService(st, &credits.Options{Now: clk.Now})
+	defer led.Close(ctx)
+	if _, err := led.Open(ctx, "acct", credits.Policy{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := led.Purchase(ctx, credits.CreditParams{AccountID: "acct", Amount: credits.AmountFromInt(1000), IdempotencyKey: "f"}); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := usage.NewService(st, &usage.Options{Now: clk.Now, Credits: led, MaxBatch: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 64
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = svc.Meter(ctx, usage.MeterParams{Record: usage.Record{AccountID: "acct", Cost: credits.AmountFromInt(1)}, IdempotencyKey: fmt.Sprint(i)})
+		}()
+	}
+	wg.Wait()
+	if err := svc.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ok := 0
+	for _, err := range errs {
+		if err == nil {
+			ok++
+		} else if !errors.Is(err, usage.ErrClosed) {
+			t.Errorf("unexpected error %v", err)
+		}
+	}
+	bal, _ := led.Balance(ctx, "acct")
+	if !bal.Equal(credits.AmountFromInt(int64(1000 - ok))) {
+		t.Fatalf("%d successes, balance %s", ok, bal)
+	}
+	st2 := svc.Stats()
+	if st2.Metered != int64(ok) || st2.BatchedItems != int64(ok) || st2.MaxBatch > 8 || st2.Batches == 0 {
+		t.Fatalf("stats %+v", st2)
+	}
+	if _, err := svc.Meter(ctx, usage.MeterParams{Record: usage.Record{AccountID: "acct"}, IdempotencyKey: "late"}); !errors.Is(err, usage.ErrClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+}
+
+func TestRecordJSON(t *testing.T) {
+	r := usage.Record{ID: "log_1", AccountID: "acct_1", KeyID: "cred_1", Endpoint: "/v1/tools/inspect_domain", StatusCode: 200,
+		ResponseTime: 842 * time.Millisecond, PromptTokens: 2, CompletionTokens: 3, Cost: credits.AmountFromInt(3),
+		UpstreamCost: credits.AmountFromMinor(125, 5), CreatedAt: time.Date(2026, 6, 26, 12, 0, 0, 0, time.UTC)}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"credits_charged":3`, `"upstream_cost":0.00125`, `"response_time_ms":842`, `"total_tokens":5`, `"credential_id":"cred_1"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("JSON %s lacks %s", b, want)
+		}
+	}
+	var back usage.Record
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.ResponseTime != r.ResponseTime || !back.Cost.Equal(r.Cost) || !back.CreatedAt.Equal(r.CreatedAt) {
+		t.Fatalf("round trip: %+v", back)
+	}
+}
+
+func TestParsers(t *testing.T) {
+	for in, want := range map[string]int{"": 50, "0": 1, "-3": 1, "10000": 500, "99999999999999999999": 500, "-99999999999999999999": 1, "7": 7} {
+		if got, err := usage.ParseLimit(in); err != nil || got != want {
+			t.Errorf("ParseLimit(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	if _, err := usage.ParseLimit("ten"); !errors.Is(err, usage.ErrInvalidQuery) {
+		t.Error(err)
+	}
+	if g, err := usage.ParseGroupBy("date, model"); err != nil || len(g) != 2 || g[1] != usage.GroupModel {
+		t.Errorf("%v %v", g, err)
+	}
+	for _, bad := range []string{"date,date", "hour", "date,"} {
+		if _, err := usage.ParseGroupBy(bad); !errors.Is(err, usage.ErrInvalidQuery) {
+			t.Errorf("ParseGroupBy(%q): %v", bad, err)
+		}
+	}
+	for _, bad := range []string{"2025-1-15", "2025-02-30", "15-01-2025", ""} {
+		if _, err := usage.ParseDate(bad); !errors.Is(err, usage.ErrInvalidQuery) {
+			t.Errorf("ParseDate(%q): %v", bad, err)
+		}
+	}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	c := usage.EncodeCursor(at, "log_x")
+	if gt, id, err := usage.DecodeCursor(c); err != nil || !gt.Equal(at) || id != "log_x" {
+		t.Errorf("cursor round trip: %v %q %v", gt, id, err)
+	}
+}
+
+func FuzzParseGroupBy(f *testing.F) {
+	for _, s := range []string{"", "date", "date,model", "key, endpoint", "date,date", "x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		g, err := usage.ParseGroupBy(s)
+		if err != nil {
+			if !errors.Is(err, usage.ErrInvalidQuery) {
+				t.Fatalf("unexpected error %v", err)
+			}
+			return
+		}
+		if len(g) == 0 || len(g) > 4 {
+			t.Fatalf("%q gave %v", s, g)
+		}
+		seen := map[usage.GroupField]bool{}
+		for _, f := range g {
+			if seen[f] {
+				t.Fatalf("%q repeats %s", s, f)
+			}
+			seen[f] = true
+		}
+	})
+}
+
+func FuzzParseDate(f *testing.F) {
+	for _, s := range []string{"2025-01-15", "2025-02-29", "0000-00-00", "9999-12-31"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := usage.ParseDate(s)
+		if err != nil {
+			return
+		}
+		if d.Format(time.DateOnly) != s {
+			t.Fatalf("%q parsed as %v", s, d)
+		}
+	})
+}
+
+func FuzzCursor(f *testing.F) {
+	f.Add(usage.EncodeCursor(time.Unix(0, 1), "log_1"))
+	f.Add("")
+	f.Add("bm90IGEgY3Vyc29y")
+	f.Fuzz(func(t *testing.T, c string) {
+		at, id, err := usage.DecodeCursor(c)
+		if err != nil {
+			if !errors.Is(err, usage.ErrInvalidCursor) {
+				t.Fatalf("unexpected error %v", err)
+			}
+			return
+		}
+		if again := usage.EncodeCursor(at, id); again != c {
+			t.Fatalf("cursor %q decodes to (%v, %q) which encodes to %q", c, at, id, again)
+		}
+	})
+}
+
+func FuzzParseLimit(f *testing.F) {
+	for _, s := range []string{"", "0", "-1", "50", "10000", " 7", "1e3"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := usage.ParseLimit(s)
+		if err == nil && (n < 1 || n > usage.MaxListLimit) {
+			t.Fatalf("ParseLimit(%q) = %d", s, n)
+		}
+	})
+}
