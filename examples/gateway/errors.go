@@ -12,15 +12,15 @@ import (
 	"github.com/keyledger/keyledger/examples/gateway/internal/openai"
 	"github.com/keyledger/keyledger/examples/gateway/internal/razorpay"
 	"github.com/keyledger/keyledger/httpapi"
+	"github.com/keyledger/keyledger/usage"
 )
 
 // Errors of the gateway's own handlers.
 var (
-	errTooLarge       = errors.New("gateway: request body too large")
-	errNotFound       = errors.New("gateway: not found")
-	errNoSession      = errors.New("gateway: missing session token")
-	errOrderNotPaid   = errors.New("gateway: order is not paid")
-	errUsageNotActive = errors.New("gateway: usage queries need the usage service")
+	errTooLarge     = errors.New("gateway: request body too large")
+	errNotFound     = errors.New("gateway: not found")
+	errNoSession    = errors.New("gateway: missing session token")
+	errOrderNotPaid = errors.New("gateway: order is not paid")
 )
 
 // requestError is a 400 with a message safe to show.
@@ -78,7 +78,7 @@ var errorTable = []apiErr{
 	{razorpay.ErrAmountTooSmall, 400, "invalid_request", "amount_inr must be at least 1.00."},
 	{razorpay.ErrAmountTooLarge, 400, "invalid_request", "amount_inr must be at most 500000.00."},
 	{errOrderNotPaid, 409, "order_not_paid", "The order is not paid."},
-	{errUsageNotActive, 501, "not_implemented", "Usage queries are not available in this build."},
+	{usage.ErrInvalidQuery, 400, "invalid_request", "Invalid usage query."},
 }
 
 // classify finds the table row of err.

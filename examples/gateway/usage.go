@@ -6,6 +6,9 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/keyledger/keyledger/examples/gateway/internal/openai"
+	"github.com/keyledger/keyledger/usage"
 )
 
 // usageQuery is a parsed GET …/usage query.
@@ -66,14 +69,44 @@ func parseUsageQuery(q url.Values, today time.Time, loc *time.Location) (usageQu
 	return uq, nil
 }
 
-// GET /v1/accounts/{id}/usage?start&end&group_by (needs usage.Service.Summary).
+// GET /v1/accounts/{id}/usage?start&end&group_by: rows per day of the
+// account's time zone (Asia/Kolkata for accounts the gateway creates), from
+// the usage rollups.
 func (s *server) getUsage(w http.ResponseWriter, r *http.Request, acct string) error {
 	a, err := s.kl.Accounts.Get(r.Context(), acct)
 	if err != nil {
 		return err
 	}
-	if _, err := parseUsageQuery(r.URL.Query(), s.now(), a.Location()); err != nil {
+	q, err := parseUsageQuery(r.URL.Query(), s.now(), a.Location())
+	if err != nil {
 		return err
 	}
-	return errUsageNotActive
+	gb := make([]usage.GroupField, len(q.GroupBy))
+	for i, g := range q.GroupBy {
+		gb[i] = usage.GroupField(g)
+	}
+	rows, err := s.kl.Usage.Summary(r.Context(), usage.SummaryQuery{AccountID: acct, From: q.Start, To: q.End, GroupBy: gb, TimeZone: a.Location().String()})
+	if err != nil {
+		return err
+	}
+	type rowJSON struct {
+		Date             string         `json:"date"`
+		Model            string         `json:"model,omitempty"`
+		KeyID            string         `json:"key_id,omitempty"`
+		Requests         int64          `json:"requests"`
+		PromptTokens     int64          `json:"prompt_tokens"`
+		CompletionTokens int64          `json:"completion_tokens"`
+		TotalTokens      int64          `json:"total_tokens"`
+		CostINR          openai.Decimal `json:"cost_inr"`
+	}
+	out := struct {
+		Data []rowJSON `json:"data"`
+	}{Data: make([]rowJSON, 0, len(rows))}
+	for _, row := range rows {
+		out.Data = append(out.Data, rowJSON{Date: row.Date, Model: row.Model, KeyID: row.KeyID, Requests: row.Requests,
+			PromptTokens: row.PromptTokens, CompletionTokens: row.CompletionTokens, TotalTokens: row.TotalTokens,
+			CostINR: openai.NewDecimal(row.Cost.Decimal())})
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
 }
