@@ -64,14 +64,18 @@ func startGatewayAt(t *testing.T, now func() time.Time, db string, extra ...stri
 		t.Fatalf("gateway did not start: %v", <-done)
 	}
 	go func() { _, _ = io.Copy(io.Discard, pr) }() // keep logs flowing
+	client := &http.Client{Timeout: 30 * time.Second}
 	stop := sync.OnceFunc(func() {
+		// Connections the client dialed but never used would hold up
+		// Shutdown for 5 seconds (net/http treats them as active).
+		client.CloseIdleConnections()
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("run: %v", err)
 		}
 	})
 	t.Cleanup(stop)
-	return &gw{t: t, base: base, db: db, c: &http.Client{Timeout: 30 * time.Second}, stop: stop}
+	return &gw{t: t, base: base, db: db, c: client, stop: stop}
 }
 
 // do sends a request with an optional bearer token and JSON body (a string
