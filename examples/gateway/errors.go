@@ -1,0 +1,132 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/keyledger/keyledger/account"
+	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/examples/gateway/internal/openai"
+	"github.com/keyledger/keyledger/examples/gateway/internal/razorpay"
+	"github.com/keyledger/keyledger/httpapi"
+	"github.com/keyledger/keyledger/usage"
+)
+
+// Errors of the gateway's own handlers.
+var (
+	errTooLarge     = errors.New("gateway: request body too large")
+	errNotFound     = errors.New("gateway: not found")
+	errNoSession    = errors.New("gateway: missing session token")
+	errOrderNotPaid = errors.New("gateway: order is not paid")
+)
+
+// requestError is a 400 with a message safe to show.
+type requestError struct{ msg string }
+
+func (e *requestError) Error() string { return e.msg }
+
+func badRequest(msg string) error { return &requestError{msg: msg} }
+
+// apiErr is one row of the error table: what a client is told.
+type apiErr struct {
+	err     error
+	status  int
+	code    string
+	message string
+}
+
+// errorTable is the one table from errors to the management API's
+// responses. Rows are matched in order with errors.Is; anything else is a
+// logged 500 with a generic message.
+var errorTable = []apiErr{
+	{errTooLarge, 413, "request_too_large", "The request body is larger than 1 MiB."},
+	{errNotFound, 404, "not_found", "Not found."},
+	{errNoSession, 401, "invalid_session", "Missing session token: send it as 'Authorization: Bearer <token>'."},
+	{account.ErrSessionInvalid, 401, "invalid_session", "Invalid session token."},
+	{account.ErrSessionExpired, 401, "invalid_session", "The session has expired; log in again."},
+	{account.ErrSessionRevoked, 401, "invalid_session", "The session was logged out; log in again."},
+	{account.ErrInvalidCredentials, 401, "invalid_credentials", "Invalid email or password."},
+	{account.ErrSuspended, 403, "account_suspended", "The account is suspended."},
+	{account.ErrClosed, 403, "account_closed", "The account is closed."},
+	{account.ErrNotFound, 404, "not_found", "Not found."},
+	{account.ErrEmailTaken, 409, "email_taken", "An account with this email already exists."},
+	{account.ErrInvalidEmail, 400, "invalid_request", "Invalid email address."},
+	{account.ErrInvalidName, 400, "invalid_request", "The name must be 1-120 characters."},
+	{account.ErrInvalidPassword, 400, "invalid_request", "The password must be at least 8 characters."},
+	{apikey.ErrNotFound, 404, "not_found", "Not found."},
+	{apikey.ErrInvalidName, 400, "invalid_request", "The key name must be 1-120 characters."},
+	{apikey.ErrInvalidType, 400, "invalid_request", `The key type must be "sdk" or "api".`},
+	{apikey.ErrInvalidModels, 400, "invalid_request", "Invalid model list."},
+	{apikey.ErrInvalidExpiry, 400, "invalid_request", "The expiry must be in the future."},
+	{apikey.ErrInvalidGrace, 400, "invalid_request", "grace_seconds must not be negative."},
+	{apikey.ErrInvalidCursor, 400, "invalid_request", "Invalid cursor."},
+	{apikey.ErrRevoked, 409, "key_not_active", "The key is revoked."},
+	{apikey.ErrDisabled, 409, "key_not_active", "The key is disabled."},
+	{apikey.ErrExpired, 409, "key_not_active", "The key has expired."},
+	{credits.ErrInvalidCursor, 400, "invalid_request", "Invalid cursor."},
+	{credits.ErrInvalidAmount, 400, "invalid_request", "Invalid amount."},
+	{credits.ErrAmountPrecision, 400, "invalid_request", "Amounts in INR have at most 2 decimals."},
+	{credits.ErrInvalidPolicy, 400, "invalid_request", "Invalid auto-recharge settings."},
+	{credits.ErrUnknownAccount, 404, "not_found", "Not found."},
+	{razorpay.ErrInvalidSignature, 400, "invalid_signature", "The payment signature does not match."},
+	{razorpay.ErrMalformedWebhook, 400, "invalid_request", "Malformed webhook payload."},
+	{razorpay.ErrOrderMismatch, 400, "invalid_request", "The payment does not match the order."},
+	{razorpay.ErrInvalidAmount, 400, "invalid_request", "amount_inr must be a positive amount with at most 2 decimals."},
+	{razorpay.ErrAmountTooSmall, 400, "invalid_request", "amount_inr must be at least 1.00."},
+	{razorpay.ErrAmountTooLarge, 400, "invalid_request", "amount_inr must be at most 500000.00."},
+	{errOrderNotPaid, 409, "order_not_paid", "The order is not paid."},
+	{usage.ErrInvalidQuery, 400, "invalid_request", "Invalid usage query."},
+}
+
+// classify finds the table row of err.
+func classify(err error) apiErr {
+	var re *requestError
+	if errors.As(err, &re) {
+		return apiErr{err: err, status: 400, code: "invalid_request", message: re.msg}
+	}
+	for _, row := range errorTable {
+		if errors.Is(err, row.err) {
+			return row
+		}
+	}
+	return apiErr{err: err, status: 500, code: "internal_error", message: "Internal error."}
+}
+
+// errorBody is the management API's error shape.
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// writeError answers err: in the OpenAI envelope on /inference/ routes,
+// else in the management API's shape. Only unexpected errors are logged.
+func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	e := classify(err)
+	if e.status >= 500 {
+		s.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+	}
+	if strings.HasPrefix(r.URL.Path, "/inference/") {
+		typ := openai.TypeInvalidRequest
+		if e.status >= 500 {
+			typ = openai.TypeServer
+		}
+		openai.WriteError(w, e.status, typ, e.code, e.message)
+		return
+	}
+	var b errorBody
+	b.Error.Code, b.Error.Message = e.code, e.message
+	httpapi.WriteJSON(w, httpapi.Error{Status: e.status}, b)
+}
+
+// writeJSON answers v with status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(v)
+}

@@ -1,0 +1,239 @@
+// Command gateway is a Forii-compatible LLM gateway built on keyledger: an
+// OpenAI-compatible inference API (a built-in simulated model, or a proxy to
+// any OpenAI-compatible upstream) behind Forii's account, API key, balance,
+// usage and billing API, on one SQLite file.
+//
+//	go run ./examples/gateway
+//
+// starts it on 127.0.0.1:8080 with keyledger.db in the working directory and
+// logs a curl quickstart. See the README for the routes and flags; the
+// OpenAPI 3.1 document is served at /openapi.json.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keyledger/keyledger"
+	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/examples/gateway/internal/razorpay"
+	"github.com/keyledger/keyledger/examples/gateway/internal/simmodel"
+	"github.com/keyledger/keyledger/ratelimit"
+	"github.com/keyledger/keyledger/ratelimit/redislimit"
+	"github.com/keyledger/keyledger/store/sqlitestore"
+)
+
+// Documented test credentials of the simulated Razorpay checkout. They sign
+// the checkout and webhook signatures exactly as Razorpay does, so a client
+// of the demo computes the same signatures with them.
+const (
+	defaultRazorpayKeyID         = "rzp_test_keyledgerdemo"
+	defaultRazorpaySecret        = "keyledger_demo_key_secret"
+	defaultRazorpayWebhookSecret = "keyledger_demo_webhook_secret"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		os.Exit(1)
+	}
+}
+
+// config is the parsed command line.
+type config struct {
+	addr, db, postgres, redis       string
+	upstream, upstreamKey           string
+	modelsFile                      string
+	rzpKeyID, rzpSecret, rzpWebhook string
+	logLevel                        slog.Level
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "listen address (host:port; port 0 picks a free one)")
+	fs.StringVar(&c.db, "db", "keyledger.db", "SQLite database file")
+	fs.StringVar(&c.postgres, "postgres", "", "PostgreSQL DSN instead of SQLite (not supported until pgstore, issue 10)")
+	fs.StringVar(&c.redis, "redis", "", "Redis address (host:port) for rate limits shared by many gateway instances")
+	fs.StringVar(&c.upstream, "upstream", "", "base URL of an OpenAI-compatible server to proxy to, e.g. http://127.0.0.1:11434/v1 (default: the built-in simulated model)")
+	fs.StringVar(&c.upstreamKey, "upstream-key", "", "API key for the upstream (default $UPSTREAM_API_KEY)")
+	fs.StringVar(&c.modelsFile, "models", "", "JSON model catalog with INR prices per 1M tokens (default: a built-in catalog)")
+	fs.StringVar(&c.rzpKeyID, "razorpay-key-id", defaultRazorpayKeyID, "Razorpay key id (default: the documented test key of the simulated checkout)")
+	fs.StringVar(&c.rzpSecret, "razorpay-secret", defaultRazorpaySecret, "Razorpay key secret: signs checkout payments")
+	fs.StringVar(&c.rzpWebhook, "razorpay-webhook-secret", defaultRazorpayWebhookSecret, "Razorpay webhook secret: signs webhook bodies")
+	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if err := c.logLevel.UnmarshalText([]byte(*level)); err != nil {
+		return c, fmt.Errorf("-log-level: %w", err)
+	}
+	if c.postgres != "" {
+		return c, errors.New("-postgres is not supported until pgstore lands (issue 10); use -db FILE")
+	}
+	if c.db == "" || c.db == ":memory:" || strings.Contains(c.db, "?") {
+		return c, errors.New("-db must name a database file")
+	}
+	if c.upstream != "" {
+		u, err := url.Parse(c.upstream)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return c, fmt.Errorf("-upstream must be an http(s) URL, got %q", c.upstream)
+		}
+		c.upstream = strings.TrimRight(c.upstream, "/")
+	}
+	if c.rzpSecret == "" || c.rzpWebhook == "" {
+		return c, errors.New("-razorpay-secret and -razorpay-webhook-secret must not be empty")
+	}
+	return c, nil
+}
+
+// run is the whole program: it serves until ctx ends, then shuts down
+// gracefully, flushing usage. It prints "listening on http://ADDR" to stdout
+// once the listener is bound.
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	return runWithClock(ctx, args, stdout, nil)
+}
+
+// runWithClock is run on a given clock (tests use a fake one for the rate
+// limits; the HTTP server's own timeouts stay on the real clock). nil is
+// the real clock, and then Redis rate limits use the Redis server's clock.
+func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func() time.Time) error {
+	var redisNow func() time.Time
+	if now == nil {
+		now = time.Now
+	} else {
+		redisNow = now
+	}
+	c, err := parseFlags(args, stdout)
+	if err != nil {
+		return err
+	}
+	if c.upstream != "" && c.upstreamKey == "" {
+		c.upstreamKey = os.Getenv("UPSTREAM_API_KEY")
+	}
+	log := slog.New(slog.NewTextHandler(stdout, &slog.HandlerOptions{Level: c.logLevel}))
+
+	cat, err := loadCatalog(c.modelsFile)
+	if err != nil {
+		return err
+	}
+	st, err := sqlitestore.Open(ctx, c.db, &sqlitestore.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	bill, err := openBilling(ctx, c.db)
+	if err != nil {
+		return err
+	}
+	defer bill.Close()
+
+	rzp, err := razorpay.NewSimulator(c.rzpSecret, &razorpay.SimulatorOptions{Now: now})
+	if err != nil {
+		return err
+	}
+	srv := &server{
+		log: log, cat: cat, bill: bill, rzp: rzp, rzpKeyID: c.rzpKeyID, rzpSecret: c.rzpSecret,
+		rzpWebhookSecret: c.rzpWebhook, now: now, supplier: demoSupplier(),
+	}
+	if srv.sim, err = simmodel.New(&simmodel.Options{Now: now}); err != nil {
+		return err
+	}
+	if c.upstream != "" {
+		srv.up = &upstream{base: c.upstream, key: c.upstreamKey, client: &http.Client{}}
+	}
+
+	var limiter ratelimit.Limiter
+	if c.redis != "" {
+		rdb := redis.NewClient(&redis.Options{Addr: c.redis})
+		defer rdb.Close()
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("-redis %s: %w", c.redis, err)
+		}
+		limiter = redislimit.New(rdb, &redislimit.Options{Now: redisNow})
+	}
+	format, err := apikey.NewFormat(apikey.FormatConfig{Types: []apikey.KeyType{
+		{Name: "sdk", Prefix: "forii_sk_"},
+		{Name: "api", Prefix: "forii_"},
+	}})
+	if err != nil {
+		return err
+	}
+	kl, err := keyledger.New(st, &keyledger.Options{
+		Now: now, Logger: log, Prices: cat.prices, Limiter: limiter,
+		Keys:    &apikey.Options{Format: format},
+		Credits: &credits.Options{Unit: credits.INR(), Recharger: credits.RechargerFunc(srv.recharge)},
+	})
+	if err != nil {
+		return err
+	}
+	srv.kl = kl
+
+	ln, err := net.Listen("tcp", c.addr)
+	if err != nil {
+		_ = kl.Close(context.Background())
+		return err
+	}
+	hs := &http.Server{
+		Handler:           srv.handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	base := "http://" + ln.Addr().String()
+	fmt.Fprintf(stdout, "listening on %s\n", base)
+	log.Info("gateway started", "addr", base, "db", c.db, "upstream", c.upstream, "models", len(cat.models))
+	fmt.Fprint(stdout, quickstart(base, cat.models[0].ID))
+
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		log.Info("shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		err = hs.Shutdown(sctx)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	cctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if cerr := kl.Close(cctx); cerr != nil { // flushes usage, last-used times and ledger work
+		err = errors.Join(err, cerr)
+	}
+	log.Info("stopped")
+	return err
+}
+
+// quickstart is the five-step curl walk-through logged at start.
+func quickstart(base, model string) string {
+	return `Quickstart (needs curl and jq):
+  1. signup:  curl -s ` + base + `/v1/accounts -d '{"name":"Asha","email":"asha@example.com","password":"correct horse battery"}'
+  2. login:   S=$(curl -s ` + base + `/v1/sessions -d '{"email":"asha@example.com","password":"correct horse battery"}'); TOKEN=$(echo "$S" | jq -r .token); ACCT=$(echo "$S" | jq -r .account_id)
+  3. key:     KEY=$(curl -s ` + base + `/v1/accounts/$ACCT/apiKeys -H "Authorization: Bearer $TOKEN" -d '{"name":"prod-api"}' | jq -r .key)
+  4. chat:    curl -s ` + base + `/inference/v1/chat/completions -H "Authorization: Bearer $KEY" -d '{"model":"` + model + `","messages":[{"role":"user","content":"Hello"}]}'
+  5. balance: curl -s ` + base + `/v1/accounts/$ACCT/balance -H "Authorization: Bearer $TOKEN"
+`
+}

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/keyledger/keyledger"
+	"github.com/keyledger/keyledger/examples/gateway/internal/invoice"
+	"github.com/keyledger/keyledger/examples/gateway/internal/razorpay"
+	"github.com/keyledger/keyledger/examples/gateway/internal/simmodel"
+	"github.com/keyledger/keyledger/httpapi"
+)
+
+// maxBodyBytes bounds every request body; larger ones get 413.
+const maxBodyBytes = 1 << 20
+
+// server holds the gateway's dependencies. Handlers are thin: they decode,
+// call the library or a helper, and encode.
+type server struct {
+	kl   *keyledger.KeyLedger
+	log  *slog.Logger
+	cat  *catalog
+	sim  *simmodel.Model
+	up   *upstream // nil: the simulated model answers
+	bill *billing
+	now  func() time.Time
+
+	rzp                                   *razorpay.Simulator
+	rzpKeyID, rzpSecret, rzpWebhookSecret string
+	supplier                              invoice.Supplier
+}
+
+// route is one registered route. The table is the single source of the
+// router and of the OpenAPI test.
+type route struct {
+	method, pattern string
+	h               http.Handler
+}
+
+// routes lists every route of the gateway.
+func (s *server) routes() []route {
+	inference := httpapi.Middleware(s.kl, &httpapi.Options{Request: s.inferenceRequest, Logger: s.log})
+	return []route{
+		{"GET", "/openapi.json", http.HandlerFunc(serveOpenAPI)},
+
+		{"POST", "/v1/accounts", s.api(s.signup)},
+		{"POST", "/v1/sessions", s.api(s.login)},
+		{"DELETE", "/v1/sessions", s.api(s.logout)},
+		{"GET", "/v1/accounts/{id}", s.owner(s.getAccount)},
+		{"GET", "/v1/accounts/{id}/balance", s.owner(s.getBalance)},
+
+		{"POST", "/v1/accounts/{id}/apiKeys", s.owner(s.createKey)},
+		{"GET", "/v1/accounts/{id}/apiKeys", s.owner(s.listKeys)},
+		{"PATCH", "/v1/accounts/{id}/apiKeys/{key_id}", s.owner(s.updateKey)},
+		{"DELETE", "/v1/accounts/{id}/apiKeys/{key_id}", s.owner(s.revokeKey)},
+		{"POST", "/v1/accounts/{id}/apiKeys/{key_id}/rotate", s.owner(s.rotateKey)},
+
+		{"GET", "/v1/accounts/{id}/usage", s.owner(s.getUsage)},
+
+		{"POST", "/v1/accounts/{id}/credits", s.owner(s.createOrder)},
+		{"POST", "/v1/accounts/{id}/credits/verify", s.owner(s.verifyPayment)},
+		{"POST", "/v1/webhooks/razorpay", s.api(s.razorpayWebhook)},
+		{"GET", "/v1/accounts/{id}/auto_recharge", s.owner(s.getAutoRecharge)},
+		{"PUT", "/v1/accounts/{id}/auto_recharge", s.owner(s.putAutoRecharge)},
+		{"GET", "/v1/accounts/{id}/transactions", s.owner(s.listTransactions)},
+		{"GET", "/v1/accounts/{id}/invoices", s.owner(s.listInvoices)},
+		{"GET", "/v1/accounts/{id}/invoices/{invoice_id}", s.owner(s.getInvoice)},
+		{"POST", "/v1/leaked-keys", s.api(s.leakedKeys)},
+
+		{"GET", "/inference/v1/models", s.inferenceAuth(http.HandlerFunc(s.listModels))},
+		{"POST", "/inference/v1/chat/completions", s.readInferenceBody(inference(http.HandlerFunc(s.chatCompletions)))},
+	}
+}
+
+// handler is the gateway's root handler: the routes on a method-aware
+// ServeMux, behind a body-size limit.
+func (s *server) handler() http.Handler {
+	mux := http.NewServeMux()
+	for _, rt := range s.routes() {
+		mux.Handle(rt.method+" "+rt.pattern, rt.h)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > maxBodyBytes {
+			s.writeError(w, r, errTooLarge)
+			return
+		}
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
