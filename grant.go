@@ -82,7 +82,8 @@ type Grant struct {
 	ctx     context.Context
 	unbind  context.CancelFunc
 	start   time.Time
-	once    sync.Once
+	mu      sync.Mutex // serialises Complete and Cancel
+	done    bool
 	result  usage.MeterResult
 	err     error
 }
@@ -147,8 +148,18 @@ func (kl *KeyLedger) Authorize(ctx context.Context, raw apikey.RawKey, req Reque
 			kl.refund(ctx, g, true)
 			return nil, err
 		}
+		if g.Hold.State != credits.HoldActive { // a replayed ID: its hold is settled or released
+			kl.refund(ctx, g, true)
+			return nil, ErrDuplicateRequest
+		}
 	}
 	g.ctx, g.unbind = kl.Keys.Bind(ctx, v)
+	if cause := context.Cause(g.ctx); cause != nil {
+		// Revoked (or expired) between Verify and Bind: Revoke has returned,
+		// so the request must not run.
+		_ = g.Cancel(ctx)
+		return nil, cause
+	}
 	return g, nil
 }
 
@@ -242,14 +253,28 @@ func (kl *KeyLedger) refund(ctx context.Context, g *Grant, requests bool) {
 // counts and unbinds the request from its key. It runs once; later calls
 // return the first result. It keeps working when ctx is cancelled (a client
 // that went away still pays for what it used).
+//
+// The usage record is never dropped for a charging problem: if the hold
+// expired before completion the cost is debited directly; if the balance
+// (or the monthly cap) cannot cover it, the record is kept with zero cost,
+// error type "unpaid" and the cost as Shortfall; a pricing failure records
+// it unbilled with error type "pricing_error". Only a store failure returns
+// an error, after releasing the hold.
 func (g *Grant) Complete(ctx context.Context, o Outcome) (usage.MeterResult, error) {
-	g.once.Do(func() { g.result, g.err = g.complete(context.WithoutCancel(ctx), o) })
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.done {
+		g.done = true
+		ctx := context.WithoutCancel(ctx)
+		g.result, g.err = g.complete(ctx, o)
+		g.correctTokens(ctx, o)
+		g.unbind()
+	}
 	return g.result, g.err
 }
 
 func (g *Grant) complete(ctx context.Context, o Outcome) (usage.MeterResult, error) {
 	kl := g.kl
-	defer g.unbind()
 	if o.Latency == 0 {
 		o.Latency = kl.now().Sub(g.start)
 	}
@@ -269,13 +294,29 @@ func (g *Grant) complete(ctx context.Context, o Outcome) (usage.MeterResult, err
 		switch {
 		case errors.Is(err, usage.ErrUnknownOperation):
 		case err != nil:
-			return usage.MeterResult{}, err
+			rec.ErrorType, rec.ErrorMessage = "pricing_error", err.Error()
 		default:
 			rec.Cost = credits.NewAmount(cost)
 		}
 	}
-	res, err := kl.Usage.Meter(ctx, usage.MeterParams{Record: rec, HoldID: g.Hold.ID, IdempotencyKey: g.ID, TimeZone: g.tz})
-	g.correctTokens(ctx, o)
+	p := usage.MeterParams{Record: rec, HoldID: g.Hold.ID, IdempotencyKey: g.ID, TimeZone: g.tz}
+	res, err := kl.Usage.Meter(ctx, p)
+	if p.HoldID != "" && (errors.Is(err, credits.ErrHoldExpired) || errors.Is(err, credits.ErrHoldReleased)) {
+		p.HoldID = "" // the hold outlived its TTL: charge directly
+		res, err = kl.Usage.Meter(ctx, p)
+	}
+	if errors.Is(err, credits.ErrInsufficientFunds) || errors.Is(err, credits.ErrMonthlyLimit) {
+		cost := p.Record.Cost
+		p.Record.Cost = credits.Amount{}
+		p.Record.ErrorType, p.Record.ErrorMessage = "unpaid", err.Error()
+		res, err = kl.Usage.Meter(ctx, p)
+		res.Shortfall = cost
+	}
+	if err != nil && g.Hold.ID != "" {
+		if _, rerr := kl.Credits.Release(ctx, g.Hold.ID); rerr != nil && !errors.Is(rerr, credits.ErrHoldSettled) {
+			kl.log.WarnContext(ctx, "keyledger: releasing the hold of a failed completion", "request_id", g.ID, "error", rerr)
+		}
+	}
 	return res, err
 }
 
@@ -295,15 +336,19 @@ func (g *Grant) correctTokens(ctx context.Context, o Outcome) {
 
 // Cancel gives back what Authorize took: the hold is released and the token
 // reservations return to their budgets (the request still counts against
-// the request budget). It runs once, shared with Complete.
+// the request budget). It runs once, shared with Complete: whichever comes
+// first decides, and later calls return its result.
 func (g *Grant) Cancel(ctx context.Context) error {
-	g.once.Do(func() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.done {
+		g.done = true
 		ctx := context.WithoutCancel(ctx)
-		defer g.unbind()
 		g.kl.refund(ctx, g, false)
 		if g.Hold.ID != "" {
 			_, g.err = g.kl.Credits.Release(ctx, g.Hold.ID)
 		}
-	})
+		g.unbind()
+	}
 	return g.err
 }

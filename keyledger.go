@@ -43,6 +43,9 @@ var (
 	ErrRateLimited = errors.New("keyledger: rate limit exceeded")
 	// ErrInvalidRequest reports a Request with negative counts.
 	ErrInvalidRequest = errors.New("keyledger: invalid request")
+	// ErrDuplicateRequest reports a Request.ID that an earlier request
+	// already used; IDs must be unique per request.
+	ErrDuplicateRequest = errors.New("keyledger: request ID already used")
 	// ErrInvalidOptions reports unusable Options.
 	ErrInvalidOptions = errors.New("keyledger: invalid options")
 )

@@ -427,3 +427,97 @@ func TestUpdateAccountTakesEffectAtOnce(t *testing.T) {
 		}
 	})
 }
+
+// revokingStore revokes a key in the middle of Authorize: while the credit
+// hold is being written, after Verify and before Bind.
+type revokingStore struct {
+	*memstore.Store
+	hook func()
+}
+
+func (s *revokingStore) ApplySpends(ctx context.Context, now time.Time, reqs []credits.SpendRequest, res []credits.SpendResult) error {
+	if h := s.hook; h != nil {
+		s.hook = nil
+		h()
+	}
+	return s.Store.ApplySpends(ctx, now, reqs, res)
+}
+
+func TestRevokeDuringAuthorizeRefuses(t *testing.T) {
+	st := &revokingStore{Store: memstore.New()}
+	e := newEnv(t, backend{"memory", func(testing.TB) store.Store { return st }}, nil)
+	ctx := context.Background()
+	a, raw, k := e.signup(t, "race@example.com", "free")
+	st.hook = func() {
+		if _, err := e.kl.Keys.Revoke(ctx, a.ID, k.ID); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := e.kl.Authorize(ctx, raw, keyledger.Request{Endpoint: "/v1/op"}); !errors.Is(err, apikey.ErrRevoked) {
+		t.Fatalf("Authorize across a Revoke: %v, want ErrRevoked", err)
+	}
+	acct, _ := e.kl.Credits.Account(ctx, a.ID)
+	if !acct.Held.IsZero() || !acct.Balance.Equal(credits.NewAmount(d("50"))) {
+		t.Fatalf("held %s balance %s", acct.Held, acct.Balance)
+	}
+}
+
+func TestCompletionNeverDropsTheRecord(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, nil)
+		ctx := context.Background()
+		a, raw, _ := e.signup(t, "late@example.com", "free")
+		// A request that outlives its 5-minute hold is charged directly.
+		g, err := e.kl.Authorize(ctx, raw, keyledger.Request{Model: "test-model", PromptTokens: 10, MaxCompletionTokens: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.clk.Advance(6 * time.Minute)
+		res, err := g.Complete(ctx, keyledger.Outcome{StatusCode: 200, PromptTokens: 10, CompletionTokens: 10})
+		if err != nil || !res.Charged.Equal(credits.NewAmount(d("3"))) {
+			t.Fatalf("late completion: %+v %v", res, err)
+		}
+		if got := e.balance(t, a.ID); !got.Equal(credits.NewAmount(d("47"))) {
+			t.Fatalf("balance %s, want 47", got)
+		}
+		// A late completion the balance cannot pay is recorded unpaid, not lost.
+		g, err = e.kl.Authorize(ctx, raw, keyledger.Request{Model: "test-model", PromptTokens: 10, MaxCompletionTokens: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.clk.Advance(6 * time.Minute)
+		res, err = g.Complete(ctx, keyledger.Outcome{StatusCode: 200, PromptTokens: 100, CompletionTokens: 200}) // 50 > 47
+		if err != nil || res.Record.ErrorType != "unpaid" || !res.Shortfall.Equal(credits.NewAmount(d("50"))) || !res.Charged.IsZero() {
+			t.Fatalf("unpayable completion: %+v %v", res, err)
+		}
+		pg, err := e.kl.Usage.List(ctx, usage.ListQuery{AccountID: a.ID, Limit: 10})
+		if err != nil || len(pg.Records) != 2 {
+			t.Fatalf("records %d %v, want 2", len(pg.Records), err)
+		}
+		if got := e.balance(t, a.ID); !got.Equal(credits.NewAmount(d("47"))) {
+			t.Fatalf("balance %s, want 47", got)
+		}
+	})
+}
+
+func TestDuplicateRequestIDRefused(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, nil)
+		ctx := context.Background()
+		a, raw, _ := e.signup(t, "dup@example.com", "free")
+		req := keyledger.Request{Endpoint: "/v1/op", ID: "req_client_1"}
+		g, err := e.kl.Authorize(ctx, raw, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.Complete(ctx, keyledger.Outcome{StatusCode: 200}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.kl.Authorize(ctx, raw, req); !errors.Is(err, keyledger.ErrDuplicateRequest) {
+			t.Fatalf("reused request ID: %v", err)
+		}
+		if got := e.balance(t, a.ID); !got.Equal(credits.NewAmount(d("49"))) {
+			t.Fatalf("balance %s, want 49", got)
+		}
+	})
+}

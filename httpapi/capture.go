@@ -12,9 +12,6 @@ type recorder struct {
 	status      int
 	bytes       int64
 	wroteHeader bool
-	// beforeHeader runs once, just before the status line is written, so the
-	// middleware can add headers that depend on the outcome.
-	beforeHeader func(status int)
 }
 
 func (w *recorder) WriteHeader(code int) {
@@ -27,9 +24,6 @@ func (w *recorder) WriteHeader(code int) {
 	}
 	w.wroteHeader = true
 	w.status = code
-	if w.beforeHeader != nil {
-		w.beforeHeader(code)
-	}
 	w.ResponseWriter.WriteHeader(code)
 }
 

@@ -147,8 +147,11 @@ func serve(kl *keyledger.KeyLedger, o *Options, next http.Handler, w http.Respon
 			if out.ErrorType == "" {
 				out.ErrorType, out.ErrorMessage = "key_invalidated", context.Cause(g.Context()).Error()
 			}
+		case out.StatusCode == 0 && r.Context().Err() != nil && !reported(out):
+			out.StatusCode = 499 // client closed the request before a response, and nothing was used
 		case out.StatusCode == 0 && r.Context().Err() != nil:
-			out.StatusCode = 499 // client closed the request before a response
+			// The client went away, but the handler reported usage: it pays
+			// for what it used; status 0 records that no response was sent.
 		case out.StatusCode == 0:
 			out.StatusCode = http.StatusOK
 		}
@@ -162,6 +165,11 @@ func serve(kl *keyledger.KeyLedger, o *Options, next http.Handler, w http.Respon
 		}
 	}()
 	next.ServeHTTP(rec, r.WithContext(ctx))
+}
+
+// reported tells whether the handler reported any usage.
+func reported(o keyledger.Outcome) bool {
+	return o.PromptTokens > 0 || o.CompletionTokens > 0 || o.Units > 0 || o.CachedUnits > 0
 }
 
 // SetRateLimitHeaders writes the X-Ratelimit-* headers of a budget. Token

@@ -267,3 +267,22 @@ func BenchmarkMiddleware(b *testing.B) {
 		}
 	})
 }
+
+func TestClientGoneStillPaysForReportedUsage(t *testing.T) {
+	forEach(t, func(t *testing.T, e *env) {
+		ctx, cancel := context.WithCancel(context.Background())
+		h := httpapi.Middleware(e.kl, &httpapi.Options{Request: func(r *http.Request) (keyledger.Request, error) {
+			return keyledger.Request{Model: "test-model", PromptTokens: 10, MaxCompletionTokens: 10}, nil
+		}})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			httpapi.FromContext(r.Context()).Report(keyledger.Outcome{PromptTokens: 10, CompletionTokens: 10})
+			cancel() // the client disconnects before anything is written
+		}))
+		r := httptest.NewRequest("POST", "/v1/chat/completions", nil).WithContext(ctx)
+		r.Header.Set("Authorization", "Bearer "+e.raw.Reveal())
+		h.ServeHTTP(httptest.NewRecorder(), r)
+		// 10×0.1 + 10×0.2 = 3
+		if got := e.balance(t); !got.Equal(credits.NewAmount(decimal.NewFromInt(47))) {
+			t.Fatalf("balance %s, want 47", got)
+		}
+	})
+}
