@@ -39,6 +39,14 @@ type RechargeResult struct {
 	// Reference is the payment's ID; it becomes the purchase entry's
 	// reference.
 	Reference string
+	// IdempotencyKey, if set, replaces the request's key for the purchase
+	// entry, and Description, if set, replaces "auto-recharge". A host whose
+	// payment provider also reports the payment another way (a webhook that
+	// credits every paid order as a Purchase keyed by the order) returns
+	// that Purchase's key, reference and description here, so whichever
+	// path writes first, the other replays the same entry and the payment
+	// is credited once.
+	IdempotencyKey, Description string
 }
 
 // Stats are a Service's counters since it was created.
@@ -71,10 +79,17 @@ func (s *Service) recharge(rr RechargeRequest) {
 	defer cancel()
 	res, err := s.opt.Recharger.Recharge(ctx, rr)
 	if err == nil {
-		_, err = s.credit(ctx, EntryPurchase, CreditParams{
+		p := CreditParams{
 			AccountID: rr.AccountID, Amount: rr.Amount, Reference: res.Reference,
 			Description: "auto-recharge", IdempotencyKey: rr.IdempotencyKey,
-		}, time.Time{})
+		}
+		if res.IdempotencyKey != "" {
+			p.IdempotencyKey = res.IdempotencyKey
+		}
+		if res.Description != "" {
+			p.Description = res.Description
+		}
+		_, err = s.credit(ctx, EntryPurchase, p, time.Time{})
 	}
 	if err != nil {
 		s.stats.rechargesFailed.Add(1)

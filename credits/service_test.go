@@ -288,3 +288,53 @@ func TestCloseCancelsRecharges(t *testing.T) {
 		t.Fatalf("stats %+v, failures %v", st, failures)
 	}
 }
+
+// A Recharger whose payment is also credited another way (a webhook that
+// lands first) returns that purchase's key and description: the ledger
+// writes one purchase, whichever path comes first.
+func TestRechargeResultKeyCreditsOnce(t *testing.T) {
+	var svc *credits.Service
+	paid := make(chan struct{})
+	params := func(r credits.RechargeRequest) credits.CreditParams {
+		return credits.CreditParams{AccountID: r.AccountID, Amount: r.Amount, Reference: "order_1",
+			Description: "order order_1", IdempotencyKey: "order:order_1"}
+	}
+	webhookFirst := credits.RechargerFunc(func(ctx context.Context, r credits.RechargeRequest) (credits.RechargeResult, error) {
+		p := params(r)
+		_, err := svc.Purchase(ctx, p) // the webhook wins the race
+		close(paid)
+		if err != nil {
+			return credits.RechargeResult{}, err
+		}
+		return credits.RechargeResult{Reference: p.Reference, IdempotencyKey: p.IdempotencyKey, Description: p.Description}, nil
+	})
+	var err error
+	svc, err = credits.NewService(memstore.New(), &credits.Options{Recharger: webhookFirst, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ar := credits.AutoRecharge{Enabled: true, Threshold: credits.AmountFromInt(10), Amount: credits.AmountFromInt(100)}
+	if _, err := svc.Open(ctx, "acct_1", credits.Policy{AutoRecharge: ar}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Grant(ctx, credits.CreditParams{AccountID: "acct_1", Amount: credits.AmountFromInt(20), IdempotencyKey: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Debit(ctx, credits.DebitParams{AccountID: "acct_1", Amount: credits.AmountFromInt(15), IdempotencyKey: "d"}); err != nil {
+		t.Fatal(err)
+	}
+	<-paid // Close refuses new purchases, so let the "webhook" in first
+	if err := svc.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := svc.Stats()
+	if st.RechargesSucceeded != 1 || st.RechargesFailed != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	// Close stops mutations, not reads.
+	bal, err := svc.Balance(ctx, "acct_1")
+	if err != nil || !bal.Equal(credits.AmountFromInt(105)) {
+		t.Fatalf("balance %s, %v; want 105 (one purchase)", bal, err)
+	}
+}
