@@ -56,18 +56,29 @@ type Stats struct {
 	Batches, BatchedSpends, MaxBatch int64
 	// RechargesStarted counts Recharger calls; RechargesSucceeded and
 	// RechargesFailed their outcomes (a failure includes writing the
-	// purchase). RechargesSkipped counts crossings without a Recharger.
+	// purchase; a crossing committed after Close began waiting for
+	// recharges also counts as failed, with ErrClosed, without a call).
+	// RechargesSkipped counts crossings without a Recharger.
 	RechargesStarted, RechargesSucceeded, RechargesFailed, RechargesSkipped int64
 }
 
-// startRecharge calls the Recharger for rr in a new goroutine.
+// startRecharge calls the Recharger for rr in a new goroutine. Once Close
+// has started waiting for recharges it starts none: the crossing counts as
+// a failed recharge with ErrClosed.
 func (s *Service) startRecharge(rr *RechargeRequest) {
 	if s.opt.Recharger == nil {
 		s.stats.rechargesSkipped.Add(1)
 		return
 	}
-	s.stats.rechargesStarted.Add(1)
+	s.rmu.Lock()
+	if s.rclosed {
+		s.rmu.Unlock()
+		s.rechargeFailed(context.Background(), *rr, ErrClosed)
+		return
+	}
 	s.recharges.Add(1)
+	s.rmu.Unlock()
+	s.stats.rechargesStarted.Add(1)
 	go func() {
 		defer s.recharges.Done()
 		s.recharge(*rr)
@@ -92,13 +103,17 @@ func (s *Service) recharge(rr RechargeRequest) {
 		_, err = s.credit(ctx, EntryPurchase, p, time.Time{})
 	}
 	if err != nil {
-		s.stats.rechargesFailed.Add(1)
-		s.opt.Logger.WarnContext(ctx, "credits: auto-recharge failed", "account_id", rr.AccountID,
-			"crossing", rr.Crossing, "error", err)
-		if s.opt.OnRechargeError != nil {
-			s.opt.OnRechargeError(rr, err)
-		}
+		s.rechargeFailed(ctx, rr, err)
 		return
 	}
 	s.stats.rechargesSucceeded.Add(1)
+}
+
+func (s *Service) rechargeFailed(ctx context.Context, rr RechargeRequest, err error) {
+	s.stats.rechargesFailed.Add(1)
+	s.opt.Logger.WarnContext(ctx, "credits: auto-recharge failed", "account_id", rr.AccountID,
+		"crossing", rr.Crossing, "error", err)
+	if s.opt.OnRechargeError != nil {
+		s.opt.OnRechargeError(rr, err)
+	}
 }
