@@ -50,7 +50,8 @@
 //     active holds past the cap fails with ErrMonthlyLimit.
 //   - Auto-recharge: when a debit or settlement takes the balance below the
 //     threshold, the host's Recharger is called once for that crossing —
-//     asynchronously, never blocking the debit — and its payment is written
+//     asynchronously, never blocking the debit, and also when the debit's
+//     caller stopped waiting before it committed — and its payment is written
 //     as a purchase under its own idempotency key. The crossing is recorded
 //     in the store, so a restart does not repeat it; the next crossing
 //     needs the balance to reach the threshold again. Failures are logged,

@@ -39,6 +39,14 @@ type RechargeResult struct {
 	// Reference is the payment's ID; it becomes the purchase entry's
 	// reference.
 	Reference string
+	// IdempotencyKey, if set, replaces the request's key for the purchase
+	// entry, and Description, if set, replaces "auto-recharge". A host whose
+	// payment provider also reports the payment another way (a webhook that
+	// credits every paid order as a Purchase keyed by the order) returns
+	// that Purchase's key, reference and description here, so whichever
+	// path writes first, the other replays the same entry and the payment
+	// is credited once.
+	IdempotencyKey, Description string
 }
 
 // Stats are a Service's counters since it was created.
@@ -48,18 +56,29 @@ type Stats struct {
 	Batches, BatchedSpends, MaxBatch int64
 	// RechargesStarted counts Recharger calls; RechargesSucceeded and
 	// RechargesFailed their outcomes (a failure includes writing the
-	// purchase). RechargesSkipped counts crossings without a Recharger.
+	// purchase; a crossing committed after Close began waiting for
+	// recharges also counts as failed, with ErrClosed, without a call).
+	// RechargesSkipped counts crossings without a Recharger.
 	RechargesStarted, RechargesSucceeded, RechargesFailed, RechargesSkipped int64
 }
 
-// startRecharge calls the Recharger for rr in a new goroutine.
+// startRecharge calls the Recharger for rr in a new goroutine. Once Close
+// has started waiting for recharges it starts none: the crossing counts as
+// a failed recharge with ErrClosed.
 func (s *Service) startRecharge(rr *RechargeRequest) {
 	if s.opt.Recharger == nil {
 		s.stats.rechargesSkipped.Add(1)
 		return
 	}
-	s.stats.rechargesStarted.Add(1)
+	s.rmu.Lock()
+	if s.rclosed {
+		s.rmu.Unlock()
+		s.rechargeFailed(context.Background(), *rr, ErrClosed)
+		return
+	}
 	s.recharges.Add(1)
+	s.rmu.Unlock()
+	s.stats.rechargesStarted.Add(1)
 	go func() {
 		defer s.recharges.Done()
 		s.recharge(*rr)
@@ -71,19 +90,30 @@ func (s *Service) recharge(rr RechargeRequest) {
 	defer cancel()
 	res, err := s.opt.Recharger.Recharge(ctx, rr)
 	if err == nil {
-		_, err = s.credit(ctx, EntryPurchase, CreditParams{
+		p := CreditParams{
 			AccountID: rr.AccountID, Amount: rr.Amount, Reference: res.Reference,
 			Description: "auto-recharge", IdempotencyKey: rr.IdempotencyKey,
-		}, time.Time{})
+		}
+		if res.IdempotencyKey != "" {
+			p.IdempotencyKey = res.IdempotencyKey
+		}
+		if res.Description != "" {
+			p.Description = res.Description
+		}
+		_, err = s.credit(ctx, EntryPurchase, p, time.Time{})
 	}
 	if err != nil {
-		s.stats.rechargesFailed.Add(1)
-		s.opt.Logger.WarnContext(ctx, "credits: auto-recharge failed", "account_id", rr.AccountID,
-			"crossing", rr.Crossing, "error", err)
-		if s.opt.OnRechargeError != nil {
-			s.opt.OnRechargeError(rr, err)
-		}
+		s.rechargeFailed(ctx, rr, err)
 		return
 	}
 	s.stats.rechargesSucceeded.Add(1)
+}
+
+func (s *Service) rechargeFailed(ctx context.Context, rr RechargeRequest, err error) {
+	s.stats.rechargesFailed.Add(1)
+	s.opt.Logger.WarnContext(ctx, "credits: auto-recharge failed", "account_id", rr.AccountID,
+		"crossing", rr.Crossing, "error", err)
+	if s.opt.OnRechargeError != nil {
+		s.opt.OnRechargeError(rr, err)
+	}
 }

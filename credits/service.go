@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/keyledger/keyledger/internal/groupcommit"
 	"github.com/keyledger/keyledger/internal/id"
 )
 
@@ -99,7 +100,7 @@ func (o *Options) withDefaults() (Options, error) {
 }
 
 type counters struct {
-	batches, batchedSpends, maxBatch                                        atomic.Int64
+	batch                                                                   groupcommit.Stats
 	rechargesStarted, rechargesSucceeded, rechargesFailed, rechargesSkipped atomic.Int64
 }
 
@@ -109,12 +110,16 @@ type Service struct {
 	store  Store
 	opt    Options
 	ids    *id.Generator
-	batch  *batcher // nil: spends go straight to the store
+	batch  *groupcommit.Committer[SpendRequest, SpendResult] // nil: spends go straight to the store
 	life   context.Context
 	cancel context.CancelFunc
 	closed atomic.Bool
 	stats  counters
 
+	// rmu guards recharges.Add against Close's Wait: once rclosed is set,
+	// no recharge starts.
+	rmu       sync.Mutex
+	rclosed   bool
 	recharges sync.WaitGroup
 	ones      sync.Pool // *oneSpend, for spends without group commit
 }
@@ -136,7 +141,12 @@ func NewService(st Store, opts *Options) (*Service, error) {
 	s.ones.New = func() any { return new(oneSpend) }
 	s.life, s.cancel = context.WithCancel(context.Background())
 	if gc, ok := st.(GroupCommitter); ok && gc.GroupCommit() && o.MaxBatch > 1 {
-		s.batch = newBatcher(s.life, st, o.Now, o.MaxBatch, o.MaxWait, &s.stats)
+		// The loop starts each committed spend's auto-recharge itself, so a
+		// crossing is never lost to a caller that stopped waiting.
+		s.batch = groupcommit.New(groupcommit.Config[SpendRequest, SpendResult]{
+			Ctx: s.life, Apply: st.ApplySpends, After: s.AfterSpend, Now: o.Now,
+			MaxBatch: o.MaxBatch, MaxWait: o.MaxWait, Stats: &s.stats.batch,
+		})
 	}
 	return s, nil
 }
@@ -153,8 +163,11 @@ func (s *Service) Close(ctx context.Context) error {
 		return nil
 	}
 	if s.batch != nil {
-		s.batch.close()
+		s.batch.Close() // applies the queued spends and starts their recharges
 	}
+	s.rmu.Lock()
+	s.rclosed = true
+	s.rmu.Unlock()
 	done := make(chan struct{})
 	go func() {
 		s.recharges.Wait()
@@ -174,7 +187,7 @@ func (s *Service) Close(ctx context.Context) error {
 // Stats returns the Service's counters.
 func (s *Service) Stats() Stats {
 	return Stats{
-		Batches: s.stats.batches.Load(), BatchedSpends: s.stats.batchedSpends.Load(), MaxBatch: s.stats.maxBatch.Load(),
+		Batches: s.stats.batch.Batches.Load(), BatchedSpends: s.stats.batch.Items.Load(), MaxBatch: s.stats.batch.MaxBatch.Load(),
 		RechargesStarted: s.stats.rechargesStarted.Load(), RechargesSucceeded: s.stats.rechargesSucceeded.Load(),
 		RechargesFailed: s.stats.rechargesFailed.Load(), RechargesSkipped: s.stats.rechargesSkipped.Load(),
 	}
@@ -458,8 +471,9 @@ type DebitParams struct {
 //
 // Concurrent debits may be committed together (group commit); each one is
 // still all-or-nothing. If ctx ends while the debit waits, Debit returns
-// ctx.Err() and the debit may still be applied: retry with the same
-// idempotency key to learn the outcome.
+// ctx.Err() and the debit may still be applied (and then its
+// auto-recharge still starts): retry with the same idempotency key to learn
+// the outcome.
 func (s *Service) Debit(ctx context.Context, p DebitParams) (Entry, error) {
 	if err := s.checkSpend(p.AccountID, p.Amount, p.IdempotencyKey, p.Reference, p.Description); err != nil {
 		return Entry{}, err
@@ -601,28 +615,26 @@ func (s *Service) checkAmount(amt Amount, zeroOK bool) error {
 }
 
 // spend applies r through the group commit or straight to the store, and
-// starts an auto-recharge if r crossed the threshold.
+// starts an auto-recharge if r crossed the threshold (the group commit's
+// loop does that itself, whether or not the caller still waits).
 func (s *Service) spend(ctx context.Context, r SpendRequest) (SpendResult, error) {
-	var res SpendResult
 	if s.batch != nil {
-		var err error
-		if res, err = s.batch.do(ctx, r); err != nil {
-			return SpendResult{}, err
-		}
-	} else {
-		one := s.ones.Get().(*oneSpend)
-		one.req[0] = r
-		err := s.store.ApplySpends(ctx, s.opt.Now(), one.req[:], one.res[:])
-		res = one.res[0]
-		*one = oneSpend{}
-		s.ones.Put(one)
+		res, err := s.batch.Do(ctx, r, ErrClosed)
 		if err != nil {
 			return SpendResult{}, err
 		}
+		return res, res.Err
 	}
-	if res.Recharge != nil {
-		s.startRecharge(res.Recharge)
+	one := s.ones.Get().(*oneSpend)
+	one.req[0] = r
+	err := s.store.ApplySpends(ctx, s.opt.Now(), one.req[:], one.res[:])
+	res := one.res[0]
+	*one = oneSpend{}
+	s.ones.Put(one)
+	if err != nil {
+		return SpendResult{}, err
 	}
+	s.AfterSpend(res)
 	return res, res.Err
 }
 

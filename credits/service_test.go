@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -286,5 +287,178 @@ func TestCloseCancelsRecharges(t *testing.T) {
 	}
 	if st := svc.Stats(); st.RechargesFailed != 1 || len(failures) != 1 {
 		t.Fatalf("stats %+v, failures %v", st, failures)
+	}
+}
+
+// A Recharger whose payment is also credited another way (a webhook that
+// lands first) returns that purchase's key and description: the ledger
+// writes one purchase, whichever path comes first.
+func TestRechargeResultKeyCreditsOnce(t *testing.T) {
+	var svc *credits.Service
+	paid := make(chan struct{})
+	params := func(r credits.RechargeRequest) credits.CreditParams {
+		return credits.CreditParams{AccountID: r.AccountID, Amount: r.Amount, Reference: "order_1",
+			Description: "order order_1", IdempotencyKey: "order:order_1"}
+	}
+	webhookFirst := credits.RechargerFunc(func(ctx context.Context, r credits.RechargeRequest) (credits.RechargeResult, error) {
+		p := params(r)
+		_, err := svc.Purchase(ctx, p) // the webhook wins the race
+		close(paid)
+		if err != nil {
+			return credits.RechargeResult{}, err
+		}
+		return credits.RechargeResult{Reference: p.Reference, IdempotencyKey: p.IdempotencyKey, Description: p.Description}, nil
+	})
+	var err error
+	svc, err = credits.NewService(memstore.New(), &credits.Options{Recharger: webhookFirst, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ar := credits.AutoRecharge{Enabled: true, Threshold: credits.AmountFromInt(10), Amount: credits.AmountFromInt(100)}
+	if _, err := svc.Open(ctx, "acct_1", credits.Policy{AutoRecharge: ar}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Grant(ctx, credits.CreditParams{AccountID: "acct_1", Amount: credits.AmountFromInt(20), IdempotencyKey: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Debit(ctx, credits.DebitParams{AccountID: "acct_1", Amount: credits.AmountFromInt(15), IdempotencyKey: "d"}); err != nil {
+		t.Fatal(err)
+	}
+	<-paid // Close refuses new purchases, so let the "webhook" in first
+	if err := svc.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := svc.Stats()
+	if st.RechargesSucceeded != 1 || st.RechargesFailed != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	// Close stops mutations, not reads.
+	bal, err := svc.Balance(ctx, "acct_1")
+	if err != nil || !bal.Equal(credits.AmountFromInt(105)) {
+		t.Fatalf("balance %s, %v; want 105 (one purchase)", bal, err)
+	}
+}
+
+// stallStore group-commits and holds its first ApplySpends until release
+// is closed, so a test can end the caller's context while its spend is
+// being written.
+type stallStore struct {
+	*memstore.Store
+	entered, release chan struct{}
+	once             sync.Once
+}
+
+func (s *stallStore) GroupCommit() bool { return true }
+
+func (s *stallStore) ApplySpends(ctx context.Context, now time.Time, reqs []credits.SpendRequest, res []credits.SpendResult) error {
+	s.once.Do(func() {
+		close(s.entered)
+		<-s.release
+	})
+	return s.Store.ApplySpends(ctx, now, reqs, res)
+}
+
+// A spend that commits after its caller stopped waiting still starts the
+// auto-recharge of its threshold crossing: the crossing is used up by the
+// commit, so skipping the Recharger would lose it.
+func TestRechargeStartsWhenCallerLeaves(t *testing.T) {
+	st := &stallStore{Store: memstore.New(), entered: make(chan struct{}), release: make(chan struct{})}
+	var calls sync.WaitGroup
+	var n int
+	var mu sync.Mutex
+	rech := credits.RechargerFunc(func(ctx context.Context, r credits.RechargeRequest) (credits.RechargeResult, error) {
+		mu.Lock()
+		n++
+		mu.Unlock()
+		return credits.RechargeResult{Reference: "pay_1"}, nil
+	})
+	svc, err := credits.NewService(st, &credits.Options{Recharger: rech, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ar := credits.AutoRecharge{Enabled: true, Threshold: credits.AmountFromInt(10), Amount: credits.AmountFromInt(100)}
+	if _, err := svc.Open(ctx, "acct_1", credits.Policy{AutoRecharge: ar}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Grant(ctx, credits.CreditParams{AccountID: "acct_1", Amount: credits.AmountFromInt(20), IdempotencyKey: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	callerCtx, cancel := context.WithCancel(ctx)
+	calls.Add(1)
+	go func() {
+		defer calls.Done()
+		_, err := svc.Debit(callerCtx, credits.DebitParams{AccountID: "acct_1", Amount: credits.AmountFromInt(15), IdempotencyKey: "d"})
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Debit: %v, want context.Canceled", err)
+		}
+	}()
+	<-st.entered
+	cancel()
+	calls.Wait() // the caller has given up; now let the write commit
+	close(st.release)
+	if err := svc.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("Recharger called %d times, want 1 (stats %+v)", n, svc.Stats())
+	}
+	if bal, _ := svc.Balance(ctx, "acct_1"); !bal.Equal(credits.AmountFromInt(105)) {
+		t.Fatalf("balance %s, want 105", bal)
+	}
+}
+
+// Debits racing Close: every committed crossing either starts its recharge
+// (and Close waits for it) or, once Close is waiting, fails with ErrClosed;
+// none is lost and the WaitGroup is never added to while Close waits.
+func TestRechargesRacingClose(t *testing.T) {
+	const accounts = 64
+	var closedErrs atomic.Int64
+	rech := credits.RechargerFunc(func(ctx context.Context, r credits.RechargeRequest) (credits.RechargeResult, error) {
+		return credits.RechargeResult{Reference: "pay_" + r.AccountID}, nil
+	})
+	svc, err := credits.NewService(memstore.New(), &credits.Options{Recharger: rech, Logger: quiet(),
+		OnRechargeError: func(_ credits.RechargeRequest, err error) {
+			if errors.Is(err, credits.ErrClosed) {
+				closedErrs.Add(1)
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ar := credits.AutoRecharge{Enabled: true, Threshold: credits.AmountFromInt(10), Amount: credits.AmountFromInt(100)}
+	for i := range accounts {
+		a := fmt.Sprint("acct_", i)
+		if _, err := svc.Open(ctx, a, credits.Policy{AutoRecharge: ar}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := svc.Grant(ctx, credits.CreditParams{AccountID: a, Amount: credits.AmountFromInt(20), IdempotencyKey: "g"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	var debited atomic.Int64
+	start := make(chan struct{})
+	for i := range accounts {
+		wg.Go(func() {
+			<-start
+			_, err := svc.Debit(ctx, credits.DebitParams{AccountID: fmt.Sprint("acct_", i), Amount: credits.AmountFromInt(15), IdempotencyKey: "d"})
+			if err == nil {
+				debited.Add(1)
+			} else if !errors.Is(err, credits.ErrClosed) {
+				t.Error(err)
+			}
+		})
+	}
+	close(start)
+	if err := svc.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	st := svc.Stats()
+	if st.RechargesSucceeded+closedErrs.Load() != debited.Load() || st.RechargesSucceeded != st.RechargesStarted {
+		t.Fatalf("%d debits crossed; stats %+v, %d refused after Close", debited.Load(), st, closedErrs.Load())
 	}
 }

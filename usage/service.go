@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/internal/groupcommit"
 	"github.com/keyledger/keyledger/internal/id"
 	"github.com/keyledger/keyledger/internal/norm"
 )
@@ -92,7 +93,7 @@ type Service struct {
 	store  Store
 	opt    Options
 	ids    *id.Generator
-	rec    *recorder // nil: requests go straight to the store
+	rec    *groupcommit.Committer[MeterRequest, MeterOutcome] // nil: requests go straight to the store
 	closed atomic.Bool
 	stats  recorderCounters
 	zones  sync.Map // time zone name → *time.Location
@@ -117,7 +118,13 @@ func NewService(st Store, opts *Options) (*Service, error) {
 	s := &Service{store: st, opt: o, ids: id.NewGenerator(o.Now)}
 	s.ones.New = func() any { return new(oneMeter) }
 	if gc, ok := st.(GroupCommitter); ok && gc.UsageGroupCommit() && o.MaxBatch > 1 {
-		s.rec = newRecorder(st, o.Now, o.MaxBatch, o.MaxWait, &s.stats)
+		// The loop runs each committed request's post-commit work (the
+		// ledger's auto-recharge) itself, so it is never lost to a caller
+		// that stopped waiting.
+		s.rec = groupcommit.New(groupcommit.Config[MeterRequest, MeterOutcome]{
+			Ctx: context.Background(), Apply: st.MeterUsage, After: s.afterCommit, Now: o.Now,
+			MaxBatch: o.MaxBatch, MaxWait: o.MaxWait, Queue: o.MaxBatch * 2, Stats: &s.stats.batch,
+		})
 	}
 	return s, nil
 }
@@ -136,18 +143,18 @@ type RecorderStats struct {
 }
 
 type recorderCounters struct {
-	metered, replays, failures      atomic.Int64
-	batches, batchedItems, maxBatch atomic.Int64
+	metered, replays, failures atomic.Int64
+	batch                      groupcommit.Stats
 }
 
 // Stats returns the Service's counters.
 func (s *Service) Stats() RecorderStats {
 	st := RecorderStats{
 		Metered: s.stats.metered.Load(), Replays: s.stats.replays.Load(), Failures: s.stats.failures.Load(),
-		Batches: s.stats.batches.Load(), BatchedItems: s.stats.batchedItems.Load(), MaxBatch: s.stats.maxBatch.Load(),
+		Batches: s.stats.batch.Batches.Load(), BatchedItems: s.stats.batch.Items.Load(), MaxBatch: s.stats.batch.MaxBatch.Load(),
 	}
 	if s.rec != nil {
-		st.QueueDepth = int64(len(s.rec.in))
+		st.QueueDepth = int64(s.rec.QueueDepth())
 	}
 	return st
 }
@@ -163,7 +170,7 @@ func (s *Service) Close(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() {
-		s.rec.close()
+		s.rec.Close()
 		close(done)
 	}()
 	select {
@@ -224,8 +231,9 @@ type MeterResult struct {
 //
 // Concurrent calls are group-committed on stores that support it; each
 // call returns after its own commit. If ctx ends while the call waits,
-// Meter returns ctx.Err() and the request may still be applied: retry with
-// the same idempotency key to learn the outcome.
+// Meter returns ctx.Err() and the request may still be applied (and then
+// its auto-recharge still starts): retry with the same idempotency key to
+// learn the outcome.
 func (s *Service) Meter(ctx context.Context, p MeterParams) (MeterResult, error) {
 	out, err := s.meter(ctx, p)
 	if err == nil {
@@ -238,8 +246,6 @@ func (s *Service) Meter(ctx context.Context, p MeterParams) (MeterResult, error)
 	s.stats.metered.Add(1)
 	if out.Replayed {
 		s.stats.replays.Add(1)
-	} else if s.opt.Credits != nil {
-		s.opt.Credits.AfterSpend(out.Spend)
 	}
 	return MeterResult{Record: out.Record, Entry: out.Entry, Charged: out.Charged, Shortfall: out.Shortfall, Replayed: out.Replayed}, nil
 }
@@ -254,7 +260,7 @@ func (s *Service) meter(ctx context.Context, p MeterParams) (MeterOutcome, error
 		return MeterOutcome{}, err
 	}
 	if s.rec != nil {
-		return s.rec.do(ctx, req)
+		return s.rec.Do(ctx, req, ErrClosed)
 	}
 	one := s.ones.Get().(*oneMeter)
 	one.req[0] = req
@@ -262,7 +268,20 @@ func (s *Service) meter(ctx context.Context, p MeterParams) (MeterOutcome, error
 	out := one.res[0]
 	*one = oneMeter{}
 	s.ones.Put(one)
+	if err == nil {
+		s.afterCommit(out)
+	}
 	return out, err
+}
+
+// afterCommit runs the post-commit work of a committed request: the
+// ledger's auto-recharge of a debit or settlement that crossed the
+// threshold. The group commit calls it for every result, whether or not
+// the caller still waits.
+func (s *Service) afterCommit(out MeterOutcome) {
+	if out.Err == nil && !out.Replayed && s.opt.Credits != nil {
+		s.opt.Credits.AfterSpend(out.Spend)
+	}
 }
 
 // prepare validates p and builds the store request.

@@ -166,6 +166,6 @@ type Tx interface {
 	UsageRecord(ctx context.Context, accountID, id string, createdAt time.Time) (Record, bool, error)
 	// AddUsage inserts the record and adds it to its rollup row (tz, day).
 	// It returns ErrDuplicateRecord if the account has a record with that
-	// ID and creation time.
+	// ID, whatever its creation time: a record ID is unique per account.
 	AddUsage(ctx context.Context, r *Record, tz, day string) error
 }

@@ -221,3 +221,78 @@ func FuzzParseLimit(f *testing.F) {
 		}
 	})
 }
+
+// stallStore group-commits and holds its first MeterUsage until release
+// is closed, so a test can end the caller's context while its request is
+// being written.
+type stallStore struct {
+	*memstore.Store
+	entered, release chan struct{}
+	once             sync.Once
+}
+
+func (s *stallStore) UsageGroupCommit() bool { return true }
+
+func (s *stallStore) MeterUsage(ctx context.Context, now time.Time, reqs []usage.MeterRequest, res []usage.MeterOutcome) error {
+	s.once.Do(func() {
+		close(s.entered)
+		<-s.release
+	})
+	return s.Store.MeterUsage(ctx, now, reqs, res)
+}
+
+// A metered debit that commits after its caller stopped waiting still
+// starts the auto-recharge of its threshold crossing.
+func TestRechargeStartsWhenMeterCallerLeaves(t *testing.T) {
+	ctx := context.Background()
+	st := &stallStore{Store: memstore.New(), entered: make(chan struct{}), release: make(chan struct{})}
+	var mu sync.Mutex
+	n := 0
+	rech := credits.RechargerFunc(func(ctx context.Context, r credits.RechargeRequest) (credits.RechargeResult, error) {
+		mu.Lock()
+		n++
+		mu.Unlock()
+		return credits.RechargeResult{Reference: "pay_1"}, nil
+	})
+	led, err := credits.NewService(st, &credits.Options{Recharger: rech, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ar := credits.AutoRecharge{Enabled: true, Threshold: credits.AmountFromInt(10), Amount: credits.AmountFromInt(100)}
+	if _, err := led.Open(ctx, "acct", credits.Policy{AutoRecharge: ar}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := led.Grant(ctx, credits.CreditParams{AccountID: "acct", Amount: credits.AmountFromInt(20), IdempotencyKey: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := usage.NewService(st, &usage.Options{Credits: led})
+	if err != nil {
+		t.Fatal(err)
+	}
+	callerCtx, cancel := context.WithCancel(ctx)
+	var caller sync.WaitGroup
+	caller.Add(1)
+	go func() {
+		defer caller.Done()
+		_, err := svc.Meter(callerCtx, usage.MeterParams{Record: usage.Record{AccountID: "acct", Cost: credits.AmountFromInt(15)}, IdempotencyKey: "m"})
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Meter: %v, want context.Canceled", err)
+		}
+	}()
+	<-st.entered
+	cancel()
+	caller.Wait()
+	close(st.release)
+	if err := svc.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := led.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("Recharger called %d times, want 1 (stats %+v)", n, led.Stats())
+	}
+	if bal, _ := led.Balance(ctx, "acct"); !bal.Equal(credits.AmountFromInt(105)) {
+		t.Fatalf("balance %s, want 105", bal)
+	}
+}

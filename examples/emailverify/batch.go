@@ -174,12 +174,26 @@ func (s *api) submitBatch(w http.ResponseWriter, r *http.Request, c caller) {
 	s.ok(w, http.StatusAccepted, map[string]any{"job_id": j.ID, "status": JobProcessing, "total": len(emails)})
 }
 
-// reserve holds one credit per email, all or nothing.
+// reserve holds one credit per email, all or nothing. The holds are
+// written under context.WithoutCancel: a client that disconnects cannot
+// make a committed Reserve report ctx.Err() and lose its hold ID. If ctx
+// ended meanwhile (the client will never learn the job ID), every hold is
+// released and reserve returns ctx.Err(). On any failure, a hold whose
+// outcome is unknown is learned by replaying its Reserve (same idempotency
+// key) and released too, so no credit stays held until the TTL.
 func (s *api) reserve(ctx context.Context, j *job) ([]credits.Hold, error) {
 	one, err := s.kl.Prices.OperationCost(profiles.OpVerify, 1, 0)
 	if err != nil {
 		return nil, err
 	}
+	params := func(i int) credits.ReserveParams {
+		return credits.ReserveParams{
+			AccountID: j.AccountID, Amount: credits.NewAmount(one), TTL: batchHoldTTL,
+			Reference: j.ID, IdempotencyKey: j.ID + ":" + strconv.Itoa(i),
+		}
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
 	holds := make([]credits.Hold, len(j.Emails))
 	errs := make([]error, len(j.Emails))
 	var wg sync.WaitGroup
@@ -187,10 +201,7 @@ func (s *api) reserve(ctx context.Context, j *job) ([]credits.Hold, error) {
 	for range min(reserveWorkers, len(j.Emails)) {
 		wg.Go(func() {
 			for i := range next {
-				holds[i], errs[i] = s.kl.Credits.Reserve(ctx, credits.ReserveParams{
-					AccountID: j.AccountID, Amount: credits.NewAmount(one), TTL: batchHoldTTL,
-					Reference: j.ID, IdempotencyKey: j.ID + ":" + strconv.Itoa(i),
-				})
+				holds[i], errs[i] = s.kl.Credits.Reserve(wctx, params(i))
 			}
 		})
 	}
@@ -199,16 +210,46 @@ func (s *api) reserve(ctx context.Context, j *job) ([]credits.Hold, error) {
 	}
 	close(next)
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		s.releaseAll(holds)
-		for _, e := range errs { // report the first expected refusal as such
-			if errors.Is(e, credits.ErrInsufficientFunds) || errors.Is(e, credits.ErrMonthlyLimit) {
-				return nil, e
-			}
-		}
-		return nil, err
+	err = errors.Join(errs...)
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
 	}
-	return holds, nil
+	if err == nil {
+		return holds, nil
+	}
+	s.recoverHolds(holds, errs, params)
+	s.releaseAll(holds)
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	for _, e := range errs { // report the first expected refusal as such
+		if errors.Is(e, credits.ErrInsufficientFunds) || errors.Is(e, credits.ErrMonthlyLimit) {
+			return nil, e
+		}
+	}
+	return nil, err
+}
+
+// recoverHolds learns the holds of failed Reserves whose outcome is
+// unknown (anything but a refusal, which writes nothing) by replaying them
+// with the same idempotency key: a replay returns the committed hold, or
+// writes a new one that the caller releases with the rest.
+func (s *api) recoverHolds(holds []credits.Hold, errs []error, params func(int) credits.ReserveParams) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i, e := range errs {
+		if e == nil || errors.Is(e, credits.ErrInsufficientFunds) || errors.Is(e, credits.ErrMonthlyLimit) {
+			continue
+		}
+		h, err := s.kl.Credits.Reserve(ctx, params(i))
+		if err != nil {
+			if !errors.Is(err, credits.ErrInsufficientFunds) && !errors.Is(err, credits.ErrMonthlyLimit) {
+				s.log.Warn("recovering batch hold failed", "key", params(i).IdempotencyKey, "error", err)
+			}
+			continue
+		}
+		holds[i] = h
+	}
 }
 
 func (s *api) releaseAll(holds []credits.Hold) {
@@ -251,6 +292,7 @@ func (s *api) process(ctx context.Context, j *job, holds []credits.Hold) {
 			if err != nil {
 				s.log.Error("metering batch item failed", "job_id", j.ID, "index", i, "error", err)
 				res = Result{Email: email, Result: Unknown, Reason: "internal_error"}
+				s.releaseAll(holds[i : i+1]) // uncharged: free its credit now, not at the TTL
 			}
 		}
 		j.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -97,10 +98,7 @@ func (s *server) verifyPayment(w http.ResponseWriter, r *http.Request, acct stri
 // the order id, so verify, webhook and their replays all land on the same
 // ledger entry, and the order gets one invoice.
 func (s *server) creditOrder(ctx context.Context, o order, paymentID string) (credits.Entry, invoiceRow, error) {
-	e, err := s.kl.Credits.Purchase(ctx, credits.CreditParams{
-		AccountID: o.AccountID, Amount: credits.NewAmount(o.Amount.INR()), Reference: o.ID,
-		Description: "Credit purchase, Razorpay order " + o.ID, IdempotencyKey: "razorpay:" + o.ID,
-	})
+	e, err := s.kl.Credits.Purchase(ctx, purchaseOf(o))
 	if err != nil {
 		return e, invoiceRow{}, err
 	}
@@ -109,6 +107,20 @@ func (s *server) creditOrder(ctx context.Context, o order, paymentID string) (cr
 	}
 	inv, err := s.issueInvoice(ctx, o, paymentID)
 	return e, inv, err
+}
+
+// purchaseOf is the ledger purchase that pays for an order. Every path
+// that credits an order — verify, webhook and auto-recharge (through
+// RechargeResult) — writes exactly this, so they all land on one entry.
+func purchaseOf(o order) credits.CreditParams {
+	desc := "Credit purchase, Razorpay order " + o.ID
+	if strings.HasPrefix(o.Receipt, "auto-recharge:") {
+		desc = "Auto-recharge, Razorpay order " + o.ID
+	}
+	return credits.CreditParams{
+		AccountID: o.AccountID, Amount: credits.NewAmount(o.Amount.INR()), Reference: o.ID,
+		Description: desc, IdempotencyKey: "razorpay:" + o.ID,
+	}
 }
 
 // issueInvoice creates the order's invoice unless it exists.
@@ -164,7 +176,9 @@ func (s *server) razorpayWebhook(w http.ResponseWriter, r *http.Request) error {
 // recharge is the ledger's Recharger: it "charges the saved payment
 // method" of the account through the simulated Razorpay (an order paid at
 // once) and invoices it. The receipt is the crossing's idempotency key, so
-// a repeated call charges once.
+// a repeated call charges once. The ledger writes the purchase with the
+// order's own key (purchaseOf), so Razorpay's payment.captured webhook for
+// the same order replays that purchase instead of crediting it again.
 func (s *server) recharge(ctx context.Context, req credits.RechargeRequest) (credits.RechargeResult, error) {
 	o, err := s.bill.orderByReceipt(ctx, req.AccountID, req.IdempotencyKey)
 	if errors.Is(err, errNotFound) {
@@ -190,7 +204,11 @@ func (s *server) recharge(ctx context.Context, req credits.RechargeRequest) (cre
 	if _, err := s.issueInvoice(ctx, o, o.PaymentID); err != nil {
 		return credits.RechargeResult{}, err
 	}
-	return credits.RechargeResult{Reference: o.ID}, nil
+	p := purchaseOf(o)
+	if !p.Amount.Equal(req.Amount) {
+		return credits.RechargeResult{}, fmt.Errorf("recharge %s: order %s is for %s, not %s", req.IdempotencyKey, o.ID, p.Amount, req.Amount)
+	}
+	return credits.RechargeResult{Reference: p.Reference, IdempotencyKey: p.IdempotencyKey, Description: p.Description}, nil
 }
 
 type autoRechargeJSON struct {

@@ -177,6 +177,26 @@ func TestAutoRecharge(t *testing.T) {
 	if inv := g.must(200, "GET", "/v1/accounts/"+u.id+"/invoices", u.token, nil)["data"].([]any); len(inv) != 1 {
 		t.Fatalf("invoices: %v", inv)
 	}
+
+	// Razorpay's payment.captured webhook for the recharge's order lands on
+	// the same purchase: the balance rises once.
+	var orderID string
+	for _, e := range entries {
+		if e["type"] == "purchase" {
+			orderID = e["reference"].(string)
+		}
+	}
+	before := num(t, entries[0]["balance_inr"])
+	if st, b := g.webhook(orderID, "pay_29QQoUBi66xm2f", 10000, defaultRazorpayWebhookSecret); st != 200 {
+		t.Fatalf("webhook: %d %s", st, b)
+	}
+	after := g.ledger(u)
+	if len(after) != len(entries) || !num(t, after[0]["balance_inr"]).Equal(before) {
+		t.Fatalf("the webhook credited the recharge again: %v", after)
+	}
+	if inv := g.must(200, "GET", "/v1/accounts/"+u.id+"/invoices", u.token, nil)["data"].([]any); len(inv) != 1 {
+		t.Fatalf("invoices: %v", inv)
+	}
 }
 
 func TestLeakedKeys(t *testing.T) {

@@ -23,6 +23,7 @@ type api struct {
 	log           *slog.Logger
 	upstream      Upstream
 	creditsPerUSD int64
+	now           func() time.Time // the clock keyledger runs on
 }
 
 // errorBody is OpenRush's error shape: {"error":{"type","code","message"}}.
@@ -194,7 +195,7 @@ func optStamp(t time.Time) *time.Time {
 }
 
 func (s *api) credential(k apikey.APIKey) credentialJSON {
-	now := time.Now()
+	now := s.now()
 	return credentialJSON{
 		ID: k.ID, AccountID: k.AccountID, Name: k.Name, Prefix: k.Hint + "...",
 		IsActive:  k.Status == apikey.StatusActive && (k.ExpiresAt.IsZero() || k.ExpiresAt.After(now)),
@@ -318,8 +319,7 @@ func (s *api) inspectDomain(w http.ResponseWriter, r *http.Request) {
 		s.upstreamFailed(w, r, cost, err)
 		return
 	}
-	httpapi.FromContext(r.Context()).Report(keyledger.Outcome{UpstreamCost: cost})
-	s.ok(w, http.StatusOK, map[string]any{"data": rep, "credits_charged": 3})
+	s.charged(w, r, rep, cost)
 }
 
 // POST /v1/tools/keyword_volume {keyword}: 1 credit.
@@ -335,6 +335,18 @@ func (s *api) keywordVolume(w http.ResponseWriter, r *http.Request) {
 		s.upstreamFailed(w, r, cost, err)
 		return
 	}
-	httpapi.FromContext(r.Context()).Report(keyledger.Outcome{UpstreamCost: cost})
-	s.ok(w, http.StatusOK, map[string]any{"data": rep, "credits_charged": 1})
+	s.charged(w, r, rep, cost)
+}
+
+// charged reports a successful tool call and answers its data with
+// credits_charged: the price book's cost of one call of the route, which is
+// what the middleware charges for it once the handler returns.
+func (s *api) charged(w http.ResponseWriter, r *http.Request, data any, upstreamCost credits.Amount) {
+	price, err := s.kl.Prices.OperationCost(r.URL.Path, 1, 0)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	httpapi.FromContext(r.Context()).Report(keyledger.Outcome{UpstreamCost: upstreamCost})
+	s.ok(w, http.StatusOK, map[string]any{"data": data, "credits_charged": credits.NewAmount(price)})
 }

@@ -119,7 +119,11 @@ func runConfig(ctx context.Context, c config, stdout io.Writer) (err error) {
 	if up == nil {
 		up = simulated{}
 	}
-	s := &api{kl: kl, log: log, upstream: up, creditsPerUSD: c.creditsPerUSD}
+	now := c.now
+	if now == nil {
+		now = time.Now
+	}
+	s := &api{kl: kl, log: log, upstream: up, creditsPerUSD: c.creditsPerUSD, now: now}
 	return server.Serve(ctx, c.addr, s.routes(), stdout, log)
 }
 

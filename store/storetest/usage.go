@@ -27,6 +27,7 @@ func runUsage(t *testing.T, newStore NewStoreFunc) {
 	t.Run("CursorUnderConcurrentInserts", func(t *testing.T) { testUsageCursor(t, newStore) })
 	t.Run("LimitClamps", func(t *testing.T) { testUsageLimits(t, newStore) })
 	t.Run("CountersAndRetention", func(t *testing.T) { testUsageCountersRetention(t, newStore) })
+	t.Run("DuplicateRecordIDs", func(t *testing.T) { testUsageDuplicateIDs(t, newStore) })
 }
 
 // metering returns a credits and a usage Service over e's store and clock;
@@ -695,4 +696,32 @@ func testUsageCountersRetention(t *testing.T, newStore NewStoreFunc) {
 		t.Fatalf("replay after retention: %+v", r)
 	}
 	wantAmount(t, "balance", must(led.Balance(ctx(), "acct_ev")), bal.String())
+}
+
+// testUsageDuplicateIDs: a record ID is unique per account, whatever its
+// creation time; another account may use the same ID. A duplicate charges
+// nothing and writes nothing.
+func testUsageDuplicateIDs(t *testing.T, newStore NewStoreFunc) {
+	e := newEnv(t, newStore, nil)
+	led, svc := e.metering(t, nil, nil)
+	fundedAccount(t, led, "acct_a", "10", credits.Policy{})
+	fundedAccount(t, led, "acct_b", "10", credits.Policy{})
+	at := e.clk.Now()
+	rec := usage.Record{ID: "log_same", AccountID: "acct_a", Model: "m", StatusCode: 200, Cost: amt(t, "1"), CreatedAt: at}
+	mustMeter(t, svc, usage.MeterParams{Record: rec, IdempotencyKey: "first"})
+	for i, when := range []time.Time{at, at.Add(time.Second), at.Add(-time.Hour)} {
+		dup := rec
+		dup.CreatedAt = when
+		if _, err := svc.Meter(ctx(), usage.MeterParams{Record: dup, IdempotencyKey: fmt.Sprint("dup-", i)}); !errors.Is(err, usage.ErrDuplicateRecord) {
+			t.Fatalf("same ID at %s: %v, want ErrDuplicateRecord", when.Sub(at), err)
+		}
+	}
+	wantAmount(t, "balance after duplicates", must(led.Balance(ctx(), "acct_a")), "9")
+	if n := len(allRecords(t, svc, "acct_a")); n != 1 {
+		t.Fatalf("%d records, want 1", n)
+	}
+	other := rec
+	other.AccountID = "acct_b"
+	mustMeter(t, svc, usage.MeterParams{Record: other, IdempotencyKey: "first"})
+	wantAmount(t, "other account's balance", must(led.Balance(ctx(), "acct_b")), "9")
 }

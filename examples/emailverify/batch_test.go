@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyledger/keyledger"
+	"github.com/keyledger/keyledger/account"
+	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/examples/internal/profiles"
+	"github.com/keyledger/keyledger/internal/cache"
+	"github.com/keyledger/keyledger/store/sqlitestore"
+	"github.com/keyledger/keyledger/usage"
+)
+
+// faultStore is the SQLite store with hooks: onSpends runs before every
+// ApplySpends (the ledger's group commit), and meterErr, if set, fails
+// every MeterUsage without writing.
+type faultStore struct {
+	*sqlitestore.Store
+	onSpends func()
+	meterErr error
+}
+
+func (f *faultStore) ApplySpends(ctx context.Context, now time.Time, reqs []credits.SpendRequest, res []credits.SpendResult) error {
+	if f.onSpends != nil {
+		f.onSpends()
+	}
+	return f.Store.ApplySpends(ctx, now, reqs, res)
+}
+
+func (f *faultStore) MeterUsage(ctx context.Context, now time.Time, reqs []usage.MeterRequest, res []usage.MeterOutcome) error {
+	if f.meterErr != nil {
+		return f.meterErr
+	}
+	return f.Store.MeterUsage(ctx, now, reqs, res)
+}
+
+// newBatchAPI returns the API over a faultStore and a job for an account
+// with 100 credits, ready for reserve and process.
+func newBatchAPI(t *testing.T, emails ...string) (*api, *faultStore, *job) {
+	t.Helper()
+	ctx := context.Background()
+	quiet := slog.New(slog.DiscardHandler)
+	st, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "ev.db"), &sqlitestore.Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := &faultStore{Store: st}
+	prof, _ := profiles.Get(profiles.EmailVerify)
+	kl, err := keyledger.New(fs, prof.Options(nil, quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kl.Close(context.Background()); st.Close() })
+	a, err := kl.Signup(ctx, account.CreateParams{Name: "Ada", Email: "ada@example.com", Plan: "professional"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bal, _ := kl.Credits.Balance(ctx, a.ID)
+	if _, err := kl.Credits.Adjust(ctx, credits.CreditParams{AccountID: a.ID, Amount: credits.AmountFromInt(100).Sub(bal), IdempotencyKey: "adj"}); err != nil {
+		t.Fatal(err)
+	}
+	s := &api{kl: kl, log: quiet, now: time.Now, check: newChecker(newFakeDNS(t), time.Now),
+		results: cache.New[string, Result](1000, time.Now), jobs: newJobs(ctx, time.Now)}
+	j := &job{ID: s.jobs.ids.New("job_"), AccountID: a.ID, TimeZone: "UTC", Emails: emails, CreatedAt: time.Now(),
+		done: make(chan struct{}), status: JobProcessing}
+	return s, fs, j
+}
+
+func held(t *testing.T, s *api, accountID string) credits.Amount {
+	t.Helper()
+	a, err := s.kl.Credits.Account(context.Background(), accountID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.Held
+}
+
+// A client that disconnects while its batch's holds are being written
+// strands none of them: the holds already committed are found and
+// released.
+func TestReserveClientGoneReleasesHolds(t *testing.T) {
+	emails := make([]string, 40)
+	for i := range emails {
+		emails[i] = "u@example.com"
+	}
+	s, fs, j := newBatchAPI(t, emails...)
+	ctx, cancel := context.WithCancel(context.Background())
+	var once sync.Once
+	fs.onSpends = func() { once.Do(cancel) } // the client leaves during the first write
+	holds, err := s.reserve(ctx, j)
+	if !errors.Is(err, context.Canceled) || holds != nil {
+		t.Fatalf("reserve: %d holds, %v; want context.Canceled", len(holds), err)
+	}
+	// Let every write the client left behind commit before looking.
+	if err := s.kl.Credits.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if h := held(t, s, j.AccountID); !h.IsZero() {
+		t.Fatalf("%s credits still held after the client left", h)
+	}
+}
+
+// An item whose metering fails releases its hold instead of leaving it
+// until the TTL.
+func TestProcessMeterFailureReleasesHold(t *testing.T) {
+	s, fs, j := newBatchAPI(t, "a@example.com", "b@example.com")
+	holds, err := s.reserve(context.Background(), j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := held(t, s, j.AccountID); !h.Equal(credits.AmountFromInt(2)) {
+		t.Fatalf("held %s, want 2", h)
+	}
+	fs.meterErr = errors.New("disk on fire")
+	s.process(context.Background(), j, holds)
+	if h := held(t, s, j.AccountID); !h.IsZero() {
+		t.Fatalf("%s credits still held after metering failed", h)
+	}
+	for _, r := range j.view().Results {
+		if r.Result != Unknown || r.Reason != "internal_error" {
+			t.Fatalf("result %+v", r)
+		}
+	}
+}
