@@ -129,7 +129,7 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
 	s := &Store{w: w, log: o.Logger}
-	if err := s.migrate(ctx); err != nil {
+	if err := s.migrateRetrying(ctx, o.BusyTimeout); err != nil {
 		w.Close()
 		return nil, err
 	}
@@ -252,6 +252,26 @@ func (s *Store) migrate(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// migrateRetrying runs migrate, retrying for up to timeout when SQLite
+// reports the file busy. Several processes opening a new file at once can
+// meet SQLITE_BUSY where SQLite does not call the busy handler (while one of
+// them switches the file to WAL or recovers the WAL); each migration is
+// idempotent, so trying again is safe.
+func (s *Store) migrateRetrying(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		err := s.migrate(ctx)
+		if err == nil || sqliteCode(err)&0xff != sqlite3.SQLITE_BUSY || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
 }
 
 // applyMigration applies m in its own transaction unless it is already
