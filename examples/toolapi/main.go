@@ -81,35 +81,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 func runConfig(ctx context.Context, c config, stdout io.Writer) (err error) {
-	log, err := server.NewLogger(os.Stderr, c.logLevel)
+	env, err := server.Open(ctx, server.Config{Profile: profiles.ToolAPI, DB: c.db, Postgres: c.postgres,
+		Redis: c.redis, LogLevel: c.logLevel, Now: c.now, Stderr: os.Stderr})
 	if err != nil {
 		return err
 	}
-	prof, err := profiles.Get(profiles.ToolAPI)
-	if err != nil {
-		return err
-	}
-	st, err := server.OpenStore(ctx, c.db, c.postgres, log)
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, st.Close()) }()
-	lim, closeLim, err := server.Limiter(ctx, c.redis)
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, closeLim()) }()
-	opts := prof.Options(c.now, log)
-	opts.Limiter = lim
-	kl, err := keyledger.New(st, opts)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		err = errors.Join(err, kl.Close(cctx))
-	}()
+	defer func() { err = errors.Join(err, env.Close(ctx)) }()
+	kl, log := env.KL, env.Log
 	if c.bootstrapEmail != "" {
 		if err := bootstrap(ctx, kl, c.bootstrapEmail, stdout, log); err != nil {
 			return err
