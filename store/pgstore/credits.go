@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/shopspring/decimal"
 
 	"github.com/keyledger/keyledger/credits"
@@ -239,11 +240,19 @@ type entryKey struct {
 
 // ledgerTx is a credits.Tx on one write transaction.
 type ledgerTx struct {
-	tx    pgx.Tx
-	now   time.Time
-	accts map[string]*txAcct
-	order []*txAcct // load order, for a deterministic flush
-	rep   credits.ExpiryReport
+	tx  txConn
+	now time.Time
+	// pipelined: tx is a bare connection; the transaction's BEGIN goes
+	// out with the prefetch and its COMMIT with the flush (see
+	// Store.pipelined), saving two round trips per batch.
+	pipelined, begun bool
+	// optimistic: idempotency keys (and record IDs) are claimed without
+	// looking them up first; the unique indexes check the claims at flush,
+	// and a violation reruns the batch with lookups (see claimed).
+	optimistic bool
+	accts      map[string]*txAcct
+	order      []*txAcct // load order, for a deterministic flush
+	rep        credits.ExpiryReport
 
 	ops   map[opKey]opSeen        // idempotency records read
 	holds map[string]credits.Hold // holds read, as stored
@@ -282,7 +291,7 @@ type txAcct struct {
 	holdDue, holdDue0 int64
 }
 
-func newLedgerTx(tx pgx.Tx, now time.Time) *ledgerTx {
+func newLedgerTx(tx txConn, now time.Time) *ledgerTx {
 	return &ledgerTx{
 		tx: tx, now: now, accts: make(map[string]*txAcct, 4),
 		ops: make(map[opKey]opSeen), holds: make(map[string]credits.Hold),
@@ -299,6 +308,10 @@ func newLedgerTx(tx pgx.Tx, now time.Time) *ledgerTx {
 func (t *ledgerTx) prefetch(ctx context.Context, ids, holdIDs []string, opKeys []opKey, more func(*pgx.Batch)) error {
 	ids = slices.DeleteFunc(ids, func(id string) bool { return t.accts[id] != nil })
 	var b pgx.Batch
+	if t.pipelined && !t.begun {
+		b.Queue(`BEGIN`)
+		t.begun = true
+	}
 	var lockRows []loaded
 	if len(ids) > 0 || len(holdIDs) > 0 {
 		b.Queue(`SELECT `+ledgerAccountColumns+`, lots, hold_due FROM credit_accounts
@@ -329,7 +342,7 @@ func (t *ledgerTx) prefetch(ctx context.Context, ids, holdIDs []string, opKeys [
 			return rows.Err()
 		})
 	}
-	if len(opKeys) > 0 {
+	if len(opKeys) > 0 && !t.optimistic {
 		keys, accts := make([]string, len(opKeys)), make([]string, len(opKeys))
 		for i, k := range opKeys {
 			keys[i], accts[i] = k.key, k.acct
@@ -469,14 +482,30 @@ func (t *ledgerTx) Op(ctx context.Context, accountID, key string) (credits.OpRec
 // only of accounts they hold locked, so a key found absent stays absent
 // until commit.
 func (t *ledgerTx) ClaimOp(ctx context.Context, accountID, key string, rec credits.OpRecord) (credits.OpRecord, bool, error) {
-	prev, ok, err := t.Op(ctx, accountID, key)
-	if err != nil || ok {
+	k := opKey{accountID, key}
+	if prev, ok, err := t.claimed(ctx, k); err != nil || ok {
 		return prev, false, err
 	}
-	k := opKey{accountID, key}
 	t.stage.opIdx[k] = len(t.stage.ops)
 	t.stage.ops = append(t.stage.ops, stagedOp{k: k, rec: rec})
 	return rec, true, nil
+}
+
+// claimed reports the record under k that a claim must not overwrite. An
+// optimistic transaction reads only what it has staged or already read:
+// if the key is in the table, the claim's INSERT fails with a unique
+// violation at flush and the batch runs again, carefully. Reads that decide
+// an outcome without claiming (Op, for the replay of a request that would
+// fail now) always look.
+func (t *ledgerTx) claimed(ctx context.Context, k opKey) (credits.OpRecord, bool, error) {
+	if t.optimistic {
+		if i, ok := t.stage.opIdx[k]; ok {
+			return t.stage.ops[i].rec, true, nil
+		}
+		s := t.ops[k]
+		return s.rec, s.found, nil
+	}
+	return t.Op(ctx, k.acct, k.key)
 }
 
 // Entry implements credits.Tx.
@@ -757,17 +786,27 @@ func (t *ledgerTx) queueLots(b *pgx.Batch, a *txAcct) int {
 // flush writes everything staged in one round trip.
 func (t *ledgerTx) flush(ctx context.Context) error {
 	var b pgx.Batch
-	check := t.queueFlush(&b)
+	return t.send(ctx, &b, t.queueFlush(&b), "write ledger")
+}
+
+// send sends b — with the COMMIT of a pipelined transaction at its end —
+// and checks its results in order.
+func (t *ledgerTx) send(ctx context.Context, b *pgx.Batch, check func(pgx.BatchResults) error, op string) error {
+	if t.pipelined {
+		b.Queue(`COMMIT`)
+	}
 	if b.Len() == 0 {
 		return nil
 	}
-	return sendChecked(ctx, t.tx, &b, check, "write ledger")
-}
-
-// sendChecked sends b on tx and checks its results in order.
-func sendChecked(ctx context.Context, tx pgx.Tx, b *pgx.Batch, check func(pgx.BatchResults) error, op string) error {
-	br := tx.SendBatch(ctx, b)
+	br := t.tx.SendBatch(ctx, b)
 	err := check(br)
+	if err == nil && t.pipelined {
+		// A COMMIT of a failed transaction reports ROLLBACK, not an error.
+		var tag pgconn.CommandTag
+		if tag, err = br.Exec(); err == nil && tag.String() != "COMMIT" {
+			err = fmt.Errorf("transaction ended with %s", tag)
+		}
+	}
 	return wrap(op, errors.Join(err, br.Close()))
 }
 
@@ -965,8 +1004,9 @@ func spendTargets(reqs []credits.SpendRequest, ids, holds []string, ops []opKey)
 }
 
 func (s *Store) applySpends(ctx context.Context, now time.Time, reqs []credits.SpendRequest, res []credits.SpendResult) error {
-	return s.run(ctx, "apply spends", txOptions{retryUnique: true}, func(tx pgx.Tx) error {
-		lt := newLedgerTx(tx, now)
+	return s.pipelined(ctx, "apply spends", func(c txConn, attempt int) error {
+		lt := newLedgerTx(c, now)
+		lt.pipelined, lt.optimistic = true, attempt == 0
 		ids, holds, ops := spendTargets(reqs, nil, nil, nil)
 		if err := lt.prefetch(ctx, ids, holds, ops, nil); err != nil {
 			return err

@@ -3,6 +3,7 @@ package pgstore_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -55,7 +56,7 @@ func TestNewerSchemaIsRefused(t *testing.T) {
 	open(t, dsn, nil).Close()
 	pgtest.Exec(t, dsn, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, 'from_the_future.sql', 0)`,
 		pgstore.LatestVersion()+1)
-	if _, err := pgstore.Open(context.Background(), dsn, nil); !errors.Is(err, pgstore.ErrSchemaTooNew) {
+	if _, err := pgstore.Open(context.Background(), dsn, &pgstore.Options{Logger: slog.New(slog.DiscardHandler)}); !errors.Is(err, pgstore.ErrSchemaTooNew) {
 		t.Fatalf("Open = %v, want ErrSchemaTooNew", err)
 	}
 }
@@ -66,7 +67,7 @@ func TestConcurrentOpenMigratesOnce(t *testing.T) {
 	errs := make(chan error, n)
 	for range n {
 		go func() {
-			st, err := pgstore.Open(context.Background(), dsn, &pgstore.Options{MaxConns: 2})
+			st, err := pgstore.Open(context.Background(), dsn, &pgstore.Options{MaxConns: 2, Logger: slog.New(slog.DiscardHandler)})
 			if err == nil {
 				err = st.Close()
 			}

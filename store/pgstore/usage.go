@@ -85,7 +85,7 @@ type usageTx struct {
 	recIdx   map[recKey]int
 }
 
-func newUsageTx(tx pgx.Tx, now time.Time) *usageTx {
+func newUsageTx(tx txConn, now time.Time) *usageTx {
 	return &usageTx{
 		ledgerTx: newLedgerTx(tx, now), meterSeen: make(map[opKey]meterSeen), recSeen: make(map[recKey]bool),
 		meterIdx: make(map[opKey]int), recIdx: make(map[recKey]int),
@@ -99,20 +99,11 @@ func (t *usageTx) ClaimMeter(ctx context.Context, accountID, key string, op usag
 		return t.meters[i].op, false, nil
 	}
 	seen, ok := t.meterSeen[k]
-	if !ok {
-		var fp []byte
-		var created int64
-		err := t.tx.QueryRow(ctx, `SELECT fingerprint, record_id, hold_id, created_at FROM usage_ops WHERE key = $1 AND account_id = $2`,
-			key, accountID).Scan(&fp, &seen.op.RecordID, &seen.op.HoldID, &created)
-		switch {
-		case err == nil:
-			seen.found = true
-			copy(seen.op.Fingerprint[:], fp)
-			seen.op.CreatedAt = fromNanos(created)
-		case !errors.Is(err, pgx.ErrNoRows):
-			return op, false, wrap("meter key", err)
+	if !ok && !t.optimistic { // optimistic: see ledgerTx.claimed
+		var err error
+		if seen, err = t.lookMeter(ctx, k); err != nil {
+			return op, false, err
 		}
-		t.meterSeen[k] = seen
 	}
 	if seen.found {
 		return seen.op, false, nil
@@ -120,6 +111,27 @@ func (t *usageTx) ClaimMeter(ctx context.Context, accountID, key string, op usag
 	t.meterIdx[k] = len(t.meters)
 	t.meters = append(t.meters, stagedMeter{k: k, op: op})
 	return op, true, nil
+}
+
+// lookMeter reads the meter key k from the table.
+func (t *usageTx) lookMeter(ctx context.Context, k opKey) (meterSeen, error) {
+	var (
+		seen    meterSeen
+		fp      []byte
+		created int64
+	)
+	err := t.tx.QueryRow(ctx, `SELECT fingerprint, record_id, hold_id, created_at FROM usage_ops WHERE key = $1 AND account_id = $2`,
+		k.key, k.acct).Scan(&fp, &seen.op.RecordID, &seen.op.HoldID, &created)
+	switch {
+	case err == nil:
+		seen.found = true
+		copy(seen.op.Fingerprint[:], fp)
+		seen.op.CreatedAt = fromNanos(created)
+	case !errors.Is(err, pgx.ErrNoRows):
+		return seen, wrap("meter key", err)
+	}
+	t.meterSeen[k] = seen
+	return seen, nil
 }
 
 // UsageRecord implements usage.Tx.
@@ -143,7 +155,7 @@ func (t *usageTx) AddUsage(ctx context.Context, r *usage.Record, tz, day string)
 		return usage.ErrDuplicateRecord
 	}
 	exists, ok := t.recSeen[k]
-	if !ok {
+	if !ok && !t.optimistic { // optimistic: the primary key checks it at flush
 		var one int
 		err := t.tx.QueryRow(ctx, `SELECT 1 FROM usage_records WHERE account_id = $1 AND created_at = $2 AND id = $3`,
 			k.acct, k.created, k.id).Scan(&one)
@@ -198,12 +210,17 @@ func (t *usageTx) prefetch(ctx context.Context, reqs []usage.MeterRequest) error
 		}
 		mKeys[i], mAccts[i] = r.IdempotencyKey, r.Record.AccountID
 		rAccts[i], rCreated[i], rIDs[i] = r.Record.AccountID, toNanos(r.Record.CreatedAt), r.Record.ID
-		t.meterSeen[opKey{r.Record.AccountID, r.IdempotencyKey}] = meterSeen{}
-		t.recSeen[recKey{rAccts[i], rCreated[i], rIDs[i]}] = false
+		if !t.optimistic {
+			t.meterSeen[opKey{r.Record.AccountID, r.IdempotencyKey}] = meterSeen{}
+			t.recSeen[recKey{rAccts[i], rCreated[i], rIDs[i]}] = false
+		}
 	}
 	ids, holds, ops := spendTargets(spends, nil, nil, nil)
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
+	if t.optimistic {
+		return t.ledgerTx.prefetch(ctx, ids, holds, ops, nil)
+	}
 	return t.ledgerTx.prefetch(ctx, ids, holds, ops, func(b *pgx.Batch) {
 		b.Queue(`SELECT o.key, o.account_id, o.fingerprint, o.record_id, o.hold_id, o.created_at
 			FROM usage_ops o JOIN unnest($1::text[], $2::text[]) AS u(key, account_id)
@@ -361,10 +378,10 @@ func (t *usageTx) queueRollups(b *pgx.Batch) {
 func (t *usageTx) flush(ctx context.Context) error {
 	var b pgx.Batch
 	check, err := t.queueFlush(&b)
-	if err != nil || b.Len() == 0 {
+	if err != nil {
 		return err
 	}
-	return sendChecked(ctx, t.tx, &b, check, "write usage")
+	return t.send(ctx, &b, check, "write usage")
 }
 
 // MeterUsage implements usage.Store.
@@ -393,25 +410,47 @@ func (s *Store) MeterUsage(ctx context.Context, now time.Time, reqs []usage.Mete
 }
 
 func (s *Store) meterUsage(ctx context.Context, now time.Time, reqs []usage.MeterRequest, res []usage.MeterOutcome) error {
-	return s.run(ctx, "meter usage", txOptions{retryUnique: true}, func(tx pgx.Tx) error {
-		ut := newUsageTx(tx, now)
+	return s.pipelined(ctx, "meter usage", func(c txConn, attempt int) error {
+		ut := newUsageTx(c, now)
+		ut.pipelined, ut.optimistic = true, attempt == 0
 		if err := ut.prefetch(ctx, reqs); err != nil {
 			return err
 		}
 		for i := range reqs {
-			r := &reqs[i]
-			m := ut.mark(r.Record.AccountID)
-			out, err := usage.ApplyMeter(ctx, ut, now, r)
+			out, err := ut.apply(ctx, now, &reqs[i])
 			if err != nil {
 				return &requestFailure{err}
-			}
-			if out.Err != nil {
-				ut.rollback(m)
 			}
 			res[i] = out
 		}
 		return ut.flush(ctx)
 	})
+}
+
+// apply runs one request, rolling it back to its mark if it fails. In an
+// optimistic transaction the request claimed its key without looking, so a
+// failure may be the wrong answer to a replay (a settled hold settles only
+// once): the key is looked up then, and if it exists the request runs again
+// as the replay it is.
+func (t *usageTx) apply(ctx context.Context, now time.Time, r *usage.MeterRequest) (usage.MeterOutcome, error) {
+	m := t.mark(r.Record.AccountID)
+	out, err := usage.ApplyMeter(ctx, t, now, r)
+	if err != nil || out.Err == nil {
+		return out, err
+	}
+	t.rollback(m)
+	k := opKey{r.Record.AccountID, r.IdempotencyKey}
+	if _, seen := t.meterSeen[k]; !t.optimistic || seen {
+		return out, nil
+	}
+	if s, err := t.lookMeter(ctx, k); err != nil || !s.found {
+		return out, err
+	}
+	out, err = usage.ApplyMeter(ctx, t, now, r)
+	if err == nil && out.Err != nil {
+		t.rollback(m)
+	}
+	return out, err
 }
 
 func scanRecord(row pgx.Row) (usage.Record, error) {
