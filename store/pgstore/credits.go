@@ -46,6 +46,12 @@ const ledgerAccountColumns = `account_id, unit, balance, held, seq, version, ove
 	recharge_enabled, recharge_threshold, recharge_amount, recharge_armed, recharges,
 	month_start, month_end, month_spent, opened_at, updated_at`
 
+// ledgerAccountSelect reads ledgerAccountColumns with the money as text,
+// which pgx copies instead of decoding binary NUMERIC.
+const ledgerAccountSelect = `account_id, unit, balance::text, held::text, seq, version, overdraft::text, monthly_cap::text,
+	time_zone, recharge_enabled, recharge_threshold::text, recharge_amount::text, recharge_armed, recharges,
+	month_start, month_end, month_spent::text, opened_at, updated_at`
+
 const entryColumns = `account_id, seq, id, type, amount, balance_after, reference, description, idem_key, hold_id, expires_at, created_at`
 
 const holdColumns = `id, account_id, amount, state, reference, idem_key, created_at, expires_at, resolved_at,
@@ -209,7 +215,7 @@ func complete(ctx context.Context, q querier, l *loaded, now time.Time) error {
 // row if lock is set. It returns credits.ErrUnknownAccount.
 func loadState(ctx context.Context, q querier, id string, now time.Time, lock bool) (loaded, error) {
 	var l loaded
-	query := `SELECT ` + ledgerAccountColumns + `, lots, hold_due FROM credit_accounts WHERE account_id = $1`
+	query := `SELECT ` + ledgerAccountSelect + `, lots, hold_due FROM credit_accounts WHERE account_id = $1`
 	if lock {
 		query += ` FOR UPDATE`
 	}
@@ -314,7 +320,7 @@ func (t *ledgerTx) prefetch(ctx context.Context, ids, holdIDs []string, opKeys [
 	}
 	var lockRows []loaded
 	if len(ids) > 0 || len(holdIDs) > 0 {
-		b.Queue(`SELECT `+ledgerAccountColumns+`, lots, hold_due FROM credit_accounts
+		b.Queue(`SELECT `+ledgerAccountSelect+`, lots, hold_due FROM credit_accounts
 			WHERE account_id = ANY($1) OR account_id IN (SELECT account_id FROM credit_holds WHERE id = ANY($2))
 			ORDER BY account_id FOR UPDATE`, ids, holdIDs).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
@@ -624,7 +630,7 @@ func (t *ledgerTx) queueFlush(b *pgx.Batch) func(pgx.BatchResults) error {
 				toNullNanos(e.ExpiresAt), toNanos(e.CreatedAt)
 		}
 		b.Queue(`INSERT INTO credit_entries (`+entryColumns+`)
-			SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::numeric[], $6::numeric[], $7::text[],
+			SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[]::numeric[], $6::text[]::numeric[], $7::text[],
 				$8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[])`,
 			acct, seq, id, typ, amt, bal, ref, desc, idem, hold, expires, created)
 		checks = append(checks, execOK)
@@ -665,8 +671,8 @@ func (t *ledgerTx) queueFlush(b *pgx.Batch) func(pgx.BatchResults) error {
 			actual[i], charged[i], entry[i], seq[i], fps[i] = h.Actual.String(), h.Charged.String(), h.EntryID, h.EntrySeq, fp[:]
 		}
 		b.Queue(`INSERT INTO credit_holds (`+holdColumns+`)
-			SELECT * FROM unnest($1::text[], $2::text[], $3::numeric[], $4::text[], $5::text[], $6::text[], $7::bigint[],
-				$8::bigint[], $9::bigint[], $10::numeric[], $11::numeric[], $12::text[], $13::bigint[], $14::bytea[])
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[]::numeric[], $4::text[], $5::text[], $6::text[], $7::bigint[],
+				$8::bigint[], $9::bigint[], $10::text[]::numeric[], $11::text[]::numeric[], $12::text[], $13::bigint[], $14::bytea[])
 			ON CONFLICT (id) DO UPDATE SET state = excluded.state, resolved_at = excluded.resolved_at,
 			actual = excluded.actual, charged = excluded.charged, entry_id = excluded.entry_id,
 			entry_seq = excluded.entry_seq, settle_fp = excluded.settle_fp`,
@@ -722,9 +728,9 @@ func (t *ledgerTx) queueAccounts(b *pgx.Batch) func(pgx.BatchResults) error {
 		recharge_threshold = u.recharge_threshold, recharge_amount = u.recharge_amount, recharge_armed = u.recharge_armed,
 		recharges = u.recharges, month_start = u.month_start, month_end = u.month_end, month_spent = u.month_spent,
 		updated_at = u.updated_at, lots = u.lots, hold_due = u.hold_due
-		FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::bigint[], $5::bigint[], $6::numeric[], $7::numeric[],
-			$8::text[], $9::boolean[], $10::numeric[], $11::numeric[], $12::boolean[], $13::bigint[], $14::bigint[],
-			$15::bigint[], $16::numeric[], $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[])
+		FROM unnest($1::text[], $2::text[]::numeric[], $3::text[]::numeric[], $4::bigint[], $5::bigint[], $6::text[]::numeric[], $7::text[]::numeric[],
+			$8::text[], $9::boolean[], $10::text[]::numeric[], $11::text[]::numeric[], $12::boolean[], $13::bigint[], $14::bigint[],
+			$15::bigint[], $16::text[]::numeric[], $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[])
 			AS u(account_id, balance, held, seq, version, overdraft, monthly_cap, time_zone, recharge_enabled,
 			recharge_threshold, recharge_amount, recharge_armed, recharges, month_start, month_end, month_spent,
 			updated_at, lots, hold_due, old_version)

@@ -321,7 +321,7 @@ func (t *usageTx) queueRecords(b *pgx.Batch) error {
 	b.Queue(`INSERT INTO usage_records (`+recordColumns+`)
 		SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
 			$9::integer[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[],
-			$17::numeric[], $18::numeric[], $19::text[], $20::text[], $21::text[])`,
+			$17::text[]::numeric[], $18::text[]::numeric[], $19::text[], $20::text[], $21::text[])`,
 		acct, created, id, key, auth, endpoint, method, model, status, rt, reqB, respB, prompt, completion, units, cached,
 		upstream, cost, errType, errMsg, meta)
 	return nil
@@ -365,7 +365,7 @@ func (t *usageTx) queueRollups(b *pgx.Batch) {
 	}
 	b.Queue(`INSERT INTO usage_rollups AS r (`+rollupColumns+`)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[],
-			$9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::numeric[])
+			$9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::text[]::numeric[])
 		ON CONFLICT (account_id, tz, day, model, key_id, endpoint) DO UPDATE SET
 			requests = r.requests + excluded.requests, errors = r.errors + excluded.errors,
 			prompt_tokens = r.prompt_tokens + excluded.prompt_tokens,

@@ -25,6 +25,6 @@ CREATE TABLE api_keys (
     last_used_at bigint,
     expires_at   bigint,
     CHECK ((prev_hash IS NULL) = (prev_until IS NULL))
-);
+) WITH (fillfactor = 80); -- last_used_at is rewritten once a minute per used key
 
 CREATE INDEX api_keys_account ON api_keys (account_id, id);

@@ -37,7 +37,7 @@ CREATE TABLE credit_accounts (
     hold_due           bigint NOT NULL DEFAULT 0,
     opened_at          bigint NOT NULL,
     updated_at         bigint NOT NULL
-);
+) WITH (fillfactor = 50); -- every spend rewrites the row: room for HOT updates
 
 -- Append-only: the trigger refuses any change or removal of an entry.
 CREATE TABLE credit_entries (

@@ -49,7 +49,7 @@ CREATE TABLE usage_rollups (
     cached_units      bigint NOT NULL,
     cost              numeric NOT NULL,
     PRIMARY KEY (account_id, tz, day, model, key_id, endpoint)
-);
+) WITH (fillfactor = 70); -- every batch updates its rows: room for HOT updates
 
 CREATE TABLE usage_ops (
     key         text COLLATE "C" NOT NULL,
