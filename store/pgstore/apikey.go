@@ -192,9 +192,9 @@ func (s *Store) RotateAPIKey(ctx context.Context, accountID, keyID string, r api
 	return out, err
 }
 
-// TouchAPIKeys implements apikey.Store: one statement for all keys. The
-// Service sorts uses by key ID, so concurrent flushes lock rows in one
-// order.
+// TouchAPIKeys implements apikey.Store: one statement (one implicit
+// transaction) for all keys. The Service sorts uses by key ID, so
+// concurrent flushes lock rows in one order.
 func (s *Store) TouchAPIKeys(ctx context.Context, uses []apikey.Use) error {
 	if len(uses) == 0 {
 		return nil
@@ -204,11 +204,8 @@ func (s *Store) TouchAPIKeys(ctx context.Context, uses []apikey.Use) error {
 	for i, u := range uses {
 		ids[i], ats[i] = u.KeyID, toNanos(u.At)
 	}
-	err := s.write(ctx, "touch api keys", func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `UPDATE api_keys k SET last_used_at = u.at
-			FROM (SELECT id, max(at) AS at FROM unnest($1::text[], $2::bigint[]) AS t(id, at) GROUP BY id) u
-			WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)`, ids, ats)
-		return wrap("touch api keys", err)
-	})
-	return err
+	_, err := s.pool.Exec(ctx, `UPDATE api_keys k SET last_used_at = u.at
+		FROM (SELECT id, max(at) AS at FROM unnest($1::text[], $2::bigint[]) AS t(id, at) GROUP BY id) u
+		WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)`, ids, ats)
+	return wrap("touch api keys", err)
 }

@@ -1,9 +1,24 @@
 // Package pgstore is the keyledger backend for many instances: PostgreSQL
 // through github.com/jackc/pgx/v5 and its connection pool (pgxpool).
 // Several processes, each with its own Store, share one database: balances,
-// holds, idempotency keys, usage and API keys are all in the database, and
-// key changes reach the verify caches of every process through
-// LISTEN/NOTIFY (see ChangeNotifier below).
+// holds (a reservation made by one instance counts in all), idempotency
+// keys, usage and API keys are all in the database.
+//
+// # Many instances: revocation
+//
+// Store implements apikey.ChangeNotifier. A transaction that revokes,
+// disables, expires, updates or rotates a key sends NOTIFY with the key's
+// ID on Options.NotifyChannel ("keyledger_keys"), and one that changes an
+// account on the same name + "_accounts"; PostgreSQL delivers them at
+// commit. apikey.NewService subscribes, and the Store's listener (one
+// dedicated connection per Store, started by the first subscriber) passes
+// each change to every Service on it, which drops the key from its verify
+// cache and cancels the contexts bound to it in that process. Delivery
+// takes milliseconds; the documented bound is 1 second, which the tests
+// assert. If the listener's connection drops, it reconnects with backoff
+// (Options.ReconnectMin to ReconnectMax) and then has every Service read
+// all its cached keys again, since notifications sent meanwhile are lost;
+// while it is down, caches fall back to apikey.Options.RefreshInterval.
 //
 // # Schema
 //
