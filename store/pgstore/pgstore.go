@@ -47,9 +47,14 @@
 // usage batches) stage each request's writes in memory, drop a failed
 // request's writes before anything reaches the server, and send the batch's
 // rows in one pipelined round trip of multi-row statements (INSERT … SELECT
-// FROM unnest, rollups upserted with ON CONFLICT DO UPDATE). Errors are
-// classified by SQLSTATE, never by message text: unique (23505) and
-// foreign-key (23503) violations become the domains' sentinels, and
+// FROM unnest, rollups upserted with ON CONFLICT DO UPDATE), with the
+// transaction's BEGIN and COMMIT in the first and last pipeline. Their first
+// attempt claims idempotency keys without looking them up: the unique
+// indexes check the claims, and a violation (a replay, or a concurrent claim
+// in another process) reruns the batch with lookups.
+//
+// Errors are classified by SQLSTATE, never by message text: unique (23505)
+// and foreign-key (23503) violations become the domains' sentinels, and
 // serialization failures (40001) and deadlocks (40P01) retry the
 // transaction.
 package pgstore
