@@ -115,8 +115,8 @@ type Service struct {
 
 // NewService returns a Service over st. opts may be nil. Unless last-used
 // tracking is disabled it starts a background flusher that Close stops; if
-// st is a ChangeNotifier (and caching is on) it subscribes to the changes
-// of other processes until Close.
+// st is a ChangeNotifier it subscribes to the changes of other processes
+// until Close.
 func NewService(st Store, opts *Options) (*Service, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -136,7 +136,7 @@ func NewService(st Store, opts *Options) (*Service, error) {
 		s.stop, s.done = make(chan struct{}), make(chan struct{})
 		go s.flushLoop()
 	}
-	if cn, ok := st.(ChangeNotifier); ok && s.keys != nil {
+	if cn, ok := st.(ChangeNotifier); ok {
 		s.startWatch(cn)
 	}
 	return s, nil

@@ -225,3 +225,27 @@ func TestServiceAppliesAnnouncedChanges(t *testing.T) {
 		t.Fatalf("%d subscribers after Close", n)
 	}
 }
+
+// A Service without caches still subscribes: its bound contexts end when a
+// change is announced.
+func TestUncachedServiceCancelsBoundOnChange(t *testing.T) {
+	ctx := context.Background()
+	e := newWatchEnv(t)
+	uncached, err := apikey.NewService(e.st, &apikey.Options{Now: e.clk.Now, RefreshInterval: -1, LastUsedInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uncached.Close(ctx)
+	raw, k, _ := e.there.Create(ctx, apikey.CreateParams{AccountID: e.acct.ID, Name: "k"})
+	v, err := uncached.Verify(ctx, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound, release := uncached.Bind(ctx, v)
+	defer release()
+	e.there.Revoke(ctx, e.acct.ID, k.ID)
+	e.st.announce(apikey.Change{KeyID: k.ID})
+	if c := waitCause(t, bound); !errors.Is(c, apikey.ErrRevoked) {
+		t.Fatalf("cause %v, want ErrRevoked", c)
+	}
+}
