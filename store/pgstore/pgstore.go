@@ -82,11 +82,10 @@ import (
 
 var _ store.Store = (*Store)(nil)
 
-// Errors returned by Open and by a closed Store.
+// Errors returned by Open.
 var (
 	ErrSchemaTooNew = errors.New("pgstore: database schema is newer than this version of keyledger")
 	ErrInvalidDSN   = errors.New("pgstore: invalid connection string")
-	ErrClosed       = errors.New("pgstore: store is closed")
 )
 
 //go:embed migrations/*.sql
