@@ -29,7 +29,8 @@ type Options struct {
 	// one, from its in-process cache before reading the store again (5
 	// seconds by default; negative disables both caches). Changes made
 	// through this Service take effect at once; changes made by other
-	// processes within RefreshInterval.
+	// processes within RefreshInterval, or as soon as the store reports
+	// them if it is a ChangeNotifier.
 	RefreshInterval time.Duration
 	// CacheSize bounds the number of cached keys (10,000 by default).
 	CacheSize int
@@ -105,13 +106,17 @@ type Service struct {
 	used    lastUsed
 	mono    *monoClock // the default clock of Verify; nil when Options.Now is set
 
+	watch *watcher // applies a ChangeNotifier's changes; nil without one
+
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
 }
 
 // NewService returns a Service over st. opts may be nil. Unless last-used
-// tracking is disabled it starts a background flusher that Close stops.
+// tracking is disabled it starts a background flusher that Close stops; if
+// st is a ChangeNotifier it subscribes to the changes of other processes
+// until Close.
 func NewService(st Store, opts *Options) (*Service, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -130,6 +135,9 @@ func NewService(st Store, opts *Options) (*Service, error) {
 	if o.LastUsedInterval > 0 {
 		s.stop, s.done = make(chan struct{}), make(chan struct{})
 		go s.flushLoop()
+	}
+	if cn, ok := st.(ChangeNotifier); ok {
+		s.startWatch(cn)
 	}
 	return s, nil
 }
@@ -481,13 +489,18 @@ func (s *Service) Stats() Stats {
 }
 
 // Close stops the background last-used flusher and writes the uses it holds
-// with ctx. Verify keeps working after Close; uses recorded after it are
-// written only by FlushLastUsed. Closing twice is not an error.
+// with ctx, and ends the subscription to a ChangeNotifier. Verify keeps
+// working after Close (changes of other processes are then seen within
+// RefreshInterval); uses recorded after it are written only by
+// FlushLastUsed. Closing twice is not an error.
 func (s *Service) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		if s.stop != nil {
 			close(s.stop)
 			<-s.done
+		}
+		if s.watch != nil {
+			s.watch.stop()
 		}
 	})
 	return s.FlushLastUsed(ctx)

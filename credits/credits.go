@@ -68,8 +68,8 @@
 //
 // # Backends and group commit
 //
-// The Store interfaces below are implemented by store/memstore and
-// store/sqlitestore. The ledger rules themselves live here (ApplySpend,
+// The Store interfaces below are implemented by store/memstore,
+// store/sqlitestore and store/pgstore. The ledger rules themselves live here (ApplySpend,
 // ApplyCredit, AccountState), run by every backend inside its transaction,
 // so all backends agree. A store whose commits are expensive implements
 // GroupCommitter; the Service then coalesces concurrent Debit, Reserve,

@@ -14,8 +14,10 @@ import (
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/usage"
 
+	"github.com/keyledger/keyledger/internal/pgtest"
 	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/memstore"
+	"github.com/keyledger/keyledger/store/pgstore"
 	"github.com/keyledger/keyledger/store/sqlitestore"
 	"github.com/keyledger/keyledger/store/storetest"
 )
@@ -33,22 +35,35 @@ func newSQLite(tb testing.TB) store.Store {
 	return st
 }
 
+// newPostgres is a store on a schema of its own at KEYLEDGER_TEST_POSTGRES;
+// the postgres benchmarks skip when it is unset.
+func newPostgres(tb testing.TB) store.Store {
+	st, err := pgstore.Open(context.Background(), pgtest.DSN(tb), &pgstore.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return st
+}
+
 func BenchmarkMeter(b *testing.B) {
 	b.Run("memory", func(b *testing.B) { storetest.BenchMeter(b, newMemory) })
 	b.Run("sqlite", func(b *testing.B) { storetest.BenchMeter(b, newSQLite) })
+	b.Run("postgres", func(b *testing.B) { storetest.BenchMeter(b, newPostgres) })
 }
 
 // BenchmarkMeterParallel: 64 callers (32 × GOMAXPROCS) in flight over 64
-// accounts; on SQLite the Recorder group-commits them.
+// accounts; on SQLite and PostgreSQL the Recorder group-commits them.
 func BenchmarkMeterParallel(b *testing.B) {
 	b.Run("memory", func(b *testing.B) { storetest.BenchMeterParallel(b, newMemory, 0) })
 	b.Run("sqlite", func(b *testing.B) { storetest.BenchMeterParallel(b, newSQLite, 0) })
+	b.Run("postgres", func(b *testing.B) { storetest.BenchMeterParallel(b, newPostgres, 0) })
 }
 
-// BenchmarkMeterNaive is BenchmarkMeterParallel/sqlite without group
-// commit: one transaction per record, as a hand-written meter would do.
+// BenchmarkMeterNaive is BenchmarkMeterParallel without group commit: one
+// transaction per record, as a hand-written meter would do.
 func BenchmarkMeterNaive(b *testing.B) {
 	b.Run("sqlite", func(b *testing.B) { storetest.BenchMeterParallel(b, newSQLite, 1) })
+	b.Run("postgres", func(b *testing.B) { storetest.BenchMeterParallel(b, newPostgres, 1) })
 }
 
 // The 1M-record data set of the Summary benchmarks: one account, 30 days ×

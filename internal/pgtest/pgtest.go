@@ -1,0 +1,83 @@
+// Package pgtest gives tests a PostgreSQL schema of their own on the server
+// named by KEYLEDGER_TEST_POSTGRES: tests skip when the variable is unset
+// and fail when it is set but the server cannot be reached.
+package pgtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Env is the variable that names the test server, e.g.
+// postgres://postgres@127.0.0.1:5432/test?sslmode=disable.
+const Env = "KEYLEDGER_TEST_POSTGRES"
+
+// BaseDSN returns the server's connection string, or skips the test when
+// Env is unset.
+func BaseDSN(tb testing.TB) string {
+	tb.Helper()
+	dsn := os.Getenv(Env)
+	if dsn == "" {
+		tb.Skip(Env + " is not set; skipping the PostgreSQL tests (set it to e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)")
+	}
+	return dsn
+}
+
+// DSN creates an empty schema kltest_<random>, drops it (with everything
+// in it) when the test ends, and returns a connection string whose
+// connections use it as their search_path. It skips the test when Env is
+// unset and fails it when the server cannot be reached.
+func DSN(tb testing.TB) string {
+	tb.Helper()
+	base := BaseDSN(tb)
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	schema := "kltest_" + hex.EncodeToString(b[:])
+	exec(tb, base, `CREATE SCHEMA `+schema)
+	tb.Cleanup(func() { exec(tb, base, `DROP SCHEMA `+schema+` CASCADE`) })
+	return WithSearchPath(tb, base, schema)
+}
+
+// WithSearchPath returns dsn with its search_path set to schema.
+func WithSearchPath(tb testing.TB, dsn, schema string) string {
+	tb.Helper()
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			tb.Fatalf("%s: %v", Env, err)
+		}
+		q := u.Query()
+		q.Set("search_path", schema)
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	return dsn + " search_path=" + schema
+}
+
+// Exec runs one statement on a connection of its own.
+func Exec(tb testing.TB, dsn, sql string, args ...any) {
+	tb.Helper()
+	exec(tb, dsn, sql, args...)
+}
+
+func exec(tb testing.TB, dsn, sql string, args ...any) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		tb.Fatalf("%s is set but the server cannot be reached: %v", Env, err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, sql, args...); err != nil {
+		tb.Fatalf("%s: %v", sql, err)
+	}
+}

@@ -1,0 +1,211 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/keyledger/keyledger/apikey"
+)
+
+const keyColumns = `k.id, k.account_id, k.name, k.type, k.environment, k.prefix, k.hint, k.models, k.scopes,
+	k.status, k.metadata, k.prev_until, k.created_at, k.updated_at, k.rotated_at, k.last_used_at, k.expires_at`
+
+// scanKey scans keyColumns followed by extra destinations.
+func scanKey(row pgx.Row, extra ...any) (apikey.APIKey, error) {
+	var (
+		k                        apikey.APIKey
+		models, scopes, metadata *string
+		created, updated         int64
+		grace, rotated, used     *int64
+		expires                  *int64
+	)
+	dest := append([]any{&k.ID, &k.AccountID, &k.Name, &k.Type, &k.Environment, &k.Prefix, &k.Hint, &models, &scopes,
+		&k.Status, &metadata, &grace, &created, &updated, &rotated, &used, &expires}, extra...)
+	if err := row.Scan(dest...); err != nil {
+		return k, err
+	}
+	for _, c := range []struct {
+		src *string
+		dst any
+	}{{models, &k.Models}, {scopes, &k.Scopes}, {metadata, &k.Metadata}} {
+		if c.src != nil {
+			if err := json.Unmarshal([]byte(*c.src), c.dst); err != nil {
+				return k, err
+			}
+		}
+	}
+	k.CreatedAt, k.UpdatedAt = fromNanos(created), fromNanos(updated)
+	k.GraceUntil, k.RotatedAt = fromNullNanos(grace), fromNullNanos(rotated)
+	k.LastUsedAt, k.ExpiresAt = fromNullNanos(used), fromNullNanos(expires)
+	return k, nil
+}
+
+// jsonColumn encodes a list or map as JSON text, NULL when empty.
+func jsonColumn[T any](v T, n int) (*string, error) {
+	if n == 0 {
+		return nil, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	s := string(b)
+	return &s, nil
+}
+
+func keyArgs(k apikey.APIKey) (models, scopes, metadata *string, err error) {
+	if models, err = jsonColumn(k.Models, len(k.Models)); err != nil {
+		return
+	}
+	if scopes, err = jsonColumn(k.Scopes, len(k.Scopes)); err != nil {
+		return
+	}
+	metadata, err = jsonColumn(k.Metadata, len(k.Metadata))
+	return
+}
+
+// CreateAPIKey implements apikey.Store.
+func (s *Store) CreateAPIKey(ctx context.Context, k apikey.APIKey, hash [32]byte) error {
+	models, scopes, metadata, err := keyArgs(k)
+	if err != nil {
+		return wrap("create api key", err)
+	}
+	_, err = s.pool.Exec(ctx, `INSERT INTO api_keys (id, account_id, name, type, environment, prefix, hint, hash,
+		models, scopes, status, metadata, created_at, updated_at, expires_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+		k.ID, k.AccountID, k.Name, k.Type, string(k.Environment), k.Prefix, k.Hint, hash[:],
+		models, scopes, string(k.Status), metadata, toNanos(k.CreatedAt), toNanos(k.UpdatedAt), toNullNanos(k.ExpiresAt))
+	if isForeignKey(err) {
+		return apikey.ErrAccountNotFound
+	}
+	return wrap("create api key", err)
+}
+
+// APIKey implements apikey.Store.
+func (s *Store) APIKey(ctx context.Context, accountID, keyID string) (apikey.APIKey, error) {
+	return apiKey(ctx, s.pool, "api key", accountID, keyID, "")
+}
+
+func apiKey(ctx context.Context, q querier, op, accountID, keyID, lock string) (apikey.APIKey, error) {
+	k, err := scanKey(q.QueryRow(ctx, `SELECT `+keyColumns+` FROM api_keys k WHERE k.id = $1 AND k.account_id = $2`+lock, keyID, accountID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return apikey.APIKey{}, apikey.ErrNotFound
+	}
+	return k, wrap(op, err)
+}
+
+// ListAPIKeys implements apikey.Store.
+func (s *Store) ListAPIKeys(ctx context.Context, accountID, afterID string, limit int) ([]apikey.APIKey, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+keyColumns+` FROM api_keys k
+		WHERE k.account_id = $1 AND k.id > $2 ORDER BY k.id LIMIT $3`, accountID, afterID, limit)
+	if err != nil {
+		return nil, wrap("list api keys", err)
+	}
+	defer rows.Close()
+	var out []apikey.APIKey
+	for rows.Next() {
+		k, err := scanKey(rows)
+		if err != nil {
+			return nil, wrap("list api keys", err)
+		}
+		out = append(out, k)
+	}
+	return out, wrap("list api keys", rows.Err())
+}
+
+// keyByHashQuery reads a key by either secret with its account's plan and
+// status: two unique-index probes and a primary-key join, one round trip
+// (pgx prepares it once per connection).
+const keyByHashQuery = `SELECT ` + keyColumns + `, k.hash = $1, a.plan, a.status
+	FROM api_keys k JOIN accounts a ON a.id = k.account_id
+	WHERE k.hash = $1 OR k.prev_hash = $1`
+
+// APIKeyByHash implements apikey.Store.
+func (s *Store) APIKeyByHash(ctx context.Context, hash [32]byte) (apikey.Match, error) {
+	var (
+		m       apikey.Match
+		current bool
+	)
+	k, err := scanKey(s.pool.QueryRow(ctx, keyByHashQuery, hash[:]), &current, &m.AccountPlan, &m.AccountStatus)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return apikey.Match{}, apikey.ErrNotFound
+	}
+	if err != nil {
+		return apikey.Match{}, wrap("api key by hash", err)
+	}
+	m.Key, m.Previous = k, !current
+	return m, nil
+}
+
+// UpdateAPIKey implements apikey.Store. The key row is locked while the
+// update is applied, and the change is announced on the notify channel in
+// the same transaction (delivered to listeners at commit).
+func (s *Store) UpdateAPIKey(ctx context.Context, accountID, keyID string, u apikey.Update, now time.Time) (apikey.APIKey, error) {
+	var out apikey.APIKey
+	err := s.write(ctx, "update api key", func(tx pgx.Tx) error {
+		k, err := apiKey(ctx, tx, "update api key", accountID, keyID, ` FOR UPDATE`)
+		if err != nil {
+			return err
+		}
+		out = u.Apply(k, now)
+		models, scopes, metadata, err := keyArgs(out)
+		if err != nil {
+			return wrap("update api key", err)
+		}
+		grace := toNullNanos(out.GraceUntil)
+		if _, err = tx.Exec(ctx, `UPDATE api_keys SET name = $1, models = $2, scopes = $3, status = $4, metadata = $5,
+			expires_at = $6, updated_at = $7, prev_until = $8, prev_hash = CASE WHEN $8::bigint IS NULL THEN NULL ELSE prev_hash END
+			WHERE id = $9`,
+			out.Name, models, scopes, string(out.Status), metadata, toNullNanos(out.ExpiresAt), toNanos(now), grace, keyID); err != nil {
+			return wrap("update api key", err)
+		}
+		return s.notifyKey(ctx, tx, keyID)
+	})
+	return out, err
+}
+
+// RotateAPIKey implements apikey.Store. PostgreSQL evaluates every SET
+// expression on the old row, so prev_hash receives the old hash. Like
+// UpdateAPIKey it announces the change.
+func (s *Store) RotateAPIKey(ctx context.Context, accountID, keyID string, r apikey.Rotation, now time.Time) (apikey.APIKey, error) {
+	var out apikey.APIKey
+	err := s.write(ctx, "rotate api key", func(tx pgx.Tx) error {
+		k, err := apiKey(ctx, tx, "rotate api key", accountID, keyID, ` FOR UPDATE`)
+		if err != nil {
+			return err
+		}
+		if out, err = r.Apply(k, now); err != nil {
+			return err
+		}
+		grace := toNullNanos(r.GraceUntil)
+		if _, err = tx.Exec(ctx, `UPDATE api_keys SET prev_hash = CASE WHEN $1::bigint IS NULL THEN NULL ELSE hash END,
+			prev_until = $1, hash = $2, hint = $3, rotated_at = $4, updated_at = $4 WHERE id = $5`,
+			grace, r.Hash[:], out.Hint, toNanos(now), keyID); err != nil {
+			return wrap("rotate api key", err)
+		}
+		return s.notifyKey(ctx, tx, keyID)
+	})
+	return out, err
+}
+
+// TouchAPIKeys implements apikey.Store: one statement (one implicit
+// transaction) for all keys. The Service sorts uses by key ID, so
+// concurrent flushes lock rows in one order.
+func (s *Store) TouchAPIKeys(ctx context.Context, uses []apikey.Use) error {
+	if len(uses) == 0 {
+		return nil
+	}
+	ids := make([]string, len(uses))
+	ats := make([]int64, len(uses))
+	for i, u := range uses {
+		ids[i], ats[i] = u.KeyID, toNanos(u.At)
+	}
+	_, err := s.pool.Exec(ctx, `UPDATE api_keys k SET last_used_at = u.at
+		FROM (SELECT id, max(at) AS at FROM unnest($1::text[], $2::bigint[]) AS t(id, at) GROUP BY id) u
+		WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)`, ids, ats)
+	return wrap("touch api keys", err)
+}
