@@ -50,7 +50,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "listen address")
 	fs.StringVar(&c.db, "db", "emailverify.db", "SQLite database file")
-	fs.StringVar(&c.postgres, "postgres", "", "PostgreSQL DSN (instead of -db; not supported until pgstore)")
+	fs.StringVar(&c.postgres, "postgres", "", "PostgreSQL DSN instead of -db (several instances on one database)")
 	fs.StringVar(&c.redis, "redis", "", "Redis address for rate limits shared by many instances")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&c.dnsTimeout, "dns-timeout", 2*time.Second, "bound of one MX lookup")

@@ -83,7 +83,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usageText) }
 	db := fs.String("db", "keyledger.db", "SQLite database file (the server's -db)")
-	pg := fs.String("postgres", "", "PostgreSQL DSN (not supported until pgstore)")
+	pg := fs.String("postgres", "", "PostgreSQL DSN instead of -db (several processes or hosts on one database)")
 	prof := fs.String("profile", profiles.Gateway, "gateway, toolapi or emailverify")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage

@@ -19,16 +19,19 @@ import (
 	"github.com/keyledger/keyledger/ratelimit"
 	"github.com/keyledger/keyledger/ratelimit/redislimit"
 	"github.com/keyledger/keyledger/store"
+	"github.com/keyledger/keyledger/store/pgstore"
 	"github.com/keyledger/keyledger/store/sqlitestore"
 )
 
-// ErrPostgresUnsupported is returned for -postgres until pgstore exists.
-var ErrPostgresUnsupported = errors.New("-postgres is not supported until pgstore (issue 10) lands; use -db FILE")
-
-// OpenStore opens the SQLite file path, or refuses a PostgreSQL DSN.
+// OpenStore opens the PostgreSQL database of postgresDSN when it is set
+// (many instances on one database), else the SQLite file path.
 func OpenStore(ctx context.Context, path, postgresDSN string, log *slog.Logger) (store.Store, error) {
 	if postgresDSN != "" {
-		return nil, ErrPostgresUnsupported
+		st, err := pgstore.Open(ctx, postgresDSN, &pgstore.Options{Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("open PostgreSQL: %w", err)
+		}
+		return st, nil
 	}
 	if path == "" {
 		return nil, errors.New("-db: a SQLite file name is required")
