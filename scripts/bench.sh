@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark BENCHMARKS.md reports, in benchstat-compatible
 # format, into bench.txt (or the file given as $1). Set KEYLEDGER_TEST_REDIS
-# (and later KEYLEDGER_TEST_POSTGRES) to include the networked backends.
+# and KEYLEDGER_TEST_POSTGRES to include the networked backends.
 #   scripts/bench.sh            # -count 3
 #   COUNT=6 scripts/bench.sh out.txt
 set -euo pipefail
