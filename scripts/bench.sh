@@ -11,7 +11,7 @@ count=${COUNT:-3}
 run() { go test -run '^$' -bench "$1" -benchmem -count "$count" "${@:2}"; }
 {
   echo "# $(go version) on $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
-  run . ./store/memstore ./store/sqlitestore
+  run . ./store/memstore ./store/sqlitestore ./store/pgstore
   run 'Verify' ./apikey
   run 'Limiter' ./ratelimit
   run 'Debit|ReserveSettle' ./credits
