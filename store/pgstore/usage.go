@@ -52,9 +52,8 @@ const rollupColumns = `account_id, tz, day, model, key_id, endpoint, requests, e
 	completion_tokens, units, cached_units, cost`
 
 type recKey struct {
-	acct    string
-	created int64
-	id      string
+	acct string
+	id   string // unique per account (migration 0005)
 }
 
 // meterSeen is a meter key looked up in this transaction.
@@ -136,7 +135,7 @@ func (t *usageTx) lookMeter(ctx context.Context, k opKey) (meterSeen, error) {
 
 // UsageRecord implements usage.Tx.
 func (t *usageTx) UsageRecord(ctx context.Context, accountID, id string, createdAt time.Time) (usage.Record, bool, error) {
-	if i, ok := t.recIdx[recKey{accountID, toNanos(createdAt), id}]; ok {
+	if i, ok := t.recIdx[recKey{accountID, id}]; ok && t.records[i].r.CreatedAt.Equal(createdAt) {
 		return t.records[i].r, true, nil
 	}
 	r, err := scanRecord(t.tx.QueryRow(ctx, `SELECT `+recordColumns+` FROM usage_records
@@ -150,15 +149,15 @@ func (t *usageTx) UsageRecord(ctx context.Context, accountID, id string, created
 // AddUsage implements usage.Tx: the record is staged; its rollup is summed
 // with its batch mates' at flush.
 func (t *usageTx) AddUsage(ctx context.Context, r *usage.Record, tz, day string) error {
-	k := recKey{r.AccountID, toNanos(r.CreatedAt), r.ID}
+	k := recKey{r.AccountID, r.ID}
 	if _, ok := t.recIdx[k]; ok {
 		return usage.ErrDuplicateRecord
 	}
 	exists, ok := t.recSeen[k]
 	if !ok && !t.optimistic { // optimistic: the primary key checks it at flush
 		var one int
-		err := t.tx.QueryRow(ctx, `SELECT 1 FROM usage_records WHERE account_id = $1 AND created_at = $2 AND id = $3`,
-			k.acct, k.created, k.id).Scan(&one)
+		err := t.tx.QueryRow(ctx, `SELECT 1 FROM usage_records WHERE account_id = $1 AND id = $2`,
+			k.acct, k.id).Scan(&one)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return wrap("add usage", err)
 		}
@@ -189,7 +188,7 @@ func (t *usageTx) rollback(m usageMark) {
 	}
 	t.meters = t.meters[:m.meters]
 	for _, sr := range t.records[m.records:] {
-		delete(t.recIdx, recKey{sr.r.AccountID, toNanos(sr.r.CreatedAt), sr.r.ID})
+		delete(t.recIdx, recKey{sr.r.AccountID, sr.r.ID})
 	}
 	t.records = t.records[:m.records]
 }
@@ -201,7 +200,6 @@ func (t *usageTx) prefetch(ctx context.Context, reqs []usage.MeterRequest) error
 		spends        = make([]credits.SpendRequest, 0, len(reqs))
 		mKeys, mAccts = make([]string, len(reqs)), make([]string, len(reqs))
 		rAccts, rIDs  = make([]string, len(reqs)), make([]string, len(reqs))
-		rCreated      = make([]int64, len(reqs))
 	)
 	for i := range reqs {
 		r := &reqs[i]
@@ -209,10 +207,10 @@ func (t *usageTx) prefetch(ctx context.Context, reqs []usage.MeterRequest) error
 			spends = append(spends, *r.Spend)
 		}
 		mKeys[i], mAccts[i] = r.IdempotencyKey, r.Record.AccountID
-		rAccts[i], rCreated[i], rIDs[i] = r.Record.AccountID, toNanos(r.Record.CreatedAt), r.Record.ID
+		rAccts[i], rIDs[i] = r.Record.AccountID, r.Record.ID
 		if !t.optimistic {
 			t.meterSeen[opKey{r.Record.AccountID, r.IdempotencyKey}] = meterSeen{}
-			t.recSeen[recKey{rAccts[i], rCreated[i], rIDs[i]}] = false
+			t.recSeen[recKey{rAccts[i], rIDs[i]}] = false
 		}
 	}
 	ids, holds, ops := spendTargets(spends, nil, nil, nil)
@@ -239,13 +237,13 @@ func (t *usageTx) prefetch(ctx context.Context, reqs []usage.MeterRequest) error
 			}
 			return rows.Err()
 		})
-		b.Queue(`SELECT r.account_id, r.created_at, r.id FROM usage_records r
-			JOIN unnest($1::text[], $2::bigint[], $3::text[]) AS u(account_id, created_at, id)
-			ON r.account_id = u.account_id AND r.created_at = u.created_at AND r.id = u.id`, rAccts, rCreated, rIDs).
+		b.Queue(`SELECT r.account_id, r.id FROM usage_records r
+			JOIN unnest($1::text[], $2::text[]) AS u(account_id, id)
+			ON r.account_id = u.account_id AND r.id = u.id`, rAccts, rIDs).
 			Query(func(rows pgx.Rows) error {
 				for rows.Next() {
 					var k recKey
-					if err := rows.Scan(&k.acct, &k.created, &k.id); err != nil {
+					if err := rows.Scan(&k.acct, &k.id); err != nil {
 						return err
 					}
 					t.recSeen[k] = true
