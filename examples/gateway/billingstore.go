@@ -5,27 +5,35 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // database/sql driver "sqlite" (sqlitestore uses it too)
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx" (for -postgres)
+	_ "modernc.org/sqlite"             // database/sql driver "sqlite" (sqlitestore uses it too)
 
 	"github.com/keyledger/keyledger/examples/gateway/internal/invoice"
 	"github.com/keyledger/keyledger/examples/gateway/internal/razorpay"
 )
 
 // billing keeps the gateway's own tables — Razorpay orders and GST invoices
-// with their per-financial-year counters — in the same SQLite file as the
-// keyledger store, but apart from its migrations: they belong to this
+// with their per-financial-year counters — in the same database as the
+// keyledger store (the SQLite file, or the PostgreSQL database of
+// -postgres, which several gateway instances then share), but apart from
+// its migrations: they belong to this
 // program, not to the library, so they are created here with CREATE TABLE
 // IF NOT EXISTS (tables prefixed gw_). The money itself is only in the
 // keyledger ledger; these tables say which order bought which purchase
 // entry and which invoice documents it.
 type billing struct {
 	db       *sql.DB
+	pg       bool // PostgreSQL: $n placeholders instead of ?
 	numberer invoice.Numberer
 }
 
-const billingSchema = `
+// sqliteSchema and pgSchema are the same tables; PostgreSQL needs BIGINT
+// for the unix-nanosecond times and amounts.
+const sqliteSchema = `
 CREATE TABLE IF NOT EXISTS gw_orders (
 	order_id     TEXT PRIMARY KEY,
 	account_id   TEXT NOT NULL,
@@ -57,6 +65,38 @@ CREATE TABLE IF NOT EXISTS gw_invoices (
 CREATE INDEX IF NOT EXISTS gw_invoices_account ON gw_invoices(account_id, created_at);
 `
 
+const pgSchema = `
+CREATE TABLE IF NOT EXISTS gw_orders (
+	order_id     TEXT PRIMARY KEY,
+	account_id   TEXT NOT NULL,
+	amount_paise BIGINT NOT NULL,
+	currency     TEXT NOT NULL,
+	receipt      TEXT NOT NULL,
+	status       TEXT NOT NULL,
+	payment_id   TEXT NOT NULL DEFAULT '',
+	entry_id     TEXT NOT NULL DEFAULT '',
+	created_at   BIGINT NOT NULL,
+	paid_at      BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS gw_orders_receipt ON gw_orders(account_id, receipt);
+CREATE TABLE IF NOT EXISTS gw_invoice_seq (
+	fy   BIGINT PRIMARY KEY,
+	last BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gw_invoices (
+	invoice_id     TEXT PRIMARY KEY,
+	number         TEXT NOT NULL UNIQUE,
+	account_id     TEXT NOT NULL,
+	order_id       TEXT NOT NULL UNIQUE,
+	payment_id     TEXT NOT NULL,
+	amount_paise   BIGINT NOT NULL,
+	customer_name  TEXT NOT NULL,
+	customer_email TEXT NOT NULL,
+	created_at     BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gw_invoices_account ON gw_invoices(account_id, created_at);
+`
+
 // openBilling opens the billing tables in the SQLite file at path (which
 // sqlitestore.Open has already put in WAL mode). One connection with
 // BEGIN IMMEDIATE serialises this program's billing writes; the busy
@@ -67,11 +107,54 @@ func openBilling(ctx context.Context, path string) (*billing, error) {
 		return nil, fmt.Errorf("billing tables: %w", err)
 	}
 	db.SetMaxOpenConns(1)
-	if _, err := db.ExecContext(ctx, billingSchema); err != nil {
+	if _, err := db.ExecContext(ctx, sqliteSchema); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("billing tables: %w", err)
 	}
 	return &billing{db: db, numberer: invoice.DefaultNumberer()}, nil
+}
+
+// openBillingPG opens the billing tables in the PostgreSQL database of dsn
+// (the one pgstore uses), creating them if they are missing. Concurrent
+// gateways share them: the invoice counter is a row-locked upsert inside
+// the invoice's transaction.
+func openBillingPG(ctx context.Context, dsn string) (*billing, error) {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("billing tables: %w", err)
+	}
+	db.SetMaxOpenConns(16)
+	db.SetMaxIdleConns(4)
+	for stmt := range strings.SplitSeq(pgSchema, ";") {
+		if strings.TrimSpace(stmt) == "" {
+			continue
+		}
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("billing tables: %w", err)
+		}
+	}
+	return &billing{db: db, pg: true, numberer: invoice.DefaultNumberer()}, nil
+}
+
+// q returns query in the database's placeholder syntax: the ? of SQLite, or
+// $1, $2, … for PostgreSQL. The queries here have no ? inside literals.
+func (b *billing) q(query string) string {
+	if !b.pg {
+		return query
+	}
+	var sb strings.Builder
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			sb.WriteByte('$')
+			sb.WriteString(strconv.Itoa(n))
+			continue
+		}
+		sb.WriteRune(r)
+	}
+	return sb.String()
 }
 
 func (b *billing) Close() error { return b.db.Close() }
@@ -94,7 +177,7 @@ func (o order) razorpay() razorpay.Order {
 }
 
 func (b *billing) createOrder(ctx context.Context, o order) error {
-	_, err := b.db.ExecContext(ctx, `INSERT INTO gw_orders(order_id, account_id, amount_paise, currency, receipt, status, created_at) VALUES(?,?,?,?,?,?,?)`,
+	_, err := b.db.ExecContext(ctx, b.q(`INSERT INTO gw_orders(order_id, account_id, amount_paise, currency, receipt, status, created_at) VALUES(?,?,?,?,?,?,?)`),
 		o.ID, o.AccountID, int64(o.Amount), o.Currency, o.Receipt, "created", o.CreatedAt.UnixNano())
 	return err
 }
@@ -114,19 +197,19 @@ func scanOrder(row *sql.Row) (order, error) {
 
 // order returns an order by id, or errNotFound.
 func (b *billing) order(ctx context.Context, id string) (order, error) {
-	return scanOrder(b.db.QueryRowContext(ctx, `SELECT `+orderCols+` FROM gw_orders WHERE order_id = ?`, id))
+	return scanOrder(b.db.QueryRowContext(ctx, b.q(`SELECT `+orderCols+` FROM gw_orders WHERE order_id = ?`), id))
 }
 
 // orderByReceipt returns an account's order with the given receipt, or
 // errNotFound.
 func (b *billing) orderByReceipt(ctx context.Context, accountID, receipt string) (order, error) {
-	return scanOrder(b.db.QueryRowContext(ctx, `SELECT `+orderCols+` FROM gw_orders WHERE account_id = ? AND receipt = ? ORDER BY created_at LIMIT 1`, accountID, receipt))
+	return scanOrder(b.db.QueryRowContext(ctx, b.q(`SELECT `+orderCols+` FROM gw_orders WHERE account_id = ? AND receipt = ? ORDER BY created_at LIMIT 1`), accountID, receipt))
 }
 
 // markPaid records the first payment of an order; later calls change
 // nothing.
 func (b *billing) markPaid(ctx context.Context, orderID, paymentID, entryID string, at time.Time) error {
-	_, err := b.db.ExecContext(ctx, `UPDATE gw_orders SET status = 'paid', payment_id = ?, entry_id = ?, paid_at = ? WHERE order_id = ? AND status <> 'paid'`,
+	_, err := b.db.ExecContext(ctx, b.q(`UPDATE gw_orders SET status = 'paid', payment_id = ?, entry_id = ?, paid_at = ? WHERE order_id = ? AND status <> 'paid'`),
 		paymentID, entryID, at.UnixNano(), orderID)
 	return err
 }
@@ -143,14 +226,28 @@ type invoiceRow struct {
 // the next number of its financial year if there is none. The counter and
 // the invoice are written in one transaction, so numbers are consecutive
 // and an order gets exactly one invoice whichever of verify, webhook or
-// auto-recharge comes first.
+// auto-recharge comes first. On SQLite BEGIN IMMEDIATE serialises these
+// transactions; on PostgreSQL the counter's upsert locks its row until
+// commit, and of two concurrent calls for one order the second fails on the
+// order_id UNIQUE, rolls back its increment and returns the first's invoice.
 func (b *billing) ensureInvoice(ctx context.Context, inv invoiceRow) (invoiceRow, error) {
+	out, err := b.createInvoice(ctx, inv)
+	if err != nil && ctx.Err() == nil {
+		if existing, gerr := scanInvoice(b.db.QueryRowContext(ctx, b.q(`SELECT `+invoiceCols+` FROM gw_invoices WHERE order_id = ?`), inv.OrderID)); gerr == nil {
+			return existing, nil
+		}
+	}
+	return out, err
+}
+
+// createInvoice is ensureInvoice's transaction.
+func (b *billing) createInvoice(ctx context.Context, inv invoiceRow) (invoiceRow, error) {
 	tx, err := b.db.BeginTx(ctx, nil)
 	if err != nil {
 		return inv, err
 	}
 	defer func() { _ = tx.Rollback() }()
-	existing, err := scanInvoice(tx.QueryRowContext(ctx, `SELECT `+invoiceCols+` FROM gw_invoices WHERE order_id = ?`, inv.OrderID))
+	existing, err := scanInvoice(tx.QueryRowContext(ctx, b.q(`SELECT `+invoiceCols+` FROM gw_invoices WHERE order_id = ?`), inv.OrderID))
 	if err == nil {
 		return existing, nil
 	}
@@ -159,14 +256,14 @@ func (b *billing) ensureInvoice(ctx context.Context, inv invoiceRow) (invoiceRow
 	}
 	fy := invoice.FinancialYearOf(inv.CreatedAt)
 	var seq int64
-	if err := tx.QueryRowContext(ctx, `INSERT INTO gw_invoice_seq(fy, last) VALUES(?, 1)
-		ON CONFLICT(fy) DO UPDATE SET last = last + 1 RETURNING last`, int64(fy)).Scan(&seq); err != nil {
+	if err := tx.QueryRowContext(ctx, b.q(`INSERT INTO gw_invoice_seq(fy, last) VALUES(?, 1)
+		ON CONFLICT(fy) DO UPDATE SET last = gw_invoice_seq.last + 1 RETURNING last`), int64(fy)).Scan(&seq); err != nil {
 		return inv, err
 	}
 	if inv.Number, err = b.numberer.Format(fy, seq); err != nil {
 		return inv, err
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO gw_invoices(`+invoiceCols+`) VALUES(?,?,?,?,?,?,?,?,?)`,
+	if _, err := tx.ExecContext(ctx, b.q(`INSERT INTO gw_invoices(`+invoiceCols+`) VALUES(?,?,?,?,?,?,?,?,?)`),
 		inv.ID, inv.Number, inv.AccountID, inv.OrderID, inv.PaymentID, int64(inv.Amount), inv.CustomerName, inv.CustomerEmail, inv.CreatedAt.UnixNano()); err != nil {
 		return inv, err
 	}
@@ -191,12 +288,12 @@ func scanInvoice(row scanner) (invoiceRow, error) {
 // invoice returns an account's invoice, or errNotFound (also for another
 // account's).
 func (b *billing) invoice(ctx context.Context, accountID, id string) (invoiceRow, error) {
-	return scanInvoice(b.db.QueryRowContext(ctx, `SELECT `+invoiceCols+` FROM gw_invoices WHERE invoice_id = ? AND account_id = ?`, id, accountID))
+	return scanInvoice(b.db.QueryRowContext(ctx, b.q(`SELECT `+invoiceCols+` FROM gw_invoices WHERE invoice_id = ? AND account_id = ?`), id, accountID))
 }
 
 // invoices lists an account's invoices, newest first (at most 500).
 func (b *billing) invoices(ctx context.Context, accountID string) ([]invoiceRow, error) {
-	rows, err := b.db.QueryContext(ctx, `SELECT `+invoiceCols+` FROM gw_invoices WHERE account_id = ? ORDER BY created_at DESC, number DESC LIMIT 500`, accountID)
+	rows, err := b.db.QueryContext(ctx, b.q(`SELECT `+invoiceCols+` FROM gw_invoices WHERE account_id = ? ORDER BY created_at DESC, number DESC LIMIT 500`), accountID)
 	if err != nil {
 		return nil, err
 	}

@@ -1,7 +1,8 @@
 // Command gateway is a Forii-compatible LLM gateway built on keyledger: an
 // OpenAI-compatible inference API (a built-in simulated model, or a proxy to
 // any OpenAI-compatible upstream) behind Forii's account, API key, balance,
-// usage and billing API, on one SQLite file.
+// usage and billing API, on one SQLite file or (-postgres) one PostgreSQL
+// database shared by several instances.
 //
 //	go run ./examples/gateway
 //
@@ -33,9 +34,9 @@ import (
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/examples/gateway/internal/razorpay"
 	"github.com/keyledger/keyledger/examples/gateway/internal/simmodel"
+	procsrv "github.com/keyledger/keyledger/examples/internal/server"
 	"github.com/keyledger/keyledger/ratelimit"
 	"github.com/keyledger/keyledger/ratelimit/redislimit"
-	"github.com/keyledger/keyledger/store/sqlitestore"
 )
 
 // Documented test credentials of the simulated Razorpay checkout. They sign
@@ -71,7 +72,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "listen address (host:port; port 0 picks a free one)")
 	fs.StringVar(&c.db, "db", "keyledger.db", "SQLite database file")
-	fs.StringVar(&c.postgres, "postgres", "", "PostgreSQL DSN instead of SQLite (not supported until pgstore, issue 10)")
+	fs.StringVar(&c.postgres, "postgres", "", "PostgreSQL DSN instead of SQLite, e.g. postgres://user@host/db; keyledger's tables and the gateway's gw_* tables live there, shared by every gateway instance on it")
 	fs.StringVar(&c.redis, "redis", "", "Redis address (host:port) for rate limits shared by many gateway instances")
 	fs.StringVar(&c.upstream, "upstream", "", "base URL of an OpenAI-compatible server to proxy to, e.g. http://127.0.0.1:11434/v1 (default: the built-in simulated model)")
 	fs.StringVar(&c.upstreamKey, "upstream-key", "", "API key for the upstream (default $UPSTREAM_API_KEY)")
@@ -89,10 +90,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if err := c.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return c, fmt.Errorf("-log-level: %w", err)
 	}
-	if c.postgres != "" {
-		return c, errors.New("-postgres is not supported until pgstore lands (issue 10); use -db FILE")
-	}
-	if c.db == "" || c.db == ":memory:" || strings.Contains(c.db, "?") {
+	if c.postgres == "" && (c.db == "" || c.db == ":memory:" || strings.Contains(c.db, "?")) {
 		return c, errors.New("-db must name a database file")
 	}
 	if c.upstream != "" {
@@ -138,12 +136,17 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 	if err != nil {
 		return err
 	}
-	st, err := sqlitestore.Open(ctx, c.db, &sqlitestore.Options{Logger: log})
+	st, err := procsrv.OpenStore(ctx, c.db, c.postgres, log)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	bill, err := openBilling(ctx, c.db)
+	var bill *billing
+	if c.postgres != "" {
+		bill, err = openBillingPG(ctx, c.postgres)
+	} else {
+		bill, err = openBilling(ctx, c.db)
+	}
 	if err != nil {
 		return err
 	}
@@ -202,7 +205,11 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 	}
 	base := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "listening on %s\n", base)
-	log.Info("gateway started", "addr", base, "db", c.db, "upstream", c.upstream, "models", len(cat.models))
+	dbName := c.db
+	if c.postgres != "" {
+		dbName = "postgres"
+	}
+	log.Info("gateway started", "addr", base, "db", dbName, "upstream", c.upstream, "models", len(cat.models))
 	fmt.Fprint(stdout, quickstart(base, cat.models[0].ID))
 
 	errc := make(chan error, 1)
