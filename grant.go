@@ -194,11 +194,22 @@ func (kl *KeyLedger) estimate(req Request) (credits.Amount, error) {
 		d, err := kl.Prices.TokenCost(req.Model, req.PromptTokens, req.MaxCompletionTokens)
 		return credits.NewAmount(d), err
 	}
-	d, err := kl.Prices.OperationCost(req.Endpoint, req.Units, req.CachedUnits)
-	if errors.Is(err, usage.ErrUnknownOperation) {
+	if _, ok := kl.Prices.Operation(req.Endpoint); !ok {
 		return credits.Amount{}, nil // unpriced operations are free
 	}
+	d, err := kl.Prices.OperationCost(req.Endpoint, req.Units, req.CachedUnits)
 	return credits.NewAmount(d), err
+}
+
+// priced reports whether a record has a price: model records always do
+// (Authorize refused unknown models); operations only if listed, the rest
+// are free.
+func (kl *KeyLedger) priced(rec usage.Record) bool {
+	if rec.Model != "" {
+		return true
+	}
+	_, ok := kl.Prices.Operation(rec.Endpoint)
+	return ok
 }
 
 // budgetOf picks, per budget, the tighter of key and account.
@@ -289,10 +300,9 @@ func (g *Grant) complete(ctx context.Context, o Outcome) (usage.MeterResult, err
 		PromptTokens: o.PromptTokens, CompletionTokens: o.CompletionTokens, Units: units, CachedUnits: o.CachedUnits,
 		UpstreamCost: o.UpstreamCost, ErrorType: o.ErrorType, ErrorMessage: o.ErrorMessage, Metadata: o.Metadata,
 	}
-	if rec.Billable() && kl.Prices != nil {
+	if rec.Billable() && kl.Prices != nil && kl.priced(rec) {
 		cost, err := kl.Prices.Cost(rec)
 		switch {
-		case errors.Is(err, usage.ErrUnknownOperation):
 		case err != nil:
 			rec.ErrorType, rec.ErrorMessage = "pricing_error", err.Error()
 		default:

@@ -172,25 +172,31 @@ func reported(o keyledger.Outcome) bool {
 	return o.PromptTokens > 0 || o.CompletionTokens > 0 || o.Units > 0 || o.CachedUnits > 0
 }
 
-// SetRateLimitHeaders writes the X-Ratelimit-* headers of a budget. Token
-// headers appear only for budgets the plan limits.
+// Rate-limit header names, in canonical form so they are stored without
+// canonicalisation.
+var rateLimitHeaders = [3][3]string{
+	{"X-Ratelimit-Limit-Requests", "X-Ratelimit-Remaining-Requests", "X-Ratelimit-Reset"},
+	{"X-Ratelimit-Limit-Prompt-Tokens", "X-Ratelimit-Remaining-Prompt-Tokens", "X-Ratelimit-Reset-Prompt-Tokens"},
+	{"X-Ratelimit-Limit-Completion-Tokens", "X-Ratelimit-Remaining-Completion-Tokens", "X-Ratelimit-Reset-Completion-Tokens"},
+}
+
+// SetRateLimitHeaders writes the X-Ratelimit-* headers of a budget: limit,
+// remaining and reset (unix seconds) for requests, and the same for prompt
+// and completion tokens where the plan limits them.
 func SetRateLimitHeaders(h http.Header, b keyledger.Budget) {
-	set := func(name string, res ratelimit.Result) {
+	var vals [9]string // one backing array for every header value
+	n := 0
+	for i, res := range [3]ratelimit.Result{b.Requests, b.PromptTokens, b.CompletionTokens} {
 		if res.Limit == 0 {
-			return
+			continue
 		}
-		h.Set("X-Ratelimit-Limit-"+name, strconv.FormatInt(res.Limit, 10))
-		h.Set("X-Ratelimit-Remaining-"+name, strconv.FormatInt(res.Remaining, 10))
 		reset := (res.ResetUnixNano + 999_999_999) / 1_000_000_000
-		if name == "Requests" {
-			h.Set("X-Ratelimit-Reset", strconv.FormatInt(reset, 10))
-		} else {
-			h.Set("X-Ratelimit-Reset-"+name, strconv.FormatInt(reset, 10))
+		for j, v := range [3]int64{res.Limit, res.Remaining, reset} {
+			vals[n] = strconv.FormatInt(v, 10)
+			h[rateLimitHeaders[i][j]] = vals[n : n+1 : n+1]
+			n++
 		}
 	}
-	set("Requests", b.Requests)
-	set("Prompt-Tokens", b.PromptTokens)
-	set("Completion-Tokens", b.CompletionTokens)
 }
 
 // countingBody counts the request bytes the handler reads.
