@@ -64,12 +64,8 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"math/rand/v2"
-	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -77,6 +73,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/keyledger/keyledger/internal/migrations"
 	"github.com/keyledger/keyledger/store"
 )
 
@@ -197,47 +194,24 @@ func (s *Store) Close() error {
 	return nil
 }
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
+type migration = migrations.Migration
 
-func migrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFS, "migrations")
+func loadMigrations() ([]migration, error) {
+	ms, err := migrations.Load(migrationFS, "migrations")
 	if err != nil {
-		return nil, err
-	}
-	var ms []migration
-	for _, e := range entries {
-		num, _, ok := strings.Cut(e.Name(), "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil || !strings.HasSuffix(e.Name(), ".sql") {
-			return nil, fmt.Errorf("pgstore: bad migration file name %q", e.Name())
-		}
-		b, err := migrationFS.ReadFile("migrations/" + e.Name())
-		if err != nil {
-			return nil, err
-		}
-		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i, m := range ms {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("pgstore: migrations are not numbered 1..n (%s)", m.name)
-		}
+		return nil, fmt.Errorf("pgstore: %w", err)
 	}
 	return ms, nil
 }
 
 // LatestVersion is the schema version this package writes.
 func LatestVersion() int {
-	ms, _ := migrations()
+	ms, _ := loadMigrations()
 	return len(ms)
 }
 
 func (s *Store) migrate(ctx context.Context) error {
-	ms, err := migrations()
+	ms, err := loadMigrations()
 	if err != nil {
 		return err
 	}
@@ -277,20 +251,20 @@ func (s *Store) applyMigration(ctx context.Context, m migration, latest int) err
 	if current > latest {
 		return fmt.Errorf("%w: database has version %d, this build knows %d", ErrSchemaTooNew, current, latest)
 	}
-	if current >= m.version {
+	if current >= m.Version {
 		return nil
 	}
-	if _, err := tx.Exec(ctx, m.sql); err != nil {
-		return fmt.Errorf("pgstore: migration %s: %w", m.name, err)
+	if _, err := tx.Exec(ctx, m.SQL); err != nil {
+		return fmt.Errorf("pgstore: migration %s: %w", m.Name, err)
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`,
-		m.version, m.name, time.Now().UnixNano()); err != nil {
-		return fmt.Errorf("pgstore: migration %s: %w", m.name, err)
+		m.Version, m.Name, time.Now().UnixNano()); err != nil {
+		return fmt.Errorf("pgstore: migration %s: %w", m.Name, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("pgstore: migration %s: %w", m.name, err)
+		return fmt.Errorf("pgstore: migration %s: %w", m.Name, err)
 	}
-	s.log.Info("pgstore: applied migration", "version", m.version, "name", m.name)
+	s.log.Info("pgstore: applied migration", "version", m.Version, "name", m.Name)
 	return nil
 }
 

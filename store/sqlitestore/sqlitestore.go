@@ -23,10 +23,8 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -34,6 +32,7 @@ import (
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/keyledger/keyledger/internal/migrations"
 	"github.com/keyledger/keyledger/store"
 )
 
@@ -198,47 +197,24 @@ func (s *Store) Close() error {
 	return errors.Join(s.rstmt.close(), s.closeLedger(), s.closeUsage(), ck, s.r.Close(), s.w.Close())
 }
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
+type migration = migrations.Migration
 
-func migrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFS, "migrations")
+func loadMigrations() ([]migration, error) {
+	ms, err := migrations.Load(migrationFS, "migrations")
 	if err != nil {
-		return nil, err
-	}
-	var ms []migration
-	for _, e := range entries {
-		num, _, ok := strings.Cut(e.Name(), "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil || !strings.HasSuffix(e.Name(), ".sql") {
-			return nil, fmt.Errorf("sqlitestore: bad migration file name %q", e.Name())
-		}
-		b, err := migrationFS.ReadFile("migrations/" + e.Name())
-		if err != nil {
-			return nil, err
-		}
-		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i, m := range ms {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("sqlitestore: migrations are not numbered 1..n (%s)", m.name)
-		}
+		return nil, fmt.Errorf("sqlitestore: %w", err)
 	}
 	return ms, nil
 }
 
 // LatestVersion is the schema version this package writes.
 func LatestVersion() int {
-	ms, _ := migrations()
+	ms, _ := loadMigrations()
 	return len(ms)
 }
 
 func (s *Store) migrate(ctx context.Context) error {
-	ms, err := migrations()
+	ms, err := loadMigrations()
 	if err != nil {
 		return err
 	}
@@ -290,20 +266,20 @@ func (s *Store) applyMigration(ctx context.Context, m migration, latest int) err
 	if current > latest {
 		return fmt.Errorf("%w: file has version %d, this build knows %d", ErrSchemaTooNew, current, latest)
 	}
-	if current >= m.version {
+	if current >= m.Version {
 		return nil
 	}
-	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-		return fmt.Errorf("sqlitestore: migration %s: %w", m.name, err)
+	if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
+		return fmt.Errorf("sqlitestore: migration %s: %w", m.Name, err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
-		m.version, m.name, time.Now().UnixNano()); err != nil {
-		return fmt.Errorf("sqlitestore: migration %s: %w", m.name, err)
+		m.Version, m.Name, time.Now().UnixNano()); err != nil {
+		return fmt.Errorf("sqlitestore: migration %s: %w", m.Name, err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("sqlitestore: migration %s: %w", m.name, err)
+		return fmt.Errorf("sqlitestore: migration %s: %w", m.Name, err)
 	}
-	s.log.Info("sqlitestore: applied migration", "version", m.version, "name", m.name)
+	s.log.Info("sqlitestore: applied migration", "version", m.Version, "name", m.Name)
 	return nil
 }
 
