@@ -2,7 +2,10 @@ package credits
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 
 	"github.com/shopspring/decimal"
@@ -19,7 +22,14 @@ import (
 // Input is bounded so that untrusted text cannot make a huge number: at most
 // 15 integer digits (|a| < 10^15) and 18 decimal places.
 type Amount struct {
-	d decimal.Decimal
+	// A small amount, the common case, is coef × 10^exp with big nil: it
+	// takes no allocation to make, add or compare. An amount whose
+	// coefficient does not fit in an int64 is kept as the decimal in big.
+	// Every constructor and operation returns the small form whenever the
+	// value fits, so one value has one representation per exponent.
+	coef int64
+	exp  int32
+	big  *decimal.Decimal
 }
 
 const (
@@ -31,14 +41,14 @@ const (
 
 // NewAmount returns d as an Amount. It does not check the input bounds;
 // Service methods do.
-func NewAmount(d decimal.Decimal) Amount { return Amount{d: d} }
+func NewAmount(d decimal.Decimal) Amount { return fromDecimal(d) }
 
 // AmountFromInt returns n units.
-func AmountFromInt(n int64) Amount { return Amount{d: decimal.NewFromInt(n)} }
+func AmountFromInt(n int64) Amount { return Amount{coef: n} }
 
 // AmountFromMinor returns n × 10^-places, e.g. AmountFromMinor(5000, 2) is
 // 50.00 and AmountFromMinor(125, 7) is 0.0000125.
-func AmountFromMinor(n int64, places int32) Amount { return Amount{d: decimal.New(n, -places)} }
+func AmountFromMinor(n int64, places int32) Amount { return Amount{coef: n, exp: -places} }
 
 // ParseAmount parses a decimal number such as "50", "-0.5", "0.0000125" or
 // "1.5e3". It accepts an optional leading '-', digits with an optional
@@ -49,15 +59,74 @@ func ParseAmount(s string) (Amount, error) {
 	if !validAmountSyntax(s) {
 		return Amount{}, fmt.Errorf("%w: %q is not a decimal number", ErrInvalidAmount, truncate(s, 32))
 	}
-	d, err := decimal.NewFromString(s)
-	if err != nil {
-		return Amount{}, fmt.Errorf("%w: %q is not a decimal number", ErrInvalidAmount, truncate(s, 32))
+	a, ok := parseSmall(s)
+	if !ok {
+		d, err := decimal.NewFromString(s)
+		if err != nil {
+			return Amount{}, fmt.Errorf("%w: %q is not a decimal number", ErrInvalidAmount, truncate(s, 32))
+		}
+		a = fromDecimal(d)
 	}
-	a := Amount{d: d}
 	if !a.inBounds() {
 		return Amount{}, fmt.Errorf("%w: %s is out of range", ErrInvalidAmount, truncate(s, 32))
 	}
 	return a, nil
+}
+
+// parseSmall parses text that validAmountSyntax accepted into the small
+// form, without allocating. It reports false when the digits do not fit in
+// an int64, leaving those to shopspring/decimal.
+func parseSmall(s string) (Amount, bool) {
+	neg := s[0] == '-'
+	if neg {
+		s = s[1:]
+	}
+	var (
+		coef uint64
+		exp  int32
+		frac bool
+	)
+	i := 0
+	for ; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '.':
+			frac = true
+			continue
+		case c < '0' || c > '9':
+		default:
+			if coef > (math.MaxInt64-9)/10 {
+				return Amount{}, false
+			}
+			coef = coef*10 + uint64(c-'0')
+			if frac {
+				exp--
+			}
+			continue
+		}
+		break
+	}
+	if i < len(s) { // exponent: [eE][+-]?d{1,2}
+		i++
+		eneg := false
+		if s[i] == '+' || s[i] == '-' {
+			eneg = s[i] == '-'
+			i++
+		}
+		var e int32
+		for ; i < len(s); i++ {
+			e = e*10 + int32(s[i]-'0')
+		}
+		if eneg {
+			e = -e
+		}
+		exp += e
+	}
+	c := int64(coef)
+	if neg {
+		c = -c
+	}
+	return Amount{coef: c, exp: exp}, true
 }
 
 // validAmountSyntax accepts -?digits(.digits)?([eE][+-]?d{1,2})? and nothing
@@ -102,15 +171,37 @@ func validAmountSyntax(s string) bool {
 
 // inBounds reports whether |a| < 10^15 with at most 18 decimal places.
 func (a Amount) inBounds() bool {
-	if a.d.Sign() == 0 {
+	if a.big == nil {
+		c, e := a.coef, a.exp
+		for c != 0 && c%10 == 0 {
+			c /= 10
+			e++
+		}
+		return c == 0 || (digits(c)+int(e) <= maxIntDigits && e >= -maxFracDigits)
+	}
+	d := *a.big
+	if d.Sign() == 0 {
 		return true
 	}
-	// |a| < 10^(digits+exp) and ≥ 10^(digits+exp−1): exact, and without
-	// allocating for coefficients that fit in an int64.
-	if a.d.NumDigits()+int(a.d.Exponent()) > maxIntDigits {
+	// |a| < 10^(digits+exp) and ≥ 10^(digits+exp−1).
+	if d.NumDigits()+int(d.Exponent()) > maxIntDigits {
 		return false
 	}
-	return a.d.Exponent() >= -maxFracDigits || a.d.Equal(a.d.Truncate(maxFracDigits))
+	return d.Exponent() >= -maxFracDigits || d.Equal(d.Truncate(maxFracDigits))
+}
+
+// digits is the number of decimal digits of |c|, c != 0.
+func digits(c int64) int {
+	u := uint64(c)
+	if c < 0 {
+		u = uint64(-c) // MinInt64 too: its magnitude as uint64 is exact
+	}
+	n := 1
+	for u >= 10 {
+		u /= 10
+		n++
+	}
+	return n
 }
 
 func truncate(s string, n int) string {
@@ -120,60 +211,198 @@ func truncate(s string, n int) string {
 	return s
 }
 
+// fromDecimal returns d in the small form when its coefficient fits in an
+// int64, else kept as the decimal.
+func fromDecimal(d decimal.Decimal) Amount {
+	if n := d.NumDigits(); n <= 18 || (n == 19 && d.Coefficient().IsInt64()) { // NumDigits does not allocate for these
+		return Amount{coef: d.CoefficientInt64(), exp: d.Exponent()}
+	}
+	return Amount{big: &d}
+}
+
+// dec returns a as a decimal.Decimal.
+func (a Amount) dec() decimal.Decimal {
+	if a.big != nil {
+		return *a.big
+	}
+	return decimal.New(a.coef, a.exp)
+}
+
 // Decimal returns the amount as a decimal.Decimal.
-func (a Amount) Decimal() decimal.Decimal { return a.d }
+func (a Amount) Decimal() decimal.Decimal { return a.dec() }
 
 // String returns the exact value in plain notation without trailing zeros:
 // "50", "-0.5", "0.0000125". It does not depend on shopspring/decimal's
 // package-level formatting switches.
 func (a Amount) String() string {
-	exp := a.d.Exponent()
-	if exp >= 0 {
-		return a.d.StringFixed(0)
+	if a.big == nil {
+		var buf [48]byte
+		return string(a.appendSmall(buf[:0]))
 	}
-	s := a.d.StringFixed(-exp) // exact: already at this many places
+	d := *a.big
+	exp := d.Exponent()
+	if exp >= 0 {
+		return d.StringFixed(0)
+	}
+	s := d.StringFixed(-exp) // exact: already at this many places
 	s = strings.TrimRight(s, "0")
 	return strings.TrimSuffix(s, ".")
 }
 
+// appendSmall appends the text of a small amount, as String describes it.
+func (a Amount) appendSmall(b []byte) []byte {
+	if a.coef == 0 {
+		return append(b, '0')
+	}
+	u := uint64(a.coef)
+	if a.coef < 0 {
+		b = append(b, '-')
+		u = uint64(-a.coef)
+	}
+	var tmp [20]byte
+	ds := strconv.AppendUint(tmp[:0], u, 10)
+	if a.exp >= 0 {
+		b = append(b, ds...)
+		for range a.exp {
+			b = append(b, '0')
+		}
+		return b
+	}
+	frac := int(-a.exp)
+	for len(ds) > 0 && frac > 0 && ds[len(ds)-1] == '0' { // trailing zeros of the fraction
+		ds = ds[:len(ds)-1]
+		frac--
+	}
+	if frac == 0 {
+		return append(b, ds...)
+	}
+	if len(ds) <= frac {
+		b = append(b, '0', '.')
+		for range frac - len(ds) {
+			b = append(b, '0')
+		}
+		return append(b, ds...)
+	}
+	b = append(b, ds[:len(ds)-frac]...)
+	b = append(b, '.')
+	return append(b, ds[len(ds)-frac:]...)
+}
+
+// pow10 holds 10^0 … 10^18, the powers of ten that fit in an int64.
+var pow10 = [...]int64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
+	1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18}
+
+// scale returns c × 10^k and whether it fits in an int64 (k ≥ 0).
+func scale(c int64, k int32) (int64, bool) {
+	if c == 0 || k == 0 {
+		return c, true
+	}
+	if k >= int32(len(pow10)) {
+		return 0, false
+	}
+	p := pow10[k]
+	if c > math.MaxInt64/p || c < math.MinInt64/p {
+		return 0, false
+	}
+	return c * p, true
+}
+
+// align returns the coefficients of two small amounts at their common
+// (smaller) exponent, and false when one does not fit in an int64.
+func align(a, b Amount) (x, y int64, exp int32, ok bool) {
+	switch {
+	case a.exp == b.exp:
+		return a.coef, b.coef, a.exp, true
+	case a.exp > b.exp:
+		x, ok = scale(a.coef, a.exp-b.exp)
+		return x, b.coef, b.exp, ok
+	default:
+		y, ok = scale(b.coef, b.exp-a.exp)
+		return a.coef, y, a.exp, ok
+	}
+}
+
 // Add returns a + b.
-func (a Amount) Add(b Amount) Amount { return Amount{d: a.d.Add(b.d)} }
+func (a Amount) Add(b Amount) Amount {
+	if a.big == nil && b.big == nil {
+		if x, y, e, ok := align(a, b); ok {
+			if s := x + y; (s > x) == (y > 0) { // no overflow
+				return Amount{coef: s, exp: e}
+			}
+		}
+	}
+	return fromDecimal(a.dec().Add(b.dec()))
+}
 
 // Sub returns a − b.
-func (a Amount) Sub(b Amount) Amount { return Amount{d: a.d.Sub(b.d)} }
+func (a Amount) Sub(b Amount) Amount {
+	if a.big == nil && b.big == nil {
+		if x, y, e, ok := align(a, b); ok {
+			if s := x - y; (s < x) == (y > 0) { // no overflow
+				return Amount{coef: s, exp: e}
+			}
+		}
+	}
+	return fromDecimal(a.dec().Sub(b.dec()))
+}
 
 // Neg returns −a.
-func (a Amount) Neg() Amount { return Amount{d: a.d.Neg()} }
+func (a Amount) Neg() Amount {
+	if a.big == nil && a.coef != math.MinInt64 {
+		return Amount{coef: -a.coef, exp: a.exp}
+	}
+	return fromDecimal(a.dec().Neg())
+}
 
 // Cmp returns -1, 0 or +1 as a is less than, equal to or greater than b.
-func (a Amount) Cmp(b Amount) int { return a.d.Cmp(b.d) }
+func (a Amount) Cmp(b Amount) int {
+	if a.big == nil && b.big == nil {
+		if x, y, _, ok := align(a, b); ok {
+			return cmp.Compare(x, y)
+		}
+		if sa, sb := a.Sign(), b.Sign(); sa != sb { // the scaled side is far larger in magnitude
+			return cmp.Compare(sa, sb)
+		}
+	}
+	return a.dec().Cmp(b.dec())
+}
 
 // Equal reports whether a and b are the same number (2.50 equals 2.5).
-func (a Amount) Equal(b Amount) bool { return a.d.Cmp(b.d) == 0 }
+func (a Amount) Equal(b Amount) bool { return a.Cmp(b) == 0 }
 
 // Sign returns -1, 0 or +1.
-func (a Amount) Sign() int { return a.d.Sign() }
+func (a Amount) Sign() int {
+	if a.big != nil {
+		return a.big.Sign()
+	}
+	return cmp.Compare(a.coef, 0)
+}
 
 // IsZero reports whether a is 0.
-func (a Amount) IsZero() bool { return a.d.Sign() == 0 }
+func (a Amount) IsZero() bool { return a.Sign() == 0 }
 
 // IsPositive reports whether a > 0.
-func (a Amount) IsPositive() bool { return a.d.Sign() > 0 }
+func (a Amount) IsPositive() bool { return a.Sign() > 0 }
 
 // IsNegative reports whether a < 0.
-func (a Amount) IsNegative() bool { return a.d.Sign() < 0 }
+func (a Amount) IsNegative() bool { return a.Sign() < 0 }
 
 // MultipleOf reports whether a is a whole multiple of inc; every amount is a
 // multiple of a zero increment.
 func (a Amount) MultipleOf(inc Amount) bool {
-	if inc.d.Sign() <= 0 {
+	if inc.Sign() <= 0 {
 		return true
 	}
-	return a.d.Mod(inc.d).Sign() == 0
+	if a.big == nil && inc.big == nil {
+		if x, y, _, ok := align(a, inc); ok {
+			return x%y == 0
+		}
+	}
+	return a.dec().Mod(inc.dec()).Sign() == 0
 }
 
 func minAmount(a, b Amount) Amount {
-	if a.d.Cmp(b.d) <= 0 {
+	if a.Cmp(b) <= 0 {
 		return a
 	}
 	return b
@@ -182,7 +411,12 @@ func minAmount(a, b Amount) Amount {
 // MarshalJSON writes the exact value as a JSON number literal (0.0000125,
 // 50, -3.5), never as a string and never through a float. Use Unit.Display
 // for a value rounded and padded to the unit's decimals (50.00).
-func (a Amount) MarshalJSON() ([]byte, error) { return []byte(a.String()), nil }
+func (a Amount) MarshalJSON() ([]byte, error) {
+	if a.big == nil {
+		return a.appendSmall(make([]byte, 0, 24)), nil
+	}
+	return []byte(a.String()), nil
+}
 
 // UnmarshalJSON accepts a JSON number or a string holding one, with the
 // syntax and bounds of ParseAmount. null leaves a unchanged.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/shopspring/decimal"
 )
 
 func TestParseAmount(t *testing.T) {
@@ -136,6 +138,9 @@ func FuzzParseAmount(f *testing.F) {
 		}
 		if !a.inBounds() {
 			t.Fatalf("ParseAmount(%q) = %s out of bounds", s, a)
+		}
+		if d, err := decimal.NewFromString(s); err != nil || !a.Decimal().Equal(d) {
+			t.Fatalf("ParseAmount(%q) = %s, decimal reads %s (%v)", s, a, d, err)
 		}
 		b, err := ParseAmount(a.String())
 		if err != nil || !b.Equal(a) || b.String() != a.String() {

@@ -35,12 +35,17 @@ func appendString(b []byte, s string) []byte {
 
 // appendAmount encodes a by value: its coefficient without trailing zeros
 // and the matching exponent, or its canonical text when the coefficient
-// does not fit in 18 digits.
+// does not fit in an int64 even without its trailing zeros.
 func appendAmount(b []byte, a Amount) []byte {
-	if a.d.NumDigits() > 18 {
-		return appendString(append(b, 's'), a.String())
+	if a.big != nil {
+		t := a.String() // canonical: no trailing zeros
+		small, ok := parseSmall(t)
+		if !ok {
+			return appendString(append(b, 's'), t)
+		}
+		a = small
 	}
-	c, e := a.d.CoefficientInt64(), int64(a.d.Exponent())
+	c, e := a.coef, int64(a.exp)
 	if c == 0 {
 		e = 0
 	}

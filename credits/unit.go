@@ -58,11 +58,11 @@ func (u Unit) validate() error {
 
 // Round returns a rounded to the unit's display decimals, half away from
 // zero (49.995 → 50.00). Use it for display only; the ledger never rounds.
-func (u Unit) Round(a Amount) Amount { return Amount{d: a.d.Round(u.Decimals)} }
+func (u Unit) Round(a Amount) Amount { return fromDecimal(a.dec().Round(u.Decimals)) }
 
 // Format returns a rounded to the unit's display decimals and padded with
 // zeros: INR formats 50 as "50.00" and 0.0000125 as "0.00".
-func (u Unit) Format(a Amount) string { return a.d.StringFixed(u.Decimals) }
+func (u Unit) Format(a Amount) string { return a.dec().StringFixed(u.Decimals) }
 
 // Display returns a value that marshals to JSON as a number literal with
 // exactly the unit's display decimals (50.00 for INR), for API responses
@@ -80,7 +80,7 @@ type Display struct {
 func (d Display) Amount() Amount { return d.a }
 
 // String returns the rounded, padded value ("50.00").
-func (d Display) String() string { return d.a.d.StringFixed(d.places) }
+func (d Display) String() string { return d.a.dec().StringFixed(d.places) }
 
 // MarshalJSON writes the rounded, padded value as a JSON number literal.
 func (d Display) MarshalJSON() ([]byte, error) { return []byte(d.String()), nil }

@@ -24,32 +24,36 @@ type ledgerAcct struct {
 	mu      sync.Mutex
 	tx      memTx // reused by every operation under mu
 	st      credits.AccountState
-	entries entryLog
-	ops     map[string]credits.OpRecord
+	entries chunkLog[credits.Entry] // entry i has Seq i+1
+	// ops maps an idempotency key to its record in opLog: an index keeps
+	// the map's slots small, so it grows with less copying and scanning.
+	ops     map[string]int
+	opLog   chunkLog[credits.OpRecord]
 	holds   map[string]*credits.Hold
 	active  map[string]*credits.Hold // the holds in state active
 	nextDue time.Time                // earliest deadline in active; zero if none
 }
 
-// entryLog is an account's entries in fixed-size chunks, so that a long
-// ledger grows without copying: entry i (Seq i+1) is in chunk i/entryChunk.
-type entryLog struct {
-	chunks [][]credits.Entry
+// chunkLog is an append-only sequence in fixed-size chunks, so that a long
+// ledger grows without copying: element i is in chunk i/logChunk.
+type chunkLog[T any] struct {
+	chunks [][]T
 	n      int
 }
 
-const entryChunk = 1024
+const logChunk = 1024
 
-func (l *entryLog) add(e credits.Entry) {
-	if l.n%entryChunk == 0 {
-		l.chunks = append(l.chunks, make([]credits.Entry, 0, entryChunk))
+func (l *chunkLog[T]) add(e *T) int {
+	if l.n%logChunk == 0 {
+		l.chunks = append(l.chunks, make([]T, 0, logChunk))
 	}
 	c := &l.chunks[len(l.chunks)-1]
-	*c = append(*c, e)
+	*c = append(*c, *e)
 	l.n++
+	return l.n - 1
 }
 
-func (l *entryLog) at(i int) *credits.Entry { return &l.chunks[i/entryChunk][i%entryChunk] }
+func (l *chunkLog[T]) at(i int) *T { return &l.chunks[i/logChunk][i%logChunk] }
 
 func newLedgers() *ledgers {
 	return &ledgers{accts: make(map[string]*ledgerAcct), holds: make(map[string]*ledgerAcct)}
@@ -109,7 +113,7 @@ func (a *ledgerAcct) advance(now time.Time) (entries, holds int) {
 	}
 	es := a.st.Advance(now, due) // due holds copies taken while still active
 	for _, e := range es {
-		a.entries.add(e)
+		a.entries.add(&e)
 	}
 	return len(es), len(due)
 }
@@ -156,15 +160,18 @@ func (t *memTx) Hold(_ context.Context, id string) (credits.Hold, error) {
 }
 
 func (t *memTx) Op(_ context.Context, _, key string) (credits.OpRecord, bool, error) {
-	r, ok := t.a.ops[key]
-	return r, ok, nil
+	i, ok := t.a.ops[key]
+	if !ok {
+		return credits.OpRecord{}, false, nil
+	}
+	return *t.a.opLog.at(i), true, nil
 }
 
 func (t *memTx) ClaimOp(_ context.Context, _, key string, rec credits.OpRecord) (credits.OpRecord, bool, error) {
-	if r, ok := t.a.ops[key]; ok {
-		return r, false, nil
+	if i, ok := t.a.ops[key]; ok {
+		return *t.a.opLog.at(i), false, nil
 	}
-	t.a.ops[key] = rec
+	t.a.ops[key] = t.a.opLog.add(&rec)
 	return rec, true, nil
 }
 
@@ -176,7 +183,7 @@ func (t *memTx) Entry(_ context.Context, _ string, seq int64) (credits.Entry, er
 }
 
 func (t *memTx) AddEntry(_ context.Context, e credits.Entry) error {
-	t.a.entries.add(e)
+	t.a.entries.add(&e)
 	return nil
 }
 
@@ -212,7 +219,7 @@ func (s *Store) OpenLedger(_ context.Context, st credits.AccountState) error {
 		return credits.ErrAlreadyOpen
 	}
 	l.accts[st.ID] = &ledgerAcct{
-		st: st.Clone(), ops: make(map[string]credits.OpRecord),
+		st: st.Clone(), ops: make(map[string]int),
 		holds: make(map[string]*credits.Hold), active: make(map[string]*credits.Hold),
 	}
 	return nil
