@@ -249,6 +249,15 @@ func (a Amount) String() string {
 	return strings.TrimSuffix(s, ".")
 }
 
+// AppendText appends the text String returns to b (encoding.TextAppender),
+// without allocating for amounts whose coefficient fits in an int64.
+func (a Amount) AppendText(b []byte) ([]byte, error) {
+	if a.big == nil {
+		return a.appendSmall(b), nil
+	}
+	return append(b, a.String()...), nil
+}
+
 // appendSmall appends the text of a small amount, as String describes it.
 func (a Amount) appendSmall(b []byte) []byte {
 	if a.coef == 0 {

@@ -20,9 +20,9 @@ import (
 // wrote (the claim). A non-nil error is a system failure, after which the
 // backend rolls back the request too.
 func ApplyMeter(ctx context.Context, tx Tx, now time.Time, r *MeterRequest) (MeterOutcome, error) {
-	rec := r.Record
+	rec := &r.Record // Cost is set below to what was charged
 	op := MeterOp{Fingerprint: r.Fingerprint, RecordID: rec.ID, CreatedAt: rec.CreatedAt}
-	if r.Spend != nil {
+	if r.Spend.Kind != 0 {
 		op.HoldID = r.Spend.HoldID
 	}
 	prev, claimed, err := tx.ClaimMeter(ctx, rec.AccountID, r.IdempotencyKey, op)
@@ -33,7 +33,7 @@ func ApplyMeter(ctx context.Context, tx Tx, now time.Time, r *MeterRequest) (Met
 		return replayMeter(ctx, tx, rec.AccountID, r.IdempotencyKey, prev, r.Fingerprint)
 	}
 	var out MeterOutcome
-	if s := r.Spend; s != nil {
+	if s := &r.Spend; s.Kind != 0 {
 		if s.Kind == credits.SpendSettle || s.Kind == credits.SpendRelease {
 			// A hold of another account is not this record's to resolve.
 			h, err := tx.Hold(ctx, s.HoldID)
@@ -60,13 +60,13 @@ func ApplyMeter(ctx context.Context, tx Tx, now time.Time, r *MeterRequest) (Met
 		}
 	}
 	rec.Cost = out.Charged
-	if err := tx.AddUsage(ctx, &rec, r.TimeZone, r.Day); err != nil {
+	if err := tx.AddUsage(ctx, rec, r.TimeZone, r.Day); err != nil {
 		if errors.Is(err, ErrDuplicateRecord) {
 			return MeterOutcome{Err: err}, nil
 		}
 		return MeterOutcome{}, err
 	}
-	out.Record = rec
+	out.Record = *rec
 	return out, nil
 }
 

@@ -98,6 +98,33 @@ type Service struct {
 	stats  recorderCounters
 	zones  sync.Map // time zone name → *time.Location
 	ones   sync.Pool
+	day    atomic.Pointer[dayCache] // the last day computed, to reuse its string
+}
+
+// dayCache is one local day: [from, to) in Unix nanoseconds in loc.
+type dayCache struct {
+	loc      *time.Location
+	from, to int64
+	day      string
+}
+
+// dayOf is Day(t, loc), reusing the string of the last day asked for: most
+// records of a process fall on the same local day.
+func (s *Service) dayOf(t time.Time, loc *time.Location) string {
+	n := t.UnixNano()
+	if c := s.day.Load(); c != nil && c.loc == loc && n >= c.from && n < c.to {
+		return c.day
+	}
+	day := Day(t, loc)
+	y, m, d := t.In(loc).Date()
+	from := time.Date(y, m, d, 0, 0, 0, 0, loc)
+	to := time.Date(y, m, d+1, 0, 0, 0, 0, loc)
+	// Cache only a day whose bounds are unambiguous (a zone may skip or
+	// repeat its midnight on a transition day).
+	if Day(from, loc) == day && Day(to.Add(-1), loc) == day && Day(to, loc) != day && from.UnixNano() <= n && n < to.UnixNano() {
+		s.day.Store(&dayCache{loc: loc, from: from.UnixNano(), to: to.UnixNano(), day: day})
+	}
+	return day
 }
 
 type oneMeter struct {
@@ -308,7 +335,7 @@ func (s *Service) prepare(p MeterParams, now time.Time) (MeterRequest, error) {
 		r.CreatedAt = now
 	}
 	r.CreatedAt = r.CreatedAt.UTC()
-	req.Day = Day(r.CreatedAt, loc)
+	req.Day = s.dayOf(r.CreatedAt, loc)
 	if !r.Billable() {
 		r.Cost = credits.Amount{}
 	} else if r.Cost.IsZero() && s.opt.Prices != nil {
@@ -328,17 +355,17 @@ func (s *Service) prepare(p MeterParams, now time.Time) (MeterRequest, error) {
 }
 
 // spendFor builds the ledger request of a record through the credits
-// Service, or nil when nothing is charged or released.
-func (s *Service) spendFor(r *Record, holdID, key string) (*credits.SpendRequest, error) {
+// Service, or one of Kind 0 when nothing is charged or released.
+func (s *Service) spendFor(r *Record, holdID, key string) (credits.SpendRequest, error) {
 	if !r.Billable() && holdID == "" || r.Billable() && holdID == "" && r.Cost.IsZero() {
-		return nil, nil
+		return credits.SpendRequest{}, nil
 	}
 	led := s.opt.Credits
 	if led == nil {
-		return nil, ErrNoLedger
+		return credits.SpendRequest{}, ErrNoLedger
 	}
 	if err := led.CheckSpendAmount(r.Cost); err != nil {
-		return nil, err
+		return credits.SpendRequest{}, err
 	}
 	desc := r.Model
 	if desc == "" {
@@ -356,10 +383,7 @@ func (s *Service) spendFor(r *Record, holdID, key string) (*credits.SpendRequest
 	default:
 		sr, err = led.PrepareDebit(credits.DebitParams{AccountID: r.AccountID, Amount: r.Cost, Reference: r.ID, Description: desc, IdempotencyKey: key})
 	}
-	if err != nil {
-		return nil, err
-	}
-	return &sr, nil
+	return sr, err
 }
 
 // zone returns the canonical name and location of an IANA zone name ("" is
@@ -456,9 +480,15 @@ func fingerprint(r *Record, holdID, tz string) credits.Fingerprint {
 	var arr [512]byte
 	b := append(arr[:0], 'u', 'm', 1)
 	for _, f := range []string{r.ID, r.AccountID, r.KeyID, r.AuthSource, r.Endpoint, r.Method, r.Model,
-		r.ErrorType, r.ErrorMessage, holdID, tz, r.Cost.String(), r.UpstreamCost.String()} {
+		r.ErrorType, r.ErrorMessage, holdID, tz} {
 		b = binary.AppendUvarint(b, uint64(len(f)))
 		b = append(b, f...)
+	}
+	for _, a := range [...]credits.Amount{r.Cost, r.UpstreamCost} {
+		var txt [48]byte
+		t, _ := a.AppendText(txt[:0])
+		b = binary.AppendUvarint(b, uint64(len(t)))
+		b = append(b, t...)
 	}
 	var created int64
 	if !r.CreatedAt.IsZero() {

@@ -21,8 +21,8 @@ type MeterRequest struct {
 	IdempotencyKey string
 	Fingerprint    credits.Fingerprint
 	// Spend is the ledger spend (debit, settle or release) to apply in the
-	// same transaction; nil when nothing is charged or released.
-	Spend *credits.SpendRequest
+	// same transaction; its Kind is 0 when nothing is charged or released.
+	Spend credits.SpendRequest
 }
 
 // MeterOutcome is the result of one MeterRequest.

@@ -25,7 +25,26 @@ type usageAcct struct {
 	recs    []*usage.Record // by (CreatedAt, ID) ascending
 	byID    map[string]*usage.Record
 	rollups map[rollupKey]*usage.Rollup
-	ops     map[string]usage.MeterOp
+	// ops maps an idempotency key to its op in opLog (small map slots;
+	// the op of a rolled-back claim stays in the log, unreferenced).
+	ops   map[string]int
+	opLog chunkLog[usage.MeterOp]
+	// slab is where new records are stored: one allocation per
+	// recordSlab records instead of one per record. Records are about
+	// chronological, so retention frees whole slabs.
+	slab []usage.Record
+	tx   usageTx // reused by every meter request under mu
+}
+
+const recordSlab = 256
+
+// newRecord returns a zero record in the account's slab.
+func (a *usageAcct) newRecord() *usage.Record {
+	if len(a.slab) == cap(a.slab) {
+		a.slab = make([]usage.Record, 0, recordSlab)
+	}
+	a.slab = a.slab[:len(a.slab)+1]
+	return &a.slab[len(a.slab)-1]
 }
 
 type rollupKey struct{ tz, day, model, key, endpoint string }
@@ -42,7 +61,7 @@ func (u *usageData) acct(id string, create bool) *usageAcct {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if a = u.accts[id]; a == nil {
-		a = &usageAcct{byID: make(map[string]*usage.Record), rollups: make(map[rollupKey]*usage.Rollup), ops: make(map[string]usage.MeterOp)}
+		a = &usageAcct{byID: make(map[string]*usage.Record), rollups: make(map[rollupKey]*usage.Rollup), ops: make(map[string]int)}
 		u.accts[id] = a
 	}
 	return a
@@ -159,10 +178,10 @@ func (t *usageTx) PutHold(ctx context.Context, h credits.Hold) error {
 }
 
 func (t *usageTx) ClaimMeter(_ context.Context, _, key string, op usage.MeterOp) (usage.MeterOp, bool, error) {
-	if prev, ok := t.ua.ops[key]; ok {
-		return prev, false, nil
+	if i, ok := t.ua.ops[key]; ok {
+		return *t.ua.opLog.at(i), false, nil
 	}
-	t.ua.ops[key] = op
+	t.ua.ops[key] = t.ua.opLog.add(&op)
 	t.claimed, t.didClm = key, true
 	return op, true, nil
 }
@@ -180,8 +199,8 @@ func (t *usageTx) AddUsage(_ context.Context, r *usage.Record, tz, day string) e
 	if _, dup := a.byID[r.ID]; dup {
 		return usage.ErrDuplicateRecord
 	}
-	c := r.Clone()
-	p := &c
+	p := a.newRecord()
+	*p = r.Clone()
 	a.byID[r.ID] = p
 	if n := len(a.recs); n == 0 || before(a.recs[n-1], p.CreatedAt, p.ID) {
 		a.recs = append(a.recs, p)
@@ -225,9 +244,10 @@ func (s *Store) meterOne(ctx context.Context, now time.Time, r *usage.MeterReque
 			return usage.MeterOutcome{Err: usage.ErrDuplicateRecord}
 		}
 	}
-	t := usageTx{s: s, ua: ua, acctID: r.Record.AccountID, now: now}
+	t := &ua.tx
+	*t = usageTx{s: s, ua: ua, acctID: r.Record.AccountID, now: now}
 	defer t.unlock()
-	out, err := usage.ApplyMeter(ctx, &t, now, r)
+	out, err := usage.ApplyMeter(ctx, t, now, r)
 	if err != nil {
 		out = usage.MeterOutcome{Err: err}
 	}
@@ -336,6 +356,7 @@ func (s *Store) DeleteUsageBefore(_ context.Context, t time.Time) (int, error) {
 		for _, r := range a.recs {
 			if r.CreatedAt.Before(t) {
 				delete(a.byID, r.ID)
+				*r = usage.Record{} // its slab lives on until all its records go
 				n++
 				continue
 			}

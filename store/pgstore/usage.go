@@ -203,8 +203,8 @@ func (t *usageTx) prefetch(ctx context.Context, reqs []usage.MeterRequest) error
 	)
 	for i := range reqs {
 		r := &reqs[i]
-		if r.Spend != nil {
-			spends = append(spends, *r.Spend)
+		if r.Spend.Kind != 0 {
+			spends = append(spends, r.Spend)
 		}
 		mKeys[i], mAccts[i] = r.IdempotencyKey, r.Record.AccountID
 		rAccts[i], rIDs[i] = r.Record.AccountID, r.Record.ID

@@ -276,7 +276,7 @@ func (s *Store) MeterUsage(ctx context.Context, now time.Time, reqs []usage.Mete
 		if len(reqs) > 1 {
 			spends := make([]credits.SpendRequest, 0, len(reqs))
 			for i := range reqs {
-				if sp := reqs[i].Spend; sp != nil && sp.Kind == credits.SpendDebit {
+				if sp := &reqs[i].Spend; sp.Kind == credits.SpendDebit {
 					spends = append(spends, *sp)
 				}
 			}
