@@ -375,3 +375,49 @@ func TestFaultsNeverCreateOrLoseMoney(t *testing.T) {
 		t.Logf("%d failures injected", fs.Injected())
 	})
 }
+
+// An auto-recharge whose payment went through must be credited even if
+// the store fails the purchase write: the customer has paid.
+func TestPaidRechargeSurvivesStoreFailure(t *testing.T) {
+	forEachMode(t, func(t *testing.T, b backend, m storefault.Mode) {
+		ctx := context.Background()
+		fs := storefault.New(b.open(t), nil)
+		defer fs.Close()
+		var mu sync.Mutex
+		payments := 0
+		pay := credits.RechargerFunc(func(_ context.Context, r credits.RechargeRequest) (credits.RechargeResult, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			payments++
+			// The purchase written after this payment fails once.
+			fs.SetRules(storefault.Rule{Methods: []string{"LedgerCredit"}, Mode: m, Count: 1})
+			return credits.RechargeResult{Reference: "pay_" + r.IdempotencyKey}, nil
+		})
+		var failures []error
+		led, err := credits.NewService(fs, &credits.Options{Recharger: pay, Logger: slog.New(slog.DiscardHandler),
+			OnRechargeError: func(_ credits.RechargeRequest, err error) { failures = append(failures, err) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pol := credits.Policy{AutoRecharge: credits.AutoRecharge{Enabled: true, Threshold: amt("20"), Amount: amt("100")}}
+		if _, err := led.Open(ctx, "acct", pol); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := led.Purchase(ctx, credits.CreditParams{AccountID: "acct", Amount: amt("50"), IdempotencyKey: "first"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := led.Debit(ctx, credits.DebitParams{AccountID: "acct", Amount: amt("40"), IdempotencyKey: "big"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := led.Close(ctx); err != nil { // waits for the recharge
+			t.Fatal(err)
+		}
+		if fs.Injected() != 1 || payments != 1 || len(failures) != 0 {
+			t.Fatalf("injected %d, payments %d, recharge failures %v: want 1, 1, none", fs.Injected(), payments, failures)
+		}
+		au := auditAccount(t, fs.Inner(), "acct", "log_", time.Now())
+		if !au.state.Balance.Equal(amt("110")) {
+			t.Fatalf("balance %s after a paid recharge of 100, want 110", au.state.Balance)
+		}
+	})
+}
