@@ -85,7 +85,7 @@ func TestCrash(t *testing.T) {
 	for run := 1; run <= kills; run++ {
 		// Kill right after the start on some runs (during open and
 		// recovery), after a random number of acknowledgements otherwise.
-		after := 1 + rng.IntN(250)
+		after := 1 + rng.IntN(150)
 		if run%7 == 3 {
 			after = 0
 		}
