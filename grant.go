@@ -269,8 +269,12 @@ func (kl *KeyLedger) refund(ctx context.Context, g *Grant, requests bool) {
 // expired before completion the cost is debited directly; if the balance
 // (or the monthly cap) cannot cover it, the record is kept with zero cost,
 // error type "unpaid" and the cost as Shortfall; a pricing failure records
-// it unbilled with error type "pricing_error". Only a store failure returns
-// an error, after releasing the hold.
+// it unbilled with error type "pricing_error". A store failure is retried
+// under the request's idempotency key (a write that committed although the
+// store reported an error is then replayed, not charged again); only a
+// failure that persists returns an error, after releasing the hold — and
+// since that last failure may itself have committed, such an error does not
+// prove that nothing was charged.
 func (g *Grant) Complete(ctx context.Context, o Outcome) (usage.MeterResult, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -310,16 +314,16 @@ func (g *Grant) complete(ctx context.Context, o Outcome) (usage.MeterResult, err
 		}
 	}
 	p := usage.MeterParams{Record: rec, HoldID: g.Hold.ID, IdempotencyKey: g.ID, TimeZone: g.tz}
-	res, err := kl.Usage.Meter(ctx, p)
+	res, err := kl.meter(ctx, p)
 	if p.HoldID != "" && (errors.Is(err, credits.ErrHoldExpired) || errors.Is(err, credits.ErrHoldReleased)) {
 		p.HoldID = "" // the hold outlived its TTL: charge directly
-		res, err = kl.Usage.Meter(ctx, p)
+		res, err = kl.meter(ctx, p)
 	}
 	if errors.Is(err, credits.ErrInsufficientFunds) || errors.Is(err, credits.ErrMonthlyLimit) {
 		cost := p.Record.Cost
 		p.Record.Cost = credits.Amount{}
 		p.Record.ErrorType, p.Record.ErrorMessage = "unpaid", err.Error()
-		res, err = kl.Usage.Meter(ctx, p)
+		res, err = kl.meter(ctx, p)
 		res.Shortfall = cost
 	}
 	if err != nil && g.Hold.ID != "" {
@@ -328,6 +332,48 @@ func (g *Grant) complete(ctx context.Context, o Outcome) (usage.MeterResult, err
 		}
 	}
 	return res, err
+}
+
+// meterAttempts bounds the Meter calls of one step of Complete.
+const meterAttempts = 3
+
+// meter meters p, repeating the call with the same request after a store
+// failure. A failed write may have committed (its acknowledgement was
+// lost); the repeat, under the same idempotency key, then replays the
+// committed result instead of charging again, and otherwise applies the
+// request. Without it, Complete would report a failure for a request that
+// was charged, or drop the usage of one that was served.
+func (kl *KeyLedger) meter(ctx context.Context, p usage.MeterParams) (usage.MeterResult, error) {
+	var (
+		res usage.MeterResult
+		err error
+	)
+	for range meterAttempts {
+		res, err = kl.Usage.Meter(ctx, p)
+		if err == nil || !storeFailure(err) {
+			return res, err
+		}
+	}
+	return res, err
+}
+
+// storeFailure reports whether a Meter error is not one of the answers of
+// the usage and credits domains — a system failure after which the request
+// may or may not have been applied.
+func storeFailure(err error) bool {
+	for _, known := range []error{
+		usage.ErrInvalidRecord, usage.ErrInvalidIdempotencyKey, usage.ErrInvalidTimeZone, usage.ErrUnknownModel,
+		usage.ErrUnknownOperation, usage.ErrNoLedger, usage.ErrIdempotencyConflict, usage.ErrDuplicateRecord,
+		usage.ErrClosed, credits.ErrInsufficientFunds, credits.ErrMonthlyLimit, credits.ErrUnknownAccount,
+		credits.ErrUnitMismatch, credits.ErrHoldNotFound, credits.ErrHoldSettled, credits.ErrHoldReleased,
+		credits.ErrHoldExpired, credits.ErrInvalidAmount, credits.ErrAmountPrecision, credits.ErrInvalidText,
+		credits.ErrIdempotencyConflict, credits.ErrClosed,
+	} {
+		if errors.Is(err, known) {
+			return false
+		}
+	}
+	return true
 }
 
 // correctTokens replaces the token reservations with the actual counts.

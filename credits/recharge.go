@@ -2,6 +2,7 @@ package credits
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -100,13 +101,57 @@ func (s *Service) recharge(rr RechargeRequest) {
 		if res.Description != "" {
 			p.Description = res.Description
 		}
-		_, err = s.credit(ctx, EntryPurchase, p, time.Time{})
+		err = s.creditPaid(ctx, p)
 	}
 	if err != nil {
 		s.rechargeFailed(ctx, rr, err)
 		return
 	}
 	s.stats.rechargesSucceeded.Add(1)
+}
+
+// Backoff between attempts to write a paid recharge's purchase.
+const (
+	paidRetryFirst = 10 * time.Millisecond
+	paidRetryMax   = time.Second
+)
+
+// creditPaid writes the purchase of a recharge the customer has paid for.
+// A store failure is retried under the same idempotency key until ctx ends
+// (Options.RechargeTimeout): a write that committed although the store
+// reported an error is then replayed, not credited twice, and one that did
+// not commit is applied, so a transient failure neither loses the payment
+// nor reports a credited recharge as failed.
+func (s *Service) creditPaid(ctx context.Context, p CreditParams) error {
+	wait := paidRetryFirst
+	for {
+		_, err := s.credit(ctx, EntryPurchase, p, time.Time{})
+		if err == nil || !storeFailure(err) {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		wait = min(2*wait, paidRetryMax)
+	}
+}
+
+// storeFailure reports whether a credit's error is a system failure rather
+// than a rejection of the request, which a retry would only repeat.
+func storeFailure(err error) bool {
+	if isDomainError(err) {
+		return false
+	}
+	for _, e := range []error{ErrInvalidAmount, ErrAmountPrecision, ErrInvalidExpiry, ErrInvalidIdempotencyKey, ErrInvalidText, ErrClosed} {
+		if errors.Is(err, e) {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Service) rechargeFailed(ctx context.Context, rr RechargeRequest, err error) {
