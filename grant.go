@@ -114,23 +114,25 @@ func (kl *KeyLedger) Authorize(ctx context.Context, raw apikey.RawKey, req Reque
 	if err != nil {
 		return nil, err
 	}
-	info, err := kl.account(ctx, v.AccountID)
+	start := kl.now()
+	info, err := kl.account(ctx, v.AccountID, start.UnixNano())
 	if err != nil {
 		return nil, err
 	}
-	g := &Grant{Key: v, Estimate: estimate, kl: kl, req: req, tz: info.tz, start: kl.now(), ID: req.ID}
+	g := &Grant{Key: v, Estimate: estimate, kl: kl, req: req, tz: info.tz, start: start, ID: req.ID}
 	if g.ID == "" {
 		g.ID = kl.ids.New("req_")
 	}
 	limits := kl.limits(v.Plan, info)
 	rpm, ptpm, ctpm := limits.RequestsPerMinute, limits.PromptTokensPerMinute, limits.CompletionTokensPerMinute
+	names := kl.bucketNames(&v, limits, start.UnixNano())
 	g.buckets = [6]ratelimit.Request{
-		{Key: bucketKey("k:r:", rpm, v.KeyID), Limit: ratelimit.PerMinute(rpm), Cost: 1},
-		{Key: bucketKey("a:r:", rpm, v.AccountID), Limit: ratelimit.PerMinute(rpm), Cost: 1},
-		{Key: bucketKey("k:p:", ptpm, v.KeyID), Limit: ratelimit.PerMinute(ptpm), Cost: req.PromptTokens},
-		{Key: bucketKey("a:p:", ptpm, v.AccountID), Limit: ratelimit.PerMinute(ptpm), Cost: req.PromptTokens},
-		{Key: bucketKey("k:c:", ctpm, v.KeyID), Limit: ratelimit.PerMinute(ctpm), Cost: req.MaxCompletionTokens},
-		{Key: bucketKey("a:c:", ctpm, v.AccountID), Limit: ratelimit.PerMinute(ctpm), Cost: req.MaxCompletionTokens},
+		{Key: names[0], Limit: ratelimit.PerMinute(rpm), Cost: 1},
+		{Key: names[1], Limit: ratelimit.PerMinute(rpm), Cost: 1},
+		{Key: names[2], Limit: ratelimit.PerMinute(ptpm), Cost: req.PromptTokens},
+		{Key: names[3], Limit: ratelimit.PerMinute(ptpm), Cost: req.PromptTokens},
+		{Key: names[4], Limit: ratelimit.PerMinute(ctpm), Cost: req.MaxCompletionTokens},
+		{Key: names[5], Limit: ratelimit.PerMinute(ctpm), Cost: req.MaxCompletionTokens},
 	}
 	d, err := kl.Limiter.Allow(ctx, g.buckets[:]...)
 	if err != nil {
@@ -163,6 +165,34 @@ func (kl *KeyLedger) Authorize(ctx context.Context, raw apikey.RawKey, req Reque
 	return g, nil
 }
 
+// keyBuckets are the six bucket names of one key at one set of limits,
+// cached per key ID so that admitting a request builds no strings.
+type keyBuckets struct {
+	account string
+	limits  account.Limits
+	names   [6]string
+}
+
+// bucketNames returns the bucket names of v's key and account at limits:
+// requests, prompt tokens and completion tokens, each per key then per
+// account.
+func (kl *KeyLedger) bucketNames(v *apikey.Verified, l account.Limits, now int64) *[6]string {
+	if b, ok := kl.buckets.GetAt(v.KeyID, now); ok && b.account == v.AccountID && b.limits == l {
+		return &b.names
+	}
+	rpm, ptpm, ctpm := l.RequestsPerMinute, l.PromptTokensPerMinute, l.CompletionTokensPerMinute
+	b := &keyBuckets{account: v.AccountID, limits: l, names: [6]string{
+		bucketKey("k:r:", rpm, v.KeyID), bucketKey("a:r:", rpm, v.AccountID),
+		bucketKey("k:p:", ptpm, v.KeyID), bucketKey("a:p:", ptpm, v.AccountID),
+		bucketKey("k:c:", ctpm, v.KeyID), bucketKey("a:c:", ctpm, v.AccountID),
+	}}
+	kl.buckets.Set(v.KeyID, b, bucketNamesTTL)
+	return &b.names
+}
+
+// bucketNamesTTL bounds how long an idle key's bucket names stay cached.
+const bucketNamesTTL = time.Hour
+
 // bucketKey names a rate-limit bucket: its kind, its limit and its owner.
 // The limit is part of the name so that a plan change starts fresh buckets
 // at the new rate instead of inheriting time debt measured at the old one.
@@ -191,14 +221,12 @@ func (kl *KeyLedger) estimate(req Request) (credits.Amount, error) {
 		return credits.Amount{}, nil
 	}
 	if req.Model != "" {
-		d, err := kl.Prices.TokenCost(req.Model, req.PromptTokens, req.MaxCompletionTokens)
-		return credits.NewAmount(d), err
+		return kl.Prices.TokenCost(req.Model, req.PromptTokens, req.MaxCompletionTokens)
 	}
 	if _, ok := kl.Prices.Operation(req.Endpoint); !ok {
 		return credits.Amount{}, nil // unpriced operations are free
 	}
-	d, err := kl.Prices.OperationCost(req.Endpoint, req.Units, req.CachedUnits)
-	return credits.NewAmount(d), err
+	return kl.Prices.OperationCost(req.Endpoint, req.Units, req.CachedUnits)
 }
 
 // priced reports whether a record has a price: model records always do
@@ -310,7 +338,7 @@ func (g *Grant) complete(ctx context.Context, o Outcome) (usage.MeterResult, err
 		case err != nil:
 			rec.ErrorType, rec.ErrorMessage = "pricing_error", err.Error()
 		default:
-			rec.Cost = credits.NewAmount(cost)
+			rec.Cost = cost
 		}
 	}
 	p := usage.MeterParams{Record: rec, HoldID: g.Hold.ID, IdempotencyKey: g.ID, TimeZone: g.tz}

@@ -114,6 +114,7 @@ type KeyLedger struct {
 	holdTTL  time.Duration
 	ids      *id.Generator
 	acctInfo *cache.Cache[string, accountInfo]
+	buckets  *cache.Cache[string, *keyBuckets] // key ID → its bucket names
 	infoTTL  time.Duration
 }
 
@@ -169,6 +170,7 @@ func New(st store.Store, opts *Options) (*KeyLedger, error) {
 		Limiter: o.Limiter, Prices: o.Prices, Catalog: o.Catalog,
 		now: o.Now, log: o.Logger, holdTTL: o.HoldTTL, ids: id.NewGenerator(o.Now),
 		acctInfo: cache.New[string, accountInfo](100_000, o.Now), infoTTL: o.AccountCacheTTL,
+		buckets: cache.New[string, *keyBuckets](100_000, o.Now),
 	}
 	var err error
 	if kl.Accounts, err = account.NewService(st, &ao); err != nil {
@@ -271,8 +273,8 @@ func (kl *KeyLedger) UpdateAccount(ctx context.Context, id string, p account.Upd
 }
 
 // account returns the cached time zone and limit override of an account.
-func (kl *KeyLedger) account(ctx context.Context, accountID string) (accountInfo, error) {
-	if info, ok := kl.acctInfo.Get(accountID); ok {
+func (kl *KeyLedger) account(ctx context.Context, accountID string, now int64) (accountInfo, error) {
+	if info, ok := kl.acctInfo.GetAt(accountID, now); ok {
 		return info, nil
 	}
 	a, err := kl.Accounts.Get(ctx, accountID)

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"fmt"
 	"math"
+	"math/bits"
 	"strconv"
 	"strings"
 
@@ -361,6 +362,38 @@ func (a Amount) Neg() Amount {
 		return Amount{coef: -a.coef, exp: a.exp}
 	}
 	return fromDecimal(a.dec().Neg())
+}
+
+// MulInt returns a × n, exactly.
+func (a Amount) MulInt(n int64) Amount {
+	if a.big == nil {
+		if hi, lo := bits.Mul64(abs64(a.coef), abs64(n)); hi == 0 && lo <= math.MaxInt64 {
+			p := int64(lo)
+			if (a.coef < 0) != (n < 0) {
+				p = -p
+			}
+			return Amount{coef: p, exp: a.exp}
+		}
+	}
+	return fromDecimal(a.dec().Mul(decimal.NewFromInt(n)))
+}
+
+// abs64 is |c| as a uint64 (exact for math.MinInt64 too).
+func abs64(c int64) uint64 {
+	if c < 0 {
+		return uint64(-c)
+	}
+	return uint64(c)
+}
+
+// Shift returns a × 10^places, exactly: Shift(-6) divides by one million.
+func (a Amount) Shift(places int32) Amount {
+	if a.big == nil {
+		if e := int64(a.exp) + int64(places); e >= math.MinInt32 && e <= math.MaxInt32 {
+			return Amount{coef: a.coef, exp: int32(e)}
+		}
+	}
+	return fromDecimal(a.dec().Shift(places))
 }
 
 // Cmp returns -1, 0 or +1 as a is less than, equal to or greater than b.

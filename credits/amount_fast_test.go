@@ -30,6 +30,14 @@ func checkAgainstDecimal(t *testing.T, a, b Amount) {
 	if got, want := a.Cmp(b), da.Cmp(db); got != want {
 		t.Fatalf("cmp(%s, %s) = %d, want %d", a, b, got, want)
 	}
+	if n := b.coef; b.big == nil {
+		if got, want := a.MulInt(n), da.Mul(decimal.NewFromInt(n)); !got.dec().Equal(want) {
+			t.Fatalf("%s × %d = %s, want %s", a, n, got, want)
+		}
+		if got, want := a.Shift(b.exp), da.Shift(b.exp); !got.dec().Equal(want) {
+			t.Fatalf("%s shifted by %d = %s, want %s", a, b.exp, got, want)
+		}
+	}
 	if got, want := a.Sign(), da.Sign(); got != want {
 		t.Fatalf("sign(%s) = %d, want %d", a, got, want)
 	}
@@ -93,6 +101,7 @@ func TestAmountSmallPathsDoNotAllocate(t *testing.T) {
 		_ = c.Cmp(a) + c.Sign()
 		_ = a.MultipleOf(AmountFromMinor(1, 2))
 		_, _ = ParseAmount("0.0000125")
+		_ = b.MulInt(1_000).Shift(-6)
 	})
 	if n != 0 {
 		t.Fatalf("small amount arithmetic allocates %v times", n)

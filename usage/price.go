@@ -3,6 +3,7 @@ package usage
 import (
 	"fmt"
 
+	"github.com/keyledger/keyledger/credits"
 	"github.com/shopspring/decimal"
 )
 
@@ -32,12 +33,17 @@ type OperationPrice struct {
 type PriceBook struct {
 	models map[string]ModelPrice
 	ops    map[string]OperationPrice
+	// The same prices as ledger amounts, which price a record without
+	// allocating.
+	modelAmts map[string][2]credits.Amount // prompt, completion per million
+	opAmts    map[string][2]credits.Amount // per unit, per cached unit
 }
 
 // NewPriceBook validates and returns a price book. Names must be unique and
 // non-empty, prices must not be negative.
 func NewPriceBook(models []ModelPrice, ops []OperationPrice) (*PriceBook, error) {
-	pb := &PriceBook{models: make(map[string]ModelPrice, len(models)), ops: make(map[string]OperationPrice, len(ops))}
+	pb := &PriceBook{models: make(map[string]ModelPrice, len(models)), ops: make(map[string]OperationPrice, len(ops)),
+		modelAmts: make(map[string][2]credits.Amount, len(models)), opAmts: make(map[string][2]credits.Amount, len(ops))}
 	for _, m := range models {
 		if m.Model == "" || m.PromptPerMillion.IsNegative() || m.CompletionPerMillion.IsNegative() {
 			return nil, fmt.Errorf("%w: model %q", ErrInvalidPrice, m.Model)
@@ -46,6 +52,7 @@ func NewPriceBook(models []ModelPrice, ops []OperationPrice) (*PriceBook, error)
 			return nil, fmt.Errorf("%w: duplicate model %q", ErrInvalidPrice, m.Model)
 		}
 		pb.models[m.Model] = m
+		pb.modelAmts[m.Model] = [2]credits.Amount{credits.NewAmount(m.PromptPerMillion), credits.NewAmount(m.CompletionPerMillion)}
 	}
 	for _, o := range ops {
 		if o.Operation == "" || o.PerUnit.IsNegative() || o.PerCachedUnit.IsNegative() {
@@ -55,6 +62,7 @@ func NewPriceBook(models []ModelPrice, ops []OperationPrice) (*PriceBook, error)
 			return nil, fmt.Errorf("%w: duplicate operation %q", ErrInvalidPrice, o.Operation)
 		}
 		pb.ops[o.Operation] = o
+		pb.opAmts[o.Operation] = [2]credits.Amount{credits.NewAmount(o.PerUnit), credits.NewAmount(o.PerCachedUnit)}
 	}
 	return pb, nil
 }
@@ -82,44 +90,41 @@ func (pb *PriceBook) Models() []ModelPrice {
 
 // TokenCost is the exact cost of prompt and completion tokens of a model,
 // or ErrUnknownModel.
-func (pb *PriceBook) TokenCost(model string, prompt, completion int64) (decimal.Decimal, error) {
-	m, ok := pb.models[model]
+func (pb *PriceBook) TokenCost(model string, prompt, completion int64) (credits.Amount, error) {
+	m, ok := pb.modelAmts[model]
 	if !ok {
-		return decimal.Decimal{}, fmt.Errorf("%w: %q", ErrUnknownModel, model)
+		return credits.Amount{}, fmt.Errorf("%w: %q", ErrUnknownModel, model)
 	}
 	if prompt < 0 || completion < 0 {
-		return decimal.Decimal{}, ErrInvalidRecord
+		return credits.Amount{}, ErrInvalidRecord
 	}
 	// Shift(-6) divides by one million exactly: no rounding anywhere.
-	p := m.PromptPerMillion.Mul(decimal.NewFromInt(prompt))
-	c := m.CompletionPerMillion.Mul(decimal.NewFromInt(completion))
-	return p.Add(c).Shift(-6), nil
+	return m[0].MulInt(prompt).Add(m[1].MulInt(completion)).Shift(-6), nil
 }
 
 // OperationCost is the exact cost of units (cached of them at the cached
 // price) of an operation; units ≤ 0 count as one call. It returns
 // ErrUnknownOperation for an operation not in the book.
-func (pb *PriceBook) OperationCost(op string, units, cached int64) (decimal.Decimal, error) {
-	o, ok := pb.ops[op]
+func (pb *PriceBook) OperationCost(op string, units, cached int64) (credits.Amount, error) {
+	o, ok := pb.opAmts[op]
 	if !ok {
-		return decimal.Decimal{}, fmt.Errorf("%w: %q", ErrUnknownOperation, op)
+		return credits.Amount{}, fmt.Errorf("%w: %q", ErrUnknownOperation, op)
 	}
 	if units <= 0 {
 		units = 1
 	}
 	if cached < 0 || cached > units {
-		return decimal.Decimal{}, ErrInvalidRecord
+		return credits.Amount{}, ErrInvalidRecord
 	}
-	full := o.PerUnit.Mul(decimal.NewFromInt(units - cached))
-	return full.Add(o.PerCachedUnit.Mul(decimal.NewFromInt(cached))), nil
+	return o[0].MulInt(units - cached).Add(o[1].MulInt(cached)), nil
 }
 
 // Cost prices a record: by model when it names one, else by its endpoint
 // as an operation. Records that are not billable (Billable reports false)
 // cost zero.
-func (pb *PriceBook) Cost(r Record) (decimal.Decimal, error) {
+func (pb *PriceBook) Cost(r Record) (credits.Amount, error) {
 	if !r.Billable() {
-		return decimal.Zero, nil
+		return credits.Amount{}, nil
 	}
 	if r.Model != "" {
 		return pb.TokenCost(r.Model, r.PromptTokens, r.CompletionTokens)

@@ -28,20 +28,20 @@ func TestTokenCostIsExact(t *testing.T) {
 	pb := testBook(t)
 	// The Forii seed: 1,250,000 prompt + 340,000 completion tokens.
 	c, err := pb.TokenCost("forii/deepseek-v3", 1_250_000, 340_000)
-	if err != nil || !c.Equal(d("531.80")) {
+	if err != nil || !c.Decimal().Equal(d("531.80")) {
 		t.Fatalf("cost %s %v", c, err)
 	}
 	// Sub-paisa single tokens add up exactly.
 	sum := decimal.Zero
 	for range 1_000_000 / 1000 {
 		one, _ := pb.TokenCost("forii/deepseek-v3", 1000, 0)
-		sum = sum.Add(one)
+		sum = sum.Add(one.Decimal())
 	}
 	if !sum.Equal(d("250")) {
 		t.Fatalf("1M tokens in 1000-token calls cost %s, want 250", sum)
 	}
 	one, _ := pb.TokenCost("forii/deepseek-v3", 1, 1)
-	if !one.Equal(d("0.000895")) {
+	if !one.Decimal().Equal(d("0.000895")) {
 		t.Fatalf("one token each: %s", one)
 	}
 	if _, err := pb.TokenCost("gpt-9", 1, 1); !errors.Is(err, ErrUnknownModel) {
@@ -67,7 +67,7 @@ func TestOperationCost(t *testing.T) {
 	}
 	for _, c := range cases {
 		got, err := pb.OperationCost(c.op, c.units, c.cached)
-		if err != nil || !got.Equal(d(c.want)) {
+		if err != nil || !got.Decimal().Equal(d(c.want)) {
 			t.Errorf("%s %d/%d = %s %v, want %s", c.op, c.units, c.cached, got, err, c.want)
 		}
 	}
@@ -91,7 +91,7 @@ func TestCostOfRecords(t *testing.T) {
 		{Record{Endpoint: "verify", Units: 1, CachedUnits: 1}, "0.5"},
 	} {
 		got, err := pb.Cost(c.r)
-		if err != nil || !got.Equal(d(c.want)) {
+		if err != nil || !got.Decimal().Equal(d(c.want)) {
 			t.Errorf("%+v: %s %v, want %s", c.r, got, err, c.want)
 		}
 	}

@@ -343,7 +343,7 @@ func (s *Service) prepare(p MeterParams, now time.Time) (MeterRequest, error) {
 		if err != nil {
 			return MeterRequest{}, err
 		}
-		r.Cost = credits.NewAmount(c)
+		r.Cost = c
 	}
 	req.Record = r
 	spend, err := s.spendFor(&r, p.HoldID, p.IdempotencyKey)

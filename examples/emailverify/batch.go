@@ -188,7 +188,7 @@ func (s *api) reserve(ctx context.Context, j *job) ([]credits.Hold, error) {
 	}
 	params := func(i int) credits.ReserveParams {
 		return credits.ReserveParams{
-			AccountID: j.AccountID, Amount: credits.NewAmount(one), TTL: batchHoldTTL,
+			AccountID: j.AccountID, Amount: one, TTL: batchHoldTTL,
 			Reference: j.ID, IdempotencyKey: j.ID + ":" + strconv.Itoa(i),
 		}
 	}

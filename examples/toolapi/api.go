@@ -348,5 +348,5 @@ func (s *api) charged(w http.ResponseWriter, r *http.Request, data any, upstream
 		return
 	}
 	httpapi.FromContext(r.Context()).Report(keyledger.Outcome{UpstreamCost: upstreamCost})
-	s.ok(w, http.StatusOK, map[string]any{"data": data, "credits_charged": credits.NewAmount(price)})
+	s.ok(w, http.StatusOK, map[string]any{"data": data, "credits_charged": price})
 }
