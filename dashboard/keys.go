@@ -154,6 +154,9 @@ func (h *Handler) readKeyForm(r *http.Request, v *viewer, withTypeAndExpiry bool
 	}
 	var exp time.Time
 	if withTypeAndExpiry {
+		if f.Type == "" {
+			f.Type = h.defaultType()
+		}
 		if !contains(h.keyTypes, f.Type) {
 			return f, nil, time.Time{}, userErrorf("Choose a key type from the list.")
 		}

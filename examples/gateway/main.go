@@ -192,6 +192,12 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 		return err
 	}
 	srv.kl = kl
+	dash, err := srv.newDashboard()
+	if err != nil {
+		_ = kl.Close(context.Background())
+		return err
+	}
+	srv.dash = dash
 
 	ln, err := net.Listen("tcp", c.addr)
 	if err != nil {
@@ -204,12 +210,13 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	base := "http://" + ln.Addr().String()
+	fmt.Fprintf(stdout, "dashboard: %s%s/\n", base, dashboardPath)
 	fmt.Fprintf(stdout, "listening on %s\n", base)
 	dbName := c.db
 	if c.postgres != "" {
 		dbName = "postgres"
 	}
-	log.Info("gateway started", "addr", base, "db", dbName, "upstream", c.upstream, "models", len(cat.models))
+	log.Info("gateway started", "addr", base, "dashboard", base+dashboardPath+"/", "db", dbName, "upstream", c.upstream, "models", len(cat.models))
 	fmt.Fprint(stdout, quickstart(base, cat.models[0].ID))
 
 	errc := make(chan error, 1)
