@@ -761,6 +761,15 @@ func TestSections(t *testing.T) {
 	if r := b2.mustGet("/dashboard/keys", http.StatusOK); strings.Contains(r.body, "Buy credits") || strings.Contains(r.body, ">Invoices<") {
 		t.Fatal("hook sections shown without hooks")
 	}
+	// DisableSignup removes the page and its link.
+	e3 := newEnv(t, func(o *Options) { o.DisableSignup = true })
+	anon := e3.browser()
+	if r := anon.mustGet("/dashboard/signin", http.StatusOK); strings.Contains(r.body, "/signup") {
+		t.Fatal("sign-up link shown")
+	}
+	if r := anon.get("/dashboard/signup"); r.status != http.StatusNotFound {
+		t.Fatalf("sign-up page: %d", r.status)
+	}
 }
 
 func TestNewRejectsBadOptions(t *testing.T) {
