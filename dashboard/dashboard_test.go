@@ -818,3 +818,41 @@ func TestFormattingHelpers(t *testing.T) {
 		}
 	}
 }
+
+// hostedPayments sends the browser to an external hosted checkout.
+type hostedPayments struct {
+	*fakePayments
+	action string
+}
+
+func (p hostedPayments) StartPurchase(ctx context.Context, acct string, a credits.Amount) (Checkout, error) {
+	co, err := p.fakePayments.StartPurchase(ctx, acct, a)
+	co.Action = p.action
+	return co, err
+}
+
+func TestHostedCheckout(t *testing.T) {
+	e := newEnv(t, func(o *Options) {
+		o.Payments = hostedPayments{fakePayments: o.Payments.(*fakePayments), action: "https://pay.example/checkout?x=1"}
+	})
+	b, _ := e.signup("Asha")
+	r := b.submit("/dashboard/credits", "/dashboard/credits", url.Values{"amount": {"100"}})
+	if r.status != http.StatusOK || !strings.Contains(r.body, `action="https://pay.example/checkout?x=1"`) {
+		t.Fatalf("checkout: %d\n%s", r.status, r.body)
+	}
+	form := regexp.MustCompile(`(?s)<form method="post" action="https://pay.example[^>]*>(.*?)</form>`).FindStringSubmatch(r.body)
+	if form == nil || strings.Contains(form[1], `name="csrf"`) {
+		t.Fatal("the CSRF token must not leave for another site")
+	}
+	if csp := r.header.Get("Content-Security-Policy"); !strings.Contains(csp, "form-action 'self' https://pay.example;") {
+		t.Fatalf("CSP %q", csp)
+	}
+	e2 := newEnv(t, func(o *Options) {
+		o.Payments = hostedPayments{fakePayments: o.Payments.(*fakePayments), action: "javascript:alert(1)"}
+		o.Logger = slog.New(slog.DiscardHandler) // the refused action is logged as an internal error
+	})
+	b2, _ := e2.signup("Ravi")
+	if r := b2.submit("/dashboard/credits", "/dashboard/credits", url.Values{"amount": {"100"}}); r.status != http.StatusInternalServerError {
+		t.Fatalf("unsafe action: %d", r.status)
+	}
+}
