@@ -17,13 +17,18 @@ const dashboardPath = "/dashboard"
 
 // newDashboard is the customer dashboard of the gateway: keyledger
 // sessions, Forii branding, the catalog's models, and buying credits and
-// invoices through the gateway's Razorpay orders and GST invoices.
-func (s *server) newDashboard() (*dashboard.Handler, error) {
+// invoices through the gateway's Razorpay orders and GST invoices. An
+// empty csrfSecret gives a random one (one instance).
+func (s *server) newDashboard(csrfSecret []byte) (*dashboard.Handler, error) {
 	db := &dashBilling{s: s}
-	return dashboard.New(s.kl, &dashboard.Options{
+	o := &dashboard.Options{
 		BasePath: dashboardPath, ProductName: "Forii", Currency: "INR", TimeZone: accountTimeZone,
 		Payments: db, Invoices: db, Now: s.now, Logger: s.log,
-	})
+	}
+	if len(csrfSecret) > 0 {
+		o.CSRFSecret = csrfSecret
+	}
+	return dashboard.New(s.kl, o)
 }
 
 // dashBilling adapts the gateway's Razorpay orders and invoices to the

@@ -191,3 +191,30 @@ func TestDashboardWithoutJavaScript(t *testing.T) {
 		t.Fatalf("chat with a revoked key: %d, want 401", st)
 	}
 }
+
+// TestDashboardCSRFSecretAcrossInstances: two gateways on one database
+// behind one site accept each other's dashboard forms only when they share
+// -dashboard-csrf-secret. (Cookies ignore ports, so one jar serves both.)
+func TestDashboardCSRFSecretAcrossInstances(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "gw.db")
+	secret := strings.Repeat("s", 32)
+	a := e2e.Start(t, run, "-db", db, "-dashboard-csrf-secret", secret)
+	b := e2e.Start(t, run, "-db", db, "-dashboard-csrf-secret", secret)
+	c := e2e.Start(t, run, "-db", db) // a random secret
+
+	ca := newFormClient(t, a.URL)
+	ca.submit("/dashboard/signup", "/dashboard/signup", url.Values{"name": {"Asha"}, "email": {"asha@example.com"}, "password": {"correct horse battery"}})
+	page := ca.get("/dashboard/keys", http.StatusOK)
+	for _, tc := range []struct {
+		srv  *e2e.Server
+		want int
+	}{{b, http.StatusCreated}, {c, http.StatusForbidden}} {
+		other := &formClient{t: t, base: tc.srv.URL, c: ca.c}
+		if st, body, _ := other.submitFrom(page, "/dashboard/keys", url.Values{"name": {"k"}}); st != tc.want {
+			t.Fatalf("form of instance A posted to %s: %d, want %d\n%s", tc.srv.URL, st, tc.want, body)
+		}
+	}
+	if _, err := parseFlags([]string{"-dashboard-csrf-secret", "short"}, io.Discard); err == nil {
+		t.Fatal("a short secret was accepted")
+	}
+}

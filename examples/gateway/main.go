@@ -63,6 +63,7 @@ type config struct {
 	upstream, upstreamKey           string
 	modelsFile                      string
 	rzpKeyID, rzpSecret, rzpWebhook string
+	dashSecret                      string
 	logLevel                        slog.Level
 }
 
@@ -80,6 +81,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.rzpKeyID, "razorpay-key-id", defaultRazorpayKeyID, "Razorpay key id (default: the documented test key of the simulated checkout)")
 	fs.StringVar(&c.rzpSecret, "razorpay-secret", defaultRazorpaySecret, "Razorpay key secret: signs checkout payments")
 	fs.StringVar(&c.rzpWebhook, "razorpay-webhook-secret", defaultRazorpayWebhookSecret, "Razorpay webhook secret: signs webhook bodies")
+	fs.StringVar(&c.dashSecret, "dashboard-csrf-secret", "", "secret (at least 32 bytes) keying the dashboard's CSRF tokens; set the same one on every instance behind one load balancer (default: random per process)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -99,6 +101,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 			return c, fmt.Errorf("-upstream must be an http(s) URL, got %q", c.upstream)
 		}
 		c.upstream = strings.TrimRight(c.upstream, "/")
+	}
+	if c.dashSecret != "" && len(c.dashSecret) < 32 {
+		return c, errors.New("-dashboard-csrf-secret must be at least 32 bytes")
 	}
 	if c.rzpSecret == "" || c.rzpWebhook == "" {
 		return c, errors.New("-razorpay-secret and -razorpay-webhook-secret must not be empty")
@@ -192,7 +197,7 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 		return err
 	}
 	srv.kl = kl
-	dash, err := srv.newDashboard()
+	dash, err := srv.newDashboard([]byte(c.dashSecret))
 	if err != nil {
 		_ = kl.Close(context.Background())
 		return err
