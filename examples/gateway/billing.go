@@ -69,18 +69,7 @@ func (s *server) verifyPayment(w http.ResponseWriter, r *http.Request, acct stri
 	if err := decodeJSON(r, &in, false); err != nil {
 		return err
 	}
-	if !razorpay.ValidOrderID(in.OrderID) || !razorpay.ValidPaymentID(in.PaymentID) {
-		return badRequest("razorpay_order_id and razorpay_payment_id must be Razorpay ids.")
-	}
-	o, err := s.bill.order(r.Context(), in.OrderID)
-	if err != nil || o.AccountID != acct {
-		return errNotFound
-	}
-	// The signature is checked against the order id the gateway stored.
-	if err := razorpay.VerifyPaymentSignature(o.ID, in.PaymentID, in.Signature, s.rzpSecret); err != nil {
-		return err
-	}
-	e, inv, err := s.creditOrder(r.Context(), o, in.PaymentID)
+	e, inv, err := s.completeCheckout(r.Context(), acct, in)
 	if err != nil {
 		return err
 	}
@@ -92,6 +81,24 @@ func (s *server) verifyPayment(w http.ResponseWriter, r *http.Request, acct stri
 		"credits_inr": s.kl.Credits.Unit().Display(bal), "transaction_id": e.ID, "invoice_id": inv.ID,
 	})
 	return nil
+}
+
+// completeCheckout verifies a checkout response of an account's order and
+// credits the order once: the API's verify route and the dashboard's
+// checkout both end here. Another account's order is errNotFound.
+func (s *server) completeCheckout(ctx context.Context, acct string, in razorpay.CheckoutResponse) (credits.Entry, invoiceRow, error) {
+	if !razorpay.ValidOrderID(in.OrderID) || !razorpay.ValidPaymentID(in.PaymentID) {
+		return credits.Entry{}, invoiceRow{}, badRequest("razorpay_order_id and razorpay_payment_id must be Razorpay ids.")
+	}
+	o, err := s.bill.order(ctx, in.OrderID)
+	if err != nil || o.AccountID != acct {
+		return credits.Entry{}, invoiceRow{}, errNotFound
+	}
+	// The signature is checked against the order id the gateway stored.
+	if err := razorpay.VerifyPaymentSignature(o.ID, in.PaymentID, in.Signature, s.rzpSecret); err != nil {
+		return credits.Entry{}, invoiceRow{}, err
+	}
+	return s.creditOrder(ctx, o, in.PaymentID)
 }
 
 // creditOrder credits a paid order once: the purchase's idempotency key is
@@ -374,18 +381,28 @@ func (s *server) listInvoices(w http.ResponseWriter, r *http.Request, acct strin
 // GET /v1/accounts/{id}/invoices/{invoice_id}: the GST tax invoice PDF,
 // rendered from the stored row (rendering is deterministic).
 func (s *server) getInvoice(w http.ResponseWriter, r *http.Request, acct string) error {
-	v, err := s.bill.invoice(r.Context(), acct, r.PathValue("invoice_id"))
-	if err != nil {
-		return err
-	}
-	pdf, err := invoice.Render(s.invoiceDoc(v), nil)
+	name, pdf, err := s.invoicePDF(r.Context(), acct, r.PathValue("invoice_id"))
 	if err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/pdf")
-	w.Header().Set("Content-Disposition", `inline; filename="`+strings.ReplaceAll(v.Number, "/", "-")+`.pdf"`)
+	w.Header().Set("Content-Disposition", `inline; filename="`+name+`"`)
 	_, _ = w.Write(pdf)
 	return nil
+}
+
+// invoicePDF renders an account's invoice and names its file; another
+// account's invoice is errNotFound.
+func (s *server) invoicePDF(ctx context.Context, acct, invoiceID string) (string, []byte, error) {
+	v, err := s.bill.invoice(ctx, acct, invoiceID)
+	if err != nil {
+		return "", nil, err
+	}
+	pdf, err := invoice.Render(s.invoiceDoc(v), nil)
+	if err != nil {
+		return "", nil, err
+	}
+	return strings.ReplaceAll(v.Number, "/", "-") + ".pdf", pdf, nil
 }
 
 // leakedToken is one entry of a GitHub secret-scanning report.

@@ -63,6 +63,7 @@ type config struct {
 	upstream, upstreamKey           string
 	modelsFile                      string
 	rzpKeyID, rzpSecret, rzpWebhook string
+	dashSecret                      string
 	logLevel                        slog.Level
 }
 
@@ -80,6 +81,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.rzpKeyID, "razorpay-key-id", defaultRazorpayKeyID, "Razorpay key id (default: the documented test key of the simulated checkout)")
 	fs.StringVar(&c.rzpSecret, "razorpay-secret", defaultRazorpaySecret, "Razorpay key secret: signs checkout payments")
 	fs.StringVar(&c.rzpWebhook, "razorpay-webhook-secret", defaultRazorpayWebhookSecret, "Razorpay webhook secret: signs webhook bodies")
+	fs.StringVar(&c.dashSecret, "dashboard-csrf-secret", "", "secret (at least 32 bytes) keying the dashboard's CSRF tokens; set the same one on every instance behind one load balancer (default: random per process)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -99,6 +101,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 			return c, fmt.Errorf("-upstream must be an http(s) URL, got %q", c.upstream)
 		}
 		c.upstream = strings.TrimRight(c.upstream, "/")
+	}
+	if c.dashSecret != "" && len(c.dashSecret) < 32 {
+		return c, errors.New("-dashboard-csrf-secret must be at least 32 bytes")
 	}
 	if c.rzpSecret == "" || c.rzpWebhook == "" {
 		return c, errors.New("-razorpay-secret and -razorpay-webhook-secret must not be empty")
@@ -192,6 +197,12 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 		return err
 	}
 	srv.kl = kl
+	dash, err := srv.newDashboard([]byte(c.dashSecret))
+	if err != nil {
+		_ = kl.Close(context.Background())
+		return err
+	}
+	srv.dash = dash
 
 	ln, err := net.Listen("tcp", c.addr)
 	if err != nil {
@@ -204,12 +215,13 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	base := "http://" + ln.Addr().String()
+	fmt.Fprintf(stdout, "dashboard: %s%s/\n", base, dashboardPath)
 	fmt.Fprintf(stdout, "listening on %s\n", base)
 	dbName := c.db
 	if c.postgres != "" {
 		dbName = "postgres"
 	}
-	log.Info("gateway started", "addr", base, "db", dbName, "upstream", c.upstream, "models", len(cat.models))
+	log.Info("gateway started", "addr", base, "dashboard", base+dashboardPath+"/", "db", dbName, "upstream", c.upstream, "models", len(cat.models))
 	fmt.Fprint(stdout, quickstart(base, cat.models[0].ID))
 
 	errc := make(chan error, 1)

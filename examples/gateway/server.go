@@ -29,6 +29,8 @@ type server struct {
 	rzp                                   *razorpay.Simulator
 	rzpKeyID, rzpSecret, rzpWebhookSecret string
 	supplier                              invoice.Supplier
+
+	dash http.Handler // the customer dashboard, at dashboardPath
 }
 
 // route is one registered route. The table is the single source of the
@@ -79,6 +81,9 @@ func (s *server) handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
 		mux.Handle(rt.method+" "+rt.pattern, rt.h)
+	}
+	if s.dash != nil {
+		mux.Handle(dashboardPath+"/", s.dash)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > maxBodyBytes {

@@ -148,3 +148,18 @@ func TestDomainEdges(t *testing.T) {
 		}
 	}
 }
+
+// TestDashboardStaysALibrary checks that the dashboard, which hosts embed,
+// depends on no example program, no storage backend and no test-only
+// module: payment and invoicing reach it through its Options hooks.
+func TestDashboardStaysALibrary(t *testing.T) {
+	root := repoRoot(t)
+	if _, err := os.Stat(filepath.Join(root, "dashboard")); err != nil {
+		t.Skip("no dashboard package")
+	}
+	for _, dep := range deps(t, root, "dashboard") {
+		if strings.HasPrefix(dep, module+"/examples") || strings.HasPrefix(dep, module+"/store/") || strings.HasPrefix(dep, "github.com/chromedp/") {
+			t.Errorf("dashboard depends on %s", dep)
+		}
+	}
+}

@@ -1,0 +1,275 @@
+package dashboard
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/keyledger/keyledger/apikey"
+)
+
+// timeLayout shows times in the account's zone.
+const timeLayout = "2006-01-02 15:04 MST"
+
+// maxKeyPages bounds how many pages of keys a name lookup reads (500 each).
+const maxKeyPages = 20
+
+// keyStatus is a key's status as a person sees it: an active key past its
+// expiry is expired.
+func keyStatus(k apikey.APIKey, now time.Time) string {
+	if k.Status == apikey.StatusActive && !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt) {
+		return string(apikey.StatusExpired)
+	}
+	return string(k.Status)
+}
+
+// keyRow is a key as the pages show it: masked, never the secret.
+type keyRow struct {
+	ID, Name, Hint, Type, Status string
+	Models                       []string
+	Created, LastUsed, Expires   string
+	GraceUntil                   string
+	Active                       bool
+}
+
+func (h *Handler) keyRow(k apikey.APIKey, v *viewer) keyRow {
+	now := h.o.Now()
+	st := keyStatus(k, now)
+	row := keyRow{ID: k.ID, Name: k.Name, Hint: k.Hint + "…", Type: k.Type, Status: st, Models: k.Models,
+		Created: k.CreatedAt.In(v.loc).Format(timeLayout), Active: st == string(apikey.StatusActive)}
+	if !k.LastUsedAt.IsZero() {
+		row.LastUsed = k.LastUsedAt.In(v.loc).Format(timeLayout)
+	}
+	if !k.ExpiresAt.IsZero() {
+		row.Expires = k.ExpiresAt.In(v.loc).Format(timeLayout)
+	}
+	if k.GraceUntil.After(now) {
+		row.GraceUntil = k.GraceUntil.In(v.loc).Format(timeLayout)
+	}
+	return row
+}
+
+// allKeys returns the account's keys (at most maxKeyPages pages).
+func (h *Handler) allKeys(r *http.Request, v *viewer) ([]apikey.APIKey, error) {
+	var all []apikey.APIKey
+	cursor := ""
+	for range maxKeyPages {
+		p, err := h.kl.Keys.List(r.Context(), v.Account.ID, apikey.ListParams{Cursor: cursor, Limit: 500})
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, p.Keys...)
+		if p.NextCursor == "" {
+			break
+		}
+		cursor = p.NextCursor
+	}
+	return all, nil
+}
+
+// keyForm is the input of the create and edit forms, echoed back when it
+// is refused.
+type keyForm struct {
+	ID, Name, Type, Expires, ModelsText string
+	Models                              []string
+}
+
+// keysData is the keys page.
+type keysData struct {
+	Keys         []keyRow
+	Cursor, Next string
+	Form         keyForm
+	Types        []string
+	ModelChoices []string
+	Today        string
+}
+
+func (h *Handler) keysPage(w http.ResponseWriter, r *http.Request, v *viewer) error {
+	return h.showKeys(w, r, v, http.StatusOK, keyForm{Type: h.defaultType()}, "")
+}
+
+func (h *Handler) defaultType() string {
+	if len(h.keyTypes) > 0 {
+		return h.keyTypes[0]
+	}
+	return ""
+}
+
+func (h *Handler) showKeys(w http.ResponseWriter, r *http.Request, v *viewer, status int, f keyForm, errMsg string) error {
+	cursor := r.URL.Query().Get("cursor")
+	p, err := h.kl.Keys.List(r.Context(), v.Account.ID, apikey.ListParams{Cursor: cursor, Limit: 50})
+	if err != nil {
+		return err
+	}
+	d := keysData{Cursor: cursor, Next: p.NextCursor, Form: f, Types: h.keyTypes, ModelChoices: h.models,
+		Today: h.o.Now().In(v.loc).Format(dateLayout)}
+	for _, k := range p.Keys {
+		d.Keys = append(d.Keys, h.keyRow(k, v))
+	}
+	return h.renderWithError(w, r, v, status, "keys", "API keys", d, errMsg)
+}
+
+// renderWithError renders a page that shows a refused form's message.
+func (h *Handler) renderWithError(w http.ResponseWriter, r *http.Request, v *viewer, status int, page, title string, data any, errMsg string) error {
+	vw := h.newView(title, data)
+	vw.Active = Section(strings.SplitN(strings.TrimPrefix(r.URL.Path, "/"), "/", 2)[0])
+	vw.SignedIn, vw.CSRF, vw.Account = true, v.csrf, v.Account.Email
+	vw.SignOut, vw.SignOutURL = h.o.Authenticate == nil, h.o.SignOutURL
+	vw.Error = errMsg
+	if status == http.StatusOK {
+		vw.Notice = notices[r.URL.Query().Get("done")]
+	}
+	return h.write(w, status, page, vw)
+}
+
+// keyError turns a refused key change into a message for the form, or
+// returns "" for errors that are not the person's input.
+func keyError(err error) string {
+	var ue *UserError
+	switch {
+	case errors.As(err, &ue):
+		return ue.Message
+	case errors.Is(err, apikey.ErrInvalidName):
+		return "The name must be 1 to 120 characters."
+	case errors.Is(err, apikey.ErrInvalidType):
+		return "Choose a key type from the list."
+	case errors.Is(err, apikey.ErrInvalidModels):
+		return "The model list is not valid."
+	case errors.Is(err, apikey.ErrInvalidExpiry):
+		return "The expiry must be in the future."
+	}
+	return ""
+}
+
+// readKeyForm reads and checks the fields of the create and edit forms.
+func (h *Handler) readKeyForm(r *http.Request, v *viewer, withTypeAndExpiry bool) (keyForm, []string, time.Time, error) {
+	f := keyForm{Name: r.PostForm.Get("name"), Type: r.PostForm.Get("type"), Expires: r.PostForm.Get("expires"),
+		ModelsText: r.PostForm.Get("models_text")}
+	vals := append(append([]string(nil), r.PostForm["models"]...), f.ModelsText)
+	models, err := parseModels(vals, h.models)
+	f.Models = models
+	if err != nil {
+		return f, nil, time.Time{}, err
+	}
+	var exp time.Time
+	if withTypeAndExpiry {
+		if f.Type == "" {
+			f.Type = h.defaultType()
+		}
+		if !contains(h.keyTypes, f.Type) {
+			return f, nil, time.Time{}, userErrorf("Choose a key type from the list.")
+		}
+		if exp, err = parseExpiry(f.Expires, v.loc, h.o.Now()); err != nil {
+			return f, nil, time.Time{}, err
+		}
+	}
+	return f, models, exp, nil
+}
+
+// newKeyData is the page that shows a new secret once.
+type newKeyData struct {
+	Raw     string
+	Key     keyRow
+	Rotated bool
+}
+
+func (h *Handler) createKey(w http.ResponseWriter, r *http.Request, v *viewer) error {
+	f, models, exp, err := h.readKeyForm(r, v, true)
+	var raw apikey.RawKey
+	var k apikey.APIKey
+	if err == nil {
+		raw, k, err = h.kl.Keys.Create(r.Context(), apikey.CreateParams{AccountID: v.Account.ID, Name: f.Name, Type: f.Type, Models: models, ExpiresAt: exp})
+	}
+	if err != nil {
+		if msg := keyError(err); msg != "" {
+			return h.showKeys(w, r, v, http.StatusBadRequest, f, msg)
+		}
+		return err
+	}
+	return h.render(w, r, v, http.StatusCreated, "newkey", "Your new API key", newKeyData{Raw: raw.Reveal(), Key: h.keyRow(k, v)})
+}
+
+// editKeyData is the edit page of one key.
+type editKeyData struct {
+	Key          keyRow
+	Form         keyForm
+	ModelChoices []string
+	Graces       any
+}
+
+func (h *Handler) editKeyPage(w http.ResponseWriter, r *http.Request, v *viewer) error {
+	k, err := h.kl.Keys.Get(r.Context(), v.Account.ID, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	f := keyForm{ID: k.ID, Name: k.Name, Models: k.Models}
+	if len(h.models) == 0 {
+		f.ModelsText = strings.Join(k.Models, ", ")
+	}
+	return h.render(w, r, v, http.StatusOK, "editkey", "Edit key", editKeyData{Key: h.keyRow(k, v), Form: f, ModelChoices: h.models})
+}
+
+func (h *Handler) updateKey(w http.ResponseWriter, r *http.Request, v *viewer) error {
+	k, err := h.kl.Keys.Get(r.Context(), v.Account.ID, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	f, models, _, err := h.readKeyForm(r, v, false)
+	f.ID = k.ID
+	if err == nil {
+		if models == nil {
+			models = []string{}
+		}
+		_, err = h.kl.Keys.Update(r.Context(), v.Account.ID, k.ID, apikey.UpdateParams{Name: &f.Name, Models: &models})
+	}
+	if err != nil {
+		if msg := keyError(err); msg != "" {
+			return h.renderWithError(w, r, v, http.StatusBadRequest, "editkey", "Edit key",
+				editKeyData{Key: h.keyRow(k, v), Form: f, ModelChoices: h.models}, msg)
+		}
+		return err
+	}
+	h.redirect(w, r, "/keys?done=updated")
+	return nil
+}
+
+func (h *Handler) rotateKeyPage(w http.ResponseWriter, r *http.Request, v *viewer) error {
+	k, err := h.kl.Keys.Get(r.Context(), v.Account.ID, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return h.render(w, r, v, http.StatusOK, "rotatekey", "Rotate key", editKeyData{Key: h.keyRow(k, v), Graces: graceChoices})
+}
+
+func (h *Handler) rotateKey(w http.ResponseWriter, r *http.Request, v *viewer) error {
+	k, err := h.kl.Keys.Get(r.Context(), v.Account.ID, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	grace, err := parseGrace(r.PostForm.Get("grace"))
+	if err != nil {
+		return err
+	}
+	raw, k, err := h.kl.Keys.Rotate(r.Context(), v.Account.ID, k.ID, grace)
+	if err != nil {
+		return err
+	}
+	return h.render(w, r, v, http.StatusOK, "newkey", "Your rotated API key", newKeyData{Raw: raw.Reveal(), Key: h.keyRow(k, v), Rotated: true})
+}
+
+func (h *Handler) revokeKeyPage(w http.ResponseWriter, r *http.Request, v *viewer) error {
+	k, err := h.kl.Keys.Get(r.Context(), v.Account.ID, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return h.render(w, r, v, http.StatusOK, "revokekey", "Revoke key", editKeyData{Key: h.keyRow(k, v)})
+}
+
+func (h *Handler) revokeKey(w http.ResponseWriter, r *http.Request, v *viewer) error {
+	if _, err := h.kl.Keys.Revoke(r.Context(), v.Account.ID, r.PathValue("id")); err != nil {
+		return err
+	}
+	h.redirect(w, r, "/keys?done=revoked")
+	return nil
+}
