@@ -79,6 +79,7 @@ type Grant struct {
 	req     Request
 	tz      string
 	buckets [6]ratelimit.Request
+	adjust  [4]ratelimit.Request // correctTokens' corrections
 	ctx     context.Context
 	unbind  context.CancelFunc
 	start   time.Time
@@ -411,7 +412,8 @@ func (g *Grant) correctTokens(ctx context.Context, o Outcome) {
 	if dp == 0 && dc == 0 {
 		return
 	}
-	adj := [4]ratelimit.Request{g.buckets[2], g.buckets[3], g.buckets[4], g.buckets[5]}
+	adj := &g.adjust // in the grant, which is on the heap anyway
+	*adj = [4]ratelimit.Request{g.buckets[2], g.buckets[3], g.buckets[4], g.buckets[5]}
 	adj[0].Cost, adj[1].Cost, adj[2].Cost, adj[3].Cost = dp, dp, dc, dc
 	if err := g.kl.Limiter.Adjust(ctx, adj[:]...); err != nil {
 		g.kl.log.WarnContext(ctx, "keyledger: correcting token budgets failed", "request_id", g.ID, "error", err)

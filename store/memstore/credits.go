@@ -3,6 +3,7 @@ package memstore
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"sync"
 	"time"
@@ -17,7 +18,22 @@ import (
 type ledgers struct {
 	mu    sync.RWMutex
 	accts map[string]*ledgerAcct
-	holds map[string]*ledgerAcct // hold ID → owning account
+	holds [holdShards]holdShard // hold ID → owning account, sharded by ID
+	seed  maphash.Seed
+}
+
+// holdShards spreads the hold index over locks, so that reserves on
+// different accounts do not queue on one mutex.
+const holdShards = 32
+
+type holdShard struct {
+	mu sync.RWMutex
+	m  map[string]*ledgerAcct
+	_  [40]byte // keep shards on separate cache lines
+}
+
+func (l *ledgers) holdShard(id string) *holdShard {
+	return &l.holds[maphash.String(l.seed, id)%holdShards]
 }
 
 type ledgerAcct struct {
@@ -32,6 +48,19 @@ type ledgerAcct struct {
 	holds   map[string]*credits.Hold
 	active  map[string]*credits.Hold // the holds in state active
 	nextDue time.Time                // earliest deadline in active; zero if none
+	slab    []credits.Hold           // where new holds are stored, holdSlab at a time
+}
+
+const holdSlab = 128
+
+// newHold returns a zero hold in the account's slab: one allocation per
+// holdSlab holds. Holds are never deleted, so slabs never leak.
+func (a *ledgerAcct) newHold() *credits.Hold {
+	if len(a.slab) == cap(a.slab) {
+		a.slab = make([]credits.Hold, 0, holdSlab)
+	}
+	a.slab = a.slab[:len(a.slab)+1]
+	return &a.slab[len(a.slab)-1]
 }
 
 // chunkLog is an append-only sequence in fixed-size chunks, so that a long
@@ -56,7 +85,11 @@ func (l *chunkLog[T]) add(e *T) int {
 func (l *chunkLog[T]) at(i int) *T { return &l.chunks[i/logChunk][i%logChunk] }
 
 func newLedgers() *ledgers {
-	return &ledgers{accts: make(map[string]*ledgerAcct), holds: make(map[string]*ledgerAcct)}
+	l := &ledgers{accts: make(map[string]*ledgerAcct), seed: maphash.MakeSeed()}
+	for i := range l.holds {
+		l.holds[i].m = make(map[string]*ledgerAcct)
+	}
+	return l
 }
 
 func (l *ledgers) acct(id string) (*ledgerAcct, error) {
@@ -70,9 +103,10 @@ func (l *ledgers) acct(id string) (*ledgerAcct, error) {
 }
 
 func (l *ledgers) holdAcct(holdID string) (*ledgerAcct, error) {
-	l.mu.RLock()
-	a, ok := l.holds[holdID]
-	l.mu.RUnlock()
+	sh := l.holdShard(holdID)
+	sh.mu.RLock()
+	a, ok := sh.m[holdID]
+	sh.mu.RUnlock()
 	if !ok {
 		return nil, credits.ErrHoldNotFound
 	}
@@ -192,12 +226,13 @@ func (t *memTx) PutHold(_ context.Context, h credits.Hold) error {
 	if old, ok := a.holds[h.ID]; ok {
 		*old = h
 	} else {
-		p := new(credits.Hold)
+		p := a.newHold()
 		*p = h
 		a.holds[h.ID] = p
-		t.l.mu.Lock()
-		t.l.holds[h.ID] = a
-		t.l.mu.Unlock()
+		sh := t.l.holdShard(h.ID)
+		sh.mu.Lock()
+		sh.m[h.ID] = a
+		sh.mu.Unlock()
 	}
 	if h.State == credits.HoldActive {
 		a.active[h.ID] = a.holds[h.ID]
