@@ -79,7 +79,6 @@ type Grant struct {
 	req     Request
 	tz      string
 	buckets [6]ratelimit.Request
-	adjust  [4]ratelimit.Request // correctTokens' corrections
 	ctx     context.Context
 	unbind  context.CancelFunc
 	start   time.Time
@@ -412,10 +411,11 @@ func (g *Grant) correctTokens(ctx context.Context, o Outcome) {
 	if dp == 0 && dc == 0 {
 		return
 	}
-	adj := &g.adjust // in the grant, which is on the heap anyway
-	*adj = [4]ratelimit.Request{g.buckets[2], g.buckets[3], g.buckets[4], g.buckets[5]}
+	// The grant is done (Complete runs once): its token buckets can carry
+	// the corrections instead of a fresh array escaping through Adjust.
+	adj := g.buckets[2:6]
 	adj[0].Cost, adj[1].Cost, adj[2].Cost, adj[3].Cost = dp, dp, dc, dc
-	if err := g.kl.Limiter.Adjust(ctx, adj[:]...); err != nil {
+	if err := g.kl.Limiter.Adjust(ctx, adj...); err != nil {
 		g.kl.log.WarnContext(ctx, "keyledger: correcting token budgets failed", "request_id", g.ID, "error", err)
 	}
 }
