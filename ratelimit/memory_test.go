@@ -51,3 +51,25 @@ func TestBoundedMemoryEvictsIdleFirst(t *testing.T) {
 		t.Fatal("busy bucket was evicted while idle ones could go")
 	}
 }
+
+// TestShardHashCollision forces two keys onto one 64-bit hash: each keeps
+// its own bucket, and removing the indexed one promotes the other.
+func TestShardHashCollision(t *testing.T) {
+	sh := memShard{tats: make(map[uint64]*bucket)}
+	a := &bucket{key: "a", hash: 7, tat: 1}
+	b := &bucket{key: "b", hash: 7, tat: 2}
+	sh.put(a)
+	sh.put(b)
+	if sh.len() != 2 || sh.tat(7, "a") != 1 || sh.tat(7, "b") != 2 || sh.tat(7, "c") != 0 {
+		t.Fatalf("colliding keys: len %d, a %d, b %d", sh.len(), sh.tat(7, "a"), sh.tat(7, "b"))
+	}
+	sh.remove(a)
+	if sh.len() != 1 || sh.tat(7, "a") != 0 || sh.tat(7, "b") != 2 || sh.tats[7] != b {
+		t.Fatalf("after removing the indexed key: len %d, b %d, indexed %v", sh.len(), sh.tat(7, "b"), sh.tats[7])
+	}
+	sh.put(a)
+	sh.remove(a) // now the colliding one
+	if sh.len() != 1 || sh.tat(7, "b") != 2 || sh.tat(7, "a") != 0 {
+		t.Fatalf("after removing the colliding key: len %d", sh.len())
+	}
+}

@@ -26,8 +26,11 @@ var (
 	ErrInvalidLimit   = errors.New("ratelimit: invalid limit")
 )
 
-// MaxBuckets is the most buckets one Allow or Adjust call may name.
-const MaxBuckets = 8
+// MaxBuckets is the most buckets one Allow or Adjust call may name: the six
+// budgets of one request (requests, prompt tokens and completion tokens, each
+// per key and per account). It is small because every Decision carries a
+// Result per bucket by value.
+const MaxBuckets = 6
 
 // Limit is a budget of Rate units per Period with a burst of Burst units
 // (Rate when zero): a bucket at rest can take Burst units at once and then
@@ -52,8 +55,10 @@ func (l Limit) burst() int64 {
 	return l.Rate
 }
 
+// valid reports whether the limit can be paced: an emission interval
+// Period/Rate of at least a nanosecond (Period ≥ Rate, without dividing).
 func (l Limit) valid() bool {
-	return l.Unlimited() || (l.Period > 0 && l.Burst >= 0 && int64(l.Period)/l.Rate > 0)
+	return l.Unlimited() || (l.Period > 0 && l.Burst >= 0 && int64(l.Period) >= l.Rate)
 }
 
 // interval is the GCRA emission interval in nanoseconds: the time one unit
