@@ -127,12 +127,16 @@ func serve(kl *keyledger.KeyLedger, o *Options, next http.Handler, w http.Respon
 		return
 	}
 	SetRateLimitHeaders(w.Header(), g.Budget)
-	info := &Info{Grant: g}
-	rec := &recorder{ResponseWriter: w}
 	if r.Body == nil {
 		r.Body = http.NoBody
 	}
-	body := &countingBody{ReadCloser: r.Body}
+	// One allocation for the request's three pieces of state.
+	st := &struct {
+		info Info
+		rec  recorder
+		body countingBody
+	}{info: Info{Grant: g}, rec: recorder{ResponseWriter: w}, body: countingBody{ReadCloser: r.Body}}
+	info, rec, body := &st.info, &st.rec, &st.body
 	r.Body = body
 	ctx := context.WithValue(g.Context(), infoKey{}, info)
 	defer func() {
@@ -184,16 +188,39 @@ var rateLimitHeaders = [3][3]string{
 // remaining and reset (unix seconds) for requests, and the same for prompt
 // and completion tokens where the plan limits them.
 func SetRateLimitHeaders(h http.Header, b keyledger.Budget) {
-	var vals [9]string // one backing array for every header value
+	// All values are formatted into one string and the header slices share
+	// one backing array: two allocations for up to nine headers.
+	var (
+		buf  [9 * 20]byte
+		ends [9]int
+	)
+	txt := buf[:0]
 	n := 0
-	for i, res := range [3]ratelimit.Result{b.Requests, b.PromptTokens, b.CompletionTokens} {
+	for _, res := range [3]ratelimit.Result{b.Requests, b.PromptTokens, b.CompletionTokens} {
 		if res.Limit == 0 {
 			continue
 		}
 		reset := (res.ResetUnixNano + 999_999_999) / 1_000_000_000
-		for j, v := range [3]int64{res.Limit, res.Remaining, reset} {
-			vals[n] = strconv.FormatInt(v, 10)
+		for _, v := range [3]int64{res.Limit, res.Remaining, reset} {
+			txt = strconv.AppendInt(txt, v, 10)
+			ends[n] = len(txt)
+			n++
+		}
+	}
+	if n == 0 {
+		return
+	}
+	all := string(txt)
+	vals := make([]string, n)
+	n, start := 0, 0
+	for i, res := range [3]ratelimit.Result{b.Requests, b.PromptTokens, b.CompletionTokens} {
+		if res.Limit == 0 {
+			continue
+		}
+		for j := range 3 {
+			vals[n] = all[start:ends[n]]
 			h[rateLimitHeaders[i][j]] = vals[n : n+1 : n+1]
+			start = ends[n]
 			n++
 		}
 	}
