@@ -229,6 +229,16 @@ func (a Amount) dec() decimal.Decimal {
 	return decimal.New(a.coef, a.exp)
 }
 
+// Int64Parts returns a as coef × 10^exp when its coefficient fits in an
+// int64, and ok false otherwise. AmountFromMinor(coef, -exp) rebuilds it;
+// stores use the pair to keep amounts without pointers.
+func (a Amount) Int64Parts() (coef int64, exp int32, ok bool) {
+	if a.big != nil {
+		return 0, 0, false
+	}
+	return a.coef, a.exp, true
+}
+
 // Decimal returns the amount as a decimal.Decimal.
 func (a Amount) Decimal() decimal.Decimal { return a.dec() }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -40,28 +41,108 @@ type ledgerAcct struct {
 	mu      sync.Mutex
 	tx      memTx // reused by every operation under mu
 	st      credits.AccountState
-	entries chunkLog[credits.Entry] // entry i has Seq i+1
-	// ops maps an idempotency key to its record in opLog: an index keeps
-	// the map's slots small, so it grows with less copying and scanning.
-	ops     map[string]int
-	opLog   chunkLog[credits.OpRecord]
-	holds   map[string]*credits.Hold
-	active  map[string]*credits.Hold // the holds in state active
-	nextDue time.Time                // earliest deadline in active; zero if none
-	slab    []credits.Hold           // where new holds are stored, holdSlab at a time
+	strs    arena             // the strings of the rows below (pack.go)
+	entries chunkLog[pentry]  // entry i has Seq i+1
+	ops     strIndex          // idempotency key → opLog row
+	opLog   chunkLog[pop]     // rows of rolled-back claims stay, unindexed
+	holds   strIndex          // hold ID → holdLog row
+	holdLog chunkLog[phold]   // holds are updated in place
+	active  map[int32]int64   // holdLog rows of active holds → deadline (unix ns)
+	nextDue time.Time         // earliest deadline in active; zero if none
 }
 
-const holdSlab = 128
+// pentry is a credits.Entry without pointers; its Seq is its row + 1 and
+// its AccountID the account's.
+type pentry struct {
+	id, typ, ref, desc, key, hold sref
+	amount, balance               pamt
+	expires, created              int64
+}
 
-// newHold returns a zero hold in the account's slab: one allocation per
-// holdSlab holds. Holds are never deleted, so slabs never leak.
-func (a *ledgerAcct) newHold() *credits.Hold {
-	if len(a.slab) == cap(a.slab) {
-		a.slab = make([]credits.Hold, 0, holdSlab)
+// pop is a credits.OpRecord and the key it was claimed under.
+type pop struct {
+	key  sref
+	hold sref
+	kind credits.OpKind
+	fp   credits.Fingerprint
+	seq  int64
+}
+
+// phold is a credits.Hold without pointers.
+type phold struct {
+	id, state, ref, key, entryID sref
+	amount, actual, charged      pamt
+	created, expires, resolved   int64
+	entrySeq                     int64
+	fp                           credits.Fingerprint
+}
+
+func (a *ledgerAcct) packEntry(e *credits.Entry) pentry {
+	s := &a.strs
+	return pentry{
+		id: s.put(e.ID), typ: s.put(string(e.Type)), ref: s.put(e.Reference), desc: s.put(e.Description),
+		key: s.put(e.IdempotencyKey), hold: s.put(e.HoldID),
+		amount: s.putAmount(e.Amount), balance: s.putAmount(e.BalanceAfter),
+		expires: packTime(e.ExpiresAt), created: packTime(e.CreatedAt),
 	}
-	a.slab = a.slab[:len(a.slab)+1]
-	return &a.slab[len(a.slab)-1]
 }
+
+func (a *ledgerAcct) entry(i int) credits.Entry {
+	p, s := a.entries.at(i), &a.strs
+	return credits.Entry{
+		ID: s.get(p.id), AccountID: a.st.ID, Seq: int64(i) + 1, Type: credits.EntryType(s.get(p.typ)),
+		Amount: s.amount(p.amount), BalanceAfter: s.amount(p.balance),
+		Reference: s.get(p.ref), Description: s.get(p.desc), IdempotencyKey: s.get(p.key), HoldID: s.get(p.hold),
+		ExpiresAt: unpackTime(p.expires), CreatedAt: unpackTime(p.created),
+	}
+}
+
+func (a *ledgerAcct) addEntry(e *credits.Entry) {
+	p := a.packEntry(e)
+	a.entries.add(&p)
+}
+
+func (a *ledgerAcct) op(i int32) credits.OpRecord {
+	p := a.opLog.at(int(i))
+	return credits.OpRecord{Kind: p.kind, Fingerprint: p.fp, EntrySeq: p.seq, HoldID: a.strs.get(p.hold)}
+}
+
+// packHold packs h; old, if not nil, is its previous row, whose strings are
+// reused where they did not change.
+func (a *ledgerAcct) packHold(h *credits.Hold, old *phold) phold {
+	var o phold
+	if old != nil {
+		o = *old
+	}
+	s := &a.strs
+	return phold{
+		id: s.reuse(o.id, h.ID), state: s.reuse(o.state, string(h.State)), ref: s.reuse(o.ref, h.Reference),
+		key: s.reuse(o.key, h.IdempotencyKey), entryID: s.reuse(o.entryID, h.EntryID),
+		amount: s.putAmount(h.Amount), actual: s.putAmount(h.Actual),
+		charged: s.putAmount(h.Charged), created: packTime(h.CreatedAt), expires: packTime(h.ExpiresAt),
+		resolved: packTime(h.ResolvedAt), entrySeq: h.EntrySeq, fp: h.SettleFingerprint,
+	}
+}
+
+func (a *ledgerAcct) hold(i int32) credits.Hold {
+	p, s := a.holdLog.at(int(i)), &a.strs
+	return credits.Hold{
+		ID: s.get(p.id), AccountID: a.st.ID, Amount: s.amount(p.amount), State: credits.HoldState(s.get(p.state)),
+		Reference: s.get(p.ref), IdempotencyKey: s.get(p.key), CreatedAt: unpackTime(p.created),
+		ExpiresAt: unpackTime(p.expires), ResolvedAt: unpackTime(p.resolved), Actual: s.amount(p.actual),
+		Charged: s.amount(p.charged), EntryID: s.get(p.entryID), EntrySeq: p.entrySeq, SettleFingerprint: p.fp,
+	}
+}
+
+// opKeys and holdKeys are the account seen as the row source of one of its
+// indexes.
+type (
+	opKeys   ledgerAcct
+	holdKeys ledgerAcct
+)
+
+func (a *opKeys) keyAt(i int32) string   { return a.strs.get(a.opLog.at(int(i)).key) }
+func (a *holdKeys) keyAt(i int32) string { return a.strs.get(a.holdLog.at(int(i)).id) }
 
 // chunkLog is an append-only sequence in fixed-size chunks, so that a long
 // ledger grows without copying: element i is in chunk i/logChunk.
@@ -120,9 +201,10 @@ func (a *ledgerAcct) dueHolds(now time.Time) []credits.Hold {
 		return nil
 	}
 	var due []credits.Hold
-	for _, h := range a.active {
-		if !now.Before(h.ExpiresAt) {
-			due = append(due, *h)
+	n := now.UnixNano()
+	for i, exp := range a.active {
+		if exp <= n {
+			due = append(due, a.hold(i))
 		}
 	}
 	return due
@@ -134,22 +216,30 @@ func (a *ledgerAcct) advance(now time.Time) (entries, holds int) {
 	if !a.nextDue.IsZero() && !now.Before(a.nextDue) {
 		due = a.dueHolds(now)
 		for _, d := range due {
-			h := a.holds[d.ID]
-			h.State, h.ResolvedAt = credits.HoldExpired, h.ExpiresAt
-			delete(a.active, d.ID)
+			i, _ := a.holds.get((*holdKeys)(a), d.ID)
+			p := a.holdLog.at(int(i))
+			p.state, p.resolved = a.strs.put(string(credits.HoldExpired)), p.expires
+			delete(a.active, i)
 		}
-		a.nextDue = time.Time{}
-		for _, h := range a.active {
-			if a.nextDue.IsZero() || h.ExpiresAt.Before(a.nextDue) {
-				a.nextDue = h.ExpiresAt
-			}
-		}
+		a.resetNextDue()
 	}
 	es := a.st.Advance(now, due) // due holds copies taken while still active
-	for _, e := range es {
-		a.entries.add(&e)
+	for i := range es {
+		a.addEntry(&es[i])
 	}
 	return len(es), len(due)
+}
+
+// resetNextDue recomputes the earliest deadline of the active holds.
+func (a *ledgerAcct) resetNextDue() {
+	a.nextDue = time.Time{}
+	first := int64(math.MaxInt64)
+	for _, exp := range a.active {
+		first = min(first, exp)
+	}
+	if first != math.MaxInt64 {
+		a.nextDue = unpackTime(first)
+	}
 }
 
 // snapshot returns a copy of the state as of now, nothing persisted.
@@ -186,26 +276,28 @@ func (t *memTx) State(_ context.Context, id string) (*credits.AccountState, erro
 }
 
 func (t *memTx) Hold(_ context.Context, id string) (credits.Hold, error) {
-	h, ok := t.a.holds[id]
+	i, ok := t.a.holds.get((*holdKeys)(t.a), id)
 	if !ok {
 		return credits.Hold{}, credits.ErrHoldNotFound
 	}
-	return *h, nil
+	return t.a.hold(i), nil
 }
 
 func (t *memTx) Op(_ context.Context, _, key string) (credits.OpRecord, bool, error) {
-	i, ok := t.a.ops[key]
+	i, ok := t.a.ops.get((*opKeys)(t.a), key)
 	if !ok {
 		return credits.OpRecord{}, false, nil
 	}
-	return *t.a.opLog.at(i), true, nil
+	return t.a.op(i), true, nil
 }
 
 func (t *memTx) ClaimOp(_ context.Context, _, key string, rec credits.OpRecord) (credits.OpRecord, bool, error) {
-	if i, ok := t.a.ops[key]; ok {
-		return *t.a.opLog.at(i), false, nil
+	a := t.a
+	if i, ok := a.ops.get((*opKeys)(a), key); ok {
+		return a.op(i), false, nil
 	}
-	t.a.ops[key] = t.a.opLog.add(&rec)
+	p := pop{key: a.strs.put(key), hold: a.strs.put(rec.HoldID), kind: rec.Kind, fp: rec.Fingerprint, seq: rec.EntrySeq}
+	a.ops.put((*opKeys)(a), key, int32(a.opLog.add(&p)))
 	return rec, true, nil
 }
 
@@ -213,34 +305,38 @@ func (t *memTx) Entry(_ context.Context, _ string, seq int64) (credits.Entry, er
 	if seq < 1 || seq > int64(t.a.entries.n) {
 		return credits.Entry{}, fmt.Errorf("memstore: ledger entry %d of %s is missing", seq, t.a.st.ID)
 	}
-	return *t.a.entries.at(int(seq - 1)), nil
+	return t.a.entry(int(seq - 1)), nil
 }
 
 func (t *memTx) AddEntry(_ context.Context, e credits.Entry) error {
-	t.a.entries.add(&e)
+	t.a.addEntry(&e)
 	return nil
 }
 
 func (t *memTx) PutHold(_ context.Context, h credits.Hold) error {
 	a := t.a
-	if old, ok := a.holds[h.ID]; ok {
-		*old = h
+	i, ok := a.holds.get((*holdKeys)(a), h.ID)
+	var p phold
+	if ok {
+		row := a.holdLog.at(int(i))
+		p = a.packHold(&h, row)
+		*row = p
 	} else {
-		p := a.newHold()
-		*p = h
-		a.holds[h.ID] = p
+		p = a.packHold(&h, nil)
+		i = int32(a.holdLog.add(&p))
+		a.holds.put((*holdKeys)(a), h.ID, i)
 		sh := t.l.holdShard(h.ID)
 		sh.mu.Lock()
 		sh.m[h.ID] = a
 		sh.mu.Unlock()
 	}
 	if h.State == credits.HoldActive {
-		a.active[h.ID] = a.holds[h.ID]
+		a.active[i] = p.expires
 		if a.nextDue.IsZero() || h.ExpiresAt.Before(a.nextDue) {
 			a.nextDue = h.ExpiresAt
 		}
 	} else {
-		delete(a.active, h.ID) // nextDue may now be early; advance recomputes it
+		delete(a.active, i) // nextDue may now be early; advance recomputes it
 	}
 	return nil
 }
@@ -254,8 +350,7 @@ func (s *Store) OpenLedger(_ context.Context, st credits.AccountState) error {
 		return credits.ErrAlreadyOpen
 	}
 	l.accts[st.ID] = &ledgerAcct{
-		st: st.Clone(), ops: make(map[string]int),
-		holds: make(map[string]*credits.Hold), active: make(map[string]*credits.Hold),
+		st: st.Clone(), ops: newStrIndex(l.seed), holds: newStrIndex(l.seed), active: make(map[int32]int64),
 	}
 	return nil
 }
@@ -309,7 +404,7 @@ func (s *Store) LedgerEntries(_ context.Context, q credits.EntryQuery) ([]credit
 	}
 	var out []credits.Entry
 	for i--; i >= 0 && len(out) < q.Limit; i-- {
-		e := *a.entries.at(i)
+		e := a.entry(i)
 		if (len(q.Types) > 0 && !slices.Contains(q.Types, e.Type)) ||
 			(!q.From.IsZero() && e.CreatedAt.Before(q.From)) || (!q.To.IsZero() && !e.CreatedAt.Before(q.To)) {
 			continue
@@ -329,8 +424,8 @@ func (s *Store) LedgerBalanceAt(_ context.Context, id string, t time.Time) (cred
 	defer a.mu.Unlock()
 	var bal credits.Amount
 	for i := a.entries.n - 1; i >= 0; i-- {
-		if e := a.entries.at(i); !e.CreatedAt.After(t) {
-			bal = e.BalanceAfter
+		if e := a.entries.at(i); !unpackTime(e.created).After(t) {
+			bal = a.strs.amount(e.balance)
 			break
 		}
 	}
@@ -381,7 +476,8 @@ func (s *Store) LedgerHold(_ context.Context, id string) (credits.Hold, error) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return *a.holds[id], nil
+	i, _ := a.holds.get((*holdKeys)(a), id)
+	return a.hold(i), nil
 }
 
 // ExpireLedgers implements credits.SpendStore.
