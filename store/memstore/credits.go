@@ -41,14 +41,14 @@ type ledgerAcct struct {
 	mu      sync.Mutex
 	tx      memTx // reused by every operation under mu
 	st      credits.AccountState
-	strs    arena             // the strings of the rows below (pack.go)
-	entries chunkLog[pentry]  // entry i has Seq i+1
-	ops     strIndex          // idempotency key → opLog row
-	opLog   chunkLog[pop]     // rows of rolled-back claims stay, unindexed
-	holds   strIndex          // hold ID → holdLog row
-	holdLog chunkLog[phold]   // holds are updated in place
-	active  map[int32]int64   // holdLog rows of active holds → deadline (unix ns)
-	nextDue time.Time         // earliest deadline in active; zero if none
+	strs    arena            // the strings of the rows below (pack.go)
+	entries chunkLog[pentry] // entry i has Seq i+1
+	ops     strIndex         // idempotency key → opLog row
+	opLog   chunkLog[pop]    // rows of rolled-back claims stay, unindexed
+	holds   strIndex         // hold ID → holdLog row
+	holdLog chunkLog[phold]  // holds are updated in place
+	active  map[int32]int64  // holdLog rows of active holds → deadline (unix ns)
+	nextDue time.Time        // earliest deadline in active; zero if none
 }
 
 // pentry is a credits.Entry without pointers; its Seq is its row + 1 and
