@@ -21,6 +21,7 @@ type ledgers struct {
 	accts map[string]*ledgerAcct
 	holds [holdShards]holdShard // hold ID → owning account, sharded by ID
 	seed  maphash.Seed
+	mask  uint64 // for the accounts' indexes (see strIndex)
 }
 
 // holdShards spreads the hold index over locks, so that reserves on
@@ -166,7 +167,7 @@ func (l *chunkLog[T]) add(e *T) int {
 func (l *chunkLog[T]) at(i int) *T { return &l.chunks[i/logChunk][i%logChunk] }
 
 func newLedgers() *ledgers {
-	l := &ledgers{accts: make(map[string]*ledgerAcct), seed: maphash.MakeSeed()}
+	l := &ledgers{accts: make(map[string]*ledgerAcct), seed: maphash.MakeSeed(), mask: ^uint64(0)}
 	for i := range l.holds {
 		l.holds[i].m = make(map[string]*ledgerAcct)
 	}
@@ -350,7 +351,7 @@ func (s *Store) OpenLedger(_ context.Context, st credits.AccountState) error {
 		return credits.ErrAlreadyOpen
 	}
 	l.accts[st.ID] = &ledgerAcct{
-		st: st.Clone(), ops: newStrIndex(l.seed), holds: newStrIndex(l.seed), active: make(map[int32]int64),
+		st: st.Clone(), ops: newStrIndex(l.seed, l.mask), holds: newStrIndex(l.seed, l.mask), active: make(map[int32]int64),
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ package memstore
 
 import (
 	"context"
+	"hash/maphash"
 	"sort"
 	"sync"
 	"time"
@@ -49,7 +50,7 @@ func New() *Store {
 		keysByHash: make(map[[32]byte]*keyRow),
 		keyIDs:     make(map[string][]string),
 		ledger:     newLedgers(),
-		usage:      newUsageData(),
+		usage:      newUsageData(maphash.MakeSeed()),
 	}
 }
 

@@ -110,15 +110,16 @@ type keyed interface{ keyAt(i int32) string }
 // overflow map.
 type strIndex struct {
 	seed maphash.Seed
+	mask uint64 // all ones; tests clear bits to force collisions
 	m    map[uint64]int32
 	over map[string]int32
 }
 
-func newStrIndex(seed maphash.Seed) strIndex {
-	return strIndex{seed: seed, m: make(map[uint64]int32)}
+func newStrIndex(seed maphash.Seed, mask uint64) strIndex {
+	return strIndex{seed: seed, mask: mask, m: make(map[uint64]int32)}
 }
 
-func (x *strIndex) hash(s string) uint64 { return maphash.String(x.seed, s) }
+func (x *strIndex) hash(s string) uint64 { return maphash.String(x.seed, s) & x.mask }
 
 func (x *strIndex) get(src keyed, s string) (int32, bool) {
 	i, ok := x.m[x.hash(s)]

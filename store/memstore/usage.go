@@ -3,6 +3,8 @@ package memstore
 import (
 	"context"
 	"errors"
+	"hash/maphash"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -18,38 +20,136 @@ import (
 type usageData struct {
 	mu    sync.RWMutex
 	accts map[string]*usageAcct
+	seed  maphash.Seed
+	mask  uint64 // for the indexes (see strIndex)
 }
 
+// usageAcct is one account's usage. Records and meter ops are packed rows
+// without pointers (see pack.go).
 type usageAcct struct {
 	mu      sync.RWMutex
-	recs    []*usage.Record // by (CreatedAt, ID) ascending
-	byID    map[string]*usage.Record
+	id      string            // the account
+	strs    arena             // record strings; rebuilt by compact
+	recLog  chunkLog[precord] // rows of deleted records stay until compact
+	recs    []int32           // live recLog rows by (CreatedAt, ID) ascending
+	byID    strIndex          // record ID → live recLog row
+	meta    map[int32]map[string]string
+	dead    int // deleted rows still in recLog
 	rollups map[rollupKey]*usage.Rollup
-	// ops maps an idempotency key to its op in opLog (small map slots;
-	// the op of a rolled-back claim stays in the log, unreferenced).
-	ops   map[string]int
-	opLog chunkLog[usage.MeterOp]
-	// slab is where new records are stored: one allocation per
-	// recordSlab records instead of one per record. Records are about
-	// chronological, so retention frees whole slabs.
-	slab []usage.Record
-	tx   usageTx // reused by every meter request under mu
+	opStrs  arena          // meter op strings
+	ops     strIndex       // idempotency key → opLog row
+	opLog   chunkLog[pmop] // the op of a rolled-back claim stays, unindexed
+	tx      usageTx        // reused by every meter request under mu
 }
 
-const recordSlab = 256
+// precord is a usage.Record without pointers (its AccountID is the
+// account's; metadata, rare, is kept aside in usageAcct.meta).
+type precord struct {
+	id, key, auth, endpoint, method, model, errType, errMsg sref
+	status                                                  int64
+	respTime, reqBytes, respBytes                           int64
+	prompt, completion, units, cached                       int64
+	upstream, cost                                          pamt
+	created                                                 int64
+}
 
-// newRecord returns a zero record in the account's slab.
-func (a *usageAcct) newRecord() *usage.Record {
-	if len(a.slab) == cap(a.slab) {
-		a.slab = make([]usage.Record, 0, recordSlab)
+// pmop is a usage.MeterOp and the key it was claimed under.
+type pmop struct {
+	key, recordID, holdID sref
+	fp                    credits.Fingerprint
+	created               int64
+}
+
+type (
+	recKeys usageAcct
+	mopKeys usageAcct
+)
+
+func (a *recKeys) keyAt(i int32) string { return a.strs.get(a.recLog.at(int(i)).id) }
+func (a *mopKeys) keyAt(i int32) string { return a.opStrs.get(a.opLog.at(int(i)).key) }
+
+func (a *usageAcct) packRecord(r *usage.Record) precord {
+	s := &a.strs
+	return precord{
+		id: s.put(r.ID), key: s.put(r.KeyID), auth: s.put(r.AuthSource), endpoint: s.put(r.Endpoint),
+		method: s.put(r.Method), model: s.put(r.Model), errType: s.put(r.ErrorType), errMsg: s.put(r.ErrorMessage),
+		status: int64(r.StatusCode), respTime: int64(r.ResponseTime), reqBytes: r.RequestBytes, respBytes: r.ResponseBytes,
+		prompt: r.PromptTokens, completion: r.CompletionTokens, units: r.Units, cached: r.CachedUnits,
+		upstream: s.putAmount(r.UpstreamCost), cost: s.putAmount(r.Cost), created: packTime(r.CreatedAt),
 	}
-	a.slab = a.slab[:len(a.slab)+1]
-	return &a.slab[len(a.slab)-1]
+}
+
+// record unpacks row i; its strings point into the arena and its metadata
+// is a copy.
+func (a *usageAcct) record(i int32) usage.Record {
+	p, s := a.recLog.at(int(i)), &a.strs
+	r := usage.Record{
+		ID: s.get(p.id), AccountID: a.id, KeyID: s.get(p.key), AuthSource: s.get(p.auth), Endpoint: s.get(p.endpoint),
+		Method: s.get(p.method), Model: s.get(p.model), StatusCode: int(p.status), ResponseTime: time.Duration(p.respTime),
+		RequestBytes: p.reqBytes, ResponseBytes: p.respBytes, PromptTokens: p.prompt, CompletionTokens: p.completion,
+		Units: p.units, CachedUnits: p.cached, UpstreamCost: s.amount(p.upstream), Cost: s.amount(p.cost),
+		ErrorType: s.get(p.errType), ErrorMessage: s.get(p.errMsg), CreatedAt: unpackTime(p.created),
+	}
+	if m := a.meta[i]; m != nil {
+		r.Metadata = maps.Clone(m)
+	}
+	return r
+}
+
+// before reports whether row i sorts before (created, id).
+func (a *usageAcct) before(i int32, created int64, id string) bool {
+	p := a.recLog.at(int(i))
+	if p.created != created {
+		return p.created < created
+	}
+	return a.strs.get(p.id) < id
+}
+
+// addRecord stores a record that is not stored yet.
+func (a *usageAcct) addRecord(r *usage.Record) {
+	p := a.packRecord(r)
+	row := int32(a.recLog.add(&p))
+	if len(r.Metadata) > 0 {
+		if a.meta == nil {
+			a.meta = make(map[int32]map[string]string)
+		}
+		a.meta[row] = maps.Clone(r.Metadata)
+	}
+	a.byID.put((*recKeys)(a), r.ID, row)
+	if n := len(a.recs); n == 0 || a.before(a.recs[n-1], p.created, r.ID) {
+		a.recs = append(a.recs, row)
+		return
+	}
+	i, _ := slices.BinarySearchFunc(a.recs, row, func(x, _ int32) int {
+		if a.before(x, p.created, r.ID) {
+			return -1
+		}
+		return 1
+	})
+	a.recs = slices.Insert(a.recs, i, row)
+}
+
+// compact rewrites the records without the deleted rows, once those are
+// the majority, so that retention gives memory back.
+func (a *usageAcct) compact() {
+	if a.dead <= len(a.recs) {
+		return
+	}
+	old := &usageAcct{id: a.id, strs: a.strs, recLog: a.recLog, meta: a.meta}
+	live := a.recs
+	a.strs, a.recLog, a.recs, a.meta, a.dead = arena{}, chunkLog[precord]{}, make([]int32, 0, len(live)), nil, 0
+	a.byID = newStrIndex(a.byID.seed, a.byID.mask)
+	for _, i := range live {
+		r := old.record(i)
+		a.addRecord(&r)
+	}
 }
 
 type rollupKey struct{ tz, day, model, key, endpoint string }
 
-func newUsageData() *usageData { return &usageData{accts: make(map[string]*usageAcct)} }
+func newUsageData(seed maphash.Seed) *usageData {
+	return &usageData{accts: make(map[string]*usageAcct), seed: seed, mask: ^uint64(0)}
+}
 
 func (u *usageData) acct(id string, create bool) *usageAcct {
 	u.mu.RLock()
@@ -61,7 +161,7 @@ func (u *usageData) acct(id string, create bool) *usageAcct {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if a = u.accts[id]; a == nil {
-		a = &usageAcct{byID: make(map[string]*usage.Record), rollups: make(map[rollupKey]*usage.Rollup), ops: make(map[string]int)}
+		a = &usageAcct{id: id, byID: newStrIndex(u.seed, u.mask), ops: newStrIndex(u.seed, u.mask), rollups: make(map[rollupKey]*usage.Rollup)}
 		u.accts[id] = a
 	}
 	return a
@@ -75,14 +175,6 @@ func (u *usageData) all() []*usageAcct {
 		out = append(out, a)
 	}
 	return out
-}
-
-// before reports whether a sorts before (t, id).
-func before(a *usage.Record, t time.Time, id string) bool {
-	if c := a.CreatedAt.Compare(t); c != 0 {
-		return c < 0
-	}
-	return a.ID < id
 }
 
 // usageTx is a usage.Tx over one locked usage account; the ledger account
@@ -178,41 +270,36 @@ func (t *usageTx) PutHold(ctx context.Context, h credits.Hold) error {
 }
 
 func (t *usageTx) ClaimMeter(_ context.Context, _, key string, op usage.MeterOp) (usage.MeterOp, bool, error) {
-	if i, ok := t.ua.ops[key]; ok {
-		return *t.ua.opLog.at(i), false, nil
+	a := t.ua
+	if i, ok := a.ops.get((*mopKeys)(a), key); ok {
+		return a.meterOp(i), false, nil
 	}
-	t.ua.ops[key] = t.ua.opLog.add(&op)
+	p := pmop{key: a.opStrs.put(key), recordID: a.opStrs.put(op.RecordID), holdID: a.opStrs.put(op.HoldID),
+		fp: op.Fingerprint, created: packTime(op.CreatedAt)}
+	a.ops.put((*mopKeys)(a), key, int32(a.opLog.add(&p)))
 	t.claimed, t.didClm = key, true
 	return op, true, nil
 }
 
+func (a *usageAcct) meterOp(i int32) usage.MeterOp {
+	p, s := a.opLog.at(int(i)), &a.opStrs
+	return usage.MeterOp{Fingerprint: p.fp, RecordID: s.get(p.recordID), HoldID: s.get(p.holdID), CreatedAt: unpackTime(p.created)}
+}
+
 func (t *usageTx) UsageRecord(_ context.Context, _, id string, createdAt time.Time) (usage.Record, bool, error) {
-	r, ok := t.ua.byID[id]
-	if !ok || !r.CreatedAt.Equal(createdAt) {
+	i, ok := t.ua.byID.get((*recKeys)(t.ua), id)
+	if !ok || t.ua.recLog.at(int(i)).created != packTime(createdAt) {
 		return usage.Record{}, false, nil
 	}
-	return r.Clone(), true, nil
+	return t.ua.record(i), true, nil
 }
 
 func (t *usageTx) AddUsage(_ context.Context, r *usage.Record, tz, day string) error {
 	a := t.ua
-	if _, dup := a.byID[r.ID]; dup {
+	if _, dup := a.byID.get((*recKeys)(a), r.ID); dup {
 		return usage.ErrDuplicateRecord
 	}
-	p := a.newRecord()
-	*p = r.Clone()
-	a.byID[r.ID] = p
-	if n := len(a.recs); n == 0 || before(a.recs[n-1], p.CreatedAt, p.ID) {
-		a.recs = append(a.recs, p)
-	} else {
-		i, _ := slices.BinarySearchFunc(a.recs, p, func(x, y *usage.Record) int {
-			if before(x, y.CreatedAt, y.ID) {
-				return -1
-			}
-			return 1
-		})
-		a.recs = slices.Insert(a.recs, i, p)
-	}
+	a.addRecord(r)
 	k := rollupKey{tz: tz, day: day, model: r.Model, key: r.KeyID, endpoint: r.Endpoint}
 	ro := a.rollups[k]
 	if ro == nil {
@@ -237,8 +324,8 @@ func (s *Store) meterOne(ctx context.Context, now time.Time, r *usage.MeterReque
 	ua := s.usage.acct(r.Record.AccountID, true)
 	ua.mu.Lock()
 	defer ua.mu.Unlock()
-	if _, replay := ua.ops[r.IdempotencyKey]; !replay {
-		if _, dup := ua.byID[r.Record.ID]; dup {
+	if _, replay := ua.ops.get((*mopKeys)(ua), r.IdempotencyKey); !replay {
+		if _, dup := ua.byID.get((*recKeys)(ua), r.Record.ID); dup {
 			// Checked before ApplyMeter: memory has no rollback for the
 			// charge that would precede the failing insert.
 			return usage.MeterOutcome{Err: usage.ErrDuplicateRecord}
@@ -252,7 +339,7 @@ func (s *Store) meterOne(ctx context.Context, now time.Time, r *usage.MeterReque
 		out = usage.MeterOutcome{Err: err}
 	}
 	if out.Err != nil && t.didClm {
-		delete(ua.ops, t.claimed) // the only write that precedes a failure
+		ua.ops.del((*mopKeys)(ua), t.claimed) // the only write that precedes a failure
 	}
 	return out
 }
@@ -267,8 +354,9 @@ func (s *Store) UsageRecords(_ context.Context, q usage.RecordQuery) ([]usage.Re
 	defer a.mu.RUnlock()
 	i := len(a.recs)
 	if q.AfterID != "" {
-		i, _ = slices.BinarySearchFunc(a.recs, q.AfterTime, func(x *usage.Record, _ time.Time) int {
-			if before(x, q.AfterTime, q.AfterID) {
+		after := packTime(q.AfterTime)
+		i, _ = slices.BinarySearchFunc(a.recs, after, func(x int32, _ int64) int {
+			if a.before(x, after, q.AfterID) {
 				return -1
 			}
 			return 1
@@ -276,12 +364,11 @@ func (s *Store) UsageRecords(_ context.Context, q usage.RecordQuery) ([]usage.Re
 	}
 	var out []usage.Record
 	for i--; i >= 0 && len(out) < q.Limit; i-- {
-		r := a.recs[i]
-		if !q.From.IsZero() && r.CreatedAt.Before(q.From) {
+		if !q.From.IsZero() && a.recLog.at(int(a.recs[i])).created < q.From.UnixNano() {
 			break
 		}
-		if matches(r, &q) {
-			out = append(out, r.Clone())
+		if r := a.record(a.recs[i]); matches(&r, &q) {
+			out = append(out, r)
 		}
 	}
 	return out, nil
@@ -301,10 +388,9 @@ func (s *Store) ScanUsage(_ context.Context, q usage.RecordQuery, fn func(*usage
 	}
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	for _, r := range a.recs {
-		if matches(r, &q) {
-			c := r.Clone()
-			if err := fn(&c); err != nil {
+	for _, i := range a.recs {
+		if r := a.record(i); matches(&r, &q) {
+			if err := fn(&r); err != nil {
 				return err
 			}
 		}
@@ -353,17 +439,18 @@ func (s *Store) DeleteUsageBefore(_ context.Context, t time.Time) (int, error) {
 	for _, a := range s.usage.all() {
 		a.mu.Lock()
 		keep := a.recs[:0]
-		for _, r := range a.recs {
-			if r.CreatedAt.Before(t) {
-				delete(a.byID, r.ID)
-				*r = usage.Record{} // its slab lives on until all its records go
+		for _, i := range a.recs {
+			if unpackTime(a.recLog.at(int(i)).created).Before(t) {
+				a.byID.del((*recKeys)(a), a.strs.get(a.recLog.at(int(i)).id))
+				delete(a.meta, i)
+				a.dead++
 				n++
 				continue
 			}
-			keep = append(keep, r)
+			keep = append(keep, i)
 		}
-		clear(a.recs[len(keep):])
 		a.recs = keep
+		a.compact()
 		a.mu.Unlock()
 	}
 	return n, nil
