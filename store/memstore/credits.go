@@ -263,6 +263,31 @@ type memTx struct {
 	a        *ledgerAcct
 	now      time.Time
 	advanced bool
+	// The last hold and op looked up: a spend asks for the same one
+	// several times (look up, then claim or update), and each lookup in a
+	// large index is a cache miss.
+	hold, op lookup
+}
+
+// lookup is the cached result of one index lookup.
+type lookup struct {
+	key   string
+	row   int32
+	found bool
+	valid bool
+}
+
+func (c *lookup) get(x *strIndex, src keyed, key string) (int32, bool) {
+	if !c.valid || c.key != key {
+		c.row, c.found = x.get(src, key)
+		c.key, c.valid = key, true
+	}
+	return c.row, c.found
+}
+
+// set records that key is now at row.
+func (c *lookup) set(key string, row int32) {
+	*c = lookup{key: key, row: row, found: true, valid: true}
 }
 
 func (t *memTx) State(_ context.Context, id string) (*credits.AccountState, error) {
@@ -277,7 +302,7 @@ func (t *memTx) State(_ context.Context, id string) (*credits.AccountState, erro
 }
 
 func (t *memTx) Hold(_ context.Context, id string) (credits.Hold, error) {
-	i, ok := t.a.holds.get((*holdKeys)(t.a), id)
+	i, ok := t.hold.get(&t.a.holds, (*holdKeys)(t.a), id)
 	if !ok {
 		return credits.Hold{}, credits.ErrHoldNotFound
 	}
@@ -285,7 +310,7 @@ func (t *memTx) Hold(_ context.Context, id string) (credits.Hold, error) {
 }
 
 func (t *memTx) Op(_ context.Context, _, key string) (credits.OpRecord, bool, error) {
-	i, ok := t.a.ops.get((*opKeys)(t.a), key)
+	i, ok := t.op.get(&t.a.ops, (*opKeys)(t.a), key)
 	if !ok {
 		return credits.OpRecord{}, false, nil
 	}
@@ -294,11 +319,13 @@ func (t *memTx) Op(_ context.Context, _, key string) (credits.OpRecord, bool, er
 
 func (t *memTx) ClaimOp(_ context.Context, _, key string, rec credits.OpRecord) (credits.OpRecord, bool, error) {
 	a := t.a
-	if i, ok := a.ops.get((*opKeys)(a), key); ok {
+	if i, ok := t.op.get(&a.ops, (*opKeys)(a), key); ok {
 		return a.op(i), false, nil
 	}
 	p := pop{key: a.strs.put(key), hold: a.strs.put(rec.HoldID), kind: rec.Kind, fp: rec.Fingerprint, seq: rec.EntrySeq}
-	a.ops.put((*opKeys)(a), key, int32(a.opLog.add(&p)))
+	row := int32(a.opLog.add(&p))
+	a.ops.put((*opKeys)(a), key, row)
+	t.op.set(key, row)
 	return rec, true, nil
 }
 
@@ -316,7 +343,7 @@ func (t *memTx) AddEntry(_ context.Context, e credits.Entry) error {
 
 func (t *memTx) PutHold(_ context.Context, h credits.Hold) error {
 	a := t.a
-	i, ok := a.holds.get((*holdKeys)(a), h.ID)
+	i, ok := t.hold.get(&a.holds, (*holdKeys)(a), h.ID)
 	var p phold
 	if ok {
 		row := a.holdLog.at(int(i))
@@ -326,6 +353,7 @@ func (t *memTx) PutHold(_ context.Context, h credits.Hold) error {
 		p = a.packHold(&h, nil)
 		i = int32(a.holdLog.add(&p))
 		a.holds.put((*holdKeys)(a), h.ID, i)
+		t.hold.set(h.ID, i)
 		sh := t.l.holdShard(h.ID)
 		sh.mu.Lock()
 		sh.m[h.ID] = a

@@ -188,6 +188,7 @@ type usageTx struct {
 	mt      *memTx
 	claimed string // key claimed by this request, for the rollback
 	didClm  bool
+	op, rec lookup // the last meter op and record looked up (see memTx)
 }
 
 func (t *usageTx) bind() (*memTx, error) {
@@ -271,12 +272,14 @@ func (t *usageTx) PutHold(ctx context.Context, h credits.Hold) error {
 
 func (t *usageTx) ClaimMeter(_ context.Context, _, key string, op usage.MeterOp) (usage.MeterOp, bool, error) {
 	a := t.ua
-	if i, ok := a.ops.get((*mopKeys)(a), key); ok {
+	if i, ok := t.op.get(&a.ops, (*mopKeys)(a), key); ok {
 		return a.meterOp(i), false, nil
 	}
 	p := pmop{key: a.opStrs.put(key), recordID: a.opStrs.put(op.RecordID), holdID: a.opStrs.put(op.HoldID),
 		fp: op.Fingerprint, created: packTime(op.CreatedAt)}
-	a.ops.put((*mopKeys)(a), key, int32(a.opLog.add(&p)))
+	row := int32(a.opLog.add(&p))
+	a.ops.put((*mopKeys)(a), key, row)
+	t.op.set(key, row)
 	t.claimed, t.didClm = key, true
 	return op, true, nil
 }
@@ -287,7 +290,7 @@ func (a *usageAcct) meterOp(i int32) usage.MeterOp {
 }
 
 func (t *usageTx) UsageRecord(_ context.Context, _, id string, createdAt time.Time) (usage.Record, bool, error) {
-	i, ok := t.ua.byID.get((*recKeys)(t.ua), id)
+	i, ok := t.rec.get(&t.ua.byID, (*recKeys)(t.ua), id)
 	if !ok || t.ua.recLog.at(int(i)).created != packTime(createdAt) {
 		return usage.Record{}, false, nil
 	}
@@ -296,10 +299,11 @@ func (t *usageTx) UsageRecord(_ context.Context, _, id string, createdAt time.Ti
 
 func (t *usageTx) AddUsage(_ context.Context, r *usage.Record, tz, day string) error {
 	a := t.ua
-	if _, dup := a.byID.get((*recKeys)(a), r.ID); dup {
+	if _, dup := t.rec.get(&a.byID, (*recKeys)(a), r.ID); dup {
 		return usage.ErrDuplicateRecord
 	}
 	a.addRecord(r)
+	t.rec = lookup{}
 	k := rollupKey{tz: tz, day: day, model: r.Model, key: r.KeyID, endpoint: r.Endpoint}
 	ro := a.rollups[k]
 	if ro == nil {
@@ -324,15 +328,15 @@ func (s *Store) meterOne(ctx context.Context, now time.Time, r *usage.MeterReque
 	ua := s.usage.acct(r.Record.AccountID, true)
 	ua.mu.Lock()
 	defer ua.mu.Unlock()
-	if _, replay := ua.ops.get((*mopKeys)(ua), r.IdempotencyKey); !replay {
-		if _, dup := ua.byID.get((*recKeys)(ua), r.Record.ID); dup {
+	t := &ua.tx
+	*t = usageTx{s: s, ua: ua, acctID: r.Record.AccountID, now: now}
+	if _, replay := t.op.get(&ua.ops, (*mopKeys)(ua), r.IdempotencyKey); !replay {
+		if _, dup := t.rec.get(&ua.byID, (*recKeys)(ua), r.Record.ID); dup {
 			// Checked before ApplyMeter: memory has no rollback for the
 			// charge that would precede the failing insert.
 			return usage.MeterOutcome{Err: usage.ErrDuplicateRecord}
 		}
 	}
-	t := &ua.tx
-	*t = usageTx{s: s, ua: ua, acctID: r.Record.AccountID, now: now}
 	defer t.unlock()
 	out, err := usage.ApplyMeter(ctx, t, now, r)
 	if err != nil {
