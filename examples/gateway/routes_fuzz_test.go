@@ -1,0 +1,251 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/keyledger/keyledger/examples/gateway/internal/razorpay"
+)
+
+// fillPattern turns a route pattern into a path: {id} is the caller's
+// account, other parameters take ids[name], or param when it is set.
+func fillPattern(pattern, acct, param string, ids map[string]string) string {
+	segs := strings.Split(pattern, "/")
+	for i, seg := range segs {
+		name, ok := strings.CutPrefix(seg, "{")
+		if !ok {
+			continue
+		}
+		name = strings.TrimSuffix(name, "}")
+		switch {
+		case name == "id":
+			segs[i] = acct
+		case param != "":
+			segs[i] = url.PathEscape(param)
+		default:
+			segs[i] = ids[name]
+		}
+	}
+	return strings.Join(segs, "/")
+}
+
+// checkAnswer fails t for a 5xx, and for an error that is not a JSON error
+// body ({"error":{…,"message":…}}); a JSON success must be valid JSON.
+func checkAnswer(t *testing.T, what string, rec *httptest.ResponseRecorder) {
+	t.Helper()
+	ct, body := rec.Header().Get("Content-Type"), rec.Body.Bytes()
+	if rec.Code >= 500 {
+		t.Fatalf("%s: %d %s", what, rec.Code, body)
+	}
+	if rec.Code >= 400 {
+		var e struct {
+			Error *struct {
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if !strings.HasPrefix(ct, "application/json") || json.Unmarshal(body, &e) != nil || e.Error == nil || e.Error.Message == "" {
+			t.Fatalf("%s: %d %q is not a JSON error: %s", what, rec.Code, ct, body)
+		}
+		return
+	}
+	if strings.HasPrefix(ct, "application/json") && !json.Valid(body) {
+		t.Fatalf("%s: %d invalid JSON: %s", what, rec.Code, body)
+	}
+}
+
+// routeSeeds are well-formed bodies and queries per route ("METHOD
+// pattern"), the starting points of FuzzRoutes.
+func routeSeeds(t tenant) map[string][]string {
+	verify, _ := json.Marshal(verifyBody(t.openOrderID, "pay_"+strings.TrimPrefix(t.openOrderID, "order_"), "00"))
+	hook, _ := signedWebhook(t.openOrderID, "pay_"+strings.TrimPrefix(t.openOrderID, "order_"), 25000)
+	chat := `{"model":"forii/deepseek-v3","messages":[{"role":"user","content":"Hello"}],"max_tokens":4}`
+	return map[string][]string{
+		"POST /v1/accounts":                              {`{"name":"Zed","email":"zed@example.com","password":"correct horse battery"}`},
+		"POST /v1/sessions":                              {`{"email":"fuzz@example.com","password":"` + t.password + `"}`},
+		"POST /v1/accounts/{id}/apiKeys":                 {`{"name":"ci","type":"api","models":["forii/deepseek-v3"],"expires":"2099-01-01T00:00:00Z"}`},
+		"GET /v1/accounts/{id}/apiKeys":                  {"limit=1", "cursor=abc&limit=500"},
+		"PATCH /v1/accounts/{id}/apiKeys/{key_id}":       {`{"name":"renamed","models":["forii/llama-3.1-8b"]}`},
+		"POST /v1/accounts/{id}/apiKeys/{key_id}/rotate": {`{"grace_seconds":60}`, ``},
+		"GET /v1/accounts/{id}/usage":                    {"start=2025-01-01&end=2025-01-31&group_by=model,key", "group_by=date"},
+		"POST /v1/accounts/{id}/credits":                 {`{"amount_inr":100.50}`},
+		"POST /v1/accounts/{id}/credits/verify":          {string(verify)},
+		"POST /v1/webhooks/razorpay":                     {string(hook), `{"entity":"event","event":"order.paid","payload":{}}`},
+		"PUT /v1/accounts/{id}/auto_recharge":            {`{"enabled":true,"threshold_inr":10,"amount_inr":100}`},
+		"GET /v1/accounts/{id}/transactions":             {"limit=2&type=debit,grant", "cursor=zz"},
+		"POST /v1/leaked-keys":                           {`[{"token":"` + t.spareKey + `","type":"forii_api_key","url":"https://github.com/x/y","source":"content"}]`},
+		"POST /inference/v1/chat/completions": {chat,
+			`{"model":"forii/llama-3.1-8b","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"system","content":"Be brief"},{"role":"user","content":[{"type":"text","text":"Hi"}]}],"temperature":0.5,"stop":["\n"]}`},
+	}
+}
+
+// FuzzRoutes drives every route of the gateway's router (the routes()
+// table, management and inference alike) through its real handler with a
+// fuzzed body, query string, path parameter and credential. An empty
+// credential means the valid one: the tenant's session token on
+// /v1/accounts/{id}/… (a spare session for logout), its API key on
+// /inference/…, and on the webhook a correct signature over the fuzzed
+// body, so the handlers are reached past authentication. An empty
+// parameter means the tenant's own key (the spare one, so that revoke and
+// rotate leave the primary key working) or invoice. The gateway must never
+// answer 5xx, and every error must be a JSON error body.
+func FuzzRoutes(f *testing.F) {
+	g := newInproc(f, io.Discard)
+	t := g.newTenant(f, "Fuzz")
+	routes := g.s.routes()
+	seeds := routeSeeds(t)
+	for i, rt := range routes {
+		f.Add(uint8(i), "", "", "", []byte(nil))
+		f.Add(uint8(i), "", "limit=abc&start=2025-02-30&group_by=color&type=refund,,x&cursor=%zz", "Bearer forii_sk_forged", []byte(`{"name":`))
+		for _, s := range seeds[rt.method+" "+rt.pattern] {
+			if strings.Contains(s, "=") && !strings.HasPrefix(s, "{") && !strings.HasPrefix(s, "[") {
+				f.Add(uint8(i), "", s, "", []byte(nil))
+				continue
+			}
+			f.Add(uint8(i), "", "", "", []byte(s))
+		}
+	}
+	ids := map[string]string{"key_id": t.spareKeyID, "invoice_id": t.invoiceID}
+	f.Fuzz(func(tt *testing.T, ri uint8, param, query, cred string, body []byte) {
+		rt := routes[int(ri)%len(routes)]
+		path := fillPattern(rt.pattern, t.id, param, ids)
+		auth := cred
+		var headers []string
+		if cred == "" {
+			switch {
+			case rt.pattern == "/v1/sessions" && rt.method == "DELETE":
+				auth = "Bearer " + t.spareToken
+			case strings.HasPrefix(rt.pattern, "/v1/accounts/{id}"):
+				auth = "Bearer " + t.token
+			case strings.HasPrefix(rt.pattern, "/inference/"):
+				auth = "Bearer " + t.key
+			case rt.pattern == "/v1/webhooks/razorpay":
+				headers = append(headers, "X-Razorpay-Signature", razorpay.SignWebhook(body, defaultRazorpayWebhookSecret))
+			}
+		}
+		rec := g.serve(rt.method, path, query, auth, body, headers...)
+		checkAnswer(tt, rt.method+" "+path+"?"+query, rec)
+	})
+}
+
+// globalRoutes are the routes without path parameters and why another
+// tenant's ids cannot reach them: they act on the caller's own credential
+// or on no account at all. A new route must either take {id} (and is then
+// tested by TestCrossTenantIDsAreNotFound) or be listed here.
+var globalRoutes = map[string]string{
+	"GET /openapi.json":                   "public document",
+	"POST /v1/accounts":                   "signup: creates a new account",
+	"POST /v1/sessions":                   "login: email and password",
+	"DELETE /v1/sessions":                 "logout of the presented session only",
+	"POST /v1/webhooks/razorpay":          "signed by Razorpay; credits the order's own account",
+	"POST /v1/leaked-keys":                "acts on the raw keys presented",
+	"GET /inference/v1/models":            "the caller's key only",
+	"POST /inference/v1/chat/completions": "the caller's key only",
+}
+
+// validBodies are bodies each tenant route accepts, so that a 404 comes
+// from the ownership check, not from body validation.
+var validBodies = map[string]string{
+	"POST /v1/accounts/{id}/apiKeys":                 `{"name":"x"}`,
+	"PATCH /v1/accounts/{id}/apiKeys/{key_id}":       `{"name":"x"}`,
+	"POST /v1/accounts/{id}/credits":                 `{"amount_inr":100}`,
+	"PUT /v1/accounts/{id}/auto_recharge":            `{"enabled":false,"threshold_inr":0,"amount_inr":0}`,
+	"POST /v1/accounts/{id}/credits/verify":          `{}`, // see the order cases below
+	"POST /v1/accounts/{id}/apiKeys/{key_id}/rotate": ``,
+}
+
+// TestCrossTenantIDsAreNotFound enumerates the router's table: every route
+// under /v1/accounts/{id} called by tenant A with B's account id, and every
+// route with a second id called with A's account and B's key or invoice,
+// is 404 and changes nothing of B's. Payment verification with B's order
+// (an id in the body) is 404 too. A route outside both groups must be in
+// globalRoutes.
+func TestCrossTenantIDsAreNotFound(t *testing.T) {
+	g := newInproc(t, io.Discard)
+	a, b := g.newTenant(t, "Alice"), g.newTenant(t, "Bob")
+	bIDs := map[string]string{"key_id": b.spareKeyID, "invoice_id": b.invoiceID}
+	var scoped int
+	for _, rt := range g.s.routes() {
+		name := rt.method + " " + rt.pattern
+		if !strings.Contains(rt.pattern, "{") {
+			if _, ok := globalRoutes[name]; !ok {
+				t.Errorf("%s has no path parameters and is not in globalRoutes: say why another tenant cannot reach through it, or scope it under /v1/accounts/{id}", name)
+			}
+			continue
+		}
+		if !strings.HasPrefix(rt.pattern, "/v1/accounts/{id}") {
+			t.Errorf("%s: a route with ids outside /v1/accounts/{id} needs its own cross-tenant case", name)
+			continue
+		}
+		var body []byte
+		if s, ok := validBodies[name]; ok && s != "" {
+			body = []byte(s)
+		}
+		for _, p := range strings.Split(rt.pattern, "/") {
+			if n, ok := strings.CutPrefix(p, "{"); ok && n != "id}" {
+				if _, ok := bIDs[strings.TrimSuffix(n, "}")]; !ok {
+					t.Errorf("%s: no id of B for parameter %s; add one to the test", name, p)
+				}
+			}
+		}
+		scoped++
+		// A's session, B's account (and B's sub-ids).
+		path := fillPattern(rt.pattern, b.id, "", bIDs)
+		checkNotFound(t, g.serve(rt.method, path, "", "Bearer "+a.token, body), "A on "+rt.method+" "+path)
+		// A's session and account, B's key or invoice.
+		if strings.Count(rt.pattern, "{") > 1 {
+			path := fillPattern(rt.pattern, a.id, "", bIDs)
+			checkNotFound(t, g.serve(rt.method, path, "", "Bearer "+a.token, body), "A on "+rt.method+" "+path)
+		}
+	}
+	if scoped < 15 {
+		t.Fatalf("only %d tenant routes found", scoped)
+	}
+	// Orders are named in the body: B's paid and open orders are not A's.
+	for _, o := range []string{b.paidOrderID, b.openOrderID} {
+		vb, _ := json.Marshal(verifyBody(o, "pay_"+strings.TrimPrefix(o, "order_"), defaultRazorpaySecret))
+		checkNotFound(t, g.serve("POST", "/v1/accounts/"+a.id+"/credits/verify", "", "Bearer "+a.token, vb), "A verifying B's order "+o)
+	}
+	// A's lists show none of B's records.
+	for _, p := range []string{"/apiKeys", "/transactions", "/invoices", "/usage?group_by=key"} {
+		rec := g.serve("GET", "/v1/accounts/"+a.id+strings.Split(p, "?")[0], strings.TrimPrefix(p, strings.Split(p, "?")[0]+"?"), "Bearer "+a.token, nil)
+		for _, id := range []string{b.id, b.keyID, b.spareKeyID, b.invoiceID, b.paidOrderID, b.openOrderID} {
+			if strings.Contains(rec.Body.String(), id) {
+				t.Errorf("A's %s shows B's %s: %s", p, id, rec.Body)
+			}
+		}
+	}
+	// B is untouched: both keys active and unrotated, balance as granted
+	// plus the paid order, one order still open.
+	keys := g.must(t, 200, "GET", "/v1/accounts/"+b.id+"/apiKeys", b.token, "")["data"].([]any)
+	for _, k := range keys {
+		if k := k.(map[string]any); k["status"] != "active" || k["name"] != "k" || k["grace_until"] != nil {
+			t.Errorf("B's key changed: %v", k)
+		}
+	}
+	for _, raw := range []string{b.key, b.spareKey} {
+		g.must(t, 200, "GET", "/inference/v1/models", raw, "")
+	}
+	if bal := g.must(t, 200, "GET", "/v1/accounts/"+b.id+"/balance", b.token, "")["credits_inr"]; num(t, bal).String() != "100100" {
+		t.Errorf("B's balance %v, want 100100", bal)
+	}
+	ar := g.must(t, 200, "GET", "/v1/accounts/"+b.id+"/auto_recharge", b.token, "")
+	if ar["enabled"] != false {
+		t.Errorf("B's auto-recharge changed: %v", ar)
+	}
+}
+
+func checkNotFound(t *testing.T, rec *httptest.ResponseRecorder, what string) {
+	t.Helper()
+	var e struct {
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	if rec.Code != 404 || json.Unmarshal(rec.Body.Bytes(), &e) != nil || e.Error.Code != "not_found" {
+		t.Errorf("%s: %d %s, want 404 not_found", what, rec.Code, rec.Body)
+	}
+}
