@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,6 +16,7 @@ import (
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/examples/gateway/internal/razorpay"
+	"github.com/keyledger/keyledger/examples/internal/e2e"
 )
 
 // inproc is a gateway built in-process (newServer on a SQLite file in a
@@ -49,30 +48,9 @@ func newInproc(tb testing.TB, logs io.Writer) *inproc {
 	return &inproc{s: s, h: s.handler()}
 }
 
-// serve sends one request to the handler. rawQuery is set as is (a
-// fuzzed query need not be a valid URL); auth, when set, is the whole
-// Authorization header; headers are name, value pairs.
+// serve sends one request to the handler (see e2e.Serve).
 func (g *inproc) serve(method, path, rawQuery, auth string, body []byte, headers ...string) *httptest.ResponseRecorder {
-	req := httptest.NewRequest(method, "/", bytes.NewReader(body))
-	req.URL.Path, req.URL.RawPath, req.URL.RawQuery = path, "", rawQuery
-	if u, err := url.Parse(path); err == nil {
-		req.URL.Path, req.URL.RawPath = u.Path, u.RawPath
-	}
-	req.RequestURI = req.URL.RequestURI()
-	if body == nil {
-		req.Body, req.ContentLength = http.NoBody, 0
-	} else {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if auth != "" {
-		req.Header.Set("Authorization", auth)
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	rec := httptest.NewRecorder()
-	g.h.ServeHTTP(rec, req)
-	return rec
+	return e2e.Serve(g.h, method, path, rawQuery, auth, body, headers...)
 }
 
 // must sends a request with a bearer credential and a JSON body, checks

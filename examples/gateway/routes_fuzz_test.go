@@ -3,59 +3,13 @@ package main
 import (
 	"encoding/json"
 	"io"
-	"net/http/httptest"
-	"net/url"
+	"maps"
 	"strings"
 	"testing"
 
 	"github.com/keyledger/keyledger/examples/gateway/internal/razorpay"
+	"github.com/keyledger/keyledger/examples/internal/e2e"
 )
-
-// fillPattern turns a route pattern into a path: {id} is the caller's
-// account, other parameters take ids[name], or param when it is set.
-func fillPattern(pattern, acct, param string, ids map[string]string) string {
-	segs := strings.Split(pattern, "/")
-	for i, seg := range segs {
-		name, ok := strings.CutPrefix(seg, "{")
-		if !ok {
-			continue
-		}
-		name = strings.TrimSuffix(name, "}")
-		switch {
-		case name == "id":
-			segs[i] = acct
-		case param != "":
-			segs[i] = url.PathEscape(param)
-		default:
-			segs[i] = ids[name]
-		}
-	}
-	return strings.Join(segs, "/")
-}
-
-// checkAnswer fails t for a 5xx, and for an error that is not a JSON error
-// body ({"error":{…,"message":…}}); a JSON success must be valid JSON.
-func checkAnswer(t *testing.T, what string, rec *httptest.ResponseRecorder) {
-	t.Helper()
-	ct, body := rec.Header().Get("Content-Type"), rec.Body.Bytes()
-	if rec.Code >= 500 {
-		t.Fatalf("%s: %d %s", what, rec.Code, body)
-	}
-	if rec.Code >= 400 {
-		var e struct {
-			Error *struct {
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		if !strings.HasPrefix(ct, "application/json") || json.Unmarshal(body, &e) != nil || e.Error == nil || e.Error.Message == "" {
-			t.Fatalf("%s: %d %q is not a JSON error: %s", what, rec.Code, ct, body)
-		}
-		return
-	}
-	if strings.HasPrefix(ct, "application/json") && !json.Valid(body) {
-		t.Fatalf("%s: %d invalid JSON: %s", what, rec.Code, body)
-	}
-}
 
 // routeSeeds are well-formed bodies and queries per route ("METHOD
 // pattern"), the starting points of FuzzRoutes.
@@ -108,10 +62,10 @@ func FuzzRoutes(f *testing.F) {
 			f.Add(uint8(i), "", "", "", []byte(s))
 		}
 	}
-	ids := map[string]string{"key_id": t.spareKeyID, "invoice_id": t.invoiceID}
+	ids := map[string]string{"id": t.id, "key_id": t.spareKeyID, "invoice_id": t.invoiceID}
 	f.Fuzz(func(tt *testing.T, ri uint8, param, query, cred string, body []byte) {
 		rt := routes[int(ri)%len(routes)]
-		path := fillPattern(rt.pattern, t.id, param, ids)
+		path := e2e.FillPattern(rt.pattern, param, ids, "id")
 		auth := cred
 		var headers []string
 		if cred == "" {
@@ -127,7 +81,7 @@ func FuzzRoutes(f *testing.F) {
 			}
 		}
 		rec := g.serve(rt.method, path, query, auth, body, headers...)
-		checkAnswer(tt, rt.method+" "+path+"?"+query, rec)
+		e2e.CheckAnswer(tt, rt.method+" "+path+"?"+query, rec)
 	})
 }
 
@@ -184,21 +138,19 @@ func TestCrossTenantIDsAreNotFound(t *testing.T) {
 		if s, ok := validBodies[name]; ok && s != "" {
 			body = []byte(s)
 		}
-		for _, p := range strings.Split(rt.pattern, "/") {
-			if n, ok := strings.CutPrefix(p, "{"); ok && n != "id}" {
-				if _, ok := bIDs[strings.TrimSuffix(n, "}")]; !ok {
-					t.Errorf("%s: no id of B for parameter %s; add one to the test", name, p)
-				}
+		for _, p := range e2e.PathParams(rt.pattern) {
+			if _, ok := bIDs[p]; !ok && p != "id" {
+				t.Errorf("%s: no id of B for parameter {%s}; add one to the test", name, p)
 			}
 		}
 		scoped++
 		// A's session, B's account (and B's sub-ids).
-		path := fillPattern(rt.pattern, b.id, "", bIDs)
-		checkNotFound(t, g.serve(rt.method, path, "", "Bearer "+a.token, body), "A on "+rt.method+" "+path)
+		path := e2e.FillPattern(rt.pattern, "", withID(bIDs, b.id))
+		e2e.NotFound(t, "A on "+rt.method+" "+path, g.serve(rt.method, path, "", "Bearer "+a.token, body))
 		// A's session and account, B's key or invoice.
 		if strings.Count(rt.pattern, "{") > 1 {
-			path := fillPattern(rt.pattern, a.id, "", bIDs)
-			checkNotFound(t, g.serve(rt.method, path, "", "Bearer "+a.token, body), "A on "+rt.method+" "+path)
+			path := e2e.FillPattern(rt.pattern, "", withID(bIDs, a.id))
+			e2e.NotFound(t, "A on "+rt.method+" "+path, g.serve(rt.method, path, "", "Bearer "+a.token, body))
 		}
 	}
 	if scoped < 15 {
@@ -207,7 +159,7 @@ func TestCrossTenantIDsAreNotFound(t *testing.T) {
 	// Orders are named in the body: B's paid and open orders are not A's.
 	for _, o := range []string{b.paidOrderID, b.openOrderID} {
 		vb, _ := json.Marshal(verifyBody(o, "pay_"+strings.TrimPrefix(o, "order_"), defaultRazorpaySecret))
-		checkNotFound(t, g.serve("POST", "/v1/accounts/"+a.id+"/credits/verify", "", "Bearer "+a.token, vb), "A verifying B's order "+o)
+		e2e.NotFound(t, "A verifying B's order "+o, g.serve("POST", "/v1/accounts/"+a.id+"/credits/verify", "", "Bearer "+a.token, vb))
 	}
 	// A's lists show none of B's records.
 	for _, p := range []string{"/apiKeys", "/transactions", "/invoices", "/usage?group_by=key"} {
@@ -238,14 +190,9 @@ func TestCrossTenantIDsAreNotFound(t *testing.T) {
 	}
 }
 
-func checkNotFound(t *testing.T, rec *httptest.ResponseRecorder, what string) {
-	t.Helper()
-	var e struct {
-		Error struct {
-			Code string `json:"code"`
-		} `json:"error"`
-	}
-	if rec.Code != 404 || json.Unmarshal(rec.Body.Bytes(), &e) != nil || e.Error.Code != "not_found" {
-		t.Errorf("%s: %d %s, want 404 not_found", what, rec.Code, rec.Body)
-	}
+// withID returns ids plus "id": acct.
+func withID(ids map[string]string, acct string) map[string]string {
+	m := maps.Clone(ids)
+	m["id"] = acct
+	return m
 }
