@@ -25,13 +25,28 @@ start=$SECONDS
 for pkg in "${pkgs[@]}"; do
   for name in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
     count=$((count + 1))
-    if ! out=$(go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "$pkg" 2>&1); then
-      echo "FAIL $pkg $name"
-      echo "$out" | tail -n 40
-      failed+=("$pkg $name")
-    else
-      echo "ok   $pkg $name"
-    fi
+    status=ok
+    for attempt in 1 2; do
+      if out=$(go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "$pkg" 2>&1); then
+        status=ok; break
+      fi
+      # Go 1.26's fuzz coordinator can fail a healthy target with a bare
+      # "context deadline exceeded" when -fuzztime ends while a worker is
+      # busy (go.dev/issue/75804, fixed in Go 1.27). A real finding writes
+      # a failing input; a bare deadline is retried once.
+      if grep -q 'Failing input written to' <<<"$out" || ! grep -q 'context deadline exceeded' <<<"$out"; then
+        status=FAIL; break
+      fi
+      status=flake
+    done
+    case $status in
+      ok) echo "ok   $pkg $name" ;;
+      flake) echo "ok   $pkg $name (coordinator deadline race twice, no failing input)" ;;
+      FAIL)
+        echo "FAIL $pkg $name"
+        echo "$out" | tail -n 40
+        failed+=("$pkg $name") ;;
+    esac
   done
 done
 echo "fuzzed $count targets for $fuzztime each in $((SECONDS - start))s"
