@@ -3,7 +3,8 @@ package main
 import (
 	"encoding/json"
 	"io"
-	"maps"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -120,41 +121,33 @@ var validBodies = map[string]string{
 func TestCrossTenantIDsAreNotFound(t *testing.T) {
 	g := newInproc(t, io.Discard)
 	a, b := g.newTenant(t, "Alice"), g.newTenant(t, "Bob")
-	bIDs := map[string]string{"key_id": b.spareKeyID, "invoice_id": b.invoiceID}
-	var scoped int
+	var patterns, nested []string
 	for _, rt := range g.s.routes() {
-		name := rt.method + " " + rt.pattern
-		if !strings.Contains(rt.pattern, "{") {
-			if _, ok := globalRoutes[name]; !ok {
-				t.Errorf("%s has no path parameters and is not in globalRoutes: say why another tenant cannot reach through it, or scope it under /v1/accounts/{id}", name)
-			}
-			continue
+		p := rt.method + " " + rt.pattern
+		patterns = append(patterns, p)
+		if strings.Contains(rt.pattern, "{") && !strings.HasPrefix(rt.pattern, "/v1/accounts/{id}") {
+			t.Errorf("%s: a route with ids outside /v1/accounts/{id} needs its own cross-tenant case", p)
 		}
-		if !strings.HasPrefix(rt.pattern, "/v1/accounts/{id}") {
-			t.Errorf("%s: a route with ids outside /v1/accounts/{id} needs its own cross-tenant case", name)
-			continue
-		}
-		var body []byte
-		if s, ok := validBodies[name]; ok && s != "" {
-			body = []byte(s)
-		}
-		for _, p := range e2e.PathParams(rt.pattern) {
-			if _, ok := bIDs[p]; !ok && p != "id" {
-				t.Errorf("%s: no id of B for parameter {%s}; add one to the test", name, p)
-			}
-		}
-		scoped++
-		// A's session, B's account (and B's sub-ids).
-		path := e2e.FillPattern(rt.pattern, "", withID(bIDs, b.id))
-		e2e.NotFound(t, "A on "+rt.method+" "+path, g.serve(rt.method, path, "", "Bearer "+a.token, body))
-		// A's session and account, B's key or invoice.
-		if strings.Count(rt.pattern, "{") > 1 {
-			path := e2e.FillPattern(rt.pattern, "", withID(bIDs, a.id))
-			e2e.NotFound(t, "A on "+rt.method+" "+path, g.serve(rt.method, path, "", "Bearer "+a.token, body))
+		if len(e2e.PathParams(rt.pattern)) > 1 {
+			nested = append(nested, p)
 		}
 	}
-	if scoped < 15 {
-		t.Fatalf("only %d tenant routes found", scoped)
+	asA := func(method, pattern, path string) *httptest.ResponseRecorder {
+		var body []byte
+		if s := validBodies[method+" "+pattern]; s != "" {
+			body = []byte(s)
+		}
+		return g.serve(method, path, "", "Bearer "+a.token, body)
+	}
+	// A's session, B's account (and B's key or invoice).
+	bIDs := map[string]string{"id": b.id, "key_id": b.spareKeyID, "invoice_id": b.invoiceID}
+	if n := e2e.CrossTenant(t, patterns, globalRoutes, bIDs, asA); n < 15 {
+		t.Fatalf("only %d tenant routes found", n)
+	}
+	// A's session and account, B's key or invoice.
+	bIDs["id"] = a.id
+	if n := e2e.CrossTenant(t, nested, globalRoutes, bIDs, asA); n < 4 {
+		t.Fatalf("only %d routes with two ids found", n)
 	}
 	// Orders are named in the body: B's paid and open orders are not A's.
 	for _, o := range []string{b.paidOrderID, b.openOrderID} {
@@ -190,9 +183,43 @@ func TestCrossTenantIDsAreNotFound(t *testing.T) {
 	}
 }
 
-// withID returns ids plus "id": acct.
-func withID(ids map[string]string, acct string) map[string]string {
-	m := maps.Clone(ids)
-	m["id"] = acct
-	return m
+// Requests the router has no route for — an unknown path, a method a path
+// does not serve, an id holding an escaped "/" (found by FuzzRoutes) — are
+// JSON 404s like every other error, over a real connection too, in the
+// OpenAI envelope under /inference/.
+func TestUnroutedRequestsAreJSONErrors(t *testing.T) {
+	g := newInproc(t, io.Discard)
+	u := g.newTenant(t, "Unrouted")
+	srv := httptest.NewServer(g.h)
+	defer srv.Close()
+	for _, c := range []struct{ method, path string }{
+		{"GET", "/nope"},
+		{"PUT", "/v1/sessions"},
+		{"GET", "/v1/accounts/" + u.id + "/invoices/%2F"},
+		{"DELETE", "/v1/accounts/" + u.id + "/apiKeys/a%2Fb"},
+		{"GET", "/inference/v1/nope"},
+		{"POST", "/inference/v1/models"},
+	} {
+		req, _ := http.NewRequest(c.method, srv.URL+c.path, nil)
+		req.Header.Set("Authorization", "Bearer "+u.token)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := httptest.NewRecorder()
+		rec.Code = resp.StatusCode
+		for k, v := range resp.Header {
+			rec.Header()[k] = v
+		}
+		_, _ = rec.Body.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if rec.Code != 404 {
+			t.Errorf("%s %s: %d %s, want 404", c.method, c.path, rec.Code, rec.Body)
+			continue
+		}
+		e2e.CheckAnswer(t, c.method+" "+c.path, rec)
+		if inf := strings.HasPrefix(c.path, "/inference/"); inf != strings.Contains(rec.Body.String(), `"type"`) {
+			t.Errorf("%s %s: wrong error envelope: %s", c.method, c.path, rec.Body)
+		}
+	}
 }

@@ -80,6 +80,10 @@ func (s *server) handler() http.Handler {
 	for _, rt := range s.routes() {
 		mux.Handle(rt.method+" "+rt.pattern, rt.h)
 	}
+	// Anything no route serves (an unknown path, a method the path does
+	// not serve, an id holding an escaped "/") is a JSON 404 like every
+	// other error, not the mux's text/plain one.
+	mux.Handle("/", s.api(func(http.ResponseWriter, *http.Request) error { return errNotFound }))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > maxBodyBytes {
 			s.writeError(w, r, errTooLarge)

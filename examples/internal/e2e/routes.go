@@ -112,3 +112,39 @@ func NotFound(t testing.TB, what string, rec *httptest.ResponseRecorder) {
 		t.Errorf("%s: %d %s, want 404 not_found", what, rec.Code, rec.Body)
 	}
 }
+
+// CrossTenant checks a router's table for cross-tenant access: for every
+// pattern ("METHOD /path/{id}") with path ids, call (as tenant A) of the
+// path with every id taken from foreign (tenant B's) must answer 404
+// not_found. A
+// pattern without ids must be in global, which says why another tenant's
+// ids cannot reach through it; an id foreign lacks fails the test, so a new
+// route cannot go untested. It returns the number of routes with ids.
+func CrossTenant(t testing.TB, patterns []string, global, foreign map[string]string, call func(method, pattern, path string) *httptest.ResponseRecorder) int {
+	t.Helper()
+	var scoped int
+	for _, p := range patterns {
+		method, path, _ := strings.Cut(p, " ")
+		params := PathParams(path)
+		if len(params) == 0 {
+			if _, ok := global[p]; !ok {
+				t.Errorf("%s has no path ids and is not in the test's global routes: say why another tenant cannot reach through it", p)
+			}
+			continue
+		}
+		missing := false
+		for _, name := range params {
+			if _, ok := foreign[name]; !ok {
+				t.Errorf("%s: no id of the other tenant for {%s}; add one to the test", p, name)
+				missing = true
+			}
+		}
+		if missing {
+			continue
+		}
+		scoped++
+		filled := FillPattern(path, "", foreign)
+		NotFound(t, method+" "+filled+" with another tenant's ids", call(method, path, filled))
+	}
+	return scoped
+}
