@@ -148,3 +148,20 @@ func CrossTenant(t testing.TB, patterns []string, global, foreign map[string]str
 	}
 	return scoped
 }
+
+// AddRouteSeeds adds the seed corpus of a route fuzz target whose inputs
+// are (route index, path id, query, credential, body): for route i, one
+// entry with everything empty (the valid credential and ids), one with
+// the given bad query, credential and body, and one per seed — a seed
+// that is not JSON and holds "=" is a query, anything else a body.
+func AddRouteSeeds(f *testing.F, i int, badQuery, badCred, badBody string, seeds []string) {
+	f.Add(uint8(i), "", "", "", []byte(nil))
+	f.Add(uint8(i), "", badQuery, badCred, []byte(badBody))
+	for _, s := range seeds {
+		if strings.Contains(s, "=") && !strings.HasPrefix(s, "{") && !strings.HasPrefix(s, "[") {
+			f.Add(uint8(i), "", s, "", []byte(nil))
+		} else {
+			f.Add(uint8(i), "", "", "", []byte(s))
+		}
+	}
+}
