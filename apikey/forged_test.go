@@ -216,3 +216,29 @@ func BenchmarkVerifyForged(b *testing.B) {
 		}
 	}
 }
+
+// FuzzVerify: Verify never panics on any presented key, accepts exactly
+// the real key, and refuses everything else as malformed or unknown.
+func FuzzVerify(f *testing.F) {
+	ctx := context.Background()
+	svc, real := newForgeryEnv(f, memstore.New(), &apikey.Options{LastUsedInterval: -1})
+	f.Add(real.Reveal())
+	for _, k := range forgeries(f, svc.Format(), real) {
+		f.Add(k.Reveal())
+	}
+	f.Add("")
+	f.Add("forii_sk_\x00\xff")
+	f.Fuzz(func(t *testing.T, s string) {
+		v, err := svc.Verify(ctx, apikey.RawKey(s))
+		switch {
+		case s == real.Reveal():
+			if err != nil || v.KeyID == "" {
+				t.Fatalf("the real key: %v", err)
+			}
+		case err == nil:
+			t.Fatalf("accepted %q", s)
+		case !errors.Is(err, apikey.ErrMalformed) && !errors.Is(err, apikey.ErrUnknown):
+			t.Fatalf("%q: %v, want ErrMalformed or ErrUnknown", s, err)
+		}
+	})
+}
