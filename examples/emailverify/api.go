@@ -67,15 +67,31 @@ func (s *api) ok(w http.ResponseWriter, status int, data any) {
 	httpapi.WriteJSON(w, httpapi.Error{Status: status}, envelope{Success: true, Data: data})
 }
 
+// route is one registered route ("METHOD /path" pattern and handler). The
+// table is the single source of the router; tests enumerate it.
+type route struct {
+	pattern string
+	h       http.HandlerFunc
+}
+
+// routeTable lists every route of the API.
+func (s *api) routeTable() []route {
+	return []route{
+		{"GET /v1/account", s.auth(s.getAccount)},
+		{"GET /v1/api-keys", s.auth(s.listKeys)},
+		{"POST /v1/api-keys", s.auth(s.createKey)},
+		{"DELETE /v1/api-keys/{key_id}", s.auth(s.revokeKey)},
+		{"POST /v1/verify", s.auth(s.verify)},
+		{"POST /v1/verify/batch", s.auth(s.submitBatch)},
+		{"GET /v1/verify/batch/{job_id}", s.auth(s.getBatch)},
+	}
+}
+
 func (s *api) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/account", s.auth(s.getAccount))
-	mux.HandleFunc("GET /v1/api-keys", s.auth(s.listKeys))
-	mux.HandleFunc("POST /v1/api-keys", s.auth(s.createKey))
-	mux.HandleFunc("DELETE /v1/api-keys/{key_id}", s.auth(s.revokeKey))
-	mux.HandleFunc("POST /v1/verify", s.auth(s.verify))
-	mux.HandleFunc("POST /v1/verify/batch", s.auth(s.submitBatch))
-	mux.HandleFunc("GET /v1/verify/batch/{job_id}", s.auth(s.getBatch))
+	for _, rt := range s.routeTable() {
+		mux.Handle(rt.pattern, rt.h)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { s.fail(w, r, jsonapi.ErrNotFound) })
 	return jsonapi.LimitBody(errorWriter)(mux)
 }

@@ -73,15 +73,16 @@ func start(t *testing.T) *env {
 	t.Helper()
 	db := filepath.Join(t.TempDir(), "ev.db")
 	dns := newFakeDNS(t)
-	runFake := func(ctx context.Context, args []string, stdout io.Writer) error {
+	runFake := func(ctx context.Context, args []string, stdout, logs io.Writer) error {
 		c, err := parseFlags(args, stdout)
 		if err != nil {
 			return err
 		}
-		c.resolver = dns
+		c.resolver, c.logs = dns, logs
 		return runConfig(ctx, c, stdout)
 	}
-	srv := e2e.Start(t, runFake, "-db", db, "-dns-timeout", "200ms")
+	// The logs are searched for every key the test handles at cleanup.
+	srv := e2e.StartLogged(t, runFake, "-db", db, "-dns-timeout", "200ms")
 	st, err := sqlitestore.Open(context.Background(), db, &sqlitestore.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

@@ -42,6 +42,8 @@ type config struct {
 	// now and resolver replace the clock and DNS in tests.
 	now      func() time.Time
 	resolver Resolver
+	// logs is where the server logs; nil is os.Stderr (tests capture it).
+	logs io.Writer
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -79,7 +81,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 
 func runConfig(ctx context.Context, c config, stdout io.Writer) (err error) {
 	env, err := server.Open(ctx, server.Config{Profile: profiles.EmailVerify, DB: c.db, Postgres: c.postgres,
-		Redis: c.redis, LogLevel: c.logLevel, Now: c.now, Stderr: os.Stderr})
+		Redis: c.redis, LogLevel: c.logLevel, Now: c.now, Stderr: c.logWriter()})
 	if err != nil {
 		return err
 	}
@@ -102,4 +104,12 @@ func runConfig(ctx context.Context, c config, stdout io.Writer) (err error) {
 		s.jobs.Wait() // before kl.Close: jobs meter and release holds
 	}()
 	return server.Serve(ctx, c.addr, s.routes(), stdout, log)
+}
+
+// logWriter is where the server logs: c.logs, or os.Stderr.
+func (c config) logWriter() io.Writer {
+	if c.logs == nil {
+		return os.Stderr
+	}
+	return c.logs
 }

@@ -87,6 +87,7 @@ func (g *gw) webhook(orderID, paymentID string, paise razorpay.Paise, secret str
 	}
 	req, _ := http.NewRequest("POST", g.base+"/v1/webhooks/razorpay", bytes.NewReader(body))
 	req.Header.Set("X-Razorpay-Signature", razorpay.SignWebhook(body, secret))
+	g.logs.HarvestRequest(req, body)
 	resp, err := g.c.Do(req)
 	if err != nil {
 		g.t.Fatal(err)

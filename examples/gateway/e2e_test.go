@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keyledger/keyledger/examples/internal/e2e"
 )
 
 // gw is a gateway started by run() on a random port with a temp SQLite file.
@@ -21,6 +23,9 @@ type gw struct {
 	base string
 	db   string
 	c    *http.Client
+	// logs holds the gateway's log lines and the secrets the test handled;
+	// at cleanup the test fails if a secret was logged.
+	logs *e2e.Logs
 	// stop shuts the gateway down gracefully and checks run's error; it
 	// also runs at the end of the test.
 	stop func()
@@ -39,10 +44,22 @@ func startGatewayOn(t *testing.T, db string, extra ...string) *gw {
 	return startGatewayAt(t, time.Now, db, extra...)
 }
 
-// startGatewayAt runs the gateway on a clock.
+// startGatewayAt runs the gateway on a clock. It logs at debug level; the
+// log lines are kept and, when the test ends, searched for every secret
+// the test handled (keys, session tokens, passwords, Razorpay secrets and
+// signatures, the upstream key).
 func startGatewayAt(t *testing.T, now func() time.Time, db string, extra ...string) *gw {
 	t.Helper()
-	args := append([]string{"-addr", "127.0.0.1:0", "-db", db, "-log-level", "warn"}, extra...)
+	logs := e2e.NewLogs(t) // checked after stop (registered later, so run earlier)
+	logs.Secret("Razorpay key secret", defaultRazorpaySecret)
+	logs.Secret("Razorpay webhook secret", defaultRazorpayWebhookSecret)
+	for i := 0; i+1 < len(extra); i++ {
+		switch extra[i] {
+		case "-upstream-key", "-razorpay-secret", "-razorpay-webhook-secret":
+			logs.Secret(extra[i], extra[i+1])
+		}
+	}
+	args := append([]string{"-addr", "127.0.0.1:0", "-db", db, "-log-level", "debug"}, extra...)
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
@@ -51,19 +68,38 @@ func startGatewayAt(t *testing.T, now func() time.Time, db string, extra ...stri
 		pw.CloseWithError(io.EOF)
 		done <- err
 	}()
+	// stdout carries the slog text lines ("time=…") among other output (the
+	// quickstart shows a sample password); only the log lines are kept.
 	sc := bufio.NewScanner(pr)
+	sc.Buffer(make([]byte, 64<<10), 8<<20)
+	keep := func() {
+		if line := sc.Bytes(); bytes.HasPrefix(line, []byte("time=")) {
+			_, _ = logs.Write(append(line, '\n'))
+		}
+	}
 	base := ""
 	for sc.Scan() {
 		if s, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
 			base = s
 			break
 		}
+		keep()
 	}
 	if base == "" {
 		cancel()
 		t.Fatalf("gateway did not start: %v", <-done)
 	}
-	go func() { _, _ = io.Copy(io.Discard, pr) }() // keep logs flowing
+	copied := make(chan struct{})
+	go func() { // keep logs flowing
+		defer close(copied)
+		for sc.Scan() {
+			keep()
+		}
+		if err := sc.Err(); err != nil {
+			t.Errorf("reading the gateway's output: %v", err)
+			_, _ = io.Copy(io.Discard, pr)
+		}
+	}()
 	client := &http.Client{Timeout: 30 * time.Second}
 	stop := sync.OnceFunc(func() {
 		// Connections the client dialed but never used would hold up
@@ -73,28 +109,33 @@ func startGatewayAt(t *testing.T, now func() time.Time, db string, extra ...stri
 		if err := <-done; err != nil {
 			t.Errorf("run: %v", err)
 		}
+		<-copied
 	})
 	t.Cleanup(stop)
-	return &gw{t: t, base: base, db: db, c: client, stop: stop}
+	return &gw{t: t, base: base, db: db, c: client, logs: logs, stop: stop}
 }
 
 // do sends a request with an optional bearer token and JSON body (a string
 // is sent as is) and returns the status, headers and body.
 func (g *gw) do(method, path, token string, body any) (int, http.Header, []byte) {
 	g.t.Helper()
-	var rd io.Reader
+	var raw []byte
 	switch b := body.(type) {
 	case nil:
 	case string:
-		rd = strings.NewReader(b)
+		raw = []byte(b)
 	case []byte:
-		rd = bytes.NewReader(b)
+		raw = b
 	default:
 		j, err := json.Marshal(b)
 		if err != nil {
 			g.t.Fatal(err)
 		}
-		rd = bytes.NewReader(j)
+		raw = j
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(raw)
 	}
 	req, err := http.NewRequest(method, g.base+path, rd)
 	if err != nil {
@@ -106,6 +147,7 @@ func (g *gw) do(method, path, token string, body any) (int, http.Header, []byte)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	g.logs.HarvestRequest(req, raw)
 	resp, err := g.c.Do(req)
 	if err != nil {
 		g.t.Fatalf("%s %s: %v", method, path, err)
@@ -115,6 +157,7 @@ func (g *gw) do(method, path, token string, body any) (int, http.Header, []byte)
 	if err != nil {
 		g.t.Fatalf("%s %s: reading body: %v", method, path, err)
 	}
+	g.logs.Harvest(method+" "+path+" response", b)
 	return resp.StatusCode, resp.Header, b
 }
 

@@ -137,77 +137,14 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 	}
 	log := slog.New(slog.NewTextHandler(stdout, &slog.HandlerOptions{Level: c.logLevel}))
 
-	cat, err := loadCatalog(c.modelsFile)
+	srv, closeAll, err := newServer(ctx, c, log, now, redisNow)
 	if err != nil {
 		return err
 	}
-	st, err := procsrv.OpenStore(ctx, c.db, c.postgres, log)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	var bill *billing
-	if c.postgres != "" {
-		bill, err = openBillingPG(ctx, c.postgres)
-	} else {
-		bill, err = openBilling(ctx, c.db)
-	}
-	if err != nil {
-		return err
-	}
-	defer bill.Close()
-
-	rzp, err := razorpay.NewSimulator(c.rzpSecret, &razorpay.SimulatorOptions{Now: now})
-	if err != nil {
-		return err
-	}
-	srv := &server{
-		log: log, cat: cat, bill: bill, rzp: rzp, rzpKeyID: c.rzpKeyID, rzpSecret: c.rzpSecret,
-		rzpWebhookSecret: c.rzpWebhook, now: now, supplier: demoSupplier(),
-	}
-	if srv.sim, err = simmodel.New(&simmodel.Options{Now: now}); err != nil {
-		return err
-	}
-	if c.upstream != "" {
-		srv.up = &upstream{base: c.upstream, key: c.upstreamKey, client: &http.Client{}}
-	}
-
-	var limiter ratelimit.Limiter
-	if c.redis != "" {
-		rdb := redis.NewClient(&redis.Options{Addr: c.redis})
-		defer rdb.Close()
-		if err := rdb.Ping(ctx).Err(); err != nil {
-			return fmt.Errorf("-redis %s: %w", c.redis, err)
-		}
-		limiter = redislimit.New(rdb, &redislimit.Options{Now: redisNow})
-	}
-	format, err := apikey.NewFormat(apikey.FormatConfig{Types: []apikey.KeyType{
-		{Name: "sdk", Prefix: "forii_sk_"},
-		{Name: "api", Prefix: "forii_"},
-	}})
-	if err != nil {
-		return err
-	}
-	kl, err := keyledger.New(st, &keyledger.Options{
-		Now: now, Logger: log, Prices: cat.prices, Limiter: limiter,
-		Keys:    &apikey.Options{Format: format},
-		Credits: &credits.Options{Unit: credits.INR(), Recharger: credits.RechargerFunc(srv.recharge)},
-	})
-	if err != nil {
-		return err
-	}
-	srv.kl = kl
-	dash, err := srv.newDashboard([]byte(c.dashSecret))
-	if err != nil {
-		_ = kl.Close(context.Background())
-		return err
-	}
-	srv.dash = dash
 
 	ln, err := net.Listen("tcp", c.addr)
 	if err != nil {
-		_ = kl.Close(context.Background())
-		return err
+		return errors.Join(err, closeAll(context.Background()))
 	}
 	hs := &http.Server{
 		Handler:           srv.handler(),
@@ -221,8 +158,8 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 	if c.postgres != "" {
 		dbName = "postgres"
 	}
-	log.Info("gateway started", "addr", base, "dashboard", base+dashboardPath+"/", "db", dbName, "upstream", c.upstream, "models", len(cat.models))
-	fmt.Fprint(stdout, quickstart(base, cat.models[0].ID))
+	log.Info("gateway started", "addr", base, "dashboard", base+dashboardPath+"/", "db", dbName, "upstream", c.upstream, "models", len(srv.cat.models))
+	fmt.Fprint(stdout, quickstart(base, srv.cat.models[0].ID))
 
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
@@ -239,11 +176,99 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 	}
 	cctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if cerr := kl.Close(cctx); cerr != nil { // flushes usage, last-used times and ledger work
+	if cerr := closeAll(cctx); cerr != nil { // flushes usage, last-used times and ledger work
 		err = errors.Join(err, cerr)
 	}
 	log.Info("stopped")
 	return err
+}
+
+// newServer opens what the gateway serves from — the model catalog, the
+// store, the billing tables, the rate limiter (Redis on redisNow, nil for
+// the Redis server's clock) and the KeyLedger on now — and returns the
+// server with closeAll, which flushes usage and releases everything in
+// reverse order. On error everything opened so far is released. Tests build
+// the handler in-process with it.
+func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow func() time.Time) (_ *server, closeAll func(context.Context) error, err error) {
+	var closers []func(context.Context) error
+	closeAll = func(ctx context.Context) error {
+		var errs []error
+		for i := len(closers) - 1; i >= 0; i-- {
+			errs = append(errs, closers[i](ctx))
+		}
+		closers = nil
+		return errors.Join(errs...)
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, closeAll(ctx))
+		}
+	}()
+	cat, err := loadCatalog(c.modelsFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := procsrv.OpenStore(ctx, c.db, c.postgres, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	closers = append(closers, func(context.Context) error { return st.Close() })
+	var bill *billing
+	if c.postgres != "" {
+		bill, err = openBillingPG(ctx, c.postgres)
+	} else {
+		bill, err = openBilling(ctx, c.db)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	closers = append(closers, func(context.Context) error { return bill.Close() })
+
+	rzp, err := razorpay.NewSimulator(c.rzpSecret, &razorpay.SimulatorOptions{Now: now})
+	if err != nil {
+		return nil, nil, err
+	}
+	srv := &server{
+		log: log, cat: cat, bill: bill, rzp: rzp, rzpKeyID: c.rzpKeyID, rzpSecret: c.rzpSecret,
+		rzpWebhookSecret: c.rzpWebhook, now: now, supplier: demoSupplier(),
+	}
+	if srv.sim, err = simmodel.New(&simmodel.Options{Now: now}); err != nil {
+		return nil, nil, err
+	}
+	if c.upstream != "" {
+		srv.up = &upstream{base: c.upstream, key: c.upstreamKey, client: &http.Client{}}
+	}
+
+	var limiter ratelimit.Limiter
+	if c.redis != "" {
+		rdb := redis.NewClient(&redis.Options{Addr: c.redis})
+		closers = append(closers, func(context.Context) error { return rdb.Close() })
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			return nil, nil, fmt.Errorf("-redis %s: %w", c.redis, err)
+		}
+		limiter = redislimit.New(rdb, &redislimit.Options{Now: redisNow})
+	}
+	format, err := apikey.NewFormat(apikey.FormatConfig{Types: []apikey.KeyType{
+		{Name: "sdk", Prefix: "forii_sk_"},
+		{Name: "api", Prefix: "forii_"},
+	}})
+	if err != nil {
+		return nil, nil, err
+	}
+	kl, err := keyledger.New(st, &keyledger.Options{
+		Now: now, Logger: log, Prices: cat.prices, Limiter: limiter,
+		Keys:    &apikey.Options{Format: format},
+		Credits: &credits.Options{Unit: credits.INR(), Recharger: credits.RechargerFunc(srv.recharge)},
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	closers = append(closers, kl.Close)
+	srv.kl = kl
+	if srv.dash, err = srv.newDashboard([]byte(c.dashSecret)); err != nil {
+		return nil, nil, err
+	}
+	return srv, closeAll, nil
 }
 
 // quickstart is the five-step curl walk-through logged at start.

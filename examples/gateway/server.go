@@ -85,6 +85,10 @@ func (s *server) handler() http.Handler {
 	if s.dash != nil {
 		mux.Handle(dashboardPath+"/", s.dash)
 	}
+	// Anything no route serves (an unknown path, a method the path does
+	// not serve, an id holding an escaped "/") is a JSON 404 like every
+	// other error, not the mux's text/plain one.
+	mux.Handle("/", s.api(func(http.ResponseWriter, *http.Request) error { return errNotFound }))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > maxBodyBytes {
 			s.writeError(w, r, errTooLarge)

@@ -55,17 +55,33 @@ func (s *api) ok(w http.ResponseWriter, status int, v any) {
 	httpapi.WriteJSON(w, httpapi.Error{Status: status}, v)
 }
 
+// route is one registered route ("METHOD /path" pattern and handler). The
+// table is the single source of the router; tests enumerate it.
+type route struct {
+	pattern string
+	h       http.Handler
+}
+
+// routeTable lists every route of the API.
+func (s *api) routeTable() []route {
+	paid := httpapi.Middleware(s.kl, &httpapi.Options{Request: toolRequest, Errors: errorWriter, Logger: s.log})
+	return []route{
+		{"GET /v1/me/credits", s.auth(s.getCredits)},
+		{"POST /v1/me/credits/purchase", s.auth(s.purchase)},
+		{"GET /v1/me/api-credentials", s.auth(s.listCredentials)},
+		{"POST /v1/me/api-credentials", s.auth(s.createCredential)},
+		{"POST /v1/me/api-credentials/{id}/revoke", s.auth(s.revokeCredential)},
+		{"GET /v1/me/usage", s.auth(s.listUsage)},
+		{"POST /v1/tools/inspect_domain", paid(http.HandlerFunc(s.inspectDomain))},
+		{"POST /v1/tools/keyword_volume", paid(http.HandlerFunc(s.keywordVolume))},
+	}
+}
+
 func (s *api) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/me/credits", s.auth(s.getCredits))
-	mux.HandleFunc("POST /v1/me/credits/purchase", s.auth(s.purchase))
-	mux.HandleFunc("GET /v1/me/api-credentials", s.auth(s.listCredentials))
-	mux.HandleFunc("POST /v1/me/api-credentials", s.auth(s.createCredential))
-	mux.HandleFunc("POST /v1/me/api-credentials/{id}/revoke", s.auth(s.revokeCredential))
-	mux.HandleFunc("GET /v1/me/usage", s.auth(s.listUsage))
-	paid := httpapi.Middleware(s.kl, &httpapi.Options{Request: toolRequest, Errors: errorWriter, Logger: s.log})
-	mux.Handle("POST /v1/tools/inspect_domain", paid(http.HandlerFunc(s.inspectDomain)))
-	mux.Handle("POST /v1/tools/keyword_volume", paid(http.HandlerFunc(s.keywordVolume)))
+	for _, rt := range s.routeTable() {
+		mux.Handle(rt.pattern, rt.h)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, jsonapi.ErrNotFound)
 	})

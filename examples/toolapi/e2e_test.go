@@ -63,7 +63,16 @@ func signup(t *testing.T, kl *keyledger.KeyLedger, email string, balance int64) 
 
 func start(t *testing.T) (*e2e.Server, string, string) {
 	db := filepath.Join(t.TempDir(), "toolapi.db")
-	srv := e2e.Start(t, run, "-db", db, "-bootstrap-email", "owner@example.com")
+	runLogged := func(ctx context.Context, args []string, stdout, logs io.Writer) error {
+		c, err := parseFlags(args, stdout)
+		if err != nil {
+			return err
+		}
+		c.logs = logs
+		return runConfig(ctx, c, stdout)
+	}
+	// The logs are searched for every key the test handles at cleanup.
+	srv := e2e.StartLogged(t, runLogged, "-db", db, "-bootstrap-email", "owner@example.com")
 	var key string
 	for _, l := range srv.Lines {
 		if _, rest, ok := strings.Cut(l, " key "); ok && strings.HasPrefix(l, "bootstrap account acct_") {

@@ -45,6 +45,8 @@ type config struct {
 	// now and upstream replace the clock and the simulated upstream in tests.
 	now      func() time.Time
 	upstream Upstream
+	// logs is where the server logs; nil is os.Stderr (tests capture it).
+	logs io.Writer
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -82,7 +84,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 
 func runConfig(ctx context.Context, c config, stdout io.Writer) (err error) {
 	env, err := server.Open(ctx, server.Config{Profile: profiles.ToolAPI, DB: c.db, Postgres: c.postgres,
-		Redis: c.redis, LogLevel: c.logLevel, Now: c.now, Stderr: os.Stderr})
+		Redis: c.redis, LogLevel: c.logLevel, Now: c.now, Stderr: c.logWriter()})
 	if err != nil {
 		return err
 	}
@@ -124,4 +126,12 @@ func bootstrap(ctx context.Context, kl *keyledger.KeyLedger, email string, stdou
 	}
 	fmt.Fprintf(stdout, "bootstrap account %s credential %s key %s\n", a.ID, k.ID, raw.Reveal())
 	return nil
+}
+
+// logWriter is where the server logs: c.logs, or os.Stderr.
+func (c config) logWriter() io.Writer {
+	if c.logs == nil {
+		return os.Stderr
+	}
+	return c.logs
 }

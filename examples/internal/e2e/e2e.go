@@ -26,10 +26,30 @@ type Server struct {
 	// Lines are the stdout lines printed before the listening line.
 	Lines  []string
 	Client *http.Client
+	// Logs, when set (StartLogged), receives the server's logs and the
+	// secrets of every request and response of Do.
+	Logs *Logs
 
 	cancel context.CancelFunc
 	done   chan error
 	once   sync.Once
+}
+
+// LoggedRunFunc is an example's run with its log output redirected to logs.
+type LoggedRunFunc func(ctx context.Context, args []string, stdout, logs io.Writer) error
+
+// StartLogged is Start with the server's logs, at debug level, captured in
+// s.Logs: at cleanup, after the server stopped, the test fails if any
+// secret the test sent or received through Do (or added with
+// s.Logs.Secret) appears in them.
+func StartLogged(t testing.TB, fn LoggedRunFunc, args ...string) *Server {
+	t.Helper()
+	logs := NewLogs(t) // its check runs after Start's cleanup stops the server
+	s := Start(t, func(ctx context.Context, args []string, stdout io.Writer) error {
+		return fn(ctx, args, stdout, logs)
+	}, append(args, "-log-level", "debug")...)
+	s.Logs = logs
+	return s
 }
 
 // Start runs fn with args plus -addr 127.0.0.1:0 and waits for its
@@ -110,19 +130,23 @@ func (r Response) Decode(t testing.TB, v any) {
 // name, value pairs.
 func (s *Server) Do(t testing.TB, method, path, key string, body any, headers ...string) Response {
 	t.Helper()
-	var rd io.Reader
+	var raw []byte
 	switch b := body.(type) {
 	case nil:
 	case string:
-		rd = strings.NewReader(b)
+		raw = []byte(b)
 	case []byte:
-		rd = bytes.NewReader(b)
+		raw = b
 	default:
 		j, err := json.Marshal(b)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rd = bytes.NewReader(j)
+		raw = j
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(raw)
 	}
 	req, err := http.NewRequest(method, s.URL+path, rd)
 	if err != nil {
@@ -137,6 +161,9 @@ func (s *Server) Do(t testing.TB, method, path, key string, body any, headers ..
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
+	if s.Logs != nil {
+		s.Logs.HarvestRequest(req, raw)
+	}
 	resp, err := s.Client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
@@ -145,6 +172,9 @@ func (s *Server) Do(t testing.TB, method, path, key string, body any, headers ..
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if s.Logs != nil {
+		s.Logs.Harvest(method+" "+path+" response", b)
 	}
 	return Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
 }
