@@ -35,6 +35,11 @@ type Generator struct {
 
 	mu   sync.Mutex
 	last uint64 // last (unix ms << 12 | sequence) handed out
+	// rnd holds random bytes read from crypto/rand in bulk; rnd[used:] are
+	// not handed out yet. IDs are identifiers, not secrets: batching the
+	// reads only saves a call per ID.
+	rnd  [256]byte
+	used int
 }
 
 // NewGenerator returns a Generator reading time from now (time.Now if nil).
@@ -50,16 +55,21 @@ func NewGenerator(now func() time.Time) *Generator {
 // method 1); the remaining 62 bits are from crypto/rand.
 func (g *Generator) UUID() uuid.UUID {
 	ms := uint64(g.now().UnixMilli())
+	var u uuid.UUID
 	g.mu.Lock()
 	v := ms << 12
 	if v <= g.last {
 		v = g.last + 1 // same or earlier millisecond: next sequence number
 	}
 	g.last = v
+	if g.used == 0 || g.used+8 > len(g.rnd) {
+		_, _ = rand.Read(g.rnd[:]) // crypto/rand.Read never fails (Go ≥ 1.24)
+		g.used = 0
+	}
+	copy(u[8:], g.rnd[g.used:g.used+8])
+	g.used += 8
 	g.mu.Unlock()
 
-	var u uuid.UUID
-	_, _ = rand.Read(u[8:]) // crypto/rand.Read never fails (Go ≥ 1.24)
 	binary.BigEndian.PutUint16(u[6:8], uint16(v&0x0fff)|0x7000)
 	ts := v >> 12
 	u[0], u[1], u[2], u[3], u[4], u[5] = byte(ts>>40), byte(ts>>32), byte(ts>>24), byte(ts>>16), byte(ts>>8), byte(ts)
@@ -69,19 +79,25 @@ func (g *Generator) UUID() uuid.UUID {
 
 // New returns prefix followed by the encoding of a new UUIDv7.
 func (g *Generator) New(prefix string) string {
-	u := g.UUID()
-	var b strings.Builder
+	var enc [EncodedLen]byte
+	encode(&enc, g.UUID())
+	var b strings.Builder // one allocation: String does not copy
 	b.Grow(len(prefix) + EncodedLen)
 	b.WriteString(prefix)
-	b.WriteString(Encode(u))
+	b.Write(enc[:])
 	return b.String()
 }
 
 // Encode returns the 26-character base32 form of u.
 func Encode(u uuid.UUID) string {
 	var out [EncodedLen]byte
-	// 128 bits as 26 groups of 5 bits, most significant first (the first
-	// character carries the top 3 bits only).
+	encode(&out, u)
+	return string(out[:])
+}
+
+// encode writes 128 bits as 26 groups of 5 bits, most significant first
+// (the first character carries the top 3 bits only).
+func encode(out *[EncodedLen]byte, u uuid.UUID) {
 	hi := binary.BigEndian.Uint64(u[:8])
 	lo := binary.BigEndian.Uint64(u[8:])
 	for i := EncodedLen - 1; i >= 0; i-- {
@@ -89,7 +105,6 @@ func Encode(u uuid.UUID) string {
 		lo = lo>>5 | hi<<59
 		hi >>= 5
 	}
-	return string(out[:])
 }
 
 // Decode parses the 26-character base32 form produced by Encode.

@@ -75,3 +75,28 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestRandomBitsNotReused checks that the buffered random bytes are never
+// handed out twice, across several refills of the buffer.
+func TestRandomBitsNotReused(t *testing.T) {
+	g := NewGenerator(nil)
+	seen := map[[8]byte]bool{}
+	for range 1000 {
+		u := g.UUID()
+		var r [8]byte
+		copy(r[:], u[8:])
+		r[0] &= 0x3f
+		if seen[r] {
+			t.Fatalf("random part %x handed out twice", r)
+		}
+		seen[r] = true
+	}
+}
+
+func BenchmarkNew(b *testing.B) {
+	g := NewGenerator(nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = g.New("txn_")
+	}
+}
