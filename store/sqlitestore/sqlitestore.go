@@ -82,6 +82,7 @@ type Store struct {
 
 	lw, lr *ledgerStmts // prepared credits statements on w and r (credits.go)
 	uw     *usageStmts  // prepared usage statements on w (usage.go)
+	mw     *multiStmts  // multi-row statements on w (multirow.go)
 
 	ckpt     *sql.DB       // background checkpointer (CheckpointInterval), or nil
 	stopCkpt chan struct{} // closed by Close
@@ -127,7 +128,7 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
-	s := &Store{w: w, log: o.Logger}
+	s := &Store{w: w, log: o.Logger, mw: newMultiStmts()}
 	if err := s.migrateRetrying(ctx, o.BusyTimeout); err != nil {
 		w.Close()
 		return nil, err
@@ -146,6 +147,10 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 		return nil, err
 	}
 	if err := s.prepareUsage(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.mw.prepare(ctx, s.w); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -194,7 +199,7 @@ func (s *Store) Close() error {
 		<-s.ckptDone
 		ck = s.ckpt.Close()
 	}
-	return errors.Join(s.rstmt.close(), s.closeLedger(), s.closeUsage(), ck, s.r.Close(), s.w.Close())
+	return errors.Join(s.rstmt.close(), s.closeLedger(), s.closeUsage(), s.mw.close(), ck, s.r.Close(), s.w.Close())
 }
 
 type migration = migrations.Migration
