@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -261,5 +262,45 @@ func TestMeterBatchLargerThanAChunk(t *testing.T) {
 	}
 	if n := e.count(t, `SELECT sum(requests) FROM usage_rollups`); n != len(reqs) {
 		t.Errorf("rollups count %d, want %d", n, len(reqs))
+	}
+}
+
+// Under a steady write load the WAL stays bounded: the background
+// checkpointer copies it and the writer restarts it past WALRestartPages.
+func TestWALStaysBounded(t *testing.T) {
+	for _, interval := range []time.Duration{0, -1} {
+		t.Run(fmt.Sprint(interval), func(t *testing.T) {
+			ctx := context.Background()
+			path := filepath.Join(t.TempDir(), "k.db")
+			s, err := Open(ctx, path, &Options{Logger: slog.New(slog.DiscardHandler), CheckpointInterval: interval, WALRestartPages: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if (s.ckpt != nil) != (interval >= 0) {
+				t.Fatalf("checkpointer running: %v", s.ckpt != nil)
+			}
+			var recs []usage.Record
+			for i := range 3000 {
+				recs = append(recs, usage.Record{ID: fmt.Sprint("log_", i), AccountID: fmt.Sprint("acct_", i%50), Model: "m",
+					CreatedAt: time.Unix(int64(i), 0)})
+			}
+			for i := 0; i < len(recs); i += 10 {
+				if err := s.ImportUsage(ctx, recs[i:i+10], "UTC"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fi, err := os.Stat(path + "-wal")
+			if err != nil {
+				t.Fatal(err)
+			}
+			limit := int64(400) // past WALRestartPages, with one transaction's frames
+			if interval < 0 {
+				limit = 1100 // SQLite's own scheme restarts past 1,000 pages
+			}
+			if pages := fi.Size() / 4120; pages > limit {
+				t.Errorf("WAL of %d pages after 300 transactions", pages)
+			}
+		})
 	}
 }
