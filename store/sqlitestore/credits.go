@@ -20,21 +20,24 @@ import (
 // arithmetic happens in Go, so sums are exact at any precision (sub-paisa
 // per-token costs included). Every write runs credits.ApplySpend or
 // credits.ApplyCredit on a ledgerTx: the account row, its grant lots and its
-// due holds are loaded once per transaction, changed in memory, and written
-// back at the end with a version check; entries, holds and idempotency
-// records are written as each request is applied. BEGIN IMMEDIATE makes the
-// whole read-check-write one critical section across processes sharing the
-// file, so no interleaving can overspend.
+// due holds are loaded once per transaction and changed in memory;
+// entries, holds and idempotency records are staged in memory as each
+// request is applied, and flush writes all of it at the end — multi-row
+// INSERTs for entries and keys, one multi-row UPDATE (with a version
+// check) for the accounts. BEGIN IMMEDIATE makes the whole
+// read-check-write one critical section across processes sharing the
+// file, so no interleaving can overspend, and lets a key read absent stay
+// absent until commit.
 //
 // ApplySpends is the group commit: many callers' spends in one transaction.
 // The ledger rules check before they write, so a request that fails leaves
 // nothing behind and its batch mates commit, without savepoints; if one
-// request's system error aborts the transaction, the requests are retried
-// one per transaction so that one bad request cannot fail the others.
-// Other writers that must debit atomically with their own rows (usage
-// metering) open a ledgerTx on their transaction (newLedgerTx), run
-// credits.ApplySpend on it next to their inserts, and flush it before
-// commit.
+// request's system error, or a failing statement of the flush, aborts the
+// transaction, the requests are retried one per transaction so that one
+// bad request cannot fail the others. Other writers that must debit
+// atomically with their own rows (usage metering) open a ledgerTx on their
+// transaction (newLedgerTx), run credits.ApplySpend on it next to their own
+// staged rows, and flush it before commit.
 
 var _ credits.GroupCommitter = (*Store)(nil)
 
@@ -51,8 +54,6 @@ const (
 	sDueHolds
 	sNextHoldDue
 	sExpireHold
-	sInsertEntry
-	sClaimOp
 	sOp
 	sEntry
 	sHold
@@ -82,13 +83,9 @@ func ledgerStatements() [nLedgerStmts]string {
 		sDueHolds:    `SELECT id, amount, expires_at FROM credit_holds WHERE account_id = ? AND state = 'active' AND expires_at <= ?`,
 		sNextHoldDue: `SELECT min(expires_at) FROM credit_holds WHERE account_id = ? AND state = 'active' AND expires_at > ?`,
 		sExpireHold:  `UPDATE credit_holds SET state = 'expired', resolved_at = expires_at WHERE id = ? AND state = 'active'`,
-		sInsertEntry: `INSERT INTO credit_entries (` + entryColumns + `)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		sClaimOp: `INSERT INTO credit_ops (key, account_id, kind, fingerprint, entry_seq, hold_id)
-			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-		sOp:    `SELECT kind, fingerprint, entry_seq, hold_id FROM credit_ops WHERE key = ? AND account_id = ?`,
-		sEntry: `SELECT ` + entryColumns + ` FROM credit_entries WHERE account_id = ? AND seq = ?`,
-		sHold:  `SELECT ` + holdColumns + ` FROM credit_holds WHERE id = ?`,
+		sOp:          `SELECT kind, fingerprint, entry_seq, hold_id FROM credit_ops WHERE key = ? AND account_id = ?`,
+		sEntry:       `SELECT ` + entryColumns + ` FROM credit_entries WHERE account_id = ? AND seq = ?`,
+		sHold:        `SELECT ` + holdColumns + ` FROM credit_holds WHERE id = ?`,
 		sPutHold: `INSERT INTO credit_holds (` + holdColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET state = excluded.state, resolved_at = excluded.resolved_at,
 			actual = excluded.actual, charged = excluded.charged, entry_id = excluded.entry_id,
@@ -340,13 +337,61 @@ func scanHold(row scanner) (credits.Hold, error) {
 	return h, p.err
 }
 
-// ledgerTx is a credits.Tx on one write transaction.
+// ledgerTx is a credits.Tx on one write transaction. Its writes are
+// staged in memory and written by flush with multi-row statements; reads
+// look at the stage first, then at the database (which holds nothing of
+// this transaction until flush). Because nothing reaches SQLite before
+// flush, a request is rolled back by truncating the stage to its mark
+// (usage.go), without a savepoint.
 type ledgerTx struct {
 	binder
+	ms    *multiStmts
 	now   time.Time
 	accts map[string]*txAcct
 	order []*txAcct // load order, for a deterministic flush
 	rep   credits.ExpiryReport
+	ops   map[opKey]opSeen // idempotency records read (or known absent)
+	// optimistic: idempotency keys (and record IDs, usage.go) are claimed
+	// without looking them up; the primary keys check the claims at flush,
+	// and a violation (a replay) runs the batch again with lookups. Reads
+	// that decide an outcome without claiming (Op) always look.
+	optimistic bool
+	stage      ledgerStage
+	args       []any // scratch for multi-row statements
+}
+
+type opKey struct{ acct, key string }
+
+type opSeen struct {
+	rec   credits.OpRecord
+	found bool
+}
+
+type entryKey struct {
+	acct string
+	seq  int64
+}
+
+// ledgerStage holds the writes of a transaction until flush. Slices only
+// grow, so a request's writes can be dropped by truncating to a mark.
+type ledgerStage struct {
+	entries  []credits.Entry
+	entryIdx map[entryKey]int
+	ops      []stagedOp
+	opIdx    map[opKey]int
+	holds    []stagedHold
+	holdIdx  map[string]int // latest version of each hold
+	expire   []string       // active holds past their deadline
+}
+
+type stagedOp struct {
+	k   opKey
+	rec credits.OpRecord
+}
+
+type stagedHold struct {
+	h    credits.Hold
+	prev int // index of the hold's previous staged version, -1 if none
 }
 
 type txAcct struct {
@@ -358,13 +403,21 @@ type txAcct struct {
 	holdDue, holdDue0 int64
 }
 
+// newLedgerTx returns a ledgerTx on tx. Its statements run without ctx's
+// cancellation: the driver would start a goroutine per statement to
+// interrupt it, and the statements are short; database/sql still rolls
+// the transaction back when ctx ends, and no statement runs after that.
 func (s *Store) newLedgerTx(ctx context.Context, tx *sql.Tx, now time.Time) *ledgerTx {
-	return &ledgerTx{binder: binder{ctx: ctx, tx: tx, src: s.lw}, now: now, accts: make(map[string]*txAcct, 4)}
+	return &ledgerTx{
+		binder: binder{ctx: context.WithoutCancel(ctx), tx: tx, src: s.lw},
+		ms:     s.mw, now: now, accts: make(map[string]*txAcct, 4), ops: make(map[opKey]opSeen),
+		stage: ledgerStage{entryIdx: make(map[entryKey]int), opIdx: make(map[opKey]int), holdIdx: make(map[string]int)},
+	}
 }
 
 // State implements credits.Tx: the first call for an account loads it,
-// advances it to now and writes the expiries that are due.
-func (t *ledgerTx) State(ctx context.Context, id string) (*credits.AccountState, error) {
+// advances it to now and stages the expiries that are due.
+func (t *ledgerTx) State(_ context.Context, id string) (*credits.AccountState, error) {
 	if a, ok := t.accts[id]; ok {
 		return &a.st, nil
 	}
@@ -372,21 +425,35 @@ func (t *ledgerTx) State(ctx context.Context, id string) (*credits.AccountState,
 	if err != nil {
 		return nil, err
 	}
-	return t.install(ctx, l)
+	return t.install(l), nil
 }
 
 // prefetch loads, in one query, the accounts of the debits and reserves in
 // reqs that are not loaded yet, so that a batch over many accounts does
-// not pay one round trip per account. Unknown accounts are left for State
-// to report.
-func (t *ledgerTx) prefetch(ctx context.Context, reqs []credits.SpendRequest) error {
+// not pay one round trip per account, and reads the idempotency records of
+// their keys in a few more. Unknown accounts are left for State to report.
+func (t *ledgerTx) prefetch(reqs []credits.SpendRequest) error {
 	var ids []string
 	seen := make(map[string]bool, len(reqs))
+	keys := t.args[:0]
 	for i := range reqs {
 		r := &reqs[i]
-		if (r.Kind == credits.SpendDebit || r.Kind == credits.SpendReserve) && !seen[r.AccountID] && t.accts[r.AccountID] == nil {
+		if r.Kind != credits.SpendDebit && r.Kind != credits.SpendReserve {
+			continue
+		}
+		if k := (opKey{r.AccountID, r.IdempotencyKey}); !t.optimistic && !t.staged(k) && !t.known(k) {
+			t.ops[k] = opSeen{} // absent unless the lookup finds it
+			keys = append(keys, r.IdempotencyKey, r.AccountID)
+		}
+		if !seen[r.AccountID] && t.accts[r.AccountID] == nil {
 			seen[r.AccountID] = true
 			ids = append(ids, r.AccountID)
+		}
+	}
+	t.args = keys[:0]
+	if !t.optimistic {
+		if err := t.findOps(keys); err != nil {
+			return err
 		}
 	}
 	if len(ids) < 2 {
@@ -396,7 +463,7 @@ func (t *ledgerTx) prefetch(ctx context.Context, reqs []credits.SpendRequest) er
 	if err != nil {
 		return wrap("prefetch ledger accounts", err)
 	}
-	rows, err := t.stmt(sAccounts).QueryContext(ctx, string(list))
+	rows, err := t.stmt(sAccounts).QueryContext(t.ctx, string(list))
 	if err != nil {
 		return wrap("prefetch ledger accounts", err)
 	}
@@ -420,17 +487,42 @@ func (t *ledgerTx) prefetch(ctx context.Context, reqs []credits.SpendRequest) er
 		if err := t.complete(&got[i].l, got[i].lots, t.now); err != nil {
 			return err
 		}
-		if _, err := t.install(ctx, got[i].l); err != nil {
-			return err
-		}
+		t.install(got[i].l)
 	}
 	return nil
 }
 
+// staged reports whether the transaction has claimed k.
+func (t *ledgerTx) staged(k opKey) bool {
+	_, ok := t.stage.opIdx[k]
+	return ok
+}
+
+// known reports whether the idempotency record under k has been read.
+func (t *ledgerTx) known(k opKey) bool {
+	_, ok := t.ops[k]
+	return ok
+}
+
+// findOps reads the idempotency records of keys (key, account pairs).
+func (t *ledgerTx) findOps(keys []any) error {
+	err := t.queryRows(t.ms.opsFind, keys, func(rows *sql.Rows) error {
+		var k opKey
+		var rec credits.OpRecord
+		var fp []byte
+		if err := rows.Scan(&k.key, &k.acct, &rec.Kind, &fp, &rec.EntrySeq, &rec.HoldID); err != nil {
+			return err
+		}
+		copy(rec.Fingerprint[:], fp)
+		t.ops[k] = opSeen{rec: rec, found: true}
+		return nil
+	})
+	return wrap("prefetch idempotency records", err)
+}
+
 // install makes a loaded account part of the transaction: it advances it
-// to now and writes the expiries that are due.
-func (t *ledgerTx) install(ctx context.Context, l loaded) (*credits.AccountState, error) {
-	due := l.due
+// to now and stages the expiries that are due.
+func (t *ledgerTx) install(l loaded) *credits.AccountState {
 	a := &txAcct{st: l.st, version: l.st.Version, holdDue: l.holdDue, holdDue0: l.holdDue0}
 	if len(a.st.Lots) > 0 {
 		a.lots = make(map[string]string, len(a.st.Lots))
@@ -438,30 +530,30 @@ func (t *ledgerTx) install(ctx context.Context, l loaded) (*credits.AccountState
 			a.lots[lot.ID] = lot.Remaining.String()
 		}
 	}
-	expired := a.st.Advance(t.now, due)
-	for _, h := range due {
-		if _, err := t.stmt(sExpireHold).ExecContext(ctx, h.ID); err != nil {
-			return nil, wrap("expire hold", err)
-		}
+	expired := a.st.Advance(t.now, l.due)
+	for _, h := range l.due {
+		t.stage.expire = append(t.stage.expire, h.ID)
 	}
 	for _, e := range expired {
-		if err := t.AddEntry(ctx, e); err != nil {
-			return nil, err
-		}
+		t.stageEntry(e)
 	}
-	if len(due) > 0 || len(expired) > 0 {
+	if len(l.due) > 0 || len(expired) > 0 {
 		t.rep.Accounts++
 		t.rep.Entries += len(expired)
-		t.rep.Holds += len(due)
+		t.rep.Holds += len(l.due)
 	}
 	t.accts[a.st.ID] = a
 	t.order = append(t.order, a)
-	return &a.st, nil
+	return &a.st
 }
 
-// Hold implements credits.Tx.
-func (t *ledgerTx) Hold(ctx context.Context, id string) (credits.Hold, error) {
-	h, err := scanHold(t.stmt(sHold).QueryRowContext(ctx, id))
+// Hold implements credits.Tx. A hold whose expiry is staged reads active
+// from the table; credits sees it expired all the same (past its deadline).
+func (t *ledgerTx) Hold(_ context.Context, id string) (credits.Hold, error) {
+	if i, ok := t.stage.holdIdx[id]; ok {
+		return t.stage.holds[i].h, nil
+	}
+	h, err := scanHold(t.stmt(sHold).QueryRowContext(t.ctx, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return h, credits.ErrHoldNotFound
 	}
@@ -469,86 +561,211 @@ func (t *ledgerTx) Hold(ctx context.Context, id string) (credits.Hold, error) {
 }
 
 // Op implements credits.Tx.
-func (t *ledgerTx) Op(ctx context.Context, accountID, key string) (credits.OpRecord, bool, error) {
+func (t *ledgerTx) Op(_ context.Context, accountID, key string) (credits.OpRecord, bool, error) {
+	k := opKey{accountID, key}
+	if i, ok := t.stage.opIdx[k]; ok {
+		return t.stage.ops[i].rec, true, nil
+	}
+	if s, ok := t.ops[k]; ok {
+		return s.rec, s.found, nil
+	}
 	var rec credits.OpRecord
 	var fp []byte
-	err := t.stmt(sOp).QueryRowContext(ctx, key, accountID).Scan(&rec.Kind, &fp, &rec.EntrySeq, &rec.HoldID)
+	err := t.stmt(sOp).QueryRowContext(t.ctx, key, accountID).Scan(&rec.Kind, &fp, &rec.EntrySeq, &rec.HoldID)
 	if errors.Is(err, sql.ErrNoRows) {
+		t.ops[k] = opSeen{}
 		return rec, false, nil
 	}
+	if err != nil {
+		return rec, false, wrap("idempotency record", err)
+	}
 	copy(rec.Fingerprint[:], fp)
-	return rec, err == nil, wrap("idempotency record", err)
+	t.ops[k] = opSeen{rec: rec, found: true}
+	return rec, true, nil
 }
 
-// ClaimOp implements credits.Tx.
+// ClaimOp implements credits.Tx. The transaction is SQLite's only writer,
+// so a key found absent stays absent until commit; the primary key checks
+// the claim again at flush. An optimistic transaction does not look.
 func (t *ledgerTx) ClaimOp(ctx context.Context, accountID, key string, rec credits.OpRecord) (credits.OpRecord, bool, error) {
-	res, err := t.stmt(sClaimOp).ExecContext(ctx, key, accountID, rec.Kind, rec.Fingerprint[:], rec.EntrySeq, rec.HoldID)
-	if err != nil {
-		return rec, false, wrap("claim idempotency key", err)
+	k := opKey{accountID, key}
+	if t.optimistic {
+		if i, ok := t.stage.opIdx[k]; ok {
+			return t.stage.ops[i].rec, false, nil
+		}
+		if s := t.ops[k]; s.found {
+			return s.rec, false, nil
+		}
+	} else if prev, ok, err := t.Op(ctx, accountID, key); err != nil || ok {
+		return prev, false, err
 	}
-	if n, err := res.RowsAffected(); err != nil || n == 1 {
-		return rec, n == 1, wrap("claim idempotency key", err)
-	}
-	prev, ok, err := t.Op(ctx, accountID, key)
-	if err == nil && !ok {
-		err = errors.New("sqlitestore: idempotency record vanished")
-	}
-	return prev, false, err
+	t.stage.opIdx[k] = len(t.stage.ops)
+	t.stage.ops = append(t.stage.ops, stagedOp{k: k, rec: rec})
+	return rec, true, nil
 }
 
 // Entry implements credits.Tx.
-func (t *ledgerTx) Entry(ctx context.Context, accountID string, seq int64) (credits.Entry, error) {
-	e, err := scanEntry(t.stmt(sEntry).QueryRowContext(ctx, accountID, seq))
+func (t *ledgerTx) Entry(_ context.Context, accountID string, seq int64) (credits.Entry, error) {
+	if i, ok := t.stage.entryIdx[entryKey{accountID, seq}]; ok {
+		return t.stage.entries[i], nil
+	}
+	e, err := scanEntry(t.stmt(sEntry).QueryRowContext(t.ctx, accountID, seq))
 	return e, wrap("ledger entry", err)
 }
 
 // AddEntry implements credits.Tx.
-func (t *ledgerTx) AddEntry(ctx context.Context, e credits.Entry) error {
-	_, err := t.stmt(sInsertEntry).ExecContext(ctx, e.AccountID, e.Seq, e.ID, string(e.Type), e.Amount.String(),
-		e.BalanceAfter.String(), e.Reference, e.Description, e.IdempotencyKey, e.HoldID, toNullNanos(e.ExpiresAt), toNanos(e.CreatedAt))
-	return wrap("add ledger entry", err)
+func (t *ledgerTx) AddEntry(_ context.Context, e credits.Entry) error {
+	t.stageEntry(e)
+	return nil
+}
+
+func (t *ledgerTx) stageEntry(e credits.Entry) {
+	t.stage.entryIdx[entryKey{e.AccountID, e.Seq}] = len(t.stage.entries)
+	t.stage.entries = append(t.stage.entries, e)
 }
 
 // PutHold implements credits.Tx.
-func (t *ledgerTx) PutHold(ctx context.Context, h credits.Hold) error {
+func (t *ledgerTx) PutHold(_ context.Context, h credits.Hold) error {
 	if a, ok := t.accts[h.AccountID]; ok && h.State == credits.HoldActive {
 		if d := toNanos(h.ExpiresAt); a.holdDue == 0 || d < a.holdDue {
 			a.holdDue = d
 		}
 	}
-	_, err := t.stmt(sPutHold).ExecContext(ctx, h.ID, h.AccountID, h.Amount.String(), string(h.State), h.Reference,
-		h.IdempotencyKey, toNanos(h.CreatedAt), toNanos(h.ExpiresAt), toNullNanos(h.ResolvedAt), h.Actual.String(),
-		h.Charged.String(), h.EntryID, h.EntrySeq, h.SettleFingerprint[:])
-	return wrap("put hold", err)
+	prev, ok := t.stage.holdIdx[h.ID]
+	if !ok {
+		prev = -1
+	}
+	t.stage.holdIdx[h.ID] = len(t.stage.holds)
+	t.stage.holds = append(t.stage.holds, stagedHold{h: h, prev: prev})
+	return nil
 }
 
-// flush writes back every account the transaction changed: the row (only
-// if its version is still the one read) and the changed lots.
-func (t *ledgerTx) flush(ctx context.Context) error {
+// ledgerMark is the size of the stage and the ledger state of one account
+// before a request, to drop the request's writes.
+type ledgerMark struct {
+	entries, ops, holds, expire int
+	acct                        string
+	present                     bool
+	a                           txAcct
+	order                       int
+	rep                         credits.ExpiryReport
+}
+
+func (t *ledgerTx) mark(acct string) ledgerMark {
+	m := ledgerMark{entries: len(t.stage.entries), ops: len(t.stage.ops), holds: len(t.stage.holds),
+		expire: len(t.stage.expire), acct: acct, order: len(t.order), rep: t.rep}
+	if a, ok := t.accts[acct]; ok {
+		m.present, m.a = true, *a
+		m.a.st = a.st.Clone()
+	}
+	return m
+}
+
+// rollback drops what was staged since m and restores m's account. A
+// request changes at most one account loaded before it, the ledger account
+// of its own record (a hold of another account is refused before the
+// spend), so restoring that one account is enough.
+func (t *ledgerTx) rollback(m ledgerMark) {
+	st := &t.stage
+	for i := len(st.entries) - 1; i >= m.entries; i-- {
+		e := st.entries[i]
+		delete(st.entryIdx, entryKey{e.AccountID, e.Seq})
+	}
+	st.entries = st.entries[:m.entries]
+	for i := len(st.ops) - 1; i >= m.ops; i-- {
+		delete(st.opIdx, st.ops[i].k)
+	}
+	st.ops = st.ops[:m.ops]
+	for i := len(st.holds) - 1; i >= m.holds; i-- {
+		if p := st.holds[i].prev; p >= 0 {
+			st.holdIdx[st.holds[i].h.ID] = p
+		} else {
+			delete(st.holdIdx, st.holds[i].h.ID)
+		}
+	}
+	st.holds = st.holds[:m.holds]
+	st.expire = st.expire[:m.expire]
+	t.rep = m.rep
+	// Accounts loaded by the request are forgotten with the expiries their
+	// load staged; the next request that needs one loads it again.
+	for _, a := range t.order[m.order:] {
+		delete(t.accts, a.st.ID)
+	}
+	t.order = t.order[:m.order]
+	if m.present {
+		*t.accts[m.acct] = m.a
+	}
+}
+
+// flush writes everything staged: expired holds, entries, idempotency
+// records, holds, and every account the transaction changed (the row, only
+// if its version is still the one read, and the changed lots).
+func (t *ledgerTx) flush() error {
+	st := &t.stage
+	for _, id := range st.expire {
+		if _, err := t.stmt(sExpireHold).ExecContext(t.ctx, id); err != nil {
+			return wrap("expire hold", err)
+		}
+	}
+	args := t.args[:0]
+	for i := range st.entries {
+		e := &st.entries[i]
+		args = append(args, e.AccountID, e.Seq, e.ID, string(e.Type), e.Amount.String(), e.BalanceAfter.String(),
+			e.Reference, e.Description, e.IdempotencyKey, e.HoldID, toNullNanos(e.ExpiresAt), toNanos(e.CreatedAt))
+	}
+	if err := t.execRows(t.ms.entries, args, nil); err != nil {
+		return wrap("add ledger entries", err)
+	}
+	args = args[:0]
+	for i := range st.ops {
+		o := &st.ops[i]
+		args = append(args, o.k.key, o.k.acct, o.rec.Kind, o.rec.Fingerprint[:], o.rec.EntrySeq, o.rec.HoldID)
+	}
+	if err := t.execRows(t.ms.ops, args, nil); err != nil {
+		return wrap("claim idempotency keys", err)
+	}
+	for i := range st.holds {
+		if h := &st.holds[i].h; st.holdIdx[h.ID] == i {
+			if _, err := t.stmt(sPutHold).ExecContext(t.ctx, h.ID, h.AccountID, h.Amount.String(), string(h.State),
+				h.Reference, h.IdempotencyKey, toNanos(h.CreatedAt), toNanos(h.ExpiresAt), toNullNanos(h.ResolvedAt),
+				h.Actual.String(), h.Charged.String(), h.EntryID, h.EntrySeq, h.SettleFingerprint[:]); err != nil {
+				return wrap("put hold", err)
+			}
+		}
+	}
+	args = args[:0]
+	var changed []*txAcct
 	for _, a := range t.order {
 		st := &a.st
 		if st.Version == a.version && a.holdDue == a.holdDue0 {
 			continue
 		}
+		changed = append(changed, a)
 		p, ar := st.Policy, st.Policy.AutoRecharge
-		res, err := t.stmt(sUpdateAccount).ExecContext(ctx, st.Balance.String(), st.Held.String(), st.Seq, st.Version,
+		args = append(args, st.ID, st.Balance.String(), st.Held.String(), st.Seq, st.Version,
 			p.Overdraft.String(), p.MonthlyCap.String(), p.TimeZone, boolInt(ar.Enabled), ar.Threshold.String(),
 			ar.Amount.String(), boolInt(st.RechargeArmed), st.Recharges, toNanos(st.MonthStart), toNanos(st.MonthEnd),
-			st.MonthSpent.String(), toNanos(st.UpdatedAt), len(st.Lots), a.holdDue, st.ID, a.version)
-		if err != nil {
-			return wrap("update ledger account", err)
+			st.MonthSpent.String(), toNanos(st.UpdatedAt), int64(len(st.Lots)), a.holdDue, a.version)
+	}
+	t.args = args[:0]
+	err := t.execRows(t.ms.accounts, args, func(res sql.Result, n int) error {
+		if got, err := res.RowsAffected(); err != nil || got != int64(n) {
+			return fmt.Errorf("%d of %d ledger accounts changed underneath (%v)", int64(n)-got, n, err)
 		}
-		if n, err := res.RowsAffected(); err != nil || n != 1 {
-			return fmt.Errorf("sqlitestore: update ledger account %s: version %d changed underneath (%v)", st.ID, a.version, err)
-		}
-		if err := t.flushLots(ctx, a); err != nil {
+		return nil
+	})
+	if err != nil {
+		return wrap("update ledger accounts", err)
+	}
+	for _, a := range changed {
+		if err := t.flushLots(a); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (t *ledgerTx) flushLots(ctx context.Context, a *txAcct) error {
+func (t *ledgerTx) flushLots(a *txAcct) error {
 	live := make(map[string]bool, len(a.st.Lots))
 	for _, l := range a.st.Lots {
 		live[l.ID] = true
@@ -557,9 +774,9 @@ func (t *ledgerTx) flushLots(ctx context.Context, a *txAcct) error {
 		var err error
 		switch {
 		case !ok:
-			_, err = t.stmt(sInsertLot).ExecContext(ctx, l.ID, a.st.ID, toNanos(l.ExpiresAt), rem)
+			_, err = t.stmt(sInsertLot).ExecContext(t.ctx, l.ID, a.st.ID, toNanos(l.ExpiresAt), rem)
 		case old != rem:
-			_, err = t.stmt(sUpdateLot).ExecContext(ctx, rem, l.ID)
+			_, err = t.stmt(sUpdateLot).ExecContext(t.ctx, rem, l.ID)
 		}
 		if err != nil {
 			return wrap("write lot", err)
@@ -567,7 +784,7 @@ func (t *ledgerTx) flushLots(ctx context.Context, a *txAcct) error {
 	}
 	for id := range a.lots {
 		if !live[id] {
-			if _, err := t.stmt(sDeleteLot).ExecContext(ctx, id); err != nil {
+			if _, err := t.stmt(sDeleteLot).ExecContext(t.ctx, id); err != nil {
 				return wrap("delete lot", err)
 			}
 		}
@@ -601,7 +818,7 @@ func (s *Store) SetLedgerPolicy(ctx context.Context, id string, p credits.Policy
 		}
 		st.SetPolicy(p, now)
 		out = st.Clone()
-		return lt.flush(ctx)
+		return lt.flush()
 	})
 	return out, err
 }
@@ -630,7 +847,7 @@ func (s *Store) LedgerCredit(ctx context.Context, now time.Time, r credits.Credi
 		if e, err = credits.ApplyCredit(ctx, lt, now, r); err != nil {
 			return err
 		}
-		return lt.flush(ctx)
+		return lt.flush()
 	})
 	return e, err
 }
@@ -751,20 +968,45 @@ func (f *requestFailure) Error() string { return f.err.Error() }
 func (f *requestFailure) Unwrap() error { return f.err }
 
 func (s *Store) applySpends(ctx context.Context, now time.Time, reqs []credits.SpendRequest, res []credits.SpendResult) error {
-	return s.write(ctx, "apply spends", func(tx *sql.Tx) error {
-		lt := s.newLedgerTx(ctx, tx, now)
-		if err := lt.prefetch(ctx, reqs); err != nil {
+	for attempt := 0; ; attempt++ {
+		err := s.write(ctx, "apply spends", func(tx *sql.Tx) error {
+			lt := s.newLedgerTx(ctx, tx, now)
+			lt.optimistic = attempt == 0
+			if err := lt.prefetch(reqs); err != nil {
+				return err
+			}
+			for i := range reqs {
+				r, err := credits.ApplySpend(ctx, lt, now, reqs[i])
+				if err != nil {
+					return &requestFailure{err}
+				}
+				res[i] = r
+			}
+			return flushed(lt.optimistic, lt.flush())
+		})
+		if !errors.Is(err, errReplayed) {
 			return err
 		}
-		for i := range reqs {
-			r, err := credits.ApplySpend(ctx, lt, now, reqs[i])
-			if err != nil {
-				return &requestFailure{err}
-			}
-			res[i] = r
-		}
-		return lt.flush(ctx)
-	})
+	}
+}
+
+// errReplayed reports that an optimistic transaction claimed a key (or a
+// record ID) that was already taken: the batch must run again with
+// lookups.
+var errReplayed = errors.New("sqlitestore: optimistic claim of a taken key")
+
+// flushed classifies the error of a flush: a unique violation in an
+// optimistic transaction is errReplayed; any other failing statement may
+// concern one request only (a constraint) and is retried one by one, like
+// a request's own system failure.
+func flushed(optimistic bool, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case optimistic && isUnique(err):
+		return errReplayed
+	}
+	return &requestFailure{err}
 }
 
 // LedgerHold implements credits.SpendStore.
@@ -812,7 +1054,7 @@ func (s *Store) ExpireLedgers(ctx context.Context, now time.Time, accountID stri
 			}
 		}
 		rep = lt.rep
-		return lt.flush(ctx)
+		return lt.flush()
 	})
 	return rep, err
 }

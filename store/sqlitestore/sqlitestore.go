@@ -61,16 +61,26 @@ type Options struct {
 	// default; the pages are allocated as they are used). Negative leaves
 	// SQLite's own default (2 MiB).
 	CacheSizeKiB int
-	// CheckpointInterval moves WAL checkpoints off the writer. By default
-	// (0) SQLite checkpoints automatically inside the commit that takes the
-	// WAL past 1,000 pages, so that one commit — and every caller waiting
-	// for it — pays for copying the WAL into the database. With an
-	// interval, the writer never checkpoints (wal_autocheckpoint=0) and a
-	// background connection runs a PASSIVE checkpoint at that interval,
-	// which never blocks the writer or readers; the WAL is reused from its
-	// start after each complete checkpoint. Other processes sharing the
-	// file keep their own setting.
+	// CheckpointInterval moves WAL checkpoints off the writer. SQLite's
+	// own scheme checkpoints inside the commit that takes the WAL past
+	// 1,000 pages, so that one commit — and every caller waiting for it —
+	// pays for copying the WAL into the database and two fsyncs; under a
+	// steady write load that is every few group commits. By default (0) a
+	// background connection runs a PASSIVE checkpoint every 20ms (cheap
+	// when there is nothing to copy), which never blocks the writer or
+	// readers, and the writer checkpoints itself only when the WAL passes
+	// WALRestartPages, with little left to copy by then: a PASSIVE
+	// checkpoint alone cannot restart a WAL that a busy writer keeps
+	// appending to, while the writer's own checkpoint completes and lets
+	// the next transaction write the WAL from its start again, which keeps
+	// the WAL bounded. A positive interval sets the background period; a
+	// negative one turns the background checkpointer off (SQLite's own
+	// scheme). Other processes sharing the file keep their own setting.
 	CheckpointInterval time.Duration
+	// WALRestartPages is the WAL size, in pages, at which the writer
+	// checkpoints itself when the background checkpointer runs (8,000 by
+	// default, 32 MiB of 4 KiB pages).
+	WALRestartPages int
 }
 
 // Store is a store.Store on one SQLite file.
@@ -82,6 +92,7 @@ type Store struct {
 
 	lw, lr *ledgerStmts // prepared credits statements on w and r (credits.go)
 	uw     *usageStmts  // prepared usage statements on w (usage.go)
+	mw     *multiStmts  // multi-row statements on w (multirow.go)
 
 	ckpt     *sql.DB       // background checkpointer (CheckpointInterval), or nil
 	stopCkpt chan struct{} // closed by Close
@@ -107,6 +118,12 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 	if o.CacheSizeKiB == 0 {
 		o.CacheSizeKiB = 64 << 10
 	}
+	if o.CheckpointInterval == 0 {
+		o.CheckpointInterval = 20 * time.Millisecond
+	}
+	if o.WALRestartPages <= 0 {
+		o.WALRestartPages = 8000
+	}
 	if path == "" || strings.ContainsAny(path, "?#") || path == ":memory:" {
 		return nil, fmt.Errorf("%w: %q (a file name without '?' or '#')", ErrInvalidPath, path)
 	}
@@ -117,7 +134,7 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 	}
 	wdsn := base + "&_txlock=immediate"
 	if o.CheckpointInterval > 0 {
-		wdsn += "&_pragma=wal_autocheckpoint(0)"
+		wdsn += "&_pragma=wal_autocheckpoint(" + strconv.Itoa(o.WALRestartPages) + ")"
 	}
 	w, err := sql.Open("sqlite", wdsn)
 	if err != nil {
@@ -127,7 +144,7 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
-	s := &Store{w: w, log: o.Logger}
+	s := &Store{w: w, log: o.Logger, mw: newMultiStmts()}
 	if err := s.migrateRetrying(ctx, o.BusyTimeout); err != nil {
 		w.Close()
 		return nil, err
@@ -146,6 +163,10 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 		return nil, err
 	}
 	if err := s.prepareUsage(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.mw.prepare(ctx, s.w); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -194,7 +215,7 @@ func (s *Store) Close() error {
 		<-s.ckptDone
 		ck = s.ckpt.Close()
 	}
-	return errors.Join(s.rstmt.close(), s.closeLedger(), s.closeUsage(), ck, s.r.Close(), s.w.Close())
+	return errors.Join(s.rstmt.close(), s.closeLedger(), s.closeUsage(), s.mw.close(), ck, s.r.Close(), s.w.Close())
 }
 
 type migration = migrations.Migration

@@ -18,18 +18,27 @@ import (
 // Usage metering on SQLite.
 //
 // MeterUsage is the group commit of usage.Service: a batch of meter
-// requests in one write transaction, each request inside its own SAVEPOINT.
-// A request runs usage.ApplyMeter on a usageTx — the ledger's ledgerTx plus
-// the usage tables — so its record, its rollup and its ledger charge commit
-// together. A request that fails (an expected failure such as insufficient
-// funds, or a system failure of its own) is rolled back to its savepoint,
-// and the in-memory ledger state of its account is restored to what it was
-// before the request, so its batch mates commit unaffected.
+// requests in one write transaction. It first loads the ledger accounts the
+// batch charges and looks up, a few multi-row queries for the whole batch,
+// the meter keys, ledger keys and record IDs the requests will check. Each
+// request then runs usage.ApplyMeter on a usageTx — the ledger's ledgerTx
+// plus the usage tables — whose writes are staged in memory: the stage is
+// the savepoint of each request. A request that fails (an expected failure
+// such as insufficient funds) is rolled back to its mark — its staged rows
+// dropped, its account's ledger state restored — before anything reaches
+// SQLite, so its batch mates commit unaffected. The batch's rows are then
+// written with multi-row statements: records, meter keys, ledger entries
+// and keys, one UPDATE for the accounts, and the batch's rollup sums (costs
+// are exact) upserted once per distinct (account, zone, day, model, key,
+// endpoint).
 //
-// Rollup rows are read-modify-written once per batch and distinct
-// (account, zone, day, model, key, endpoint): the batch's requests add to
-// them in memory, and the sums (costs are exact decimal TEXT) are written
-// just before the commit.
+// The first attempt is optimistic: it claims keys and record IDs without
+// looking them up (the batch's own claims excepted) and lets the primary
+// keys check them at flush; a violation means a replay, and the batch runs
+// again with the lookups. If a request fails with a system error, or a
+// statement of the flush fails otherwise (a constraint no check foresaw),
+// the transaction is rolled back and the requests run again one per
+// transaction, so that only the request that fails alone fails.
 
 var _ usage.GroupCommitter = (*Store)(nil)
 
@@ -39,14 +48,9 @@ func (s *Store) UsageGroupCommit() bool { return true }
 
 // Prepared usage statements on the writer, by index.
 const (
-	uClaim = iota
-	uOp
+	uOp = iota
 	uRecord
-	uInsertRecord
-	uUpsertRollup
-	uSavepoint
-	uRelease
-	uRollback
+	uRecordID
 	nUsageStmts
 )
 
@@ -59,22 +63,9 @@ const rollupColumns = `account_id, tz, day, model, key_id, endpoint, requests, e
 
 func usageStatements() [nUsageStmts]string {
 	return [nUsageStmts]string{
-		uClaim: `INSERT INTO usage_ops (account_id, key, fingerprint, record_id, hold_id, created_at)
-			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-		uOp:     `SELECT fingerprint, record_id, hold_id, created_at FROM usage_ops WHERE key = ?2 AND account_id = ?1`,
-		uRecord: `SELECT ` + recordColumns + ` FROM usage_records WHERE account_id = ? AND created_at = ? AND id = ?`,
-		uInsertRecord: `INSERT INTO usage_records (` + recordColumns + `)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		uUpsertRollup: `INSERT INTO usage_rollups (` + rollupColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, errors = errors + excluded.errors,
-			prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-			completion_tokens = completion_tokens + excluded.completion_tokens,
-			units = units + excluded.units, cached_units = cached_units + excluded.cached_units,
-			cost_units = cost_units + excluded.cost_units + (cost_atto + excluded.cost_atto) / 1000000000000000000,
-			cost_atto = (cost_atto + excluded.cost_atto) % 1000000000000000000`,
-		uSavepoint: `SAVEPOINT meter`,
-		uRelease:   `RELEASE meter`,
-		uRollback:  `ROLLBACK TO meter`,
+		uOp:       `SELECT fingerprint, record_id, hold_id, created_at FROM usage_ops WHERE key = ?2 AND account_id = ?1`,
+		uRecord:   `SELECT ` + recordColumns + ` FROM usage_records WHERE account_id = ? AND created_at = ? AND id = ?`,
+		uRecordID: `SELECT 1 FROM usage_records WHERE account_id = ? AND id = ?`,
 	}
 }
 
@@ -104,16 +95,47 @@ func (s *Store) closeUsage() error {
 	return errors.Join(errs...)
 }
 
+type recKey struct {
+	acct string
+	id   string // unique per account (migration 0005)
+}
+
+// meterSeen is a meter key looked up in this transaction.
+type meterSeen struct {
+	op    usage.MeterOp
+	found bool
+}
+
+type stagedRecord struct {
+	r       *usage.Record // the request's, alive until flush
+	tz, day string
+}
+
+type stagedMeter struct {
+	k  opKey
+	op usage.MeterOp
+}
+
 // usageTx is a usage.Tx on one write transaction.
 type usageTx struct {
 	*ledgerTx
-	src   *usageStmts
-	bound usageStmts
-	// item is the rollup contribution of the request being applied; rolls
-	// the contributions of the requests applied so far.
-	item    usage.Rollup
-	hasItem bool
-	rolls   map[usage.Rollup]*usage.Rollup // key: the row's dimensions only
+	src       *usageStmts
+	bound     usageStmts
+	meterSeen map[opKey]meterSeen
+	recSeen   map[recKey]bool
+
+	meters   []stagedMeter
+	meterIdx map[opKey]int
+	records  []stagedRecord
+	recIdx   map[recKey]int
+}
+
+func (s *Store) newUsageTx(ctx context.Context, tx *sql.Tx, now time.Time) *usageTx {
+	return &usageTx{
+		ledgerTx: s.newLedgerTx(ctx, tx, now), src: s.uw,
+		meterSeen: make(map[opKey]meterSeen), recSeen: make(map[recKey]bool),
+		meterIdx: make(map[opKey]int), recIdx: make(map[recKey]int),
+	}
 }
 
 func (t *usageTx) stmt(i int) *sql.Stmt {
@@ -124,95 +146,240 @@ func (t *usageTx) stmt(i int) *sql.Stmt {
 }
 
 // ClaimMeter implements usage.Tx.
-func (t *usageTx) ClaimMeter(ctx context.Context, accountID, key string, op usage.MeterOp) (usage.MeterOp, bool, error) {
-	res, err := t.stmt(uClaim).ExecContext(ctx, accountID, key, op.Fingerprint[:], op.RecordID, op.HoldID, toNanos(op.CreatedAt))
-	if err != nil {
-		return op, false, wrap("claim meter key", err)
+func (t *usageTx) ClaimMeter(_ context.Context, accountID, key string, op usage.MeterOp) (usage.MeterOp, bool, error) {
+	k := opKey{accountID, key}
+	if i, ok := t.meterIdx[k]; ok {
+		return t.meters[i].op, false, nil
 	}
-	if n, err := res.RowsAffected(); err != nil || n == 1 {
-		return op, n == 1, wrap("claim meter key", err)
+	seen, ok := t.meterSeen[k]
+	if !ok && !t.optimistic { // optimistic: see ledgerTx.optimistic
+		var err error
+		if seen, err = t.lookMeter(k); err != nil {
+			return op, false, err
+		}
 	}
-	var prev usage.MeterOp
-	var fp []byte
-	var created int64
-	err = t.stmt(uOp).QueryRowContext(ctx, accountID, key).Scan(&fp, &prev.RecordID, &prev.HoldID, &created)
-	if err != nil {
-		return prev, false, wrap("meter key", err)
+	if seen.found {
+		return seen.op, false, nil
 	}
-	copy(prev.Fingerprint[:], fp)
-	prev.CreatedAt = fromNanos(created)
-	return prev, false, nil
+	t.meterIdx[k] = len(t.meters)
+	t.meters = append(t.meters, stagedMeter{k: k, op: op})
+	return op, true, nil
+}
+
+// lookMeter reads the meter key k from the table.
+func (t *usageTx) lookMeter(k opKey) (meterSeen, error) {
+	var (
+		seen    meterSeen
+		fp      []byte
+		created int64
+	)
+	err := t.stmt(uOp).QueryRowContext(t.ctx, k.acct, k.key).Scan(&fp, &seen.op.RecordID, &seen.op.HoldID, &created)
+	switch {
+	case err == nil:
+		seen.found = true
+		copy(seen.op.Fingerprint[:], fp)
+		seen.op.CreatedAt = fromNanos(created)
+	case !errors.Is(err, sql.ErrNoRows):
+		return seen, wrap("meter key", err)
+	}
+	t.meterSeen[k] = seen
+	return seen, nil
 }
 
 // UsageRecord implements usage.Tx.
-func (t *usageTx) UsageRecord(ctx context.Context, accountID, id string, createdAt time.Time) (usage.Record, bool, error) {
-	r, err := scanRecord(t.stmt(uRecord).QueryRowContext(ctx, accountID, toNanos(createdAt), id))
+func (t *usageTx) UsageRecord(_ context.Context, accountID, id string, createdAt time.Time) (usage.Record, bool, error) {
+	if i, ok := t.recIdx[recKey{accountID, id}]; ok && t.records[i].r.CreatedAt.Equal(createdAt) {
+		return *t.records[i].r, true, nil
+	}
+	r, err := scanRecord(t.stmt(uRecord).QueryRowContext(t.ctx, accountID, toNanos(createdAt), id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, false, nil
 	}
 	return r, err == nil, wrap("usage record", err)
 }
 
-// AddUsage implements usage.Tx: the record now, its rollup at the end of
-// the batch.
-func (t *usageTx) AddUsage(ctx context.Context, r *usage.Record, tz, day string) error {
-	var meta sql.NullString
-	if len(r.Metadata) > 0 {
-		b, err := json.Marshal(r.Metadata)
-		if err != nil {
-			return wrap("add usage", err)
-		}
-		meta = sql.NullString{String: string(b), Valid: true}
-	}
-	_, err := t.stmt(uInsertRecord).ExecContext(ctx, r.AccountID, toNanos(r.CreatedAt), r.ID, r.KeyID, r.AuthSource,
-		r.Endpoint, r.Method, r.Model, r.StatusCode, int64(r.ResponseTime), r.RequestBytes, r.ResponseBytes, r.PromptTokens,
-		r.CompletionTokens, r.Units, r.CachedUnits, r.UpstreamCost.String(), r.Cost.String(), r.ErrorType, r.ErrorMessage, meta)
-	if isUnique(err) {
+// AddUsage implements usage.Tx: the record is staged; its rollup is summed
+// with its batch mates' at flush.
+func (t *usageTx) AddUsage(_ context.Context, r *usage.Record, tz, day string) error {
+	k := recKey{r.AccountID, r.ID}
+	if _, ok := t.recIdx[k]; ok {
 		return usage.ErrDuplicateRecord
 	}
-	if err != nil {
-		return wrap("add usage", err)
+	exists, ok := t.recSeen[k]
+	if !ok && !t.optimistic { // optimistic: the primary key checks it at flush
+		var one int
+		err := t.stmt(uRecordID).QueryRowContext(t.ctx, k.acct, k.id).Scan(&one)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return wrap("add usage", err)
+		}
+		exists = err == nil
 	}
-	t.item = usage.RollupFor(r, tz, day)
-	t.item.Add(r)
-	t.hasItem = true
+	if exists {
+		return usage.ErrDuplicateRecord
+	}
+	t.recIdx[k] = len(t.records)
+	t.records = append(t.records, stagedRecord{r: r, tz: tz, day: day})
 	return nil
 }
 
-// keep adds the applied request's rollup contribution to the batch's.
-func (t *usageTx) keep() {
-	if !t.hasItem {
-		return
-	}
-	t.hasItem = false
-	k := t.item
-	k.Requests, k.Errors, k.PromptTokens, k.CompletionTokens, k.Units, k.CachedUnits, k.Cost = 0, 0, 0, 0, 0, 0, credits.Amount{}
-	if r, ok := t.rolls[k]; ok {
-		r.Merge(&t.item)
-		return
-	}
-	v := t.item
-	t.rolls[k] = &v
+// usageMark extends ledgerMark with the usage stage.
+type usageMark struct {
+	ledgerMark
+	meters, records int
 }
 
-// flushRollups writes the batch's rollup sums.
-func (t *usageTx) flushRollups(ctx context.Context) error {
-	for _, r := range t.rolls {
-		if err := t.addRollup(ctx, r); err != nil {
-			return err
+func (t *usageTx) mark(acct string) usageMark {
+	return usageMark{ledgerMark: t.ledgerTx.mark(acct), meters: len(t.meters), records: len(t.records)}
+}
+
+func (t *usageTx) rollback(m usageMark) {
+	t.ledgerTx.rollback(m.ledgerMark)
+	for _, sm := range t.meters[m.meters:] {
+		delete(t.meterIdx, sm.k)
+	}
+	t.meters = t.meters[:m.meters]
+	for _, sr := range t.records[m.records:] {
+		delete(t.recIdx, recKey{sr.r.AccountID, sr.r.ID})
+	}
+	t.records = t.records[:m.records]
+}
+
+// prefetch loads the ledger accounts that reqs charge and looks up, for
+// the whole batch, the meter keys and record IDs the requests will check.
+func (t *usageTx) prefetch(reqs []usage.MeterRequest) error {
+	spends := make([]credits.SpendRequest, 0, len(reqs))
+	for i := range reqs {
+		if sp := &reqs[i].Spend; sp.Kind == credits.SpendDebit {
+			spends = append(spends, *sp)
 		}
 	}
-	return nil
+	if err := t.ledgerTx.prefetch(spends); err != nil || t.optimistic {
+		return err
+	}
+	args := t.args[:0]
+	for i := range reqs {
+		r := &reqs[i]
+		if k := (opKey{r.Record.AccountID, r.IdempotencyKey}); !t.hasMeter(k) {
+			t.meterSeen[k] = meterSeen{} // absent unless the lookup finds it
+			args = append(args, r.IdempotencyKey, r.Record.AccountID)
+		}
+	}
+	err := t.queryRows(t.ms.metersFind, args, func(rows *sql.Rows) error {
+		var k opKey
+		var op usage.MeterOp
+		var fp []byte
+		var created int64
+		if err := rows.Scan(&k.acct, &k.key, &fp, &op.RecordID, &op.HoldID, &created); err != nil {
+			return err
+		}
+		copy(op.Fingerprint[:], fp)
+		op.CreatedAt = fromNanos(created)
+		t.meterSeen[k] = meterSeen{op: op, found: true}
+		return nil
+	})
+	if err != nil {
+		return wrap("prefetch meter keys", err)
+	}
+	args = args[:0]
+	for i := range reqs {
+		r := &reqs[i].Record
+		if k := (recKey{r.AccountID, r.ID}); !t.hasRecord(k) {
+			t.recSeen[k] = false
+			args = append(args, r.AccountID, r.ID)
+		}
+	}
+	err = t.queryRows(t.ms.recordsFind, args, func(rows *sql.Rows) error {
+		var k recKey
+		if err := rows.Scan(&k.acct, &k.id); err != nil {
+			return err
+		}
+		t.recSeen[k] = true
+		return nil
+	})
+	t.args = args[:0]
+	return wrap("prefetch record IDs", err)
 }
 
-func (t *usageTx) addRollup(ctx context.Context, r *usage.Rollup) error {
-	units, atto, err := splitCost(r.Cost)
-	if err != nil {
-		return wrap("write rollup", err)
+func (t *usageTx) hasMeter(k opKey) bool {
+	_, ok := t.meterSeen[k]
+	return ok
+}
+
+func (t *usageTx) hasRecord(k recKey) bool {
+	_, ok := t.recSeen[k]
+	return ok
+}
+
+// flush writes the ledger's stage, then the meter keys, records and
+// rollup sums.
+func (t *usageTx) flush() error {
+	if err := t.ledgerTx.flush(); err != nil {
+		return err
 	}
-	_, err = t.stmt(uUpsertRollup).ExecContext(ctx, r.AccountID, r.TimeZone, r.Day, r.Model, r.KeyID, r.Endpoint,
-		r.Requests, r.Errors, r.PromptTokens, r.CompletionTokens, r.Units, r.CachedUnits, units, atto)
-	return wrap("write rollup", err)
+	args := t.args[:0]
+	for i := range t.meters {
+		m := &t.meters[i]
+		args = append(args, m.k.acct, m.k.key, m.op.Fingerprint[:], m.op.RecordID, m.op.HoldID, toNanos(m.op.CreatedAt))
+	}
+	if err := t.execRows(t.ms.meters, args, nil); err != nil {
+		return wrap("claim meter keys", err)
+	}
+	args = args[:0]
+	for i := range t.records {
+		r := t.records[i].r
+		var meta sql.NullString
+		if len(r.Metadata) > 0 {
+			b, err := json.Marshal(r.Metadata)
+			if err != nil {
+				return wrap("add usage", err)
+			}
+			meta = sql.NullString{String: string(b), Valid: true}
+		}
+		args = append(args, r.AccountID, toNanos(r.CreatedAt), r.ID, r.KeyID, r.AuthSource, r.Endpoint, r.Method, r.Model,
+			int64(r.StatusCode), int64(r.ResponseTime), r.RequestBytes, r.ResponseBytes, r.PromptTokens, r.CompletionTokens,
+			r.Units, r.CachedUnits, r.UpstreamCost.String(), r.Cost.String(), r.ErrorType, r.ErrorMessage, meta)
+	}
+	if err := t.execRows(t.ms.records, args, nil); err != nil {
+		if isUnique(err) {
+			return fmt.Errorf("%w: %w", usage.ErrDuplicateRecord, err)
+		}
+		return wrap("add usage", err)
+	}
+	t.args = args[:0]
+	return t.flushRollups()
+}
+
+// flushRollups sums the staged records per rollup row and upserts the
+// sums.
+func (t *usageTx) flushRollups() error {
+	if len(t.records) == 0 {
+		return nil
+	}
+	sums := make(map[usage.Rollup]*usage.Rollup, 16) // key: the row's dimensions only
+	keys := make([]*usage.Rollup, 0, 16)
+	for i := range t.records {
+		sr := &t.records[i]
+		k := usage.RollupFor(sr.r, sr.tz, sr.day)
+		ro := sums[k]
+		if ro == nil {
+			ro = &usage.Rollup{}
+			*ro = k
+			sums[k] = ro
+			keys = append(keys, ro)
+		}
+		ro.Add(sr.r)
+	}
+	args := t.args[:0]
+	for _, r := range keys {
+		units, atto, err := splitCost(r.Cost)
+		if err != nil {
+			return wrap("write rollup", err)
+		}
+		args = append(args, r.AccountID, r.TimeZone, r.Day, r.Model, r.KeyID, r.Endpoint,
+			r.Requests, r.Errors, r.PromptTokens, r.CompletionTokens, r.Units, r.CachedUnits, units, atto)
+	}
+	t.args = args[:0]
+	return wrap("write rollups", t.execRows(t.ms.rollups, args, nil))
 }
 
 var atto = decimal.New(1, 18)
@@ -239,83 +406,78 @@ func joinCost(units, attos int64) credits.Amount {
 	return credits.NewAmount(decimal.New(units, 0).Add(decimal.New(attos, -18)))
 }
 
-// acctSnap is the in-memory ledger state of one account before a request,
-// for the rollback to its savepoint.
-type acctSnap struct {
-	id      string
-	present bool
-	a       txAcct
-	order   int
-	rep     credits.ExpiryReport
-}
-
-func (t *usageTx) snapshot(id string) acctSnap {
-	sn := acctSnap{id: id, order: len(t.order), rep: t.rep}
-	if a, ok := t.accts[id]; ok {
-		sn.present, sn.a = true, *a
-		sn.a.st = a.st.Clone()
-	}
-	return sn
-}
-
-func (t *usageTx) restore(sn acctSnap) {
-	t.rep = sn.rep
-	t.hasItem = false
-	if !sn.present {
-		delete(t.accts, sn.id)
-		t.order = t.order[:sn.order]
-		return
-	}
-	*t.accts[sn.id] = sn.a
-}
-
 // MeterUsage implements usage.Store.
 func (s *Store) MeterUsage(ctx context.Context, now time.Time, reqs []usage.MeterRequest, res []usage.MeterOutcome) error {
-	return s.write(ctx, "meter usage", func(tx *sql.Tx) error {
-		ut := &usageTx{ledgerTx: s.newLedgerTx(ctx, tx, now), src: s.uw, rolls: make(map[usage.Rollup]*usage.Rollup, 16)}
-		if len(reqs) > 1 {
-			spends := make([]credits.SpendRequest, 0, len(reqs))
-			for i := range reqs {
-				if sp := &reqs[i].Spend; sp.Kind == credits.SpendDebit {
-					spends = append(spends, *sp)
-				}
+	err := s.meterUsage(ctx, now, reqs, res)
+	var bad *requestFailure
+	if err == nil || ctx.Err() != nil || !errors.As(err, &bad) {
+		return err // nothing applied; a failed BEGIN, prefetch or COMMIT concerns the whole batch
+	}
+	if len(reqs) == 1 {
+		res[0] = usage.MeterOutcome{Err: bad.err}
+		return nil
+	}
+	// A request's system failure or a failing statement of the flush
+	// rolled the batch back: apply each request in its own transaction, so
+	// that only a request that fails alone fails.
+	for i := range reqs {
+		if err := s.meterUsage(ctx, now, reqs[i:i+1], res[i:i+1]); err != nil {
+			if errors.As(err, &bad) {
+				err = bad.err
 			}
-			if err := ut.prefetch(ctx, spends); err != nil {
+			res[i] = usage.MeterOutcome{Err: err}
+		}
+	}
+	return nil
+}
+
+func (s *Store) meterUsage(ctx context.Context, now time.Time, reqs []usage.MeterRequest, res []usage.MeterOutcome) error {
+	for attempt := 0; ; attempt++ {
+		err := s.write(ctx, "meter usage", func(tx *sql.Tx) error {
+			ut := s.newUsageTx(ctx, tx, now)
+			ut.optimistic = attempt == 0
+			if err := ut.prefetch(reqs); err != nil {
 				return err
 			}
-		}
-		for i := range reqs {
-			r := &reqs[i]
-			sn := ut.snapshot(r.Record.AccountID)
-			if _, err := ut.stmt(uSavepoint).ExecContext(ctx); err != nil {
-				return wrap("savepoint", err)
-			}
-			out, err := usage.ApplyMeter(ctx, ut, now, r)
-			if err == nil && out.Err == nil {
-				if _, err := ut.stmt(uRelease).ExecContext(ctx); err != nil {
-					return wrap("release savepoint", err)
+			for i := range reqs {
+				out, err := ut.apply(ctx, now, &reqs[i])
+				if err != nil {
+					return &requestFailure{err}
 				}
-				ut.keep()
 				res[i] = out
-				continue
 			}
-			if err != nil {
-				out = usage.MeterOutcome{Err: err}
-			}
-			if _, err := ut.stmt(uRollback).ExecContext(ctx); err != nil {
-				return wrap("rollback to savepoint", err)
-			}
-			if _, err := ut.stmt(uRelease).ExecContext(ctx); err != nil {
-				return wrap("release savepoint", err)
-			}
-			ut.restore(sn)
-			res[i] = out
-		}
-		if err := ut.flushRollups(ctx); err != nil {
+			return flushed(ut.optimistic, ut.flush())
+		})
+		if !errors.Is(err, errReplayed) {
 			return err
 		}
-		return ut.flush(ctx)
-	})
+	}
+}
+
+// apply runs one request, rolling it back to its mark if it fails. In an
+// optimistic transaction the request claimed its key without looking, so a
+// failure may be the wrong answer to a replay (a settled hold settles only
+// once): the key is looked up then, and if it exists the request runs again
+// as the replay it is.
+func (t *usageTx) apply(ctx context.Context, now time.Time, r *usage.MeterRequest) (usage.MeterOutcome, error) {
+	m := t.mark(r.Record.AccountID)
+	out, err := usage.ApplyMeter(ctx, t, now, r)
+	if err != nil || out.Err == nil {
+		return out, err
+	}
+	t.rollback(m)
+	k := opKey{r.Record.AccountID, r.IdempotencyKey}
+	if _, seen := t.meterSeen[k]; !t.optimistic || seen {
+		return out, nil
+	}
+	if s, err := t.lookMeter(k); err != nil || !s.found {
+		return out, err
+	}
+	out, err = usage.ApplyMeter(ctx, t, now, r)
+	if err == nil && out.Err != nil {
+		t.rollback(m)
+	}
+	return out, err
 }
 
 func scanRecord(row scanner) (usage.Record, error) {
@@ -514,7 +676,8 @@ func (s *Store) ImportUsage(ctx context.Context, recs []usage.Record, tz string)
 		part := recs[:n]
 		recs = recs[n:]
 		err := s.write(ctx, "import usage", func(tx *sql.Tx) error {
-			ut := &usageTx{ledgerTx: s.newLedgerTx(ctx, tx, time.Now()), src: s.uw, rolls: make(map[usage.Rollup]*usage.Rollup)}
+			ut := s.newUsageTx(ctx, tx, time.Now())
+			ut.optimistic = true // record IDs are new; a duplicate fails the chunk
 			for i := range part {
 				r := &part[i]
 				if r.ID == "" || r.AccountID == "" || r.CreatedAt.IsZero() {
@@ -523,9 +686,8 @@ func (s *Store) ImportUsage(ctx context.Context, recs []usage.Record, tz string)
 				if err := ut.AddUsage(ctx, r, tz, usage.Day(r.CreatedAt, loc)); err != nil {
 					return err
 				}
-				ut.keep()
 			}
-			return ut.flushRollups(ctx)
+			return ut.flush()
 		})
 		if err != nil {
 			return err
