@@ -19,26 +19,49 @@ import (
 type ledgers struct {
 	mu    sync.RWMutex
 	accts map[string]*ledgerAcct
-	holds [holdShards]holdShard // hold ID → owning account, sharded by ID
+	list  []*ledgerAcct         // by ledgerAcct.num
+	holds [holdShards]holdShard // hold ID → owning account's num, sharded by ID
 	seed  maphash.Seed
-	mask  uint64 // for the accounts' indexes (see strIndex)
+	mask  uint64 // for the indexes (see strIndex)
 }
 
 // holdShards spreads the hold index over locks, so that reserves on
 // different accounts do not queue on one mutex.
 const holdShards = 32
 
+// holdShard maps hold IDs to account numbers without pointers, by 64-bit
+// hash. A hold whose hash is taken by another account's hold goes to over,
+// which is consulted first. An ID that was never stored may hash to some
+// account: that account's own index then does not find it.
 type holdShard struct {
-	mu sync.RWMutex
-	m  map[string]*ledgerAcct
-	_  [40]byte // keep shards on separate cache lines
+	mu   sync.RWMutex
+	m    map[uint64]int32
+	over map[string]int32
+	_    [32]byte // keep shards on separate cache lines
 }
 
-func (l *ledgers) holdShard(id string) *holdShard {
-	return &l.holds[maphash.String(l.seed, id)%holdShards]
+func (l *ledgers) holdShard(id string) (*holdShard, uint64) {
+	h := maphash.String(l.seed, id)
+	return &l.holds[h%holdShards], h & l.mask
+}
+
+// indexHold records that hold id belongs to a.
+func (l *ledgers) indexHold(id string, a *ledgerAcct) {
+	sh, h := l.holdShard(id)
+	sh.mu.Lock()
+	if n, taken := sh.m[h]; !taken {
+		sh.m[h] = a.num
+	} else if n != a.num {
+		if sh.over == nil {
+			sh.over = make(map[string]int32)
+		}
+		sh.over[id] = a.num
+	}
+	sh.mu.Unlock()
 }
 
 type ledgerAcct struct {
+	num     int32 // in ledgers.list
 	mu      sync.Mutex
 	tx      memTx // reused by every operation under mu
 	st      credits.AccountState
@@ -169,7 +192,7 @@ func (l *chunkLog[T]) at(i int) *T { return &l.chunks[i/logChunk][i%logChunk] }
 func newLedgers() *ledgers {
 	l := &ledgers{accts: make(map[string]*ledgerAcct), seed: maphash.MakeSeed(), mask: ^uint64(0)}
 	for i := range l.holds {
-		l.holds[i].m = make(map[string]*ledgerAcct)
+		l.holds[i].m = make(map[uint64]int32)
 	}
 	return l
 }
@@ -185,13 +208,19 @@ func (l *ledgers) acct(id string) (*ledgerAcct, error) {
 }
 
 func (l *ledgers) holdAcct(holdID string) (*ledgerAcct, error) {
-	sh := l.holdShard(holdID)
+	sh, h := l.holdShard(holdID)
 	sh.mu.RLock()
-	a, ok := sh.m[holdID]
+	n, ok := sh.over[holdID]
+	if !ok {
+		n, ok = sh.m[h]
+	}
 	sh.mu.RUnlock()
 	if !ok {
 		return nil, credits.ErrHoldNotFound
 	}
+	l.mu.RLock()
+	a := l.list[n]
+	l.mu.RUnlock()
 	return a, nil
 }
 
@@ -354,10 +383,7 @@ func (t *memTx) PutHold(_ context.Context, h credits.Hold) error {
 		i = int32(a.holdLog.add(&p))
 		a.holds.put((*holdKeys)(a), h.ID, i)
 		t.hold.set(h.ID, i)
-		sh := t.l.holdShard(h.ID)
-		sh.mu.Lock()
-		sh.m[h.ID] = a
-		sh.mu.Unlock()
+		t.l.indexHold(h.ID, a)
 	}
 	if h.State == credits.HoldActive {
 		a.active[i] = p.expires
@@ -378,9 +404,12 @@ func (s *Store) OpenLedger(_ context.Context, st credits.AccountState) error {
 	if _, ok := l.accts[st.ID]; ok {
 		return credits.ErrAlreadyOpen
 	}
-	l.accts[st.ID] = &ledgerAcct{
+	a := &ledgerAcct{
 		st: st.Clone(), ops: newStrIndex(l.seed, l.mask), holds: newStrIndex(l.seed, l.mask), active: make(map[int32]int64),
+		num: int32(len(l.list)),
 	}
+	l.accts[st.ID] = a
+	l.list = append(l.list, a)
 	return nil
 }
 
@@ -505,7 +534,10 @@ func (s *Store) LedgerHold(_ context.Context, id string) (credits.Hold, error) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	i, _ := a.holds.get((*holdKeys)(a), id)
+	i, ok := a.holds.get((*holdKeys)(a), id)
+	if !ok {
+		return credits.Hold{}, credits.ErrHoldNotFound
+	}
 	return a.hold(i), nil
 }
 
