@@ -60,7 +60,7 @@ var (
 	ErrInvalidType     = errors.New("apikey: unknown key type")
 	ErrInvalidModels   = errors.New("apikey: invalid model list")
 	ErrInvalidScopes   = errors.New("apikey: invalid scope list")
-	ErrInvalidExpiry   = errors.New("apikey: expiry must be in the future")
+	ErrInvalidExpiry   = errors.New("apikey: expiry must be in the future (and before 2200)")
 	ErrInvalidGrace    = errors.New("apikey: grace period must not be negative")
 	ErrInvalidMetadata = errors.New("apikey: invalid metadata")
 	ErrInvalidCursor   = errors.New("apikey: invalid cursor")

@@ -188,7 +188,7 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (RawKey, APIKey, e
 		return "", APIKey{}, err
 	}
 	now := s.opt.Now()
-	if !p.ExpiresAt.IsZero() && !p.ExpiresAt.After(now) {
+	if !p.ExpiresAt.IsZero() && !validExpiry(p.ExpiresAt, now) {
 		return "", APIKey{}, ErrInvalidExpiry
 	}
 	if p.AccountID == "" {
@@ -328,7 +328,7 @@ func (s *Service) Update(ctx context.Context, accountID, keyID string, p UpdateP
 	}
 	now := s.opt.Now()
 	if p.ExpiresAt != nil {
-		if !p.ExpiresAt.IsZero() && !p.ExpiresAt.After(now) {
+		if !p.ExpiresAt.IsZero() && !validExpiry(*p.ExpiresAt, now) {
 			return APIKey{}, ErrInvalidExpiry
 		}
 		u.ExpiresAt = p.ExpiresAt
@@ -380,6 +380,14 @@ func (s *Service) Expire(ctx context.Context, accountID, keyID string) (APIKey, 
 	return s.apply(ctx, accountID, keyID, Update{ExpiresAt: &now}, now, ErrExpired)
 }
 
+// maxGrace bounds a rotation's grace period (longer is the same as forever
+// for a key, and keeps GraceUntil within what stores can hold).
+const maxGrace = 100 * 365 * 24 * time.Hour
+
+// validExpiry reports whether t is after now and before 2200: stores keep
+// times as int64 unix nanoseconds, which end in 2262.
+func validExpiry(t, now time.Time) bool { return t.After(now) && t.Year() < 2200 }
+
 // Rotate gives a key a new secret and returns it with the updated key. The
 // key keeps its ID, settings and usage history; the old secret keeps working
 // until now+grace, but never past the key's own expiry, and contexts bound
@@ -405,7 +413,7 @@ func (s *Service) Rotate(ctx context.Context, accountID, keyID string, grace tim
 	h := hashKey(string(raw))
 	r := Rotation{Hash: h, Hint: s.hint(raw, t)}
 	if grace > 0 {
-		r.GraceUntil = now.Add(grace)
+		r.GraceUntil = now.Add(min(grace, maxGrace))
 		if !cur.ExpiresAt.IsZero() && cur.ExpiresAt.Before(r.GraceUntil) {
 			r.GraceUntil = cur.ExpiresAt
 		}

@@ -79,8 +79,10 @@ func ParseAmount(s string) (Amount, error) {
 // an int64, leaving those to shopspring/decimal.
 func parseSmall(s string) (Amount, bool) {
 	neg := s[0] == '-'
+	limit := uint64(math.MaxInt64) // magnitude bound: 2^63 for a negative number
 	if neg {
 		s = s[1:]
+		limit++
 	}
 	var (
 		coef uint64
@@ -96,10 +98,11 @@ func parseSmall(s string) (Amount, bool) {
 			continue
 		case c < '0' || c > '9':
 		default:
-			if coef > (math.MaxInt64-9)/10 {
+			d := uint64(c - '0')
+			if coef > (limit-d)/10 { // coef*10+d would pass what an int64 holds
 				return Amount{}, false
 			}
-			coef = coef*10 + uint64(c-'0')
+			coef = coef*10 + d
 			if frac {
 				exp--
 			}
@@ -123,7 +126,7 @@ func parseSmall(s string) (Amount, bool) {
 		}
 		exp += e
 	}
-	c := int64(coef)
+	c := int64(coef) // 2^63 wraps to math.MinInt64, which is what -2^63 is
 	if neg {
 		c = -c
 	}
@@ -312,12 +315,13 @@ func (a Amount) appendSmall(b []byte) []byte {
 var pow10 = [...]int64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
 	1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18}
 
-// scale returns c × 10^k and whether it fits in an int64 (k ≥ 0).
-func scale(c int64, k int32) (int64, bool) {
+// scale returns c × 10^k and whether it fits in an int64 (k ≥ 0; a
+// difference of two int32 exponents, so it is computed in int64).
+func scale(c int64, k int64) (int64, bool) {
 	if c == 0 || k == 0 {
 		return c, true
 	}
-	if k >= int32(len(pow10)) {
+	if k < 0 || k >= int64(len(pow10)) {
 		return 0, false
 	}
 	p := pow10[k]
@@ -334,10 +338,10 @@ func align(a, b Amount) (x, y int64, exp int32, ok bool) {
 	case a.exp == b.exp:
 		return a.coef, b.coef, a.exp, true
 	case a.exp > b.exp:
-		x, ok = scale(a.coef, a.exp-b.exp)
+		x, ok = scale(a.coef, int64(a.exp)-int64(b.exp))
 		return x, b.coef, b.exp, ok
 	default:
-		y, ok = scale(b.coef, b.exp-a.exp)
+		y, ok = scale(b.coef, int64(b.exp)-int64(a.exp))
 		return a.coef, y, a.exp, ok
 	}
 }
@@ -412,8 +416,15 @@ func (a Amount) Cmp(b Amount) int {
 		if x, y, _, ok := align(a, b); ok {
 			return cmp.Compare(x, y)
 		}
-		if sa, sb := a.Sign(), b.Sign(); sa != sb { // the scaled side is far larger in magnitude
+		sa, sb := a.Sign(), b.Sign()
+		if sa != sb {
 			return cmp.Compare(sa, sb)
+		}
+		// Same sign, both non-zero (a zero would have aligned): the one
+		// with more digits before the point is larger in magnitude. Only
+		// equal magnitudes reach decimal, whose exponents are then close.
+		if ma, mb := int64(digits(a.coef))+int64(a.exp), int64(digits(b.coef))+int64(b.exp); ma != mb {
+			return sa * cmp.Compare(ma, mb)
 		}
 	}
 	return a.dec().Cmp(b.dec())

@@ -4,6 +4,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shopspring/decimal"
 )
@@ -120,4 +121,44 @@ func FuzzAmountArithmetic(f *testing.F) {
 		checkAgainstDecimal(t, AmountFromMinor(c1, -e1), AmountFromMinor(c2, -e2))
 		checkAgainstDecimal(t, NewAmount(decimal.New(c1, e1).Mul(decimal.New(c2, 0))), AmountFromMinor(c2, -e2))
 	})
+}
+
+// TestAmountExtremeExponents: exponents far apart must not overflow the
+// int32 difference (found in review: Cmp panicked indexing pow10).
+func TestAmountExtremeExponents(t *testing.T) {
+	huge := NewAmount(decimal.New(1, math.MaxInt32-1))
+	tiny := NewAmount(decimal.New(1, -10))
+	negHuge := NewAmount(decimal.New(-1, math.MaxInt32-1))
+	if huge.Cmp(tiny) != 1 || tiny.Cmp(huge) != -1 || negHuge.Cmp(tiny) != -1 || huge.Equal(tiny) {
+		t.Fatal("comparison across extreme exponents is wrong")
+	}
+	if AmountFromMinor(1, math.MaxInt32).Cmp(AmountFromMinor(1, -math.MaxInt32)) != -1 {
+		t.Fatal("comparison across extreme negative exponents is wrong")
+	}
+}
+
+// TestFingerprintOfEqualAmounts: equal amounts fingerprint alike whatever
+// their text, including coefficients at the very top of the int64 range
+// (found in review).
+func TestFingerprintOfEqualAmounts(t *testing.T) {
+	for _, pair := range [][2]string{
+		{"9.223372036854775807", "9.2233720368547758070"},
+		{"-9.223372036854775808", "-9.22337203685477580800"},
+		{"50", "50.000"},
+		{"0.0000125", "0.00001250"},
+	} {
+		a, err1 := ParseAmount(pair[0])
+		b, err2 := ParseAmount(pair[1])
+		if err1 != nil || err2 != nil || !a.Equal(b) {
+			t.Fatalf("%q and %q: %v %v", pair[0], pair[1], err1, err2)
+		}
+		fa := fingerprint('d', "acct", "", a, 0, time.Time{}, "", "")
+		fb := fingerprint('d', "acct", "", b, 0, time.Time{}, "", "")
+		if fa != fb {
+			t.Fatalf("%q and %q fingerprint differently", pair[0], pair[1])
+		}
+	}
+	if a, err := ParseAmount("-9.223372036854775808"); err != nil || a.big != nil || a.coef != math.MinInt64 {
+		t.Fatalf("the most negative int64 coefficient is not kept small: %+v %v", a, err)
+	}
 }

@@ -102,7 +102,7 @@ var (
 	ErrIdempotencyConflict   = errors.New("credits: idempotency key reused with a different request")
 	ErrInvalidIdempotencyKey = errors.New("credits: idempotency key must be 1-255 bytes of UTF-8")
 	ErrInvalidText           = errors.New("credits: reference (≤255 bytes) or description (≤1024 bytes) too long or not UTF-8")
-	ErrInvalidExpiry         = errors.New("credits: grant expiry must be in the future")
+	ErrInvalidExpiry         = errors.New("credits: grant expiry must be in the future and before 2200")
 	ErrInvalidTTL            = errors.New("credits: hold TTL must be positive and at most the maximum")
 	ErrInvalidPolicy         = errors.New("credits: invalid policy")
 	ErrInvalidUnit           = errors.New("credits: invalid unit")

@@ -376,8 +376,8 @@ type CreditParams struct {
 	// Amount must be positive and a multiple of the unit's Increment; an
 	// adjustment may also be negative.
 	Amount Amount
-	// ExpiresAt makes a grant expire (it must be in the future); other
-	// credits never expire and must leave it zero.
+	// ExpiresAt makes a grant expire (it must be in the future and before
+	// 2200); other credits never expire and must leave it zero.
 	ExpiresAt time.Time
 	// Reference is the host's ID for the cause (payment ID, order ID,
 	// refunded usage ID); at most 255 bytes.
@@ -423,6 +423,10 @@ func (s *Service) publicCredit(ctx context.Context, t EntryType, p CreditParams)
 	return s.credit(ctx, t, p, s.opt.Now())
 }
 
+// maxExpiryUnix bounds a grant's expiry (2200-01-01 UTC): backends keep
+// times as int64 unix nanoseconds, which end in 2262.
+const maxExpiryUnix = 7258118400
+
 // credit validates and applies one credit; a zero now means the clock's.
 func (s *Service) credit(ctx context.Context, t EntryType, p CreditParams, now time.Time) (Entry, error) {
 	if now.IsZero() {
@@ -437,7 +441,7 @@ func (s *Service) credit(ctx context.Context, t EntryType, p CreditParams, now t
 	if !p.Amount.MultipleOf(s.opt.Unit.Increment) {
 		return Entry{}, fmt.Errorf("%w: %s is not a multiple of %s", ErrAmountPrecision, p.Amount, s.opt.Unit.Increment)
 	}
-	if !p.ExpiresAt.IsZero() && t != EntryGrant {
+	if !p.ExpiresAt.IsZero() && (t != EntryGrant || p.ExpiresAt.Unix() >= maxExpiryUnix) {
 		return Entry{}, ErrInvalidExpiry
 	}
 	if err := validKeyAndText(p.IdempotencyKey, p.Reference, p.Description); err != nil {

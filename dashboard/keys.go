@@ -137,7 +137,7 @@ func keyError(err error) string {
 	case errors.Is(err, apikey.ErrInvalidModels):
 		return "The model list is not valid."
 	case errors.Is(err, apikey.ErrInvalidExpiry):
-		return "The expiry must be in the future."
+		return "The expiry must be in the future and before 2200."
 	}
 	return ""
 }

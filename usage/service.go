@@ -454,6 +454,10 @@ func validRecord(r *Record) error {
 	if r.Cost.IsNegative() || r.UpstreamCost.IsNegative() {
 		return bad("costs must not be negative")
 	}
+	if !r.CreatedAt.IsZero() && (r.CreatedAt.Year() < 1700 || r.CreatedAt.Year() >= 2200) {
+		// Backends keep times as int64 unix nanoseconds (1677-2262).
+		return bad("created_at must be between 1700 and 2200")
+	}
 	if err := norm.Metadata(r.Metadata); err != nil {
 		return bad("metadata: " + err.Error())
 	}

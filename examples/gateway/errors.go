@@ -60,7 +60,7 @@ var errorTable = []apiErr{
 	{apikey.ErrInvalidName, 400, "invalid_request", "The key name must be 1-120 characters."},
 	{apikey.ErrInvalidType, 400, "invalid_request", `The key type must be "sdk" or "api".`},
 	{apikey.ErrInvalidModels, 400, "invalid_request", "Invalid model list."},
-	{apikey.ErrInvalidExpiry, 400, "invalid_request", "The expiry must be in the future."},
+	{apikey.ErrInvalidExpiry, 400, "invalid_request", "The expiry must be in the future and before 2200."},
 	{apikey.ErrInvalidGrace, 400, "invalid_request", "grace_seconds must not be negative."},
 	{apikey.ErrInvalidCursor, 400, "invalid_request", "Invalid cursor."},
 	{apikey.ErrRevoked, 409, "key_not_active", "The key is revoked."},

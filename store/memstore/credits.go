@@ -248,7 +248,7 @@ func (a *ledgerAcct) advance(now time.Time) (entries, holds int) {
 		for _, d := range due {
 			i, _ := a.holds.get((*holdKeys)(a), d.ID)
 			p := a.holdLog.at(int(i))
-			p.state, p.resolved = a.strs.put(string(credits.HoldExpired)), p.expires
+			p.state, p.resolved = a.strs.reuse(p.state, string(credits.HoldExpired)), p.expires
 			delete(a.active, i)
 		}
 		a.resetNextDue()

@@ -27,6 +27,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"modernc.org/sqlite"
@@ -95,7 +96,8 @@ type Store struct {
 	mw     *multiStmts  // multi-row statements on w (multirow.go)
 
 	ckpt     *sql.DB       // background checkpointer (CheckpointInterval), or nil
-	stopCkpt chan struct{} // closed by Close
+	stopCkpt chan struct{} // closed by Close, once
+	stopOnce sync.Once
 	ckptDone chan struct{}
 }
 
@@ -211,9 +213,11 @@ func (s *Store) startCheckpointer(dsn string, every time.Duration) error {
 func (s *Store) Close() error {
 	var ck error
 	if s.ckpt != nil {
-		close(s.stopCkpt)
-		<-s.ckptDone
-		ck = s.ckpt.Close()
+		s.stopOnce.Do(func() {
+			close(s.stopCkpt)
+			<-s.ckptDone
+			ck = s.ckpt.Close()
+		})
 	}
 	return errors.Join(s.rstmt.close(), s.closeLedger(), s.closeUsage(), s.mw.close(), ck, s.r.Close(), s.w.Close())
 }

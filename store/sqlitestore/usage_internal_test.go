@@ -304,3 +304,18 @@ func TestWALStaysBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestCloseTwice: a second Close must not panic (the background
+// checkpointer's stop channel is closed once).
+func TestCloseTwice(t *testing.T) {
+	for _, iv := range []time.Duration{0, -1} {
+		st, err := Open(context.Background(), filepath.Join(t.TempDir(), "twice.db"), &Options{CheckpointInterval: iv, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Close(); err != nil {
+			t.Fatalf("interval %v: first Close: %v", iv, err)
+		}
+		_ = st.Close() // may report the closed pools; must not panic
+	}
+}

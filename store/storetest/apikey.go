@@ -272,6 +272,7 @@ func testKeyBadInput(t *testing.T, newStore NewStoreFunc) {
 		{"unknown scope", func(p *apikey.CreateParams) { p.Scopes = []string{"root"} }, apikey.ErrInvalidScopes},
 		{"expiry now", func(p *apikey.CreateParams) { p.ExpiresAt = epoch }, apikey.ErrInvalidExpiry},
 		{"expiry past", func(p *apikey.CreateParams) { p.ExpiresAt = epoch.Add(-time.Hour) }, apikey.ErrInvalidExpiry},
+		{"expiry after 2200", func(p *apikey.CreateParams) { p.ExpiresAt = time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC) }, apikey.ErrInvalidExpiry},
 		{"bad metadata", func(p *apikey.CreateParams) { p.Metadata = map[string]string{"": "x"} }, apikey.ErrInvalidMetadata},
 		{"unknown account", func(p *apikey.CreateParams) { p.AccountID = "acct_missing" }, apikey.ErrAccountNotFound},
 		{"no account", func(p *apikey.CreateParams) { p.AccountID = "" }, apikey.ErrAccountNotFound},

@@ -467,6 +467,7 @@ func testLedgerBadInput(t *testing.T, newStore NewStoreFunc) {
 		}, credits.ErrInvalidText},
 		{"invalid UTF-8 description", grant(inr, credits.CreditParams{AccountID: "acct_inr", Amount: amt(t, "1"), Description: "\xff", IdempotencyKey: "k1"}), credits.ErrInvalidText},
 		{"past expiry", grant(inr, credits.CreditParams{AccountID: "acct_inr", Amount: amt(t, "1"), ExpiresAt: e.clk.Now(), IdempotencyKey: "k1"}), credits.ErrInvalidExpiry},
+		{"expiry after 2200", grant(inr, credits.CreditParams{AccountID: "acct_inr", Amount: amt(t, "1"), ExpiresAt: time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC), IdempotencyKey: "k1"}), credits.ErrInvalidExpiry},
 		{"expiring purchase", func() error {
 			_, err := inr.Purchase(ctx(), credits.CreditParams{AccountID: "acct_inr", Amount: amt(t, "1"), ExpiresAt: e.clk.Now().Add(time.Hour), IdempotencyKey: "k1"})
 			return err

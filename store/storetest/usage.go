@@ -139,6 +139,7 @@ func testUsageMeter(t *testing.T, newStore NewStoreFunc) {
 		{Record: usage.Record{AccountID: "acct_or", PromptTokens: -1}, IdempotencyKey: "k"}, // negative
 		{Record: usage.Record{AccountID: "acct_or"}, IdempotencyKey: "k", TimeZone: "Mars/Base"},
 		{Record: usage.Record{AccountID: "acct_or", Endpoint: "/unpriced"}, IdempotencyKey: "k"},
+		{Record: usage.Record{AccountID: "acct_or", CreatedAt: time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)}, IdempotencyKey: "k"}, // beyond int64 nanoseconds
 	} {
 		if _, err := svc.Meter(ctx(), p); err == nil {
 			t.Errorf("Meter(%+v) succeeded", p)
