@@ -13,6 +13,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/internal/ledgerstage"
 )
 
 // The credits ledger on PostgreSQL.
@@ -230,18 +231,13 @@ func loadState(ctx context.Context, q querier, id string, now time.Time, lock bo
 	return l, complete(ctx, q, &l, now)
 }
 
-type opKey struct{ acct, key string }
+type opKey = ledgerstage.OpKey
 
 // opSeen is an idempotency record looked up in this transaction: found, or
 // known to be absent (the account is locked, so nobody else can add it).
 type opSeen struct {
 	rec   credits.OpRecord
 	found bool
-}
-
-type entryKey struct {
-	acct string
-	seq  int64
 }
 
 // ledgerTx is a credits.Tx on one write transaction.
@@ -263,29 +259,7 @@ type ledgerTx struct {
 	ops   map[opKey]opSeen        // idempotency records read
 	holds map[string]credits.Hold // holds read, as stored
 
-	stage ledgerStage
-}
-
-// ledgerStage holds the writes of a transaction until flush. Slices only
-// grow, so a request's writes can be dropped by truncating to a mark.
-type ledgerStage struct {
-	entries  []credits.Entry
-	entryIdx map[entryKey]int
-	ops      []stagedOp
-	opIdx    map[opKey]int
-	holds    []stagedHold
-	holdIdx  map[string]int // latest version of each hold
-	expire   []string       // active holds past their deadline
-}
-
-type stagedOp struct {
-	k   opKey
-	rec credits.OpRecord
-}
-
-type stagedHold struct {
-	h    credits.Hold
-	prev int // index of the hold's previous staged version, -1 if none
+	stage ledgerstage.Stage
 }
 
 type txAcct struct {
@@ -301,7 +275,7 @@ func newLedgerTx(tx txConn, now time.Time) *ledgerTx {
 	return &ledgerTx{
 		tx: tx, now: now, accts: make(map[string]*txAcct, 4),
 		ops: make(map[opKey]opSeen), holds: make(map[string]credits.Hold),
-		stage: ledgerStage{entryIdx: make(map[entryKey]int), opIdx: make(map[opKey]int), holdIdx: make(map[string]int)},
+		stage: ledgerstage.New(),
 	}
 }
 
@@ -351,7 +325,7 @@ func (t *ledgerTx) prefetch(ctx context.Context, ids, holdIDs []string, opKeys [
 	if len(opKeys) > 0 && !t.optimistic {
 		keys, accts := make([]string, len(opKeys)), make([]string, len(opKeys))
 		for i, k := range opKeys {
-			keys[i], accts[i] = k.key, k.acct
+			keys[i], accts[i] = k.Key, k.Acct
 			t.ops[k] = opSeen{} // absent unless the query finds it
 		}
 		b.Queue(`SELECT o.key, o.account_id, o.kind, o.fingerprint, o.entry_seq, o.hold_id
@@ -361,7 +335,7 @@ func (t *ledgerTx) prefetch(ctx context.Context, ids, holdIDs []string, opKeys [
 				var k opKey
 				var rec credits.OpRecord
 				var fp []byte
-				if err := rows.Scan(&k.key, &k.acct, &rec.Kind, &fp, &rec.EntrySeq, &rec.HoldID); err != nil {
+				if err := rows.Scan(&k.Key, &k.Acct, &rec.Kind, &fp, &rec.EntrySeq, &rec.HoldID); err != nil {
 					return err
 				}
 				copy(rec.Fingerprint[:], fp)
@@ -413,7 +387,7 @@ func (t *ledgerTx) install(l loaded) *credits.AccountState {
 	}
 	expired := a.st.Advance(t.now, l.due)
 	for _, h := range l.due {
-		t.stage.expire = append(t.stage.expire, h.ID)
+		t.stage.Expire = append(t.stage.Expire, h.ID)
 	}
 	for _, e := range expired {
 		t.stageEntry(e)
@@ -431,8 +405,8 @@ func (t *ledgerTx) install(l loaded) *credits.AccountState {
 // Hold implements credits.Tx. A hold is read only after its account is
 // locked, so that its state cannot change before commit.
 func (t *ledgerTx) Hold(ctx context.Context, id string) (credits.Hold, error) {
-	if i, ok := t.stage.holdIdx[id]; ok {
-		return t.stage.holds[i].h, nil
+	if h, ok := t.stage.Hold(id); ok {
+		return h, nil
 	}
 	if h, ok := t.holds[id]; ok && t.accts[h.AccountID] != nil {
 		return h, nil
@@ -448,8 +422,8 @@ func (t *ledgerTx) Hold(ctx context.Context, id string) (credits.Hold, error) {
 	if _, err := t.State(ctx, acct); err != nil {
 		return credits.Hold{}, err
 	}
-	if i, ok := t.stage.holdIdx[id]; ok { // staged by the account's expiries
-		return t.stage.holds[i].h, nil
+	if i, ok := t.stage.HoldIdx[id]; ok { // staged by the account's expiries
+		return t.stage.Holds[i].H, nil
 	}
 	h, err := scanHold(t.tx.QueryRow(ctx, `SELECT `+holdColumns+` FROM credit_holds WHERE id = $1`, id))
 	if err != nil {
@@ -461,9 +435,9 @@ func (t *ledgerTx) Hold(ctx context.Context, id string) (credits.Hold, error) {
 
 // Op implements credits.Tx.
 func (t *ledgerTx) Op(ctx context.Context, accountID, key string) (credits.OpRecord, bool, error) {
-	k := opKey{accountID, key}
-	if i, ok := t.stage.opIdx[k]; ok {
-		return t.stage.ops[i].rec, true, nil
+	k := opKey{Acct: accountID, Key: key}
+	if rec, ok := t.stage.Op(k); ok {
+		return rec, true, nil
 	}
 	if s, ok := t.ops[k]; ok {
 		return s.rec, s.found, nil
@@ -488,12 +462,11 @@ func (t *ledgerTx) Op(ctx context.Context, accountID, key string) (credits.OpRec
 // only of accounts they hold locked, so a key found absent stays absent
 // until commit.
 func (t *ledgerTx) ClaimOp(ctx context.Context, accountID, key string, rec credits.OpRecord) (credits.OpRecord, bool, error) {
-	k := opKey{accountID, key}
+	k := opKey{Acct: accountID, Key: key}
 	if prev, ok, err := t.claimed(ctx, k); err != nil || ok {
 		return prev, false, err
 	}
-	t.stage.opIdx[k] = len(t.stage.ops)
-	t.stage.ops = append(t.stage.ops, stagedOp{k: k, rec: rec})
+	t.stage.ClaimOp(k, rec)
 	return rec, true, nil
 }
 
@@ -505,19 +478,19 @@ func (t *ledgerTx) ClaimOp(ctx context.Context, accountID, key string, rec credi
 // fail now) always look.
 func (t *ledgerTx) claimed(ctx context.Context, k opKey) (credits.OpRecord, bool, error) {
 	if t.optimistic {
-		if i, ok := t.stage.opIdx[k]; ok {
-			return t.stage.ops[i].rec, true, nil
+		if rec, ok := t.stage.Op(k); ok {
+			return rec, true, nil
 		}
 		s := t.ops[k]
 		return s.rec, s.found, nil
 	}
-	return t.Op(ctx, k.acct, k.key)
+	return t.Op(ctx, k.Acct, k.Key)
 }
 
 // Entry implements credits.Tx.
 func (t *ledgerTx) Entry(ctx context.Context, accountID string, seq int64) (credits.Entry, error) {
-	if i, ok := t.stage.entryIdx[entryKey{accountID, seq}]; ok {
-		return t.stage.entries[i], nil
+	if e, ok := t.stage.Entry(accountID, seq); ok {
+		return e, nil
 	}
 	e, err := scanEntry(t.tx.QueryRow(ctx, `SELECT `+entryColumns+` FROM credit_entries WHERE account_id = $1 AND seq = $2`, accountID, seq))
 	return e, wrap("ledger entry", err)
@@ -530,8 +503,7 @@ func (t *ledgerTx) AddEntry(_ context.Context, e credits.Entry) error {
 }
 
 func (t *ledgerTx) stageEntry(e credits.Entry) {
-	t.stage.entryIdx[entryKey{e.AccountID, e.Seq}] = len(t.stage.entries)
-	t.stage.entries = append(t.stage.entries, e)
+	t.stage.AddEntry(e)
 }
 
 // PutHold implements credits.Tx.
@@ -541,29 +513,23 @@ func (t *ledgerTx) PutHold(_ context.Context, h credits.Hold) error {
 			a.holdDue = d
 		}
 	}
-	prev, ok := t.stage.holdIdx[h.ID]
-	if !ok {
-		prev = -1
-	}
-	t.stage.holdIdx[h.ID] = len(t.stage.holds)
-	t.stage.holds = append(t.stage.holds, stagedHold{h: h, prev: prev})
+	t.stage.PutHold(h)
 	return nil
 }
 
 // ledgerMark is the size of the stage and the ledger state of one account
 // before a request, to drop the request's writes.
 type ledgerMark struct {
-	entries, ops, holds, expire int
-	acct                        string
-	present                     bool
-	a                           txAcct
-	order                       int
-	rep                         credits.ExpiryReport
+	stage   ledgerstage.Mark
+	acct    string
+	present bool
+	a       txAcct
+	order   int
+	rep     credits.ExpiryReport
 }
 
 func (t *ledgerTx) mark(acct string) ledgerMark {
-	m := ledgerMark{entries: len(t.stage.entries), ops: len(t.stage.ops), holds: len(t.stage.holds),
-		expire: len(t.stage.expire), acct: acct, order: len(t.order), rep: t.rep}
+	m := ledgerMark{stage: t.stage.Mark(), acct: acct, order: len(t.order), rep: t.rep}
 	if a, ok := t.accts[acct]; ok {
 		m.present, m.a = true, *a
 		m.a.st = a.st.Clone()
@@ -576,25 +542,7 @@ func (t *ledgerTx) mark(acct string) ledgerMark {
 // of its own record (a hold of another account is refused before the
 // spend), so restoring that one account is enough.
 func (t *ledgerTx) rollback(m ledgerMark) {
-	st := &t.stage
-	for i := len(st.entries) - 1; i >= m.entries; i-- {
-		e := st.entries[i]
-		delete(st.entryIdx, entryKey{e.AccountID, e.Seq})
-	}
-	st.entries = st.entries[:m.entries]
-	for i := len(st.ops) - 1; i >= m.ops; i-- {
-		delete(st.opIdx, st.ops[i].k)
-	}
-	st.ops = st.ops[:m.ops]
-	for i := len(st.holds) - 1; i >= m.holds; i-- {
-		if p := st.holds[i].prev; p >= 0 {
-			st.holdIdx[st.holds[i].h.ID] = p
-		} else {
-			delete(st.holdIdx, st.holds[i].h.ID)
-		}
-	}
-	st.holds = st.holds[:m.holds]
-	st.expire = st.expire[:m.expire]
+	t.stage.Rollback(m.stage)
 	t.rep = m.rep
 	// Accounts loaded by the request are forgotten with the expiries their
 	// load staged; the next request that needs one loads it again.
@@ -613,18 +561,18 @@ func (t *ledgerTx) queueFlush(b *pgx.Batch) func(pgx.BatchResults) error {
 	st := &t.stage
 	var checks []func(pgx.BatchResults) error
 	execOK := func(br pgx.BatchResults) error { _, err := br.Exec(); return err }
-	if len(st.expire) > 0 {
-		b.Queue(`UPDATE credit_holds SET state = 'expired', resolved_at = expires_at WHERE id = ANY($1) AND state = 'active'`, st.expire)
+	if len(st.Expire) > 0 {
+		b.Queue(`UPDATE credit_holds SET state = 'expired', resolved_at = expires_at WHERE id = ANY($1) AND state = 'active'`, st.Expire)
 		checks = append(checks, execOK)
 	}
-	if n := len(st.entries); n > 0 {
+	if n := len(st.Entries); n > 0 {
 		var (
 			acct, id, typ, amt, bal, ref, desc, idem, hold = make([]string, n), make([]string, n), make([]string, n),
 				make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 			seq, created = make([]int64, n), make([]int64, n)
 			expires      = make([]*int64, n)
 		)
-		for i, e := range st.entries {
+		for i, e := range st.Entries {
 			acct[i], seq[i], id[i], typ[i], amt[i], bal[i] = e.AccountID, e.Seq, e.ID, string(e.Type), e.Amount.String(), e.BalanceAfter.String()
 			ref[i], desc[i], idem[i], hold[i], expires[i], created[i] = e.Reference, e.Description, e.IdempotencyKey, e.HoldID,
 				toNullNanos(e.ExpiresAt), toNanos(e.CreatedAt)
@@ -635,23 +583,23 @@ func (t *ledgerTx) queueFlush(b *pgx.Batch) func(pgx.BatchResults) error {
 			acct, seq, id, typ, amt, bal, ref, desc, idem, hold, expires, created)
 		checks = append(checks, execOK)
 	}
-	if n := len(st.ops); n > 0 {
+	if n := len(st.Ops); n > 0 {
 		keys, accts, holds := make([]string, n), make([]string, n), make([]string, n)
 		kinds, seqs := make([]int16, n), make([]int64, n)
 		fps := make([][]byte, n)
-		for i, o := range st.ops {
-			fp := o.rec.Fingerprint
-			keys[i], accts[i], kinds[i], fps[i], seqs[i], holds[i] = o.k.key, o.k.acct, int16(o.rec.Kind), fp[:], o.rec.EntrySeq, o.rec.HoldID
+		for i, o := range st.Ops {
+			fp := o.Rec.Fingerprint
+			keys[i], accts[i], kinds[i], fps[i], seqs[i], holds[i] = o.K.Key, o.K.Acct, int16(o.Rec.Kind), fp[:], o.Rec.EntrySeq, o.Rec.HoldID
 		}
 		b.Queue(`INSERT INTO credit_ops (key, account_id, kind, fingerprint, entry_seq, hold_id)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::smallint[], $4::bytea[], $5::bigint[], $6::text[])`,
 			keys, accts, kinds, fps, seqs, holds)
 		checks = append(checks, execOK)
 	}
-	if len(st.holds) > 0 {
+	if len(st.Holds) > 0 {
 		// The latest version of each hold, in a fixed order.
-		ids := make([]string, 0, len(st.holdIdx))
-		for id := range st.holdIdx {
+		ids := make([]string, 0, len(st.HoldIdx))
+		for id := range st.HoldIdx {
 			ids = append(ids, id)
 		}
 		slices.Sort(ids)
@@ -664,7 +612,7 @@ func (t *ledgerTx) queueFlush(b *pgx.Batch) func(pgx.BatchResults) error {
 			fps                   = make([][]byte, n)
 		)
 		for i, id := range ids {
-			h := st.holds[st.holdIdx[id]].h
+			h := st.Holds[st.HoldIdx[id]].H
 			fp := h.SettleFingerprint
 			acct[i], amt[i], state[i], ref[i], idem[i] = h.AccountID, h.Amount.String(), string(h.State), h.Reference, h.IdempotencyKey
 			created[i], expires[i], resolved[i] = toNanos(h.CreatedAt), toNanos(h.ExpiresAt), toNullNanos(h.ResolvedAt)
@@ -1001,7 +949,7 @@ func spendTargets(reqs []credits.SpendRequest, ids, holds []string, ops []opKey)
 		switch r.Kind {
 		case credits.SpendDebit, credits.SpendReserve:
 			ids = append(ids, r.AccountID)
-			ops = append(ops, opKey{r.AccountID, r.IdempotencyKey})
+			ops = append(ops, opKey{Acct: r.AccountID, Key: r.IdempotencyKey})
 		case credits.SpendSettle, credits.SpendRelease:
 			holds = append(holds, r.HoldID)
 		}

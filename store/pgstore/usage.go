@@ -93,7 +93,7 @@ func newUsageTx(tx txConn, now time.Time) *usageTx {
 
 // ClaimMeter implements usage.Tx.
 func (t *usageTx) ClaimMeter(ctx context.Context, accountID, key string, op usage.MeterOp) (usage.MeterOp, bool, error) {
-	k := opKey{accountID, key}
+	k := opKey{Acct: accountID, Key: key}
 	if i, ok := t.meterIdx[k]; ok {
 		return t.meters[i].op, false, nil
 	}
@@ -120,7 +120,7 @@ func (t *usageTx) lookMeter(ctx context.Context, k opKey) (meterSeen, error) {
 		created int64
 	)
 	err := t.tx.QueryRow(ctx, `SELECT fingerprint, record_id, hold_id, created_at FROM usage_ops WHERE key = $1 AND account_id = $2`,
-		k.key, k.acct).Scan(&fp, &seen.op.RecordID, &seen.op.HoldID, &created)
+		k.Key, k.Acct).Scan(&fp, &seen.op.RecordID, &seen.op.HoldID, &created)
 	switch {
 	case err == nil:
 		seen.found = true
@@ -209,7 +209,7 @@ func (t *usageTx) prefetch(ctx context.Context, reqs []usage.MeterRequest) error
 		mKeys[i], mAccts[i] = r.IdempotencyKey, r.Record.AccountID
 		rAccts[i], rIDs[i] = r.Record.AccountID, r.Record.ID
 		if !t.optimistic {
-			t.meterSeen[opKey{r.Record.AccountID, r.IdempotencyKey}] = meterSeen{}
+			t.meterSeen[opKey{Acct: r.Record.AccountID, Key: r.IdempotencyKey}] = meterSeen{}
 			t.recSeen[recKey{rAccts[i], rIDs[i]}] = false
 		}
 	}
@@ -228,7 +228,7 @@ func (t *usageTx) prefetch(ctx context.Context, reqs []usage.MeterRequest) error
 				var op usage.MeterOp
 				var fp []byte
 				var created int64
-				if err := rows.Scan(&k.key, &k.acct, &fp, &op.RecordID, &op.HoldID, &created); err != nil {
+				if err := rows.Scan(&k.Key, &k.Acct, &fp, &op.RecordID, &op.HoldID, &created); err != nil {
 					return err
 				}
 				copy(op.Fingerprint[:], fp)
@@ -264,7 +264,7 @@ func (t *usageTx) queueFlush(b *pgx.Batch) (func(pgx.BatchResults) error, error)
 		fps, created := make([][]byte, n), make([]int64, n)
 		for i, m := range t.meters {
 			fp := m.op.Fingerprint
-			keys[i], accts[i], fps[i], recs[i], holds[i], created[i] = m.k.key, m.k.acct, fp[:], m.op.RecordID, m.op.HoldID, toNanos(m.op.CreatedAt)
+			keys[i], accts[i], fps[i], recs[i], holds[i], created[i] = m.k.Key, m.k.Acct, fp[:], m.op.RecordID, m.op.HoldID, toNanos(m.op.CreatedAt)
 		}
 		b.Queue(`INSERT INTO usage_ops (key, account_id, fingerprint, record_id, hold_id, created_at)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::bigint[])`,
@@ -437,7 +437,7 @@ func (t *usageTx) apply(ctx context.Context, now time.Time, r *usage.MeterReques
 		return out, err
 	}
 	t.rollback(m)
-	k := opKey{r.Record.AccountID, r.IdempotencyKey}
+	k := opKey{Acct: r.Record.AccountID, Key: r.IdempotencyKey}
 	if _, seen := t.meterSeen[k]; !t.optimistic || seen {
 		return out, nil
 	}

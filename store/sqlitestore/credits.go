@@ -12,6 +12,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/internal/ledgerstage"
 )
 
 // The credits ledger on SQLite.
@@ -356,42 +357,15 @@ type ledgerTx struct {
 	// and a violation (a replay) runs the batch again with lookups. Reads
 	// that decide an outcome without claiming (Op) always look.
 	optimistic bool
-	stage      ledgerStage
+	stage      ledgerstage.Stage
 	args       []any // scratch for multi-row statements
 }
 
-type opKey struct{ acct, key string }
+type opKey = ledgerstage.OpKey
 
 type opSeen struct {
 	rec   credits.OpRecord
 	found bool
-}
-
-type entryKey struct {
-	acct string
-	seq  int64
-}
-
-// ledgerStage holds the writes of a transaction until flush. Slices only
-// grow, so a request's writes can be dropped by truncating to a mark.
-type ledgerStage struct {
-	entries  []credits.Entry
-	entryIdx map[entryKey]int
-	ops      []stagedOp
-	opIdx    map[opKey]int
-	holds    []stagedHold
-	holdIdx  map[string]int // latest version of each hold
-	expire   []string       // active holds past their deadline
-}
-
-type stagedOp struct {
-	k   opKey
-	rec credits.OpRecord
-}
-
-type stagedHold struct {
-	h    credits.Hold
-	prev int // index of the hold's previous staged version, -1 if none
 }
 
 type txAcct struct {
@@ -411,7 +385,7 @@ func (s *Store) newLedgerTx(ctx context.Context, tx *sql.Tx, now time.Time) *led
 	return &ledgerTx{
 		binder: binder{ctx: context.WithoutCancel(ctx), tx: tx, src: s.lw},
 		ms:     s.mw, now: now, accts: make(map[string]*txAcct, 4), ops: make(map[opKey]opSeen),
-		stage: ledgerStage{entryIdx: make(map[entryKey]int), opIdx: make(map[opKey]int), holdIdx: make(map[string]int)},
+		stage: ledgerstage.New(),
 	}
 }
 
@@ -441,7 +415,7 @@ func (t *ledgerTx) prefetch(reqs []credits.SpendRequest) error {
 		if r.Kind != credits.SpendDebit && r.Kind != credits.SpendReserve {
 			continue
 		}
-		if k := (opKey{r.AccountID, r.IdempotencyKey}); !t.optimistic && !t.staged(k) && !t.known(k) {
+		if k := (opKey{Acct: r.AccountID, Key: r.IdempotencyKey}); !t.optimistic && !t.staged(k) && !t.known(k) {
 			t.ops[k] = opSeen{} // absent unless the lookup finds it
 			keys = append(keys, r.IdempotencyKey, r.AccountID)
 		}
@@ -494,7 +468,7 @@ func (t *ledgerTx) prefetch(reqs []credits.SpendRequest) error {
 
 // staged reports whether the transaction has claimed k.
 func (t *ledgerTx) staged(k opKey) bool {
-	_, ok := t.stage.opIdx[k]
+	_, ok := t.stage.Op(k)
 	return ok
 }
 
@@ -510,7 +484,7 @@ func (t *ledgerTx) findOps(keys []any) error {
 		var k opKey
 		var rec credits.OpRecord
 		var fp []byte
-		if err := rows.Scan(&k.key, &k.acct, &rec.Kind, &fp, &rec.EntrySeq, &rec.HoldID); err != nil {
+		if err := rows.Scan(&k.Key, &k.Acct, &rec.Kind, &fp, &rec.EntrySeq, &rec.HoldID); err != nil {
 			return err
 		}
 		copy(rec.Fingerprint[:], fp)
@@ -532,7 +506,7 @@ func (t *ledgerTx) install(l loaded) *credits.AccountState {
 	}
 	expired := a.st.Advance(t.now, l.due)
 	for _, h := range l.due {
-		t.stage.expire = append(t.stage.expire, h.ID)
+		t.stage.Expire = append(t.stage.Expire, h.ID)
 	}
 	for _, e := range expired {
 		t.stageEntry(e)
@@ -550,8 +524,8 @@ func (t *ledgerTx) install(l loaded) *credits.AccountState {
 // Hold implements credits.Tx. A hold whose expiry is staged reads active
 // from the table; credits sees it expired all the same (past its deadline).
 func (t *ledgerTx) Hold(_ context.Context, id string) (credits.Hold, error) {
-	if i, ok := t.stage.holdIdx[id]; ok {
-		return t.stage.holds[i].h, nil
+	if h, ok := t.stage.Hold(id); ok {
+		return h, nil
 	}
 	h, err := scanHold(t.stmt(sHold).QueryRowContext(t.ctx, id))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -562,9 +536,9 @@ func (t *ledgerTx) Hold(_ context.Context, id string) (credits.Hold, error) {
 
 // Op implements credits.Tx.
 func (t *ledgerTx) Op(_ context.Context, accountID, key string) (credits.OpRecord, bool, error) {
-	k := opKey{accountID, key}
-	if i, ok := t.stage.opIdx[k]; ok {
-		return t.stage.ops[i].rec, true, nil
+	k := opKey{Acct: accountID, Key: key}
+	if rec, ok := t.stage.Op(k); ok {
+		return rec, true, nil
 	}
 	if s, ok := t.ops[k]; ok {
 		return s.rec, s.found, nil
@@ -588,10 +562,10 @@ func (t *ledgerTx) Op(_ context.Context, accountID, key string) (credits.OpRecor
 // so a key found absent stays absent until commit; the primary key checks
 // the claim again at flush. An optimistic transaction does not look.
 func (t *ledgerTx) ClaimOp(ctx context.Context, accountID, key string, rec credits.OpRecord) (credits.OpRecord, bool, error) {
-	k := opKey{accountID, key}
+	k := opKey{Acct: accountID, Key: key}
 	if t.optimistic {
-		if i, ok := t.stage.opIdx[k]; ok {
-			return t.stage.ops[i].rec, false, nil
+		if rec, ok := t.stage.Op(k); ok {
+			return rec, false, nil
 		}
 		if s := t.ops[k]; s.found {
 			return s.rec, false, nil
@@ -599,15 +573,14 @@ func (t *ledgerTx) ClaimOp(ctx context.Context, accountID, key string, rec credi
 	} else if prev, ok, err := t.Op(ctx, accountID, key); err != nil || ok {
 		return prev, false, err
 	}
-	t.stage.opIdx[k] = len(t.stage.ops)
-	t.stage.ops = append(t.stage.ops, stagedOp{k: k, rec: rec})
+	t.stage.ClaimOp(k, rec)
 	return rec, true, nil
 }
 
 // Entry implements credits.Tx.
 func (t *ledgerTx) Entry(_ context.Context, accountID string, seq int64) (credits.Entry, error) {
-	if i, ok := t.stage.entryIdx[entryKey{accountID, seq}]; ok {
-		return t.stage.entries[i], nil
+	if e, ok := t.stage.Entry(accountID, seq); ok {
+		return e, nil
 	}
 	e, err := scanEntry(t.stmt(sEntry).QueryRowContext(t.ctx, accountID, seq))
 	return e, wrap("ledger entry", err)
@@ -620,8 +593,7 @@ func (t *ledgerTx) AddEntry(_ context.Context, e credits.Entry) error {
 }
 
 func (t *ledgerTx) stageEntry(e credits.Entry) {
-	t.stage.entryIdx[entryKey{e.AccountID, e.Seq}] = len(t.stage.entries)
-	t.stage.entries = append(t.stage.entries, e)
+	t.stage.AddEntry(e)
 }
 
 // PutHold implements credits.Tx.
@@ -631,29 +603,23 @@ func (t *ledgerTx) PutHold(_ context.Context, h credits.Hold) error {
 			a.holdDue = d
 		}
 	}
-	prev, ok := t.stage.holdIdx[h.ID]
-	if !ok {
-		prev = -1
-	}
-	t.stage.holdIdx[h.ID] = len(t.stage.holds)
-	t.stage.holds = append(t.stage.holds, stagedHold{h: h, prev: prev})
+	t.stage.PutHold(h)
 	return nil
 }
 
 // ledgerMark is the size of the stage and the ledger state of one account
 // before a request, to drop the request's writes.
 type ledgerMark struct {
-	entries, ops, holds, expire int
-	acct                        string
-	present                     bool
-	a                           txAcct
-	order                       int
-	rep                         credits.ExpiryReport
+	stage   ledgerstage.Mark
+	acct    string
+	present bool
+	a       txAcct
+	order   int
+	rep     credits.ExpiryReport
 }
 
 func (t *ledgerTx) mark(acct string) ledgerMark {
-	m := ledgerMark{entries: len(t.stage.entries), ops: len(t.stage.ops), holds: len(t.stage.holds),
-		expire: len(t.stage.expire), acct: acct, order: len(t.order), rep: t.rep}
+	m := ledgerMark{stage: t.stage.Mark(), acct: acct, order: len(t.order), rep: t.rep}
 	if a, ok := t.accts[acct]; ok {
 		m.present, m.a = true, *a
 		m.a.st = a.st.Clone()
@@ -666,25 +632,7 @@ func (t *ledgerTx) mark(acct string) ledgerMark {
 // of its own record (a hold of another account is refused before the
 // spend), so restoring that one account is enough.
 func (t *ledgerTx) rollback(m ledgerMark) {
-	st := &t.stage
-	for i := len(st.entries) - 1; i >= m.entries; i-- {
-		e := st.entries[i]
-		delete(st.entryIdx, entryKey{e.AccountID, e.Seq})
-	}
-	st.entries = st.entries[:m.entries]
-	for i := len(st.ops) - 1; i >= m.ops; i-- {
-		delete(st.opIdx, st.ops[i].k)
-	}
-	st.ops = st.ops[:m.ops]
-	for i := len(st.holds) - 1; i >= m.holds; i-- {
-		if p := st.holds[i].prev; p >= 0 {
-			st.holdIdx[st.holds[i].h.ID] = p
-		} else {
-			delete(st.holdIdx, st.holds[i].h.ID)
-		}
-	}
-	st.holds = st.holds[:m.holds]
-	st.expire = st.expire[:m.expire]
+	t.stage.Rollback(m.stage)
 	t.rep = m.rep
 	// Accounts loaded by the request are forgotten with the expiries their
 	// load staged; the next request that needs one loads it again.
@@ -702,14 +650,14 @@ func (t *ledgerTx) rollback(m ledgerMark) {
 // if its version is still the one read, and the changed lots).
 func (t *ledgerTx) flush() error {
 	st := &t.stage
-	for _, id := range st.expire {
+	for _, id := range st.Expire {
 		if _, err := t.stmt(sExpireHold).ExecContext(t.ctx, id); err != nil {
 			return wrap("expire hold", err)
 		}
 	}
 	args := t.args[:0]
-	for i := range st.entries {
-		e := &st.entries[i]
+	for i := range st.Entries {
+		e := &st.Entries[i]
 		args = append(args, e.AccountID, e.Seq, e.ID, string(e.Type), e.Amount.String(), e.BalanceAfter.String(),
 			e.Reference, e.Description, e.IdempotencyKey, e.HoldID, toNullNanos(e.ExpiresAt), toNanos(e.CreatedAt))
 	}
@@ -717,15 +665,15 @@ func (t *ledgerTx) flush() error {
 		return wrap("add ledger entries", err)
 	}
 	args = args[:0]
-	for i := range st.ops {
-		o := &st.ops[i]
-		args = append(args, o.k.key, o.k.acct, o.rec.Kind, o.rec.Fingerprint[:], o.rec.EntrySeq, o.rec.HoldID)
+	for i := range st.Ops {
+		o := &st.Ops[i]
+		args = append(args, o.K.Key, o.K.Acct, o.Rec.Kind, o.Rec.Fingerprint[:], o.Rec.EntrySeq, o.Rec.HoldID)
 	}
 	if err := t.execRows(t.ms.ops, args, nil); err != nil {
 		return wrap("claim idempotency keys", err)
 	}
-	for i := range st.holds {
-		if h := &st.holds[i].h; st.holdIdx[h.ID] == i {
+	for i := range st.Holds {
+		if h := &st.Holds[i].H; st.HoldIdx[h.ID] == i {
 			if _, err := t.stmt(sPutHold).ExecContext(t.ctx, h.ID, h.AccountID, h.Amount.String(), string(h.State),
 				h.Reference, h.IdempotencyKey, toNanos(h.CreatedAt), toNanos(h.ExpiresAt), toNullNanos(h.ResolvedAt),
 				h.Actual.String(), h.Charged.String(), h.EntryID, h.EntrySeq, h.SettleFingerprint[:]); err != nil {

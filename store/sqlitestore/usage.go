@@ -147,7 +147,7 @@ func (t *usageTx) stmt(i int) *sql.Stmt {
 
 // ClaimMeter implements usage.Tx.
 func (t *usageTx) ClaimMeter(_ context.Context, accountID, key string, op usage.MeterOp) (usage.MeterOp, bool, error) {
-	k := opKey{accountID, key}
+	k := opKey{Acct: accountID, Key: key}
 	if i, ok := t.meterIdx[k]; ok {
 		return t.meters[i].op, false, nil
 	}
@@ -173,7 +173,7 @@ func (t *usageTx) lookMeter(k opKey) (meterSeen, error) {
 		fp      []byte
 		created int64
 	)
-	err := t.stmt(uOp).QueryRowContext(t.ctx, k.acct, k.key).Scan(&fp, &seen.op.RecordID, &seen.op.HoldID, &created)
+	err := t.stmt(uOp).QueryRowContext(t.ctx, k.Acct, k.Key).Scan(&fp, &seen.op.RecordID, &seen.op.HoldID, &created)
 	switch {
 	case err == nil:
 		seen.found = true
@@ -259,7 +259,7 @@ func (t *usageTx) prefetch(reqs []usage.MeterRequest) error {
 	args := t.args[:0]
 	for i := range reqs {
 		r := &reqs[i]
-		if k := (opKey{r.Record.AccountID, r.IdempotencyKey}); !t.hasMeter(k) {
+		if k := (opKey{Acct: r.Record.AccountID, Key: r.IdempotencyKey}); !t.hasMeter(k) {
 			t.meterSeen[k] = meterSeen{} // absent unless the lookup finds it
 			args = append(args, r.IdempotencyKey, r.Record.AccountID)
 		}
@@ -269,7 +269,7 @@ func (t *usageTx) prefetch(reqs []usage.MeterRequest) error {
 		var op usage.MeterOp
 		var fp []byte
 		var created int64
-		if err := rows.Scan(&k.acct, &k.key, &fp, &op.RecordID, &op.HoldID, &created); err != nil {
+		if err := rows.Scan(&k.Acct, &k.Key, &fp, &op.RecordID, &op.HoldID, &created); err != nil {
 			return err
 		}
 		copy(op.Fingerprint[:], fp)
@@ -319,7 +319,7 @@ func (t *usageTx) flush() error {
 	args := t.args[:0]
 	for i := range t.meters {
 		m := &t.meters[i]
-		args = append(args, m.k.acct, m.k.key, m.op.Fingerprint[:], m.op.RecordID, m.op.HoldID, toNanos(m.op.CreatedAt))
+		args = append(args, m.k.Acct, m.k.Key, m.op.Fingerprint[:], m.op.RecordID, m.op.HoldID, toNanos(m.op.CreatedAt))
 	}
 	if err := t.execRows(t.ms.meters, args, nil); err != nil {
 		return wrap("claim meter keys", err)
@@ -466,7 +466,7 @@ func (t *usageTx) apply(ctx context.Context, now time.Time, r *usage.MeterReques
 		return out, err
 	}
 	t.rollback(m)
-	k := opKey{r.Record.AccountID, r.IdempotencyKey}
+	k := opKey{Acct: r.Record.AccountID, Key: r.IdempotencyKey}
 	if _, seen := t.meterSeen[k]; !t.optimistic || seen {
 		return out, nil
 	}
