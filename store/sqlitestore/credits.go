@@ -358,7 +358,8 @@ type ledgerTx struct {
 	// that decide an outcome without claiming (Op) always look.
 	optimistic bool
 	stage      ledgerstage.Stage
-	args       []any // scratch for multi-row statements
+	args       []any      // scratch for multi-row statements
+	cache      *acctCache // committed account states to start from, or nil
 }
 
 type opKey = ledgerstage.OpKey
@@ -395,6 +396,11 @@ func (t *ledgerTx) State(_ context.Context, id string) (*credits.AccountState, e
 	if a, ok := t.accts[id]; ok {
 		return &a.st, nil
 	}
+	if t.cache != nil {
+		if l, ok := t.cache.get(id, t.now); ok {
+			return t.install(l), nil
+		}
+	}
 	l, err := loadState(&t.binder, id, t.now)
 	if err != nil {
 		return nil, err
@@ -421,6 +427,12 @@ func (t *ledgerTx) prefetch(reqs []credits.SpendRequest) error {
 		}
 		if !seen[r.AccountID] && t.accts[r.AccountID] == nil {
 			seen[r.AccountID] = true
+			if t.cache != nil {
+				if l, ok := t.cache.get(r.AccountID, t.now); ok {
+					t.install(l)
+					continue
+				}
+			}
 			ids = append(ids, r.AccountID)
 		}
 	}
@@ -758,7 +770,7 @@ func (s *Store) OpenLedger(ctx context.Context, st credits.AccountState) error {
 // SetLedgerPolicy implements credits.AccountStore.
 func (s *Store) SetLedgerPolicy(ctx context.Context, id string, p credits.Policy, now time.Time) (credits.AccountState, error) {
 	var out credits.AccountState
-	err := s.write(ctx, "set ledger policy", func(tx *sql.Tx) error {
+	err := s.ledgerWrite(ctx, "set ledger policy", func(tx *sql.Tx) error {
 		lt := s.newLedgerTx(ctx, tx, now)
 		st, err := lt.State(ctx, id)
 		if err != nil {
@@ -789,7 +801,7 @@ func (s *Store) LedgerAccount(ctx context.Context, id string, now time.Time) (cr
 // LedgerCredit implements credits.EntryStore.
 func (s *Store) LedgerCredit(ctx context.Context, now time.Time, r credits.CreditRequest) (credits.Entry, error) {
 	var e credits.Entry
-	err := s.write(ctx, "ledger credit", func(tx *sql.Tx) error {
+	err := s.ledgerWrite(ctx, "ledger credit", func(tx *sql.Tx) error {
 		lt := s.newLedgerTx(ctx, tx, now)
 		var err error
 		if e, err = credits.ApplyCredit(ctx, lt, now, r); err != nil {
@@ -917,9 +929,15 @@ func (f *requestFailure) Unwrap() error { return f.err }
 
 func (s *Store) applySpends(ctx context.Context, now time.Time, reqs []credits.SpendRequest, res []credits.SpendResult) error {
 	for attempt := 0; ; attempt++ {
+		gen := s.accts.begin()
+		var snaps []acctSnap
 		err := s.write(ctx, "apply spends", func(tx *sql.Tx) error {
 			lt := s.newLedgerTx(ctx, tx, now)
 			lt.optimistic = attempt == 0
+			lt.cache = &s.accts
+			if err := s.accts.check(&lt.binder); err != nil {
+				return err
+			}
 			if err := lt.prefetch(reqs); err != nil {
 				return err
 			}
@@ -930,8 +948,17 @@ func (s *Store) applySpends(ctx context.Context, now time.Time, reqs []credits.S
 				}
 				res[i] = r
 			}
-			return flushed(lt.optimistic, lt.flush())
+			if err := flushed(lt.optimistic, lt.flush()); err != nil {
+				return err
+			}
+			snaps = lt.snapshots()
+			return nil
 		})
+		if err != nil {
+			s.accts.clear()
+		} else {
+			s.accts.put(gen, snaps)
+		}
 		if !errors.Is(err, errReplayed) {
 			return err
 		}
@@ -994,7 +1021,7 @@ func (s *Store) ExpireLedgers(ctx context.Context, now time.Time, accountID stri
 		return credits.ExpiryReport{}, wrap("find due ledgers", err)
 	}
 	var rep credits.ExpiryReport
-	err = s.write(ctx, "expire ledgers", func(tx *sql.Tx) error {
+	err = s.ledgerWrite(ctx, "expire ledgers", func(tx *sql.Tx) error {
 		lt := s.newLedgerTx(ctx, tx, now)
 		for _, id := range ids {
 			if _, err := lt.State(ctx, id); err != nil && !errors.Is(err, credits.ErrUnknownAccount) {

@@ -94,6 +94,7 @@ type Store struct {
 	lw, lr *ledgerStmts // prepared credits statements on w and r (credits.go)
 	uw     *usageStmts  // prepared usage statements on w (usage.go)
 	mw     *multiStmts  // multi-row statements on w (multirow.go)
+	accts  acctCache    // committed ledger account states (acctcache.go)
 
 	ckpt     *sql.DB       // background checkpointer (CheckpointInterval), or nil
 	stopCkpt chan struct{} // closed by Close, once

@@ -433,7 +433,7 @@ func (s *Store) MeterUsage(ctx context.Context, now time.Time, reqs []usage.Mete
 
 func (s *Store) meterUsage(ctx context.Context, now time.Time, reqs []usage.MeterRequest, res []usage.MeterOutcome) error {
 	for attempt := 0; ; attempt++ {
-		err := s.write(ctx, "meter usage", func(tx *sql.Tx) error {
+		err := s.ledgerWrite(ctx, "meter usage", func(tx *sql.Tx) error {
 			ut := s.newUsageTx(ctx, tx, now)
 			ut.optimistic = attempt == 0
 			if err := ut.prefetch(reqs); err != nil {

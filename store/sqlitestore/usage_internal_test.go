@@ -2,6 +2,7 @@ package sqlitestore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -317,5 +318,56 @@ func TestCloseTwice(t *testing.T) {
 			t.Fatalf("interval %v: first Close: %v", iv, err)
 		}
 		_ = st.Close() // may report the closed pools; must not panic
+	}
+}
+
+// TestAccountCacheSeesOtherWriters: the account states a spend batch
+// caches must never hide a change made by another Store on the same file
+// (another process, detected by data_version) or by another write path of
+// the same Store (which empties the cache).
+func TestAccountCacheSeesOtherWriters(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "cache.db")
+	discard := &Options{Logger: slog.New(slog.DiscardHandler)}
+	a, err := Open(ctx, path, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Open(ctx, path, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	la, _ := credits.NewService(a, &credits.Options{Logger: slog.New(slog.DiscardHandler)})
+	lb, _ := credits.NewService(b, &credits.Options{Logger: slog.New(slog.DiscardHandler)})
+	if _, err := la.Open(ctx, "acct_c", credits.Policy{}); err != nil {
+		t.Fatal(err)
+	}
+	debit := func(svc *credits.Service, key string, want error) {
+		t.Helper()
+		_, err := svc.Debit(ctx, credits.DebitParams{AccountID: "acct_c", Amount: credits.AmountFromInt(1), IdempotencyKey: key})
+		if !errors.Is(err, want) {
+			t.Fatalf("debit %s: %v, want %v", key, err, want)
+		}
+	}
+	if _, err := la.Purchase(ctx, credits.CreditParams{AccountID: "acct_c", Amount: credits.AmountFromInt(1), IdempotencyKey: "p1"}); err != nil {
+		t.Fatal(err)
+	}
+	debit(la, "d1", nil)                          // a caches the account at balance 0
+	debit(la, "d2", credits.ErrInsufficientFunds) // from the cache: still 0
+	if _, err := lb.Purchase(ctx, credits.CreditParams{AccountID: "acct_c", Amount: credits.AmountFromInt(2), IdempotencyKey: "p2"}); err != nil {
+		t.Fatal(err)
+	}
+	debit(la, "d3", nil) // b's purchase is seen through data_version
+	debit(lb, "d4", nil) // and a's debit by b
+	debit(la, "d5", credits.ErrInsufficientFunds)
+	if _, err := la.Purchase(ctx, credits.CreditParams{AccountID: "acct_c", Amount: credits.AmountFromInt(1), IdempotencyKey: "p3"}); err != nil {
+		t.Fatal(err)
+	}
+	debit(la, "d6", nil) // a's own purchase emptied a's cache
+	bal, err := la.Balance(ctx, "acct_c")
+	if err != nil || !bal.IsZero() {
+		t.Fatalf("balance %s, %v; want 0", bal, err)
 	}
 }
