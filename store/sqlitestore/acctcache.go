@@ -107,6 +107,35 @@ func (c *acctCache) put(gen uint64, snaps []acctSnap) {
 	}
 }
 
+// cachedWrite is Store.write for a batch that starts from cached account
+// states: fn builds the batch's ledgerTx (it calls useCache on it) and
+// returns it once flushed; its accounts are cached once the transaction
+// commits, and the cache is emptied if it does not.
+func (s *Store) cachedWrite(ctx context.Context, op string, fn func(*sql.Tx) (*ledgerTx, error)) error {
+	gen := s.accts.begin()
+	var snaps []acctSnap
+	err := s.write(ctx, op, func(tx *sql.Tx) error {
+		lt, err := fn(tx)
+		if err == nil {
+			snaps = lt.snapshots()
+		}
+		return err
+	})
+	if err != nil {
+		s.accts.clear()
+	} else {
+		s.accts.put(gen, snaps)
+	}
+	return err
+}
+
+// useCache makes t start from the cache, after checking that no other
+// connection has committed since its snapshots were taken.
+func (s *Store) useCache(t *ledgerTx) error {
+	t.cache = &s.accts
+	return s.accts.check(&t.binder)
+}
+
 // ledgerWrite is Store.write for the paths other than spend batches that
 // change ledger accounts: it empties the account cache before and after.
 func (s *Store) ledgerWrite(ctx context.Context, op string, fn func(*sql.Tx) error) error {

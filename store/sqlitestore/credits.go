@@ -929,36 +929,24 @@ func (f *requestFailure) Unwrap() error { return f.err }
 
 func (s *Store) applySpends(ctx context.Context, now time.Time, reqs []credits.SpendRequest, res []credits.SpendResult) error {
 	for attempt := 0; ; attempt++ {
-		gen := s.accts.begin()
-		var snaps []acctSnap
-		err := s.write(ctx, "apply spends", func(tx *sql.Tx) error {
+		err := s.cachedWrite(ctx, "apply spends", func(tx *sql.Tx) (*ledgerTx, error) {
 			lt := s.newLedgerTx(ctx, tx, now)
 			lt.optimistic = attempt == 0
-			lt.cache = &s.accts
-			if err := s.accts.check(&lt.binder); err != nil {
-				return err
+			if err := s.useCache(lt); err != nil {
+				return nil, err
 			}
 			if err := lt.prefetch(reqs); err != nil {
-				return err
+				return nil, err
 			}
 			for i := range reqs {
 				r, err := credits.ApplySpend(ctx, lt, now, reqs[i])
 				if err != nil {
-					return &requestFailure{err}
+					return nil, &requestFailure{err}
 				}
 				res[i] = r
 			}
-			if err := flushed(lt.optimistic, lt.flush()); err != nil {
-				return err
-			}
-			snaps = lt.snapshots()
-			return nil
+			return lt, flushed(lt.optimistic, lt.flush())
 		})
-		if err != nil {
-			s.accts.clear()
-		} else {
-			s.accts.put(gen, snaps)
-		}
 		if !errors.Is(err, errReplayed) {
 			return err
 		}

@@ -433,20 +433,23 @@ func (s *Store) MeterUsage(ctx context.Context, now time.Time, reqs []usage.Mete
 
 func (s *Store) meterUsage(ctx context.Context, now time.Time, reqs []usage.MeterRequest, res []usage.MeterOutcome) error {
 	for attempt := 0; ; attempt++ {
-		err := s.ledgerWrite(ctx, "meter usage", func(tx *sql.Tx) error {
+		err := s.cachedWrite(ctx, "meter usage", func(tx *sql.Tx) (*ledgerTx, error) {
 			ut := s.newUsageTx(ctx, tx, now)
 			ut.optimistic = attempt == 0
+			if err := s.useCache(ut.ledgerTx); err != nil {
+				return nil, err
+			}
 			if err := ut.prefetch(reqs); err != nil {
-				return err
+				return nil, err
 			}
 			for i := range reqs {
 				out, err := ut.apply(ctx, now, &reqs[i])
 				if err != nil {
-					return &requestFailure{err}
+					return nil, &requestFailure{err}
 				}
 				res[i] = out
 			}
-			return flushed(ut.optimistic, ut.flush())
+			return ut.ledgerTx, flushed(ut.optimistic, ut.flush())
 		})
 		if !errors.Is(err, errReplayed) {
 			return err
