@@ -27,8 +27,13 @@ import (
 type acctCache struct {
 	mu   sync.Mutex
 	gen  uint64
-	dv   int64 // data_version the snapshots belong to
-	accs map[string]acctSnap
+	dv   int64               // data_version the snapshots belong to
+	accs map[string]acctSnap // committed states only
+	// pend are the states of the batch that is committing (tok), moved to
+	// accs once its commit succeeded; their accounts are out of accs
+	// meanwhile.
+	pend []acctSnap
+	tok  uint64
 }
 
 // acctSnap is an account as committed: its state (a private copy) and the
@@ -48,7 +53,7 @@ func (c *acctCache) begin() uint64 {
 // clear empties the cache and starts a new generation.
 func (c *acctCache) clear() {
 	c.mu.Lock()
-	c.accs = nil
+	c.accs, c.pend = nil, nil
 	c.gen++
 	c.mu.Unlock()
 }
@@ -62,7 +67,7 @@ func (c *acctCache) check(b *binder) error {
 	}
 	c.mu.Lock()
 	if dv != c.dv {
-		c.accs, c.dv = nil, dv
+		c.accs, c.pend, c.dv = nil, nil, dv
 		c.gen++
 	}
 	c.mu.Unlock()
@@ -91,42 +96,66 @@ func (t *ledgerTx) snapshots() []acctSnap {
 	return out
 }
 
-// put stores the snapshots of a committed batch that began in gen, unless
-// a write of another path started since.
-func (c *acctCache) put(gen uint64, snaps []acctSnap) {
+// put records the states a batch that began in gen is about to commit,
+// unless a write of another path started since; it returns the token that
+// confirms them. Until then their accounts are out of the cache, and so
+// are those of a batch that put states but never confirmed them.
+func (c *acctCache) put(gen uint64, snaps []acctSnap) uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if gen != c.gen {
+	for _, s := range c.pend {
+		delete(c.accs, s.st.ID)
+	}
+	for _, s := range snaps {
+		delete(c.accs, s.st.ID)
+	}
+	c.pend, c.tok = nil, c.tok+1
+	if gen == c.gen {
+		c.pend = snaps
+	}
+	return c.tok
+}
+
+// confirm moves the states put under tok into the cache: their batch
+// committed.
+func (c *acctCache) confirm(tok uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if tok != c.tok || c.pend == nil {
 		return
 	}
 	if c.accs == nil {
-		c.accs = make(map[string]acctSnap, len(snaps))
+		c.accs = make(map[string]acctSnap, len(c.pend))
 	}
-	for _, s := range snaps {
+	for _, s := range c.pend {
 		c.accs[s.st.ID] = s
 	}
+	c.pend = nil
 }
 
 // cachedWrite is Store.write for a batch that starts from cached account
 // states: fn builds the batch's ledgerTx (it calls useCache on it) and
-// returns it once flushed; its accounts are cached once the transaction
-// commits, and the cache is emptied if it does not.
+// returns it once flushed. Its states are put while the batch still holds
+// the only write connection, which takes their accounts out of the cache,
+// so that no later batch can start from the states before; they are
+// confirmed into the cache once the commit succeeded, and the cache is
+// emptied if it failed.
 func (s *Store) cachedWrite(ctx context.Context, op string, fn func(*sql.Tx) (*ledgerTx, error)) error {
 	gen := s.accts.begin()
-	var snaps []acctSnap
+	var tok uint64
 	err := s.write(ctx, op, func(tx *sql.Tx) error {
 		lt, err := fn(tx)
 		if err == nil {
-			snaps = lt.snapshots()
+			tok = s.accts.put(gen, lt.snapshots())
 		}
 		return err
 	})
 	if err != nil {
 		s.accts.clear()
-	} else {
-		s.accts.put(gen, snaps)
+		return err
 	}
-	return err
+	s.accts.confirm(tok)
+	return nil
 }
 
 // useCache makes t start from the cache, after checking that no other

@@ -710,7 +710,7 @@ func (t *ledgerTx) flush() error {
 	t.args = args[:0]
 	err := t.execRows(t.ms.accounts, args, func(res sql.Result, n int) error {
 		if got, err := res.RowsAffected(); err != nil || got != int64(n) {
-			return fmt.Errorf("%d of %d ledger accounts changed underneath (%v)", int64(n)-got, n, err)
+			return fmt.Errorf("%w: %d of %d ledger accounts changed underneath (%v)", errStale, int64(n)-got, n, err)
 		}
 		return nil
 	})
@@ -947,10 +947,21 @@ func (s *Store) applySpends(ctx context.Context, now time.Time, reqs []credits.S
 			}
 			return lt, flushed(lt.optimistic, lt.flush())
 		})
-		if !errors.Is(err, errReplayed) {
+		if !retry(err, attempt) {
 			return err
 		}
 	}
+}
+
+// errStale reports an account row whose version is no longer the one the
+// batch started from: a cached state was stale (see acctCache), and the
+// batch runs again from the table.
+var errStale = errors.New("sqlitestore: ledger account changed underneath")
+
+// retry reports whether a batch that failed with err runs again: an
+// optimistic claim of a taken key, or (a few times) a stale account.
+func retry(err error, attempt int) bool {
+	return errors.Is(err, errReplayed) || (errors.Is(err, errStale) && attempt < 3)
 }
 
 // errReplayed reports that an optimistic transaction claimed a key (or a

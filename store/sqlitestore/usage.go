@@ -451,7 +451,7 @@ func (s *Store) meterUsage(ctx context.Context, now time.Time, reqs []usage.Mete
 			}
 			return ut.ledgerTx, flushed(ut.optimistic, ut.flush())
 		})
-		if !errors.Is(err, errReplayed) {
+		if !retry(err, attempt) {
 			return err
 		}
 	}
