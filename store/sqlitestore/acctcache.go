@@ -9,21 +9,24 @@ import (
 	"github.com/keyledger/keyledger/credits"
 )
 
-// acctCache keeps the ledger account states that spend batches committed,
-// so that the next batch on the same accounts does not read them again
-// (reading ~11 account rows was a fifth of the writer's time in a debit
-// batch). It is only ever a shortcut:
+// acctCache keeps the ledger account states that spend and meter batches
+// committed, so that the next batch on the same accounts does not read them
+// again (reading ~11 account rows was a fifth of the writer's time in a
+// debit batch). It is only ever a shortcut:
 //
 //   - Another process's commit changes PRAGMA data_version, which every
-//     spend batch reads first; a change empties the cache.
+//     cached batch reads first; a change empties the cache.
 //   - Every other write path of this process that touches ledger accounts
-//     empties it before and after its transaction, and a spend batch only
-//     stores its snapshots if no such write started since it began (gen).
+//     empties it before and after its transaction, and a batch only
+//     stores its states if no such write started since it began (gen).
+//   - A batch's states enter the cache only once its commit succeeded; its
+//     accounts are out of the cache from before its commit (see put).
 //   - A stale state cannot commit anyway: account rows are updated only
 //     where their version is still the one read, and a batch that fails for
-//     any reason empties the cache before it is retried.
+//     any reason empties the cache before it is retried (errStale).
 //   - An account with an active hold due by the batch's time is loaded from
 //     the table, which finds the due holds.
+//   - It holds at most maxCachedAccounts states; past that it starts over.
 type acctCache struct {
 	mu   sync.Mutex
 	gen  uint64
@@ -36,6 +39,9 @@ type acctCache struct {
 	tok  uint64
 }
 
+// maxCachedAccounts bounds the cache (a state is a few hundred bytes).
+const maxCachedAccounts = 100_000
+
 // acctSnap is an account as committed: its state (a private copy) and the
 // stored lower bound of its active hold deadlines.
 type acctSnap struct {
@@ -43,7 +49,7 @@ type acctSnap struct {
 	holdDue int64
 }
 
-// begin returns the generation a spend batch starts in.
+// begin returns the generation a batch starts in.
 func (c *acctCache) begin() uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -124,7 +130,7 @@ func (c *acctCache) confirm(tok uint64) {
 	if tok != c.tok || c.pend == nil {
 		return
 	}
-	if c.accs == nil {
+	if c.accs == nil || len(c.accs) > maxCachedAccounts {
 		c.accs = make(map[string]acctSnap, len(c.pend))
 	}
 	for _, s := range c.pend {
