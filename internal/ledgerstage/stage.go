@@ -5,7 +5,11 @@
 // the stage back to its mark. Nothing here touches a database.
 package ledgerstage
 
-import "github.com/keyledger/keyledger/credits"
+import (
+	"time"
+
+	"github.com/keyledger/keyledger/credits"
+)
 
 // OpKey is an idempotency key within its account.
 type OpKey struct{ Acct, Key string }
@@ -122,4 +126,135 @@ func (s *Stage) Rollback(m Mark) {
 	}
 	s.Holds = s.Holds[:m.holds]
 	s.Expire = s.Expire[:m.expire]
+}
+
+// Account is a ledger account loaded into a transaction: its state as the
+// transaction changes it, and what was read, to write back only changes.
+type Account struct {
+	St      credits.AccountState
+	Version int64                     // as read
+	Lots    map[string]credits.Amount // lot ID → remaining, as read
+	// HoldDue is the lower bound of active hold deadlines to store;
+	// HoldDue0 the stored one.
+	HoldDue, HoldDue0 int64
+}
+
+// Changed reports whether the account's row must be written.
+func (a *Account) Changed() bool { return a.St.Version != a.Version || a.HoldDue != a.HoldDue0 }
+
+// LotChanges returns the lots to insert, the lots whose remainder changed,
+// and the IDs of lots that are gone, against what was read.
+func (a *Account) LotChanges() (added, changed []credits.Lot, gone []string) {
+	live := make(map[string]bool, len(a.St.Lots))
+	for _, l := range a.St.Lots {
+		live[l.ID] = true
+		old, ok := a.Lots[l.ID]
+		switch {
+		case !ok:
+			added = append(added, l)
+		case !old.Equal(l.Remaining):
+			changed = append(changed, l)
+		}
+	}
+	for id := range a.Lots {
+		if !live[id] {
+			gone = append(gone, id)
+		}
+	}
+	return added, changed, gone
+}
+
+// Ledger is the in-memory side of one ledger write transaction: the
+// accounts it loaded, in load order (for a deterministic flush), the
+// expiries it applied, and the stage of its writes.
+type Ledger struct {
+	Stage
+	Now   time.Time
+	Accts map[string]*Account
+	Order []*Account
+	Rep   credits.ExpiryReport
+}
+
+// NewLedger returns an empty Ledger for a transaction at now.
+func NewLedger(now time.Time) Ledger {
+	return Ledger{Stage: New(), Now: now, Accts: make(map[string]*Account, 4)}
+}
+
+// Install makes an account as read part of the transaction: it advances it
+// to now, expiring due (its active holds past their deadline) and its due
+// lots, and stages the expiries. holdDue is the new lower bound of its
+// active hold deadlines, holdDue0 the stored one.
+func (l *Ledger) Install(st credits.AccountState, due []credits.Hold, holdDue, holdDue0 int64) *credits.AccountState {
+	a := &Account{St: st, Version: st.Version, HoldDue: holdDue, HoldDue0: holdDue0}
+	if len(a.St.Lots) > 0 {
+		a.Lots = make(map[string]credits.Amount, len(a.St.Lots))
+		for _, lot := range a.St.Lots {
+			a.Lots[lot.ID] = lot.Remaining
+		}
+	}
+	expired := a.St.Advance(l.Now, due)
+	for _, h := range due {
+		l.Expire = append(l.Expire, h.ID)
+	}
+	for _, e := range expired {
+		l.AddEntry(e)
+	}
+	if len(due) > 0 || len(expired) > 0 {
+		l.Rep.Accounts++
+		l.Rep.Entries += len(expired)
+		l.Rep.Holds += len(due)
+	}
+	l.Accts[a.St.ID] = a
+	l.Order = append(l.Order, a)
+	return &a.St
+}
+
+// StageHold stages a new version of h and lowers its account's hold-due
+// bound for an active hold.
+func (l *Ledger) StageHold(h credits.Hold) {
+	if a, ok := l.Accts[h.AccountID]; ok && h.State == credits.HoldActive {
+		if d := h.ExpiresAt.UnixNano(); a.HoldDue == 0 || d < a.HoldDue {
+			a.HoldDue = d
+		}
+	}
+	l.PutHold(h)
+}
+
+// LedgerMark is the size of the stage and the state of one account before
+// a request, to drop the request's writes.
+type LedgerMark struct {
+	stage   Mark
+	acct    string
+	present bool
+	a       Account
+	order   int
+	rep     credits.ExpiryReport
+}
+
+// MarkAccount marks the transaction before a request on acct.
+func (l *Ledger) MarkAccount(acct string) LedgerMark {
+	m := LedgerMark{stage: l.Mark(), acct: acct, order: len(l.Order), rep: l.Rep}
+	if a, ok := l.Accts[acct]; ok {
+		m.present, m.a = true, *a
+		m.a.St = a.St.Clone()
+	}
+	return m
+}
+
+// RollbackTo drops what was staged since m and restores m's account. A
+// request changes at most one account loaded before it, the ledger account
+// of its own record (a hold of another account is refused before the
+// spend), so restoring that one account is enough. Accounts loaded by the
+// request are forgotten with the expiries their load staged; the next
+// request that needs one loads it again.
+func (l *Ledger) RollbackTo(m LedgerMark) {
+	l.Rollback(m.stage)
+	l.Rep = m.rep
+	for _, a := range l.Order[m.order:] {
+		delete(l.Accts, a.St.ID)
+	}
+	l.Order = l.Order[:m.order]
+	if m.present {
+		*l.Accts[m.acct] = m.a
+	}
 }

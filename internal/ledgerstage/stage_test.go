@@ -2,6 +2,7 @@ package ledgerstage
 
 import (
 	"testing"
+	"time"
 
 	"github.com/keyledger/keyledger/credits"
 )
@@ -42,5 +43,46 @@ func TestRollback(t *testing.T) {
 	}
 	if _, ok := s.Hold("h2"); ok || len(s.Holds) != 1 || len(s.Expire) != 0 {
 		t.Fatal("h2 or the expiry survived the rollback")
+	}
+}
+
+// TestLedgerRollbackRestoresAccounts: a request that changed one loaded
+// account and loaded another is undone entirely by RollbackTo.
+func TestLedgerRollbackRestoresAccounts(t *testing.T) {
+	now := time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)
+	l := NewLedger(now)
+	l.Install(credits.AccountState{ID: "a", Version: 1, Balance: credits.AmountFromInt(5)}, nil, 0, 0)
+	m := l.MarkAccount("a")
+	v0 := l.Accts["a"].St.Version // Install advanced it to now
+
+	st := l.Accts["a"]
+	st.St.Balance, st.St.Version = credits.AmountFromInt(4), v0+1
+	l.StageHold(credits.Hold{ID: "h", AccountID: "a", State: credits.HoldActive, ExpiresAt: now.Add(time.Minute)})
+	l.Install(credits.AccountState{ID: "b", Version: 1}, nil, 0, 0)
+	if st.HoldDue != now.Add(time.Minute).UnixNano() {
+		t.Fatalf("account a not marked changed: %+v", st)
+	}
+
+	l.RollbackTo(m)
+	a := l.Accts["a"]
+	if a.St.Version != v0 || !a.St.Balance.Equal(credits.AmountFromInt(5)) || a.HoldDue != 0 {
+		t.Fatalf("account a after rollback: %+v", a)
+	}
+	if _, ok := l.Accts["b"]; ok || len(l.Order) != 1 {
+		t.Fatal("account b, loaded by the request, survived the rollback")
+	}
+	if _, ok := l.Hold("h"); ok {
+		t.Fatal("the hold survived the rollback")
+	}
+}
+
+func TestLotChanges(t *testing.T) {
+	a := Account{
+		St:   credits.AccountState{Lots: []credits.Lot{{ID: "keep", Remaining: credits.AmountFromInt(1)}, {ID: "spent", Remaining: credits.AmountFromMinor(5, 1)}, {ID: "new", Remaining: credits.AmountFromInt(2)}}},
+		Lots: map[string]credits.Amount{"keep": credits.AmountFromMinor(10, 1), "spent": credits.AmountFromInt(1), "gone": credits.AmountFromInt(3)},
+	}
+	added, changed, gone := a.LotChanges()
+	if len(added) != 1 || added[0].ID != "new" || len(changed) != 1 || changed[0].ID != "spent" || len(gone) != 1 || gone[0] != "gone" {
+		t.Fatalf("added %v, changed %v, gone %v", added, changed, gone)
 	}
 }

@@ -242,8 +242,8 @@ type opSeen struct {
 
 // ledgerTx is a credits.Tx on one write transaction.
 type ledgerTx struct {
-	tx  txConn
-	now time.Time
+	tx                 txConn
+	ledgerstage.Ledger // now, accounts, expiries and the stage of writes
 	// pipelined: tx is a bare connection; the transaction's BEGIN goes
 	// out with the prefetch and its COMMIT with the flush (see
 	// Store.pipelined), saving two round trips per batch.
@@ -252,30 +252,15 @@ type ledgerTx struct {
 	// looking them up first; the unique indexes check the claims at flush,
 	// and a violation reruns the batch with lookups (see claimed).
 	optimistic bool
-	accts      map[string]*txAcct
-	order      []*txAcct // load order, for a deterministic flush
-	rep        credits.ExpiryReport
 
 	ops   map[opKey]opSeen        // idempotency records read
 	holds map[string]credits.Hold // holds read, as stored
-
-	stage ledgerstage.Stage
-}
-
-type txAcct struct {
-	st      credits.AccountState
-	version int64                     // as read
-	lots    map[string]credits.Amount // lot ID → remaining, as read
-	// holdDue is the lower bound of active hold deadlines to store;
-	// holdDue0 the stored one.
-	holdDue, holdDue0 int64
 }
 
 func newLedgerTx(tx txConn, now time.Time) *ledgerTx {
 	return &ledgerTx{
-		tx: tx, now: now, accts: make(map[string]*txAcct, 4),
+		tx: tx, Ledger: ledgerstage.NewLedger(now),
 		ops: make(map[opKey]opSeen), holds: make(map[string]credits.Hold),
-		stage: ledgerstage.New(),
 	}
 }
 
@@ -286,7 +271,7 @@ func newLedgerTx(tx txConn, now time.Time) *ledgerTx {
 // queues (with result callbacks). Unknown accounts are left for State to
 // report.
 func (t *ledgerTx) prefetch(ctx context.Context, ids, holdIDs []string, opKeys []opKey, more func(*pgx.Batch)) error {
-	ids = slices.DeleteFunc(ids, func(id string) bool { return t.accts[id] != nil })
+	ids = slices.DeleteFunc(ids, func(id string) bool { return t.Accts[id] != nil })
 	var b pgx.Batch
 	if t.pipelined && !t.begun {
 		b.Queue(`BEGIN`)
@@ -303,7 +288,7 @@ func (t *ledgerTx) prefetch(ctx context.Context, ids, holdIDs []string, opKeys [
 				if l.st, err = scanState(rows, &l.lots, &l.holdDue0); err != nil {
 					return err
 				}
-				if t.accts[l.st.ID] == nil {
+				if t.Accts[l.st.ID] == nil {
 					lockRows = append(lockRows, l)
 				}
 			}
@@ -354,7 +339,7 @@ func (t *ledgerTx) prefetch(ctx context.Context, ids, holdIDs []string, opKeys [
 		return wrap("prefetch", err)
 	}
 	for i := range lockRows {
-		if err := complete(ctx, t.tx, &lockRows[i], t.now); err != nil {
+		if err := complete(ctx, t.tx, &lockRows[i], t.Now); err != nil {
 			return err
 		}
 		t.install(lockRows[i])
@@ -365,50 +350,29 @@ func (t *ledgerTx) prefetch(ctx context.Context, ids, holdIDs []string, opKeys [
 // State implements credits.Tx: the first call for an account locks and
 // loads it, advances it to now and stages the expiries that are due.
 func (t *ledgerTx) State(ctx context.Context, id string) (*credits.AccountState, error) {
-	if a, ok := t.accts[id]; ok {
-		return &a.st, nil
+	if a, ok := t.Accts[id]; ok {
+		return &a.St, nil
 	}
-	l, err := loadState(ctx, t.tx, id, t.now, true)
+	l, err := loadState(ctx, t.tx, id, t.Now, true)
 	if err != nil {
 		return nil, err
 	}
 	return t.install(l), nil
 }
 
-// install makes a loaded account part of the transaction: it advances it
-// to now and stages the expiries that are due.
+// install makes a loaded account part of the transaction (see
+// ledgerstage.Ledger.Install).
 func (t *ledgerTx) install(l loaded) *credits.AccountState {
-	a := &txAcct{st: l.st, version: l.st.Version, holdDue: l.holdDue, holdDue0: l.holdDue0}
-	if len(a.st.Lots) > 0 {
-		a.lots = make(map[string]credits.Amount, len(a.st.Lots))
-		for _, lot := range a.st.Lots {
-			a.lots[lot.ID] = lot.Remaining
-		}
-	}
-	expired := a.st.Advance(t.now, l.due)
-	for _, h := range l.due {
-		t.stage.Expire = append(t.stage.Expire, h.ID)
-	}
-	for _, e := range expired {
-		t.stageEntry(e)
-	}
-	if len(l.due) > 0 || len(expired) > 0 {
-		t.rep.Accounts++
-		t.rep.Entries += len(expired)
-		t.rep.Holds += len(l.due)
-	}
-	t.accts[a.st.ID] = a
-	t.order = append(t.order, a)
-	return &a.st
+	return t.Install(l.st, l.due, l.holdDue, l.holdDue0)
 }
 
 // Hold implements credits.Tx. A hold is read only after its account is
 // locked, so that its state cannot change before commit.
 func (t *ledgerTx) Hold(ctx context.Context, id string) (credits.Hold, error) {
-	if h, ok := t.stage.Hold(id); ok {
+	if h, ok := t.Stage.Hold(id); ok {
 		return h, nil
 	}
-	if h, ok := t.holds[id]; ok && t.accts[h.AccountID] != nil {
+	if h, ok := t.holds[id]; ok && t.Accts[h.AccountID] != nil {
 		return h, nil
 	}
 	var acct string
@@ -422,8 +386,8 @@ func (t *ledgerTx) Hold(ctx context.Context, id string) (credits.Hold, error) {
 	if _, err := t.State(ctx, acct); err != nil {
 		return credits.Hold{}, err
 	}
-	if i, ok := t.stage.HoldIdx[id]; ok { // staged by the account's expiries
-		return t.stage.Holds[i].H, nil
+	if i, ok := t.Stage.HoldIdx[id]; ok { // staged by the account's expiries
+		return t.Stage.Holds[i].H, nil
 	}
 	h, err := scanHold(t.tx.QueryRow(ctx, `SELECT `+holdColumns+` FROM credit_holds WHERE id = $1`, id))
 	if err != nil {
@@ -436,7 +400,7 @@ func (t *ledgerTx) Hold(ctx context.Context, id string) (credits.Hold, error) {
 // Op implements credits.Tx.
 func (t *ledgerTx) Op(ctx context.Context, accountID, key string) (credits.OpRecord, bool, error) {
 	k := opKey{Acct: accountID, Key: key}
-	if rec, ok := t.stage.Op(k); ok {
+	if rec, ok := t.Stage.Op(k); ok {
 		return rec, true, nil
 	}
 	if s, ok := t.ops[k]; ok {
@@ -466,7 +430,7 @@ func (t *ledgerTx) ClaimOp(ctx context.Context, accountID, key string, rec credi
 	if prev, ok, err := t.claimed(ctx, k); err != nil || ok {
 		return prev, false, err
 	}
-	t.stage.ClaimOp(k, rec)
+	t.Stage.ClaimOp(k, rec)
 	return rec, true, nil
 }
 
@@ -478,7 +442,7 @@ func (t *ledgerTx) ClaimOp(ctx context.Context, accountID, key string, rec credi
 // fail now) always look.
 func (t *ledgerTx) claimed(ctx context.Context, k opKey) (credits.OpRecord, bool, error) {
 	if t.optimistic {
-		if rec, ok := t.stage.Op(k); ok {
+		if rec, ok := t.Stage.Op(k); ok {
 			return rec, true, nil
 		}
 		s := t.ops[k]
@@ -489,7 +453,7 @@ func (t *ledgerTx) claimed(ctx context.Context, k opKey) (credits.OpRecord, bool
 
 // Entry implements credits.Tx.
 func (t *ledgerTx) Entry(ctx context.Context, accountID string, seq int64) (credits.Entry, error) {
-	if e, ok := t.stage.Entry(accountID, seq); ok {
+	if e, ok := t.Stage.Entry(accountID, seq); ok {
 		return e, nil
 	}
 	e, err := scanEntry(t.tx.QueryRow(ctx, `SELECT `+entryColumns+` FROM credit_entries WHERE account_id = $1 AND seq = $2`, accountID, seq))
@@ -498,67 +462,20 @@ func (t *ledgerTx) Entry(ctx context.Context, accountID string, seq int64) (cred
 
 // AddEntry implements credits.Tx.
 func (t *ledgerTx) AddEntry(_ context.Context, e credits.Entry) error {
-	t.stageEntry(e)
+	t.Stage.AddEntry(e)
 	return nil
-}
-
-func (t *ledgerTx) stageEntry(e credits.Entry) {
-	t.stage.AddEntry(e)
 }
 
 // PutHold implements credits.Tx.
 func (t *ledgerTx) PutHold(_ context.Context, h credits.Hold) error {
-	if a, ok := t.accts[h.AccountID]; ok && h.State == credits.HoldActive {
-		if d := toNanos(h.ExpiresAt); a.holdDue == 0 || d < a.holdDue {
-			a.holdDue = d
-		}
-	}
-	t.stage.PutHold(h)
+	t.StageHold(h)
 	return nil
-}
-
-// ledgerMark is the size of the stage and the ledger state of one account
-// before a request, to drop the request's writes.
-type ledgerMark struct {
-	stage   ledgerstage.Mark
-	acct    string
-	present bool
-	a       txAcct
-	order   int
-	rep     credits.ExpiryReport
-}
-
-func (t *ledgerTx) mark(acct string) ledgerMark {
-	m := ledgerMark{stage: t.stage.Mark(), acct: acct, order: len(t.order), rep: t.rep}
-	if a, ok := t.accts[acct]; ok {
-		m.present, m.a = true, *a
-		m.a.st = a.st.Clone()
-	}
-	return m
-}
-
-// rollback drops what was staged since m and restores m's account. A
-// request changes at most one account loaded before it, the ledger account
-// of its own record (a hold of another account is refused before the
-// spend), so restoring that one account is enough.
-func (t *ledgerTx) rollback(m ledgerMark) {
-	t.stage.Rollback(m.stage)
-	t.rep = m.rep
-	// Accounts loaded by the request are forgotten with the expiries their
-	// load staged; the next request that needs one loads it again.
-	for _, a := range t.order[m.order:] {
-		delete(t.accts, a.st.ID)
-	}
-	t.order = t.order[:m.order]
-	if m.present {
-		*t.accts[m.acct] = m.a
-	}
 }
 
 // queueFlush queues on b the statements that write everything staged, and
 // returns the function that checks their results.
 func (t *ledgerTx) queueFlush(b *pgx.Batch) func(pgx.BatchResults) error {
-	st := &t.stage
+	st := &t.Stage
 	var checks []func(pgx.BatchResults) error
 	execOK := func(br pgx.BatchResults) error { _, err := br.Exec(); return err }
 	if len(st.Expire) > 0 {
@@ -644,9 +561,9 @@ func (t *ledgerTx) queueFlush(b *pgx.Batch) func(pgx.BatchResults) error {
 // statement, each row only at the version it read) and the changes of
 // their lots.
 func (t *ledgerTx) queueAccounts(b *pgx.Batch) func(pgx.BatchResults) error {
-	var changed []*txAcct
-	for _, a := range t.order {
-		if a.st.Version != a.version || a.holdDue != a.holdDue0 {
+	var changed []*ledgerstage.Account
+	for _, a := range t.Order {
+		if a.Changed() {
 			changed = append(changed, a)
 		}
 	}
@@ -662,14 +579,14 @@ func (t *ledgerTx) queueAccounts(b *pgx.Batch) func(pgx.BatchResults) error {
 		enabled, armed = make([]bool, n), make([]bool, n)
 	)
 	for i, a := range changed {
-		st := &a.st
+		st := &a.St
 		p, ar := st.Policy, st.Policy.AutoRecharge
 		id[i], bal[i], held[i], seq[i], version[i] = st.ID, st.Balance.String(), st.Held.String(), st.Seq, st.Version
 		od[i], limit[i], tz[i], enabled[i], thr[i], ramt[i] = p.Overdraft.String(), p.MonthlyCap.String(), p.TimeZone,
 			ar.Enabled, ar.Threshold.String(), ar.Amount.String()
 		armed[i], recharges[i], mStart[i], mEnd[i], spent[i] = st.RechargeArmed, st.Recharges, toNanos(st.MonthStart),
 			toNanos(st.MonthEnd), st.MonthSpent.String()
-		updated[i], lots[i], holdDue[i], oldVersion[i] = toNanos(st.UpdatedAt), int64(len(st.Lots)), a.holdDue, a.version
+		updated[i], lots[i], holdDue[i], oldVersion[i] = toNanos(st.UpdatedAt), int64(len(st.Lots)), a.HoldDue, a.Version
 	}
 	b.Queue(`UPDATE credit_accounts c SET balance = u.balance, held = u.held, seq = u.seq, version = u.version,
 		overdraft = u.overdraft, monthly_cap = u.monthly_cap, time_zone = u.time_zone, recharge_enabled = u.recharge_enabled,
@@ -708,28 +625,16 @@ func (t *ledgerTx) queueAccounts(b *pgx.Batch) func(pgx.BatchResults) error {
 
 // queueLots queues the changes of an account's lots and returns how many
 // statements it queued.
-func (t *ledgerTx) queueLots(b *pgx.Batch, a *txAcct) int {
-	n := 0
-	live := make(map[string]bool, len(a.st.Lots))
-	for _, l := range a.st.Lots {
-		live[l.ID] = true
-		old, ok := a.lots[l.ID]
-		switch {
-		case !ok:
-			b.Queue(`INSERT INTO credit_lots (id, account_id, expires_at, remaining) VALUES ($1, $2, $3, $4)`,
-				l.ID, a.st.ID, toNanos(l.ExpiresAt), l.Remaining.String())
-			n++
-		case !old.Equal(l.Remaining):
-			b.Queue(`UPDATE credit_lots SET remaining = $1 WHERE id = $2`, l.Remaining.String(), l.ID)
-			n++
-		}
+func (t *ledgerTx) queueLots(b *pgx.Batch, a *ledgerstage.Account) int {
+	added, changed, gone := a.LotChanges()
+	for _, l := range added {
+		b.Queue(`INSERT INTO credit_lots (id, account_id, expires_at, remaining) VALUES ($1, $2, $3, $4)`,
+			l.ID, a.St.ID, toNanos(l.ExpiresAt), l.Remaining.String())
 	}
-	var gone []string
-	for id := range a.lots {
-		if !live[id] {
-			gone = append(gone, id)
-		}
+	for _, l := range changed {
+		b.Queue(`UPDATE credit_lots SET remaining = $1 WHERE id = $2`, l.Remaining.String(), l.ID)
 	}
+	n := len(added) + len(changed)
 	if len(gone) > 0 {
 		b.Queue(`DELETE FROM credit_lots WHERE id = ANY($1)`, gone)
 		n++
@@ -1010,7 +915,7 @@ func (s *Store) ExpireLedgers(ctx context.Context, now time.Time, accountID stri
 		if err := lt.prefetch(ctx, ids, nil, nil, nil); err != nil {
 			return err
 		}
-		rep = lt.rep
+		rep = lt.Rep
 		return lt.flush(ctx)
 	})
 	return rep, err

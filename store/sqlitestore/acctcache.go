@@ -95,9 +95,9 @@ func (c *acctCache) get(id string, now time.Time) (loaded, bool) {
 // snapshots returns the committed form of every account of t, to store
 // once t commits.
 func (t *ledgerTx) snapshots() []acctSnap {
-	out := make([]acctSnap, 0, len(t.order))
-	for _, a := range t.order {
-		out = append(out, acctSnap{st: a.st.Clone(), holdDue: a.holdDue})
+	out := make([]acctSnap, 0, len(t.Order))
+	for _, a := range t.Order {
+		out = append(out, acctSnap{st: a.St.Clone(), holdDue: a.HoldDue})
 	}
 	return out
 }

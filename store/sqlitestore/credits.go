@@ -346,18 +346,14 @@ func scanHold(row scanner) (credits.Hold, error) {
 // (usage.go), without a savepoint.
 type ledgerTx struct {
 	binder
-	ms    *multiStmts
-	now   time.Time
-	accts map[string]*txAcct
-	order []*txAcct // load order, for a deterministic flush
-	rep   credits.ExpiryReport
-	ops   map[opKey]opSeen // idempotency records read (or known absent)
+	ms                 *multiStmts
+	ledgerstage.Ledger                  // now, accounts, expiries and the stage of writes
+	ops                map[opKey]opSeen // idempotency records read (or known absent)
 	// optimistic: idempotency keys (and record IDs, usage.go) are claimed
 	// without looking them up; the primary keys check the claims at flush,
 	// and a violation (a replay) runs the batch again with lookups. Reads
 	// that decide an outcome without claiming (Op) always look.
 	optimistic bool
-	stage      ledgerstage.Stage
 	args       []any      // scratch for multi-row statements
 	cache      *acctCache // committed account states to start from, or nil
 }
@@ -369,15 +365,6 @@ type opSeen struct {
 	found bool
 }
 
-type txAcct struct {
-	st      credits.AccountState
-	version int64             // as read
-	lots    map[string]string // lot ID → remaining, as read
-	// holdDue is the lower bound of active hold deadlines to store;
-	// holdDue0 the stored one.
-	holdDue, holdDue0 int64
-}
-
 // newLedgerTx returns a ledgerTx on tx. Its statements run without ctx's
 // cancellation: the driver would start a goroutine per statement to
 // interrupt it, and the statements are short; database/sql still rolls
@@ -385,23 +372,22 @@ type txAcct struct {
 func (s *Store) newLedgerTx(ctx context.Context, tx *sql.Tx, now time.Time) *ledgerTx {
 	return &ledgerTx{
 		binder: binder{ctx: context.WithoutCancel(ctx), tx: tx, src: s.lw},
-		ms:     s.mw, now: now, accts: make(map[string]*txAcct, 4), ops: make(map[opKey]opSeen),
-		stage: ledgerstage.New(),
+		ms:     s.mw, ops: make(map[opKey]opSeen), Ledger: ledgerstage.NewLedger(now),
 	}
 }
 
 // State implements credits.Tx: the first call for an account loads it,
 // advances it to now and stages the expiries that are due.
 func (t *ledgerTx) State(_ context.Context, id string) (*credits.AccountState, error) {
-	if a, ok := t.accts[id]; ok {
-		return &a.st, nil
+	if a, ok := t.Accts[id]; ok {
+		return &a.St, nil
 	}
 	if t.cache != nil {
-		if l, ok := t.cache.get(id, t.now); ok {
+		if l, ok := t.cache.get(id, t.Now); ok {
 			return t.install(l), nil
 		}
 	}
-	l, err := loadState(&t.binder, id, t.now)
+	l, err := loadState(&t.binder, id, t.Now)
 	if err != nil {
 		return nil, err
 	}
@@ -425,10 +411,10 @@ func (t *ledgerTx) prefetch(reqs []credits.SpendRequest) error {
 			t.ops[k] = opSeen{} // absent unless the lookup finds it
 			keys = append(keys, r.IdempotencyKey, r.AccountID)
 		}
-		if !seen[r.AccountID] && t.accts[r.AccountID] == nil {
+		if !seen[r.AccountID] && t.Accts[r.AccountID] == nil {
 			seen[r.AccountID] = true
 			if t.cache != nil {
-				if l, ok := t.cache.get(r.AccountID, t.now); ok {
+				if l, ok := t.cache.get(r.AccountID, t.Now); ok {
 					t.install(l)
 					continue
 				}
@@ -470,7 +456,7 @@ func (t *ledgerTx) prefetch(reqs []credits.SpendRequest) error {
 		return wrap("prefetch ledger accounts", err)
 	}
 	for i := range got {
-		if err := t.complete(&got[i].l, got[i].lots, t.now); err != nil {
+		if err := t.complete(&got[i].l, got[i].lots, t.Now); err != nil {
 			return err
 		}
 		t.install(got[i].l)
@@ -480,7 +466,7 @@ func (t *ledgerTx) prefetch(reqs []credits.SpendRequest) error {
 
 // staged reports whether the transaction has claimed k.
 func (t *ledgerTx) staged(k opKey) bool {
-	_, ok := t.stage.Op(k)
+	_, ok := t.Stage.Op(k)
 	return ok
 }
 
@@ -506,37 +492,16 @@ func (t *ledgerTx) findOps(keys []any) error {
 	return wrap("prefetch idempotency records", err)
 }
 
-// install makes a loaded account part of the transaction: it advances it
-// to now and stages the expiries that are due.
+// install makes a loaded account part of the transaction (see
+// ledgerstage.Ledger.Install).
 func (t *ledgerTx) install(l loaded) *credits.AccountState {
-	a := &txAcct{st: l.st, version: l.st.Version, holdDue: l.holdDue, holdDue0: l.holdDue0}
-	if len(a.st.Lots) > 0 {
-		a.lots = make(map[string]string, len(a.st.Lots))
-		for _, lot := range a.st.Lots {
-			a.lots[lot.ID] = lot.Remaining.String()
-		}
-	}
-	expired := a.st.Advance(t.now, l.due)
-	for _, h := range l.due {
-		t.stage.Expire = append(t.stage.Expire, h.ID)
-	}
-	for _, e := range expired {
-		t.stageEntry(e)
-	}
-	if len(l.due) > 0 || len(expired) > 0 {
-		t.rep.Accounts++
-		t.rep.Entries += len(expired)
-		t.rep.Holds += len(l.due)
-	}
-	t.accts[a.st.ID] = a
-	t.order = append(t.order, a)
-	return &a.st
+	return t.Install(l.st, l.due, l.holdDue, l.holdDue0)
 }
 
 // Hold implements credits.Tx. A hold whose expiry is staged reads active
 // from the table; credits sees it expired all the same (past its deadline).
 func (t *ledgerTx) Hold(_ context.Context, id string) (credits.Hold, error) {
-	if h, ok := t.stage.Hold(id); ok {
+	if h, ok := t.Stage.Hold(id); ok {
 		return h, nil
 	}
 	h, err := scanHold(t.stmt(sHold).QueryRowContext(t.ctx, id))
@@ -549,7 +514,7 @@ func (t *ledgerTx) Hold(_ context.Context, id string) (credits.Hold, error) {
 // Op implements credits.Tx.
 func (t *ledgerTx) Op(_ context.Context, accountID, key string) (credits.OpRecord, bool, error) {
 	k := opKey{Acct: accountID, Key: key}
-	if rec, ok := t.stage.Op(k); ok {
+	if rec, ok := t.Stage.Op(k); ok {
 		return rec, true, nil
 	}
 	if s, ok := t.ops[k]; ok {
@@ -576,7 +541,7 @@ func (t *ledgerTx) Op(_ context.Context, accountID, key string) (credits.OpRecor
 func (t *ledgerTx) ClaimOp(ctx context.Context, accountID, key string, rec credits.OpRecord) (credits.OpRecord, bool, error) {
 	k := opKey{Acct: accountID, Key: key}
 	if t.optimistic {
-		if rec, ok := t.stage.Op(k); ok {
+		if rec, ok := t.Stage.Op(k); ok {
 			return rec, false, nil
 		}
 		if s := t.ops[k]; s.found {
@@ -585,13 +550,13 @@ func (t *ledgerTx) ClaimOp(ctx context.Context, accountID, key string, rec credi
 	} else if prev, ok, err := t.Op(ctx, accountID, key); err != nil || ok {
 		return prev, false, err
 	}
-	t.stage.ClaimOp(k, rec)
+	t.Stage.ClaimOp(k, rec)
 	return rec, true, nil
 }
 
 // Entry implements credits.Tx.
 func (t *ledgerTx) Entry(_ context.Context, accountID string, seq int64) (credits.Entry, error) {
-	if e, ok := t.stage.Entry(accountID, seq); ok {
+	if e, ok := t.Stage.Entry(accountID, seq); ok {
 		return e, nil
 	}
 	e, err := scanEntry(t.stmt(sEntry).QueryRowContext(t.ctx, accountID, seq))
@@ -600,68 +565,21 @@ func (t *ledgerTx) Entry(_ context.Context, accountID string, seq int64) (credit
 
 // AddEntry implements credits.Tx.
 func (t *ledgerTx) AddEntry(_ context.Context, e credits.Entry) error {
-	t.stageEntry(e)
+	t.Stage.AddEntry(e)
 	return nil
-}
-
-func (t *ledgerTx) stageEntry(e credits.Entry) {
-	t.stage.AddEntry(e)
 }
 
 // PutHold implements credits.Tx.
 func (t *ledgerTx) PutHold(_ context.Context, h credits.Hold) error {
-	if a, ok := t.accts[h.AccountID]; ok && h.State == credits.HoldActive {
-		if d := toNanos(h.ExpiresAt); a.holdDue == 0 || d < a.holdDue {
-			a.holdDue = d
-		}
-	}
-	t.stage.PutHold(h)
+	t.StageHold(h)
 	return nil
-}
-
-// ledgerMark is the size of the stage and the ledger state of one account
-// before a request, to drop the request's writes.
-type ledgerMark struct {
-	stage   ledgerstage.Mark
-	acct    string
-	present bool
-	a       txAcct
-	order   int
-	rep     credits.ExpiryReport
-}
-
-func (t *ledgerTx) mark(acct string) ledgerMark {
-	m := ledgerMark{stage: t.stage.Mark(), acct: acct, order: len(t.order), rep: t.rep}
-	if a, ok := t.accts[acct]; ok {
-		m.present, m.a = true, *a
-		m.a.st = a.st.Clone()
-	}
-	return m
-}
-
-// rollback drops what was staged since m and restores m's account. A
-// request changes at most one account loaded before it, the ledger account
-// of its own record (a hold of another account is refused before the
-// spend), so restoring that one account is enough.
-func (t *ledgerTx) rollback(m ledgerMark) {
-	t.stage.Rollback(m.stage)
-	t.rep = m.rep
-	// Accounts loaded by the request are forgotten with the expiries their
-	// load staged; the next request that needs one loads it again.
-	for _, a := range t.order[m.order:] {
-		delete(t.accts, a.st.ID)
-	}
-	t.order = t.order[:m.order]
-	if m.present {
-		*t.accts[m.acct] = m.a
-	}
 }
 
 // flush writes everything staged: expired holds, entries, idempotency
 // records, holds, and every account the transaction changed (the row, only
 // if its version is still the one read, and the changed lots).
 func (t *ledgerTx) flush() error {
-	st := &t.stage
+	st := &t.Stage
 	for _, id := range st.Expire {
 		if _, err := t.stmt(sExpireHold).ExecContext(t.ctx, id); err != nil {
 			return wrap("expire hold", err)
@@ -694,10 +612,10 @@ func (t *ledgerTx) flush() error {
 		}
 	}
 	args = args[:0]
-	var changed []*txAcct
-	for _, a := range t.order {
-		st := &a.st
-		if st.Version == a.version && a.holdDue == a.holdDue0 {
+	var changed []*ledgerstage.Account
+	for _, a := range t.Order {
+		st := &a.St
+		if !a.Changed() {
 			continue
 		}
 		changed = append(changed, a)
@@ -705,7 +623,7 @@ func (t *ledgerTx) flush() error {
 		args = append(args, st.ID, st.Balance.String(), st.Held.String(), st.Seq, st.Version,
 			p.Overdraft.String(), p.MonthlyCap.String(), p.TimeZone, boolInt(ar.Enabled), ar.Threshold.String(),
 			ar.Amount.String(), boolInt(st.RechargeArmed), st.Recharges, toNanos(st.MonthStart), toNanos(st.MonthEnd),
-			st.MonthSpent.String(), toNanos(st.UpdatedAt), int64(len(st.Lots)), a.holdDue, a.version)
+			st.MonthSpent.String(), toNanos(st.UpdatedAt), int64(len(st.Lots)), a.HoldDue, a.Version)
 	}
 	t.args = args[:0]
 	err := t.execRows(t.ms.accounts, args, func(res sql.Result, n int) error {
@@ -725,28 +643,21 @@ func (t *ledgerTx) flush() error {
 	return nil
 }
 
-func (t *ledgerTx) flushLots(a *txAcct) error {
-	live := make(map[string]bool, len(a.st.Lots))
-	for _, l := range a.st.Lots {
-		live[l.ID] = true
-		rem := l.Remaining.String()
-		old, ok := a.lots[l.ID]
-		var err error
-		switch {
-		case !ok:
-			_, err = t.stmt(sInsertLot).ExecContext(t.ctx, l.ID, a.st.ID, toNanos(l.ExpiresAt), rem)
-		case old != rem:
-			_, err = t.stmt(sUpdateLot).ExecContext(t.ctx, rem, l.ID)
-		}
-		if err != nil {
+func (t *ledgerTx) flushLots(a *ledgerstage.Account) error {
+	added, changed, gone := a.LotChanges()
+	for _, l := range added {
+		if _, err := t.stmt(sInsertLot).ExecContext(t.ctx, l.ID, a.St.ID, toNanos(l.ExpiresAt), l.Remaining.String()); err != nil {
 			return wrap("write lot", err)
 		}
 	}
-	for id := range a.lots {
-		if !live[id] {
-			if _, err := t.stmt(sDeleteLot).ExecContext(t.ctx, id); err != nil {
-				return wrap("delete lot", err)
-			}
+	for _, l := range changed {
+		if _, err := t.stmt(sUpdateLot).ExecContext(t.ctx, l.Remaining.String(), l.ID); err != nil {
+			return wrap("write lot", err)
+		}
+	}
+	for _, id := range gone {
+		if _, err := t.stmt(sDeleteLot).ExecContext(t.ctx, id); err != nil {
+			return wrap("delete lot", err)
 		}
 	}
 	return nil
@@ -1027,7 +938,7 @@ func (s *Store) ExpireLedgers(ctx context.Context, now time.Time, accountID stri
 				return err
 			}
 		}
-		rep = lt.rep
+		rep = lt.Rep
 		return lt.flush()
 	})
 	return rep, err

@@ -12,6 +12,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/internal/ledgerstage"
 	"github.com/keyledger/keyledger/usage"
 )
 
@@ -222,18 +223,18 @@ func (t *usageTx) AddUsage(_ context.Context, r *usage.Record, tz, day string) e
 	return nil
 }
 
-// usageMark extends ledgerMark with the usage stage.
+// usageMark extends the ledger's mark with the usage stage.
 type usageMark struct {
-	ledgerMark
+	ledger          ledgerstage.LedgerMark
 	meters, records int
 }
 
 func (t *usageTx) mark(acct string) usageMark {
-	return usageMark{ledgerMark: t.ledgerTx.mark(acct), meters: len(t.meters), records: len(t.records)}
+	return usageMark{ledger: t.MarkAccount(acct), meters: len(t.meters), records: len(t.records)}
 }
 
 func (t *usageTx) rollback(m usageMark) {
-	t.ledgerTx.rollback(m.ledgerMark)
+	t.RollbackTo(m.ledger)
 	for _, sm := range t.meters[m.meters:] {
 		delete(t.meterIdx, sm.k)
 	}
