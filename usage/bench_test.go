@@ -12,38 +12,20 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/credits"
-	"github.com/keyledger/keyledger/usage"
-
-	"github.com/keyledger/keyledger/internal/pgtest"
-	"github.com/keyledger/keyledger/store"
-	"github.com/keyledger/keyledger/store/memstore"
-	"github.com/keyledger/keyledger/store/pgstore"
+	"github.com/keyledger/keyledger/internal/benchstores"
 	"github.com/keyledger/keyledger/store/sqlitestore"
 	"github.com/keyledger/keyledger/store/storetest"
+	"github.com/keyledger/keyledger/usage"
 )
 
 // The benchmarks the usage issue names, each beside its naive alternative
 // in the same run. Meter bodies are storetest's shared benchmarks.
 
-func newMemory(testing.TB) store.Store { return memstore.New() }
-
-func newSQLite(tb testing.TB) store.Store {
-	st, err := sqlitestore.Open(context.Background(), filepath.Join(tb.TempDir(), "bench.db"), &sqlitestore.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return st
-}
-
-// newPostgres is a store on a schema of its own at KEYLEDGER_TEST_POSTGRES;
-// the postgres benchmarks skip when it is unset.
-func newPostgres(tb testing.TB) store.Store {
-	st, err := pgstore.Open(context.Background(), pgtest.DSN(tb), &pgstore.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return st
-}
+var (
+	newMemory   = benchstores.Memory
+	newSQLite   = benchstores.SQLite
+	newPostgres = benchstores.Postgres // skips without KEYLEDGER_TEST_POSTGRES
+)
 
 func BenchmarkMeter(b *testing.B) {
 	b.Run("memory", func(b *testing.B) { storetest.BenchMeter(b, newMemory) })
