@@ -50,6 +50,9 @@ func checkAgainstDecimal(t *testing.T, a, b Amount) {
 	if got, want := a.String(), decimalText(da); got != want {
 		t.Fatalf("String(%v) = %q, want %q", da, got, want)
 	}
+	if txt, _ := a.AppendText([]byte("x")); string(txt) != "x"+a.String() {
+		t.Fatalf("AppendText(%v) = %q, want x%s", da, txt, a)
+	}
 	if sum := a.Add(b); (sum.big == nil) != sum.dec().Coefficient().IsInt64() {
 		t.Fatalf("%s + %s: representation %+v is not canonical", a, b, a.Add(b))
 	}
