@@ -1,8 +1,9 @@
-// Package ledgerstage is the in-memory write stage that the SQL backends
-// share for a ledger group commit: a batch's entries, idempotency claims
-// and hold versions are kept here until one flush writes them with
-// multi-row statements, and a request that fails is dropped by truncating
-// the stage back to its mark. Nothing here touches a database.
+// Package ledgerstage is the in-memory side of a ledger write transaction
+// that the SQL backends share: the accounts a batch loaded (Ledger,
+// Account) and the stage of its writes (Stage) — entries, idempotency
+// claims and hold versions kept until one flush writes them with multi-row
+// statements. A request that fails is dropped by rolling the ledger back to
+// its mark. Nothing here touches a database.
 package ledgerstage
 
 import (
