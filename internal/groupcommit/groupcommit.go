@@ -18,6 +18,7 @@ package groupcommit
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -167,6 +168,13 @@ func (c *Committer[Req, Res]) loop() {
 		}
 		clear(reqs) // drop references to the requests' data
 		clear(out)
+		// The callers just answered are runnable on this P and about to
+		// queue their next requests: let them run before the next batch
+		// forms. Otherwise the first one back wakes the loop, which
+		// commits it alone while the rest queue behind that commit, and
+		// under load the batches alternate between one request and all
+		// the others.
+		runtime.Gosched()
 	}
 }
 
