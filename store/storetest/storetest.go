@@ -43,7 +43,7 @@ func Bench(b *testing.B, newStore NewStoreFunc) {
 	b.Run("DebitParallel", func(b *testing.B) { BenchLedgerDebitParallel(b, newStore, 64, 0) })
 	b.Run("ReserveSettle", func(b *testing.B) { BenchLedgerReserveSettle(b, newStore) })
 	b.Run("Meter", func(b *testing.B) { BenchMeter(b, newStore) })
-	b.Run("MeterParallel", func(b *testing.B) { BenchMeterParallel(b, newStore, 0) })
+	b.Run("MeterParallel", func(b *testing.B) { BenchMeterParallel(b, newStore, 0, MeterCallers) })
 }
 
 // epoch is where every suite clock starts.
