@@ -250,17 +250,17 @@ func (s *Service) Summary(ctx context.Context, q SummaryQuery) ([]SummaryRow, er
 	if to.Before(from) || to.Sub(from) > maxDayRange*24*time.Hour {
 		return nil, fmt.Errorf("%w: date range", ErrInvalidQuery)
 	}
-	var g grouping
+	var g Grouping
 	for _, f := range q.GroupBy {
 		switch f {
 		case GroupDate:
-			g.date = true
+			g.Day = true
 		case GroupModel:
-			g.model = true
+			g.Model = true
 		case GroupKey:
-			g.key = true
+			g.Key = true
 		case GroupEndpoint:
-			g.endpoint = true
+			g.Endpoint = true
 		default:
 			return nil, fmt.Errorf("%w: group by %q", ErrInvalidQuery, truncate(string(f), 16))
 		}
@@ -278,7 +278,7 @@ func (s *Service) Summary(ctx context.Context, q SummaryQuery) ([]SummaryRow, er
 	if !q.Raw {
 		rows, other, err := s.store.UsageRollups(ctx, RollupQuery{
 			AccountID: q.AccountID, TimeZone: tz, FromDay: q.From, ToDay: q.To,
-			KeyID: q.KeyID, Model: q.Model, Endpoint: q.Endpoint,
+			KeyID: q.KeyID, Model: q.Model, Endpoint: q.Endpoint, Grouped: true, Keep: g,
 		})
 		if err != nil {
 			return nil, err
@@ -306,22 +306,19 @@ func (s *Service) Summary(ctx context.Context, q SummaryQuery) ([]SummaryRow, er
 	return g.rows(acc), nil
 }
 
-// grouping says which dimensions a summary keeps.
-type grouping struct{ date, model, key, endpoint bool }
-
 // add merges a rollup row into the group it belongs to.
-func (g grouping) add(acc map[Rollup]*Rollup, r *Rollup) {
+func (g Grouping) add(acc map[Rollup]*Rollup, r *Rollup) {
 	k := Rollup{}
-	if g.date {
+	if g.Day {
 		k.Day = r.Day
 	}
-	if g.model {
+	if g.Model {
 		k.Model = r.Model
 	}
-	if g.key {
+	if g.Key {
 		k.KeyID = r.KeyID
 	}
-	if g.endpoint {
+	if g.Endpoint {
 		k.Endpoint = r.Endpoint
 	}
 	t, ok := acc[k]
@@ -332,7 +329,7 @@ func (g grouping) add(acc map[Rollup]*Rollup, r *Rollup) {
 	t.Merge(r)
 }
 
-func (g grouping) rows(acc map[Rollup]*Rollup) []SummaryRow {
+func (g Grouping) rows(acc map[Rollup]*Rollup) []SummaryRow {
 	out := make([]SummaryRow, 0, len(acc))
 	for k, t := range acc {
 		out = append(out, SummaryRow{

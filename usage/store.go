@@ -113,7 +113,17 @@ type RollupQuery struct {
 	FromDay, ToDay      string // "2006-01-02", inclusive
 	// Optional equality filters.
 	KeyID, Model, Endpoint string
+	// Grouped says the caller adds up the rows that differ only in the
+	// dimensions (day, model, key, endpoint) its Keep does not name. A store
+	// may then return those sums itself: one row per combination of the
+	// kept dimensions, the others empty (AccountID and TimeZone as
+	// queried). Returning the raw rows is just as correct.
+	Grouped bool
+	Keep    Grouping
 }
+
+// Grouping names the rollup dimensions a summary keeps.
+type Grouping struct{ Day, Model, Key, Endpoint bool }
 
 // Store is what the usage Service needs from a backend. Implementations
 // are safe for concurrent use and receive values the Service has validated.
@@ -133,7 +143,8 @@ type Store interface {
 	// scan and is returned.
 	ScanUsage(ctx context.Context, q RecordQuery, fn func(*Record) error) error
 	// UsageRollups returns the rollup rows matching q (in no particular
-	// order) and whether the account has rows of another time zone between
+	// order; summed over the dimensions q.Keep drops if q.Grouped and the
+	// store chooses to) and whether the account has rows of another time zone between
 	// the day before q.FromDay and the day after q.ToDay, in which case the
 	// rows of q.TimeZone do not cover every record of the range.
 	UsageRollups(ctx context.Context, q RollupQuery) (rows []Rollup, otherZones bool, err error)

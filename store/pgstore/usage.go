@@ -574,7 +574,11 @@ func (s *Store) UsageRollups(ctx context.Context, q usage.RollupQuery) ([]usage.
 				where += fmt.Sprintf(` AND %s = $%d`, f.col, len(args))
 			}
 		}
-		rows, err := tx.Query(ctx, `SELECT `+rollupColumns+` FROM usage_rollups WHERE `+where, args...)
+		query := `SELECT ` + rollupColumns + ` FROM usage_rollups WHERE ` + where
+		if q.Grouped {
+			query = groupedRollupQuery(q.Keep, where)
+		}
+		rows, err := tx.Query(ctx, query, args...)
 		if err != nil {
 			return wrap("usage rollups", err)
 		}
@@ -596,6 +600,28 @@ func (s *Store) UsageRollups(ctx context.Context, q usage.RollupQuery) ([]usage.
 		return nil, true, err
 	}
 	return out, false, err
+}
+
+// groupedRollupQuery sums the rollup rows in SQL (NUMERIC sums are exact),
+// one row per combination of the dimensions keep names, the others empty;
+// the columns are rollupColumns'.
+func groupedRollupQuery(keep usage.Grouping, where string) string {
+	dims := [4]struct {
+		keep bool
+		col  string
+	}{{keep.Day, "day"}, {keep.Model, "model"}, {keep.Key, "key_id"}, {keep.Endpoint, "endpoint"}}
+	sel, group := []string{"account_id", "tz"}, []string{"account_id", "tz"}
+	for _, d := range dims {
+		if d.keep {
+			sel = append(sel, d.col)
+			group = append(group, d.col)
+		} else {
+			sel = append(sel, `''`)
+		}
+	}
+	return `SELECT ` + strings.Join(sel, ", ") + `, SUM(requests)::bigint, SUM(errors)::bigint, SUM(prompt_tokens)::bigint,
+		SUM(completion_tokens)::bigint, SUM(units)::bigint, SUM(cached_units)::bigint, SUM(cost)::text
+		FROM usage_rollups WHERE ` + where + ` GROUP BY ` + strings.Join(group, ", ")
 }
 
 // dayAround returns the day n days from day ("2006-01-02"), or day itself
