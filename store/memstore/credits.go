@@ -22,27 +22,29 @@ type ledgers struct {
 	list  []*ledgerAcct         // by ledgerAcct.num
 	holds [holdShards]holdShard // hold ID → owning account's num, sharded by ID
 	seed  maphash.Seed
-	mask  uint64 // for the indexes (see strIndex)
+	mask  uint32 // for the indexes (see strIndex)
 }
 
 // holdShards spreads the hold index over locks, so that reserves on
 // different accounts do not queue on one mutex.
 const holdShards = 32
 
-// holdShard maps hold IDs to account numbers without pointers, by 64-bit
-// hash. A hold whose hash is taken by another account's hold goes to over,
+// holdShard maps hold IDs to account numbers without pointers, by 32-bit
+// hash (see strIndex). A hold whose hash is taken by another account's hold goes to over,
 // which is consulted first. An ID that was never stored may hash to some
 // account: that account's own index then does not find it.
 type holdShard struct {
 	mu   sync.RWMutex
-	m    map[uint64]int32
+	m    map[uint32]int32
 	over map[string]int32
 	_    [32]byte // keep shards on separate cache lines
 }
 
-func (l *ledgers) holdShard(id string) (*holdShard, uint64) {
+// holdShard returns id's shard (by the low bits of its hash) and its key
+// there (the high 32).
+func (l *ledgers) holdShard(id string) (*holdShard, uint32) {
 	h := maphash.String(l.seed, id)
-	return &l.holds[h%holdShards], h & l.mask
+	return &l.holds[h%holdShards], uint32(h>>32) & l.mask
 }
 
 // indexHold records that hold id belongs to a.
@@ -190,9 +192,9 @@ func (l *chunkLog[T]) add(e *T) int {
 func (l *chunkLog[T]) at(i int) *T { return &l.chunks[i/logChunk][i%logChunk] }
 
 func newLedgers() *ledgers {
-	l := &ledgers{accts: make(map[string]*ledgerAcct), seed: maphash.MakeSeed(), mask: ^uint64(0)}
+	l := &ledgers{accts: make(map[string]*ledgerAcct), seed: maphash.MakeSeed(), mask: ^uint32(0)}
 	for i := range l.holds {
-		l.holds[i].m = make(map[uint64]int32)
+		l.holds[i].m = make(map[uint32]int32)
 	}
 	return l
 }

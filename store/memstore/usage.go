@@ -21,7 +21,7 @@ type usageData struct {
 	mu    sync.RWMutex
 	accts map[string]*usageAcct
 	seed  maphash.Seed
-	mask  uint64 // for the indexes (see strIndex)
+	mask  uint32 // for the indexes (see strIndex)
 }
 
 // usageAcct is one account's usage. Records and meter ops are packed rows
@@ -148,7 +148,7 @@ func (a *usageAcct) compact() {
 type rollupKey struct{ tz, day, model, key, endpoint string }
 
 func newUsageData(seed maphash.Seed) *usageData {
-	return &usageData{accts: make(map[string]*usageAcct), seed: seed, mask: ^uint64(0)}
+	return &usageData{accts: make(map[string]*usageAcct), seed: seed, mask: ^uint32(0)}
 }
 
 func (u *usageData) acct(id string, create bool) *usageAcct {
