@@ -19,7 +19,22 @@ import (
 // pointers instead: strings are copied into per-account byte arenas and
 // referred to by offset (sref), amounts whose coefficient fits an int64 are
 // stored inline (pamt), times as unix nanoseconds, and the indexes map
-// 64-bit hashes to row numbers (strIndex). The collector skips all of it.
+// 32-bit hashes to row numbers (strIndex). The collector skips all of it.
+//
+// Every byte of a row is kept for good, and each fresh page costs a fault,
+// so rows are kept narrow and a string is stored once where it can be:
+//   - a row shares a string with a row of the same arena that already has
+//     it (reuse): a hold's ID and key are its reserve op's, a settlement's
+//     hold ID is the hold's, a settled hold's entry ID is the entry's, and
+//     a record's ID is its meter op's (usage.go);
+//   - low-cardinality fields (entry types, descriptions, hold states, a
+//     record's model, endpoint, key…) remember their last few values per
+//     account (putRecent), so a run of equal values is stored once;
+//   - records go further: the low-cardinality fields together (pdims) are
+//     one row that consecutive records share, and their counts take 32
+//     bits unless one does not fit (usage.go).
+// What remembers srefs must be reset with the arena it points into: the
+// record arena is the one that is ever rebuilt (usageAcct.compact).
 
 // sref is a string stored in an arena, in 64 bits: the chunk (high 32),
 // the offset in it (16) and the length (low 16). A string of bigString
@@ -55,15 +70,54 @@ func (a *arena) put(s string) sref {
 	return sref(i)<<32 | sref(off)<<16 | sref(len(s))
 }
 
-// reuse returns old if it already holds s, else stores s. Rows use it to
-// share a string with an earlier row of the same arena (the previous
-// row's model, the key an op was just claimed under) instead of storing
-// it again.
-func (a *arena) reuse(old sref, s string) sref {
-	if a.get(old) == s {
-		return old
+// holds reports whether r is s, comparing lengths before bytes.
+func (a *arena) holds(r sref, s string) bool {
+	if n := int(r & 0xffff); n != len(s) && n != bigString {
+		return false
+	}
+	return a.get(r) == s
+}
+
+// reuse returns the first of olds that holds s, else stores s. Rows use it
+// to share a string with a row of the same arena that already has it (the
+// hold's previous state, the key an op was just claimed under) instead of
+// storing it again.
+func (a *arena) reuse(s string, olds ...sref) sref {
+	if s == "" {
+		return 0
+	}
+	for _, r := range olds {
+		if a.holds(r, s) {
+			return r
+		}
 	}
 	return a.put(s)
+}
+
+// recent is the last few distinct strings of one field of an arena's rows,
+// most recently used first. It points into that arena and must be reset
+// whenever the arena is replaced.
+type recent [4]sref
+
+// putRecent stores s for a field whose recent values r remembers, or
+// returns the one of them that holds s: a low-cardinality field (a model,
+// an entry type) then costs its bytes once per change of value instead of
+// once per row, even when a few values alternate.
+func (a *arena) putRecent(r *recent, s string) sref {
+	if s == "" {
+		return 0
+	}
+	for i, x := range r {
+		if a.holds(x, s) {
+			copy(r[1:i+1], r[:i])
+			r[0] = x
+			return x
+		}
+	}
+	x := a.put(s)
+	copy(r[1:], r[:len(r)-1])
+	r[0] = x
+	return x
 }
 
 // get returns the string without copying: it points into the chunk, which

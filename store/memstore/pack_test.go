@@ -31,10 +31,10 @@ func TestArenaRoundTrip(t *testing.T) {
 			t.Fatalf("string %d: got %d bytes, want %d", i, len(got), len(s))
 		}
 	}
-	if r := a.reuse(refs[2], "txn_01"); r != refs[2] {
+	if r := a.reuse("txn_01", refs[1], refs[2]); r != refs[2] {
 		t.Fatalf("reuse stored an unchanged string again")
 	}
-	if r := a.reuse(refs[2], "txn_02"); a.get(r) != "txn_02" {
+	if r := a.reuse("txn_02", refs[2]); a.get(r) != "txn_02" {
 		t.Fatalf("reuse of a changed string returned %q", a.get(r))
 	}
 	for _, x := range []credits.Amount{{}, credits.AmountFromMinor(-125, 7), credits.AmountFromInt(50),
