@@ -6,11 +6,13 @@ import (
 
 	"github.com/keyledger/keyledger"
 	"github.com/keyledger/keyledger/account"
+	"github.com/keyledger/keyledger/store/storetest"
 )
 
 // BenchmarkAuthorizeComplete is one paid request through the whole hot path:
 // verify (cached) + permit + price + six rate-limit buckets + credit hold,
-// then meter + settle + token correction.
+// then meter + settle + token correction. retained-B/op is the heap each
+// request leaves behind (the memory backend keeps its whole history).
 func BenchmarkAuthorizeComplete(b *testing.B) {
 	for _, be := range backends {
 		b.Run(be.name, func(b *testing.B) {
@@ -26,6 +28,7 @@ func BenchmarkAuthorizeComplete(b *testing.B) {
 			req := keyledger.Request{Model: "test-model", PromptTokens: 100, MaxCompletionTokens: 100, Endpoint: "/v1/chat/completions", Method: "POST"}
 			out := keyledger.Outcome{StatusCode: 200, PromptTokens: 100, CompletionTokens: 50}
 			b.ReportAllocs()
+			retained := storetest.RetainedHeap(b)
 			for b.Loop() {
 				g, err := e.kl.Authorize(ctx, raw, req)
 				if err != nil {
@@ -35,6 +38,7 @@ func BenchmarkAuthorizeComplete(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			retained(e)
 		})
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/memstore"
 	"github.com/keyledger/keyledger/store/sqlitestore"
+	"github.com/keyledger/keyledger/store/storetest"
 	"github.com/keyledger/keyledger/usage"
 )
 
@@ -257,6 +258,7 @@ func BenchmarkMiddleware(b *testing.B) {
 		r := httptest.NewRequest("GET", "/v1/free", nil)
 		r.Header.Set("Authorization", "Bearer "+e.raw.Reveal())
 		b.ReportAllocs()
+		retained := storetest.RetainedHeap(b)
 		for b.Loop() {
 			e.clk.Advance(time.Second) // stay under 60 RPM
 			w := httptest.NewRecorder()
@@ -265,6 +267,7 @@ func BenchmarkMiddleware(b *testing.B) {
 				b.Fatal(w.Code, w.Body.String())
 			}
 		}
+		retained(e, h)
 	})
 }
 

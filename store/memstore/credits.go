@@ -22,27 +22,29 @@ type ledgers struct {
 	list  []*ledgerAcct         // by ledgerAcct.num
 	holds [holdShards]holdShard // hold ID → owning account's num, sharded by ID
 	seed  maphash.Seed
-	mask  uint64 // for the indexes (see strIndex)
+	mask  uint32 // for the indexes (see strIndex)
 }
 
 // holdShards spreads the hold index over locks, so that reserves on
 // different accounts do not queue on one mutex.
 const holdShards = 32
 
-// holdShard maps hold IDs to account numbers without pointers, by 64-bit
-// hash. A hold whose hash is taken by another account's hold goes to over,
+// holdShard maps hold IDs to account numbers without pointers, by 32-bit
+// hash (see strIndex). A hold whose hash is taken by another account's hold goes to over,
 // which is consulted first. An ID that was never stored may hash to some
 // account: that account's own index then does not find it.
 type holdShard struct {
 	mu   sync.RWMutex
-	m    map[uint64]int32
+	m    map[uint32]int32
 	over map[string]int32
 	_    [32]byte // keep shards on separate cache lines
 }
 
-func (l *ledgers) holdShard(id string) (*holdShard, uint64) {
+// holdShard returns id's shard (by the low bits of its hash) and its key
+// there (the high 32).
+func (l *ledgers) holdShard(id string) (*holdShard, uint32) {
 	h := maphash.String(l.seed, id)
-	return &l.holds[h%holdShards], h & l.mask
+	return &l.holds[h%holdShards], uint32(h>>32) & l.mask
 }
 
 // indexHold records that hold id belongs to a.
@@ -65,7 +67,8 @@ type ledgerAcct struct {
 	mu      sync.Mutex
 	tx      memTx // reused by every operation under mu
 	st      credits.AccountState
-	strs    arena            // the strings of the rows below (pack.go)
+	strs    arena            // the strings of the rows below (pack.go); never rebuilt
+	recent  ledgerRecent     // in strs
 	entries chunkLog[pentry] // entry i has Seq i+1
 	ops     strIndex         // idempotency key → opLog row
 	opLog   chunkLog[pop]    // rows of rolled-back claims stay, unindexed
@@ -74,6 +77,10 @@ type ledgerAcct struct {
 	active  map[int32]int64  // holdLog rows of active holds → deadline (unix ns)
 	nextDue time.Time        // earliest deadline in active; zero if none
 }
+
+// ledgerRecent is the recent values of the low-cardinality fields of a
+// ledger account's rows (see putRecent).
+type ledgerRecent struct{ typ, desc, state recent }
 
 // pentry is a credits.Entry without pointers; its Seq is its row + 1 and
 // its AccountID the account's.
@@ -101,14 +108,47 @@ type phold struct {
 	fp                           credits.Fingerprint
 }
 
+// packEntry packs e. Its key is usually that of the op just claimed, and
+// the hold of a settlement the one the transaction looked up: those
+// strings are shared, not stored again.
 func (a *ledgerAcct) packEntry(e *credits.Entry) pentry {
 	s := &a.strs
+	op, h := a.lastOp(), a.txHold()
 	return pentry{
-		id: s.put(e.ID), typ: s.put(string(e.Type)), ref: s.put(e.Reference), desc: s.put(e.Description),
-		key: s.put(e.IdempotencyKey), hold: s.put(e.HoldID),
+		id: s.put(e.ID), typ: s.putRecent(&a.recent.typ, string(e.Type)), ref: s.put(e.Reference),
+		desc: s.putRecent(&a.recent.desc, e.Description), key: s.reuse(e.IdempotencyKey, op.key), hold: s.reuse(e.HoldID, h.id),
 		amount: s.putAmount(e.Amount), balance: s.putAmount(e.BalanceAfter),
 		expires: packTime(e.ExpiresAt), created: packTime(e.CreatedAt),
 	}
+}
+
+// lastOp returns the newest op row (the zero row if none): the op claimed
+// by the running operation, if it claimed one.
+func (a *ledgerAcct) lastOp() pop {
+	if a.opLog.n == 0 {
+		return pop{}
+	}
+	return *a.opLog.at(a.opLog.n - 1)
+}
+
+// lastEntry returns the newest entry row (the zero row if none).
+func (a *ledgerAcct) lastEntry() pentry {
+	if a.entries.n == 0 {
+		return pentry{}
+	}
+	return *a.entries.at(a.entries.n - 1)
+}
+
+// txHold returns the row of the hold the account's last transaction looked
+// up or stored (the zero row if none). Rows are never removed, so a row
+// number from an earlier transaction is still valid; callers only compare
+// its strings.
+func (a *ledgerAcct) txHold() phold {
+	c := &a.tx.hold
+	if !c.valid || !c.found {
+		return phold{}
+	}
+	return *a.holdLog.at(int(c.row))
 }
 
 func (a *ledgerAcct) entry(i int) credits.Entry {
@@ -132,16 +172,19 @@ func (a *ledgerAcct) op(i int32) credits.OpRecord {
 }
 
 // packHold packs h; old, if not nil, is its previous row, whose strings are
-// reused where they did not change.
+// reused where they did not change. A new hold shares its ID and key with
+// the reserve op just claimed, a settled one its entry ID with the entry
+// just added.
 func (a *ledgerAcct) packHold(h *credits.Hold, old *phold) phold {
 	var o phold
 	if old != nil {
 		o = *old
 	}
+	op, e := a.lastOp(), a.lastEntry()
 	s := &a.strs
 	return phold{
-		id: s.reuse(o.id, h.ID), state: s.reuse(o.state, string(h.State)), ref: s.reuse(o.ref, h.Reference),
-		key: s.reuse(o.key, h.IdempotencyKey), entryID: s.reuse(o.entryID, h.EntryID),
+		id: s.reuse(h.ID, o.id, op.hold), state: s.putRecent(&a.recent.state, string(h.State)), ref: s.reuse(h.Reference, o.ref),
+		key: s.reuse(h.IdempotencyKey, o.key, op.key), entryID: s.reuse(h.EntryID, o.entryID, e.id),
 		amount: s.putAmount(h.Amount), actual: s.putAmount(h.Actual),
 		charged: s.putAmount(h.Charged), created: packTime(h.CreatedAt), expires: packTime(h.ExpiresAt),
 		resolved: packTime(h.ResolvedAt), entrySeq: h.EntrySeq, fp: h.SettleFingerprint,
@@ -190,9 +233,9 @@ func (l *chunkLog[T]) add(e *T) int {
 func (l *chunkLog[T]) at(i int) *T { return &l.chunks[i/logChunk][i%logChunk] }
 
 func newLedgers() *ledgers {
-	l := &ledgers{accts: make(map[string]*ledgerAcct), seed: maphash.MakeSeed(), mask: ^uint64(0)}
+	l := &ledgers{accts: make(map[string]*ledgerAcct), seed: maphash.MakeSeed(), mask: ^uint32(0)}
 	for i := range l.holds {
-		l.holds[i].m = make(map[uint64]int32)
+		l.holds[i].m = make(map[uint32]int32)
 	}
 	return l
 }
@@ -248,7 +291,7 @@ func (a *ledgerAcct) advance(now time.Time) (entries, holds int) {
 		for _, d := range due {
 			i, _ := a.holds.get((*holdKeys)(a), d.ID)
 			p := a.holdLog.at(int(i))
-			p.state, p.resolved = a.strs.reuse(p.state, string(credits.HoldExpired)), p.expires
+			p.state, p.resolved = a.strs.putRecent(&a.recent.state, string(credits.HoldExpired)), p.expires
 			delete(a.active, i)
 		}
 		a.resetNextDue()

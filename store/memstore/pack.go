@@ -19,68 +19,142 @@ import (
 // pointers instead: strings are copied into per-account byte arenas and
 // referred to by offset (sref), amounts whose coefficient fits an int64 are
 // stored inline (pamt), times as unix nanoseconds, and the indexes map
-// 64-bit hashes to row numbers (strIndex). The collector skips all of it.
+// 32-bit hashes to row numbers (strIndex). The collector skips all of it.
+//
+// Every byte of a row is kept for good, and each fresh page costs a fault,
+// so rows are kept narrow and a string is stored once where it can be:
+//   - a row shares a string with a row of the same arena that already has
+//     it (reuse): a hold's ID and key are its reserve op's, a settlement's
+//     hold ID is the hold's, a settled hold's entry ID is the entry's, and
+//     a record's ID is its meter op's (usage.go);
+//   - low-cardinality fields (entry types, descriptions, hold states, a
+//     record's model, endpoint, key…) remember their last few values per
+//     account (putRecent), so a run of equal values is stored once;
+//   - records go further: the low-cardinality fields together (pdims) are
+//     one row that consecutive records share, and their counts take 32
+//     bits unless one does not fit (usage.go).
+// What remembers srefs must be reset with the arena it points into: the
+// record arena is the one that is ever rebuilt (usageAcct.compact).
 
-// sref is a string stored in an arena; the zero sref is "".
-type sref struct{ chunk, off, n uint32 }
+// sref is a string stored in an arena, in 64 bits: the chunk (high 32),
+// the offset in it (16) and the length (low 16). A string of bigString
+// bytes or more has a chunk of its own, exactly its size, and its length
+// field reads bigString. The zero sref is "".
+type sref uint64
 
 // arena stores strings in chunks that are only ever appended to, so a
 // string handed out (pointing into a chunk) never changes.
 type arena struct{ chunks [][]byte }
 
-const arenaChunk = 64 << 10
+const (
+	arenaChunk = 64 << 10 // offsets fit in 16 bits
+	bigString  = 1<<16 - 1
+)
 
 func (a *arena) put(s string) sref {
 	if s == "" {
-		return sref{}
+		return 0
+	}
+	if len(s) >= bigString {
+		c := []byte(s)
+		a.chunks = append(a.chunks, c[:len(c):len(c)]) // full: nothing is appended after it
+		return sref(len(a.chunks)-1)<<32 | bigString
 	}
 	if n := len(a.chunks); n == 0 || cap(a.chunks[n-1])-len(a.chunks[n-1]) < len(s) {
-		a.chunks = append(a.chunks, make([]byte, 0, max(arenaChunk, len(s))))
+		a.chunks = append(a.chunks, make([]byte, 0, arenaChunk))
 	}
 	i := len(a.chunks) - 1
 	c := &a.chunks[i]
 	off := len(*c)
 	*c = append(*c, s...)
-	return sref{chunk: uint32(i), off: uint32(off), n: uint32(len(s))}
+	return sref(i)<<32 | sref(off)<<16 | sref(len(s))
 }
 
-// reuse returns old if it already holds s, else stores s.
-func (a *arena) reuse(old sref, s string) sref {
-	if a.get(old) == s {
-		return old
+// holds reports whether r is s, comparing lengths before bytes.
+func (a *arena) holds(r sref, s string) bool {
+	if n := int(r & 0xffff); n != len(s) && n != bigString {
+		return false
+	}
+	return a.get(r) == s
+}
+
+// reuse returns the first of olds that holds s, else stores s. Rows use it
+// to share a string with a row of the same arena that already has it (the
+// hold's previous state, the key an op was just claimed under) instead of
+// storing it again.
+func (a *arena) reuse(s string, olds ...sref) sref {
+	if s == "" {
+		return 0
+	}
+	for _, r := range olds {
+		if a.holds(r, s) {
+			return r
+		}
 	}
 	return a.put(s)
+}
+
+// recent is the last few distinct strings of one field of an arena's rows,
+// most recently used first. It points into that arena and must be reset
+// whenever the arena is replaced.
+type recent [4]sref
+
+// putRecent stores s for a field whose recent values r remembers, or
+// returns the one of them that holds s: a low-cardinality field (a model,
+// an entry type) then costs its bytes once per change of value instead of
+// once per row, even when a few values alternate.
+func (a *arena) putRecent(r *recent, s string) sref {
+	if s == "" {
+		return 0
+	}
+	for i, x := range r {
+		if a.holds(x, s) {
+			copy(r[1:i+1], r[:i])
+			r[0] = x
+			return x
+		}
+	}
+	x := a.put(s)
+	copy(r[1:], r[:len(r)-1])
+	r[0] = x
+	return x
 }
 
 // get returns the string without copying: it points into the chunk, which
 // it keeps alive.
 func (a *arena) get(r sref) string {
-	if r.n == 0 {
+	n := int(r & 0xffff)
+	if n == 0 {
 		return ""
 	}
-	return unsafe.String(&a.chunks[r.chunk][r.off], r.n)
+	c := a.chunks[r>>32]
+	if n == bigString {
+		return unsafe.String(unsafe.SliceData(c), len(c))
+	}
+	return unsafe.String(&c[r>>16&0xffff], n)
 }
 
 // pamt is a credits.Amount without pointers: coef × 10^exp, or, for the
-// rare amount whose coefficient does not fit, its text in the arena.
+// rare amount whose coefficient does not fit an int64, its text in the
+// arena, whose sref coef then holds.
 type pamt struct {
 	coef int64
 	exp  int32
-	txt  sref
+	text bool
 }
 
 func (a *arena) putAmount(x credits.Amount) pamt {
 	if c, e, ok := x.Int64Parts(); ok {
 		return pamt{coef: c, exp: e}
 	}
-	return pamt{txt: a.put(x.String())}
+	return pamt{coef: int64(a.put(x.String())), text: true}
 }
 
 func (a *arena) amount(p pamt) credits.Amount {
-	if p.txt.n == 0 {
+	if !p.text {
 		return credits.AmountFromMinor(p.coef, -p.exp)
 	}
-	return credits.NewAmount(decimal.RequireFromString(a.get(p.txt))) // written by putAmount
+	return credits.NewAmount(decimal.RequireFromString(a.get(sref(p.coef)))) // written by putAmount
 }
 
 // zeroTime stands for time.Time{} in a packed row.
@@ -104,22 +178,23 @@ func unpackTime(n int64) time.Time {
 // keyed is a row source for a strIndex: the string row i was indexed by.
 type keyed interface{ keyAt(i int32) string }
 
-// strIndex maps strings to row numbers through their 64-bit hashes, so
-// that the map holds no pointers; the row's own string confirms a hit, and
-// a second string with the same hash goes to the (almost always empty)
-// overflow map.
+// strIndex maps strings to row numbers through 32-bit hashes, so that the
+// map holds no pointers and takes 8 bytes a slot; the row's own string
+// confirms a hit, and a second string with the same hash goes to the
+// overflow map. With 32 bits, an index of a million keys has about a hundred
+// of them there.
 type strIndex struct {
 	seed maphash.Seed
-	mask uint64 // all ones; tests clear bits to force collisions
-	m    map[uint64]int32
+	mask uint32 // all ones; tests clear bits to force collisions
+	m    map[uint32]int32
 	over map[string]int32
 }
 
-func newStrIndex(seed maphash.Seed, mask uint64) strIndex {
-	return strIndex{seed: seed, mask: mask, m: make(map[uint64]int32)}
+func newStrIndex(seed maphash.Seed, mask uint32) strIndex {
+	return strIndex{seed: seed, mask: mask, m: make(map[uint32]int32)}
 }
 
-func (x *strIndex) hash(s string) uint64 { return maphash.String(x.seed, s) & x.mask }
+func (x *strIndex) hash(s string) uint32 { return uint32(maphash.String(x.seed, s)) & x.mask }
 
 func (x *strIndex) get(src keyed, s string) (int32, bool) {
 	i, ok := x.m[x.hash(s)]

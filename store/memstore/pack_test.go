@@ -3,6 +3,7 @@ package memstore
 import (
 	"hash/maphash"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,8 +14,11 @@ import (
 
 func TestArenaRoundTrip(t *testing.T) {
 	var a arena
-	big := string(make([]byte, arenaChunk+10))
-	in := []string{"", "a", "txn_01", big, "after big"}
+	// Around bigString: the longest string that shares a chunk, the
+	// shortest with a chunk of its own, and strings stored after those.
+	str := func(n int, c byte) string { return strings.Repeat(string(c), n) }
+	in := []string{"", "a", "txn_01", str(arenaChunk+10, 'x'), "after big", str(bigString-1, 'y'), "z",
+		str(bigString, 'w'), "v", str(bigString+1, 'u'), "after bigString"}
 	refs := make([]sref, len(in))
 	for i, s := range in {
 		refs[i] = a.put(s)
@@ -27,8 +31,11 @@ func TestArenaRoundTrip(t *testing.T) {
 			t.Fatalf("string %d: got %d bytes, want %d", i, len(got), len(s))
 		}
 	}
-	if r := a.reuse(refs[2], "txn_01"); r != refs[2] {
+	if r := a.reuse("txn_01", refs[1], refs[2]); r != refs[2] {
 		t.Fatalf("reuse stored an unchanged string again")
+	}
+	if r := a.reuse("txn_02", refs[2]); a.get(r) != "txn_02" {
+		t.Fatalf("reuse of a changed string returned %q", a.get(r))
 	}
 	for _, x := range []credits.Amount{{}, credits.AmountFromMinor(-125, 7), credits.AmountFromInt(50),
 		credits.NewAmount(decimal.RequireFromString("123456789012345678901234.000000000000000001"))} {
@@ -54,7 +61,7 @@ func (r *rows) keyAt(i int32) string { return (*r)[i] }
 // still tell them apart, and deleting the key that holds the hash slot
 // must promote an overflow one.
 func TestStrIndexCollisions(t *testing.T) {
-	for _, mask := range []uint64{^uint64(0), 0} {
+	for _, mask := range []uint32{^uint32(0), 0} {
 		x := newStrIndex(maphash.MakeSeed(), mask)
 		r := rows{"a", "b", "c"}
 		for i, k := range r {

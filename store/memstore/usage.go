@@ -5,6 +5,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"maps"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -21,36 +22,79 @@ type usageData struct {
 	mu    sync.RWMutex
 	accts map[string]*usageAcct
 	seed  maphash.Seed
-	mask  uint64 // for the indexes (see strIndex)
+	mask  uint32 // for the indexes (see strIndex)
 }
 
 // usageAcct is one account's usage. Records and meter ops are packed rows
 // without pointers (see pack.go).
+//
+// A record's ID is kept in opStrs, not strs: the meter op that claimed the
+// record holds the same ID for good (a replay after retention still needs
+// it), so the record shares that copy, and compact keeps it.
 type usageAcct struct {
 	mu      sync.RWMutex
 	id      string            // the account
-	strs    arena             // record strings; rebuilt by compact
+	strs    recStrs           // what record rows refer to, but IDs; replaced by compact
 	recLog  chunkLog[precord] // rows of deleted records stay until compact
 	recs    []int32           // live recLog rows by (CreatedAt, ID) ascending
 	byID    strIndex          // record ID → live recLog row
 	meta    map[int32]map[string]string
-	dead    int // deleted rows still in recLog
+	wide    map[int32]counts // rows whose counts do not fit precord's
+	dead    int              // deleted rows still in recLog
 	rollups map[rollupKey]*usage.Rollup
-	opStrs  arena          // meter op strings
+	opStrs  arena          // meter op strings and record IDs; never rebuilt
 	ops     strIndex       // idempotency key → opLog row
 	opLog   chunkLog[pmop] // the op of a rolled-back claim stays, unindexed
 	tx      usageTx        // reused by every meter request under mu
 }
 
+// recStrs is what record rows refer to besides their IDs: the arena of
+// their strings, their dims, and what is remembered for reuse. compact
+// replaces it whole, so nothing remembered outlives what it points into.
+type recStrs struct {
+	arena
+	dims       chunkLog[pdims]
+	recentDims [8]int32 // dims rows + 1, most recently used first; 0 is none
+	// Recent values of each field, so that a new dims row or an error
+	// message shares the strings of earlier ones.
+	key, auth, endpoint, method, model, errType, errMsg recent
+}
+
+// pdims is the low-cardinality part of a record: who called what, how
+// and with which outcome. Consecutive records mostly share it, so a record
+// row holds only its number.
+type pdims struct{ key, auth, endpoint, method, model, errType sref }
+
 // precord is a usage.Record without pointers (its AccountID is the
-// account's; metadata, rare, is kept aside in usageAcct.meta).
+// account's; metadata, rare, is kept aside in usageAcct.meta). id is in
+// usageAcct.opStrs, the other strings in usageAcct.strs. The counts take
+// 32 bits each; a record with one that does not fit (a 5 GB response) has
+// them all in usageAcct.wide instead, and zero here.
 type precord struct {
-	id, key, auth, endpoint, method, model, errType, errMsg sref
-	status                                                  int64
-	respTime, reqBytes, respBytes                           int64
-	prompt, completion, units, cached                       int64
-	upstream, cost                                          pamt
-	created                                                 int64
+	id, errMsg        sref
+	created, respTime int64
+	upstream, cost    pamt
+	dims              int32 // row in strs.dims
+	small             [nCounts]uint32
+}
+
+// counts are a record's integer fields other than its response time, in
+// the order of the consts below.
+type counts [nCounts]int64
+
+const (
+	cStatus = iota
+	cReqBytes
+	cRespBytes
+	cPrompt
+	cCompletion
+	cUnits
+	cCached
+	nCounts
+)
+
+func countsOf(r *usage.Record) counts {
+	return counts{int64(r.StatusCode), r.RequestBytes, r.ResponseBytes, r.PromptTokens, r.CompletionTokens, r.Units, r.CachedUnits}
 }
 
 // pmop is a usage.MeterOp and the key it was claimed under.
@@ -65,30 +109,73 @@ type (
 	mopKeys usageAcct
 )
 
-func (a *recKeys) keyAt(i int32) string { return a.strs.get(a.recLog.at(int(i)).id) }
+func (a *recKeys) keyAt(i int32) string { return a.opStrs.get(a.recLog.at(int(i)).id) }
 func (a *mopKeys) keyAt(i int32) string { return a.opStrs.get(a.opLog.at(int(i)).key) }
 
-func (a *usageAcct) packRecord(r *usage.Record) precord {
-	s := &a.strs
-	return precord{
-		id: s.put(r.ID), key: s.put(r.KeyID), auth: s.put(r.AuthSource), endpoint: s.put(r.Endpoint),
-		method: s.put(r.Method), model: s.put(r.Model), errType: s.put(r.ErrorType), errMsg: s.put(r.ErrorMessage),
-		status: int64(r.StatusCode), respTime: int64(r.ResponseTime), reqBytes: r.RequestBytes, respBytes: r.ResponseBytes,
-		prompt: r.PromptTokens, completion: r.CompletionTokens, units: r.Units, cached: r.CachedUnits,
-		upstream: s.putAmount(r.UpstreamCost), cost: s.putAmount(r.Cost), created: packTime(r.CreatedAt),
+// putDims returns the dims row of r: one of the recently used ones if it
+// matches, else a new row.
+func (s *recStrs) putDims(r *usage.Record) int32 {
+	for i, n := range s.recentDims {
+		if n == 0 {
+			break
+		}
+		d := s.dims.at(int(n - 1))
+		if s.holds(d.key, r.KeyID) && s.holds(d.auth, r.AuthSource) && s.holds(d.endpoint, r.Endpoint) &&
+			s.holds(d.method, r.Method) && s.holds(d.model, r.Model) && s.holds(d.errType, r.ErrorType) {
+			copy(s.recentDims[1:i+1], s.recentDims[:i])
+			s.recentDims[0] = n
+			return n - 1
+		}
 	}
+	d := pdims{
+		key: s.putRecent(&s.key, r.KeyID), auth: s.putRecent(&s.auth, r.AuthSource),
+		endpoint: s.putRecent(&s.endpoint, r.Endpoint), method: s.putRecent(&s.method, r.Method),
+		model: s.putRecent(&s.model, r.Model), errType: s.putRecent(&s.errType, r.ErrorType),
+	}
+	row := int32(s.dims.add(&d))
+	copy(s.recentDims[1:], s.recentDims[:len(s.recentDims)-1])
+	s.recentDims[0] = row + 1
+	return row
 }
 
-// record unpacks row i; its strings point into the arena and its metadata
+// packRecord packs r, whose ID is already stored at id in opStrs; wide
+// reports whether its counts must be kept aside.
+func (a *usageAcct) packRecord(r *usage.Record, id sref) (p precord, wide bool) {
+	s := &a.strs
+	p = precord{
+		id: id, errMsg: s.putRecent(&s.errMsg, r.ErrorMessage), created: packTime(r.CreatedAt),
+		respTime: int64(r.ResponseTime), upstream: s.putAmount(r.UpstreamCost), cost: s.putAmount(r.Cost),
+		dims: s.putDims(r),
+	}
+	for i, n := range countsOf(r) {
+		if n < 0 || n > math.MaxUint32 {
+			p.small = [nCounts]uint32{}
+			return p, true
+		}
+		p.small[i] = uint32(n)
+	}
+	return p, false
+}
+
+// record unpacks row i; its strings point into the arenas and its metadata
 // is a copy.
 func (a *usageAcct) record(i int32) usage.Record {
 	p, s := a.recLog.at(int(i)), &a.strs
+	d := s.dims.at(int(p.dims))
+	var c counts
+	if w, ok := a.wide[i]; ok {
+		c = w
+	} else {
+		for j, n := range p.small {
+			c[j] = int64(n)
+		}
+	}
 	r := usage.Record{
-		ID: s.get(p.id), AccountID: a.id, KeyID: s.get(p.key), AuthSource: s.get(p.auth), Endpoint: s.get(p.endpoint),
-		Method: s.get(p.method), Model: s.get(p.model), StatusCode: int(p.status), ResponseTime: time.Duration(p.respTime),
-		RequestBytes: p.reqBytes, ResponseBytes: p.respBytes, PromptTokens: p.prompt, CompletionTokens: p.completion,
-		Units: p.units, CachedUnits: p.cached, UpstreamCost: s.amount(p.upstream), Cost: s.amount(p.cost),
-		ErrorType: s.get(p.errType), ErrorMessage: s.get(p.errMsg), CreatedAt: unpackTime(p.created),
+		ID: a.opStrs.get(p.id), AccountID: a.id, KeyID: s.get(d.key), AuthSource: s.get(d.auth), Endpoint: s.get(d.endpoint),
+		Method: s.get(d.method), Model: s.get(d.model), StatusCode: int(c[cStatus]), ResponseTime: time.Duration(p.respTime),
+		RequestBytes: c[cReqBytes], ResponseBytes: c[cRespBytes], PromptTokens: c[cPrompt], CompletionTokens: c[cCompletion],
+		Units: c[cUnits], CachedUnits: c[cCached], UpstreamCost: s.amount(p.upstream), Cost: s.amount(p.cost),
+		ErrorType: s.get(d.errType), ErrorMessage: s.get(p.errMsg), CreatedAt: unpackTime(p.created),
 	}
 	if m := a.meta[i]; m != nil {
 		r.Metadata = maps.Clone(m)
@@ -102,13 +189,20 @@ func (a *usageAcct) before(i int32, created int64, id string) bool {
 	if p.created != created {
 		return p.created < created
 	}
-	return a.strs.get(p.id) < id
+	return a.opStrs.get(p.id) < id
 }
 
-// addRecord stores a record that is not stored yet.
-func (a *usageAcct) addRecord(r *usage.Record) {
-	p := a.packRecord(r)
+// addRecord stores a record that is not stored yet, whose ID is at id in
+// opStrs.
+func (a *usageAcct) addRecord(r *usage.Record, id sref) {
+	p, wide := a.packRecord(r, id)
 	row := int32(a.recLog.add(&p))
+	if wide {
+		if a.wide == nil {
+			a.wide = make(map[int32]counts)
+		}
+		a.wide[row] = countsOf(r)
+	}
 	if len(r.Metadata) > 0 {
 		if a.meta == nil {
 			a.meta = make(map[int32]map[string]string)
@@ -135,20 +229,20 @@ func (a *usageAcct) compact() {
 	if a.dead <= len(a.recs) {
 		return
 	}
-	old := &usageAcct{id: a.id, strs: a.strs, recLog: a.recLog, meta: a.meta}
+	old := &usageAcct{id: a.id, strs: a.strs, recLog: a.recLog, meta: a.meta, wide: a.wide, opStrs: a.opStrs}
 	live := a.recs
-	a.strs, a.recLog, a.recs, a.meta, a.dead = arena{}, chunkLog[precord]{}, make([]int32, 0, len(live)), nil, 0
+	a.strs, a.recLog, a.recs, a.meta, a.wide, a.dead = recStrs{}, chunkLog[precord]{}, make([]int32, 0, len(live)), nil, nil, 0
 	a.byID = newStrIndex(a.byID.seed, a.byID.mask)
 	for _, i := range live {
 		r := old.record(i)
-		a.addRecord(&r)
+		a.addRecord(&r, old.recLog.at(int(i)).id) // the ID stays where it is
 	}
 }
 
 type rollupKey struct{ tz, day, model, key, endpoint string }
 
 func newUsageData(seed maphash.Seed) *usageData {
-	return &usageData{accts: make(map[string]*usageAcct), seed: seed, mask: ^uint64(0)}
+	return &usageData{accts: make(map[string]*usageAcct), seed: seed, mask: ^uint32(0)}
 }
 
 func (u *usageData) acct(id string, create bool) *usageAcct {
@@ -302,7 +396,11 @@ func (t *usageTx) AddUsage(_ context.Context, r *usage.Record, tz, day string) e
 	if _, dup := t.rec.get(&a.byID, (*recKeys)(a), r.ID); dup {
 		return usage.ErrDuplicateRecord
 	}
-	a.addRecord(r)
+	var id sref // shared with the meter op that claimed the record
+	if c := t.op; c.valid && c.found {
+		id = a.opLog.at(int(c.row)).recordID
+	}
+	a.addRecord(r, a.opStrs.reuse(r.ID, id))
 	t.rec = lookup{}
 	k := rollupKey{tz: tz, day: day, model: r.Model, key: r.KeyID, endpoint: r.Endpoint}
 	ro := a.rollups[k]
@@ -445,8 +543,9 @@ func (s *Store) DeleteUsageBefore(_ context.Context, t time.Time) (int, error) {
 		keep := a.recs[:0]
 		for _, i := range a.recs {
 			if unpackTime(a.recLog.at(int(i)).created).Before(t) {
-				a.byID.del((*recKeys)(a), a.strs.get(a.recLog.at(int(i)).id))
+				a.byID.del((*recKeys)(a), a.opStrs.get(a.recLog.at(int(i)).id))
 				delete(a.meta, i)
+				delete(a.wide, i)
 				a.dead++
 				n++
 				continue

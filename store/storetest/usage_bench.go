@@ -56,13 +56,14 @@ func benchRecord(acct string) usage.Record {
 }
 
 // BenchMeter measures Meter (record + debit + rollup) by one caller on
-// one account.
+// one account, and the heap each call leaves behind (see RetainedHeap).
 func BenchMeter(b *testing.B, newStore NewStoreFunc) {
 	svc, ids := benchMetering(b, newStore, 1, 0)
 	rec := benchRecord(ids[0])
 	key := make([]byte, 0, 32)
 	i := 0
 	b.ReportAllocs()
+	retained := RetainedHeap(b)
 	for b.Loop() {
 		i++
 		key = strconv.AppendInt(append(key[:0], "req_"...), int64(i), 10)
@@ -70,6 +71,7 @@ func BenchMeter(b *testing.B, newStore NewStoreFunc) {
 			b.Fatal(err)
 		}
 	}
+	retained(svc)
 }
 
 // MeterCallers is the number of Meter calls BenchMeterParallel keeps in
@@ -84,7 +86,8 @@ const MeterCallers = 1024
 // (rounded up to a multiple of GOMAXPROCS), caller i on account i mod 64.
 // maxBatch 1 is the naive one transaction per record; 0 the default group
 // commit (for stores that want it). It reports the p99 latency of one
-// Meter call and, with group commit, the mean batch.
+// Meter call, the heap kept per call (see RetainedHeap) and, with group
+// commit, the mean batch.
 func BenchMeterParallel(b *testing.B, newStore NewStoreFunc, maxBatch, callers int) {
 	svc, ids := benchMetering(b, newStore, 64, maxBatch)
 	var caller, seq atomic.Int64
@@ -93,6 +96,7 @@ func BenchMeterParallel(b *testing.B, newStore NewStoreFunc, maxBatch, callers i
 	procs := runtime.GOMAXPROCS(0)
 	b.SetParallelism((max(callers, 1) + procs - 1) / procs)
 	b.ReportAllocs()
+	retained := RetainedHeap(b)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		rec := benchRecord(ids[int(caller.Add(1))%len(ids)])
@@ -116,6 +120,8 @@ func BenchMeterParallel(b *testing.B, newStore NewStoreFunc, maxBatch, callers i
 		slices.Sort(lat)
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 	}
+	lat = nil // the latencies are the benchmark's, not the store's
+	retained(svc)
 	if st := svc.Stats(); st.Batches > 0 {
 		b.ReportMetric(float64(st.BatchedItems)/float64(st.Batches), "records/batch")
 	}
