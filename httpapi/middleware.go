@@ -127,18 +127,23 @@ func serve(kl *keyledger.KeyLedger, o *Options, next http.Handler, w http.Respon
 		return
 	}
 	SetRateLimitHeaders(w.Header(), g.Budget)
-	if r.Body == nil {
-		r.Body = http.NoBody
+	in := r.Body
+	if in == nil {
+		in = http.NoBody
 	}
 	// One allocation for the request's three pieces of state.
 	st := &struct {
 		info Info
 		rec  recorder
 		body countingBody
-	}{info: Info{Grant: g}, rec: recorder{ResponseWriter: w}, body: countingBody{ReadCloser: r.Body}}
+	}{info: Info{Grant: g}, rec: recorder{ResponseWriter: w}, body: countingBody{ReadCloser: in}}
 	info, rec, body := &st.info, &st.rec, &st.body
-	r.Body = body
-	ctx := context.WithValue(g.Context(), infoKey{}, info)
+	// The handler gets a copy of the request with the counting body: the
+	// caller's request is not modified (a caller that serves one request
+	// value twice, as a retry or a test may, would otherwise chain every
+	// earlier body, and the grant each one holds, into the next).
+	inner := r.WithContext(context.WithValue(g.Context(), infoKey{}, info))
+	inner.Body = body
 	defer func() {
 		p := recover()
 		out := info.outcome()
@@ -168,7 +173,7 @@ func serve(kl *keyledger.KeyLedger, o *Options, next http.Handler, w http.Respon
 			panic(p)
 		}
 	}()
-	next.ServeHTTP(rec, r.WithContext(ctx))
+	next.ServeHTTP(rec, inner)
 }
 
 // reported tells whether the handler reported any usage.

@@ -140,6 +140,33 @@ func TestHeadersAndCharge(t *testing.T) {
 	})
 }
 
+// The middleware hands its handler a copy of the request: serving one
+// request value twice must not chain the first body (and the grant its
+// wrapper holds) into the second, and the handler still reads the body.
+func TestRequestNotModified(t *testing.T) {
+	forEach(t, func(t *testing.T, e *env) {
+		var got []string
+		h := httpapi.Middleware(e.kl, nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			got = append(got, string(b))
+		}))
+		body := strings.NewReader("payload")
+		r := httptest.NewRequest("POST", "/v1/free", body)
+		r.Header.Set("Authorization", "Bearer "+e.raw.Reveal())
+		before, ctx := r.Body, r.Context()
+		for range 2 {
+			body.Reset("payload")
+			h.ServeHTTP(httptest.NewRecorder(), r)
+			if r.Body != before || r.Context() != ctx {
+				t.Fatal("the middleware modified the caller's request")
+			}
+		}
+		if len(got) != 2 || got[0] != "payload" || got[1] != "payload" {
+			t.Fatalf("handler read %q, want the payload twice", got)
+		}
+	})
+}
+
 func TestRefusals(t *testing.T) {
 	forEach(t, func(t *testing.T, e *env) {
 		h := httpapi.Middleware(e.kl, nil)(ok)
