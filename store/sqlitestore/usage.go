@@ -668,8 +668,11 @@ func groupedRollups(ctx context.Context, tx *sql.Tx, q usage.RollupQuery, where 
 			&r.CompletionTokens, &r.Units, &r.CachedUnits, &cost[0], &cost[1], &cost[2], &cost[3]); err != nil {
 			return nil, wrap("usage rollups", err)
 		}
-		r.Cost = credits.NewAmount(decimal.New(cost[0], 9).Add(decimal.New(cost[1], 0)).
-			Add(decimal.New(cost[2], -9)).Add(decimal.New(cost[3], -18)))
+		d := decimal.New(cost[0], 9).Add(decimal.New(cost[1], 0))
+		if cost[2] != 0 || cost[3] != 0 { // a whole sum keeps exponent 0 and stays a small Amount
+			d = d.Add(decimal.New(cost[2], -9)).Add(decimal.New(cost[3], -18))
+		}
+		r.Cost = credits.NewAmount(d)
 		out = append(out, r)
 	}
 	return out, wrap("usage rollups", rows.Err())
