@@ -144,9 +144,10 @@ type Store interface {
 	ScanUsage(ctx context.Context, q RecordQuery, fn func(*Record) error) error
 	// UsageRollups returns the rollup rows matching q (in no particular
 	// order; summed over the dimensions q.Keep drops if q.Grouped and the
-	// store chooses to) and whether the account has rows of another time zone between
-	// the day before q.FromDay and the day after q.ToDay, in which case the
-	// rows of q.TimeZone do not cover every record of the range.
+	// store chooses to) and whether the account has rows of another time
+	// zone between the day before q.FromDay and the day after q.ToDay, in
+	// which case the rows of q.TimeZone do not cover every record of the
+	// range.
 	UsageRollups(ctx context.Context, q RollupQuery) (rows []Rollup, otherZones bool, err error)
 	// DeleteUsageBefore deletes every raw record created before t, of all
 	// accounts, keeping rollups and idempotency records, and returns how

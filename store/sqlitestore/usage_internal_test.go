@@ -371,3 +371,76 @@ func TestAccountCacheSeesOtherWriters(t *testing.T) {
 		t.Fatalf("balance %s, %v; want 0", bal, err)
 	}
 }
+
+// A grouped rollup read returns one row per kept combination, summed in
+// SQL, and the sums equal the raw rows added up in Go, costs exactly (whole
+// parts above 10^9, fractions down to 10^-18).
+func TestGroupedRollupsSumInSQL(t *testing.T) {
+	e := newMeterEnv(t)
+	ctx := context.Background()
+	day := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	costs := []string{"99999999999999.999999999999999999", "0.000000000000000001", "123456789.5", "7"}
+	var recs []usage.Record
+	for i := range 16 {
+		c, err := credits.ParseAmount(costs[i%len(costs)])
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, usage.Record{ID: fmt.Sprintf("log_%02d", i), AccountID: "acct_g", KeyID: fmt.Sprintf("key_%d", i%2),
+			Model: fmt.Sprintf("m%d", i/2%2), Endpoint: "/v1/x", StatusCode: 200, PromptTokens: int64(i), Cost: c,
+			CreatedAt: day.Add(time.Duration(i/4%2) * 24 * time.Hour)})
+	}
+	if err := e.s.ImportUsage(ctx, recs, "UTC"); err != nil {
+		t.Fatal(err)
+	}
+	q := usage.RollupQuery{AccountID: "acct_g", TimeZone: "UTC", FromDay: "2025-03-01", ToDay: "2025-03-02"}
+	raw, _, err := e.s.UsageRollups(ctx, q)
+	if err != nil || len(raw) != 8 { // 2 days × 2 models × 2 keys
+		t.Fatalf("raw rows: %d, %v", len(raw), err)
+	}
+	for _, keep := range []usage.Grouping{{}, {Day: true}, {Model: true, Key: true}, {Day: true, Model: true, Key: true, Endpoint: true}} {
+		want := map[usage.Rollup]*usage.Rollup{}
+		for _, r := range raw {
+			k := usage.Rollup{AccountID: r.AccountID, TimeZone: r.TimeZone}
+			if keep.Day {
+				k.Day = r.Day
+			}
+			if keep.Model {
+				k.Model = r.Model
+			}
+			if keep.Key {
+				k.KeyID = r.KeyID
+			}
+			if keep.Endpoint {
+				k.Endpoint = r.Endpoint
+			}
+			if want[k] == nil {
+				sum := k
+				want[k] = &sum
+			}
+			want[k].Merge(&r)
+		}
+		gq := q
+		gq.Grouped, gq.Keep = true, keep
+		got, _, err := e.s.UsageRollups(ctx, gq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("keep %+v: %d rows, want %d", keep, len(got), len(want))
+		}
+		for _, g := range got {
+			k := g
+			k.Requests, k.Errors, k.PromptTokens, k.CompletionTokens, k.Units, k.CachedUnits, k.Cost = 0, 0, 0, 0, 0, 0, credits.Amount{}
+			w := want[k]
+			if w == nil || g.Requests != w.Requests || g.PromptTokens != w.PromptTokens || !g.Cost.Equal(w.Cost) {
+				t.Fatalf("keep %+v: got %+v, want %+v", keep, g, w)
+			}
+		}
+	}
+	empty := q
+	empty.AccountID, empty.Grouped = "acct_none", true
+	if got, _, err := e.s.UsageRollups(ctx, empty); err != nil || len(got) != 0 {
+		t.Fatalf("no rollups: %d rows, %v; want none", len(got), err)
+	}
+}
