@@ -6,6 +6,7 @@ import (
 
 	"github.com/keyledger/keyledger"
 	"github.com/keyledger/keyledger/account"
+	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/store/storetest"
 )
 
@@ -39,6 +40,42 @@ func BenchmarkAuthorizeComplete(b *testing.B) {
 				}
 			}
 			retained(e)
+		})
+	}
+}
+
+// BenchmarkGrantProgress is the per-chunk cost of Grant.Progress for a
+// stream whose hold is far from used up (the fast path every chunk takes:
+// a lock, a comparison and the clock), next to BenchmarkGrantProgressExtend,
+// a stream that extends its hold every call (a store write each time).
+func BenchmarkGrantProgress(b *testing.B) {
+	for _, extend := range []bool{false, true} {
+		name := "within-hold"
+		if extend {
+			name = "extend-every-call"
+		}
+		b.Run(name, func(b *testing.B) {
+			e := newEnvWith(b, backends[0], func(o *keyledger.Options) { o.Catalog = bigCatalog(b) })
+			a, raw, _ := e.signup(b, "bench@example.com", "")
+			ctx := context.Background()
+			if _, err := e.kl.Credits.Grant(ctx, credits.CreditParams{AccountID: a.ID, Amount: credits.NewAmount(d("1000000000")), IdempotencyKey: "big"}); err != nil {
+				b.Fatal(err)
+			}
+			g, err := e.kl.Authorize(ctx, raw, keyledger.Request{Model: "test-model", PromptTokens: 10, MaxCompletionTokens: 1 << 40, HoldCompletionTokens: 4})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var n int64
+			b.ReportAllocs()
+			for b.Loop() {
+				if extend {
+					n += 4
+				}
+				if err := g.Progress(ctx, keyledger.Delivered{PromptTokens: 10, CompletionTokens: n}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			_ = g.Cancel(ctx)
 		})
 	}
 }
