@@ -242,7 +242,7 @@ func FuzzStreamReader(f *testing.F) {
 				t.Fatalf("invalid JSON event %q", ev.Data)
 			}
 			for _, c := range ev.Chunk.Choices {
-				sum += int64(len(c.Delta.Content))
+				sum += c.Delta.OutputBytes()
 			}
 		}
 		if u, ok := r.Usage(); ok && (u.PromptTokens < 0 || u.CompletionTokens < 0 || u.TotalTokens < 0) {
