@@ -31,6 +31,11 @@ type Request struct {
 	// MaxCompletionTokens is the most the call may produce; it is reserved
 	// from the completion-token budget and priced into the hold.
 	MaxCompletionTokens int64
+	// HoldCompletionTokens, if positive and below MaxCompletionTokens, is
+	// the completion tokens priced into the initial hold instead: an
+	// estimate, so that a long max_tokens does not lock the whole balance.
+	// The grant extends the hold as Progress reports delivered tokens.
+	HoldCompletionTokens int64
 	// Units and CachedUnits estimate an operation-priced call (defaults to
 	// one unit).
 	Units, CachedUnits int64
@@ -81,11 +86,23 @@ type Grant struct {
 	buckets [6]ratelimit.Request
 	ctx     context.Context
 	unbind  context.CancelFunc
+	stop    context.CancelCauseFunc
 	start   time.Time
-	mu      sync.Mutex // serialises Complete and Cancel
+	mu      sync.Mutex // serialises Complete, Cancel and Progress
 	done    bool
 	result  usage.MeterResult
 	err     error
+	fund    funding
+}
+
+// funding is how far a grant's hold reaches, in the measure Progress
+// reports (completion tokens of a model request, units of an operation).
+type funding struct {
+	covered   int64 // the measure the hold pays for
+	step      int64 // how much more each extension asks for
+	extendAt  int64 // the measure at which Progress extends the hold
+	renewAt   int64 // unix ns after which Progress renews the deadline
+	exhausted bool
 }
 
 // Context is the request's context bound to its key: it is cancelled when
@@ -100,8 +117,11 @@ func (g *Grant) Context() context.Context { return g.ctx }
 // credits.ErrInsufficientFunds / ErrMonthlyLimit. A refused request is never
 // charged and takes nothing from any budget.
 func (kl *KeyLedger) Authorize(ctx context.Context, raw apikey.RawKey, req Request) (*Grant, error) {
-	if req.PromptTokens < 0 || req.MaxCompletionTokens < 0 || req.Units < 0 || req.CachedUnits < 0 {
+	if req.PromptTokens < 0 || req.MaxCompletionTokens < 0 || req.HoldCompletionTokens < 0 || req.Units < 0 || req.CachedUnits < 0 {
 		return nil, ErrInvalidRequest
+	}
+	if req.HoldCompletionTokens >= req.MaxCompletionTokens {
+		req.HoldCompletionTokens = 0
 	}
 	v, err := kl.Keys.Verify(ctx, raw)
 	if err != nil {
@@ -140,6 +160,9 @@ func (kl *KeyLedger) Authorize(ctx context.Context, raw apikey.RawKey, req Reque
 	}
 	g.Budget = budgetOf(&d)
 	if !d.Allowed {
+		if e := tooLarge(&d, g); e != nil {
+			return nil, e
+		}
 		return nil, &LimitError{Decision: d, Budget: g.Budget}
 	}
 	if estimate.IsPositive() {
@@ -154,8 +177,9 @@ func (kl *KeyLedger) Authorize(ctx context.Context, raw apikey.RawKey, req Reque
 			kl.refund(ctx, g, true)
 			return nil, ErrDuplicateRequest
 		}
+		g.fund = kl.initialFunding(&req, g.Hold)
 	}
-	g.ctx, g.unbind = kl.Keys.Bind(ctx, v)
+	g.ctx, g.unbind, g.stop = kl.Keys.BindCause(ctx, v)
 	if cause := context.Cause(g.ctx); cause != nil {
 		// Revoked (or expired) between Verify and Bind: Revoke has returned,
 		// so the request must not run.
@@ -215,13 +239,18 @@ func (kl *KeyLedger) limits(plan string, info accountInfo) account.Limits {
 	return p.Limits
 }
 
-// estimate prices the request's reservation.
+// estimate prices the request's reservation: the prompt and the
+// completion tokens of the initial hold, or the operation's units.
 func (kl *KeyLedger) estimate(req Request) (credits.Amount, error) {
 	if kl.Prices == nil {
 		return credits.Amount{}, nil
 	}
 	if req.Model != "" {
-		return kl.Prices.TokenCost(req.Model, req.PromptTokens, req.MaxCompletionTokens)
+		completion := req.MaxCompletionTokens
+		if h := req.HoldCompletionTokens; h > 0 && h < completion {
+			completion = h
+		}
+		return kl.Prices.TokenCost(req.Model, req.PromptTokens, completion)
 	}
 	if _, ok := kl.Prices.Operation(req.Endpoint); !ok {
 		return credits.Amount{}, nil // unpriced operations are free
@@ -293,11 +322,15 @@ func (kl *KeyLedger) refund(ctx context.Context, g *Grant, requests bool) {
 // return the first result. It keeps working when ctx is cancelled (a client
 // that went away still pays for what it used).
 //
-// The usage record is never dropped for a charging problem: if the hold
-// expired before completion the cost is debited directly; if the balance
-// (or the monthly cap) cannot cover it, the record is kept with zero cost,
-// error type "unpaid" and the cost as Shortfall; a pricing failure records
-// it unbilled with error type "pricing_error". A store failure is retried
+// Delivered work is charged in full: a cost above the hold, or a hold that
+// expired before completion, is charged all the same, into debt if the
+// balance cannot cover it (Options.Overrun; the account then gets
+// credits.ErrInDebt until a credit pays it). The usage record is never
+// dropped for a charging problem: under credits.OverrunWriteOff the part
+// funds cannot cover is the result's Shortfall, and a record nothing could
+// be charged for is kept with zero cost, error type "unpaid" and the cost
+// as Shortfall; a pricing failure records it unbilled with error type
+// "pricing_error". A store failure is retried
 // under the request's idempotency key (a write that committed although the
 // store reported an error is then replayed, not charged again); only a
 // failure that persists returns an error, after releasing the hold — and
@@ -341,10 +374,12 @@ func (g *Grant) complete(ctx context.Context, o Outcome) (usage.MeterResult, err
 			rec.Cost = cost
 		}
 	}
-	p := usage.MeterParams{Record: rec, HoldID: g.Hold.ID, IdempotencyKey: g.ID, TimeZone: g.tz}
+	p := usage.MeterParams{Record: rec, HoldID: g.Hold.ID, IdempotencyKey: g.ID, TimeZone: g.tz, Overrun: kl.overrun}
 	res, err := kl.meter(ctx, p)
 	if p.HoldID != "" && (errors.Is(err, credits.ErrHoldExpired) || errors.Is(err, credits.ErrHoldReleased)) {
-		p.HoldID = "" // the hold outlived its TTL: charge directly
+		// The request outlived its hold: charge the delivered work
+		// directly, under the same overrun policy (into debt by default).
+		p.HoldID = ""
 		res, err = kl.meter(ctx, p)
 	}
 	if errors.Is(err, credits.ErrInsufficientFunds) || errors.Is(err, credits.ErrMonthlyLimit) {

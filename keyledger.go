@@ -48,6 +48,15 @@ var (
 	ErrDuplicateRequest = errors.New("keyledger: request ID already used")
 	// ErrInvalidOptions reports unusable Options.
 	ErrInvalidOptions = errors.New("keyledger: invalid options")
+	// ErrRequestTooLarge is matched by the *TooLargeError Authorize returns
+	// for a request that reserves more than a whole minute's budget of its
+	// plan: it can never be admitted, so it is not a rate limit.
+	ErrRequestTooLarge = errors.New("keyledger: request larger than the plan's budget per minute")
+	// ErrBudgetExhausted is returned by Grant.Progress, and is the cause of
+	// the grant's cancelled Context, when the balance cannot fund more of a
+	// running request: its handler ends the response with what it has
+	// delivered, which Complete charges.
+	ErrBudgetExhausted = errors.New("keyledger: the balance cannot fund more of this request")
 )
 
 // LimitError is returned by Authorize when a rate limit refuses a request.
@@ -86,8 +95,19 @@ type Options struct {
 	// redislimit for many instances).
 	Limiter ratelimit.Limiter
 	// HoldTTL is how long a request's credit hold lives if the request never
-	// completes (5 minutes by default).
+	// completes (5 minutes by default). Grant.Progress renews it for a
+	// request that keeps reporting; a host should bound the duration of
+	// requests that do not (and if a hold does expire, Complete still
+	// charges the delivered work, see Overrun).
 	HoldTTL time.Duration
+	// Overrun decides what Complete does with delivered work the hold and
+	// the balance do not cover (an upstream that ignored its limit, a race
+	// at a stream's cut-off, a hold that expired): credits.OverrunDebt (the
+	// default) charges all of it, taking the balance below zero by at most
+	// that overshoot and refusing the account's further requests with
+	// credits.ErrInDebt until a credit pays it; credits.OverrunWriteOff
+	// charges what the balance covers and records the rest as Shortfall.
+	Overrun credits.Overrun
 	// AccountCacheTTL bounds how long the facade serves an account's time
 	// zone and limit override from memory (5 seconds by default).
 	AccountCacheTTL time.Duration
@@ -112,6 +132,7 @@ type KeyLedger struct {
 	now      func() time.Time
 	log      *slog.Logger
 	holdTTL  time.Duration
+	overrun  credits.Overrun
 	ids      *id.Generator
 	acctInfo *cache.Cache[string, accountInfo]
 	buckets  *cache.Cache[string, *keyBuckets] // key ID → its bucket names
@@ -156,6 +177,13 @@ func New(st store.Store, opts *Options) (*KeyLedger, error) {
 	if o.HoldTTL < 0 || o.AccountCacheTTL < 0 {
 		return nil, fmt.Errorf("%w: negative duration", ErrInvalidOptions)
 	}
+	switch o.Overrun {
+	case 0:
+		o.Overrun = credits.OverrunDebt
+	case credits.OverrunDebt, credits.OverrunWriteOff:
+	default:
+		return nil, fmt.Errorf("%w: unknown overrun policy %d", ErrInvalidOptions, o.Overrun)
+	}
 	ao := derefOr(o.Accounts)
 	ao.Now, ao.Logger, ao.Catalog = o.Now, o.Logger, o.Catalog
 	ko := derefOr(o.Keys)
@@ -168,7 +196,7 @@ func New(st store.Store, opts *Options) (*KeyLedger, error) {
 
 	kl := &KeyLedger{
 		Limiter: o.Limiter, Prices: o.Prices, Catalog: o.Catalog,
-		now: o.Now, log: o.Logger, holdTTL: o.HoldTTL, ids: id.NewGenerator(o.Now),
+		now: o.Now, log: o.Logger, holdTTL: o.HoldTTL, overrun: o.Overrun, ids: id.NewGenerator(o.Now),
 		acctInfo: cache.New[string, accountInfo](100_000, o.Now), infoTTL: o.AccountCacheTTL,
 		buckets: cache.New[string, *keyBuckets](100_000, o.Now),
 	}

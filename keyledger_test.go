@@ -68,12 +68,22 @@ type env struct {
 
 func newEnv(t testing.TB, b backend, catalog *account.Catalog) *env {
 	t.Helper()
+	return newEnvWith(t, b, func(o *keyledger.Options) { o.Catalog = catalog })
+}
+
+// newEnvWith is newEnv with options changed by set.
+func newEnvWith(t testing.TB, b backend, set func(*keyledger.Options)) *env {
+	t.Helper()
 	st := b.open(t)
 	clk := fakeclock.New(time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC))
-	kl, err := keyledger.New(st, &keyledger.Options{
-		Now: clk.Now, Prices: prices(t), Catalog: catalog,
+	o := &keyledger.Options{
+		Now: clk.Now, Prices: prices(t),
 		Accounts: &account.Options{Argon2: fastArgon},
-	})
+	}
+	if set != nil {
+		set(o)
+	}
+	kl, err := keyledger.New(st, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -480,22 +490,75 @@ func TestCompletionNeverDropsTheRecord(t *testing.T) {
 		if got := e.balance(t, a.ID); !got.Equal(credits.NewAmount(d("47"))) {
 			t.Fatalf("balance %s, want 47", got)
 		}
-		// A late completion the balance cannot pay is recorded unpaid, not lost.
+		// A late completion the balance cannot pay is charged in full, into
+		// debt, and the account is refused until a top-up pays it.
 		g, err = e.kl.Authorize(ctx, raw, keyledger.Request{Model: "test-model", PromptTokens: 10, MaxCompletionTokens: 10})
 		if err != nil {
 			t.Fatal(err)
 		}
 		e.clk.Advance(6 * time.Minute)
 		res, err = g.Complete(ctx, keyledger.Outcome{StatusCode: 200, PromptTokens: 100, CompletionTokens: 200}) // 50 > 47
-		if err != nil || res.Record.ErrorType != "unpaid" || !res.Shortfall.Equal(credits.NewAmount(d("50"))) || !res.Charged.IsZero() {
+		if err != nil || res.Record.ErrorType != "" || !res.Shortfall.IsZero() || !res.Charged.Equal(credits.NewAmount(d("50"))) {
 			t.Fatalf("unpayable completion: %+v %v", res, err)
 		}
 		pg, err := e.kl.Usage.List(ctx, usage.ListQuery{AccountID: a.ID, Limit: 10})
 		if err != nil || len(pg.Records) != 2 {
 			t.Fatalf("records %d %v, want 2", len(pg.Records), err)
 		}
-		if got := e.balance(t, a.ID); !got.Equal(credits.NewAmount(d("47"))) {
-			t.Fatalf("balance %s, want 47", got)
+		if got := e.balance(t, a.ID); !got.Equal(credits.NewAmount(d("-3"))) {
+			t.Fatalf("balance %s, want -3", got)
+		}
+		var de *credits.DebtError
+		if _, err := e.kl.Authorize(ctx, raw, keyledger.Request{Model: "test-model", PromptTokens: 1, MaxCompletionTokens: 1}); !errors.As(err, &de) || !de.Debt.Equal(credits.NewAmount(d("3"))) {
+			t.Fatalf("Authorize in debt: %v", err)
+		}
+		if _, err := e.kl.Credits.Purchase(ctx, credits.CreditParams{AccountID: a.ID, Amount: credits.NewAmount(d("10")), IdempotencyKey: "top-up"}); err != nil {
+			t.Fatal(err)
+		}
+		g, err = e.kl.Authorize(ctx, raw, keyledger.Request{Model: "test-model", PromptTokens: 1, MaxCompletionTokens: 1})
+		if err != nil {
+			t.Fatalf("Authorize after paying the debt: %v", err)
+		}
+		_ = g.Cancel(ctx)
+	})
+}
+
+func TestCompletionWriteOffPolicy(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnvWith(t, b, func(o *keyledger.Options) { o.Overrun = credits.OverrunWriteOff })
+		ctx := context.Background()
+		a, raw, _ := e.signup(t, "late@example.com", "free")
+		// A late completion is charged what the balance covers, not ₹0.
+		g, err := e.kl.Authorize(ctx, raw, keyledger.Request{Model: "test-model", PromptTokens: 10, MaxCompletionTokens: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.clk.Advance(6 * time.Minute)
+		res, err := g.Complete(ctx, keyledger.Outcome{StatusCode: 200, PromptTokens: 100, CompletionTokens: 250}) // 60 > 50
+		if err != nil || !res.Charged.Equal(credits.NewAmount(d("50"))) || !res.Shortfall.Equal(credits.NewAmount(d("10"))) || !res.Record.Cost.Equal(credits.NewAmount(d("50"))) {
+			t.Fatalf("late completion under write-off: %+v %v", res, err)
+		}
+		if got := e.balance(t, a.ID); !got.IsZero() {
+			t.Fatalf("balance %s, want 0", got)
+		}
+		// Nothing left to take: recorded unpaid, not lost.
+		if _, err := e.kl.Credits.Grant(ctx, credits.CreditParams{AccountID: a.ID, Amount: credits.NewAmount(d("1")), IdempotencyKey: "g"}); err != nil {
+			t.Fatal(err)
+		}
+		g, err = e.kl.Authorize(ctx, raw, keyledger.Request{Model: "test-model", PromptTokens: 1, MaxCompletionTokens: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.clk.Advance(6 * time.Minute)
+		if _, err := e.kl.Credits.Debit(ctx, credits.DebitParams{AccountID: a.ID, Amount: credits.NewAmount(d("1")), IdempotencyKey: "drain"}); err != nil {
+			t.Fatal(err)
+		}
+		res, err = g.Complete(ctx, keyledger.Outcome{StatusCode: 200, PromptTokens: 1, CompletionTokens: 1})
+		if err != nil || res.Record.ErrorType != "unpaid" || !res.Shortfall.Equal(credits.NewAmount(d("0.3"))) || !res.Charged.IsZero() {
+			t.Fatalf("unpayable completion under write-off: %+v %v", res, err)
+		}
+		if got := e.balance(t, a.ID); !got.IsZero() {
+			t.Fatalf("balance %s, want 0", got)
 		}
 	})
 }

@@ -26,10 +26,19 @@ import (
 // cancelled context. A Verified that did not come from Verify yields a
 // context cancelled with ErrUnknown.
 func (s *Service) Bind(ctx context.Context, v Verified) (context.Context, context.CancelFunc) {
+	bctx, unbind, _ := s.BindCause(ctx, v)
+	return bctx, unbind
+}
+
+// BindCause is Bind that also returns the bound context's cancel function,
+// so that the caller can end the bound work early with a cause of its own
+// (keyledger stops a request whose balance ran out). Calling it does not
+// unbind: the returned CancelFunc still must be called.
+func (s *Service) BindCause(ctx context.Context, v Verified) (context.Context, context.CancelFunc, context.CancelCauseFunc) {
 	bctx, cancel := context.WithCancelCause(ctx)
 	if v.e == nil {
 		cancel(ErrUnknown)
-		return bctx, func() {}
+		return bctx, func() {}, cancel
 	}
 	b := &binding{keyID: v.KeyID, hash: v.e.hash, cancel: cancel}
 	left := time.Duration(math.MaxInt64)
@@ -56,7 +65,7 @@ func (s *Service) Bind(ctx context.Context, v Verified) (context.Context, contex
 			s.binds.shorten(b, time.Duration(e.notAfter-now))
 		}
 	}
-	return bctx, func() { s.binds.drop(b, context.Canceled) }
+	return bctx, func() { s.binds.drop(b, context.Canceled) }, cancel
 }
 
 // bindings is the registry of bound contexts, sharded by key ID. Each shard

@@ -26,9 +26,10 @@
 //     retried with the same key. Settle and Release are idempotent through
 //     their hold: settling a hold again with the same actual amount returns
 //     the first settlement, with another amount ErrHoldSettled.
-//   - No overdraft unless the policy allows one: a debit that would take
-//     Available below −Overdraft fails with ErrInsufficientFunds and writes
-//     nothing, on every backend, under any concurrency.
+//   - No overdraft unless the policy allows one: a debit or reserve that
+//     would take Available below −Overdraft fails with ErrInsufficientFunds
+//     and writes nothing, on every backend, under any concurrency. Only the
+//     charge for delivered work may go further (see Overrun below).
 //   - Grants may expire. Spending draws from expiring grants first, earliest
 //     expiry first, then from credit that never expires. When a grant
 //     expires, an expiry entry removes its unspent remainder, dated at the
@@ -41,10 +42,21 @@
 //     charges the actual cost and frees the rest; Release frees it all; a
 //     hold not resolved by its deadline expires and frees itself (reads
 //     ignore it at once; the state is written lazily or by ExpireDue).
-//     Available = Balance − Σ active holds. Settling above the hold charges
-//     as much of the excess as the balance (with overdraft) and the monthly
-//     cap allow and reports the Shortfall. A grant expiring while holds are
-//     active can leave Available below −Overdraft; Balance never goes there.
+//     Available = Balance − Σ active holds. Extend raises an active hold
+//     (checked like a reserve of the difference) and moves its deadline,
+//     so that long work keeps its funds.
+//   - Delivered work is charged in full. Settling above the hold charges
+//     the whole actual cost (OverrunDebt, the default): what funds do not
+//     cover takes the balance below −Overdraft, a debt that refuses every
+//     further debit and reserve with *DebtError until a credit pays it.
+//     Debt arises only when work delivered more than was reserved (an
+//     upstream ignoring its limit, a race at a stream's cut-off), so it is
+//     bounded by the overshoot of the work in flight. A host may choose
+//     OverrunWriteOff instead: charge what funds and the cap allow and
+//     report the rest as Shortfall. A debit is refused when funds do not
+//     cover it unless it says it is for delivered work (DebitParams.Overrun).
+//     A grant expiring while holds are active can leave Available below
+//     −Overdraft.
 //   - Monthly cap: spend (debits and settlements) per calendar month in the
 //     policy's time zone; a debit or reserve that would take spend plus
 //     active holds past the cap fails with ErrMonthlyLimit.
@@ -92,12 +104,15 @@ import (
 // Errors returned by Service and by Store implementations. Match them with
 // errors.Is.
 var (
-	ErrUnknownAccount        = errors.New("credits: unknown ledger account")
-	ErrAlreadyOpen           = errors.New("credits: ledger account already open")
-	ErrInvalidAccountID      = errors.New("credits: account ID must be 1-128 bytes of printable UTF-8")
-	ErrInvalidAmount         = errors.New("credits: invalid amount")
-	ErrAmountPrecision       = errors.New("credits: amount is not a multiple of the unit's increment")
-	ErrInsufficientFunds     = errors.New("credits: insufficient funds")
+	ErrUnknownAccount    = errors.New("credits: unknown ledger account")
+	ErrAlreadyOpen       = errors.New("credits: ledger account already open")
+	ErrInvalidAccountID  = errors.New("credits: account ID must be 1-128 bytes of printable UTF-8")
+	ErrInvalidAmount     = errors.New("credits: invalid amount")
+	ErrAmountPrecision   = errors.New("credits: amount is not a multiple of the unit's increment")
+	ErrInsufficientFunds = errors.New("credits: insufficient funds")
+	// ErrInDebt is matched (with ErrInsufficientFunds) by the *DebtError a
+	// spend of an account in debt returns.
+	ErrInDebt                = errors.New("credits: account in debt")
 	ErrMonthlyLimit          = errors.New("credits: monthly spend limit reached")
 	ErrIdempotencyConflict   = errors.New("credits: idempotency key reused with a different request")
 	ErrInvalidIdempotencyKey = errors.New("credits: idempotency key must be 1-255 bytes of UTF-8")
@@ -116,12 +131,51 @@ var (
 	ErrClosed                = errors.New("credits: service closed")
 )
 
+// DebtError refuses a debit or reserve of an account whose balance is
+// below −Overdraft: delivered work cost more than its hold and the funds
+// (see Overrun). errors.Is matches ErrInsufficientFunds and ErrInDebt. A
+// credit pays the debt first; spending resumes once Available covers it.
+type DebtError struct {
+	// Debt is how far the balance is below −Overdraft (positive).
+	Debt Amount
+	// Unit is the unit code of the account.
+	Unit string
+}
+
+func (e *DebtError) Error() string {
+	return "credits: insufficient funds: the account owes " + e.Debt.String() + " " + e.Unit
+}
+
+// Is makes errors.Is(err, ErrInsufficientFunds) and errors.Is(err,
+// ErrInDebt) true.
+func (e *DebtError) Is(target error) bool {
+	return target == ErrInsufficientFunds || target == ErrInDebt
+}
+
+// Overrun says what a charge for work already delivered does with the
+// part of its cost that Available (with the overdraft) or the monthly cap
+// cannot cover.
+type Overrun uint8
+
+// Overrun policies.
+const (
+	// OverrunDebt charges the whole cost: the balance may go below
+	// −Overdraft, by at most the overshoot of the work in flight, and the
+	// account is refused further spending (*DebtError) until a credit pays
+	// the debt. The default of Settle and of the keyledger facade.
+	OverrunDebt Overrun = iota + 1
+	// OverrunWriteOff charges what funds and the cap allow and reports the
+	// rest as a shortfall that is never collected.
+	OverrunWriteOff
+)
+
 // isDomainError reports whether err is an expected outcome of a request
 // (one of the sentinels above) rather than a system failure.
 func isDomainError(err error) bool {
 	for _, e := range []error{
 		ErrUnknownAccount, ErrInsufficientFunds, ErrMonthlyLimit, ErrIdempotencyConflict,
 		ErrHoldNotFound, ErrHoldSettled, ErrHoldReleased, ErrHoldExpired, ErrAlreadyOpen, ErrUnitMismatch,
+		ErrInvalidTTL,
 	} {
 		if errors.Is(err, e) {
 			return true
@@ -254,6 +308,9 @@ type Account struct {
 	Held Amount `json:"held"`
 	// Available is Balance − Held; spending may take it down to −Overdraft.
 	Available Amount `json:"available"`
+	// Debt is how far Balance is below −Overdraft: delivered work that
+	// cost more than its hold and the funds (OverrunDebt). Zero normally.
+	Debt Amount `json:"debt"`
 	// UsedThisMonth is spend in the current calendar month of the policy's
 	// time zone.
 	UsedThisMonth Amount    `json:"used_this_month"`

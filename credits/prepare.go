@@ -18,11 +18,14 @@ func (s *Service) PrepareDebit(p DebitParams) (SpendRequest, error) {
 	if err := s.checkSpend(p.AccountID, p.Amount, p.IdempotencyKey, p.Reference, p.Description); err != nil {
 		return SpendRequest{}, err
 	}
+	if p.Overrun > OverrunWriteOff {
+		return SpendRequest{}, ErrInvalidOptions
+	}
 	return SpendRequest{
 		Kind: SpendDebit, Unit: s.opt.Unit.Code, AccountID: p.AccountID, Amount: p.Amount,
 		Reference: p.Reference, Description: p.Description, IdempotencyKey: p.IdempotencyKey,
-		Fingerprint: fingerprint('d', p.AccountID, "", p.Amount, 0, time.Time{}, p.Reference, p.Description),
-		EntryID:     s.ids.New(s.opt.EntryIDPrefix),
+		Fingerprint: fingerprint('d', p.AccountID, "", p.Amount, int64(p.Overrun), time.Time{}, p.Reference, p.Description),
+		EntryID:     s.ids.New(s.opt.EntryIDPrefix), Overrun: p.Overrun,
 	}, nil
 }
 
@@ -42,11 +45,19 @@ func (s *Service) PrepareSettle(p SettleParams) (SpendRequest, error) {
 	if err := validText(p.Reference, p.Description); err != nil {
 		return SpendRequest{}, err
 	}
+	ov := p.Overrun
+	switch ov {
+	case 0:
+		ov = OverrunDebt
+	case OverrunDebt, OverrunWriteOff:
+	default:
+		return SpendRequest{}, ErrInvalidOptions
+	}
 	return SpendRequest{
 		Kind: SpendSettle, Unit: s.opt.Unit.Code, HoldID: p.HoldID, Amount: p.Actual,
 		Reference: p.Reference, Description: p.Description,
-		Fingerprint: fingerprint('s', p.HoldID, "", p.Actual, 0, time.Time{}, p.Reference, p.Description),
-		EntryID:     s.ids.New(s.opt.EntryIDPrefix),
+		Fingerprint: fingerprint('s', p.HoldID, "", p.Actual, int64(ov), time.Time{}, p.Reference, p.Description),
+		EntryID:     s.ids.New(s.opt.EntryIDPrefix), Overrun: ov,
 	}, nil
 }
 

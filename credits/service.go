@@ -464,6 +464,10 @@ type DebitParams struct {
 	Reference      string
 	Description    string
 	IdempotencyKey string
+	// Overrun is zero for a charge before the work (refused when funds or
+	// the cap do not cover it); OverrunDebt or OverrunWriteOff charge
+	// delivered work in full or as far as funds go.
+	Overrun Overrun
 }
 
 // Debit charges the account. It fails with ErrInsufficientFunds if
@@ -482,12 +486,11 @@ func (s *Service) Debit(ctx context.Context, p DebitParams) (Entry, error) {
 	if err := s.checkSpend(p.AccountID, p.Amount, p.IdempotencyKey, p.Reference, p.Description); err != nil {
 		return Entry{}, err
 	}
-	fp := fingerprint('d', p.AccountID, "", p.Amount, 0, time.Time{}, p.Reference, p.Description)
-	res, err := s.spend(ctx, SpendRequest{
-		Kind: SpendDebit, Unit: s.opt.Unit.Code, AccountID: p.AccountID, Amount: p.Amount,
-		Reference: p.Reference, Description: p.Description, IdempotencyKey: p.IdempotencyKey,
-		Fingerprint: fp, EntryID: s.ids.New(s.opt.EntryIDPrefix),
-	})
+	r, err := s.PrepareDebit(p)
+	if err != nil {
+		return Entry{}, err
+	}
+	res, err := s.spend(ctx, r)
 	return res.Entry, err
 }
 
@@ -532,38 +535,68 @@ type SettleParams struct {
 	// Reference and Description go to the debit entry (Reference defaults
 	// to the hold's).
 	Reference, Description string
+	// Overrun decides the cost above what funds and the cap cover:
+	// OverrunDebt (also zero) charges it all, OverrunWriteOff reports it as
+	// Shortfall.
+	Overrun Overrun
 }
 
 // Settle charges the actual cost of held work and frees the hold. Up to
-// the hold's amount the charge always succeeds; above it, Settle charges as
-// much as the balance (with overdraft) and the monthly cap allow and
-// reports the rest as Shortfall. It returns ErrHoldNotFound,
+// the hold's amount the charge always succeeds; above it, Settle charges it
+// all, into debt if funds do not cover it (OverrunDebt, the default), or as
+// much as the balance (with overdraft) and the monthly cap allow, reporting
+// the rest as Shortfall (OverrunWriteOff). It returns ErrHoldNotFound,
 // ErrHoldReleased, ErrHoldExpired, ErrHoldSettled (settled before with
 // another request), ErrInvalidAmount, ErrAmountPrecision or ErrInvalidText,
 // writing nothing on error. Settling again with the same request returns
 // the first settlement.
 func (s *Service) Settle(ctx context.Context, p SettleParams) (Settlement, error) {
-	if p.HoldID == "" || len(p.HoldID) > maxIDLen {
-		return Settlement{}, ErrHoldNotFound
-	}
-	if s.closed.Load() {
-		return Settlement{}, ErrClosed
-	}
-	if err := s.checkAmount(p.Actual, true); err != nil {
+	r, err := s.PrepareSettle(p)
+	if err != nil {
 		return Settlement{}, err
 	}
-	if err := validText(p.Reference, p.Description); err != nil {
-		return Settlement{}, err
-	}
-	fp := fingerprint('s', p.HoldID, "", p.Actual, 0, time.Time{}, p.Reference, p.Description)
-	res, err := s.spend(ctx, SpendRequest{
-		Kind: SpendSettle, Unit: s.opt.Unit.Code, HoldID: p.HoldID, Amount: p.Actual,
-		Reference: p.Reference, Description: p.Description, Fingerprint: fp, EntryID: s.ids.New(s.opt.EntryIDPrefix),
-	})
+	res, err := s.spend(ctx, r)
 	if err != nil {
 		return Settlement{}, err
 	}
 	return Settlement{Hold: res.Hold, Entry: res.Entry, Charged: res.Hold.Charged, Shortfall: res.Hold.Shortfall()}, nil
+}
+
+// ExtendParams are the inputs of Extend.
+type ExtendParams struct {
+	HoldID string
+	// Amount is the hold's new total: if it is more than the hold, the
+	// difference is set aside like a reserve (a multiple of the unit's
+	// SpendIncrement); if not, the amount stays.
+	Amount Amount
+	// TTL, if positive, moves the deadline to now + TTL when that is later
+	// (at most Options.MaxHoldTTL).
+	TTL time.Duration
+}
+
+// Extend keeps long work funded: it raises an active hold to p.Amount and
+// moves its deadline, so that a stream that has used most of its estimate,
+// or is still running near its deadline, keeps its funds. The difference is
+// checked like a reserve: ErrInsufficientFunds (a *DebtError for an account
+// in debt) or ErrMonthlyLimit, writing nothing. It also returns
+// ErrHoldNotFound, ErrHoldSettled, ErrHoldReleased, ErrHoldExpired,
+// ErrInvalidAmount, ErrAmountPrecision or ErrInvalidTTL. Extending to what
+// the hold already has is a no-op, so a repeated call is safe.
+func (s *Service) Extend(ctx context.Context, p ExtendParams) (Hold, error) {
+	if p.HoldID == "" || len(p.HoldID) > maxIDLen {
+		return Hold{}, ErrHoldNotFound
+	}
+	if s.closed.Load() {
+		return Hold{}, ErrClosed
+	}
+	if p.TTL < 0 || p.TTL > s.opt.MaxHoldTTL {
+		return Hold{}, ErrInvalidTTL
+	}
+	if err := s.checkAmount(p.Amount, true); err != nil {
+		return Hold{}, err
+	}
+	res, err := s.spend(ctx, SpendRequest{Kind: SpendExtend, Unit: s.opt.Unit.Code, HoldID: p.HoldID, Amount: p.Amount, TTL: p.TTL})
+	return res.Hold, err
 }
 
 // Release frees a hold without charging. Releasing a released or expired

@@ -138,7 +138,7 @@ func (st *AccountState) SetPolicy(p Policy, now time.Time) {
 func (st *AccountState) View() Account {
 	return Account{
 		ID: st.ID, Unit: st.Unit, Policy: st.Policy,
-		Balance: st.Balance, Held: st.Held, Available: st.Balance.Sub(st.Held),
+		Balance: st.Balance, Held: st.Held, Available: st.Balance.Sub(st.Held), Debt: st.debt(),
 		UsedThisMonth: st.MonthSpent, OpenedAt: st.OpenedAt, UpdatedAt: st.UpdatedAt,
 	}
 }
@@ -169,9 +169,22 @@ func (st *AccountState) capRoom() (Amount, bool) {
 	return c.Sub(st.MonthSpent).Sub(st.Held), true
 }
 
-// canSpend checks a debit or reserve of amt against funds and the cap.
+// debt is how far the balance is below −Overdraft (zero if it is not).
+func (st *AccountState) debt() Amount {
+	d := st.Balance.Add(st.Policy.Overdraft)
+	if !d.IsNegative() {
+		return Amount{}
+	}
+	return d.Neg()
+}
+
+// canSpend checks a debit, reserve or hold extension of amt against funds
+// and the cap. An account in debt gets a *DebtError naming it.
 func (st *AccountState) canSpend(amt Amount) error {
 	if st.room().Cmp(amt) < 0 {
+		if d := st.debt(); d.IsPositive() {
+			return &DebtError{Debt: d, Unit: st.Unit}
+		}
 		return ErrInsufficientFunds
 	}
 	if c, ok := st.capRoom(); ok && c.Cmp(amt) < 0 {
@@ -249,9 +262,20 @@ func (st *AccountState) credit(r *CreditRequest, now time.Time) Entry {
 	if r.Amount.IsNegative() {
 		st.withdraw(r.Amount.Neg())
 	} else {
+		debt := st.debt()
 		st.Balance = st.Balance.Add(r.Amount)
-		if !r.ExpiresAt.IsZero() {
-			st.addLot(Lot{ID: r.EntryID, ExpiresAt: r.ExpiresAt, Remaining: r.Amount})
+		// A debt is paid first: an expiring grant keeps only what is left
+		// after it, so that its expiry cannot take the debt back.
+		rem := r.Amount
+		if debt.IsPositive() {
+			if debt.Cmp(rem) >= 0 {
+				rem = Amount{}
+			} else {
+				rem = rem.Sub(debt)
+			}
+		}
+		if !r.ExpiresAt.IsZero() && rem.IsPositive() {
+			st.addLot(Lot{ID: r.EntryID, ExpiresAt: r.ExpiresAt, Remaining: rem})
 		}
 	}
 	e := st.entry(r.EntryID, r.Type, r.Amount, now)
@@ -269,19 +293,52 @@ func (st *AccountState) reserve(r *SpendRequest, now time.Time) Hold {
 	}
 }
 
+// coverable is the part of amt that funds (with overdraft) and the
+// monthly cap allow to charge.
+func (st *AccountState) coverable(amt Amount) Amount {
+	if room := st.room(); room.Cmp(amt) < 0 {
+		amt = room
+	}
+	if c, ok := st.capRoom(); ok && c.Cmp(amt) < 0 {
+		amt = c
+	}
+	if amt.IsNegative() {
+		return Amount{}
+	}
+	return amt
+}
+
+// extend raises the active hold h to r.Amount if that is more (checked
+// against funds and the cap like a reserve of the difference) and moves its
+// deadline to now + r.TTL if that is later. It reports whether h changed.
+func (st *AccountState) extend(h *Hold, r *SpendRequest, now time.Time) (bool, error) {
+	changed := false
+	if d := r.Amount.Sub(h.Amount); d.IsPositive() {
+		if err := st.canSpend(d); err != nil {
+			return false, err
+		}
+		st.Held = st.Held.Add(d)
+		h.Amount = r.Amount
+		changed = true
+	}
+	if exp := now.Add(r.TTL); r.TTL > 0 && exp.After(h.ExpiresAt) {
+		h.ExpiresAt = exp
+		changed = true
+	}
+	if changed {
+		st.touch(now)
+	}
+	return changed, nil
+}
+
 // settle resolves the active hold h with the actual cost r.Amount: it frees
-// the hold and charges as much of the cost as funds and the cap allow.
+// the hold and charges the whole cost (OverrunDebt, the default), or as
+// much of it as funds and the cap allow (OverrunWriteOff).
 func (st *AccountState) settle(h *Hold, r *SpendRequest, now time.Time) (Entry, *RechargeRequest) {
 	st.Held = st.Held.Sub(h.Amount)
 	charge := r.Amount
-	if room := st.room(); room.Cmp(charge) < 0 {
-		charge = room
-	}
-	if c, ok := st.capRoom(); ok && c.Cmp(charge) < 0 {
-		charge = c
-	}
-	if charge.IsNegative() {
-		charge = Amount{}
+	if r.Overrun == OverrunWriteOff {
+		charge = st.coverable(charge)
 	}
 	h.State, h.ResolvedAt, h.Actual, h.Charged, h.SettleFingerprint = HoldSettled, now, r.Amount, charge, r.Fingerprint
 	st.touch(now)
@@ -330,7 +387,7 @@ func applySpend(ctx context.Context, tx Tx, now time.Time, r *SpendRequest) (Spe
 	switch r.Kind {
 	case SpendDebit, SpendReserve:
 		return debitOrReserve(ctx, tx, now, r)
-	case SpendSettle, SpendRelease:
+	case SpendSettle, SpendRelease, SpendExtend:
 		return resolveHold(ctx, tx, now, r)
 	}
 	return SpendResult{}, ErrInvalidOptions
@@ -348,7 +405,18 @@ func debitOrReserve(ctx context.Context, tx Tx, now time.Time, r *SpendRequest) 
 	if r.Kind == SpendReserve {
 		kind = OpReserve
 	}
-	if err := st.canSpend(r.Amount); err != nil {
+	amount := r.Amount
+	switch {
+	case kind == OpReserve || r.Overrun == 0:
+		err = st.canSpend(amount)
+	case r.Overrun == OverrunWriteOff:
+		// Delivered work: charge what funds and the cap cover; nothing at
+		// all is a refusal, so that the op always names a written entry.
+		if amount = st.coverable(amount); amount.IsZero() {
+			err = st.canSpend(r.Amount)
+		}
+	}
+	if err != nil {
 		// A replay of a request that succeeded returns its first result,
 		// even though the same request would fail now.
 		prev, ok, err2 := tx.Op(ctx, st.ID, r.IdempotencyKey)
@@ -374,7 +442,7 @@ func debitOrReserve(ctx context.Context, tx Tx, now time.Time, r *SpendRequest) 
 		h := st.reserve(r, now)
 		return SpendResult{Hold: h}, tx.PutHold(ctx, h)
 	}
-	e := st.spend(r, r.Amount, now)
+	e := st.spend(r, amount, now)
 	e.IdempotencyKey = r.IdempotencyKey
 	if err := tx.AddEntry(ctx, e); err != nil {
 		return SpendResult{}, err
@@ -415,6 +483,9 @@ func resolveHold(ctx context.Context, tx Tx, now time.Time, r *SpendRequest) (Sp
 		return SpendResult{}, ErrUnitMismatch
 	}
 	h = h.at(now)
+	if r.Kind == SpendExtend {
+		return extendHold(ctx, tx, now, st, h, r)
+	}
 	settle := r.Kind == SpendSettle
 	switch h.State {
 	case HoldSettled:
@@ -451,6 +522,22 @@ func resolveHold(ctx context.Context, tx Tx, now time.Time, r *SpendRequest) (Sp
 	}
 	res.Hold = h
 	return res, tx.PutHold(ctx, h)
+}
+
+func extendHold(ctx context.Context, tx Tx, now time.Time, st *AccountState, h Hold, r *SpendRequest) (SpendResult, error) {
+	switch h.State {
+	case HoldSettled:
+		return SpendResult{}, ErrHoldSettled
+	case HoldReleased:
+		return SpendResult{}, ErrHoldReleased
+	case HoldExpired:
+		return SpendResult{}, ErrHoldExpired
+	}
+	changed, err := st.extend(&h, r, now)
+	if err != nil || !changed {
+		return SpendResult{Hold: h}, err
+	}
+	return SpendResult{Hold: h}, tx.PutHold(ctx, h)
 }
 
 // ApplyCredit runs one grant, purchase, refund or adjustment on an open

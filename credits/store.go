@@ -19,6 +19,9 @@ const (
 	SpendReserve
 	SpendSettle
 	SpendRelease
+	// SpendExtend raises an active hold to Amount (if more) and moves its
+	// deadline to now + TTL (if later).
+	SpendExtend
 )
 
 // SpendRequest is one validated Debit, Reserve, Settle or Release. The
@@ -46,6 +49,11 @@ type SpendRequest struct {
 	Fingerprint    Fingerprint
 	// EntryID is the ID of the debit entry a debit or settle may write.
 	EntryID string
+	// Overrun is what a debit or settle does with the part of Amount that
+	// funds or the monthly cap cannot cover. A settle treats zero as
+	// OverrunDebt; a debit treats zero as a refusal (ErrInsufficientFunds,
+	// ErrMonthlyLimit).
+	Overrun Overrun
 }
 
 // SpendResult is the outcome of one SpendRequest.

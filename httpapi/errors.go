@@ -36,6 +36,7 @@ const (
 	CodeInsufficientQuota = "insufficient_quota"
 	CodeMonthlyLimit      = "monthly_limit_exceeded"
 	CodeRateLimited       = "rate_limit_exceeded"
+	CodeRequestTooLarge   = "request_too_large"
 	CodeInvalidRequest    = "invalid_request"
 	CodeInternal          = "internal_error"
 )
@@ -46,8 +47,21 @@ const (
 // message.
 func Classify(err error) Error {
 	e := Error{Err: err}
-	var le *keyledger.LimitError
+	var (
+		le   *keyledger.LimitError
+		big  *keyledger.TooLargeError
+		debt *credits.DebtError
+	)
 	switch {
+	case errors.As(err, &big):
+		// Never a 429: no wait makes it fit, and clients retry 429s.
+		e.Status, e.Type, e.Code = http.StatusBadRequest, "invalid_request_error", CodeRequestTooLarge
+		e.Message = "This request reserves " + group(big.Requested) + " " + big.Budget + ", more than the plan's " +
+			group(big.Limit) + " " + big.Budget + " per minute: lower max_tokens (or the input) below the limit."
+	case errors.As(err, &debt):
+		e.Status, e.Type, e.Code = 402, "insufficient_quota", CodeInsufficientQuota
+		e.Message = "Insufficient credits: this account owes " + debt.Debt.String() + " " + debt.Unit +
+			" for usage beyond its balance; add credits to pay it and continue."
 	case errors.As(err, &le):
 		e.Status, e.Type, e.Code = http.StatusTooManyRequests, "rate_limit_error", CodeRateLimited
 		e.Message = "Rate limit reached: too many requests or tokens per minute for this plan."
@@ -89,6 +103,26 @@ func Classify(err error) Error {
 		e.Message = re.Message
 	}
 	return e
+}
+
+// group formats n with thousands separators (12,000).
+func group(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	neg := n < 0
+	if neg {
+		s = s[1:]
+	}
+	out := make([]byte, 0, len(s)+len(s)/3+1)
+	if neg {
+		out = append(out, '-')
+	}
+	for i := range len(s) {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
 }
 
 var (

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -66,7 +67,12 @@ func (i *Info) outcome() keyledger.Outcome {
 // admitted response and every 429 carries X-Ratelimit-Limit-Requests,
 // X-Ratelimit-Remaining-Requests, X-Ratelimit-Reset (unix seconds) and the
 // same for prompt and completion tokens where the plan limits them. The
-// handler runs under a context that is cancelled if the key is revoked.
+// handler runs under a context that is cancelled if the key is revoked, or
+// with cause keyledger.ErrBudgetExhausted when Grant.Progress finds the
+// balance cannot fund more (the handler then ends its response cleanly and
+// reports what it delivered). A 2xx model call whose handler reports no
+// usage is charged its reservation (metadata usage=reservation), never
+// nothing.
 func Middleware(kl *keyledger.KeyLedger, opts *Options) func(http.Handler) http.Handler {
 	var o Options
 	if opts != nil {
@@ -148,10 +154,11 @@ func serve(kl *keyledger.KeyLedger, o *Options, next http.Handler, w http.Respon
 		p := recover()
 		out := info.outcome()
 		out.StatusCode = rec.status
+		cause := context.Cause(g.Context())
 		switch {
 		case p != nil:
 			out.StatusCode, out.ErrorType, out.ErrorMessage = http.StatusInternalServerError, "handler_panic", "the handler panicked"
-		case context.Cause(g.Context()) != nil && r.Context().Err() == nil:
+		case cause != nil && r.Context().Err() == nil && !errors.Is(cause, keyledger.ErrBudgetExhausted):
 			// The key was revoked, disabled or expired while the request ran.
 			if out.ErrorType == "" {
 				out.ErrorType, out.ErrorMessage = "key_invalidated", context.Cause(g.Context()).Error()
@@ -164,6 +171,16 @@ func serve(kl *keyledger.KeyLedger, o *Options, next http.Handler, w http.Respon
 		case out.StatusCode == 0:
 			out.StatusCode = http.StatusOK
 		}
+		if out.StatusCode >= 200 && out.StatusCode < 300 && out.ErrorType == "" && !reported(out) && g.Estimate.IsPositive() {
+			// A billable model call that succeeded but reported no usage is
+			// charged its reservation, never nothing. (An endpoint that is
+			// free reserves nothing: its Request has no estimate. Operations
+			// are charged their reserved units by Complete already.)
+			if res := g.Reserved(); res.PromptTokens > 0 || res.CompletionTokens > 0 {
+				out.PromptTokens, out.CompletionTokens = res.PromptTokens, res.CompletionTokens
+				out.Metadata = withMeta(out.Metadata, "usage", "reservation")
+			}
+		}
 		// The declared length, or what the handler read of a chunked body.
 		out.RequestBytes, out.ResponseBytes = max(r.ContentLength, body.n), rec.bytes
 		if _, err := g.Complete(r.Context(), out); err != nil {
@@ -174,6 +191,17 @@ func serve(kl *keyledger.KeyLedger, o *Options, next http.Handler, w http.Respon
 		}
 	}()
 	next.ServeHTTP(rec, inner)
+}
+
+// withMeta returns m with k set to v, copying m (which the handler may
+// still hold).
+func withMeta(m map[string]string, k, v string) map[string]string {
+	out := make(map[string]string, len(m)+1)
+	for mk, mv := range m {
+		out[mk] = mv
+	}
+	out[k] = v
+	return out
 }
 
 // reported tells whether the handler reported any usage.

@@ -54,7 +54,9 @@ func ApplyMeter(ctx context.Context, tx Tx, now time.Time, r *MeterRequest) (Met
 		out.Spend, out.Entry = res, res.Entry
 		switch s.Kind {
 		case credits.SpendDebit:
-			out.Charged = s.Amount
+			// A write-off debit may charge less than the cost.
+			out.Charged = res.Entry.Amount.Neg()
+			out.Shortfall = s.Amount.Sub(out.Charged)
 		case credits.SpendSettle:
 			out.Charged, out.Shortfall = res.Hold.Charged, res.Hold.Shortfall()
 		}

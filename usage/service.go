@@ -229,6 +229,14 @@ type MeterParams struct {
 	// day ("UTC" if empty). Summary and Counters read rollups of one zone
 	// quickly; see Summary.
 	TimeZone string
+	// Overrun decides what happens to cost that funds (with overdraft) or
+	// the monthly cap do not cover, for work already delivered. Settling a
+	// hold: OverrunDebt (also zero) charges it all, into debt;
+	// OverrunWriteOff charges what funds allow and reports the rest as
+	// Shortfall. A plain debit (no HoldID): zero refuses it
+	// (credits.ErrInsufficientFunds, ErrMonthlyLimit, nothing written);
+	// OverrunDebt and OverrunWriteOff charge it like a settlement would.
+	Overrun credits.Overrun
 }
 
 // MeterResult is the result of Meter.
@@ -237,9 +245,8 @@ type MeterResult struct {
 	Record Record `json:"record"`
 	// Entry is the ledger's debit entry (ID "" when nothing was charged).
 	Entry credits.Entry `json:"entry"`
-	// Charged is what the ledger took; Shortfall is the part of a
-	// settlement above its hold that the balance (with overdraft) or the
-	// monthly cap could not cover.
+	// Charged is what the ledger took; Shortfall is the part of the cost
+	// that a write-off (credits.OverrunWriteOff) did not charge.
 	Charged   credits.Amount `json:"charged"`
 	Shortfall credits.Amount `json:"shortfall"`
 	// Replayed reports a replay of an earlier request with the same key.
@@ -250,7 +257,7 @@ type MeterResult struct {
 // transaction: both or neither. A debit that fails (credits
 // ErrInsufficientFunds, ErrMonthlyLimit, ErrUnknownAccount, …) fails Meter
 // with that error and writes no record; settling a hold never fails for
-// lack of funds (the excess above the hold becomes Shortfall). Meter
+// lack of funds (see MeterParams.Overrun). Meter
 // returns ErrInvalidRecord, ErrInvalidIdempotencyKey, ErrInvalidTimeZone,
 // ErrUnknownModel or ErrUnknownOperation (pricing), ErrNoLedger,
 // ErrIdempotencyConflict, ErrDuplicateRecord, ErrClosed, and the credits
@@ -327,7 +334,7 @@ func (s *Service) prepare(p MeterParams, now time.Time) (MeterRequest, error) {
 	if err != nil {
 		return MeterRequest{}, err
 	}
-	req := MeterRequest{TimeZone: tz, IdempotencyKey: p.IdempotencyKey, Fingerprint: fingerprint(&r, p.HoldID, tz)}
+	req := MeterRequest{TimeZone: tz, IdempotencyKey: p.IdempotencyKey, Fingerprint: fingerprint(&r, p.HoldID, tz, p.Overrun)}
 	if r.ID == "" {
 		r.ID = s.ids.New(s.opt.IDPrefix)
 	}
@@ -346,7 +353,7 @@ func (s *Service) prepare(p MeterParams, now time.Time) (MeterRequest, error) {
 		r.Cost = c
 	}
 	req.Record = r
-	spend, err := s.spendFor(&r, p.HoldID, p.IdempotencyKey)
+	spend, err := s.spendFor(&r, p.HoldID, p.IdempotencyKey, p.Overrun)
 	if err != nil {
 		return MeterRequest{}, err
 	}
@@ -356,7 +363,7 @@ func (s *Service) prepare(p MeterParams, now time.Time) (MeterRequest, error) {
 
 // spendFor builds the ledger request of a record through the credits
 // Service, or one of Kind 0 when nothing is charged or released.
-func (s *Service) spendFor(r *Record, holdID, key string) (credits.SpendRequest, error) {
+func (s *Service) spendFor(r *Record, holdID, key string, ov credits.Overrun) (credits.SpendRequest, error) {
 	if !r.Billable() && holdID == "" || r.Billable() && holdID == "" && r.Cost.IsZero() {
 		return credits.SpendRequest{}, nil
 	}
@@ -379,9 +386,9 @@ func (s *Service) spendFor(r *Record, holdID, key string) (credits.SpendRequest,
 	case !r.Billable():
 		sr, err = led.PrepareRelease(holdID)
 	case holdID != "":
-		sr, err = led.PrepareSettle(credits.SettleParams{HoldID: holdID, Actual: r.Cost, Reference: r.ID, Description: desc})
+		sr, err = led.PrepareSettle(credits.SettleParams{HoldID: holdID, Actual: r.Cost, Reference: r.ID, Description: desc, Overrun: ov})
 	default:
-		sr, err = led.PrepareDebit(credits.DebitParams{AccountID: r.AccountID, Amount: r.Cost, Reference: r.ID, Description: desc, IdempotencyKey: key})
+		sr, err = led.PrepareDebit(credits.DebitParams{AccountID: r.AccountID, Amount: r.Cost, Reference: r.ID, Description: desc, IdempotencyKey: key, Overrun: ov})
 	}
 	return sr, err
 }
@@ -479,8 +486,9 @@ func printable(s string, n int) bool {
 
 // fingerprint is the SHA-256 of a meter request as the caller gave it:
 // every record field, length-prefixed, amounts by value, metadata in key
-// order, plus the hold and the time zone.
-func fingerprint(r *Record, holdID, tz string) credits.Fingerprint {
+// order, plus the hold, the time zone and the overrun policy (only when
+// set, so that fingerprints stored before it existed still match).
+func fingerprint(r *Record, holdID, tz string, ov credits.Overrun) credits.Fingerprint {
 	var arr [512]byte
 	b := append(arr[:0], 'u', 'm', 1)
 	for _, f := range []string{r.ID, r.AccountID, r.KeyID, r.AuthSource, r.Endpoint, r.Method, r.Model,
@@ -514,6 +522,9 @@ func fingerprint(r *Record, holdID, tz string) credits.Fingerprint {
 			b = binary.AppendUvarint(b, uint64(len(r.Metadata[k])))
 			b = append(b, r.Metadata[k]...)
 		}
+	}
+	if ov != 0 {
+		b = append(b, 'o', byte(ov))
 	}
 	return sha256.Sum256(b)
 }

@@ -556,7 +556,7 @@ func (s *Store) applySpend(ctx context.Context, now time.Time, r credits.SpendRe
 		a   *ledgerAcct
 		err error
 	)
-	if r.Kind == credits.SpendSettle || r.Kind == credits.SpendRelease {
+	if r.Kind == credits.SpendSettle || r.Kind == credits.SpendRelease || r.Kind == credits.SpendExtend {
 		a, err = s.ledger.holdAcct(r.HoldID)
 	} else {
 		a, err = s.ledger.acct(r.AccountID)

@@ -538,8 +538,8 @@ func (t *ledgerTx) queueFlush(b *pgx.Batch) func(pgx.BatchResults) error {
 		b.Queue(`INSERT INTO credit_holds (`+holdColumns+`)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[]::numeric[], $4::text[], $5::text[], $6::text[], $7::bigint[],
 				$8::bigint[], $9::bigint[], $10::text[]::numeric[], $11::text[]::numeric[], $12::text[], $13::bigint[], $14::bytea[])
-			ON CONFLICT (id) DO UPDATE SET state = excluded.state, resolved_at = excluded.resolved_at,
-			actual = excluded.actual, charged = excluded.charged, entry_id = excluded.entry_id,
+			ON CONFLICT (id) DO UPDATE SET amount = excluded.amount, expires_at = excluded.expires_at,
+			state = excluded.state, resolved_at = excluded.resolved_at, actual = excluded.actual, charged = excluded.charged, entry_id = excluded.entry_id,
 			entry_seq = excluded.entry_seq, settle_fp = excluded.settle_fp`,
 			ids, acct, amt, state, ref, idem, created, expires, resolved, actual, charged, entry, seq, fps)
 		checks = append(checks, execOK)
@@ -855,7 +855,7 @@ func spendTargets(reqs []credits.SpendRequest, ids, holds []string, ops []opKey)
 		case credits.SpendDebit, credits.SpendReserve:
 			ids = append(ids, r.AccountID)
 			ops = append(ops, opKey{Acct: r.AccountID, Key: r.IdempotencyKey})
-		case credits.SpendSettle, credits.SpendRelease:
+		case credits.SpendSettle, credits.SpendRelease, credits.SpendExtend:
 			holds = append(holds, r.HoldID)
 		}
 	}

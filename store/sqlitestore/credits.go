@@ -88,8 +88,8 @@ func ledgerStatements() [nLedgerStmts]string {
 		sEntry:       `SELECT ` + entryColumns + ` FROM credit_entries WHERE account_id = ? AND seq = ?`,
 		sHold:        `SELECT ` + holdColumns + ` FROM credit_holds WHERE id = ?`,
 		sPutHold: `INSERT INTO credit_holds (` + holdColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (id) DO UPDATE SET state = excluded.state, resolved_at = excluded.resolved_at,
-			actual = excluded.actual, charged = excluded.charged, entry_id = excluded.entry_id,
+			ON CONFLICT (id) DO UPDATE SET amount = excluded.amount, expires_at = excluded.expires_at,
+			state = excluded.state, resolved_at = excluded.resolved_at, actual = excluded.actual, charged = excluded.charged, entry_id = excluded.entry_id,
 			entry_seq = excluded.entry_seq, settle_fp = excluded.settle_fp`,
 		sUpdateAccount: `UPDATE credit_accounts SET balance = ?, held = ?, seq = ?, version = ?, overdraft = ?,
 			monthly_cap = ?, time_zone = ?, recharge_enabled = ?, recharge_threshold = ?, recharge_amount = ?,

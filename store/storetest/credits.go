@@ -24,6 +24,9 @@ func runCredits(t *testing.T, newStore NewStoreFunc) {
 	t.Run("BadInputWritesNothing", func(t *testing.T) { testLedgerBadInput(t, newStore) })
 	t.Run("GrantExpiry", func(t *testing.T) { testLedgerExpiry(t, newStore) })
 	t.Run("Holds", func(t *testing.T) { testLedgerHolds(t, newStore) })
+	t.Run("ExtendHold", func(t *testing.T) { testLedgerExtend(t, newStore) })
+	t.Run("Debt", func(t *testing.T) { testLedgerDebt(t, newStore) })
+	t.Run("ExpiredHoldFreesFunds", func(t *testing.T) { testLedgerExpiredHoldFrees(t, newStore) })
 	t.Run("MonthlyCap", func(t *testing.T) { testLedgerCap(t, newStore) })
 	t.Run("AutoRecharge", func(t *testing.T) { testLedgerRecharge(t, newStore) })
 	t.Run("ConcurrentSpends", func(t *testing.T) { testLedgerConcurrent(t, newStore) })
@@ -623,8 +626,9 @@ func testLedgerHolds(t *testing.T, newStore NewStoreFunc) {
 	a = wantBalance(t, svc, "acct_1", "7")
 	wantAmount(t, "held", a.Held, "8")
 	wantAmount(t, "available", a.Available, "-1")
-	// Settle above the hold: charge up to balance + overdraft, report the rest.
-	s, err = svc.Settle(ctx(), credits.SettleParams{HoldID: h2.ID, Actual: amt(t, "12")})
+	// Settle above the hold with a write-off: charge up to balance +
+	// overdraft, report the rest.
+	s, err = svc.Settle(ctx(), credits.SettleParams{HoldID: h2.ID, Actual: amt(t, "12"), Overrun: credits.OverrunWriteOff})
 	if err != nil || !s.Charged.Equal(amt(t, "9")) || !s.Shortfall.Equal(amt(t, "3")) || !s.Hold.Actual.Equal(amt(t, "12")) {
 		t.Fatalf("settle above hold = %+v, %v", s, err)
 	}
@@ -677,6 +681,147 @@ func testLedgerHolds(t *testing.T, newStore NewStoreFunc) {
 	if _, err := svc.Settle(ctx(), credits.SettleParams{HoldID: h6.ID, Actual: amt(t, "1")}); !errors.Is(err, credits.ErrHoldReleased) {
 		t.Fatalf("settle of a hold released elsewhere: %v", err)
 	}
+}
+
+// testLedgerExtend: an active hold grows from Available (checked like a
+// reserve of the difference) and its deadline moves; a repeat is a no-op;
+// a resolved hold cannot grow; another process sees the new amount.
+func testLedgerExtend(t *testing.T, newStore NewStoreFunc) {
+	e := newEnv(t, newStore, nil)
+	svc := e.ledger(t, nil)
+	openLedger(t, svc, "acct_1", credits.Policy{MonthlyCap: amt(t, "9")})
+	mustCredit(t, svc.Purchase, credits.CreditParams{AccountID: "acct_1", Amount: amt(t, "10"), IdempotencyKey: "p"})
+	h, err := svc.Reserve(ctx(), credits.ReserveParams{AccountID: "acct_1", Amount: amt(t, "2"), TTL: time.Minute, IdempotencyKey: "r"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clk.Advance(50 * time.Second)
+	x, err := svc.Extend(ctx(), credits.ExtendParams{HoldID: h.ID, Amount: amt(t, "5"), TTL: time.Minute})
+	if err != nil || !x.Amount.Equal(amt(t, "5")) || !x.ExpiresAt.Equal(e.clk.Now().Add(time.Minute)) || x.State != credits.HoldActive {
+		t.Fatalf("Extend = %+v, %v", x, err)
+	}
+	wantAmount(t, "available after extend", wantBalance(t, svc, "acct_1", "10").Available, "5")
+	// A repeat, a smaller amount and a shorter TTL change nothing.
+	if y, err := svc.Extend(ctx(), credits.ExtendParams{HoldID: h.ID, Amount: amt(t, "3"), TTL: time.Second}); err != nil || !y.Amount.Equal(amt(t, "5")) || !y.ExpiresAt.Equal(x.ExpiresAt) {
+		t.Fatalf("shrinking Extend = %+v, %v", y, err)
+	}
+	// The old deadline has passed; the hold lives on.
+	e.clk.Advance(30 * time.Second)
+	if got, err := svc.Hold(ctx(), h.ID); err != nil || got.State != credits.HoldActive || !got.Amount.Equal(amt(t, "5")) {
+		t.Fatalf("Hold after the first deadline = %+v, %v", got, err)
+	}
+	// Funds: 5 more would leave −0 available but pass the cap of 9.
+	if _, err := svc.Extend(ctx(), credits.ExtendParams{HoldID: h.ID, Amount: amt(t, "10")}); !errors.Is(err, credits.ErrMonthlyLimit) {
+		t.Fatalf("extend past the cap: %v", err)
+	}
+	if _, err := svc.Extend(ctx(), credits.ExtendParams{HoldID: h.ID, Amount: amt(t, "10.5")}); !errors.Is(err, credits.ErrInsufficientFunds) {
+		t.Fatalf("extend past the funds: %v", err)
+	}
+	// Another process sees the grown hold.
+	other := e.ledger(t, nil)
+	if _, err := other.Debit(ctx(), credits.DebitParams{AccountID: "acct_1", Amount: amt(t, "5.5"), IdempotencyKey: "d"}); !errors.Is(err, credits.ErrInsufficientFunds) {
+		t.Fatalf("other process spent an extended hold: %v", err)
+	}
+	s, err := other.Settle(ctx(), credits.SettleParams{HoldID: h.ID, Actual: amt(t, "4")})
+	if err != nil || !s.Charged.Equal(amt(t, "4")) {
+		t.Fatalf("Settle of an extended hold = %+v, %v", s, err)
+	}
+	a := wantBalance(t, svc, "acct_1", "6")
+	wantAmount(t, "held", a.Held, "0")
+	if _, err := svc.Extend(ctx(), credits.ExtendParams{HoldID: h.ID, Amount: amt(t, "6")}); !errors.Is(err, credits.ErrHoldSettled) {
+		t.Fatalf("extend a settled hold: %v", err)
+	}
+	h2, _ := svc.Reserve(ctx(), credits.ReserveParams{AccountID: "acct_1", Amount: amt(t, "1"), TTL: time.Minute, IdempotencyKey: "r2"})
+	e.clk.Advance(time.Minute)
+	if _, err := svc.Extend(ctx(), credits.ExtendParams{HoldID: h2.ID, Amount: amt(t, "2"), TTL: time.Minute}); !errors.Is(err, credits.ErrHoldExpired) {
+		t.Fatalf("extend an expired hold: %v", err)
+	}
+	if _, err := svc.Extend(ctx(), credits.ExtendParams{HoldID: "hold_nope", Amount: amt(t, "2")}); !errors.Is(err, credits.ErrHoldNotFound) {
+		t.Fatalf("extend an unknown hold: %v", err)
+	}
+	ledgerSum(t, svc, "acct_1")
+}
+
+// testLedgerDebt: delivered work above its hold is charged in full, the
+// balance goes below −Overdraft by the overshoot, spending is refused with
+// a *DebtError naming it, and a purchase pays it first.
+func testLedgerDebt(t *testing.T, newStore NewStoreFunc) {
+	e := newEnv(t, newStore, nil)
+	svc := e.ledger(t, nil)
+	openLedger(t, svc, "acct_1", credits.Policy{Overdraft: amt(t, "1"), MonthlyCap: amt(t, "50")})
+	mustCredit(t, svc.Purchase, credits.CreditParams{AccountID: "acct_1", Amount: amt(t, "10"), IdempotencyKey: "p"})
+	h, err := svc.Reserve(ctx(), credits.ReserveParams{AccountID: "acct_1", Amount: amt(t, "8"), TTL: time.Minute, IdempotencyKey: "r"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := svc.Settle(ctx(), credits.SettleParams{HoldID: h.ID, Actual: amt(t, "14.25")})
+	if err != nil || !s.Charged.Equal(amt(t, "14.25")) || !s.Shortfall.IsZero() || !s.Entry.Amount.Equal(amt(t, "-14.25")) {
+		t.Fatalf("settle into debt = %+v, %v", s, err)
+	}
+	a := wantBalance(t, svc, "acct_1", "-4.25")
+	wantAmount(t, "debt", a.Debt, "3.25")
+	wantAmount(t, "used this month", a.UsedThisMonth, "14.25")
+	for _, try := range []func() error{
+		func() error {
+			_, err := svc.Reserve(ctx(), credits.ReserveParams{AccountID: "acct_1", Amount: amt(t, "0.01"), TTL: time.Minute, IdempotencyKey: "r2"})
+			return err
+		},
+		func() error {
+			_, err := svc.Debit(ctx(), credits.DebitParams{AccountID: "acct_1", Amount: amt(t, "0.01"), IdempotencyKey: "d"})
+			return err
+		},
+	} {
+		err := try()
+		var de *credits.DebtError
+		if !errors.Is(err, credits.ErrInsufficientFunds) || !errors.Is(err, credits.ErrInDebt) || !errors.As(err, &de) || !de.Debt.Equal(amt(t, "3.25")) {
+			t.Fatalf("spend in debt: %v", err)
+		}
+	}
+	// A debit for delivered work may go deeper (debt) or stop at the funds (write-off).
+	if en, err := svc.Debit(ctx(), credits.DebitParams{AccountID: "acct_1", Amount: amt(t, "0.75"), IdempotencyKey: "dd", Overrun: credits.OverrunDebt}); err != nil || !en.Amount.Equal(amt(t, "-0.75")) {
+		t.Fatalf("delivered debit in debt = %+v, %v", en, err)
+	}
+	if _, err := svc.Debit(ctx(), credits.DebitParams{AccountID: "acct_1", Amount: amt(t, "0.75"), IdempotencyKey: "dw", Overrun: credits.OverrunWriteOff}); !errors.Is(err, credits.ErrInDebt) {
+		t.Fatalf("write-off debit with nothing to take: %v", err)
+	}
+	// A purchase pays the debt first; spending resumes once Available covers it.
+	mustCredit(t, svc.Purchase, credits.CreditParams{AccountID: "acct_1", Amount: amt(t, "4"), IdempotencyKey: "p2"})
+	a = wantBalance(t, svc, "acct_1", "-1")
+	wantAmount(t, "debt after top-up", a.Debt, "0")
+	mustCredit(t, svc.Purchase, credits.CreditParams{AccountID: "acct_1", Amount: amt(t, "3"), IdempotencyKey: "p3"})
+	en, err := svc.Debit(ctx(), credits.DebitParams{AccountID: "acct_1", Amount: amt(t, "5"), IdempotencyKey: "dw2", Overrun: credits.OverrunWriteOff})
+	if err != nil || !en.Amount.Equal(amt(t, "-3")) {
+		t.Fatalf("write-off debit charges what funds cover: %+v, %v", en, err)
+	}
+	if again, err := svc.Debit(ctx(), credits.DebitParams{AccountID: "acct_1", Amount: amt(t, "5"), IdempotencyKey: "dw2", Overrun: credits.OverrunWriteOff}); err != nil || again.ID != en.ID {
+		t.Fatalf("write-off debit replay = %+v, %v", again, err)
+	}
+	if _, err := svc.Debit(ctx(), credits.DebitParams{AccountID: "acct_1", Amount: amt(t, "5"), IdempotencyKey: "dw2", Overrun: credits.OverrunDebt}); !errors.Is(err, credits.ErrIdempotencyConflict) {
+		t.Fatalf("same key, other overrun: %v", err)
+	}
+	wantBalance(t, svc, "acct_1", "-1")
+	ledgerSum(t, svc, "acct_1")
+}
+
+// testLedgerExpiredHoldFrees: a hold past its deadline frees its funds for
+// the next reserve at once, with no sweep and no other write in between,
+// also when the first hold was made by another process.
+func testLedgerExpiredHoldFrees(t *testing.T, newStore NewStoreFunc) {
+	e := newEnv(t, newStore, nil)
+	svc := e.ledger(t, nil)
+	other := e.ledger(t, nil)
+	openLedger(t, svc, "acct_1", credits.Policy{})
+	mustCredit(t, svc.Purchase, credits.CreditParams{AccountID: "acct_1", Amount: amt(t, "10"), IdempotencyKey: "p"})
+	for i, s := range []*credits.Service{svc, other, svc} {
+		if _, err := s.Reserve(ctx(), credits.ReserveParams{AccountID: "acct_1", Amount: amt(t, "10"), TTL: time.Minute, IdempotencyKey: fmt.Sprint("r", i)}); err != nil {
+			t.Fatalf("reserve %d after the previous hold expired: %v", i, err)
+		}
+		e.clk.Advance(time.Minute)
+	}
+	if _, err := other.Debit(ctx(), credits.DebitParams{AccountID: "acct_1", Amount: amt(t, "10"), IdempotencyKey: "d"}); err != nil {
+		t.Fatalf("debit after every hold expired: %v", err)
+	}
+	ledgerSum(t, svc, "acct_1")
 }
 
 func testLedgerCap(t *testing.T, newStore NewStoreFunc) {
@@ -837,6 +982,7 @@ func testLedgerConcurrent(t *testing.T, newStore NewStoreFunc) {
 		wg               sync.WaitGroup
 		mu               sync.Mutex
 		charged          credits.Amount
+		totalOver        credits.Amount // Σ (actual − hold) of settles charged into debt
 		okOps, denied    atomic.Int64
 		one, half, three = amt(t, "1"), amt(t, "0.5"), amt(t, "3")
 	)
@@ -845,7 +991,7 @@ func testLedgerConcurrent(t *testing.T, newStore NewStoreFunc) {
 		go func() {
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(uint64(w), 7))
-			var mine credits.Amount
+			var mine, overshoot credits.Amount
 			for i := range ops {
 				key := fmt.Sprintf("w%d-%d", w, i)
 				switch r.IntN(3) {
@@ -866,17 +1012,24 @@ func testLedgerConcurrent(t *testing.T, newStore NewStoreFunc) {
 						}
 						continue
 					}
+					// Half the workers charge delivered work above its hold
+					// into debt, half write it off.
 					actual := []credits.Amount{half, one, three}[r.IntN(3)]
-					s, err := svc.Settle(ctx(), credits.SettleParams{HoldID: h.ID, Actual: actual})
+					ov := []credits.Overrun{credits.OverrunDebt, credits.OverrunWriteOff}[w%2]
+					s, err := svc.Settle(ctx(), credits.SettleParams{HoldID: h.ID, Actual: actual, Overrun: ov})
 					if err != nil {
 						t.Error(err)
 						continue
 					}
 					mine = mine.Add(s.Charged)
+					if over := actual.Sub(one); ov == credits.OverrunDebt && over.IsPositive() {
+						overshoot = overshoot.Add(over)
+					}
 				}
 			}
 			mu.Lock()
 			charged = charged.Add(mine)
+			totalOver = totalOver.Add(overshoot)
 			mu.Unlock()
 		}()
 	}
@@ -885,8 +1038,10 @@ func testLedgerConcurrent(t *testing.T, newStore NewStoreFunc) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	limit := amt(t, funds).Add(amt(t, od))
-	if charged.Cmp(limit) > 0 || a.Balance.Cmp(amt(t, "-"+od)) < 0 || !a.Held.IsZero() {
+	// Only delivered work above its hold may pass the funds, and only by
+	// its overshoot.
+	limit := amt(t, funds).Add(amt(t, od)).Add(totalOver)
+	if charged.Cmp(limit) > 0 || a.Balance.Cmp(amt(t, "-"+od).Sub(totalOver)) < 0 || !a.Held.IsZero() {
 		t.Fatalf("charged %s of %s; balance %s, held %s", charged, limit, a.Balance, a.Held)
 	}
 	if !a.Balance.Equal(amt(t, funds).Sub(charged)) {

@@ -12,8 +12,11 @@ package storetest
 //  2. balance, held, available and used-this-month equal the model's on
 //     every backend (so the backends agree with each other);
 //  3. available ≥ −overdraft, except after a grant expired while holds were
-//     active (the one documented way to go below), and balance ≥ −overdraft
-//     always;
+//     active (a documented way to go below), and balance ≥ −overdraft
+//     except by the overshoot of settlements above their hold that charged
+//     delivered work into debt (credits.OverrunDebt): balance ≥ −overdraft −
+//     Σ overshoot since the balance was last at or above −overdraft; the
+//     account's Debt equals how far the balance is below −overdraft;
 //  4. no hold is settled twice: at most one debit entry names each hold,
 //     and every hold's state and charge equal the model's;
 //  5. replays are no-ops: a replayed request returns its first result
@@ -110,6 +113,7 @@ type mHold struct {
 	amt, actual, charged decimal.Decimal
 	state                credits.HoldState
 	deadline             time.Time
+	overrun              credits.Overrun
 }
 
 type ledgerModel struct {
@@ -120,6 +124,9 @@ type ledgerModel struct {
 	holds                     []*mHold
 	entries                   int
 	deficitOK                 bool
+	// overshoot is Σ (actual − hold) of settlements charged into debt
+	// since the balance was last at or above −overdraft.
+	overshoot decimal.Decimal
 }
 
 func newLedgerModel(od, cap decimal.Decimal, loc *time.Location, now time.Time) *ledgerModel {
@@ -290,9 +297,10 @@ func (e *engine) credit(step int, k keyedOp) {
 	if k.amount.Sign() < 0 {
 		e.m.withdraw(k.amount.Neg())
 	} else {
+		debt := decimal.Max(e.m.bal.Add(e.m.od).Neg(), decimal.Zero)
 		e.m.bal = e.m.bal.Add(k.amount)
-		if !k.expiresAt.IsZero() {
-			e.m.addLot(mLot{exp: k.expiresAt, rem: k.amount})
+		if rem := k.amount.Sub(decimal.Min(debt, k.amount)); !k.expiresAt.IsZero() && rem.Sign() > 0 {
+			e.m.addLot(mLot{exp: k.expiresAt, rem: rem}) // a grant pays a debt first
 		}
 	}
 	e.m.entries++
@@ -382,17 +390,29 @@ func (e *engine) settle(a, b byte) {
 	case credits.HoldExpired:
 		want = credits.ErrHoldExpired
 	}
+	ov := credits.OverrunDebt
+	switch {
+	case h.state == credits.HoldSettled:
+		ov = h.overrun // a replay or conflict asks with the same policy
+	case b%3 == 0:
+		ov = credits.OverrunWriteOff
+	}
 	var charge decimal.Decimal
 	if want == nil && !replay {
 		e.m.held = e.m.held.Sub(h.amt)
-		charge = decimal.Min(actual, e.m.room())
-		if e.m.cap.Sign() > 0 {
-			charge = decimal.Min(charge, e.m.cap.Sub(e.m.spent).Sub(e.m.held))
+		charge = actual
+		if ov == credits.OverrunWriteOff {
+			charge = decimal.Min(actual, e.m.room())
+			if e.m.cap.Sign() > 0 {
+				charge = decimal.Min(charge, e.m.cap.Sub(e.m.spent).Sub(e.m.held))
+			}
+			charge = decimal.Max(charge, decimal.Zero)
+		} else if over := actual.Sub(h.amt); over.Sign() > 0 {
+			e.m.overshoot = e.m.overshoot.Add(over)
 		}
-		charge = decimal.Max(charge, decimal.Zero)
 	}
 	for _, r := range e.runs {
-		s, err := r.svc.Settle(ctx(), credits.SettleParams{HoldID: r.holdIDs[hi], Actual: credits.NewAmount(actual)})
+		s, err := r.svc.Settle(ctx(), credits.SettleParams{HoldID: r.holdIDs[hi], Actual: credits.NewAmount(actual), Overrun: ov})
 		if !e.outcome(r, fmt.Sprintf("settle hold %d (%s) with %s", hi, h.state, actual), err, want) {
 			continue
 		}
@@ -407,7 +427,7 @@ func (e *engine) settle(a, b byte) {
 	if want != nil || replay {
 		return
 	}
-	h.state, h.actual, h.charged = credits.HoldSettled, actual, charge
+	h.state, h.actual, h.charged, h.overrun = credits.HoldSettled, actual, charge, ov
 	if charge.Sign() > 0 {
 		e.m.withdraw(charge)
 		e.m.spent = e.m.spent.Add(charge)
@@ -484,6 +504,9 @@ func (e *engine) reuse(step int, a, b byte) {
 }
 
 func (e *engine) check(step int, allHolds bool) {
+	if e.m.bal.Cmp(e.m.od.Neg()) >= 0 {
+		e.m.overshoot = decimal.Zero // the debt is paid
+	}
 	now := e.clk.Now()
 	e.m.advance(now)
 	m := e.m
@@ -500,8 +523,12 @@ func (e *engine) check(step int, allHolds bool) {
 			e.t.Errorf("%s: available %s != balance − held", r.name, acc.Available)
 		}
 		floor := credits.NewAmount(m.od.Neg())
-		if acc.Balance.Cmp(floor) < 0 || (acc.Available.Cmp(floor) < 0 && !m.deficitOK) {
-			e.t.Errorf("%s: step %d: balance %s / available %s below −overdraft %s", r.name, step, acc.Balance, acc.Available, m.od)
+		debtFloor := credits.NewAmount(m.od.Neg().Sub(m.overshoot))
+		if acc.Balance.Cmp(debtFloor) < 0 || (acc.Available.Cmp(floor) < 0 && !m.deficitOK && m.overshoot.IsZero()) {
+			e.t.Errorf("%s: step %d: balance %s / available %s below −overdraft %s (overshoot %s)", r.name, step, acc.Balance, acc.Available, m.od, m.overshoot)
+		}
+		if wantDebt := decimal.Max(m.bal.Add(m.od).Neg(), decimal.Zero); !acc.Debt.Decimal().Equal(wantDebt) {
+			e.t.Errorf("%s: step %d: debt %s, model %s", r.name, step, acc.Debt, wantDebt)
 		}
 		at, err := r.svc.BalanceAt(ctx(), e.acct, now)
 		if err != nil || !at.Equal(acc.Balance) {

@@ -271,13 +271,42 @@ func testUsageHolds(t *testing.T, newStore NewStoreFunc) {
 		HoldID: hold.ID, IdempotencyKey: "req-1"}); !again.Replayed || again.Entry.ID != r.Entry.ID || !again.Charged.Equal(r.Charged) {
 		t.Fatalf("settle replay: %+v", again)
 	}
-	// Settle above the balance: the excess is the shortfall; the record
-	// costs what was charged.
+	// Settle above the balance with a write-off: the excess is the
+	// shortfall; the record costs what was charged.
 	h2 := must(led.Reserve(ctx(), credits.ReserveParams{AccountID: "acct_h", Amount: amt(t, "9"), TTL: time.Minute, IdempotencyKey: "r2"}))
 	r2 := mustMeter(t, svc, usage.MeterParams{Record: usage.Record{AccountID: "acct_h", Model: "m", StatusCode: 200, Cost: amt(t, "12")},
-		HoldID: h2.ID, IdempotencyKey: "req-2"})
+		HoldID: h2.ID, IdempotencyKey: "req-2", Overrun: credits.OverrunWriteOff})
 	if !r2.Charged.Equal(amt(t, "9.25")) || !r2.Shortfall.Equal(amt(t, "2.75")) || !r2.Record.Cost.Equal(amt(t, "9.25")) {
 		t.Fatalf("settle above balance: %+v", r2)
+	}
+	// The default charges delivered work in full: the balance goes into
+	// debt by the overshoot, and the record costs all of it.
+	mustCredit(t, led.Purchase, credits.CreditParams{AccountID: "acct_h", Amount: amt(t, "1"), IdempotencyKey: "some"})
+	hd := must(led.Reserve(ctx(), credits.ReserveParams{AccountID: "acct_h", Amount: amt(t, "1"), TTL: time.Minute, IdempotencyKey: "rd"}))
+	rd := mustMeter(t, svc, usage.MeterParams{Record: usage.Record{AccountID: "acct_h", Model: "m", StatusCode: 200, Cost: amt(t, "3.5")},
+		HoldID: hd.ID, IdempotencyKey: "req-d"})
+	if !rd.Charged.Equal(amt(t, "3.5")) || !rd.Shortfall.IsZero() || !rd.Record.Cost.Equal(amt(t, "3.5")) {
+		t.Fatalf("settle into debt: %+v", rd)
+	}
+	if a := must(led.Account(ctx(), "acct_h")); !a.Balance.Equal(amt(t, "-2.5")) || !a.Debt.Equal(amt(t, "2.5")) {
+		t.Fatalf("after settling into debt: balance %s debt %s", a.Balance, a.Debt)
+	}
+	// A plain debit for delivered work: refused by default, charged in
+	// full with OverrunDebt, as far as funds go with OverrunWriteOff.
+	if _, err := svc.Meter(ctx(), usage.MeterParams{Record: usage.Record{AccountID: "acct_h", Model: "m", StatusCode: 200, Cost: amt(t, "1")},
+		IdempotencyKey: "req-dr"}); !errors.Is(err, credits.ErrInDebt) {
+		t.Fatalf("plain debit in debt: %v", err)
+	}
+	rdd := mustMeter(t, svc, usage.MeterParams{Record: usage.Record{AccountID: "acct_h", Model: "m", StatusCode: 200, Cost: amt(t, "0.5")},
+		IdempotencyKey: "req-dd", Overrun: credits.OverrunDebt})
+	if !rdd.Charged.Equal(amt(t, "0.5")) || !rdd.Record.Cost.Equal(amt(t, "0.5")) {
+		t.Fatalf("delivered debit in debt: %+v", rdd)
+	}
+	mustCredit(t, led.Purchase, credits.CreditParams{AccountID: "acct_h", Amount: amt(t, "4"), IdempotencyKey: "pay-debt"})
+	rdw := mustMeter(t, svc, usage.MeterParams{Record: usage.Record{AccountID: "acct_h", Model: "m", StatusCode: 200, Cost: amt(t, "2")},
+		IdempotencyKey: "req-dw", Overrun: credits.OverrunWriteOff})
+	if !rdw.Charged.Equal(amt(t, "1")) || !rdw.Shortfall.Equal(amt(t, "1")) || !rdw.Record.Cost.Equal(amt(t, "1")) {
+		t.Fatalf("write-off debit: %+v", rdw)
 	}
 	// A failed request releases its hold and costs nothing.
 	mustCredit(t, led.Purchase, credits.CreditParams{AccountID: "acct_h", Amount: amt(t, "5"), IdempotencyKey: "more"})
@@ -300,8 +329,8 @@ func testUsageHolds(t *testing.T, newStore NewStoreFunc) {
 	if _, err := svc.Meter(ctx(), usage.MeterParams{Record: usage.Record{AccountID: "acct_h", Cost: amt(t, "1")}, HoldID: "hold_missing", IdempotencyKey: "req-5"}); !errors.Is(err, credits.ErrHoldNotFound) {
 		t.Fatalf("settling a missing hold: %v", err)
 	}
-	if n := len(allRecords(t, svc, "acct_h")); n != 3 {
-		t.Fatalf("records: %d, want 3", n)
+	if n := len(allRecords(t, svc, "acct_h")); n != 6 {
+		t.Fatalf("records: %d, want 6", n)
 	}
 }
 
