@@ -99,11 +99,18 @@ func (s *server) inferenceRequest(r *http.Request) (keyledger.Request, error) {
 		}
 	}
 	call.promptTokens = simmodel.EstimatePromptTokens(req)
-	return keyledger.Request{
+	kr := keyledger.Request{
 		Model: req.Model, Scope: "inference", Endpoint: chatEndpoint, Method: http.MethodPost,
 		// n ≤ maxChoices and the limit ≤ openai.MaxTokenLimit: no overflow.
 		PromptTokens: call.promptTokens, MaxCompletionTokens: call.choices * call.completionLimit,
-	}, nil
+	}
+	if req.Stream && s.limits.streamHoldTokens > 0 {
+		// A stream reports its progress: its hold starts at an estimate
+		// and grows as it delivers (the rate limits still reserve the
+		// whole limit).
+		kr.HoldCompletionTokens = min(s.limits.streamHoldTokens, kr.MaxCompletionTokens)
+	}
+	return kr, nil
 }
 
 // inferenceAuth checks the API key of a free inference route (the models
@@ -192,6 +199,12 @@ func (s *server) simulate(w http.ResponseWriter, r *http.Request, call *chatCall
 		st.wrote(c)
 		if len(c.Choices) == 1 && c.Choices[0].Delta.Content != "" {
 			st.tokens++
+			// Once the whole answer is written there is nothing more to
+			// fund: the last token is not cut.
+			if st.tokens < call.completionLimit && progress(ctx, info, prompt, st.tokens) != nil {
+				s.endStream(r, info, st, openai.NewUsage(prompt, st.tokens), false)
+				return
+			}
 		}
 	}
 	_ = st.sse.WriteDone()

@@ -8,12 +8,15 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/keyledger/keyledger/examples/gateway/internal/openai"
 )
 
 // Defaults of the request-limit flags.
 const (
 	defaultHoldTTL            = 5 * time.Minute
 	defaultMaxRequestDuration = 4 * time.Minute
+	defaultStreamHoldTokens   = 1024
 	// maxChoices is the largest n the gateway forwards: each choice is
 	// reserved in full (n × the completion limit), and a larger n would
 	// let one request take many times a plan's completion budget.
@@ -29,16 +32,21 @@ const (
 )
 
 // requestLimits are the flags that bound one request's life and its
-// hold: -hold-ttl, -max-request-duration.
+// hold: -hold-ttl, -max-request-duration, -stream-hold-tokens.
 type requestLimits struct {
 	holdTTL            time.Duration
 	maxRequestDuration time.Duration
+	// streamHoldTokens is the completion tokens a stream's initial hold
+	// pays for (0: its whole limit); the hold grows as tokens are
+	// delivered (keyledger Grant.Progress).
+	streamHoldTokens int64
 }
 
 // register adds the request-limit flags to fs.
 func (l *requestLimits) register(fs *flag.FlagSet) {
 	fs.DurationVar(&l.holdTTL, "hold-ttl", defaultHoldTTL, "how long a request's credit hold lives if the request never completes (keyledger Options.HoldTTL)")
 	fs.DurationVar(&l.maxRequestDuration, "max-request-duration", defaultMaxRequestDuration, "the longest a chat completion may run, streams included; must be below -hold-ttl, so no request outlives its hold")
+	fs.Int64Var(&l.streamHoldTokens, "stream-hold-tokens", defaultStreamHoldTokens, "completion tokens a stream's initial credit hold pays for (at most its limit; 0 holds the whole limit); the hold grows from the balance as tokens are delivered, and the stream ends with finish_reason length when the balance runs out")
 }
 
 // validate checks the parsed request-limit flags.
@@ -48,6 +56,9 @@ func (l *requestLimits) validate() error {
 	}
 	if l.maxRequestDuration <= 0 || l.maxRequestDuration >= l.holdTTL {
 		return fmt.Errorf("-max-request-duration must be positive and below -hold-ttl (%s), got %s", l.holdTTL, l.maxRequestDuration)
+	}
+	if l.streamHoldTokens < 0 || l.streamHoldTokens > openai.MaxTokenLimit {
+		return fmt.Errorf("-stream-hold-tokens must be between 0 and %d, got %d", openai.MaxTokenLimit, l.streamHoldTokens)
 	}
 	return nil
 }

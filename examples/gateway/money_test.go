@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -376,10 +377,10 @@ func TestRequestsEndBeforeTheirHold(t *testing.T) {
 
 func TestRequestLimitFlags(t *testing.T) {
 	c, err := parseFlags(nil, io.Discard)
-	if err != nil || c.limits.holdTTL != 5*time.Minute || c.limits.maxRequestDuration >= c.limits.holdTTL {
+	if err != nil || c.limits.holdTTL != 5*time.Minute || c.limits.maxRequestDuration >= c.limits.holdTTL || c.limits.streamHoldTokens != 1024 {
 		t.Fatalf("defaults: %+v %v", c.limits, err)
 	}
-	c, err = parseFlags([]string{"-hold-ttl", "2m", "-max-request-duration", "90s"}, io.Discard)
+	c, err = parseFlags([]string{"-hold-ttl", "2m", "-max-request-duration", "90s", "-stream-hold-tokens", "0"}, io.Discard)
 	if err != nil || c.limits != (requestLimits{holdTTL: 2 * time.Minute, maxRequestDuration: 90 * time.Second}) {
 		t.Fatalf("set: %+v %v", c.limits, err)
 	}
@@ -388,9 +389,120 @@ func TestRequestLimitFlags(t *testing.T) {
 		{"-max-request-duration", "6m"},
 		{"-hold-ttl", "0s"},
 		{"-max-request-duration", "-1s"},
+		{"-stream-hold-tokens", "-1"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil || !strings.Contains(err.Error(), "-") {
 			t.Errorf("%v accepted", args)
 		}
+	}
+}
+
+// checkCutStream checks a stream the gateway ended at the balance: the
+// client got `tokens` content chunks, then finish_reason "length", the
+// usage so far and [DONE].
+func checkCutStream(t *testing.T, b []byte, tokens int64) {
+	t.Helper()
+	chunks, done := sseEvents(t, b)
+	var content int64
+	length := false
+	for _, c := range chunks {
+		for _, ch := range c.Choices {
+			if ch.Delta.Content != "" {
+				content++
+			}
+			if ch.FinishReason != nil {
+				length = *ch.FinishReason == openai.FinishLength
+			}
+		}
+	}
+	last := chunks[len(chunks)-1]
+	if !done || !length || content != tokens || last.Usage == nil || last.Usage.CompletionTokens != tokens {
+		t.Fatalf("cut stream: %d content chunks (want %d), length %v, done %v, last %+v", content, tokens, length, done, last)
+	}
+}
+
+// A stream holds an estimate (-stream-hold-tokens), not its whole limit,
+// and grows the hold as it delivers; when the balance cannot fund more it
+// ends cleanly — finish_reason "length", the usage so far, [DONE] — and is
+// charged exactly what it delivered: the balance reaches zero, never
+// below.
+func TestSimulatedStreamStopsAtTheBalance(t *testing.T) {
+	g := startGateway(t, "-models", pricyCatalog(t, "1000000", ""), "-stream-hold-tokens", "10")
+	u := g.signup("Edge")
+	// ₹1 a completion token: 100 tokens (₹100) do not fit ₹50 at once.
+	if st, _, b := g.do("POST", chatEndpoint, u.key, chatBody("test/pricy", 100, false)); st != 402 {
+		t.Fatalf("non-streaming ₹100 on ₹50: %d %s", st, short(b))
+	}
+	st, _, b := g.do("POST", chatEndpoint, u.key, chatBody("test/pricy", 100, true))
+	if st != 200 {
+		t.Fatalf("stream: %d %s", st, short(b))
+	}
+	checkCutStream(t, b, 50)
+	entries := g.ledger(u)
+	if len(entries) != 2 || num(t, entries[0]["amount_inr"]).String() != "-50" || !num(t, entries[0]["balance_inr"]).IsZero() {
+		t.Fatalf("ledger: %v", entries)
+	}
+	if st, _, b := g.do("POST", chatEndpoint, u.key, chatBody("test/pricy", 1, true)); st != 402 {
+		t.Fatalf("after the balance ran out: %d %s", st, short(b))
+	}
+}
+
+// The same through an upstream that reports usage only at the end: the
+// gateway counts the delivered text, stops reading the upstream at the
+// balance and charges the estimate.
+func TestUpstreamStreamStopsAtTheBalance(t *testing.T) {
+	up := newStubUpstream(t, stubConfig{answer: 1000})
+	g, s, _ := startServed(t, config{upstream: up.URL + "/v1", modelsFile: stubCatalog(t), limits: requestLimits{streamHoldTokens: 10}})
+	u := g.signup("UpEdge")
+	st, _, b := g.do("POST", chatEndpoint, u.key, chatJSON("test/dear", map[string]any{"max_completion_tokens": 100,
+		"stream": true, "stream_options": map[string]any{"include_usage": true}}))
+	if st != 200 {
+		t.Fatalf("stream: %d %s", st, short(b))
+	}
+	checkCutStream(t, b, 50)
+	r := records(t, s, u.id)[0]
+	if r.CompletionTokens != 50 || r.Metadata["stream_end"] != "budget" || r.Metadata["usage"] != "estimated" || r.ErrorType != "" {
+		t.Fatalf("record %+v", r)
+	}
+	if e := g.ledger(u); !num(t, e[0]["balance_inr"]).IsZero() || num(t, e[0]["amount_inr"]).String() != "-50" {
+		t.Fatalf("ledger %v", e)
+	}
+}
+
+// Streams racing for the last of a balance share it: together they
+// deliver exactly what it funds, each ends cleanly, and the balance ends
+// at zero.
+func TestConcurrentStreamsShareTheBalanceEdge(t *testing.T) {
+	g, s, _ := startServed(t, config{modelsFile: pricyCatalog(t, "1000000", ""), limits: requestLimits{streamHoldTokens: 10}})
+	u := g.signup("Racers")
+	const n = 3
+	bodies := make([][]byte, n)
+	statuses := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			statuses[i], _, bodies[i] = g.do("POST", chatEndpoint, u.key, chatBody("test/pricy", 100, true))
+		})
+	}
+	wg.Wait()
+	var delivered int64
+	for i := range n {
+		if statuses[i] != 200 {
+			t.Fatalf("stream %d: %d %s", i, statuses[i], short(bodies[i]))
+		}
+		chunks, done := sseEvents(t, bodies[i])
+		last := chunks[len(chunks)-1]
+		if !done || last.Usage == nil {
+			t.Fatalf("stream %d did not end cleanly: %s", i, short(bodies[i]))
+		}
+		delivered += last.Usage.CompletionTokens
+	}
+	var charged int64
+	for _, r := range records(t, s, u.id) {
+		charged += r.CompletionTokens
+	}
+	entries := g.ledger(u)
+	if delivered != 50 || charged != 50 || !num(t, entries[0]["balance_inr"]).IsZero() {
+		t.Fatalf("delivered %d, charged %d tokens, balance %v", delivered, charged, entries[0]["balance_inr"])
 	}
 }

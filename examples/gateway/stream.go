@@ -64,19 +64,37 @@ func (st *streamState) wrote(c openai.ChatCompletionChunk) {
 	}
 }
 
-// cutCause names why the gateway ends a stream early and cleanly
-// ("deadline"), or returns "" when it cannot end it cleanly: the client
-// went away, the key was invalidated, or a write failed.
+// progress tells the grant what a stream has delivered so far (cumulative
+// prompt and completion tokens), so that it extends and keeps alive the
+// hold. It returns keyledger.ErrBudgetExhausted when the balance cannot
+// fund more: the grant's context is then cancelled with that cause and the
+// stream must end (endStream ends it cleanly). It is cheap until the
+// delivered cost nears the hold.
+func progress(ctx context.Context, info *httpapi.Info, prompt, completion int64) error {
+	if info == nil || info.Grant == nil {
+		return nil
+	}
+	return info.Grant.Progress(ctx, keyledger.Delivered{PromptTokens: prompt, CompletionTokens: completion})
+}
+
+// cutCause names why the gateway ends a stream early and cleanly —
+// "deadline" (-max-request-duration) or "budget" (the balance cannot fund
+// more) — or returns "" when it cannot end it cleanly: the client went
+// away, the key was invalidated, or a write failed.
 func cutCause(ctx context.Context) string {
-	if errors.Is(context.Cause(ctx), errRequestDeadline) {
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errRequestDeadline):
 		return "deadline"
+	case errors.Is(cause, keyledger.ErrBudgetExhausted):
+		return "budget"
 	}
 	return ""
 }
 
 // endStream ends a stream that stopped before its natural end and reports
 // what it delivered, u (estimated: counted from delivered bytes). Cut by
-// the gateway (the request deadline), the stream ends as OpenAI ends a
+// the gateway (the request deadline, or the balance running out), the
+// stream ends as OpenAI ends a
 // truncated answer: a chunk with finish_reason "length" for every open
 // choice, the usage chunk when the client gets one, and [DONE]. Otherwise
 // (the client left, the key was revoked, a write failed) nothing more is

@@ -182,13 +182,15 @@ func (s *stubUpstream) serve(w http.ResponseWriter, r *http.Request) {
 // stubCatalog writes a -models file of two models proxied to the stub:
 // test/gpt (upstream "gpt-stub", which reads max_completion_tokens) and
 // test/llama (upstream "llama-stub", which reads only max_tokens, declared
-// in the catalog). Prompts are free; a completion token costs ₹0.01.
+// in the catalog). Prompts are free; a completion token costs ₹0.01, but
+// ₹1 on test/dear (upstream "gpt-stub" too).
 func stubCatalog(t *testing.T) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "models.json")
 	body := `{"models":[
 	  {"id":"test/gpt","owned_by":"test","prompt_inr_per_1m":0,"completion_inr_per_1m":10000,"upstream_model":"gpt-stub"},
-	  {"id":"test/llama","owned_by":"test","prompt_inr_per_1m":0,"completion_inr_per_1m":10000,"upstream_model":"llama-stub","upstream_limit_field":"max_tokens"}]}`
+	  {"id":"test/llama","owned_by":"test","prompt_inr_per_1m":0,"completion_inr_per_1m":10000,"upstream_model":"llama-stub","upstream_limit_field":"max_tokens"},
+	  {"id":"test/dear","owned_by":"test","prompt_inr_per_1m":0,"completion_inr_per_1m":1000000,"upstream_model":"gpt-stub"}]}`
 	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -116,7 +116,7 @@ func (s *server) proxyStream(w http.ResponseWriter, r *http.Request, call *chatC
 		return openai.NewUsage(call.promptTokens, tokensOf(st.bytes)), true
 	}
 	var streamErr error
-	writeFailed := false
+	writeFailed, budgetCut := false, false
 	for {
 		ev, err := sr.Next()
 		if err != nil {
@@ -140,9 +140,16 @@ func (s *server) proxyStream(w http.ResponseWriter, r *http.Request, call *chatC
 		}
 		st.wrote(ev.Chunk)
 		st.bytes = sr.ContentBytes()
+		if u, _ := usage(); progress(ctx, info, u.PromptTokens, u.CompletionTokens) != nil {
+			budgetCut = true // the balance is spent: stop reading the upstream
+			break
+		}
 	}
 	u, estimated := usage()
 	switch {
+	case budgetCut:
+		s.endStream(r, info, st, u, estimated)
+		return
 	case streamErr == nil:
 	case ctx.Err() != nil || writeFailed:
 		// Cut by the gateway, left by the client or stopped by the key.
