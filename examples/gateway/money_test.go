@@ -248,7 +248,7 @@ func TestSimulatedStreamLeftMidwayPaysWhatWasWritten(t *testing.T) {
 	g := newInproc(t, io.Discard)
 	ten := g.newTenant(t, "Leaver")
 	body := `{"model":"forii/deepseek-v3","stream":true,"max_tokens":1000,"messages":[{"role":"user","content":"Hello, Forii!"}]}`
-	for _, k := range []int{1, 2, 50} { // events written: the role chunk, then one a token
+	for _, k := range []int{0, 1, 2, 50} { // events written: the role chunk, then one a token
 		ctx, cancel := context.WithCancel(context.Background())
 		req := httptest.NewRequestWithContext(ctx, "POST", chatEndpoint, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+ten.key)
@@ -260,8 +260,9 @@ func TestSimulatedStreamLeftMidwayPaysWhatWasWritten(t *testing.T) {
 			t.Fatalf("k=%d: the client got %d chunks (done %v)", k, len(chunks), done)
 		}
 		r := records(t, g.s, ten.id)[0]
-		if r.PromptTokens != 10 || r.CompletionTokens != int64(k-1) || r.Cost.IsZero() || r.ErrorType != "" {
-			t.Fatalf("k=%d: charged %d prompt + %d completion tokens, ₹%s, error %q; want 10 + %d", k, r.PromptTokens, r.CompletionTokens, r.Cost, r.ErrorType, k-1)
+		want := max(int64(k-1), 0)
+		if r.PromptTokens != 10 || r.CompletionTokens != want || r.Cost.IsZero() || r.ErrorType != "" {
+			t.Fatalf("k=%d: charged %d prompt + %d completion tokens, ₹%s, error %q; want 10 + %d", k, r.PromptTokens, r.CompletionTokens, r.Cost, r.ErrorType, want)
 		}
 	}
 }
@@ -504,5 +505,79 @@ func TestConcurrentStreamsShareTheBalanceEdge(t *testing.T) {
 	entries := g.ledger(u)
 	if delivered != 50 || charged != 50 || !num(t, entries[0]["balance_inr"]).IsZero() {
 		t.Fatalf("delivered %d, charged %d tokens, balance %v", delivered, charged, entries[0]["balance_inr"])
+	}
+}
+
+// An upstream that ignores its limit is charged all it delivered: a
+// non-streaming answer beyond the balance becomes a debt (the library's
+// default overrun policy) that refuses the account's next request; a
+// stream is funded as it goes and stops at the balance, so it never
+// overdraws.
+func TestUpstreamIgnoringItsLimit(t *testing.T) {
+	up := newStubUpstream(t, stubConfig{answer: 80, ignoreLimits: true})
+	g, s, _ := startServed(t, config{upstream: up.URL + "/v1", modelsFile: stubCatalog(t)})
+
+	u := g.signup("Overrun")
+	st, _, b := g.do("POST", chatEndpoint, u.key, chatJSON("test/dear", map[string]any{"max_completion_tokens": 10}))
+	if st != 200 || completion(t, b).Usage.CompletionTokens != 80 {
+		t.Fatalf("non-streaming: %d %s", st, short(b))
+	}
+	if r := records(t, s, u.id)[0]; r.CompletionTokens != 80 || r.Cost.String() != "80" {
+		t.Fatalf("record: %d tokens, ₹%s", r.CompletionTokens, r.Cost)
+	}
+	if bal := g.must(200, "GET", "/v1/accounts/"+u.id+"/balance", u.token, nil); num(t, bal["credits_inr"]).String() != "-30" {
+		t.Fatalf("balance %v, want -30 (a debt of the ₹30 overshoot)", bal["credits_inr"])
+	}
+	st, _, b = g.do("POST", chatEndpoint, u.key, chatJSON("test/dear", map[string]any{"max_completion_tokens": 1}))
+	if st != 402 || !strings.Contains(errorMessage(t, b), "owes") {
+		t.Fatalf("in debt: %d %s", st, short(b))
+	}
+
+	v := g.signup("Funded")
+	st, _, b = g.do("POST", chatEndpoint, v.key, chatJSON("test/dear", map[string]any{"max_completion_tokens": 10,
+		"stream": true, "stream_options": map[string]any{"include_usage": true}}))
+	if st != 200 {
+		t.Fatalf("stream: %d %s", st, short(b))
+	}
+	checkCutStream(t, b, 50)
+	if e := g.ledger(v); !num(t, e[0]["balance_inr"]).IsZero() {
+		t.Fatalf("ledger %v", e)
+	}
+}
+
+// A client that leaves a proxied stream pays for the text it was sent
+// (estimated: the upstream's usage never came), and the upstream call is
+// ended.
+func TestUpstreamStreamLeftMidwayPaysWhatWasSent(t *testing.T) {
+	up := newStubUpstream(t, stubConfig{answer: 1000, hangAfter: 3})
+	g, s, hs := startServed(t, config{upstream: up.URL + "/v1", modelsFile: stubCatalog(t)})
+	u := g.signup("UpLeaver")
+	raw, _ := json.Marshal(chatJSON("test/gpt", map[string]any{"max_completion_tokens": 500, "stream": true}))
+	req, _ := http.NewRequest("POST", g.base+chatEndpoint, bytes.NewReader(raw))
+	req.Header.Set("Authorization", "Bearer "+u.key)
+	resp, err := g.c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd := bufio.NewReader(resp.Body)
+	for got := 0; got < 3; {
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(line, stubToken) {
+			got++
+		}
+	}
+	resp.Body.Close()
+	select {
+	case <-up.ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream request was not ended")
+	}
+	hs.Close() // waits for the handler
+	r := records(t, s, u.id)[0]
+	if r.CompletionTokens != 3 || r.Metadata["usage"] != "estimated" || r.ErrorType != "" || r.Cost.IsZero() {
+		t.Fatalf("record %+v", r)
 	}
 }

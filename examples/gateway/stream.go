@@ -98,9 +98,8 @@ func cutCause(ctx context.Context) string {
 // truncated answer: a chunk with finish_reason "length" for every open
 // choice, the usage chunk when the client gets one, and [DONE]. Otherwise
 // (the client left, the key was revoked, a write failed) nothing more is
-// written. Either way the delivered usage is reported, once a chunk was
-// written; the middleware decides whether it is charged (a revoked key's
-// request is not).
+// written. Either way the delivered usage is reported; the middleware
+// decides whether it is charged (a revoked key's request is not).
 func (s *server) endStream(r *http.Request, info *httpapi.Info, st *streamState, u openai.Usage, estimated bool) {
 	meta := map[string]string{}
 	if estimated {
@@ -111,10 +110,10 @@ func (s *server) endStream(r *http.Request, info *httpapi.Info, st *streamState,
 		if err := st.finish(u); err != nil {
 			s.log.DebugContext(r.Context(), "ending a cut stream failed", "error", err)
 		}
-		st.started = true
-	} else if !st.started {
-		return // nothing was delivered: the middleware records a 499
 	}
+	// Even with nothing written the prompt was read (the model or the
+	// upstream had started answering): it is charged, never the whole
+	// reservation.
 	info.Report(keyledger.Outcome{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, Metadata: meta})
 }
 
