@@ -245,3 +245,25 @@ func TestEstimable(t *testing.T) {
 		}
 	}
 }
+
+// FuzzPromptTokens checks the prompt rule on any valid request: at least
+// the fixed overhead and the text, and never negative however large the
+// extras; Estimable never panics.
+func FuzzPromptTokens(f *testing.F) {
+	f.Add([]byte(`{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"detail":"low"}},{"type":"file","file":{"file_id":"f"}},{"type":"x"}]}],"tools":[{"type":"function"}]}`))
+	f.Add([]byte(`{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[{"function":{"arguments":"{}"}}]}],"response_format":{"type":"json_object"}}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r, err := openai.ParseChatCompletionRequest(body)
+		if err != nil {
+			return
+		}
+		_ = Estimable(r)
+		floor := int64(primingTokens)
+		for _, m := range r.Messages {
+			floor += perMessageTokens + (int64(len(m.Content.Text()))+3)/4
+		}
+		if n := PromptTokens(r); n < floor || n > floor+int64(len(body))+int64(ImageTokens)*int64(len(body)) {
+			t.Fatalf("prompt tokens %d, floor %d, body %d bytes", n, floor, len(body))
+		}
+	})
+}
