@@ -197,7 +197,7 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 // the handler in-process with it.
 func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow func() time.Time) (_ *server, closeAll func(context.Context) error, err error) {
 	var closers []func(context.Context) error
-	closeAll = func(ctx context.Context) error {
+	release := func(ctx context.Context) error {
 		var errs []error
 		for i := len(closers) - 1; i >= 0; i-- {
 			errs = append(errs, closers[i](ctx))
@@ -205,9 +205,10 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 		closers = nil
 		return errors.Join(errs...)
 	}
+	closeAll = release
 	defer func() {
-		if err != nil {
-			err = errors.Join(err, closeAll(ctx))
+		if err != nil { // closeAll is nil here: "return nil, nil, err" cleared it
+			err = errors.Join(err, release(ctx))
 		}
 	}()
 	cat, err := loadCatalog(c.modelsFile)
