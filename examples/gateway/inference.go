@@ -201,7 +201,7 @@ func (s *server) simulate(w http.ResponseWriter, r *http.Request, call *chatCall
 			st.tokens++
 			// Once the whole answer is written there is nothing more to
 			// fund: the last token is not cut.
-			if st.tokens < call.completionLimit && progress(ctx, info, prompt, st.tokens) != nil {
+			if st.tokens < call.completionLimit && progress(ctx, info, prompt, st.tokens, call.completionLimit) != nil {
 				s.endStream(r, info, st, openai.NewUsage(prompt, st.tokens), false)
 				return
 			}

@@ -65,13 +65,23 @@ func (st *streamState) wrote(c openai.ChatCompletionChunk) {
 }
 
 // progress tells the grant what a stream has delivered so far (cumulative
-// prompt and completion tokens), so that it extends and keeps alive the
-// hold. It returns keyledger.ErrBudgetExhausted when the balance cannot
-// fund more: the grant's context is then cancelled with that cause and the
-// stream must end (endStream ends it cleanly). It is cheap until the
-// delivered cost nears the hold.
-func progress(ctx context.Context, info *httpapi.Info, prompt, completion int64) error {
+// prompt and completion tokens), so that it extends the hold as the cost
+// nears it. It returns keyledger.ErrBudgetExhausted when the balance
+// cannot fund more: the grant's context is then cancelled with that cause
+// and the stream must end (endStream ends it cleanly). It is cheap until
+// the delivered cost nears the hold.
+//
+// A hold that already pays for the whole reservation (limit, the most the
+// answer may be) is not extended ahead of need: Progress extends a quarter
+// step early, which would take from the balance, for a moment, funds the
+// request cannot use and other requests at the balance edge could. Past
+// the limit (an upstream that ignores it) every chunk is reported again.
+// The request deadline is below the hold TTL, so no hold needs renewing.
+func progress(ctx context.Context, info *httpapi.Info, prompt, completion, limit int64) error {
 	if info == nil || info.Grant == nil {
+		return nil
+	}
+	if completion < limit && info.Grant.Reserved().CompletionTokens >= limit {
 		return nil
 	}
 	return info.Grant.Progress(ctx, keyledger.Delivered{PromptTokens: prompt, CompletionTokens: completion})

@@ -46,7 +46,9 @@ type stubConfig struct {
 // the two max-token fields — max_tokens for upstream models named
 // "llama…" (as some Ollama and llama.cpp servers do), else
 // max_completion_tokens, rejecting a request carrying both as OpenAI does;
-// and, by configuration, ignores limits, omits usage or hangs.
+// and, by configuration, ignores limits, omits usage or hangs. A request
+// may set its own answer length, ignore_limits and omit_usage in an
+// "x_stub" object (the gateway forwards unknown fields).
 type stubUpstream struct {
 	*httptest.Server
 	cfg stubConfig
@@ -98,6 +100,19 @@ func (s *stubUpstream) serve(w http.ResponseWriter, r *http.Request) {
 		s.ended <- struct{}{}
 		return
 	}
+	cfg := s.cfg
+	if o, ok := body["x_stub"]; ok { // per-request behaviour, passed through by the gateway
+		var x struct {
+			Answer       int64 `json:"answer"`
+			IgnoreLimits bool  `json:"ignore_limits"`
+			OmitUsage    bool  `json:"omit_usage"`
+		}
+		if err := json.Unmarshal(o, &x); err != nil {
+			stubError(w, 400, "x_stub", "bad x_stub")
+			return
+		}
+		cfg.answer, cfg.ignoreLimits, cfg.omitUsage = max(x.Answer, 1), x.IgnoreLimits, x.OmitUsage
+	}
 	var req struct {
 		Model         string `json:"model"`
 		N             *int64 `json:"n"`
@@ -118,8 +133,8 @@ func (s *stubUpstream) serve(w http.ResponseWriter, r *http.Request) {
 		stubError(w, 400, "max_tokens", "max_tokens and max_completion_tokens cannot both be set")
 		return
 	}
-	tokens := s.cfg.answer
-	if v, ok := body[field]; ok && !s.cfg.ignoreLimits {
+	tokens := cfg.answer
+	if v, ok := body[field]; ok && !cfg.ignoreLimits {
 		var limit int64
 		if err := json.Unmarshal(v, &limit); err != nil || limit < 1 {
 			stubError(w, 400, field, field+" must be a positive integer")
@@ -128,7 +143,7 @@ func (s *stubUpstream) serve(w http.ResponseWriter, r *http.Request) {
 		tokens = min(tokens, limit)
 	}
 	finish := openai.FinishStop
-	if tokens < s.cfg.answer {
+	if tokens < cfg.answer {
 		finish = openai.FinishLength
 	}
 	n := int64(1)
@@ -142,7 +157,7 @@ func (s *stubUpstream) serve(w http.ResponseWriter, r *http.Request) {
 			cc.Choices = append(cc.Choices, openai.Choice{Index: int(i), FinishReason: finish,
 				Message: openai.ResponseMessage{Role: openai.RoleAssistant, Content: strings.Repeat(stubToken, int(tokens))}})
 		}
-		if !s.cfg.omitUsage {
+		if !cfg.omitUsage {
 			cc.Usage = &usage
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -159,7 +174,7 @@ func (s *stubUpstream) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	for k := range tokens {
-		if s.cfg.hangAfter > 0 && k == s.cfg.hangAfter {
+		if cfg.hangAfter > 0 && k == cfg.hangAfter {
 			<-r.Context().Done()
 			s.ended <- struct{}{}
 			return
@@ -173,7 +188,7 @@ func (s *stubUpstream) serve(w http.ResponseWriter, r *http.Request) {
 	for i := range n {
 		_ = chunk([]openai.ChunkChoice{{Index: int(i), FinishReason: &finish}}, nil)
 	}
-	if req.StreamOptions.IncludeUsage && !s.cfg.omitUsage {
+	if req.StreamOptions.IncludeUsage && !cfg.omitUsage {
 		_ = chunk([]openai.ChunkChoice{}, &usage)
 	}
 	_ = sse.WriteDone()
@@ -205,7 +220,14 @@ func stubCatalog(t *testing.T) string {
 func startServed(t *testing.T, c config) (*gw, *server, *httptest.Server) {
 	t.Helper()
 	logs := e2e.NewLogs(t)
-	c.db = filepath.Join(t.TempDir(), "gw.db")
+	// Not t.TempDir(): a fuzz seed's test name holds '#', which a SQLite
+	// path may not.
+	dir, err := os.MkdirTemp("", "gateway-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	c.db = filepath.Join(dir, "gw.db")
 	c.rzpKeyID, c.rzpSecret, c.rzpWebhook = defaultRazorpayKeyID, defaultRazorpaySecret, defaultRazorpayWebhookSecret
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s, closeAll, err := newServer(context.Background(), c, log, time.Now, nil)

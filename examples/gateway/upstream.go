@@ -140,7 +140,7 @@ func (s *server) proxyStream(w http.ResponseWriter, r *http.Request, call *chatC
 		}
 		st.wrote(ev.Chunk)
 		st.bytes = sr.ContentBytes()
-		if u, _ := usage(); progress(ctx, info, u.PromptTokens, u.CompletionTokens) != nil {
+		if u, _ := usage(); progress(ctx, info, u.PromptTokens, u.CompletionTokens, call.choices*call.completionLimit) != nil {
 			budgetCut = true // the balance is spent: stop reading the upstream
 			break
 		}
