@@ -21,9 +21,10 @@ const (
 	// reserved in full (n × the completion limit), and a larger n would
 	// let one request take many times a plan's completion budget.
 	maxChoices = 16
-	// streamEndGrace is how long after a stream's deadline the gateway may
-	// still write its final events (the cut-off chunk, the usage, [DONE]).
-	streamEndGrace = 5 * time.Second
+	// maxStreamEndGrace bounds how long after a stream's deadline the
+	// gateway may still write its final events (the cut-off chunk, the
+	// usage, [DONE]): 5 s, or a quarter of -max-request-duration if less.
+	maxStreamEndGrace = 5 * time.Second
 	// Upstream connection timeouts. The response-header timeout is the
 	// request deadline: a non-streaming upstream answers only once it has
 	// generated the whole completion.
@@ -98,12 +99,15 @@ var errRequestDeadline = errors.New("gateway: the request reached -max-request-d
 
 // withDeadline bounds a chat completion: its context ends at the deadline
 // (cause errRequestDeadline), and writes to the client must finish within
-// streamEndGrace after it, so a stream cut at the deadline can still end
+// a short grace after it, so a stream cut at the deadline can still end
 // cleanly but a client that stops reading cannot hold the handler.
+// (net/http clears the write deadline when the handler returns, before
+// the connection serves its next request.)
 func (s *server) withDeadline(w http.ResponseWriter, r *http.Request) (context.Context, context.CancelFunc) {
-	deadline := time.Now().Add(s.limits.maxRequestDuration)
+	d := s.limits.maxRequestDuration
+	deadline := time.Now().Add(d)
 	// A writer without deadlines (a test recorder) is bounded by the
 	// context alone.
-	_ = http.NewResponseController(w).SetWriteDeadline(deadline.Add(streamEndGrace))
+	_ = http.NewResponseController(w).SetWriteDeadline(deadline.Add(min(maxStreamEndGrace, d/4)))
 	return context.WithDeadlineCause(r.Context(), deadline, errRequestDeadline)
 }
