@@ -376,6 +376,45 @@ func TestRequestsEndBeforeTheirHold(t *testing.T) {
 	}
 }
 
+// A client that stops reading cannot hold a request past its deadline
+// (and so past its hold): the write deadline ends the stream, and the
+// request is charged, from its hold, what was written.
+func TestStalledClientIsCutAtTheDeadline(t *testing.T) {
+	_, s, _ := startServed(t, config{limits: requestLimits{holdTTL: 3 * time.Second, maxRequestDuration: time.Second}})
+	hs := httptest.NewUnstartedServer(s.handler())
+	hs.Listener = smallBuffers{hs.Listener}
+	hs.Start()
+	t.Cleanup(hs.Close)
+	ten := (&inproc{s: s, h: s.handler()}).newTenant(t, "Staller")
+	conn, err := net.Dial("tcp", hs.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.(*net.TCPConn).SetReadBuffer(16 << 10)
+	body := `{"model":"forii/llama-3.1-8b","stream":true,"max_tokens":16384,"messages":[{"role":"user","content":"Write at length."}]}`
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+		chatEndpoint, ten.key, len(body), body)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("response: %v %v", resp, err)
+	}
+	// The client reads nothing more and keeps the connection open.
+	hs.Close() // returns once the handler has ended
+	recs := records(t, s, ten.id)
+	if len(recs) != 1 {
+		t.Fatalf("%d records", len(recs))
+	}
+	r := recs[0]
+	if r.CompletionTokens == 0 || r.CompletionTokens >= 16384 || r.Metadata["stream_end"] != "deadline" || r.Cost.IsZero() || r.ErrorType != "" {
+		t.Fatalf("record %+v", r)
+	}
+	acct, err := s.kl.Credits.Account(context.Background(), ten.id)
+	if err != nil || !acct.Held.IsZero() {
+		t.Fatalf("held %s %v", acct.Held, err)
+	}
+}
+
 func TestRequestLimitFlags(t *testing.T) {
 	c, err := parseFlags(nil, io.Discard)
 	if err != nil || c.limits.holdTTL != 5*time.Minute || c.limits.maxRequestDuration >= c.limits.holdTTL || c.limits.streamHoldTokens != 1024 {
