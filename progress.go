@@ -7,6 +7,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/ratelimit"
 )
@@ -207,4 +208,30 @@ func tooLarge(d *ratelimit.Decision, g *Grant) error {
 		}
 	}
 	return nil
+}
+
+// Budget returns the per-minute budgets of a verified key (for each, the
+// tighter of the key's and the account's bucket) without taking anything
+// from them: the X-Ratelimit-* state for a response that refused a request
+// after its key was identified (a 400, 402, 403 or 404), so that every
+// response to a known key carries it.
+func (kl *KeyLedger) Budget(ctx context.Context, v apikey.Verified) (Budget, error) {
+	now := kl.now().UnixNano()
+	info, err := kl.account(ctx, v.AccountID, now)
+	if err != nil {
+		return Budget{}, err
+	}
+	l := kl.limits(v.Plan, info)
+	names := kl.bucketNames(&v, l, now)
+	per := [6]int64{l.RequestsPerMinute, l.RequestsPerMinute, l.PromptTokensPerMinute, l.PromptTokensPerMinute,
+		l.CompletionTokensPerMinute, l.CompletionTokensPerMinute}
+	var reqs [6]ratelimit.Request
+	for i := range reqs {
+		reqs[i] = ratelimit.Request{Key: names[i], Limit: ratelimit.PerMinute(per[i])}
+	}
+	d, err := kl.Limiter.Allow(ctx, reqs[:]...)
+	if err != nil {
+		return Budget{}, err
+	}
+	return budgetOf(&d), nil
 }

@@ -50,7 +50,7 @@ func errorMessage(t *testing.T, b []byte) string {
 // (₹80) of an upstream that honours n, and gets them, charged in full,
 // when they fit.
 func TestUpstreamNMultipliesTheReservation(t *testing.T) {
-	up := newStubUpstream(t, stubConfig{answer: 5000})
+	up := newOpenAIStub(t, stubConfig{answer: 5000})
 	g, s, _ := startServed(t, config{upstream: up.URL + "/v1", modelsFile: stubCatalog(t)})
 	u := g.signup("Choices")
 
@@ -93,7 +93,7 @@ func TestUpstreamNMultipliesTheReservation(t *testing.T) {
 // max_completion_tokens, and one that reads only max_completion_tokens
 // obeys a client's max_tokens and is not sent both.
 func TestUpstreamGetsTheLimitInItsField(t *testing.T) {
-	up := newStubUpstream(t, stubConfig{answer: 200})
+	up := newOpenAIStub(t, stubConfig{answer: 200})
 	g, _, _ := startServed(t, config{upstream: up.URL + "/v1", modelsFile: stubCatalog(t)})
 	u := g.signup("Fields")
 	for _, c := range []struct {
@@ -170,7 +170,7 @@ func TestToolsAndPartsCountInThePromptEstimate(t *testing.T) {
 // the documented 4 bytes a token, and the record says it is an estimate:
 // never zero, never the whole reservation for a short answer.
 func TestUpstreamWithoutUsageIsChargedWhatItDelivered(t *testing.T) {
-	up := newStubUpstream(t, stubConfig{answer: 3, omitUsage: true})
+	up := newOpenAIStub(t, stubConfig{answer: 3, omitUsage: true})
 	g, s, _ := startServed(t, config{upstream: up.URL + "/v1", modelsFile: stubCatalog(t)})
 	u := g.signup("NoUsage")
 	st, _, b := g.do("POST", chatEndpoint, u.key, chatJSON("test/gpt", map[string]any{"max_completion_tokens": 1000, "tools": bigTools()}))
@@ -335,7 +335,7 @@ func (l smallBuffers) Accept() (net.Conn, error) {
 // it delivered from its hold; an upstream that never answers gets a 504
 // naming the limit, not charged.
 func TestRequestsEndBeforeTheirHold(t *testing.T) {
-	up := newStubUpstream(t, stubConfig{answer: 1000, hangAfter: 3})
+	up := newOpenAIStub(t, stubConfig{answer: 1000, hangAfter: 3})
 	limits := requestLimits{holdTTL: 3 * time.Second, maxRequestDuration: time.Second}
 	g, s, _ := startServed(t, config{upstream: up.URL + "/v1", modelsFile: stubCatalog(t), limits: limits})
 	u := g.signup("Slow")
@@ -364,7 +364,7 @@ func TestRequestsEndBeforeTheirHold(t *testing.T) {
 		t.Fatalf("ledger %v", e)
 	}
 
-	hang := newStubUpstream(t, stubConfig{hangHeaders: true})
+	hang := newOpenAIStub(t, stubConfig{hangHeaders: true})
 	g2, _, _ := startServed(t, config{upstream: hang.URL + "/v1", modelsFile: stubCatalog(t), limits: limits})
 	u2 := g2.signup("Silent")
 	st, _, b = g2.do("POST", chatEndpoint, u2.key, chatJSON("test/gpt", map[string]any{"max_completion_tokens": 100}))
@@ -491,7 +491,7 @@ func TestSimulatedStreamStopsAtTheBalance(t *testing.T) {
 // gateway counts the delivered text, stops reading the upstream at the
 // balance and charges the estimate.
 func TestUpstreamStreamStopsAtTheBalance(t *testing.T) {
-	up := newStubUpstream(t, stubConfig{answer: 1000})
+	up := newOpenAIStub(t, stubConfig{answer: 1000})
 	g, s, _ := startServed(t, config{upstream: up.URL + "/v1", modelsFile: stubCatalog(t), limits: requestLimits{streamHoldTokens: 10}})
 	u := g.signup("UpEdge")
 	st, _, b := g.do("POST", chatEndpoint, u.key, chatJSON("test/dear", map[string]any{"max_completion_tokens": 100,
@@ -558,7 +558,7 @@ func TestConcurrentStreamsShareTheBalanceEdge(t *testing.T) {
 // stream is funded as it goes and stops at the balance, so it never
 // overdraws.
 func TestUpstreamIgnoringItsLimit(t *testing.T) {
-	up := newStubUpstream(t, stubConfig{answer: 80, ignoreLimits: true})
+	up := newOpenAIStub(t, stubConfig{answer: 80, ignoreLimits: true})
 	g, s, _ := startServed(t, config{upstream: up.URL + "/v1", modelsFile: stubCatalog(t)})
 
 	u := g.signup("Overrun")
@@ -593,7 +593,7 @@ func TestUpstreamIgnoringItsLimit(t *testing.T) {
 // (estimated: the upstream's usage never came), and the upstream call is
 // ended.
 func TestUpstreamStreamLeftMidwayPaysWhatWasSent(t *testing.T) {
-	up := newStubUpstream(t, stubConfig{answer: 1000, hangAfter: 3})
+	up := newOpenAIStub(t, stubConfig{answer: 1000, hangAfter: 3})
 	g, s, hs := startServed(t, config{upstream: up.URL + "/v1", modelsFile: stubCatalog(t)})
 	u := g.signup("UpLeaver")
 	raw, _ := json.Marshal(chatJSON("test/gpt", map[string]any{"max_completion_tokens": 500, "stream": true}))

@@ -131,7 +131,7 @@ func TestPropertyChargedEqualsDelivered(t *testing.T) {
 
 func runProperty(t *testing.T, c config, seed uint64, steps int) {
 	rng := rand.New(rand.NewPCG(seed, 17))
-	up := newStubUpstream(t, stubConfig{})
+	up := newOpenAIStub(t, stubConfig{})
 	c.upstream, c.modelsFile = up.URL+"/v1", stubCatalog(t)
 	c.limits.streamHoldTokens = 1 + int64(rng.IntN(64))
 	g, s, hs := startServed(t, c)

@@ -41,7 +41,7 @@ type stubConfig struct {
 	hangHeaders bool
 }
 
-// stubUpstream is an OpenAI-compatible server that behaves like a real
+// openAIStub is an OpenAI-compatible server that behaves like a real
 // one where billing depends on it: it honours n; it reads exactly one of
 // the two max-token fields — max_tokens for upstream models named
 // "llama…" (as some Ollama and llama.cpp servers do), else
@@ -49,7 +49,7 @@ type stubConfig struct {
 // and, by configuration, ignores limits, omits usage or hangs. A request
 // may set its own answer length, ignore_limits and omit_usage in an
 // "x_stub" object (the gateway forwards unknown fields).
-type stubUpstream struct {
+type openAIStub struct {
 	*httptest.Server
 	cfg stubConfig
 
@@ -60,19 +60,19 @@ type stubUpstream struct {
 	ended chan struct{}
 }
 
-func newStubUpstream(t *testing.T, cfg stubConfig) *stubUpstream {
+func newOpenAIStub(t *testing.T, cfg stubConfig) *openAIStub {
 	t.Helper()
 	if cfg.answer == 0 {
 		cfg.answer = 200
 	}
-	s := &stubUpstream{cfg: cfg, ended: make(chan struct{}, 16)}
+	s := &openAIStub{cfg: cfg, ended: make(chan struct{}, 16)}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.Close)
 	return s
 }
 
 // lastBody is the last request body the stub received.
-func (s *stubUpstream) lastBody(t *testing.T) map[string]json.RawMessage {
+func (s *openAIStub) lastBody(t *testing.T) map[string]json.RawMessage {
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -86,7 +86,7 @@ func stubError(w http.ResponseWriter, status int, param, msg string) {
 	openai.WriteErrorResponse(w, status, openai.Error{Message: msg, Type: openai.TypeInvalidRequest, Param: param, Code: "invalid_request"})
 }
 
-func (s *stubUpstream) serve(w http.ResponseWriter, r *http.Request) {
+func (s *openAIStub) serve(w http.ResponseWriter, r *http.Request) {
 	var body map[string]json.RawMessage
 	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
 		stubError(w, 400, "", "invalid JSON")
