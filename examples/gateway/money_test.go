@@ -177,9 +177,15 @@ func TestUpstreamWithoutUsageIsChargedWhatItDelivered(t *testing.T) {
 	if st != 200 || completion(t, b).Usage != nil {
 		t.Fatalf("non-streaming: %d %s", st, short(b))
 	}
-	st, _, b = g.do("POST", chatEndpoint, u.key, chatJSON("test/gpt", map[string]any{"max_completion_tokens": 1000, "stream": true, "n": 2}))
-	if _, done := sseEvents(t, b); st != 200 || !done {
+	st, _, b = g.do("POST", chatEndpoint, u.key, chatJSON("test/gpt", map[string]any{"max_completion_tokens": 1000, "stream": true, "n": 2,
+		"stream_options": map[string]any{"include_usage": true}}))
+	chunks, done := sseEvents(t, b)
+	if st != 200 || !done {
 		t.Fatalf("streaming: %d %s", st, short(b))
+	}
+	// The client asked for usage: it gets the estimate it is charged.
+	if last := chunks[len(chunks)-1]; last.Usage == nil || last.Usage.CompletionTokens != 2*3 {
+		t.Fatalf("no estimated usage chunk: %s", short(b))
 	}
 	recs := records(t, s, u.id)
 	if len(recs) != 2 {

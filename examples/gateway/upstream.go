@@ -126,6 +126,16 @@ func (s *server) proxyStream(w http.ResponseWriter, r *http.Request, call *chatC
 			break
 		}
 		if ev.Done {
+			if _, ok := sr.Usage(); !ok && st.withUsage {
+				// The client asked for usage and the upstream sent none:
+				// it gets what it is charged, the estimate.
+				u, _ := usage()
+				if streamErr = st.sse.WriteChunk(openai.ChatCompletionChunk{ID: st.id, Object: openai.ObjectChatCompletionChunk,
+					Created: st.created, Model: st.model, Choices: []openai.ChunkChoice{}, Usage: &u}); streamErr != nil {
+					writeFailed = true
+					break
+				}
+			}
 			if streamErr = st.sse.WriteDone(); streamErr != nil {
 				writeFailed = true
 			}
