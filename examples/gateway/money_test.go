@@ -58,6 +58,12 @@ func TestUpstreamNMultipliesTheReservation(t *testing.T) {
 	if st != 400 || !strings.Contains(errorMessage(t, b), "n must be at most 16") {
 		t.Fatalf("n above the maximum: %d %s", st, short(b))
 	}
+	// 16 choices of the default 1,024 tokens can never fit Free's 10,000
+	// completion tokens a minute: a 400 naming both, not a 429 to retry.
+	st, _, b = g.do("POST", chatEndpoint, u.key, chatJSON("test/gpt", map[string]any{"n": maxChoices}))
+	if msg := errorMessage(t, b); st != 400 || !strings.Contains(msg, "16,384 completion tokens") || !strings.Contains(msg, "10,000") {
+		t.Fatalf("16 × 1,024 tokens on Free: %d %s", st, short(b))
+	}
 	st, _, b = g.do("POST", chatEndpoint, u.key, chatJSON("test/gpt", map[string]any{"n": 4, "max_completion_tokens": 2000}))
 	if st != 402 {
 		t.Fatalf("4 × 2,000 tokens (₹80) on ₹50: %d %s", st, short(b))
