@@ -104,12 +104,12 @@ func cutCause(ctx context.Context) string {
 // endStream ends a stream that stopped before its natural end and reports
 // what it delivered, u (estimated: counted from delivered bytes). Cut by
 // the gateway (the request deadline, or the balance running out), the
-// stream ends as OpenAI ends a
-// truncated answer: a chunk with finish_reason "length" for every open
-// choice, the usage chunk when the client gets one, and [DONE]. Otherwise
-// (the client left, the key was revoked, a write failed) nothing more is
-// written. Either way the delivered usage is reported; the middleware
-// decides whether it is charged (a revoked key's request is not).
+// stream ends as OpenAI ends a truncated answer: a chunk with
+// finish_reason "length" for every open choice, the usage chunk when the
+// client gets one, and [DONE]. Otherwise (the client left, the key was
+// revoked, a write failed) nothing more is written. Either way the
+// delivered usage is reported; the middleware decides whether it is
+// charged (a revoked key's request is not).
 func (s *server) endStream(r *http.Request, info *httpapi.Info, st *streamState, u openai.Usage, estimated bool) {
 	meta := map[string]string{}
 	if estimated {
