@@ -148,13 +148,14 @@ func limitOf(req *Request) int64 {
 }
 
 // nextExtend is the measure at which a hold paying for f.covered is
-// extended: a quarter step before it runs out, or, once it covers the
-// request's whole limit, only when the delivery goes past what it covers.
+// extended: a quarter step before it runs out — but while the hold covers
+// the request's whole limit, not before the delivery goes past the limit.
 func (f *funding) nextExtend(limit int64) int64 {
-	if f.covered >= limit {
-		return f.covered + 1
+	e := max(f.covered-f.step/4, 1)
+	if f.covered >= limit && e <= limit {
+		e = limit + 1
 	}
-	return max(f.covered-f.step/4, 1)
+	return e
 }
 
 // fundTo updates the funding after the hold grew to h: the measure h pays
