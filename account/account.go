@@ -38,6 +38,10 @@ var (
 	ErrInvalidCursor      = errors.New("account: invalid cursor")
 	ErrInvalidPlanCatalog = errors.New("account: invalid plan catalog")
 	ErrInvalidOptions     = errors.New("account: invalid options")
+	// ErrBusy reports that password hashing is at capacity: every hashing
+	// slot is running and the queue is full. Retry after BusyRetryAfter
+	// (HTTP 503 with Retry-After).
+	ErrBusy = errors.New("account: too many password checks in progress, retry shortly")
 )
 
 // Status is the lifecycle state of an account.
