@@ -92,6 +92,10 @@ func Classify(err error) Error {
 }
 
 var (
+	// ErrInvalidTrustedProxies reports a -trusted-proxies list that is not
+	// comma-separated CIDR prefixes or addresses.
+	ErrInvalidTrustedProxies = errors.New("httpapi: invalid trusted proxy list")
+
 	errMissingKey = errors.New("httpapi: no API key in the request")
 	errBadRequest = errors.New("httpapi: bad request")
 )
