@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger"
+	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/usage"
@@ -21,7 +22,7 @@ type Error struct {
 	Type    string // OpenAI-style class: invalid_request_error, rate_limit_error, …
 	Code    string // stable machine code: invalid_api_key, insufficient_quota, …
 	Message string
-	// RetryAfter is set on 429s.
+	// RetryAfter is set on 429s and on 503s that say when to come back.
 	RetryAfter time.Duration
 	// Err is the error classified (for logging; never shown).
 	Err error
@@ -38,6 +39,7 @@ const (
 	CodeRateLimited       = "rate_limit_exceeded"
 	CodeInvalidRequest    = "invalid_request"
 	CodeInternal          = "internal_error"
+	CodeBusy              = "server_busy"
 )
 
 // Classify maps an error of the hot path to what the client is told. It is
@@ -47,7 +49,16 @@ const (
 func Classify(err error) Error {
 	e := Error{Err: err}
 	var le *keyledger.LimitError
+	var te *keyledger.ThrottleError
 	switch {
+	case errors.As(err, &te):
+		e.Status, e.Type, e.Code = http.StatusTooManyRequests, "rate_limit_error", CodeRateLimited
+		e.Message = "Too many attempts: at most " + te.Limit + ". Retry later."
+		e.RetryAfter = te.RetryAfter
+	case errors.Is(err, account.ErrBusy):
+		e.Status, e.Type, e.Code = http.StatusServiceUnavailable, "server_error", CodeBusy
+		e.Message = "Too many password checks in progress; retry shortly."
+		e.RetryAfter = account.BusyRetryAfter
 	case errors.As(err, &le):
 		e.Status, e.Type, e.Code = http.StatusTooManyRequests, "rate_limit_error", CodeRateLimited
 		e.Message = "Rate limit reached: too many requests or tokens per minute for this plan."
@@ -137,13 +148,13 @@ func writeOpenAIError(w http.ResponseWriter, _ *http.Request, e Error) {
 }
 
 // WriteJSON writes v as the JSON body of a response with e's status, and
-// Retry-After (whole seconds, at least 1) when e.RetryAfter is set. Error
-// writers of other envelopes use it.
+// Retry-After (whole seconds, at least 1) on a 429, and on any other status
+// when e.RetryAfter is set. Error writers of other envelopes use it.
 func WriteJSON(w http.ResponseWriter, e Error, v any) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
-	if e.Status == http.StatusTooManyRequests {
+	if e.Status == http.StatusTooManyRequests || e.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.FormatInt(retrySeconds(e.RetryAfter), 10))
 	}
 	w.WriteHeader(e.Status)

@@ -80,6 +80,9 @@ func (s *server) signup(w http.ResponseWriter, r *http.Request) error {
 	if in.Password == "" {
 		return badRequest("password is required.")
 	}
+	if err := s.throttle.Signup(r.Context(), s.clientAddr(r)); err != nil {
+		return err
+	}
 	a, err := s.kl.Signup(r.Context(), account.CreateParams{
 		Name: in.Name, Email: in.Email, Password: account.Secret(in.Password), TimeZone: accountTimeZone,
 	})
@@ -103,7 +106,7 @@ func (s *server) login(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &in, false); err != nil {
 		return err
 	}
-	tok, sess, err := s.kl.Accounts.Login(r.Context(), in.Email, account.Secret(in.Password))
+	tok, sess, err := s.throttle.Login(r.Context(), s.kl.Accounts, in.Email, account.Secret(in.Password), s.clientAddr(r))
 	if errors.Is(err, account.ErrInvalidEmail) {
 		err = account.ErrInvalidCredentials
 	}

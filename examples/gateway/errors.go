@@ -5,7 +5,9 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
+	"github.com/keyledger/keyledger"
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
@@ -49,6 +51,7 @@ var errorTable = []apiErr{
 	{account.ErrSessionExpired, 401, "invalid_session", "The session has expired; log in again."},
 	{account.ErrSessionRevoked, 401, "invalid_session", "The session was logged out; log in again."},
 	{account.ErrInvalidCredentials, 401, "invalid_credentials", "Invalid email or password."},
+	{account.ErrBusy, 503, "server_busy", "Too many password checks in progress; retry in a second."},
 	{account.ErrSuspended, 403, "account_suspended", "The account is suspended."},
 	{account.ErrClosed, 403, "account_closed", "The account is closed."},
 	{account.ErrNotFound, 404, "not_found", "Not found."},
@@ -87,6 +90,11 @@ func classify(err error) apiErr {
 	if errors.As(err, &re) {
 		return apiErr{err: err, status: 400, code: "invalid_request", message: re.msg}
 	}
+	var te *keyledger.ThrottleError
+	if errors.As(err, &te) {
+		return apiErr{err: err, status: 429, code: "rate_limit_exceeded",
+			message: "Too many attempts: at most " + te.Limit + ". Retry later."}
+	}
 	for _, row := range errorTable {
 		if errors.Is(err, row.err) {
 			return row
@@ -120,7 +128,19 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	var b errorBody
 	b.Error.Code, b.Error.Message = e.code, e.message
-	httpapi.WriteJSON(w, httpapi.Error{Status: e.status}, b)
+	httpapi.WriteJSON(w, httpapi.Error{Status: e.status, RetryAfter: retryAfter(err)}, b)
+}
+
+// retryAfter is the wait a throttled (429) or busy (503) answer asks for.
+func retryAfter(err error) time.Duration {
+	var te *keyledger.ThrottleError
+	switch {
+	case errors.As(err, &te):
+		return te.RetryAfter
+	case errors.Is(err, account.ErrBusy):
+		return account.BusyRetryAfter
+	}
+	return 0
 }
 
 // writeJSON answers v with status.

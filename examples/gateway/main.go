@@ -65,6 +65,8 @@ type config struct {
 	rzpKeyID, rzpSecret, rzpWebhook string
 	dashSecret                      string
 	logLevel                        slog.Level
+
+	abuse abuseConfig // lifecycle.go
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -83,7 +85,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.rzpWebhook, "razorpay-webhook-secret", defaultRazorpayWebhookSecret, "Razorpay webhook secret: signs webhook bodies")
 	fs.StringVar(&c.dashSecret, "dashboard-csrf-secret", "", "secret (at least 32 bytes) keying the dashboard's CSRF tokens; set the same one on every instance behind one load balancer (default: random per process)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	addAbuseFlags(fs, &c.abuse)
 	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if err := c.abuse.check(); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
@@ -149,6 +155,8 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 	hs := &http.Server{
 		Handler:           srv.handler(),
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second, // the whole request body; responses (streams) are not bound by it
+		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	base := "http://" + ln.Addr().String()
@@ -265,7 +273,10 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 	}
 	closers = append(closers, kl.Close)
 	srv.kl = kl
-	if srv.dash, err = srv.newDashboard([]byte(c.dashSecret)); err != nil {
+	if err := srv.setupAbuse(c.abuse); err != nil {
+		return nil, nil, err
+	}
+	if srv.dash, err = srv.newDashboard([]byte(c.dashSecret), c.abuse.secure(c.addr)); err != nil {
 		return nil, nil, err
 	}
 	return srv, closeAll, nil

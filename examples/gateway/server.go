@@ -31,6 +31,9 @@ type server struct {
 	supplier                              invoice.Supplier
 
 	dash http.Handler // the customer dashboard, at dashboardPath
+
+	throttle *keyledger.AuthThrottle // failed logins and sign-ups (lifecycle.go)
+	proxies  httpapi.TrustedProxies  // whose X-Forwarded-For to believe
 }
 
 // route is one registered route. The table is the single source of the
