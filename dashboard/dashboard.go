@@ -127,6 +127,15 @@ type Options struct {
 	// TimeZone is the IANA time zone of accounts created by sign-up
 	// ("UTC" by default). Usage days follow each account's own zone.
 	TimeZone string
+	// Throttle, if set, limits failed sign-ins and sign-ups per client
+	// address (keyledger.NewAuthThrottle); a refused attempt is a 429 page
+	// with Retry-After. nil: no throttle (password hashing is still
+	// bounded by the account service).
+	Throttle *keyledger.AuthThrottle
+	// ClientAddr returns the address the throttle keys on (the
+	// connection's address by default; httpapi.TrustedProxies.ClientAddr
+	// behind a proxy).
+	ClientAddr func(r *http.Request) string
 
 	// KeyTypes are the key types offered when creating a key (every type
 	// of the key format by default).
