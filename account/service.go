@@ -51,6 +51,15 @@ type Options struct {
 	// default), so hashing never holds more than MaxConcurrentHashes times
 	// that (HashMemoryBound).
 	MaxConcurrentHashes int
+	// Mailer sends verification and password reset mails; nil disables
+	// those flows (they return ErrNoMailer).
+	Mailer Mailer
+	// TokenTTL is how long a verification or reset token works (1 hour
+	// by default).
+	TokenTTL time.Duration
+	// OneTimeTokenPrefix starts every verification and reset token
+	// ("klt_" by default).
+	OneTimeTokenPrefix string
 	// HashQueue is how many callers may wait for a hashing slot (twice
 	// MaxConcurrentHashes by default, negative for none); callers beyond
 	// it get ErrBusy at once.
@@ -100,6 +109,15 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if r.Logger == nil {
 		r.Logger = slog.Default()
+	}
+	if r.TokenTTL == 0 {
+		r.TokenTTL = time.Hour
+	}
+	if r.OneTimeTokenPrefix == "" {
+		r.OneTimeTokenPrefix = "klt_"
+	}
+	if r.OneTimeTokenPrefix == r.SessionTokenPrefix || r.TokenTTL < 0 {
+		return r, fmt.Errorf("%w: one-time tokens need their own prefix and a positive TTL", ErrInvalidOptions)
 	}
 	if r.MaxConcurrentHashes == 0 {
 		r.MaxConcurrentHashes = runtime.GOMAXPROCS(0)
@@ -391,13 +409,7 @@ func (s *Service) Login(ctx context.Context, email string, password Secret) (Sec
 			s.opt.Logger.WarnContext(ctx, "account: rehash password failed", "account_id", a.ID, "error", err)
 		}
 	}
-	tok := newToken(s.opt.SessionTokenPrefix)
-	h, _ := hashToken(s.opt.SessionTokenPrefix, tok)
-	sess := Session{TokenHash: h, AccountID: a.ID, CreatedAt: now, ExpiresAt: now.Add(s.opt.SessionTTL)}
-	if err := s.store.CreateSession(ctx, sess); err != nil {
-		return "", Session{}, err
-	}
-	return tok, sess, nil
+	return s.openSession(ctx, a.ID, now)
 }
 
 // credentials returns the account and hash for an email; a missing account
