@@ -25,6 +25,9 @@ type AuthThrottleOptions struct {
 	// SignupsPerAddress bounds sign-up attempts per client address: 10 an
 	// hour by default.
 	SignupsPerAddress ratelimit.Limit
+	// MailsPerAddress bounds requests that send mail (password reset)
+	// per client address: 10 an hour by default.
+	MailsPerAddress ratelimit.Limit
 	// MaxRetryAfter caps the Retry-After reported for the per-address
 	// limits (60 seconds by default), so that an address is never told to
 	// stay away longer than that; a client that comes back early may be
@@ -48,13 +51,14 @@ func (o *AuthThrottleOptions) withDefaults() (AuthThrottleOptions, error) {
 	def(&r.FailedLoginsPerAddress, ratelimit.Limit{Rate: 10, Period: time.Minute})
 	def(&r.FailedLoginsPerEmail, ratelimit.Limit{Rate: 100, Period: time.Hour})
 	def(&r.SignupsPerAddress, ratelimit.Limit{Rate: 10, Period: time.Hour})
+	def(&r.MailsPerAddress, ratelimit.Limit{Rate: 10, Period: time.Hour})
 	if r.MaxRetryAfter == 0 {
 		r.MaxRetryAfter = time.Minute
 	}
 	if r.KeyPrefix == "" {
 		r.KeyPrefix = "auth:"
 	}
-	for _, l := range []ratelimit.Limit{r.FailedLoginsPerAddress, r.FailedLoginsPerEmail, r.SignupsPerAddress} {
+	for _, l := range []ratelimit.Limit{r.FailedLoginsPerAddress, r.FailedLoginsPerEmail, r.SignupsPerAddress, r.MailsPerAddress} {
 		if !l.Unlimited() && (l.Period <= 0 || l.Burst < 0 || int64(l.Period) < l.Rate) {
 			return r, fmt.Errorf("%w: auth throttle limit %+v", ErrInvalidOptions, l)
 		}
@@ -173,6 +177,20 @@ func (t *AuthThrottle) Signup(ctx context.Context, clientAddr string) error {
 	}
 	if !d.Allowed {
 		return t.refusal(&d, []string{describe(t.opt.SignupsPerAddress, "sign-ups") + " per address"}, []bool{true})
+	}
+	return nil
+}
+
+// Mail takes one mail-sending request (a password reset) of clientAddr
+// from its budget, so that nobody can make the host mail a stranger
+// without bound. It returns a *ThrottleError when the budget is spent.
+func (t *AuthThrottle) Mail(ctx context.Context, clientAddr string) error {
+	d, err := t.lim.Allow(ctx, ratelimit.Request{Key: t.bucket("mail-a", clientAddr), Limit: t.opt.MailsPerAddress, Cost: 1})
+	if err != nil {
+		return fmt.Errorf("keyledger: mail throttle: %w", err)
+	}
+	if !d.Allowed {
+		return t.refusal(&d, []string{describe(t.opt.MailsPerAddress, "mail requests") + " per address"}, []bool{true})
 	}
 	return nil
 }

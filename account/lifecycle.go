@@ -14,7 +14,7 @@ type TokenKind string
 // Token kinds.
 const (
 	TokenVerifyEmail   TokenKind = "verify_email"
-	TokenResetPassword TokenKind = "reset_password"
+	TokenPasswordReset TokenKind = "password_reset"
 )
 
 // Token is a one-time token as stored: only its SHA-256, never the token.
@@ -33,8 +33,8 @@ type MessageKind string
 const (
 	// MailVerifyEmail carries a verification token for a new account.
 	MailVerifyEmail MessageKind = "verify_email"
-	// MailResetPassword carries a password reset token.
-	MailResetPassword MessageKind = "reset_password"
+	// MailPasswordReset carries a password reset token.
+	MailPasswordReset MessageKind = "password_reset"
 	// MailAlreadyRegistered tells the owner of an address that someone
 	// tried to sign up with it again (sign-up answers the same either way,
 	// so the mail is what tells them). It carries no token.
@@ -196,11 +196,11 @@ func (s *Service) RequestPasswordReset(ctx context.Context, email string) error 
 	if a.Status == StatusClosed {
 		return nil
 	}
-	tok, t, err := s.newOneTimeToken(ctx, TokenResetPassword, a.ID)
+	tok, t, err := s.newOneTimeToken(ctx, TokenPasswordReset, a.ID)
 	if err != nil {
 		return err
 	}
-	return s.opt.Mailer.SendMail(ctx, Message{Kind: MailResetPassword, To: a.Email, AccountID: a.ID, Token: tok, ExpiresAt: t.ExpiresAt})
+	return s.opt.Mailer.SendMail(ctx, Message{Kind: MailPasswordReset, To: a.Email, AccountID: a.ID, Token: tok, ExpiresAt: t.ExpiresAt})
 }
 
 // ResetPassword consumes a reset token and sets the new password, revoking
@@ -217,7 +217,7 @@ func (s *Service) ResetPassword(ctx context.Context, tok Secret, password Secret
 	if err != nil {
 		return Account{}, err
 	}
-	t, err := s.consume(ctx, TokenResetPassword, tok)
+	t, err := s.consume(ctx, TokenPasswordReset, tok)
 	if err != nil {
 		return Account{}, err
 	}
@@ -322,4 +322,26 @@ func (s *Service) EmailClosed(ctx context.Context, email string) (bool, error) {
 		return false, nil
 	}
 	return s.store.EmailClosed(ctx, EmailHash(e))
+}
+
+// CheckPassword confirms a signed-in account's password before a
+// sensitive change (closing the account). It returns
+// ErrInvalidCredentials, ErrNotFound or ErrBusy.
+func (s *Service) CheckPassword(ctx context.Context, accountID string, password Secret) error {
+	hash, err := s.store.PasswordHash(ctx, accountID)
+	if err != nil {
+		return err
+	}
+	if err := s.gate.acquire(ctx); err != nil {
+		return err
+	}
+	ok := false
+	if hash != "" && len(password) <= maxPasswordBytes {
+		ok, _ = checkPassword(hash, password.Reveal(), s.opt.Argon2)
+	}
+	s.gate.release()
+	if !ok {
+		return ErrInvalidCredentials
+	}
+	return nil
 }

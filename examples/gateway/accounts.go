@@ -83,6 +83,9 @@ func (s *server) signup(w http.ResponseWriter, r *http.Request) error {
 	if err := s.throttle.Signup(r.Context(), s.clientAddr(r)); err != nil {
 		return err
 	}
+	if s.verify {
+		return s.signupVerified(w, r, in.Name, in.Email, in.Password)
+	}
 	a, err := s.kl.Signup(r.Context(), account.CreateParams{
 		Name: in.Name, Email: in.Email, Password: account.Secret(in.Password), TimeZone: accountTimeZone,
 	})

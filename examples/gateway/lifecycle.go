@@ -6,9 +6,14 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/keyledger/keyledger"
+	"github.com/keyledger/keyledger/account"
+	"github.com/keyledger/keyledger/examples/internal/mail"
 	"github.com/keyledger/keyledger/httpapi"
 )
 
@@ -18,12 +23,23 @@ type abuseConfig struct {
 	trustedProxies string
 	proxies        httpapi.TrustedProxies
 	secureCookies  string // "auto", "true" or "false"
+
+	// Mail: -smtp turns email verification on; -mail-dir is the
+	// development mailer's directory otherwise.
+	mailDir, smtpAddr, smtpFrom, smtpUser, publicURL string
+	smtpPassword                                     string // $SMTP_PASSWORD, never a flag
+	adminToken                                       string // $GATEWAY_ADMIN_TOKEN, never a flag
 }
 
 // addAbuseFlags registers the abuse-resistance flags on fs.
 func addAbuseFlags(fs *flag.FlagSet, c *abuseConfig) {
 	fs.StringVar(&c.trustedProxies, "trusted-proxies", "", "comma-separated CIDR prefixes or addresses of reverse proxies whose X-Forwarded-For entry names the client (login and sign-up throttles key on it); default: none, the connection's address is the client")
 	fs.StringVar(&c.secureCookies, "secure-cookies", "auto", "mark dashboard cookies Secure: true, false, or auto (true unless -addr is a loopback address, e.g. behind a TLS-terminating proxy)")
+	fs.StringVar(&c.mailDir, "mail-dir", "", "development mailer: write password reset mails as files in this directory, never to the log (default: \"mail\" next to -db)")
+	fs.StringVar(&c.smtpAddr, "smtp", "", "SMTP server host:port for account mail (STARTTLS; user from -smtp-user, password from $SMTP_PASSWORD); turns email verification on: sign-ups get their grant once the address is confirmed")
+	fs.StringVar(&c.smtpFrom, "smtp-from", "", "sender address of account mail (required with -smtp)")
+	fs.StringVar(&c.smtpUser, "smtp-user", "", "SMTP user name (AUTH PLAIN over STARTTLS)")
+	fs.StringVar(&c.publicURL, "public-url", "", "public base URL for links in mails, e.g. https://api.example.com (default: http://-addr)")
 }
 
 // check validates the flags once parsed.
@@ -38,7 +54,43 @@ func (c *abuseConfig) check() error {
 	default:
 		return errors.New("-secure-cookies must be true, false or auto")
 	}
+	if c.adminToken != "" && len(c.adminToken) < 32 {
+		return errors.New("$GATEWAY_ADMIN_TOKEN must be at least 32 bytes")
+	}
+	if c.smtpAddr != "" && c.smtpFrom == "" {
+		return errors.New("-smtp needs -smtp-from")
+	}
+	if c.publicURL != "" {
+		u, err := url.Parse(c.publicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return errors.New("-public-url must be an http(s) URL")
+		}
+	}
 	return nil
+}
+
+// newMailer returns the account mailer and whether sign-ups are verified
+// by mail: the SMTP mailer with -smtp (verification on), else the
+// development mailer writing files to -mail-dir (verification off:
+// sign-up is granted at once, as without mail).
+func (c *abuseConfig) newMailer(addr, db string, now func() time.Time) (account.Mailer, bool) {
+	base := c.publicURL
+	if base == "" {
+		base = "http://" + addr
+	}
+	links := mail.Links{BaseURL: base, Product: "Forii"}
+	if c.smtpAddr != "" {
+		return &mail.SMTPMailer{Addr: c.smtpAddr, From: c.smtpFrom, Username: c.smtpUser, Password: c.smtpPassword,
+			Links: links, Now: now}, true
+	}
+	dir := c.mailDir
+	if dir == "" {
+		dir = "mail"
+		if db != "" {
+			dir = filepath.Join(filepath.Dir(db), "mail")
+		}
+	}
+	return &mail.DirMailer{Dir: dir, From: "noreply@forii.localhost", Links: links, Now: now}, false
 }
 
 // secure reports whether dashboard cookies are marked Secure for a server
@@ -71,7 +123,7 @@ func (s *server) setupAbuse(c abuseConfig) error {
 	if err != nil {
 		return err
 	}
-	s.throttle, s.proxies = th, c.proxies
+	s.throttle, s.proxies, s.adminToken = th, c.proxies, c.adminToken
 	return nil
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keyledger/keyledger"
+	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/examples/gateway/internal/razorpay"
@@ -140,6 +141,10 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 	}
 	if c.upstream != "" && c.upstreamKey == "" {
 		c.upstreamKey = os.Getenv("UPSTREAM_API_KEY")
+	}
+	c.abuse.smtpPassword, c.abuse.adminToken = os.Getenv("SMTP_PASSWORD"), os.Getenv("GATEWAY_ADMIN_TOKEN")
+	if err := c.abuse.check(); err != nil {
+		return err
 	}
 	log := slog.New(slog.NewTextHandler(stdout, &slog.HandlerOptions{Level: c.logLevel}))
 
@@ -263,10 +268,13 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 	if err != nil {
 		return nil, nil, err
 	}
+	mailer, verify := c.abuse.newMailer(c.addr, c.db, now)
+	srv.verify = verify
 	kl, err := keyledger.New(st, &keyledger.Options{
 		Now: now, Logger: log, Prices: cat.prices, Limiter: limiter,
-		Keys:    &apikey.Options{Format: format},
-		Credits: &credits.Options{Unit: credits.INR(), Recharger: credits.RechargerFunc(srv.recharge)},
+		Accounts: &account.Options{Mailer: mailer},
+		Keys:     &apikey.Options{Format: format},
+		Credits:  &credits.Options{Unit: credits.INR(), Recharger: credits.RechargerFunc(srv.recharge)},
 	})
 	if err != nil {
 		return nil, nil, err

@@ -32,8 +32,10 @@ type server struct {
 
 	dash http.Handler // the customer dashboard, at dashboardPath
 
-	throttle *keyledger.AuthThrottle // failed logins and sign-ups (lifecycle.go)
-	proxies  httpapi.TrustedProxies  // whose X-Forwarded-For to believe
+	throttle   *keyledger.AuthThrottle // failed logins and sign-ups (lifecycle.go)
+	proxies    httpapi.TrustedProxies  // whose X-Forwarded-For to believe
+	verify     bool                    // sign-ups confirm their email (-smtp)
+	adminToken string                  // operator routes; "" disables them
 }
 
 // route is one registered route. The table is the single source of the
@@ -72,6 +74,14 @@ func (s *server) routes() []route {
 		{"GET", "/v1/accounts/{id}/invoices", s.owner(s.listInvoices)},
 		{"GET", "/v1/accounts/{id}/invoices/{invoice_id}", s.owner(s.getInvoice)},
 		{"POST", "/v1/leaked-keys", s.api(s.leakedKeys)},
+
+		{"GET", "/v1/verify-email", s.api(s.verifyEmail)},
+		{"POST", "/v1/verify-email", s.api(s.verifyEmail)},
+		{"POST", "/v1/password/forgot", s.api(s.forgotPassword)},
+		{"POST", "/v1/password/reset", s.api(s.resetPassword)},
+		{"POST", "/v1/accounts/{id}/password", s.owner(s.changePassword)},
+		{"DELETE", "/v1/accounts/{id}", s.owner(s.closeAccount)},
+		{"PATCH", "/v1/admin/accounts/{id}", s.admin(s.adminUpdateAccount)},
 
 		{"GET", "/inference/v1/models", s.inferenceAuth(http.HandlerFunc(s.listModels))},
 		{"POST", "/inference/v1/chat/completions", s.readInferenceBody(inference(http.HandlerFunc(s.chatCompletions)))},

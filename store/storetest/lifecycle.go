@@ -111,7 +111,7 @@ func testPasswordReset(t *testing.T, newStore NewStoreFunc) {
 		t.Fatal(err)
 	}
 	m := mb.last(t)
-	if m.Kind != account.MailResetPassword || m.To != "r@example.com" || m.Token == "" {
+	if m.Kind != account.MailPasswordReset || m.To != "r@example.com" || m.Token == "" {
 		t.Fatalf("mail %+v", m)
 	}
 	if _, err := e.acc.ResetPassword(ctx(), m.Token, "tiny"); !errors.Is(err, account.ErrInvalidPassword) {
@@ -241,8 +241,8 @@ func testTokenStoreContract(t *testing.T, newStore NewStoreFunc) {
 	e := newEnv(t, newStore, nil)
 	a := mustCreate(t, e.acc, account.CreateParams{Name: "T", Email: "t@example.com"})
 	h := [32]byte{1, 2, 3}
-	tk := account.Token{Hash: h, Kind: account.TokenResetPassword, AccountID: a.ID, CreatedAt: epoch, ExpiresAt: epoch.Add(time.Minute)}
-	if err := e.st.CreateToken(ctx(), account.Token{Hash: [32]byte{9}, Kind: account.TokenResetPassword, AccountID: "acct_missing",
+	tk := account.Token{Hash: h, Kind: account.TokenPasswordReset, AccountID: a.ID, CreatedAt: epoch, ExpiresAt: epoch.Add(time.Minute)}
+	if err := e.st.CreateToken(ctx(), account.Token{Hash: [32]byte{9}, Kind: account.TokenPasswordReset, AccountID: "acct_missing",
 		CreatedAt: epoch, ExpiresAt: epoch.Add(time.Minute)}); !errors.Is(err, account.ErrNotFound) {
 		t.Fatalf("token of an unknown account: %v", err)
 	}
@@ -252,17 +252,17 @@ func testTokenStoreContract(t *testing.T, newStore NewStoreFunc) {
 	if _, err := e.st.ConsumeToken(ctx(), account.TokenVerifyEmail, h, epoch); !errors.Is(err, account.ErrTokenInvalid) {
 		t.Fatalf("other kind: %v", err)
 	}
-	got, err := e.st.ConsumeToken(ctx(), account.TokenResetPassword, h, epoch.Add(time.Minute-1))
+	got, err := e.st.ConsumeToken(ctx(), account.TokenPasswordReset, h, epoch.Add(time.Minute-1))
 	if err != nil || got.AccountID != a.ID || !got.ExpiresAt.Equal(tk.ExpiresAt) || !got.CreatedAt.Equal(epoch) || got.Hash != h {
 		t.Fatalf("ConsumeToken = %+v, %v", got, err)
 	}
-	if _, err := e.st.ConsumeToken(ctx(), account.TokenResetPassword, h, epoch); !errors.Is(err, account.ErrTokenInvalid) {
+	if _, err := e.st.ConsumeToken(ctx(), account.TokenPasswordReset, h, epoch); !errors.Is(err, account.ErrTokenInvalid) {
 		t.Fatalf("consumed twice: %v", err)
 	}
 	if err := e.st.CreateToken(ctx(), tk); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.st.ConsumeToken(ctx(), account.TokenResetPassword, h, epoch.Add(time.Minute)); !errors.Is(err, account.ErrTokenInvalid) {
+	if _, err := e.st.ConsumeToken(ctx(), account.TokenPasswordReset, h, epoch.Add(time.Minute)); !errors.Is(err, account.ErrTokenInvalid) {
 		t.Fatalf("at expiry: %v", err)
 	}
 	if closed, err := e.st.EmailClosed(ctx(), [32]byte{7}); err != nil || closed {

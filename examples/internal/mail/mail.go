@@ -68,7 +68,7 @@ func Compose(m account.Message, l Links) (subject, body string) {
 		return "Confirm your " + l.Product + " email address",
 			"Open this link to confirm your address and receive your signup credits:\n\n  " + link(l.VerifyPath) +
 				"\n\nThe link works once, until " + exp + ". If you did not sign up, ignore this mail.\n"
-	case account.MailResetPassword:
+	case account.MailPasswordReset:
 		return "Reset your " + l.Product + " password",
 			"Someone asked to reset the password of your account. To choose a new one, send the token below\n" +
 				"with your new password (POST " + l.BaseURL + l.ResetPath + " {\"token\":…, \"password\":…}):\n\n  " +

@@ -216,7 +216,7 @@ func TestSMTPMailerRefusesPlaintextToRemoteHosts(t *testing.T) {
 func TestDirMailerWritesFilesOnly(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "mail")
 	m := &DirMailer{Dir: dir, Links: Links{BaseURL: "http://127.0.0.1:8080"}}
-	if err := m.SendMail(context.Background(), account.Message{Kind: account.MailResetPassword, To: "r@example.com",
+	if err := m.SendMail(context.Background(), account.Message{Kind: account.MailPasswordReset, To: "r@example.com",
 		Token: "klt_reset-secret", ExpiresAt: expires}); err != nil {
 		t.Fatal(err)
 	}
