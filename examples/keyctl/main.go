@@ -9,6 +9,8 @@
 //
 //	account create -name N -email E [-password P] [-plan P] [-timezone Z]
 //	account get ID
+//	account set-plan -plan P ID
+//	account close ID
 //	key create -account ID -name N [-models m1,m2] [-type T] [-expires RFC3339]
 //	key list -account ID
 //	key revoke -account ID KEYID
@@ -181,13 +183,15 @@ func lookup(args []string) (command, bool) {
 		"usage":   (*cli).usage,
 	}
 	two := map[string]func(*cli, []string) (func(context.Context) error, error){
-		"account create": (*cli).accountCreate,
-		"account get":    (*cli).accountGet,
-		"key create":     (*cli).keyCreate,
-		"key list":       (*cli).keyList,
-		"key revoke":     (*cli).keyRevoke,
-		"credits grant":  func(c *cli, a []string) (func(context.Context) error, error) { return c.creditsChange(a, "grant") },
-		"credits adjust": func(c *cli, a []string) (func(context.Context) error, error) { return c.creditsChange(a, "adjust") },
+		"account create":   (*cli).accountCreate,
+		"account get":      (*cli).accountGet,
+		"account set-plan": (*cli).accountSetPlan,
+		"account close":    (*cli).accountClose,
+		"key create":       (*cli).keyCreate,
+		"key list":         (*cli).keyList,
+		"key revoke":       (*cli).keyRevoke,
+		"credits grant":    func(c *cli, a []string) (func(context.Context) error, error) { return c.creditsChange(a, "grant") },
+		"credits adjust":   func(c *cli, a []string) (func(context.Context) error, error) { return c.creditsChange(a, "adjust") },
 	}
 	if f, ok := one[args[0]]; ok {
 		return command{1, f}, true
@@ -290,6 +294,58 @@ func (c *cli) accountGet(args []string) (func(context.Context) error, error) {
 	}
 	return func(ctx context.Context) error {
 		a, err := c.kl.Accounts.Get(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		return c.printAccount(ctx, a)
+	}, nil
+}
+
+// accountSetPlan changes an account's plan (an operator's tool: customers
+// never raise their own plan). The new limits apply at once.
+func (c *cli) accountSetPlan(args []string) (func(context.Context) error, error) {
+	fs := c.flags("account set-plan")
+	plan := fs.String("plan", "", "plan ID: "+strings.Join(c.planIDs(), ", "))
+	pos, err := parse(fs, args)
+	if err == nil {
+		err = required("plan", *plan)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) != 1 {
+		return nil, usageErr("account set-plan takes one account ID")
+	}
+	return func(ctx context.Context) error {
+		a, err := c.kl.UpdateAccount(ctx, pos[0], account.UpdateParams{Plan: plan})
+		if err != nil {
+			return err
+		}
+		return c.printAccount(ctx, a)
+	}, nil
+}
+
+// planIDs lists the profile's plans.
+func (c *cli) planIDs() []string {
+	var ids []string
+	for _, p := range c.profile.Catalog.Plans() {
+		ids = append(ids, p.ID)
+	}
+	return ids
+}
+
+// accountClose closes an account for good: keys and sessions revoked,
+// personal fields scrubbed, the ledger kept.
+func (c *cli) accountClose(args []string) (func(context.Context) error, error) {
+	pos, err := parse(c.flags("account close"), args)
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) != 1 {
+		return nil, usageErr("account close takes one account ID")
+	}
+	return func(ctx context.Context) error {
+		a, err := c.kl.CloseAccount(ctx, pos[0])
 		if err != nil {
 			return err
 		}
