@@ -81,7 +81,10 @@ func Classify(err error) Error {
 	case errors.Is(err, apikey.ErrModelNotAllowed):
 		e.Status, e.Type, e.Code, e.Message = 403, "permission_error", CodeModelNotAllowed, "This API key may not use this model."
 	case errors.Is(err, apikey.ErrScopeNotAllowed):
-		e.Status, e.Type, e.Code, e.Message = 403, "permission_error", CodePermissionDenied, "This API key lacks the permission for this request."
+		e.Status, e.Type, e.Code, e.Message = 403, "permission_error", CodePermissionDenied,
+			"This API key lacks the permission for this request (managing keys needs the manage scope; a new key gets at most its creator's scopes and models)."
+	case errors.Is(err, apikey.ErrEnvironmentNotAllowed):
+		e.Status, e.Type, e.Code, e.Message = 403, "permission_error", CodePermissionDenied, "A test key cannot create, list or revoke live keys."
 	case errors.Is(err, usage.ErrUnknownModel):
 		e.Status, e.Type, e.Code, e.Message = 404, "invalid_request_error", CodeModelNotFound, "The model does not exist."
 	case errors.Is(err, credits.ErrInsufficientFunds):
