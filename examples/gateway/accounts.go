@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/credits"
@@ -24,13 +25,24 @@ func (s *server) api(h func(w http.ResponseWriter, r *http.Request) error) http.
 }
 
 // owner adapts a handler of /v1/accounts/{id}/…: the request must carry a
-// live session token of account {id}. Another account's id is 404, so a
-// session cannot even learn which ids exist.
+// live session token of account {id}, or a Forii API key (forii_…, with
+// the manage scope) of that account (managementKey). Another account's id
+// is 404, so a caller cannot even learn which ids exist.
 func (s *server) owner(h func(w http.ResponseWriter, r *http.Request, acct string) error) http.Handler {
 	return s.api(func(w http.ResponseWriter, r *http.Request) error {
 		tok, ok := httpapi.Credential(r)
 		if !ok {
 			return errNoSession
+		}
+		if !strings.HasPrefix(tok, sessionTokenPrefix) {
+			v, err := s.managementKey(r, tok)
+			if err != nil {
+				return err
+			}
+			if v.AccountID != r.PathValue("id") {
+				return errNotFound
+			}
+			return h(w, r.WithContext(context.WithValue(r.Context(), callerKeyCtx{}, v)), v.AccountID)
 		}
 		sess, err := s.kl.Accounts.VerifySession(r.Context(), account.Secret(tok))
 		if err != nil {

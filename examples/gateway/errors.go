@@ -23,6 +23,8 @@ var (
 	errNotFound     = errors.New("gateway: not found")
 	errNoSession    = errors.New("gateway: missing session token")
 	errOrderNotPaid = errors.New("gateway: order is not paid")
+	errBadAPIKey    = errors.New("gateway: invalid API key on the management API")
+	errSDKKey       = errors.New("gateway: SDK key on the management API")
 )
 
 // requestError is a 400 with a message safe to show.
@@ -50,6 +52,11 @@ var errorTable = []apiErr{
 	{account.ErrSessionInvalid, 401, "invalid_session", "Invalid session token."},
 	{account.ErrSessionExpired, 401, "invalid_session", "The session has expired; log in again."},
 	{account.ErrSessionRevoked, 401, "invalid_session", "The session was logged out; log in again."},
+	{errBadAPIKey, 401, "invalid_api_key", "Invalid, revoked, disabled or expired API key."},
+	{errSDKKey, 403, "permission_denied", "SDK keys (forii_sk_…) are for inference only: manage the account with a session or an API key (forii_…)."},
+	{apikey.ErrScopeNotAllowed, 403, "permission_denied", "This API key lacks the manage scope, or asks for more than it has: a new key gets at most its creator's models."},
+	{apikey.ErrEnvironmentNotAllowed, 403, "permission_denied", "A test key cannot manage live keys."},
+	{apikey.ErrModelNotAllowed, 403, "permission_denied", "A new key may only use models its creator may use."},
 	{account.ErrInvalidCredentials, 401, "invalid_credentials", "Invalid email or password."},
 	{account.ErrBusy, 503, "server_busy", "Too many password checks in progress; retry in a second."},
 	{account.ErrSuspended, 403, "account_suspended", "The account is suspended."},

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"net/http"
 
 	"github.com/keyledger/keyledger/account"
+	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/httpapi"
 )
 
@@ -178,4 +181,40 @@ func (s *server) adminUpdateAccount(w http.ResponseWriter, r *http.Request) erro
 	}
 	writeJSON(w, http.StatusOK, v)
 	return nil
+}
+
+// sessionTokenPrefix starts the gateway's session tokens (account's
+// default); any other credential on a management route is an API key.
+const sessionTokenPrefix = "kls_"
+
+// callerKeyCtx keys the verified API key of a management request
+// authenticated by key rather than by session.
+type callerKeyCtx struct{}
+
+// callerKey returns the API key a management request was authenticated
+// with, if it was.
+func callerKey(ctx context.Context) (*apikey.Verified, bool) {
+	v, ok := ctx.Value(callerKeyCtx{}).(*apikey.Verified)
+	return v, ok
+}
+
+// managementKey verifies a key presented to the management API: it must be
+// a live Forii API key (forii_…, type "api") with the manage scope. SDK
+// keys (forii_sk_…) stay inference-only.
+func (s *server) managementKey(r *http.Request, tok string) (*apikey.Verified, error) {
+	v, err := s.kl.Keys.Verify(r.Context(), apikey.RawKey(tok))
+	switch {
+	case errors.Is(err, apikey.ErrMalformed):
+		return nil, account.ErrSessionInvalid // neither a session nor a key
+	case err != nil && classify(err).status < 500:
+		return nil, errBadAPIKey
+	case err != nil:
+		return nil, err
+	case v.Type != "api":
+		return nil, errSDKKey
+	}
+	if err := v.CanManage(""); err != nil {
+		return nil, err
+	}
+	return &v, nil
 }
