@@ -11,7 +11,7 @@
 //	account get ID
 //	account set-plan -plan P ID
 //	account close ID
-//	key create -account ID -name N [-models m1,m2] [-type T] [-expires RFC3339]
+//	key create -account ID -name N [-models m1,m2] [-scopes s1,s2] [-type T] [-expires RFC3339]
 //	key list -account ID
 //	key revoke -account ID KEYID
 //	credits grant|adjust -account ID -amount X -reason R [-idempotency-key K]
@@ -360,6 +360,7 @@ func (c *cli) keyCreate(args []string) (func(context.Context) error, error) {
 	models := fs.String("models", "", "comma-separated models the key may use (all if empty)")
 	typ := fs.String("type", "", "key type: "+strings.Join(c.profile.KeyTypes(), ", ")+" (default "+c.profile.DefaultKeyType+")")
 	expires := fs.String("expires", "", "expiry time, RFC 3339 (never if empty)")
+	scopes := fs.String("scopes", "", "comma-separated scopes to narrow the key to (inference, read, manage); default: every scope, manage included, so an operator's first key can manage the rest")
 	pos, err := parse(fs, args)
 	if err == nil {
 		err = errors.Join(noArgs("key create", pos), required("account", *acct), required("name", *name))
@@ -376,6 +377,11 @@ func (c *cli) keyCreate(args []string) (func(context.Context) error, error) {
 			if m = strings.TrimSpace(m); m != "" {
 				p.Models = append(p.Models, m)
 			}
+		}
+	}
+	for _, sc := range strings.Split(*scopes, ",") {
+		if sc = strings.TrimSpace(sc); sc != "" {
+			p.Scopes = append(p.Scopes, sc)
 		}
 	}
 	if *expires != "" {

@@ -239,3 +239,26 @@ func TestAccountSetPlanAndClose(t *testing.T) {
 		t.Fatal("a closed account's key still verifies")
 	}
 }
+
+// keyctl's keys carry every scope (manage included) unless -scopes
+// narrows them.
+func TestKeyScopesFlag(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "k.db")
+	g := []string{"-db", db, "-profile", "toolapi"}
+	id := ok(t, append(g, "account", "create", "-name", "S", "-email", "s@example.com")...)["id"].(string)
+	full := ok(t, append(g, "key", "create", "-account", id, "-name", "admin")...)
+	narrow := ok(t, append(g, "key", "create", "-account", id, "-name", "tools", "-scopes", "inference, read")...)
+	srv := open(t, db, "toolapi", 0)
+	ctx := context.Background()
+	fv, err := srv.Keys.Verify(ctx, apikey.RawKey(full["key"].(string)))
+	if err != nil || fv.CanManage("") != nil {
+		t.Fatalf("default key cannot manage: %v %v", err, fv.CanManage(""))
+	}
+	nv, err := srv.Keys.Verify(ctx, apikey.RawKey(narrow["key"].(string)))
+	if err != nil || nv.CanManage("") == nil {
+		t.Fatalf("narrowed key can manage: %v %v", err, nv.Scopes)
+	}
+	if code, _, _ := ctl(t, append(g, "key", "create", "-account", id, "-name", "x", "-scopes", "root")...); code == 0 {
+		t.Fatal("unknown scope accepted")
+	}
+}
