@@ -25,6 +25,8 @@ var (
 	errOrderNotPaid = errors.New("gateway: order is not paid")
 	errBadAPIKey    = errors.New("gateway: invalid API key on the management API")
 	errSDKKey       = errors.New("gateway: SDK key on the management API")
+
+	errBadGitHubSignature = errors.New("gateway: leaked-key report without a valid GitHub signature")
 )
 
 // requestError is a 400 with a message safe to show.
@@ -52,6 +54,7 @@ var errorTable = []apiErr{
 	{account.ErrSessionInvalid, 401, "invalid_session", "Invalid session token."},
 	{account.ErrSessionExpired, 401, "invalid_session", "The session has expired; log in again."},
 	{account.ErrSessionRevoked, 401, "invalid_session", "The session was logged out; log in again."},
+	{errBadGitHubSignature, 401, "invalid_signature", "The report must be signed by GitHub (Github-Public-Key-Identifier and Github-Public-Key-Signature)."},
 	{errBadAPIKey, 401, "invalid_api_key", "Invalid, revoked, disabled or expired API key."},
 	{errSDKKey, 403, "permission_denied", "SDK keys (forii_sk_…) are for inference only: manage the account with a session or an API key (forii_…)."},
 	{apikey.ErrScopeNotAllowed, 403, "permission_denied", "This API key lacks the manage scope, or asks for more than it has: a new key gets at most its creator's models."},

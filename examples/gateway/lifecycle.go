@@ -3,16 +3,19 @@ package main
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/keyledger/keyledger"
 	"github.com/keyledger/keyledger/account"
+	"github.com/keyledger/keyledger/examples/internal/ghscan"
 	"github.com/keyledger/keyledger/examples/internal/mail"
 	"github.com/keyledger/keyledger/httpapi"
 )
@@ -29,6 +32,10 @@ type abuseConfig struct {
 	mailDir, smtpAddr, smtpFrom, smtpUser, publicURL string
 	smtpPassword                                     string // $SMTP_PASSWORD, never a flag
 	adminToken                                       string // $GATEWAY_ADMIN_TOKEN, never a flag
+
+	// GitHub secret scanning: with either, /v1/leaked-keys needs GitHub's
+	// signature.
+	githubKeysFile, githubKeysURL string
 }
 
 // addAbuseFlags registers the abuse-resistance flags on fs.
@@ -39,6 +46,8 @@ func addAbuseFlags(fs *flag.FlagSet, c *abuseConfig) {
 	fs.StringVar(&c.smtpAddr, "smtp", "", "SMTP server host:port for account mail (STARTTLS; user from -smtp-user, password from $SMTP_PASSWORD); turns email verification on: sign-ups get their grant once the address is confirmed")
 	fs.StringVar(&c.smtpFrom, "smtp-from", "", "sender address of account mail (required with -smtp)")
 	fs.StringVar(&c.smtpUser, "smtp-user", "", "SMTP user name (AUTH PLAIN over STARTTLS)")
+	fs.StringVar(&c.githubKeysFile, "github-keys", "", "file of GitHub's secret scanning public keys (the JSON of https://api.github.com/meta/public_keys/secret_scanning); /v1/leaked-keys then needs GitHub's signature")
+	fs.StringVar(&c.githubKeysURL, "github-keys-url", "", "URL of GitHub's secret scanning public keys, fetched and cached (e.g. https://api.github.com/meta/public_keys/secret_scanning); /v1/leaked-keys then needs GitHub's signature")
 	fs.StringVar(&c.publicURL, "public-url", "", "public base URL for links in mails, e.g. https://api.example.com (default: http://-addr)")
 }
 
@@ -59,6 +68,12 @@ func (c *abuseConfig) check() error {
 	}
 	if c.smtpAddr != "" && c.smtpFrom == "" {
 		return errors.New("-smtp needs -smtp-from")
+	}
+	if c.githubKeysURL != "" {
+		u, err := url.Parse(c.githubKeysURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return errors.New("-github-keys-url must be an http(s) URL")
+		}
 	}
 	if c.publicURL != "" {
 		u, err := url.Parse(c.publicURL)
@@ -117,11 +132,25 @@ func (c *abuseConfig) secure(addr string) bool {
 }
 
 // setupAbuse installs the login and sign-up throttles on the gateway's
-// rate limiter (Redis when -redis is set, so every instance shares them).
+// rate limiter (Redis when -redis is set, so every instance shares them),
+// and GitHub's signature check of leaked-key reports when configured.
 func (s *server) setupAbuse(c abuseConfig) error {
 	th, err := keyledger.NewAuthThrottle(s.kl.Limiter, nil)
 	if err != nil {
 		return err
+	}
+	if c.githubKeysFile != "" || c.githubKeysURL != "" {
+		var fixed ghscan.KeySet
+		if c.githubKeysFile != "" {
+			b, err := os.ReadFile(c.githubKeysFile)
+			if err != nil {
+				return fmt.Errorf("-github-keys: %w", err)
+			}
+			if fixed, err = ghscan.ParseKeys(b); err != nil {
+				return fmt.Errorf("-github-keys %s: %w", c.githubKeysFile, err)
+			}
+		}
+		s.github = ghscan.NewVerifier(fixed, c.githubKeysURL, &ghscan.Options{Now: s.now})
 	}
 	s.throttle, s.proxies, s.adminToken = th, c.proxies, c.adminToken
 	return nil

@@ -6,10 +6,14 @@ import (
 	"crypto/subtle"
 	"errors"
 	"net/http"
+	"time"
 
+	"github.com/keyledger/keyledger"
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/examples/internal/ghscan"
 	"github.com/keyledger/keyledger/httpapi"
+	"github.com/keyledger/keyledger/ratelimit"
 )
 
 // signupVerified is POST /v1/accounts when email verification is on
@@ -217,4 +221,35 @@ func (s *server) managementKey(r *http.Request, tok string) (*apikey.Verified, e
 		return nil, err
 	}
 	return &v, nil
+}
+
+// leakedTokensPerHour bounds the tokens of unsigned leaked-key reports
+// from one address: each token is a store lookup.
+const leakedTokensPerHour = 1000
+
+// checkLeakedReport admits a leaked-key report: with GitHub's keys
+// configured it must carry a valid signature (errBadGitHubSignature);
+// otherwise its tokens are taken from the client address's budget
+// (leakedTokensPerHour, 429 beyond it).
+func (s *server) checkLeakedReport(r *http.Request, body []byte, tokens int) error {
+	if s.github != nil {
+		err := s.github.Verify(r.Context(), body, r.Header.Get(ghscan.HeaderKeyID), r.Header.Get(ghscan.HeaderSignature))
+		switch {
+		case errors.Is(err, ghscan.ErrNoSignature), errors.Is(err, ghscan.ErrUnknownKey), errors.Is(err, ghscan.ErrBadSignature):
+			return errBadGitHubSignature
+		case err != nil:
+			return err // GitHub's keys could not be fetched: a 500, logged
+		}
+		return nil
+	}
+	d, err := s.kl.Limiter.Allow(r.Context(), ratelimit.Request{
+		Key: "leaked:" + s.clientAddr(r), Limit: ratelimit.Limit{Rate: leakedTokensPerHour, Period: time.Hour}, Cost: int64(max(tokens, 1)),
+	})
+	if err != nil {
+		return err
+	}
+	if !d.Allowed {
+		return &keyledger.ThrottleError{Limit: "1000 leaked-key tokens per hour per address", RetryAfter: min(max(d.RetryAfter(), time.Second), time.Hour)}
+	}
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/keyledger/keyledger/examples/gateway/internal/invoice"
 	"github.com/keyledger/keyledger/examples/gateway/internal/razorpay"
 	"github.com/keyledger/keyledger/examples/gateway/internal/simmodel"
+	"github.com/keyledger/keyledger/examples/internal/ghscan"
 	"github.com/keyledger/keyledger/httpapi"
 )
 
@@ -36,6 +37,7 @@ type server struct {
 	proxies    httpapi.TrustedProxies  // whose X-Forwarded-For to believe
 	verify     bool                    // sign-ups confirm their email (-smtp)
 	adminToken string                  // operator routes; "" disables them
+	github     *ghscan.Verifier        // nil: leaked-key reports are unsigned, throttled per address
 }
 
 // route is one registered route. The table is the single source of the
