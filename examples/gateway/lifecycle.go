@@ -36,6 +36,8 @@ type abuseConfig struct {
 	// GitHub secret scanning: with either, /v1/leaked-keys needs GitHub's
 	// signature.
 	githubKeysFile, githubKeysURL string
+
+	demo bool // allow demo mode (the Razorpay simulator's documented secrets) off loopback
 }
 
 // addAbuseFlags registers the abuse-resistance flags on fs.
@@ -46,6 +48,7 @@ func addAbuseFlags(fs *flag.FlagSet, c *abuseConfig) {
 	fs.StringVar(&c.smtpAddr, "smtp", "", "SMTP server host:port for account mail (STARTTLS; user from -smtp-user, password from $SMTP_PASSWORD); turns email verification on: sign-ups get their grant once the address is confirmed")
 	fs.StringVar(&c.smtpFrom, "smtp-from", "", "sender address of account mail (required with -smtp)")
 	fs.StringVar(&c.smtpUser, "smtp-user", "", "SMTP user name (AUTH PLAIN over STARTTLS)")
+	fs.BoolVar(&c.demo, "demo", false, "allow demo mode (the simulated Razorpay checkout with its documented test secrets, used when no -razorpay-key-id is given) on a non-loopback -addr; on loopback it is always allowed")
 	fs.StringVar(&c.githubKeysFile, "github-keys", "", "file of GitHub's secret scanning public keys (the JSON of https://api.github.com/meta/public_keys/secret_scanning); /v1/leaked-keys then needs GitHub's signature")
 	fs.StringVar(&c.githubKeysURL, "github-keys-url", "", "URL of GitHub's secret scanning public keys, fetched and cached (e.g. https://api.github.com/meta/public_keys/secret_scanning); /v1/leaked-keys then needs GitHub's signature")
 	fs.StringVar(&c.publicURL, "public-url", "", "public base URL for links in mails, e.g. https://api.example.com (default: http://-addr)")
@@ -108,6 +111,30 @@ func (c *abuseConfig) newMailer(addr, db string, now func() time.Time) (account.
 	return &mail.DirMailer{Dir: dir, From: "noreply@forii.localhost", Links: links, Now: now}, false
 }
 
+// checkDemo refuses demo mode — the documented Razorpay test secrets, which
+// anyone can use to sign a "payment" — on an address other than loopback
+// unless -demo says so.
+func (c *abuseConfig) checkDemo(addr, rzpKeyID, rzpSecret, rzpWebhook string) error {
+	demo := rzpKeyID == defaultRazorpayKeyID || rzpSecret == defaultRazorpaySecret || rzpWebhook == defaultRazorpayWebhookSecret
+	if demo && !c.demo && !loopback(addr) {
+		return errors.New("demo mode (the simulated Razorpay checkout and its documented secrets) is only allowed on a loopback -addr; set -razorpay-key-id, -razorpay-secret and -razorpay-webhook-secret, or pass -demo")
+	}
+	return nil
+}
+
+// loopback reports whether addr's host is a loopback address or localhost.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
 // secure reports whether dashboard cookies are marked Secure for a server
 // listening on addr: always with true, with auto unless addr's host is a
 // loopback address or "localhost", and otherwise (false, or a config built
@@ -117,18 +144,9 @@ func (c *abuseConfig) secure(addr string) bool {
 	case "true":
 		return true
 	case "auto":
-	default:
-		return false
+		return !loopback(addr)
 	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	if strings.EqualFold(host, "localhost") {
-		return false
-	}
-	a, err := netip.ParseAddr(host)
-	return err != nil || !a.IsLoopback()
+	return false
 }
 
 // setupAbuse installs the login and sign-up throttles on the gateway's

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"io"
 	"net"
+	"net/netip"
 	"net/textproto"
 	"os"
 	"path/filepath"
@@ -208,4 +210,50 @@ func TestSignupVerificationMode(t *testing.T) {
 		t.Fatalf("after verification: %v", a)
 	}
 	g.must(400, "GET", "/v1/verify-email?token="+tok, "", nil)
+}
+
+func TestAbuseFlags(t *testing.T) {
+	parse := func(args ...string) (config, error) { return parseFlags(args, io.Discard) }
+	// Demo mode: loopback only, unless -demo or real Razorpay secrets.
+	if _, err := parse("-addr", "0.0.0.0:8080"); err == nil || !strings.Contains(err.Error(), "demo mode") {
+		t.Fatalf("demo mode on 0.0.0.0: %v", err)
+	}
+	if _, err := parse("-addr", "0.0.0.0:8080", "-demo"); err != nil {
+		t.Fatalf("-demo: %v", err)
+	}
+	if _, err := parse("-addr", "0.0.0.0:8080", "-razorpay-key-id", "rzp_live_x", "-razorpay-secret", "s1", "-razorpay-webhook-secret", "s2"); err != nil {
+		t.Fatalf("real secrets: %v", err)
+	}
+	for _, addr := range []string{"127.0.0.1:8080", "localhost:8080", "[::1]:8080"} {
+		c, err := parse("-addr", addr)
+		if err != nil {
+			t.Fatalf("%s: %v", addr, err)
+		}
+		if c.abuse.secure(addr) {
+			t.Fatalf("auto Secure cookies on loopback %s", addr)
+		}
+	}
+	c, _ := parse("-addr", "0.0.0.0:8080", "-demo")
+	if !c.abuse.secure(c.addr) {
+		t.Fatal("auto Secure cookies off on 0.0.0.0")
+	}
+	c, _ = parse("-addr", "0.0.0.0:8080", "-demo", "-secure-cookies", "false")
+	if c.abuse.secure(c.addr) {
+		t.Fatal("-secure-cookies false ignored")
+	}
+	for _, bad := range [][]string{
+		{"-trusted-proxies", "10.0.0.0/33"},
+		{"-secure-cookies", "maybe"},
+		{"-smtp", "mail.example.com:587"}, // no -smtp-from
+		{"-github-keys-url", "ftp://x"},
+		{"-public-url", "nope"},
+	} {
+		if _, err := parse(bad...); err == nil {
+			t.Errorf("parseFlags(%q) accepted", bad)
+		}
+	}
+	c, err := parse("-trusted-proxies", "10.0.0.0/8,192.0.2.1")
+	if err != nil || !c.abuse.proxies.Trusts(netip.MustParseAddr("10.1.1.1")) {
+		t.Fatalf("-trusted-proxies: %v", err)
+	}
 }

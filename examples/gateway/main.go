@@ -93,6 +93,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if err := c.abuse.check(); err != nil {
 		return c, err
 	}
+	if err := c.abuse.checkDemo(c.addr, c.rzpKeyID, c.rzpSecret, c.rzpWebhook); err != nil {
+		return c, err
+	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
