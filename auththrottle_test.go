@@ -12,6 +12,7 @@ import (
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/internal/fakeclock"
 	"github.com/keyledger/keyledger/ratelimit"
+	"github.com/keyledger/keyledger/ratelimit/redislimit"
 	"github.com/keyledger/keyledger/store/sqlitestore"
 )
 
@@ -155,5 +156,37 @@ func TestAuthThrottleOptions(t *testing.T) {
 		if err := th.Signup(context.Background(), "203.0.113.7"); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// Two instances throttling through one Redis share the budgets: failed
+// logins spread over both count together.
+func TestAuthThrottleAcrossInstancesWithRedis(t *testing.T) {
+	rdb := redisClient(t)
+	acc, _, clk := throttleFixture(t)
+	prefix := fmt.Sprintf("kltest:auth:%d:", time.Now().UnixNano())
+	var ths [2]*keyledger.AuthThrottle
+	for i := range ths {
+		th, err := keyledger.NewAuthThrottle(redislimit.New(rdb, &redislimit.Options{Prefix: prefix, Now: clk.Now}), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ths[i] = th
+	}
+	ctx := context.Background()
+	for i := range 10 {
+		if _, _, err := ths[i%2].Login(ctx, acc, "owner@example.com", "wrong guess", "203.0.113.7"); !errors.Is(err, account.ErrInvalidCredentials) {
+			t.Fatalf("guess %d: %v", i, err)
+		}
+	}
+	for _, th := range ths {
+		var te *keyledger.ThrottleError
+		if _, _, err := th.Login(ctx, acc, "owner@example.com", "right password", "203.0.113.7"); !errors.As(err, &te) {
+			t.Fatalf("11th attempt on either instance: %v, want a ThrottleError", err)
+		}
+	}
+	clk.Advance(time.Minute)
+	if _, _, err := ths[1].Login(ctx, acc, "owner@example.com", "right password", "203.0.113.7"); err != nil {
+		t.Fatalf("after the window: %v", err)
 	}
 }
