@@ -376,6 +376,10 @@ func (h *Handler) signUp(w http.ResponseWriter, r *http.Request) {
 	if h.o.Throttle != nil {
 		err = h.o.Throttle.Signup(r.Context(), h.clientAddr(r))
 	}
+	if err == nil && h.o.VerifySignups {
+		h.signUpVerified(w, r, f, pw)
+		return
+	}
 	if err == nil {
 		a, err = h.kl.Signup(r.Context(), account.CreateParams{Name: f.Name, Email: f.Email, Password: pw, TimeZone: h.o.TimeZone})
 	}

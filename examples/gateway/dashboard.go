@@ -25,7 +25,7 @@ func (s *server) newDashboard(csrfSecret []byte, secureCookies bool) (*dashboard
 	o := &dashboard.Options{
 		BasePath: dashboardPath, ProductName: "Forii", Currency: "INR", TimeZone: accountTimeZone,
 		Payments: db, Invoices: db, Now: s.now, Logger: s.log, SecureCookies: secureCookies,
-		Throttle: s.throttle, ClientAddr: s.clientAddr,
+		Throttle: s.throttle, ClientAddr: s.clientAddr, VerifySignups: s.verify,
 	}
 	if len(csrfSecret) > 0 {
 		o.CSRFSecret = csrfSecret

@@ -96,7 +96,9 @@ func (c *abuseConfig) newMailer(addr, db string, now func() time.Time) (account.
 	if base == "" {
 		base = "http://" + addr
 	}
-	links := mail.Links{BaseURL: base, Product: "Forii"}
+	// The links open the dashboard's pages; API clients can take the
+	// token from them for /v1/verify-email and /v1/password/reset.
+	links := mail.Links{BaseURL: base, Product: "Forii", VerifyPath: dashboardPath + "/verify", ResetPath: dashboardPath + "/reset"}
 	if c.smtpAddr != "" {
 		return &mail.SMTPMailer{Addr: c.smtpAddr, From: c.smtpFrom, Username: c.smtpUser, Password: c.smtpPassword,
 			Links: links, Now: now}, true

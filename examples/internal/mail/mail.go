@@ -36,17 +36,17 @@ var (
 // token as a query parameter.
 type Links struct {
 	BaseURL    string
-	VerifyPath string // "/v1/verify-email" by default
-	ResetPath  string // "/v1/password/reset" by default
+	VerifyPath string // "/verify" by default (a page that confirms the address)
+	ResetPath  string // "/reset" by default (a page that asks for the new password)
 	Product    string // "keyledger" by default
 }
 
 func (l Links) withDefaults() Links {
 	if l.VerifyPath == "" {
-		l.VerifyPath = "/v1/verify-email"
+		l.VerifyPath = "/verify"
 	}
 	if l.ResetPath == "" {
-		l.ResetPath = "/v1/password/reset"
+		l.ResetPath = "/reset"
 	}
 	if l.Product == "" {
 		l.Product = "keyledger"
@@ -70,9 +70,8 @@ func Compose(m account.Message, l Links) (subject, body string) {
 				"\n\nThe link works once, until " + exp + ". If you did not sign up, ignore this mail.\n"
 	case account.MailPasswordReset:
 		return "Reset your " + l.Product + " password",
-			"Someone asked to reset the password of your account. To choose a new one, send the token below\n" +
-				"with your new password (POST " + l.BaseURL + l.ResetPath + " {\"token\":…, \"password\":…}):\n\n  " +
-				m.Token.Reveal() + "\n\nIt works once, until " + exp + ". If it was not you, ignore this mail;\n" +
+			"Someone asked to reset the password of your account. To choose a new one, open this link:\n\n  " +
+				link(l.ResetPath) + "\n\nIt works once, until " + exp + ". If it was not you, ignore this mail;\n" +
 				"your password is unchanged.\n"
 	case account.MailAlreadyRegistered:
 		return "Sign-up attempt for your " + l.Product + " account",

@@ -173,7 +173,7 @@ var expires = time.Date(2026, 5, 1, 11, 0, 0, 0, time.UTC)
 func TestSMTPMailerUsesSTARTTLSAndAuth(t *testing.T) {
 	srv, pool := newSMTPServer(t, false)
 	m := &SMTPMailer{Addr: srv.ln.Addr().String(), From: "noreply@forii.example", Username: srv.user, Password: srv.pw,
-		Links: Links{BaseURL: "https://api.forii.example/", Product: "Forii"}, TLSConfig: &tls.Config{RootCAs: pool}}
+		Links: Links{BaseURL: "https://api.forii.example/", Product: "Forii", VerifyPath: "/v1/verify-email"}, TLSConfig: &tls.Config{RootCAs: pool}}
 	err := m.SendMail(context.Background(), account.Message{Kind: account.MailVerifyEmail, To: "asha@example.com",
 		Token: "klt_secret-token-value", ExpiresAt: expires})
 	if err != nil {
