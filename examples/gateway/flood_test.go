@@ -12,8 +12,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/keyledger/keyledger/account"
+	"github.com/keyledger/keyledger/internal/fakeclock"
 )
 
 // heapPeak samples the live heap (runtime/metrics) until stop is closed
@@ -44,7 +46,10 @@ func heapPeak(stop <-chan struct{}) <-chan uint64 {
 // the gateway answering the right password. The heap is sampled with
 // runtime/metrics; nothing is timed.
 func TestLoginFloodIsBounded(t *testing.T) {
-	g := newInproc(t, io.Discard)
+	// A frozen clock: the throttle's budgets must not refill however long
+	// the hashes take on a loaded machine.
+	clk := fakeclock.New(time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC))
+	g := newInprocAt(t, io.Discard, clk.Now)
 	ctx := context.Background()
 	const pw = "the right password"
 	if _, err := g.s.kl.Signup(ctx, account.CreateParams{Name: "Owner", Email: "owner@example.com", Password: pw}); err != nil {

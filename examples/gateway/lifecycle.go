@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/subtle"
 	"errors"
 	"flag"
 	"fmt"
@@ -117,7 +118,8 @@ func (c *abuseConfig) newMailer(addr, db string, now func() time.Time) (account.
 // anyone can use to sign a "payment" — on an address other than loopback
 // unless -demo says so.
 func (c *abuseConfig) checkDemo(addr, rzpKeyID, rzpSecret, rzpWebhook string) error {
-	demo := rzpKeyID == defaultRazorpayKeyID || rzpSecret == defaultRazorpaySecret || rzpWebhook == defaultRazorpayWebhookSecret
+	same := func(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+	demo := rzpKeyID == defaultRazorpayKeyID || same(rzpSecret, defaultRazorpaySecret) || same(rzpWebhook, defaultRazorpayWebhookSecret)
 	if demo && !c.demo && !loopback(addr) {
 		return errors.New("demo mode (the simulated Razorpay checkout and its documented secrets) is only allowed on a loopback -addr; set -razorpay-key-id, -razorpay-secret and -razorpay-webhook-secret, or pass -demo")
 	}
