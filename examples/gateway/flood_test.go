@@ -151,3 +151,34 @@ func TestLoginFloodIsBounded(t *testing.T) {
 		t.Fatalf("owner from another address: %d %s", rec.Code, rec.Body)
 	}
 }
+
+// The body-size check (413) runs before any throttle: oversized logins and
+// sign-ups spend nothing of an address's budgets.
+func TestTooLargeBeforeThrottle(t *testing.T) {
+	clk := fakeclock.New(time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC))
+	g := newInprocAt(t, io.Discard, clk.Now)
+	if _, err := g.s.kl.Signup(context.Background(), account.CreateParams{Name: "Owner", Email: "owner@example.com", Password: "the right password"}); err != nil {
+		t.Fatal(err)
+	}
+	huge := `{"email":"owner@example.com","password":"` + strings.Repeat("x", maxBodyBytes) + `"}`
+	for range 15 {
+		if rec := g.serve("POST", "/v1/sessions", "", "", []byte(huge)); rec.Code != 413 {
+			t.Fatalf("oversized login: %d", rec.Code)
+		}
+		if rec := g.serve("POST", "/v1/accounts", "", "", []byte(huge)); rec.Code != 413 {
+			t.Fatalf("oversized sign-up: %d", rec.Code)
+		}
+	}
+	if rec := g.serve("POST", "/v1/sessions", "", "", []byte(`{"email":"owner@example.com","password":"the right password"}`)); rec.Code != 201 {
+		t.Fatalf("login after oversized requests: %d %s", rec.Code, rec.Body)
+	}
+	for i := range 10 {
+		body := fmt.Sprintf(`{"name":"N","email":"n%d@example.com","password":"correct horse"}`, i)
+		if rec := g.serve("POST", "/v1/accounts", "", "", []byte(body)); rec.Code != 201 {
+			t.Fatalf("sign-up %d after oversized ones: %d %s", i, rec.Code, rec.Body)
+		}
+	}
+	if rec := g.serve("POST", "/v1/accounts", "", "", []byte(`{"name":"N","email":"n11@example.com","password":"correct horse"}`)); rec.Code != 429 {
+		t.Fatalf("11th sign-up in an hour: %d", rec.Code)
+	}
+}
