@@ -59,4 +59,15 @@ func TestAPIKeysOnTheManagementAPI(t *testing.T) {
 	}
 	// And the revoked API key no longer manages anything.
 	g.must(t, 401, "GET", base+"/apiKeys", api, "")
+	// A well-formed key this gateway never issued is a 401, not a 500.
+	other := newInproc(t, io.Discard)
+	ot := other.newTenant(t, "Elsewhere")
+	foreign, _, err := other.s.kl.Keys.Create(ctx, apikey.CreateParams{AccountID: ot.id, Name: "foreign", Type: "api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec = g.serve("GET", base+"/apiKeys", "", "Bearer "+foreign.Reveal(), nil)
+	if rec.Code != http.StatusUnauthorized || !strings.Contains(rec.Body.String(), "invalid_api_key") {
+		t.Fatalf("unknown key on the management API: %d %s", rec.Code, rec.Body)
+	}
 }

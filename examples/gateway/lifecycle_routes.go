@@ -210,7 +210,8 @@ func (s *server) managementKey(r *http.Request, tok string) (*apikey.Verified, e
 	switch {
 	case errors.Is(err, apikey.ErrMalformed):
 		return nil, account.ErrSessionInvalid // neither a session nor a key
-	case err != nil && classify(err).status < 500:
+	case errors.Is(err, apikey.ErrUnknown), errors.Is(err, apikey.ErrRevoked), errors.Is(err, apikey.ErrDisabled),
+		errors.Is(err, apikey.ErrExpired), errors.Is(err, apikey.ErrAccountInactive):
 		return nil, errBadAPIKey
 	case err != nil:
 		return nil, err
