@@ -258,7 +258,9 @@ func (kl *KeyLedger) Signup(ctx context.Context, p account.CreateParams) (accoun
 }
 
 // EnsureLedger opens the account's ledger if it is not open and credits the
-// plan's signup grant once (idempotency key "signup-grant").
+// plan's signup grant once (idempotency key "signup-grant") — unless the
+// account's email belonged to a closed account, which already had its
+// grant.
 func (kl *KeyLedger) EnsureLedger(ctx context.Context, a account.Account) error {
 	if _, err := kl.Credits.Open(ctx, a.ID, kl.policyFor(a, credits.Policy{})); err != nil && !errors.Is(err, credits.ErrAlreadyOpen) {
 		return err
@@ -266,6 +268,9 @@ func (kl *KeyLedger) EnsureLedger(ctx context.Context, a account.Account) error 
 	plan, _ := kl.Catalog.Plan(a.Plan)
 	if !plan.SignupGrant.IsPositive() {
 		return nil
+	}
+	if closed, err := kl.Accounts.EmailClosed(ctx, a.Email); err != nil || closed {
+		return err
 	}
 	_, err := kl.Credits.Grant(ctx, credits.CreditParams{
 		AccountID: a.ID, Amount: credits.NewAmount(plan.SignupGrant),

@@ -30,6 +30,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keyledger/keyledger"
+	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/examples/gateway/internal/razorpay"
@@ -67,6 +68,7 @@ type config struct {
 	logLevel                        slog.Level
 
 	limits requestLimits // -hold-ttl, -max-request-duration (limits.go)
+	abuse  abuseConfig   // lifecycle.go
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -86,10 +88,17 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.dashSecret, "dashboard-csrf-secret", "", "secret (at least 32 bytes) keying the dashboard's CSRF tokens; set the same one on every instance behind one load balancer (default: random per process)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	c.limits.register(fs)
+	addAbuseFlags(fs, &c.abuse)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	if err := c.limits.validate(); err != nil {
+		return c, err
+	}
+	if err := c.abuse.check(); err != nil {
+		return c, err
+	}
+	if err := c.abuse.checkDemo(c.addr, c.rzpKeyID, c.rzpSecret, c.rzpWebhook); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
@@ -141,6 +150,10 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 	if c.upstream != "" && c.upstreamKey == "" {
 		c.upstreamKey = os.Getenv("UPSTREAM_API_KEY")
 	}
+	c.abuse.smtpPassword, c.abuse.adminToken = os.Getenv("SMTP_PASSWORD"), os.Getenv("GATEWAY_ADMIN_TOKEN")
+	if err := c.abuse.check(); err != nil {
+		return err
+	}
 	log := slog.New(slog.NewTextHandler(stdout, &slog.HandlerOptions{Level: c.logLevel}))
 
 	srv, closeAll, err := newServer(ctx, c, log, now, redisNow)
@@ -155,6 +168,8 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 	hs := &http.Server{
 		Handler:           srv.handler(),
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second, // the whole request body; responses (streams) are not bound by it
+		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	base := "http://" + ln.Addr().String()
@@ -263,17 +278,23 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 	if err != nil {
 		return nil, nil, err
 	}
+	mailer, verify := c.abuse.newMailer(c.addr, c.db, now)
+	srv.verify = verify
 	kl, err := keyledger.New(st, &keyledger.Options{
 		Now: now, Logger: log, Prices: cat.prices, Limiter: limiter, HoldTTL: srv.limits.holdTTL,
-		Keys:    &apikey.Options{Format: format},
-		Credits: &credits.Options{Unit: credits.INR(), Recharger: credits.RechargerFunc(srv.recharge)},
+		Accounts: &account.Options{Mailer: mailer},
+		Keys:     &apikey.Options{Format: format},
+		Credits:  &credits.Options{Unit: credits.INR(), Recharger: credits.RechargerFunc(srv.recharge)},
 	})
 	if err != nil {
 		return nil, nil, err
 	}
 	closers = append(closers, kl.Close)
 	srv.kl = kl
-	if srv.dash, err = srv.newDashboard([]byte(c.dashSecret)); err != nil {
+	if err := srv.setupAbuse(c.abuse); err != nil {
+		return nil, nil, err
+	}
+	if srv.dash, err = srv.newDashboard([]byte(c.dashSecret), c.abuse.secure(c.addr)); err != nil {
 		return nil, nil, err
 	}
 	return srv, closeAll, nil
