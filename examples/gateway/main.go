@@ -65,6 +65,7 @@ type config struct {
 	rzpKeyID, rzpSecret, rzpWebhook string
 	dashSecret                      string
 	logLevel                        slog.Level
+	telemetry                       procsrv.TelemetryFlags
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -83,6 +84,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.rzpWebhook, "razorpay-webhook-secret", defaultRazorpayWebhookSecret, "Razorpay webhook secret: signs webhook bodies")
 	fs.StringVar(&c.dashSecret, "dashboard-csrf-secret", "", "secret (at least 32 bytes) keying the dashboard's CSRF tokens; set the same one on every instance behind one load balancer (default: random per process)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	c.telemetry.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -147,7 +149,7 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 		return errors.Join(err, closeAll(context.Background()))
 	}
 	hs := &http.Server{
-		Handler:           srv.handler(),
+		Handler:           srv.tel.Handler(srv.handler()),
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
@@ -208,11 +210,17 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 	if err != nil {
 		return nil, nil, err
 	}
+	tel, err := procsrv.NewTelemetry(ctx, "gateway", c.telemetry, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	closers = append(closers, tel.Shutdown) // closed last: the KeyLedger reports until it closes
 	st, err := procsrv.OpenStore(ctx, c.db, c.postgres, log)
 	if err != nil {
 		return nil, nil, err
 	}
 	closers = append(closers, func(context.Context) error { return st.Close() })
+	tel.AddReadiness("store", procsrv.StoreReady(st))
 	var bill *billing
 	if c.postgres != "" {
 		bill, err = openBillingPG(ctx, c.postgres)
@@ -230,13 +238,13 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 	}
 	srv := &server{
 		log: log, cat: cat, bill: bill, rzp: rzp, rzpKeyID: c.rzpKeyID, rzpSecret: c.rzpSecret,
-		rzpWebhookSecret: c.rzpWebhook, now: now, supplier: demoSupplier(),
+		rzpWebhookSecret: c.rzpWebhook, now: now, supplier: demoSupplier(), tel: tel,
 	}
 	if srv.sim, err = simmodel.New(&simmodel.Options{Now: now}); err != nil {
 		return nil, nil, err
 	}
 	if c.upstream != "" {
-		srv.up = &upstream{base: c.upstream, key: c.upstreamKey, client: &http.Client{}}
+		srv.up = &upstream{base: c.upstream, key: c.upstreamKey, client: &http.Client{Transport: tel.Transport(nil)}}
 	}
 
 	var limiter ratelimit.Limiter
@@ -246,6 +254,7 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			return nil, nil, fmt.Errorf("-redis %s: %w", c.redis, err)
 		}
+		tel.AddReadiness("redis", procsrv.RedisReady(rdb))
 		limiter = redislimit.New(rdb, &redislimit.Options{Now: redisNow})
 	}
 	format, err := apikey.NewFormat(apikey.FormatConfig{Types: []apikey.KeyType{
@@ -255,11 +264,13 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 	if err != nil {
 		return nil, nil, err
 	}
-	kl, err := keyledger.New(st, &keyledger.Options{
+	opts := &keyledger.Options{
 		Now: now, Logger: log, Prices: cat.prices, Limiter: limiter,
 		Keys:    &apikey.Options{Format: format},
 		Credits: &credits.Options{Unit: credits.INR(), Recharger: credits.RechargerFunc(srv.recharge)},
-	})
+	}
+	tel.Wire(opts)
+	kl, err := keyledger.New(st, opts)
 	if err != nil {
 		return nil, nil, err
 	}

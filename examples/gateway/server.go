@@ -31,6 +31,8 @@ type server struct {
 	supplier                              invoice.Supplier
 
 	dash http.Handler // the customer dashboard, at dashboardPath
+
+	tel *telemetry // /metrics, /healthz, /readyz and traces (telemetry.go)
 }
 
 // route is one registered route. The table is the single source of the
