@@ -38,15 +38,28 @@ type telemetry struct {
 	lookups, misses atomic.Int64
 	reg             metric.Registration
 
-	// precomputed measurement options
-	authorizeOpts, verifyOpts map[string]metric.MeasurementOption
-	decisionOpts              map[string]metric.MeasurementOption
-	completeOpts, meterOpts   map[string]metric.MeasurementOption
-	progressOpts              map[string]metric.MeasurementOption
+	// precomputed measurement options by result
+	authorizeOpts, verifyOpts map[string]measure
+	decisionOpts              map[string]measure
+	completeOpts, meterOpts   map[string]measure
+	progressOpts              map[string]measure
 
 	// observables
 	cacheLookups, batches, batchItems, recharges metric.Int64ObservableCounter
 	cacheEntries, queueDepth                     metric.Int64ObservableGauge
+}
+
+// measure holds the options of one attribute set as the slices Add and
+// Record take: built once, since a variadic argument made at each call
+// escapes to the heap through the instrument's interface.
+type measure struct {
+	add []metric.AddOption
+	rec []metric.RecordOption
+}
+
+func measureOf(kvs ...attribute.KeyValue) measure {
+	o := metric.WithAttributeSet(attribute.NewSet(kvs...))
+	return measure{add: []metric.AddOption{o}, rec: []metric.RecordOption{o}}
 }
 
 // outcome names an error class in the result attribute.
@@ -156,10 +169,10 @@ func newTelemetry(mp metric.MeterProvider, tp trace.TracerProvider) (*telemetry,
 		return nil, err
 	}
 
-	opts := func(key string, values ...string) map[string]metric.MeasurementOption {
-		m := make(map[string]metric.MeasurementOption, len(values))
+	opts := func(key string, values ...string) map[string]measure {
+		m := make(map[string]measure, len(values))
 		for _, v := range values {
-			m[v] = metric.WithAttributeSet(attribute.NewSet(attribute.String(key, v)))
+			m[v] = measureOf(attribute.String(key, v))
 		}
 		return m
 	}
@@ -175,15 +188,15 @@ func newTelemetry(mp metric.MeterProvider, tp trace.TracerProvider) (*telemetry,
 	t.completeOpts = opts("result", "charged", "free", "error")
 	t.meterOpts = opts("result", "ok", "error")
 	t.progressOpts = opts("result", "extended", "exhausted", "deferred", "error")
-	t.decisionOpts = map[string]metric.MeasurementOption{
-		"allowed": metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "allowed"))),
-		"error":   metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "error"))),
+	t.decisionOpts = map[string]measure{
+		"allowed": measureOf(attribute.String("result", "allowed")),
+		"error":   measureOf(attribute.String("result", "error")),
 	}
 	for _, res := range []string{"limited", "too_large"} {
 		for _, b := range budgetNames {
 			for _, s := range scopeNames {
-				t.decisionOpts[res+"/"+b+"/"+s] = metric.WithAttributeSet(attribute.NewSet(
-					attribute.String("result", res), attribute.String("budget", b), attribute.String("scope", s)))
+				t.decisionOpts[res+"/"+b+"/"+s] = measureOf(
+					attribute.String("result", res), attribute.String("budget", b), attribute.String("scope", s))
 			}
 		}
 	}
@@ -283,6 +296,16 @@ func accountAttr(id string) attribute.KeyValue { return attribute.String("keyled
 func keyAttr(id string) attribute.KeyValue     { return attribute.String("keyledger.key.id", id) }
 func requestAttr(id string) attribute.KeyValue { return attribute.String("keyledger.request.id", id) }
 
+// mctx is the context measurements are recorded with: ctx when it may
+// carry our spans (exemplars), else Background — reading a value from a
+// WithoutCancel context, as Complete's is, allocates every time.
+func (t *telemetry) mctx(ctx context.Context) context.Context {
+	if t.tracer != nil {
+		return ctx
+	}
+	return context.Background()
+}
+
 // authorize is Authorize with a span, its duration and its outcome.
 func (t *telemetry) authorize(ctx context.Context, kl *KeyLedger, raw apikey.RawKey, req Request) (*Grant, error) {
 	parent := ctx
@@ -294,12 +317,13 @@ func (t *telemetry) authorize(ctx context.Context, kl *KeyLedger, raw apikey.Raw
 	start := time.Now()
 	g, err := kl.authorize(ctx, raw, req)
 	result := classify(err, authorizeOutcomes)
-	t.authorizeDur.Record(ctx, time.Since(start).Seconds(), t.authorizeOpts[result])
+	mctx := t.mctx(ctx)
+	t.authorizeDur.Record(mctx, time.Since(start).Seconds(), t.authorizeOpts[result].rec...)
 	if err == nil {
 		g.tracked = true
-		t.grantsActive.Add(ctx, 1)
+		t.grantsActive.Add(mctx, 1)
 		if g.Hold.ID != "" {
-			t.holdsOpen.Add(ctx, 1)
+			t.holdsOpen.Add(mctx, 1)
 		}
 	}
 	if span != nil {
@@ -327,7 +351,7 @@ func (t *telemetry) verified(ctx context.Context, v *apikey.Verified, err error)
 	if result != "malformed" {
 		t.lookups.Add(1)
 	}
-	t.verifications.Add(ctx, 1, t.verifyOpts[result])
+	t.verifications.Add(t.mctx(ctx), 1, t.verifyOpts[result].add...)
 	if err == nil && t.tracer != nil {
 		trace.SpanFromContext(ctx).SetAttributes(accountAttr(v.AccountID), keyAttr(v.KeyID))
 	}
@@ -355,7 +379,7 @@ func (t *telemetry) limited(ctx context.Context, d *ratelimit.Decision, err erro
 			}
 		}
 	}
-	t.decisions.Add(ctx, 1, t.decisionOpts[key])
+	t.decisions.Add(t.mctx(ctx), 1, t.decisionOpts[key].add...)
 }
 
 // clock returns the time a measured step starts (zero when not measured).
@@ -375,7 +399,7 @@ func (t *telemetry) metered(ctx context.Context, start time.Time, err error) {
 	if err != nil {
 		r = "error"
 	}
-	t.meterDur.Record(ctx, time.Since(start).Seconds(), t.meterOpts[r])
+	t.meterDur.Record(t.mctx(ctx), time.Since(start).Seconds(), t.meterOpts[r].rec...)
 }
 
 // startComplete starts Complete's span; the grant is locked.
@@ -397,9 +421,10 @@ func (t *telemetry) endComplete(ctx context.Context, g *Grant, start time.Time, 
 	case g.result.Charged.IsPositive():
 		result = "charged"
 	}
-	t.completeDur.Record(ctx, time.Since(start).Seconds(), t.completeOpts[result])
+	mctx := t.mctx(ctx)
+	t.completeDur.Record(mctx, time.Since(start).Seconds(), t.completeOpts[result].rec...)
 	if g.result.Shortfall.IsPositive() {
-		t.shortfall.Add(ctx, g.result.Shortfall.Decimal().InexactFloat64())
+		t.shortfall.Add(mctx, g.result.Shortfall.Decimal().InexactFloat64())
 	}
 	t.closed(ctx, g)
 	if span := trace.SpanFromContext(ctx); t.tracer != nil && span.IsRecording() {
@@ -419,9 +444,10 @@ func (t *telemetry) closed(ctx context.Context, g *Grant) {
 		return
 	}
 	g.tracked = false
-	t.grantsActive.Add(ctx, -1)
+	mctx := t.mctx(ctx)
+	t.grantsActive.Add(mctx, -1)
 	if g.Hold.ID != "" {
-		t.holdsOpen.Add(ctx, -1)
+		t.holdsOpen.Add(mctx, -1)
 	}
 }
 
@@ -442,7 +468,7 @@ func (t *telemetry) startProgress(ctx context.Context, g *Grant) (context.Contex
 		case g.Hold.Amount.Cmp(before.Amount) != 0 || !g.Hold.ExpiresAt.Equal(before.ExpiresAt):
 			result = "extended"
 		}
-		t.progress.Add(ctx, 1, t.progressOpts[result])
+		t.progress.Add(t.mctx(ctx), 1, t.progressOpts[result].add...)
 		if span != nil {
 			span.SetAttributes(attribute.String("keyledger.result", result), attribute.String("keyledger.hold.amount", g.Hold.Amount.String()))
 			span.End()

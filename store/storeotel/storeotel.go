@@ -34,8 +34,10 @@ package storeotel
 import (
 	"context"
 	"errors"
+	"math"
 	"reflect"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -96,9 +98,12 @@ type Store struct {
 	amount  metric.Float64Counter
 
 	// precomputed attribute sets
-	opAttrs    [numOps][numResults]metric.RecordOption
-	batchAttrs [numOps]metric.RecordOption
+	// precomputed option slices: a variadic argument built at each call
+	// would escape to the heap through the instrument's interface.
+	opAttrs    [numOps][numResults][]metric.RecordOption
+	batchAttrs [numOps][]metric.RecordOption
 	backendKV  attribute.KeyValue
+	entryCache sync.Map // entryKey → *entryAttrs
 }
 
 // New wraps st. opts may be nil (then the wrapper only forwards calls).
@@ -138,10 +143,10 @@ func New(st store.Store, opts *Options) (*Store, error) {
 		}
 		for op := range numOps {
 			for r := range numResults {
-				s.opAttrs[op][r] = metric.WithAttributeSet(attribute.NewSet(
-					attribute.String("operation", opNames[op]), s.backendKV, attribute.String("result", resultNames[r])))
+				s.opAttrs[op][r] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(
+					attribute.String("operation", opNames[op]), s.backendKV, attribute.String("result", resultNames[r])))}
 			}
-			s.batchAttrs[op] = metric.WithAttributeSet(attribute.NewSet(attribute.String("operation", opNames[op]), s.backendKV))
+			s.batchAttrs[op] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("operation", opNames[op]), s.backendKV))}
 		}
 	}
 	return s, nil
@@ -310,18 +315,30 @@ func classify(err error) result {
 type call struct {
 	s     *Store
 	op    op
-	span  trace.Span // nil: not traced
+	span  trace.Span      // nil: not traced
+	mctx  context.Context // the context measurements are recorded with
 	start time.Time
 }
 
-// begin starts timing op and, when traced, a span with attrs.
-func (s *Store) begin(ctx context.Context, o op, attrs ...attribute.KeyValue) (context.Context, call) {
-	c := call{s: s, op: o}
+// begin starts timing op and, when traced, a span naming the IDs in ids.
+// ids does not escape, so an untraced call allocates nothing for it.
+func (s *Store) begin(ctx context.Context, o op, ids ...attribute.KeyValue) (context.Context, call) {
+	// Measurements take the caller's context only when it can carry a span
+	// of ours (exemplars): reading a value from a WithoutCancel context,
+	// as Complete's is, allocates on every measurement.
+	c := call{s: s, op: o, mctx: context.Background()}
+	if s.tracer != nil {
+		c.mctx = ctx
+	}
 	if s.tracer != nil && (s.rootSpans || trace.SpanContextFromContext(ctx).IsValid()) {
 		ctx, c.span = s.tracer.Start(ctx, spanNames[o], trace.WithSpanKind(trace.SpanKindClient),
 			trace.WithAttributes(attribute.String("keyledger.store.operation", opNames[o]),
-				attribute.String("keyledger.store.backend", s.backend)),
-			trace.WithAttributes(attrs...))
+				attribute.String("keyledger.store.backend", s.backend)))
+		for _, kv := range ids {
+			if kv.Valid() {
+				c.span.SetAttributes(kv)
+			}
+		}
 	}
 	if s.dur != nil {
 		c.start = time.Now()
@@ -330,10 +347,10 @@ func (s *Store) begin(ctx context.Context, o op, attrs ...attribute.KeyValue) (c
 }
 
 // end records the call's duration and result and ends its span.
-func (c call) end(ctx context.Context, err error) {
+func (c call) end(_ context.Context, err error) {
 	r := classify(err)
 	if c.s.dur != nil {
-		c.s.dur.Record(ctx, time.Since(c.start).Seconds(), c.s.opAttrs[c.op][r])
+		c.s.dur.Record(c.mctx, time.Since(c.start).Seconds(), c.s.opAttrs[c.op][r]...)
 	}
 	if c.span != nil {
 		if r != resultOK {
@@ -348,9 +365,9 @@ func (c call) end(ctx context.Context, err error) {
 }
 
 // batched records the size of a batched write.
-func (c call) batched(ctx context.Context, n int) {
+func (c call) batched(_ context.Context, n int) {
 	if c.s.batch != nil {
-		c.s.batch.Record(ctx, int64(n), c.s.batchAttrs[c.op])
+		c.s.batch.Record(c.mctx, int64(n), c.s.batchAttrs[c.op]...)
 	}
 	if c.span != nil {
 		c.span.SetAttributes(attribute.Int("keyledger.store.batch.size", n))
@@ -362,9 +379,35 @@ func (s *Store) entry(ctx context.Context, e *credits.Entry, unit string) {
 	if s.entries == nil || e.ID == "" {
 		return
 	}
-	typ := attribute.String("type", string(e.Type))
-	s.entries.Add(ctx, 1, metric.WithAttributes(typ, s.backendKV))
-	s.amount.Add(ctx, e.Amount.Decimal().Abs().InexactFloat64(), metric.WithAttributes(typ, attribute.String("unit", unit), s.backendKV))
+	if s.tracer == nil {
+		ctx = context.Background() // see begin
+	}
+	opts := s.entryOpts(e.Type, unit)
+	s.entries.Add(ctx, 1, opts.count...)
+	s.amount.Add(ctx, math.Abs(e.Amount.Decimal().InexactFloat64()), opts.amount...)
+}
+
+// entryAttrs are the measurement options of one entry type and unit.
+type entryAttrs struct{ count, amount []metric.AddOption }
+
+type entryKey struct {
+	typ  credits.EntryType
+	unit string
+}
+
+// entryOpts returns the cached options of an entry type and unit (a
+// handful per deployment).
+func (s *Store) entryOpts(typ credits.EntryType, unit string) *entryAttrs {
+	k := entryKey{typ, unit}
+	if v, ok := s.entryCache.Load(k); ok {
+		return v.(*entryAttrs)
+	}
+	t := attribute.String("type", string(typ))
+	v, _ := s.entryCache.LoadOrStore(k, &entryAttrs{
+		count:  []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(t, s.backendKV))},
+		amount: []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(t, attribute.String("unit", unit), s.backendKV))},
+	})
+	return v.(*entryAttrs)
 }
 
 func accountAttr(id string) attribute.KeyValue { return attribute.String("keyledger.account.id", id) }
