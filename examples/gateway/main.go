@@ -59,19 +59,21 @@ func main() {
 
 // config is the parsed command line.
 type config struct {
+	telemetry procsrv.TelemetryFlags // -metrics-addr, -otlp (telemetry.go)
+
 	addr, db, postgres, redis       string
 	upstream, upstreamKey           string
 	modelsFile                      string
 	rzpKeyID, rzpSecret, rzpWebhook string
 	dashSecret                      string
 	logLevel                        slog.Level
-	telemetry                       procsrv.TelemetryFlags
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	c.telemetry.Register(fs)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "listen address (host:port; port 0 picks a free one)")
 	fs.StringVar(&c.db, "db", "keyledger.db", "SQLite database file")
 	fs.StringVar(&c.postgres, "postgres", "", "PostgreSQL DSN instead of SQLite, e.g. postgres://user@host/db; keyledger's tables and the gateway's gw_* tables live there, shared by every gateway instance on it")
@@ -84,7 +86,6 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.rzpWebhook, "razorpay-webhook-secret", defaultRazorpayWebhookSecret, "Razorpay webhook secret: signs webhook bodies")
 	fs.StringVar(&c.dashSecret, "dashboard-csrf-secret", "", "secret (at least 32 bytes) keying the dashboard's CSRF tokens; set the same one on every instance behind one load balancer (default: random per process)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	c.telemetry.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -238,13 +239,18 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 	}
 	srv := &server{
 		log: log, cat: cat, bill: bill, rzp: rzp, rzpKeyID: c.rzpKeyID, rzpSecret: c.rzpSecret,
-		rzpWebhookSecret: c.rzpWebhook, now: now, supplier: demoSupplier(), tel: tel,
+		rzpWebhookSecret: c.rzpWebhook, now: now, supplier: demoSupplier(),
 	}
 	if srv.sim, err = simmodel.New(&simmodel.Options{Now: now}); err != nil {
 		return nil, nil, err
 	}
 	if c.upstream != "" {
-		srv.up = &upstream{base: c.upstream, key: c.upstreamKey, client: &http.Client{Transport: tel.Transport(nil)}}
+		srv.up = &upstream{base: c.upstream, key: c.upstreamKey, client: &http.Client{}}
+	}
+
+	srv.tel = tel
+	if srv.up != nil { // upstream calls show in traces and in the http_client_* metrics
+		srv.up.client.Transport = tel.Transport(srv.up.client.Transport)
 	}
 
 	var limiter ratelimit.Limiter
@@ -264,13 +270,13 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 	if err != nil {
 		return nil, nil, err
 	}
-	opts := &keyledger.Options{
+	kl, err := keyledger.New(st, &keyledger.Options{
 		Now: now, Logger: log, Prices: cat.prices, Limiter: limiter,
 		Keys:    &apikey.Options{Format: format},
 		Credits: &credits.Options{Unit: credits.INR(), Recharger: credits.RechargerFunc(srv.recharge)},
-	}
-	tel.Wire(opts)
-	kl, err := keyledger.New(st, opts)
+
+		MeterProvider: tel.MeterProvider, TracerProvider: tel.Tracing(),
+	})
 	if err != nil {
 		return nil, nil, err
 	}

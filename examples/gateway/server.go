@@ -18,6 +18,8 @@ const maxBodyBytes = 1 << 20
 // server holds the gateway's dependencies. Handlers are thin: they decode,
 // call the library or a helper, and encode.
 type server struct {
+	tel *telemetry // /metrics, /healthz, /readyz and traces (telemetry.go)
+
 	kl   *keyledger.KeyLedger
 	log  *slog.Logger
 	cat  *catalog
@@ -31,8 +33,6 @@ type server struct {
 	supplier                              invoice.Supplier
 
 	dash http.Handler // the customer dashboard, at dashboardPath
-
-	tel *telemetry // /metrics, /healthz, /readyz and traces (telemetry.go)
 }
 
 // route is one registered route. The table is the single source of the

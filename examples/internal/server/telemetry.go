@@ -136,6 +136,15 @@ func (t *Telemetry) Wire(o *keyledger.Options) {
 	}
 }
 
+// Tracing is the TracerProvider to give keyledger.Options: nil (no
+// tracing) without an OTLP endpoint.
+func (t *Telemetry) Tracing() trace.TracerProvider {
+	if t.TracerProvider == nil {
+		return nil
+	}
+	return t.TracerProvider
+}
+
 // tracerProvider is the provider for instrumentation that needs one.
 func (t *Telemetry) tracerProvider() trace.TracerProvider {
 	if t.TracerProvider == nil {
