@@ -93,6 +93,7 @@ type Grant struct {
 	result  usage.MeterResult
 	err     error
 	fund    funding
+	tracked bool // counted in the telemetry's active grants
 }
 
 // funding is how far a grant's hold reaches, in the measure Progress
@@ -117,6 +118,13 @@ func (g *Grant) Context() context.Context { return g.ctx }
 // credits.ErrInsufficientFunds / ErrMonthlyLimit. A refused request is never
 // charged and takes nothing from any budget.
 func (kl *KeyLedger) Authorize(ctx context.Context, raw apikey.RawKey, req Request) (*Grant, error) {
+	if kl.tel == nil {
+		return kl.authorize(ctx, raw, req)
+	}
+	return kl.tel.authorize(ctx, kl, raw, req)
+}
+
+func (kl *KeyLedger) authorize(ctx context.Context, raw apikey.RawKey, req Request) (*Grant, error) {
 	if req.PromptTokens < 0 || req.MaxCompletionTokens < 0 || req.HoldCompletionTokens < 0 || req.Units < 0 || req.CachedUnits < 0 {
 		return nil, ErrInvalidRequest
 	}
@@ -124,6 +132,7 @@ func (kl *KeyLedger) Authorize(ctx context.Context, raw apikey.RawKey, req Reque
 		req.HoldCompletionTokens = 0
 	}
 	v, err := kl.Keys.Verify(ctx, raw)
+	kl.tel.verified(ctx, &v, err)
 	if err != nil {
 		return nil, err
 	}
@@ -155,6 +164,7 @@ func (kl *KeyLedger) Authorize(ctx context.Context, raw apikey.RawKey, req Reque
 		{Key: names[5], Limit: ratelimit.PerMinute(ctpm), Cost: req.MaxCompletionTokens},
 	}
 	d, err := kl.Limiter.Allow(ctx, g.buckets[:]...)
+	kl.tel.limited(ctx, &d, err)
 	if err != nil {
 		return nil, err
 	}
@@ -342,6 +352,11 @@ func (g *Grant) Complete(ctx context.Context, o Outcome) (usage.MeterResult, err
 	if !g.done {
 		g.done = true
 		ctx := context.WithoutCancel(ctx)
+		if t := g.kl.tel; t != nil {
+			var start time.Time
+			ctx, start = t.startComplete(ctx, g)
+			defer t.endComplete(ctx, g, start, o.StatusCode)
+		}
 		g.result, g.err = g.complete(ctx, o)
 		g.correctTokens(ctx, o)
 		g.unbind()
@@ -412,7 +427,9 @@ func (kl *KeyLedger) meter(ctx context.Context, p usage.MeterParams) (usage.Mete
 		err error
 	)
 	for range meterAttempts {
+		start := kl.tel.clock()
 		res, err = kl.Usage.Meter(ctx, p)
+		kl.tel.metered(ctx, start, err)
 		if err == nil || !storeFailure(err) {
 			return res, err
 		}
@@ -465,6 +482,7 @@ func (g *Grant) Cancel(ctx context.Context) error {
 	if !g.done {
 		g.done = true
 		ctx := context.WithoutCancel(ctx)
+		g.kl.tel.closed(ctx, g)
 		g.kl.refund(ctx, g, false)
 		if g.Hold.ID != "" {
 			_, g.err = g.kl.Credits.Release(ctx, g.Hold.ID)

@@ -55,6 +55,11 @@ func (g *Grant) Progress(ctx context.Context, d Delivered) error {
 	if m < f.extendAt && now < f.renewAt {
 		return nil
 	}
+	if t := kl.tel; t != nil {
+		var done func()
+		ctx, done = t.startProgress(ctx, g)
+		defer done()
+	}
 	amount := g.Hold.Amount
 	if m >= f.extendAt {
 		// Grow by a step, but not past the request's own limit while the

@@ -60,6 +60,8 @@ func main() {
 
 // config is the parsed command line.
 type config struct {
+	telemetry procsrv.TelemetryFlags // -metrics-addr, -otlp (telemetry.go)
+
 	addr, db, postgres, redis       string
 	upstream, upstreamKey           string
 	modelsFile                      string
@@ -75,6 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	c.telemetry.Register(fs)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "listen address (host:port; port 0 picks a free one)")
 	fs.StringVar(&c.db, "db", "keyledger.db", "SQLite database file")
 	fs.StringVar(&c.postgres, "postgres", "", "PostgreSQL DSN instead of SQLite, e.g. postgres://user@host/db; keyledger's tables and the gateway's gw_* tables live there, shared by every gateway instance on it")
@@ -166,7 +169,7 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 		return errors.Join(err, closeAll(context.Background()))
 	}
 	hs := &http.Server{
-		Handler:           srv.handler(),
+		Handler:           srv.tel.Handler(srv.handler()),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second, // the whole request body; responses (streams) are not bound by it
 		IdleTimeout:       2 * time.Minute,
@@ -230,11 +233,17 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 	if err != nil {
 		return nil, nil, err
 	}
+	tel, err := procsrv.NewTelemetry(ctx, "gateway", c.telemetry, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	closers = append(closers, tel.Shutdown) // closed last: the KeyLedger reports until it closes
 	st, err := procsrv.OpenStore(ctx, c.db, c.postgres, log)
 	if err != nil {
 		return nil, nil, err
 	}
 	closers = append(closers, func(context.Context) error { return st.Close() })
+	tel.AddReadiness("store", procsrv.StoreReady(st))
 	var bill *billing
 	if c.postgres != "" {
 		bill, err = openBillingPG(ctx, c.postgres)
@@ -262,6 +271,11 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 		srv.up = &upstream{base: c.upstream, key: c.upstreamKey, client: newUpstreamClient(srv.limits.maxRequestDuration)}
 	}
 
+	srv.tel = tel
+	if srv.up != nil { // upstream calls show in traces and in the http_client_* metrics
+		srv.up.client.Transport = tel.Transport(srv.up.client.Transport)
+	}
+
 	var limiter ratelimit.Limiter
 	if c.redis != "" {
 		rdb := redis.NewClient(&redis.Options{Addr: c.redis})
@@ -269,6 +283,7 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			return nil, nil, fmt.Errorf("-redis %s: %w", c.redis, err)
 		}
+		tel.AddReadiness("redis", procsrv.RedisReady(rdb))
 		limiter = redislimit.New(rdb, &redislimit.Options{Now: redisNow})
 	}
 	format, err := apikey.NewFormat(apikey.FormatConfig{Types: []apikey.KeyType{
@@ -285,6 +300,8 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 		Accounts: &account.Options{Mailer: mailer},
 		Keys:     &apikey.Options{Format: format},
 		Credits:  &credits.Options{Unit: credits.INR(), Recharger: credits.RechargerFunc(srv.recharge)},
+
+		MeterProvider: tel.MeterProvider, TracerProvider: tel.Tracing(),
 	})
 	if err != nil {
 		return nil, nil, err

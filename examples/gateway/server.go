@@ -19,6 +19,8 @@ const maxBodyBytes = 1 << 20
 // server holds the gateway's dependencies. Handlers are thin: they decode,
 // call the library or a helper, and encode.
 type server struct {
+	tel *telemetry // /metrics, /healthz, /readyz and traces (telemetry.go)
+
 	kl   *keyledger.KeyLedger
 	log  *slog.Logger
 	cat  *catalog
