@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -30,11 +29,16 @@ var domainEdges = map[string][]string{
 	"usage": {"credits"},
 }
 
+// goTool is the go command: the one on PATH, else the one under $GOROOT.
 func goTool(t *testing.T) string {
 	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
+	if root := os.Getenv("GOROOT"); root != "" {
+		return filepath.Join(root, "bin", "go")
+	}
+	t.Fatal("no go command on PATH and GOROOT unset: cannot list the packages")
+	return ""
 }
 
 func repoRoot(t *testing.T) string {
