@@ -40,6 +40,9 @@ const ledgerAccountSelect = `account_id, unit, balance::text, held::text, seq, v
 	time_zone, recharge_enabled, recharge_threshold::text, recharge_amount::text, recharge_armed, recharges,
 	month_start, month_end, month_spent::text, opened_at, updated_at, lots, hold_due`
 
+// Store group-commits ledger spends (sqlledger.Engine.GroupCommit).
+var _ credits.GroupCommitter = (*Store)(nil)
+
 // ledgerDB runs the engine's transactions on the pool (sqlledger.DB).
 type ledgerDB struct{ s *Store }
 

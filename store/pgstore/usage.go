@@ -28,6 +28,9 @@ import (
 const rollupColumns = `account_id, tz, day, model, key_id, endpoint, requests, errors, prompt_tokens,
 	completion_tokens, units, cached_units, cost`
 
+// Store group-commits meter requests (sqlledger.Engine.UsageGroupCommit).
+var _ usage.GroupCommitter = (*Store)(nil)
+
 // Meter implements sqlledger.Conn.
 func (c *ledgerConn) Meter(ctx context.Context, k sqlledger.OpKey) (usage.MeterOp, bool, error) {
 	op, err := sqlledger.ScanMeter(c.tx.QueryRow(ctx, `SELECT fingerprint, record_id, hold_id, created_at FROM usage_ops

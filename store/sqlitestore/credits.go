@@ -153,6 +153,9 @@ func (s *Store) read(ctx context.Context, op string, fn func(*binder) error) err
 	return wrap(op, tx.Commit())
 }
 
+// Store group-commits ledger spends (sqlledger.Engine.GroupCommit).
+var _ credits.GroupCommitter = (*Store)(nil)
+
 // ledgerDB runs the engine's transactions on the writer (sqlledger.DB).
 type ledgerDB struct{ s *Store }
 

@@ -23,6 +23,9 @@ import (
 // sums (costs are exact, as whole units and attounits) once per distinct
 // (account, zone, day, model, key, endpoint).
 
+// Store group-commits meter requests (sqlledger.Engine.UsageGroupCommit).
+var _ usage.GroupCommitter = (*Store)(nil)
+
 const rollupColumns = `account_id, tz, day, model, key_id, endpoint, requests, errors, prompt_tokens,
 	completion_tokens, units, cached_units, cost_units, cost_atto`
 
