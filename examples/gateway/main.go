@@ -65,6 +65,8 @@ type config struct {
 	rzpKeyID, rzpSecret, rzpWebhook string
 	dashSecret                      string
 	logLevel                        slog.Level
+
+	limits requestLimits // -hold-ttl, -max-request-duration (limits.go)
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -83,7 +85,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.rzpWebhook, "razorpay-webhook-secret", defaultRazorpayWebhookSecret, "Razorpay webhook secret: signs webhook bodies")
 	fs.StringVar(&c.dashSecret, "dashboard-csrf-secret", "", "secret (at least 32 bytes) keying the dashboard's CSRF tokens; set the same one on every instance behind one load balancer (default: random per process)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	c.limits.register(fs)
 	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if err := c.limits.validate(); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
@@ -191,7 +197,7 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 // the handler in-process with it.
 func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow func() time.Time) (_ *server, closeAll func(context.Context) error, err error) {
 	var closers []func(context.Context) error
-	closeAll = func(ctx context.Context) error {
+	release := func(ctx context.Context) error {
 		var errs []error
 		for i := len(closers) - 1; i >= 0; i-- {
 			errs = append(errs, closers[i](ctx))
@@ -199,9 +205,10 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 		closers = nil
 		return errors.Join(errs...)
 	}
+	closeAll = release
 	defer func() {
-		if err != nil {
-			err = errors.Join(err, closeAll(ctx))
+		if err != nil { // closeAll is nil here: "return nil, nil, err" cleared it
+			err = errors.Join(err, release(ctx))
 		}
 	}()
 	cat, err := loadCatalog(c.modelsFile)
@@ -231,12 +238,13 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 	srv := &server{
 		log: log, cat: cat, bill: bill, rzp: rzp, rzpKeyID: c.rzpKeyID, rzpSecret: c.rzpSecret,
 		rzpWebhookSecret: c.rzpWebhook, now: now, supplier: demoSupplier(),
+		limits: c.limits.orDefaults(),
 	}
 	if srv.sim, err = simmodel.New(&simmodel.Options{Now: now}); err != nil {
 		return nil, nil, err
 	}
 	if c.upstream != "" {
-		srv.up = &upstream{base: c.upstream, key: c.upstreamKey, client: &http.Client{}}
+		srv.up = &upstream{base: c.upstream, key: c.upstreamKey, client: newUpstreamClient(srv.limits.maxRequestDuration)}
 	}
 
 	var limiter ratelimit.Limiter
@@ -256,7 +264,7 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 		return nil, nil, err
 	}
 	kl, err := keyledger.New(st, &keyledger.Options{
-		Now: now, Logger: log, Prices: cat.prices, Limiter: limiter,
+		Now: now, Logger: log, Prices: cat.prices, Limiter: limiter, HoldTTL: srv.limits.holdTTL,
 		Keys:    &apikey.Options{Format: format},
 		Credits: &credits.Options{Unit: credits.INR(), Recharger: credits.RechargerFunc(srv.recharge)},
 	})

@@ -26,6 +26,8 @@ type server struct {
 	bill *billing
 	now  func() time.Time
 
+	limits requestLimits // per-request deadline and hold TTL
+
 	rzp                                   *razorpay.Simulator
 	rzpKeyID, rzpSecret, rzpWebhookSecret string
 	supplier                              invoice.Supplier
