@@ -31,7 +31,7 @@ func ExampleMemory_Allow() {
 	call(400)
 	call(400) // the token bucket has 200 left: refused, and nothing is charged
 	call(200) // so the request bucket still has the unit for this one
-	call(0) // three requests this minute: refused until one refills
+	call(0)   // three requests this minute: refused until one refills
 	now = now.Add(20 * time.Second)
 	call(0)
 	// Output:
