@@ -464,13 +464,6 @@ func (a Amount) MultipleOf(inc Amount) bool {
 	return a.dec().Mod(inc.dec()).Sign() == 0
 }
 
-func minAmount(a, b Amount) Amount {
-	if a.Cmp(b) <= 0 {
-		return a
-	}
-	return b
-}
-
 // MarshalJSON writes the exact value as a JSON number literal (0.0000125,
 // 50, -3.5), never as a string and never through a float. Use Unit.Display
 // for a value rounded and padded to the unit's decimals (50.00).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -164,22 +165,43 @@ func TestGroupCommitDeliversEachResult(t *testing.T) {
 
 // With MaxWait a lone caller still completes (after the wait), and a full
 // batch does not wait.
+// MaxWait makes a group commit wait for more spends once the queue is
+// empty: a lone debit is committed only after MaxWait, a debit that arrives
+// meanwhile joins its batch, and batches still respect MaxBatch.
 func TestGroupCommitMaxWait(t *testing.T) {
-	svc, st := newBatching(t, time.Millisecond)
-	for i := range 3 {
-		if _, err := svc.Debit(context.Background(), credits.DebitParams{AccountID: "acct_1", Amount: credits.AmountFromInt(1), IdempotencyKey: fmt.Sprint(i)}); err != nil {
-			t.Fatal(err)
+	const wait = 300 * time.Millisecond
+	svc, st := newBatching(t, wait)
+	debit := func(key string) {
+		t.Helper()
+		if _, err := svc.Debit(context.Background(), credits.DebitParams{AccountID: "acct_1", Amount: credits.AmountFromInt(1), IdempotencyKey: key}); err != nil {
+			t.Error(err)
 		}
 	}
+	start := time.Now()
+	debit("lone")
+	if d := time.Since(start); d < wait {
+		t.Fatalf("a lone debit committed after %v; the batch should wait %v for more", d, wait)
+	}
+
+	st.mu.Lock()
+	before := len(st.sizes)
+	st.mu.Unlock()
 	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); debit("first") }()
+	time.Sleep(wait / 6) // the committer now waits for more
+	go func() { defer wg.Done(); debit("second") }()
+	wg.Wait()
+	st.mu.Lock()
+	got := slices.Clone(st.sizes[before:])
+	st.mu.Unlock()
+	if len(got) != 1 || got[0] != 2 {
+		t.Fatalf("batches %v; the second debit should have joined the first's batch", got)
+	}
+
 	for i := range 40 {
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := svc.Debit(context.Background(), credits.DebitParams{AccountID: "acct_1", Amount: credits.AmountFromInt(1), IdempotencyKey: fmt.Sprint("p", i)}); err != nil {
-				t.Error(err)
-			}
-		}()
+		go func() { defer wg.Done(); debit(fmt.Sprint("p", i)) }()
 	}
 	wg.Wait()
 	if a, _ := svc.Account(context.Background(), "acct_1"); !a.Balance.Equal(credits.AmountFromInt(1000 - 43)) {

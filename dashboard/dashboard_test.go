@@ -643,8 +643,7 @@ func TestOutputIsEscaped(t *testing.T) {
 }
 
 func TestAuthenticateHook(t *testing.T) {
-	var e *env
-	e = newEnv(t, func(o *Options) {
+	e := newEnv(t, func(o *Options) {
 		o.Authenticate = func(r *http.Request) (string, error) {
 			if id := r.Header.Get("X-Test-Account"); id != "" {
 				return id, nil

@@ -257,6 +257,12 @@ func TestPanicReleasesHold(t *testing.T) {
 		if !acct.Held.IsZero() || !acct.Balance.Equal(credits.NewAmount(decimal.NewFromInt(50))) {
 			t.Fatalf("after panic: held %s balance %s", acct.Held, acct.Balance)
 		}
+		// The request is completed, not just abandoned: it is in the
+		// request log as the server error it was, charged nothing.
+		rec := onlyRecord(t, e)
+		if rec.StatusCode != http.StatusInternalServerError || rec.ErrorType != "handler_panic" || !rec.Cost.IsZero() {
+			t.Fatalf("record of the panicked request: status %d, error %q, cost %s", rec.StatusCode, rec.ErrorType, rec.Cost)
+		}
 	})
 }
 

@@ -24,7 +24,7 @@ type ListQuery struct {
 	Cursor string
 	// Limit is clamped to 1..500: 0 and negative values give 1, larger
 	// values 500 (OpenRush's rule for an explicit limit). A host whose
-	// client sent no limit passes DefaultListLimit (ParseLimit does).
+	// client sent no limit passes DefaultListLimit.
 	Limit int
 }
 
@@ -34,32 +34,9 @@ type RecordPage struct {
 	NextCursor string   `json:"next_cursor,omitempty"` // "" on the last page
 }
 
-// ClampLimit applies List's page size rule: 1..500.
-func ClampLimit(n int) int {
+// clampLimit applies List's page size rule: 1..500.
+func clampLimit(n int) int {
 	return min(max(n, 1), MaxListLimit)
-}
-
-// ParseLimit reads a client's limit parameter: "" gives DefaultListLimit
-// (50); anything else must be an integer and is clamped to 1..500. It
-// returns ErrInvalidQuery for text that is not an integer.
-func ParseLimit(s string) (int, error) {
-	if s == "" {
-		return DefaultListLimit, nil
-	}
-	if len(s) > 32 {
-		return 0, fmt.Errorf("%w: limit %q", ErrInvalidQuery, s[:32])
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
-	if err != nil {
-		if ne, ok := err.(*strconv.NumError); ok && ne.Err == strconv.ErrRange {
-			if strings.HasPrefix(strings.TrimSpace(s), "-") {
-				return 1, nil
-			}
-			return MaxListLimit, nil
-		}
-		return 0, fmt.Errorf("%w: limit %q", ErrInvalidQuery, s)
-	}
-	return ClampLimit(int(max(min(n, MaxListLimit), -1))), nil
 }
 
 // List returns a page of the account's records matching q, newest first
@@ -77,13 +54,13 @@ func (s *Service) List(ctx context.Context, q ListQuery) (RecordPage, error) {
 	}
 	rq := RecordQuery{AccountID: q.AccountID, KeyID: q.KeyID, Model: q.Model, Endpoint: q.Endpoint, From: q.From, To: q.To}
 	if q.Cursor != "" {
-		t, id, err := DecodeCursor(q.Cursor)
+		t, id, err := decodeCursor(q.Cursor)
 		if err != nil {
 			return RecordPage{}, err
 		}
 		rq.AfterTime, rq.AfterID = t, id
 	}
-	limit := ClampLimit(q.Limit)
+	limit := clampLimit(q.Limit)
 	rq.Limit = limit + 1
 	recs, err := s.store.UsageRecords(ctx, rq)
 	if err != nil {
@@ -93,7 +70,7 @@ func (s *Service) List(ctx context.Context, q ListQuery) (RecordPage, error) {
 	if len(recs) > limit {
 		pg.Records = recs[:limit]
 		last := recs[limit-1]
-		pg.NextCursor = EncodeCursor(last.CreatedAt, last.ID)
+		pg.NextCursor = encodeCursor(last.CreatedAt, last.ID)
 	}
 	if pg.Records == nil {
 		pg.Records = []Record{}
@@ -101,18 +78,18 @@ func (s *Service) List(ctx context.Context, q ListQuery) (RecordPage, error) {
 	return pg, nil
 }
 
-// EncodeCursor returns the opaque cursor of a list position: after the
+// encodeCursor returns the opaque cursor of a list position: after the
 // record created at t with ID id.
-func EncodeCursor(t time.Time, id string) string {
+func encodeCursor(t time.Time, id string) string {
 	b := strconv.AppendInt(nil, t.UnixNano(), 10)
 	b = append(b, '.')
 	b = append(b, id...)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// DecodeCursor parses a cursor made by EncodeCursor, or returns
+// decodeCursor parses a cursor made by encodeCursor, or returns
 // ErrInvalidCursor.
-func DecodeCursor(c string) (time.Time, string, error) {
+func decodeCursor(c string) (time.Time, string, error) {
 	if len(c) > 4*(maxIDLen+32)/3 {
 		return time.Time{}, "", ErrInvalidCursor
 	}
@@ -147,35 +124,9 @@ const (
 	GroupEndpoint GroupField = "endpoint"
 )
 
-// ParseGroupBy reads a comma-separated group_by parameter ("date,model";
-// "" groups by date). It accepts each of date, model, key and endpoint at
-// most once, and returns ErrInvalidQuery otherwise.
-func ParseGroupBy(s string) ([]GroupField, error) {
-	if s == "" {
-		return []GroupField{GroupDate}, nil
-	}
-	if len(s) > 64 {
-		return nil, fmt.Errorf("%w: group_by too long", ErrInvalidQuery)
-	}
-	var out []GroupField
-	for _, part := range strings.Split(s, ",") {
-		f := GroupField(strings.TrimSpace(part))
-		switch f {
-		case GroupDate, GroupModel, GroupKey, GroupEndpoint:
-		default:
-			return nil, fmt.Errorf("%w: group_by %q", ErrInvalidQuery, truncate(string(f), 16))
-		}
-		if slices.Contains(out, f) {
-			return nil, fmt.Errorf("%w: group_by repeats %q", ErrInvalidQuery, f)
-		}
-		out = append(out, f)
-	}
-	return out, nil
-}
-
-// ParseDate reads a calendar date "2006-01-02" (as in Forii's start and
+// parseDate reads a calendar date "2006-01-02" (as in Forii's start and
 // end parameters), or returns ErrInvalidQuery.
-func ParseDate(s string) (time.Time, error) {
+func parseDate(s string) (time.Time, error) {
 	if len(s) != len(time.DateOnly) {
 		return time.Time{}, fmt.Errorf("%w: date %q", ErrInvalidQuery, truncate(s, 16))
 	}
@@ -239,11 +190,11 @@ func (s *Service) Summary(ctx context.Context, q SummaryQuery) ([]SummaryRow, er
 	if q.AccountID == "" || !printable(q.AccountID, maxIDLen) {
 		return nil, fmt.Errorf("%w: account ID", ErrInvalidQuery)
 	}
-	from, err := ParseDate(q.From)
+	from, err := parseDate(q.From)
 	if err != nil {
 		return nil, err
 	}
-	to, err := ParseDate(q.To)
+	to, err := parseDate(q.To)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package usage
 
 import (
+	"errors"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -38,4 +39,50 @@ func TestDayOfMatchesDay(t *testing.T) {
 			t.Fatalf("dayOf(%s in %s) = %s, want %s", t0.Format(time.RFC3339Nano), loc, got, want)
 		}
 	}
+}
+
+func TestCursorRoundTrip(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	c := encodeCursor(at, "log_x")
+	if gt, id, err := decodeCursor(c); err != nil || !gt.Equal(at) || id != "log_x" {
+		t.Errorf("cursor round trip: %v %q %v", gt, id, err)
+	}
+	for _, bad := range []string{"2025-1-15", "2025-02-30", "15-01-2025", ""} {
+		if _, err := parseDate(bad); !errors.Is(err, ErrInvalidQuery) {
+			t.Errorf("parseDate(%q): %v", bad, err)
+		}
+	}
+}
+
+func FuzzParseDate(f *testing.F) {
+	for _, s := range []string{"2025-01-15", "2025-02-29", "0000-00-00", "9999-12-31"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := parseDate(s)
+		if err != nil {
+			return
+		}
+		if d.Format(time.DateOnly) != s {
+			t.Fatalf("%q parsed as %v", s, d)
+		}
+	})
+}
+
+func FuzzCursor(f *testing.F) {
+	f.Add(encodeCursor(time.Unix(0, 1), "log_1"))
+	f.Add("")
+	f.Add("bm90IGEgY3Vyc29y")
+	f.Fuzz(func(t *testing.T, c string) {
+		at, id, err := decodeCursor(c)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidCursor) {
+				t.Fatalf("unexpected error %v", err)
+			}
+			return
+		}
+		if again := encodeCursor(at, id); again != c {
+			t.Fatalf("cursor %q decodes to (%v, %q) which encodes to %q", c, at, id, again)
+		}
+	})
 }

@@ -106,13 +106,12 @@ func stubUpstream() http.Handler {
 var loadBody = []byte(`{"model":"forii/llama-3.1-8b","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}`)
 
 type targetResult struct {
-	name            string
-	closedRPS       float64
-	p50, p99, pmax  time.Duration
-	errors, served  int64
-	openServed      int64
-	openScheduled   int64
-	closedLatencies []time.Duration
+	name           string
+	closedRPS      float64
+	p50, p99, pmax time.Duration
+	errors, served int64
+	openServed     int64
+	openScheduled  int64
 }
 
 func (r targetResult) row(w io.Writer, proxy targetResult) {

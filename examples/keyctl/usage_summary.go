@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyledger/keyledger/examples/internal/query"
 	"github.com/keyledger/keyledger/usage"
 )
 
@@ -26,13 +27,13 @@ func (c *cli) usage(args []string) (func(context.Context) error, error) {
 	if err != nil {
 		return nil, err
 	}
-	groups, err := usage.ParseGroupBy(*groupBy)
+	groups, err := query.GroupBy(*groupBy)
 	if err != nil {
 		return nil, usageErr("-group-by: %v", err)
 	}
 	for _, d := range []struct{ name, v string }{{"from", *from}, {"to", *to}} {
 		if d.v != "" {
-			if _, err := usage.ParseDate(d.v); err != nil {
+			if _, err := query.Date(d.v); err != nil {
 				return nil, usageErr("-%s: %v", d.name, err)
 			}
 		}
@@ -55,7 +56,7 @@ func (c *cli) usage(args []string) (func(context.Context) error, error) {
 			q.To = time.Now().In(loc).Format(time.DateOnly)
 		}
 		if q.From == "" {
-			end, _ := usage.ParseDate(q.To)
+			end, _ := query.Date(q.To)
 			q.From = end.AddDate(0, 0, -29).Format(time.DateOnly)
 		}
 		rows, err := c.kl.Usage.Summary(ctx, q)

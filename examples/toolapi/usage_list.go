@@ -7,6 +7,7 @@ import (
 
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/examples/internal/query"
 	"github.com/keyledger/keyledger/usage"
 )
 
@@ -48,17 +49,11 @@ func item(r usage.Record) usageItem {
 // parseUsageQuery reads limit (default 50, clamped to 1..500, an integer
 // or 400) and cursor (the next_cursor of the previous page).
 func parseUsageQuery(q url.Values) (limit int, cursor string, err error) {
-	limit, err = usage.ParseLimit(q.Get("limit"))
+	limit, err = query.Limit(q.Get("limit"))
 	if err != nil {
 		return 0, "", err
 	}
-	cursor = q.Get("cursor")
-	if cursor != "" {
-		if _, _, err := usage.DecodeCursor(cursor); err != nil {
-			return 0, "", err
-		}
-	}
-	return limit, cursor, nil
+	return limit, q.Get("cursor"), nil // usage.Service.List checks the cursor (ErrInvalidCursor)
 }
 
 // GET /v1/me/usage?limit=N[&cursor=C] → {data:[items newest first], next_cursor}.

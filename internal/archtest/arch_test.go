@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -30,11 +29,16 @@ var domainEdges = map[string][]string{
 	"usage": {"credits"},
 }
 
+// goTool is the go command: the one on PATH, else the one under $GOROOT.
 func goTool(t *testing.T) string {
 	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
+	if root := os.Getenv("GOROOT"); root != "" {
+		return filepath.Join(root, "bin", "go")
+	}
+	t.Fatal("no go command on PATH and GOROOT unset: cannot list the packages")
+	return ""
 }
 
 func repoRoot(t *testing.T) string {
@@ -163,6 +167,50 @@ func TestDashboardStaysALibrary(t *testing.T) {
 		backend := strings.HasPrefix(dep, module+"/store/") && dep != module+"/store/storeotel"
 		if strings.HasPrefix(dep, module+"/examples") || backend || strings.HasPrefix(dep, "github.com/chromedp/") {
 			t.Errorf("dashboard depends on %s", dep)
+		}
+	}
+}
+
+// sqlEngine are the shared SQL engine packages: they hold the ledger and
+// metering rules and row codecs of the SQL backends, and no driver.
+var sqlEngine = []string{"internal/sqlledger", "internal/sqlrow"}
+
+// sqlEngineUsers are the only packages that may import the engine.
+var sqlEngineUsers = []string{"store/sqlitestore", "store/pgstore"}
+
+// TestSQLEngineStaysDriverFree checks that the shared SQL engine imports no
+// database driver and no store package (the backends import it, not the
+// other way round), and that only the SQL backends import it.
+func TestSQLEngineStaysDriverFree(t *testing.T) {
+	root := repoRoot(t)
+	for _, pkg := range sqlEngine {
+		for _, dep := range deps(t, root, pkg) {
+			if strings.HasPrefix(dep, "modernc.org/") || strings.HasPrefix(dep, "github.com/jackc/") ||
+				strings.HasPrefix(dep, module+"/store") || dep == module || strings.HasPrefix(dep, module+"/httpapi") {
+				t.Errorf("%s depends on %s; the SQL engine holds no driver and sits below the backends", pkg, dep)
+			}
+		}
+	}
+	cmd := exec.Command(goTool(t), "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`, "./...")
+	cmd.Dir = root
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		pkg := strings.TrimPrefix(f[0], module+"/")
+		for _, imp := range f[1:] {
+			if imp != module+"/internal/sqlledger" {
+				continue
+			}
+			ok := false
+			for _, u := range sqlEngineUsers {
+				ok = ok || pkg == u
+			}
+			if !ok {
+				t.Errorf("%s imports internal/sqlledger; only %v may", pkg, sqlEngineUsers)
+			}
 		}
 	}
 }

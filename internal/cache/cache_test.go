@@ -35,23 +35,68 @@ func TestExpiryAndBound(t *testing.T) {
 	}
 }
 
+// TestConcurrent runs Set, Get and Delete from many goroutines on shared
+// keys: every hit must be a value some goroutine stored for that key, the
+// last writes must all be readable afterwards, and a full cache must stay
+// within its capacity. Run with -race, it also checks the shard locking.
 func TestConcurrent(t *testing.T) {
-	c := New[int, int](1024, nil)
+	const goroutines, keys = 8, 512
+	c := New[int, int](keys*shardCount, nil) // room for every key in any one shard: nothing is evicted
 	var wg sync.WaitGroup
-	for g := range 8 {
+	for g := range goroutines {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := range 5000 {
-				c.Set(i%300+g, i, time.Minute)
-				c.Get(i % 300)
-				if i%100 == 0 {
-					c.Delete(i % 300)
+			for i := range 4000 {
+				k := (i*7 + g) % keys
+				c.Set(k, k*100+g, time.Minute)
+				j := (k + 1) % keys
+				if v, ok := c.Get(j); ok && v/100 != j {
+					t.Errorf("Get(%d) = %d, a value stored for key %d", j, v, v/100)
+					return
+				}
+				if i%50 == 0 {
+					c.Delete(k)
 				}
 			}
 		}()
 	}
 	wg.Wait()
+	// Each goroutine now writes its own share of the keys last.
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := g; k < keys; k += goroutines {
+				c.Set(k, k*100+g, time.Minute)
+			}
+		}()
+	}
+	wg.Wait()
+	for k := range keys {
+		if v, ok := c.Get(k); !ok || v != k*100+k%goroutines {
+			t.Fatalf("Get(%d) = %d, %v after the last writes; want %d", k, v, ok, k*100+k%goroutines)
+		}
+	}
+	if n := c.Len(); n != keys {
+		t.Fatalf("Len = %d, want %d", n, keys)
+	}
+
+	// A small cache under the same load evicts instead of growing.
+	small := New[int, int](64, nil)
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 5000 {
+				small.Set(g*5000+i, i, time.Minute)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := small.Len(); n > 64 || n == 0 {
+		t.Fatalf("Len = %d after 40,000 distinct keys; want 1..64", n)
+	}
 }
 
 func BenchmarkGet(b *testing.B) {

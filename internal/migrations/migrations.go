@@ -5,6 +5,7 @@
 package migrations
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -50,4 +51,28 @@ func Load(fsys fs.FS, dir string) ([]Migration, error) {
 		}
 	}
 	return ms, nil
+}
+
+// Latest returns the schema version the migrations in dir of fsys bring a
+// database to (0 if they do not load).
+func Latest(fsys fs.FS, dir string) int {
+	ms, _ := Load(fsys, dir)
+	return len(ms)
+}
+
+// Apply applies the migrations in dir of fsys in order, each with apply,
+// which runs it in its own transaction unless the database has it already
+// and refuses a database newer than latest. backend names the package in
+// errors.
+func Apply(ctx context.Context, fsys fs.FS, dir, backend string, apply func(ctx context.Context, m Migration, latest int) error) error {
+	ms, err := Load(fsys, dir)
+	if err != nil {
+		return fmt.Errorf("%s: %w", backend, err)
+	}
+	for _, m := range ms {
+		if err := apply(ctx, m, len(ms)); err != nil {
+			return err
+		}
+	}
+	return nil
 }

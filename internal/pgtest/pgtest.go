@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net/url"
 	"os"
 	"strings"
@@ -37,29 +38,57 @@ func BaseDSN(tb testing.TB) string {
 // unset and fails it when the server cannot be reached.
 func DSN(tb testing.TB) string {
 	tb.Helper()
-	base := BaseDSN(tb)
+	dsn, drop, err := Schema(BaseDSN(tb))
+	if err != nil {
+		tb.Fatalf("%s is set but a test schema cannot be made: %v", Env, err)
+	}
+	tb.Cleanup(func() {
+		if err := drop(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return dsn
+}
+
+// Schema creates an empty schema kltest_<random> on the server at base and
+// returns a connection string that uses it, and the function that drops it
+// with everything in it. It is DSN for code without a testing.TB (a
+// TestMain that prepares a database for examples).
+func Schema(base string) (dsn string, drop func() error, err error) {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	schema := "kltest_" + hex.EncodeToString(b[:])
-	exec(tb, base, `CREATE SCHEMA `+schema)
-	tb.Cleanup(func() { exec(tb, base, `DROP SCHEMA `+schema+` CASCADE`) })
-	return WithSearchPath(tb, base, schema)
+	if dsn, err = withSearchPath(base, schema); err != nil {
+		return "", nil, err
+	}
+	if err := run(base, `CREATE SCHEMA `+schema); err != nil {
+		return "", nil, err
+	}
+	return dsn, func() error { return run(base, `DROP SCHEMA `+schema+` CASCADE`) }, nil
 }
 
 // WithSearchPath returns dsn with its search_path set to schema.
 func WithSearchPath(tb testing.TB, dsn, schema string) string {
 	tb.Helper()
+	out, err := withSearchPath(dsn, schema)
+	if err != nil {
+		tb.Fatalf("%s: %v", Env, err)
+	}
+	return out
+}
+
+func withSearchPath(dsn, schema string) (string, error) {
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		u, err := url.Parse(dsn)
 		if err != nil {
-			tb.Fatalf("%s: %v", Env, err)
+			return "", err
 		}
 		q := u.Query()
 		q.Set("search_path", schema)
 		u.RawQuery = q.Encode()
-		return u.String()
+		return u.String(), nil
 	}
-	return dsn + " search_path=" + schema
+	return dsn + " search_path=" + schema, nil
 }
 
 // Exec runs one statement on a connection of its own.
@@ -70,14 +99,22 @@ func Exec(tb testing.TB, dsn, sql string, args ...any) {
 
 func exec(tb testing.TB, dsn, sql string, args ...any) {
 	tb.Helper()
+	if err := run(dsn, sql, args...); err != nil {
+		tb.Fatalf("%s is set, but: %v", Env, err)
+	}
+}
+
+// run runs one statement on a connection of its own.
+func run(dsn, sql string, args ...any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
-		tb.Fatalf("%s is set but the server cannot be reached: %v", Env, err)
+		return fmt.Errorf("the server cannot be reached: %w", err)
 	}
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, sql, args...); err != nil {
-		tb.Fatalf("%s: %v", sql, err)
+		return fmt.Errorf("%s: %w", sql, err)
 	}
+	return nil
 }

@@ -10,11 +10,12 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/keyledger/keyledger/account"
+	"github.com/keyledger/keyledger/internal/sqlrow"
 )
 
 const accountColumns = `id, name, email, plan, limits, status, time_zone, metadata, created_at, updated_at`
 
-func scanAccount(row pgx.Row) (account.Account, error) {
+func scanAccount(row sqlrow.Scanner) (account.Account, error) {
 	var (
 		a                account.Account
 		limits, metadata *string
@@ -125,15 +126,8 @@ func (s *Store) ListAccounts(ctx context.Context, afterID string, limit int) ([]
 		return nil, wrap("list accounts", err)
 	}
 	defer rows.Close()
-	var out []account.Account
-	for rows.Next() {
-		a, err := scanAccount(rows)
-		if err != nil {
-			return nil, wrap("list accounts", err)
-		}
-		out = append(out, a)
-	}
-	return out, wrap("list accounts", rows.Err())
+	out, err := sqlrow.Collect(rows, scanAccount)
+	return out, wrap("list accounts", err)
 }
 
 // PasswordHash implements account.AccountStore.

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/internal/sqlrow"
 )
 
 const keyColumns = `k.id, k.account_id, k.name, k.type, k.environment, k.prefix, k.hint, k.models, k.scopes,
@@ -106,15 +107,8 @@ func (s *Store) ListAPIKeys(ctx context.Context, accountID, afterID string, limi
 		return nil, wrap("list api keys", err)
 	}
 	defer rows.Close()
-	var out []apikey.APIKey
-	for rows.Next() {
-		k, err := scanKey(rows)
-		if err != nil {
-			return nil, wrap("list api keys", err)
-		}
-		out = append(out, k)
-	}
-	return out, wrap("list api keys", rows.Err())
+	out, err := sqlrow.Collect(rows, func(r sqlrow.Scanner) (apikey.APIKey, error) { return scanKey(r) })
+	return out, wrap("list api keys", err)
 }
 
 // keyByHashQuery reads a key by either secret with its account's plan and

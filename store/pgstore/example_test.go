@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"log/slog"
 	"os"
 
 	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/store/pgstore"
 )
 
@@ -31,4 +33,36 @@ func Example() {
 	defer keys.Close(ctx)
 	v, err := keys.Verify(ctx, apikey.RawKey(os.Getenv("API_KEY")))
 	fmt.Println(v.AccountID, err)
+}
+
+// Example_ledger is the credits ledger on PostgreSQL, with the same rules
+// as on every backend: a top-up, then a debit retried with its idempotency
+// key, charged once. (It runs against KEYLEDGER_TEST_POSTGRES and is
+// skipped without it.)
+func Example_ledger() {
+	ctx := context.Background()
+	st, err := pgstore.Open(ctx, exampleDSN, &pgstore.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer st.Close()
+	ledger, err := credits.NewService(st, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ledger.Close(ctx)
+	if _, err := ledger.Open(ctx, "acct_1", credits.Policy{}); err != nil {
+		log.Fatal(err)
+	}
+	_, _ = ledger.Purchase(ctx, credits.CreditParams{AccountID: "acct_1", Amount: credits.AmountFromInt(100), IdempotencyKey: "topup-1"})
+	for range 2 {
+		e, err := ledger.Debit(ctx, credits.DebitParams{AccountID: "acct_1", Amount: credits.AmountFromInt(30), IdempotencyKey: "req-1"})
+		fmt.Println(e.Amount, e.BalanceAfter, err)
+	}
+	bal, _ := ledger.Balance(ctx, "acct_1")
+	fmt.Println(bal)
+	// Output:
+	// -30 70 <nil>
+	// -30 70 <nil>
+	// 70
 }

@@ -10,7 +10,9 @@ import (
 
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/internal/pgtest"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/pgstore"
+	"github.com/keyledger/keyledger/store/storetest"
 )
 
 // query runs one query on a connection of its own and scans its row.
@@ -28,22 +30,8 @@ func query(t *testing.T, dsn, sql string, dest ...any) {
 }
 
 func TestReopenKeepsDataAndAppliesNothingTwice(t *testing.T) {
-	ctx := context.Background()
 	dsn := pgtest.DSN(t)
-	st := open(t, dsn, nil)
-	svc, _ := account.NewService(st, &account.Options{Argon2: account.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1, KeyLen: 32, SaltLen: 16}})
-	a, err := svc.Create(ctx, account.CreateParams{Name: "Keep", Email: "keep@example.com"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Close(); err != nil {
-		t.Fatal(err)
-	}
-	st = open(t, dsn, nil)
-	got, err := st.Account(ctx, a.ID)
-	if err != nil || got.Email != "keep@example.com" {
-		t.Fatalf("after reopen: %+v %v", got, err)
-	}
+	storetest.Reopen(t, func(t *testing.T) store.Store { return open(t, dsn, nil) })
 	var n, maxV int
 	query(t, dsn, `SELECT count(*), max(version) FROM schema_migrations`, &n, &maxV)
 	if n != pgstore.LatestVersion() || maxV != pgstore.LatestVersion() {

@@ -74,6 +74,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/keyledger/keyledger/internal/migrations"
+	"github.com/keyledger/keyledger/internal/sqlledger"
 	"github.com/keyledger/keyledger/store"
 )
 
@@ -138,6 +139,8 @@ func (o *Options) withDefaults() Options {
 // concurrent use; several Stores (in one process or many) may share a
 // database.
 type Store struct {
+	*sqlledger.Engine // the ledger and metering rules (credits.go, usage.go)
+
 	pool *pgxpool.Pool
 	cfg  *pgxpool.Config // for the listener's own connection
 	opt  Options
@@ -165,6 +168,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		return nil, fmt.Errorf("pgstore: open: %w", err)
 	}
 	s := &Store{pool: pool, cfg: cfg, opt: o, log: o.Logger}
+	s.Engine = sqlledger.New(ledgerDB{s})
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("pgstore: connect: %w", err)
@@ -196,31 +200,11 @@ func (s *Store) Close() error {
 
 type migration = migrations.Migration
 
-func loadMigrations() ([]migration, error) {
-	ms, err := migrations.Load(migrationFS, "migrations")
-	if err != nil {
-		return nil, fmt.Errorf("pgstore: %w", err)
-	}
-	return ms, nil
-}
-
 // LatestVersion is the schema version this package writes.
-func LatestVersion() int {
-	ms, _ := loadMigrations()
-	return len(ms)
-}
+func LatestVersion() int { return migrations.Latest(migrationFS, "migrations") }
 
 func (s *Store) migrate(ctx context.Context) error {
-	ms, err := loadMigrations()
-	if err != nil {
-		return err
-	}
-	for _, m := range ms {
-		if err := s.applyMigration(ctx, m, len(ms)); err != nil {
-			return err
-		}
-	}
-	return nil
+	return migrations.Apply(ctx, migrationFS, "migrations", "pgstore", s.applyMigration)
 }
 
 // migrationLock is the first key of the advisory lock that serialises

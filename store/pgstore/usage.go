@@ -1,297 +1,132 @@
 package pgstore
 
 import (
-	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/keyledger/keyledger/credits"
-	"github.com/keyledger/keyledger/internal/ledgerstage"
+	"github.com/keyledger/keyledger/internal/sqlledger"
+	"github.com/keyledger/keyledger/internal/sqlrow"
 	"github.com/keyledger/keyledger/usage"
 )
 
-// Usage metering on PostgreSQL.
-//
-// MeterUsage is the group commit of usage.Service: a batch of meter
-// requests in one transaction. It first locks the ledger accounts the
-// batch charges (in account_id order) and reads, in the same round trip,
-// the idempotency records, holds and record IDs the requests will look up.
-// Each request then runs usage.ApplyMeter on a usageTx — the ledger's
-// ledgerTx plus the usage tables — whose writes are staged in memory: the
-// stage is the savepoint of each request. A request that fails (an expected
-// failure such as insufficient funds) is rolled back to its mark — its
-// staged rows dropped, its account's ledger state restored — before
-// anything reaches the server, so its batch mates commit unaffected. The
-// batch's rows then go to the server in one pipelined round trip:
-// multi-row INSERT … SELECT FROM unnest for records, keys and ledger rows,
-// and the batch's rollup sums upserted with INSERT … ON CONFLICT DO UPDATE,
-// in key order so that concurrent batches lock rollup rows in one order.
-//
-// Meter keys of requests that charge nothing are not covered by an account
-// lock: they are claimed optimistically, and if a concurrent transaction
-// claimed one first the unique violation rolls the batch back and it runs
-// again, now seeing (and replaying) that claim.
-
-var _ usage.GroupCommitter = (*Store)(nil)
-
-// UsageGroupCommit implements usage.GroupCommitter: the commit and the
-// round trips dominate a meter request, so the usage Service batches them.
-func (s *Store) UsageGroupCommit() bool { return true }
-
-const recordColumns = `account_id, created_at, id, key_id, auth_source, endpoint, method, model, status_code, response_time,
-	request_bytes, response_bytes, prompt_tokens, completion_tokens, units, cached_units, upstream_cost, cost,
-	error_type, error_message, metadata`
+// Usage metering on PostgreSQL: the SQL side of sqlledger.Engine's
+// MeterUsage (see credits.go). The prefetch reads the batch's meter keys
+// and record IDs in the lock's round trip; the flush writes records and
+// meter keys with multi-row INSERT … SELECT FROM unnest, and the batch's
+// rollup sums with INSERT … ON CONFLICT DO UPDATE, in key order so that
+// concurrent batches lock rollup rows in one order. Meter keys of requests
+// that charge nothing are not covered by an account lock: they are claimed
+// optimistically, and if a concurrent transaction claimed one first the
+// unique violation rolls the batch back and it runs again, now seeing (and
+// replaying) that claim.
 
 const rollupColumns = `account_id, tz, day, model, key_id, endpoint, requests, errors, prompt_tokens,
 	completion_tokens, units, cached_units, cost`
 
-type recKey struct {
-	acct string
-	id   string // unique per account (migration 0005)
-}
+// Store group-commits meter requests (sqlledger.Engine.UsageGroupCommit).
+var _ usage.GroupCommitter = (*Store)(nil)
 
-// meterSeen is a meter key looked up in this transaction.
-type meterSeen struct {
-	op    usage.MeterOp
-	found bool
-}
-
-type stagedRecord struct {
-	r       usage.Record
-	tz, day string
-}
-
-type stagedMeter struct {
-	k  opKey
-	op usage.MeterOp
-}
-
-// usageTx is a usage.Tx on one write transaction.
-type usageTx struct {
-	*ledgerTx
-	meterSeen map[opKey]meterSeen
-	recSeen   map[recKey]bool
-
-	meters   []stagedMeter
-	meterIdx map[opKey]int
-	records  []stagedRecord
-	recIdx   map[recKey]int
-}
-
-func newUsageTx(tx txConn, now time.Time) *usageTx {
-	return &usageTx{
-		ledgerTx: newLedgerTx(tx, now), meterSeen: make(map[opKey]meterSeen), recSeen: make(map[recKey]bool),
-		meterIdx: make(map[opKey]int), recIdx: make(map[recKey]int),
+// Meter implements sqlledger.Conn.
+func (c *ledgerConn) Meter(ctx context.Context, k sqlledger.OpKey) (usage.MeterOp, bool, error) {
+	op, err := sqlledger.ScanMeter(c.tx.QueryRow(ctx, `SELECT fingerprint, record_id, hold_id, created_at FROM usage_ops
+		WHERE key = $1 AND account_id = $2`, k.Key, k.Acct), nil)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return op, false, nil
 	}
+	return op, err == nil, wrap("meter key", err)
 }
 
-// ClaimMeter implements usage.Tx.
-func (t *usageTx) ClaimMeter(ctx context.Context, accountID, key string, op usage.MeterOp) (usage.MeterOp, bool, error) {
-	k := opKey{Acct: accountID, Key: key}
-	if i, ok := t.meterIdx[k]; ok {
-		return t.meters[i].op, false, nil
-	}
-	seen, ok := t.meterSeen[k]
-	if !ok && !t.optimistic { // optimistic: see ledgerTx.claimed
-		var err error
-		if seen, err = t.lookMeter(ctx, k); err != nil {
-			return op, false, err
-		}
-	}
-	if seen.found {
-		return seen.op, false, nil
-	}
-	t.meterIdx[k] = len(t.meters)
-	t.meters = append(t.meters, stagedMeter{k: k, op: op})
-	return op, true, nil
-}
-
-// lookMeter reads the meter key k from the table.
-func (t *usageTx) lookMeter(ctx context.Context, k opKey) (meterSeen, error) {
-	var (
-		seen    meterSeen
-		fp      []byte
-		created int64
-	)
-	err := t.tx.QueryRow(ctx, `SELECT fingerprint, record_id, hold_id, created_at FROM usage_ops WHERE key = $1 AND account_id = $2`,
-		k.Key, k.Acct).Scan(&fp, &seen.op.RecordID, &seen.op.HoldID, &created)
-	switch {
-	case err == nil:
-		seen.found = true
-		copy(seen.op.Fingerprint[:], fp)
-		seen.op.CreatedAt = fromNanos(created)
-	case !errors.Is(err, pgx.ErrNoRows):
-		return seen, wrap("meter key", err)
-	}
-	t.meterSeen[k] = seen
-	return seen, nil
-}
-
-// UsageRecord implements usage.Tx.
-func (t *usageTx) UsageRecord(ctx context.Context, accountID, id string, createdAt time.Time) (usage.Record, bool, error) {
-	if i, ok := t.recIdx[recKey{accountID, id}]; ok && t.records[i].r.CreatedAt.Equal(createdAt) {
-		return t.records[i].r, true, nil
-	}
-	r, err := scanRecord(t.tx.QueryRow(ctx, `SELECT `+recordColumns+` FROM usage_records
-		WHERE account_id = $1 AND created_at = $2 AND id = $3`, accountID, toNanos(createdAt), id))
+// Record implements sqlledger.Conn.
+func (c *ledgerConn) Record(ctx context.Context, acct, id string, createdAt time.Time) (usage.Record, bool, error) {
+	r, err := sqlledger.ScanRecord(c.tx.QueryRow(ctx, `SELECT `+sqlledger.RecordColumns+` FROM usage_records
+		WHERE account_id = $1 AND created_at = $2 AND id = $3`, acct, toNanos(createdAt), id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return r, false, nil
 	}
 	return r, err == nil, wrap("usage record", err)
 }
 
-// AddUsage implements usage.Tx: the record is staged; its rollup is summed
-// with its batch mates' at flush.
-func (t *usageTx) AddUsage(ctx context.Context, r *usage.Record, tz, day string) error {
-	k := recKey{r.AccountID, r.ID}
-	if _, ok := t.recIdx[k]; ok {
-		return usage.ErrDuplicateRecord
+// RecordExists implements sqlledger.Conn.
+func (c *ledgerConn) RecordExists(ctx context.Context, k sqlledger.RecKey) (bool, error) {
+	var one int
+	err := c.tx.QueryRow(ctx, `SELECT 1 FROM usage_records WHERE account_id = $1 AND id = $2`, k.Acct, k.ID).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
 	}
-	exists, ok := t.recSeen[k]
-	if !ok && !t.optimistic { // optimistic: the primary key checks it at flush
-		var one int
-		err := t.tx.QueryRow(ctx, `SELECT 1 FROM usage_records WHERE account_id = $1 AND id = $2`,
-			k.acct, k.id).Scan(&one)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return wrap("add usage", err)
-		}
-		exists = err == nil
-	}
-	if exists {
-		return usage.ErrDuplicateRecord
-	}
-	t.recIdx[k] = len(t.records)
-	t.records = append(t.records, stagedRecord{r: r.Clone(), tz: tz, day: day})
-	return nil
+	return err == nil, wrap("add usage", err)
 }
 
-// usageMark extends the ledger's mark with the usage stage.
-type usageMark struct {
-	ledger          ledgerstage.LedgerMark
-	meters, records int
-}
-
-func (t *usageTx) mark(acct string) usageMark {
-	return usageMark{ledger: t.MarkAccount(acct), meters: len(t.meters), records: len(t.records)}
-}
-
-func (t *usageTx) rollback(m usageMark) {
-	t.RollbackTo(m.ledger)
-	for _, sm := range t.meters[m.meters:] {
-		delete(t.meterIdx, sm.k)
-	}
-	t.meters = t.meters[:m.meters]
-	for _, sr := range t.records[m.records:] {
-		delete(t.recIdx, recKey{sr.r.AccountID, sr.r.ID})
-	}
-	t.records = t.records[:m.records]
-}
-
-// prefetch locks the ledger accounts of reqs and reads what their requests
-// will look up, in one round trip.
-func (t *usageTx) prefetch(ctx context.Context, reqs []usage.MeterRequest) error {
-	var (
-		spends        = make([]credits.SpendRequest, 0, len(reqs))
-		mKeys, mAccts = make([]string, len(reqs)), make([]string, len(reqs))
-		rAccts, rIDs  = make([]string, len(reqs)), make([]string, len(reqs))
-	)
-	for i := range reqs {
-		r := &reqs[i]
-		if r.Spend.Kind != 0 {
-			spends = append(spends, r.Spend)
-		}
-		mKeys[i], mAccts[i] = r.IdempotencyKey, r.Record.AccountID
-		rAccts[i], rIDs[i] = r.Record.AccountID, r.Record.ID
-		if !t.optimistic {
-			t.meterSeen[opKey{Acct: r.Record.AccountID, Key: r.IdempotencyKey}] = meterSeen{}
-			t.recSeen[recKey{rAccts[i], rIDs[i]}] = false
-		}
-	}
-	ids, holds, ops := spendTargets(spends, nil, nil, nil)
-	slices.Sort(ids)
-	ids = slices.Compact(ids)
-	if t.optimistic {
-		return t.ledgerTx.prefetch(ctx, ids, holds, ops, nil)
-	}
-	return t.ledgerTx.prefetch(ctx, ids, holds, ops, func(b *pgx.Batch) {
-		b.Queue(`SELECT o.key, o.account_id, o.fingerprint, o.record_id, o.hold_id, o.created_at
+// queueUsagePrefetch queues the lookups of f's meter keys and record IDs.
+func queueUsagePrefetch(b *pgx.Batch, f *sqlledger.Fetch) {
+	if len(f.Meters) > 0 {
+		keys, accts := splitKeys(f.Meters)
+		b.Queue(`SELECT o.account_id, o.key, o.fingerprint, o.record_id, o.hold_id, o.created_at
 			FROM usage_ops o JOIN unnest($1::text[], $2::text[]) AS u(key, account_id)
-			ON o.key = u.key AND o.account_id = u.account_id`, mKeys, mAccts).Query(func(rows pgx.Rows) error {
+			ON o.key = u.key AND o.account_id = u.account_id`, keys, accts).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
-				var k opKey
-				var op usage.MeterOp
-				var fp []byte
-				var created int64
-				if err := rows.Scan(&k.Key, &k.Acct, &fp, &op.RecordID, &op.HoldID, &created); err != nil {
+				var k sqlledger.OpKey
+				op, err := sqlledger.ScanMeter(rows, &k)
+				if err != nil {
 					return err
 				}
-				copy(op.Fingerprint[:], fp)
-				op.CreatedAt = fromNanos(created)
-				t.meterSeen[k] = meterSeen{op: op, found: true}
+				f.FoundMeter(k, op)
 			}
 			return rows.Err()
 		})
+	}
+	if n := len(f.Records); n > 0 {
+		accts, ids := make([]string, n), make([]string, n)
+		for i, k := range f.Records {
+			accts[i], ids[i] = k.Acct, k.ID
+		}
 		b.Queue(`SELECT r.account_id, r.id FROM usage_records r
 			JOIN unnest($1::text[], $2::text[]) AS u(account_id, id)
-			ON r.account_id = u.account_id AND r.id = u.id`, rAccts, rIDs).
-			Query(func(rows pgx.Rows) error {
-				for rows.Next() {
-					var k recKey
-					if err := rows.Scan(&k.acct, &k.id); err != nil {
-						return err
-					}
-					t.recSeen[k] = true
+			ON r.account_id = u.account_id AND r.id = u.id`, accts, ids).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var k sqlledger.RecKey
+				if err := rows.Scan(&k.Acct, &k.ID); err != nil {
+					return err
 				}
-				return rows.Err()
-			})
-	})
+				f.FoundRecord(k)
+			}
+			return rows.Err()
+		})
+	}
 }
 
-type rollKey struct{ acct, tz, day, model, key, endpoint string }
-
-// queueFlush queues the ledger's writes and the usage rows.
-func (t *usageTx) queueFlush(b *pgx.Batch) (func(pgx.BatchResults) error, error) {
-	checks := []func(pgx.BatchResults) error{t.ledgerTx.queueFlush(b)}
-	execOK := func(br pgx.BatchResults) error { _, err := br.Exec(); return err }
-	if n := len(t.meters); n > 0 {
+// queueUsage queues the writes of t's meter keys, records and rollup sums,
+// adding their result checks to checks.
+func queueUsage(b *pgx.Batch, t *sqlledger.Tx, checks *[]func(pgx.BatchResults) error) error {
+	if n := len(t.Meters); n > 0 {
 		keys, accts, recs, holds := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		fps, created := make([][]byte, n), make([]int64, n)
-		for i, m := range t.meters {
-			fp := m.op.Fingerprint
-			keys[i], accts[i], fps[i], recs[i], holds[i], created[i] = m.k.Key, m.k.Acct, fp[:], m.op.RecordID, m.op.HoldID, toNanos(m.op.CreatedAt)
+		for i, m := range t.Meters {
+			fp := m.Op.Fingerprint
+			keys[i], accts[i], fps[i], recs[i], holds[i], created[i] = m.K.Key, m.K.Acct, fp[:], m.Op.RecordID, m.Op.HoldID, toNanos(m.Op.CreatedAt)
 		}
 		b.Queue(`INSERT INTO usage_ops (key, account_id, fingerprint, record_id, hold_id, created_at)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::bigint[])`,
 			keys, accts, fps, recs, holds, created)
-		checks = append(checks, execOK)
+		*checks = append(*checks, execOK)
 	}
-	if len(t.records) > 0 {
-		if err := t.queueRecords(b); err != nil {
-			return nil, err
-		}
-		checks = append(checks, execOK)
-		t.queueRollups(b)
-		checks = append(checks, execOK)
-	}
-	return func(br pgx.BatchResults) error {
-		for _, c := range checks {
-			if err := c(br); err != nil {
-				return err
-			}
-		}
+	if len(t.Records) == 0 {
 		return nil
-	}, nil
+	}
+	if err := queueRecords(b, t.Records); err != nil {
+		return err
+	}
+	queueRollups(b, t.Rollups())
+	*checks = append(*checks, execOK, execOK)
+	return nil
 }
 
-func (t *usageTx) queueRecords(b *pgx.Batch) error {
-	n := len(t.records)
+func queueRecords(b *pgx.Batch, recs []sqlledger.Record) error {
+	n := len(recs)
 	var (
 		acct, id, key, auth, endpoint, method, model, upstream, cost, errType, errMsg = make([]string, n), make([]string, n),
 			make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n),
@@ -301,23 +136,22 @@ func (t *usageTx) queueRecords(b *pgx.Batch) error {
 		status = make([]int32, n)
 		meta   = make([]*string, n)
 	)
-	for i := range t.records {
-		r := &t.records[i].r
+	for i := range recs {
+		r := recs[i].R
 		acct[i], created[i], id[i], key[i], auth[i], endpoint[i], method[i], model[i] = r.AccountID, toNanos(r.CreatedAt),
 			r.ID, r.KeyID, r.AuthSource, r.Endpoint, r.Method, r.Model
 		status[i], rt[i], reqB[i], respB[i], prompt[i], completion[i], units[i], cached[i] = int32(r.StatusCode),
 			int64(r.ResponseTime), r.RequestBytes, r.ResponseBytes, r.PromptTokens, r.CompletionTokens, r.Units, r.CachedUnits
 		upstream[i], cost[i], errType[i], errMsg[i] = r.UpstreamCost.String(), r.Cost.String(), r.ErrorType, r.ErrorMessage
-		if len(r.Metadata) > 0 {
-			m, err := json.Marshal(r.Metadata)
-			if err != nil {
-				return wrap("add usage", err)
-			}
-			s := string(m)
-			meta[i] = &s
+		m, err := sqlledger.Metadata(r)
+		if err != nil {
+			return wrap("add usage", err)
+		}
+		if m.Valid {
+			meta[i] = &m.String
 		}
 	}
-	b.Queue(`INSERT INTO usage_records (`+recordColumns+`)
+	b.Queue(`INSERT INTO usage_records (`+sqlledger.RecordColumns+`)
 		SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
 			$9::integer[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[],
 			$17::text[]::numeric[], $18::text[]::numeric[], $19::text[], $20::text[], $21::text[])`,
@@ -326,39 +160,17 @@ func (t *usageTx) queueRecords(b *pgx.Batch) error {
 	return nil
 }
 
-// queueRollups sums the batch's records per rollup row and upserts the
-// sums, in key order.
-func (t *usageTx) queueRollups(b *pgx.Batch) {
-	sums := make(map[rollKey]*usage.Rollup, 16)
-	for i := range t.records {
-		sr := &t.records[i]
-		k := rollKey{sr.r.AccountID, sr.tz, sr.day, sr.r.Model, sr.r.KeyID, sr.r.Endpoint}
-		ro := sums[k]
-		if ro == nil {
-			v := usage.RollupFor(&sr.r, sr.tz, sr.day)
-			ro = &v
-			sums[k] = ro
-		}
-		ro.Add(&sr.r)
-	}
-	keys := make([]rollKey, 0, len(sums))
-	for k := range sums {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, func(a, b rollKey) int {
-		return cmp.Or(strings.Compare(a.acct, b.acct), strings.Compare(a.tz, b.tz), strings.Compare(a.day, b.day),
-			strings.Compare(a.model, b.model), strings.Compare(a.key, b.key), strings.Compare(a.endpoint, b.endpoint))
-	})
-	n := len(keys)
+// queueRollups upserts the batch's rollup sums (in key order).
+func queueRollups(b *pgx.Batch, sums []usage.Rollup) {
+	n := len(sums)
 	var (
 		acct, tz, day, model, key, endpoint, cost = make([]string, n), make([]string, n), make([]string, n),
 			make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		reqs, errs, prompt, completion, units, cached = make([]int64, n), make([]int64, n), make([]int64, n),
 			make([]int64, n), make([]int64, n), make([]int64, n)
 	)
-	for i, k := range keys {
-		ro := sums[k]
-		acct[i], tz[i], day[i], model[i], key[i], endpoint[i] = k.acct, k.tz, k.day, k.model, k.key, k.endpoint
+	for i, ro := range sums {
+		acct[i], tz[i], day[i], model[i], key[i], endpoint[i] = ro.AccountID, ro.TimeZone, ro.Day, ro.Model, ro.KeyID, ro.Endpoint
 		reqs[i], errs[i], prompt[i], completion[i], units[i], cached[i], cost[i] = ro.Requests, ro.Errors, ro.PromptTokens,
 			ro.CompletionTokens, ro.Units, ro.CachedUnits, ro.Cost.String()
 	}
@@ -374,177 +186,27 @@ func (t *usageTx) queueRollups(b *pgx.Batch) {
 		acct, tz, day, model, key, endpoint, reqs, errs, prompt, completion, units, cached, cost)
 }
 
-func (t *usageTx) flush(ctx context.Context) error {
-	var b pgx.Batch
-	check, err := t.queueFlush(&b)
-	if err != nil {
-		return err
-	}
-	return t.send(ctx, &b, check, "write usage")
-}
-
-// MeterUsage implements usage.Store.
-func (s *Store) MeterUsage(ctx context.Context, now time.Time, reqs []usage.MeterRequest, res []usage.MeterOutcome) error {
-	err := s.meterUsage(ctx, now, reqs, res)
-	var bad *requestFailure
-	if err == nil || ctx.Err() != nil || !errors.As(err, &bad) {
-		return err // nothing applied; a failed BEGIN, flush or COMMIT concerns the whole batch
-	}
-	if len(reqs) == 1 {
-		res[0] = usage.MeterOutcome{Err: bad.err}
-		return nil
-	}
-	// One request hit a system failure, which aborted the transaction:
-	// apply each request in its own transaction, so that only a request
-	// that fails alone fails.
-	for i := range reqs {
-		if err := s.meterUsage(ctx, now, reqs[i:i+1], res[i:i+1]); err != nil {
-			if errors.As(err, &bad) {
-				err = bad.err
-			}
-			res[i] = usage.MeterOutcome{Err: err}
-		}
-	}
-	return nil
-}
-
-func (s *Store) meterUsage(ctx context.Context, now time.Time, reqs []usage.MeterRequest, res []usage.MeterOutcome) error {
-	return s.pipelined(ctx, "meter usage", func(c txConn, attempt int) error {
-		ut := newUsageTx(c, now)
-		ut.pipelined, ut.optimistic = true, attempt == 0
-		if err := ut.prefetch(ctx, reqs); err != nil {
-			return err
-		}
-		for i := range reqs {
-			out, err := ut.apply(ctx, now, &reqs[i])
-			if err != nil {
-				return &requestFailure{err}
-			}
-			res[i] = out
-		}
-		return ut.flush(ctx)
-	})
-}
-
-// apply runs one request, rolling it back to its mark if it fails. In an
-// optimistic transaction the request claimed its key without looking, so a
-// failure may be the wrong answer to a replay (a settled hold settles only
-// once): the key is looked up then, and if it exists the request runs again
-// as the replay it is.
-func (t *usageTx) apply(ctx context.Context, now time.Time, r *usage.MeterRequest) (usage.MeterOutcome, error) {
-	m := t.mark(r.Record.AccountID)
-	out, err := usage.ApplyMeter(ctx, t, now, r)
-	if err != nil || out.Err == nil {
-		return out, err
-	}
-	t.rollback(m)
-	k := opKey{Acct: r.Record.AccountID, Key: r.IdempotencyKey}
-	if _, seen := t.meterSeen[k]; !t.optimistic || seen {
-		return out, nil
-	}
-	if s, err := t.lookMeter(ctx, k); err != nil || !s.found {
-		return out, err
-	}
-	out, err = usage.ApplyMeter(ctx, t, now, r)
-	if err == nil && out.Err != nil {
-		t.rollback(m)
-	}
-	return out, err
-}
-
-func scanRecord(row pgx.Row) (usage.Record, error) {
-	var (
-		r              usage.Record
-		rt, created    int64
-		status         int32
-		upstream, cost string
-		meta           *string
-	)
-	err := row.Scan(&r.AccountID, &created, &r.ID, &r.KeyID, &r.AuthSource, &r.Endpoint, &r.Method, &r.Model, &status,
-		&rt, &r.RequestBytes, &r.ResponseBytes, &r.PromptTokens, &r.CompletionTokens, &r.Units, &r.CachedUnits, &upstream,
-		&cost, &r.ErrorType, &r.ErrorMessage, &meta)
-	if err != nil {
-		return r, err
-	}
-	var p amountScanner
-	r.StatusCode = int(status)
-	r.UpstreamCost, r.Cost = p.parse(upstream), p.parse(cost)
-	r.ResponseTime, r.CreatedAt = time.Duration(rt), fromNanos(created)
-	if meta != nil {
-		if err := json.Unmarshal([]byte(*meta), &r.Metadata); err != nil {
-			return r, fmt.Errorf("stored metadata: %w", err)
-		}
-	}
-	return r, p.err
-}
-
-// recordWhere builds the WHERE clause of a record query.
-func recordWhere(q *usage.RecordQuery) (string, []any) {
-	var w strings.Builder
-	args := []any{q.AccountID}
-	arg := func(v any) string {
-		args = append(args, v)
-		return fmt.Sprintf("$%d", len(args))
-	}
-	w.WriteString(`account_id = $1`)
-	for _, f := range []struct{ col, v string }{{"key_id", q.KeyID}, {"model", q.Model}, {"endpoint", q.Endpoint}} {
-		if f.v != "" {
-			w.WriteString(` AND ` + f.col + ` = ` + arg(f.v))
-		}
-	}
-	if !q.From.IsZero() {
-		w.WriteString(` AND created_at >= ` + arg(toNanos(q.From)))
-	}
-	if !q.To.IsZero() {
-		w.WriteString(` AND created_at < ` + arg(toNanos(q.To)))
-	}
-	if q.AfterID != "" {
-		at := arg(toNanos(q.AfterTime))
-		w.WriteString(` AND (created_at, id) < (` + at + `, ` + arg(q.AfterID) + `)`)
-	}
-	return w.String(), args
-}
-
 // UsageRecords implements usage.Store.
 func (s *Store) UsageRecords(ctx context.Context, q usage.RecordQuery) ([]usage.Record, error) {
-	where, args := recordWhere(&q)
-	args = append(args, q.Limit)
-	rows, err := s.pool.Query(ctx, `SELECT `+recordColumns+` FROM usage_records WHERE `+where+
-		fmt.Sprintf(` ORDER BY created_at DESC, id DESC LIMIT $%d`, len(args)), args...)
+	query, args := sqlledger.RecordsQuery(&q, true)
+	rows, err := s.pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, wrap("usage records", err)
 	}
 	defer rows.Close()
-	var out []usage.Record
-	for rows.Next() {
-		r, err := scanRecord(rows)
-		if err != nil {
-			return nil, wrap("usage records", err)
-		}
-		out = append(out, r)
-	}
-	return out, wrap("usage records", rows.Err())
+	out, err := sqlrow.Collect(rows, sqlledger.ScanRecord)
+	return out, wrap("usage records", err)
 }
 
 // ScanUsage implements usage.Store: one query, so one snapshot.
 func (s *Store) ScanUsage(ctx context.Context, q usage.RecordQuery, fn func(*usage.Record) error) error {
-	q.AfterID = ""
-	where, args := recordWhere(&q)
-	rows, err := s.pool.Query(ctx, `SELECT `+recordColumns+` FROM usage_records WHERE `+where, args...)
+	query, args := sqlledger.ScanQuery(q, true)
+	rows, err := s.pool.Query(ctx, query, args...)
 	if err != nil {
 		return wrap("scan usage", err)
 	}
 	defer rows.Close()
-	for rows.Next() {
-		r, err := scanRecord(rows)
-		if err != nil {
-			return wrap("scan usage", err)
-		}
-		if err := fn(&r); err != nil {
-			return err
-		}
-	}
-	return wrap("scan usage", rows.Err())
+	return sqlledger.EachRecord(rows, fn, wrap)
 }
 
 // UsageRollups implements usage.Store: one read-only snapshot, so the rows
@@ -558,7 +220,7 @@ func (s *Store) UsageRollups(ctx context.Context, q usage.RollupQuery) ([]usage.
 		out, other = nil, false
 		var one int
 		err := tx.QueryRow(ctx, `SELECT 1 FROM usage_rollups WHERE account_id = $1 AND tz <> $2 AND day BETWEEN $3 AND $4 LIMIT 1`,
-			q.AccountID, q.TimeZone, dayAround(q.FromDay, -1), dayAround(q.ToDay, 1)).Scan(&one)
+			q.AccountID, q.TimeZone, sqlledger.DayAround(q.FromDay, -1), sqlledger.DayAround(q.ToDay, 1)).Scan(&one)
 		switch {
 		case err == nil:
 			other = true
@@ -583,7 +245,7 @@ func (s *Store) UsageRollups(ctx context.Context, q usage.RollupQuery) ([]usage.
 			return wrap("usage rollups", err)
 		}
 		defer rows.Close()
-		var p amountScanner
+		var p sqlledger.Amounts
 		for rows.Next() {
 			var r usage.Rollup
 			var cost string
@@ -591,10 +253,10 @@ func (s *Store) UsageRollups(ctx context.Context, q usage.RollupQuery) ([]usage.
 				&r.PromptTokens, &r.CompletionTokens, &r.Units, &r.CachedUnits, &cost); err != nil {
 				return wrap("usage rollups", err)
 			}
-			r.Cost = p.parse(cost)
+			r.Cost = p.Parse(cost)
 			out = append(out, r)
 		}
-		return wrap("usage rollups", errors.Join(rows.Err(), p.err))
+		return wrap("usage rollups", errors.Join(rows.Err(), p.Err))
 	})
 	if other {
 		return nil, true, err
@@ -606,32 +268,11 @@ func (s *Store) UsageRollups(ctx context.Context, q usage.RollupQuery) ([]usage.
 // one row per combination of the dimensions keep names, the others empty;
 // the columns are rollupColumns'.
 func groupedRollupQuery(keep usage.Grouping, where string) string {
-	dims := [4]struct {
-		keep bool
-		col  string
-	}{{keep.Day, "day"}, {keep.Model, "model"}, {keep.Key, "key_id"}, {keep.Endpoint, "endpoint"}}
-	sel, group := []string{"account_id", "tz"}, []string{"account_id", "tz"}
-	for _, d := range dims {
-		if d.keep {
-			sel = append(sel, d.col)
-			group = append(group, d.col)
-		} else {
-			sel = append(sel, `''`)
-		}
-	}
+	sel, group := sqlledger.GroupBy(keep)
+	sel, group = append([]string{"account_id", "tz"}, sel...), append([]string{"account_id", "tz"}, group...)
 	return `SELECT ` + strings.Join(sel, ", ") + `, SUM(requests)::bigint, SUM(errors)::bigint, SUM(prompt_tokens)::bigint,
 		SUM(completion_tokens)::bigint, SUM(units)::bigint, SUM(cached_units)::bigint, SUM(cost)::text
 		FROM usage_rollups WHERE ` + where + ` GROUP BY ` + strings.Join(group, ", ")
-}
-
-// dayAround returns the day n days from day ("2006-01-02"), or day itself
-// if it does not parse.
-func dayAround(day string, n int) string {
-	t, err := time.Parse(time.DateOnly, day)
-	if err != nil {
-		return day
-	}
-	return t.AddDate(0, 0, n).Format(time.DateOnly)
 }
 
 // DeleteUsageBefore implements usage.Store: one statement. Unlike SQLite,

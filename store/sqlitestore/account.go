@@ -8,11 +8,12 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/account"
+	"github.com/keyledger/keyledger/internal/sqlrow"
 )
 
 const accountColumns = `id, name, email, plan, limits, status, time_zone, metadata, created_at, updated_at`
 
-type scanner interface{ Scan(...any) error }
+type scanner = sqlrow.Scanner
 
 func scanAccount(row scanner) (account.Account, error) {
 	var (
@@ -122,15 +123,8 @@ func (s *Store) ListAccounts(ctx context.Context, afterID string, limit int) ([]
 		return nil, wrap("list accounts", err)
 	}
 	defer rows.Close()
-	var out []account.Account
-	for rows.Next() {
-		a, err := scanAccount(rows)
-		if err != nil {
-			return nil, wrap("list accounts", err)
-		}
-		out = append(out, a)
-	}
-	return out, wrap("list accounts", rows.Err())
+	out, err := sqlrow.Collect(rows, scanAccount)
+	return out, wrap("list accounts", err)
 }
 
 // PasswordHash implements account.AccountStore.

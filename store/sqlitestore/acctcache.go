@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/internal/sqlledger"
 )
 
 // acctCache keeps the ledger account states that spend and meter batches
@@ -82,19 +83,19 @@ func (c *acctCache) check(b *binder) error {
 
 // get returns a copy of id's committed state if it is cached and has no
 // active hold due by now.
-func (c *acctCache) get(id string, now time.Time) (loaded, bool) {
+func (c *acctCache) get(id string, now time.Time) (sqlledger.Loaded, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s, ok := c.accs[id]
 	if !ok || (s.holdDue != 0 && s.holdDue <= toNanos(now)) {
-		return loaded{}, false
+		return sqlledger.Loaded{}, false
 	}
-	return loaded{st: s.st.Clone(), holdDue: s.holdDue, holdDue0: s.holdDue}, true
+	return sqlledger.Loaded{St: s.st.Clone(), HoldDue: s.holdDue, HoldDue0: s.holdDue}, true
 }
 
 // snapshots returns the committed form of every account of t, to store
 // once t commits.
-func (t *ledgerTx) snapshots() []acctSnap {
+func snapshots(t *sqlledger.Tx) []acctSnap {
 	out := make([]acctSnap, 0, len(t.Order))
 	for _, a := range t.Order {
 		out = append(out, acctSnap{st: a.St.Clone(), holdDue: a.HoldDue})
@@ -146,13 +147,13 @@ func (c *acctCache) confirm(tok uint64) {
 // so that no later batch can start from the states before; they are
 // confirmed into the cache once the commit succeeded, and the cache is
 // emptied if it failed.
-func (s *Store) cachedWrite(ctx context.Context, op string, fn func(*sql.Tx) (*ledgerTx, error)) error {
+func (s *Store) cachedWrite(ctx context.Context, op string, fn func(*sql.Tx) (*sqlledger.Tx, error)) error {
 	gen := s.accts.begin()
 	var tok uint64
 	err := s.write(ctx, op, func(tx *sql.Tx) error {
 		lt, err := fn(tx)
 		if err == nil {
-			tok = s.accts.put(gen, lt.snapshots())
+			tok = s.accts.put(gen, snapshots(lt))
 		}
 		return err
 	})
@@ -166,9 +167,9 @@ func (s *Store) cachedWrite(ctx context.Context, op string, fn func(*sql.Tx) (*l
 
 // useCache makes t start from the cache, after checking that no other
 // connection has committed since its snapshots were taken.
-func (s *Store) useCache(t *ledgerTx) error {
-	t.cache = &s.accts
-	return s.accts.check(&t.binder)
+func (s *Store) useCache(t *sqlledger.Tx, b *binder) error {
+	t.Cached = s.accts.get
+	return s.accts.check(b)
 }
 
 // ledgerWrite is Store.write for the paths other than spend batches that

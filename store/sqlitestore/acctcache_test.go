@@ -21,7 +21,7 @@ func TestAcctCacheOnlyServesConfirmedStates(t *testing.T) {
 		if !ok {
 			return -1
 		}
-		return l.st.Version
+		return l.St.Version
 	}
 	var c acctCache
 	g := c.begin()

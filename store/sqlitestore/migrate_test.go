@@ -7,34 +7,20 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/keyledger/keyledger/account"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/sqlitestore"
+	"github.com/keyledger/keyledger/store/storetest"
 )
 
 func TestReopenKeepsDataAndAppliesNothingTwice(t *testing.T) {
-	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "k.db")
-	st, err := sqlitestore.Open(ctx, path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, _ := account.NewService(st, &account.Options{Argon2: account.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1, KeyLen: 32, SaltLen: 16}})
-	a, err := svc.Create(ctx, account.CreateParams{Name: "Keep", Email: "keep@example.com"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Close(); err != nil {
-		t.Fatal(err)
-	}
-	st, err = sqlitestore.Open(ctx, path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := st.Account(ctx, a.ID)
-	if err != nil || got.Email != "keep@example.com" {
-		t.Fatalf("after reopen: %+v %v", got, err)
-	}
-	st.Close()
+	storetest.Reopen(t, func(t *testing.T) store.Store {
+		st, err := sqlitestore.Open(context.Background(), path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	})
 
 	db, err := sql.Open("sqlite", path)
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+
+	"github.com/keyledger/keyledger/internal/sqlledger"
 )
 
 // A group commit writes its rows with multi-row statements: one statement
@@ -123,7 +125,7 @@ func (ms *multiStmts) all() []*multiRow {
 
 func newMultiStmts() *multiStmts {
 	return &multiStmts{
-		entries: newMultiRow(`INSERT OR ROLLBACK INTO credit_entries (`+entryColumns+`) VALUES `, 12, ``),
+		entries: newMultiRow(`INSERT OR ROLLBACK INTO credit_entries (`+sqlledger.EntryColumns+`) VALUES `, 12, ``),
 		ops:     newMultiRow(`INSERT OR ROLLBACK INTO credit_ops (key, account_id, kind, fingerprint, entry_seq, hold_id) VALUES `, 6, ``),
 		opsFind: newMultiRow(`SELECT key, account_id, kind, fingerprint, entry_seq, hold_id FROM credit_ops
 			WHERE (key, account_id) IN (VALUES `, 2, `)`),
@@ -138,7 +140,7 @@ func newMultiStmts() *multiStmts {
 		meters: newMultiRow(`INSERT OR ROLLBACK INTO usage_ops (account_id, key, fingerprint, record_id, hold_id, created_at) VALUES `, 6, ``),
 		metersFind: newMultiRow(`SELECT account_id, key, fingerprint, record_id, hold_id, created_at FROM usage_ops
 			WHERE (key, account_id) IN (VALUES `, 2, `)`),
-		records:     newMultiRow(`INSERT OR ROLLBACK INTO usage_records (`+recordColumns+`) VALUES `, 21, ``),
+		records:     newMultiRow(`INSERT OR ROLLBACK INTO usage_records (`+sqlledger.RecordColumns+`) VALUES `, 21, ``),
 		recordsFind: newMultiRow(`SELECT account_id, id FROM usage_records WHERE (account_id, id) IN (VALUES `, 2, `)`),
 		rollups: newMultiRow(`INSERT OR ROLLBACK INTO usage_rollups (`+rollupColumns+`) VALUES `, 14, `
 			ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, errors = errors + excluded.errors,

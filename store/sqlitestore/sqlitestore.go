@@ -34,6 +34,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/keyledger/keyledger/internal/migrations"
+	"github.com/keyledger/keyledger/internal/sqlledger"
 	"github.com/keyledger/keyledger/store"
 )
 
@@ -91,8 +92,9 @@ type Store struct {
 	log   *slog.Logger
 	rstmt stmts // prepared statements on r
 
-	lw, lr *ledgerStmts // prepared credits statements on w and r (credits.go)
-	uw     *usageStmts  // prepared usage statements on w (usage.go)
+	*sqlledger.Engine // the ledger and metering rules (credits.go, usage.go)
+
+	lw, lr *ledgerStmts // prepared ledger and usage statements on w and r (credits.go)
 	mw     *multiStmts  // multi-row statements on w (multirow.go)
 	accts  acctCache    // committed ledger account states (acctcache.go)
 
@@ -148,6 +150,7 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
 	s := &Store{w: w, log: o.Logger, mw: newMultiStmts()}
+	s.Engine = sqlledger.New(ledgerDB{s})
 	if err := s.migrateRetrying(ctx, o.BusyTimeout); err != nil {
 		w.Close()
 		return nil, err
@@ -162,10 +165,6 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 	r.SetConnMaxIdleTime(0)
 	s.r = r
 	if err := s.prepareLedger(ctx); err != nil {
-		s.Close()
-		return nil, err
-	}
-	if err := s.prepareUsage(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -220,40 +219,20 @@ func (s *Store) Close() error {
 			ck = s.ckpt.Close()
 		})
 	}
-	return errors.Join(s.rstmt.close(), s.closeLedger(), s.closeUsage(), s.mw.close(), ck, s.r.Close(), s.w.Close())
+	return errors.Join(s.rstmt.close(), s.closeLedger(), s.mw.close(), ck, s.r.Close(), s.w.Close())
 }
 
 type migration = migrations.Migration
 
-func loadMigrations() ([]migration, error) {
-	ms, err := migrations.Load(migrationFS, "migrations")
-	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: %w", err)
-	}
-	return ms, nil
-}
-
 // LatestVersion is the schema version this package writes.
-func LatestVersion() int {
-	ms, _ := loadMigrations()
-	return len(ms)
-}
+func LatestVersion() int { return migrations.Latest(migrationFS, "migrations") }
 
 func (s *Store) migrate(ctx context.Context) error {
-	ms, err := loadMigrations()
-	if err != nil {
-		return err
-	}
 	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT`); err != nil {
 		return fmt.Errorf("sqlitestore: migrate: %w", err)
 	}
-	for _, m := range ms {
-		if err := s.applyMigration(ctx, m, len(ms)); err != nil {
-			return err
-		}
-	}
-	return nil
+	return migrations.Apply(ctx, migrationFS, "migrations", "sqlitestore", s.applyMigration)
 }
 
 // migrateRetrying runs migrate, retrying for up to timeout when SQLite

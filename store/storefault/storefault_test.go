@@ -111,10 +111,46 @@ func TestRules(t *testing.T) {
 	}
 }
 
+// capable is a store with the optional capabilities memstore lacks.
+type capable struct {
+	*memstore.Store
+	watching func(apikey.Change)
+	stopped  bool
+}
+
+func (c *capable) GroupCommit() bool      { return true }
+func (c *capable) UsageGroupCommit() bool { return true }
+func (c *capable) WatchKeyChanges(fn func(apikey.Change)) (stop func()) {
+	c.watching = fn
+	return func() { c.stopped = true }
+}
+
+// The wrapper has the optional capabilities of the store it wraps, and
+// only those: group commit (so that services batch through it as they
+// would without it) and key change notifications.
 func TestCapabilitiesForwarded(t *testing.T) {
-	st := storefault.New(memstore.New(), nil)
-	if st.GroupCommit() || st.UsageGroupCommit() {
+	plain := storefault.New(memstore.New(), nil)
+	if plain.GroupCommit() || plain.UsageGroupCommit() {
 		t.Fatal("memstore has no group commit; the wrapper must not claim it")
 	}
-	st.WatchKeyChanges(func(apikey.Change) {})()
+	plain.WatchKeyChanges(func(apikey.Change) { t.Error("memstore reports no key changes") })()
+
+	inner := &capable{Store: memstore.New()}
+	st := storefault.New(inner, nil)
+	if !st.GroupCommit() || !st.UsageGroupCommit() {
+		t.Fatal("the wrapped store's group commit is hidden by the wrapper")
+	}
+	var got []apikey.Change
+	stop := st.WatchKeyChanges(func(c apikey.Change) { got = append(got, c) })
+	if inner.watching == nil {
+		t.Fatal("WatchKeyChanges did not reach the wrapped store")
+	}
+	inner.watching(apikey.Change{KeyID: "key_1"})
+	if len(got) != 1 || got[0].KeyID != "key_1" {
+		t.Fatalf("changes seen through the wrapper: %+v", got)
+	}
+	stop()
+	if !inner.stopped {
+		t.Fatal("stop did not reach the wrapped store")
+	}
 }

@@ -12,8 +12,6 @@ import (
 	"testing/iotest"
 )
 
-func ptr[T any](v T) *T { return &v }
-
 func TestSSEWriter(t *testing.T) {
 	rec := httptest.NewRecorder()
 	rec.Header().Set("Content-Length", "5")
