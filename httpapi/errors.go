@@ -21,7 +21,7 @@ type Error struct {
 	Type    string // OpenAI-style class: invalid_request_error, rate_limit_error, …
 	Code    string // stable machine code: invalid_api_key, insufficient_quota, …
 	Message string
-	// RetryAfter is set on 429s.
+	// RetryAfter is set on 429s and 503s.
 	RetryAfter time.Duration
 	// Err is the error classified (for logging; never shown).
 	Err error
@@ -39,7 +39,14 @@ const (
 	CodeRequestTooLarge   = "request_too_large"
 	CodeInvalidRequest    = "invalid_request"
 	CodeInternal          = "internal_error"
+	CodeUnavailable       = "service_unavailable"
+	CodeDuplicateRequest  = "duplicate_request"
 )
+
+// UnavailableRetryAfter is the Retry-After of a 503: how long a client
+// should wait before retrying a request that met an unavailable store or
+// rate limiter (the stores' own bounds are about this long).
+const UnavailableRetryAfter = time.Second
 
 // Classify maps an error of the hot path to what the client is told. It is
 // the one table from keyledger's errors to HTTP; ErrorWriters render its
@@ -93,6 +100,18 @@ func Classify(err error) Error {
 		e.Status, e.Type, e.Code, e.Message = 402, "insufficient_quota", CodeMonthlyLimit, "The monthly spend limit of this account is reached."
 	case errors.Is(err, keyledger.ErrInvalidRequest), errors.Is(err, errBadRequest):
 		e.Status, e.Type, e.Code, e.Message = 400, "invalid_request_error", CodeInvalidRequest, "The request is invalid."
+	case errors.Is(err, keyledger.ErrUnavailable):
+		// Checked before cancellation: a store timeout is a DeadlineExceeded
+		// too, but the client is still there and may retry.
+		e.Status, e.Type, e.Code = http.StatusServiceUnavailable, "server_error", CodeUnavailable
+		e.Message = "The service is temporarily unavailable: retry the request (with the same request id) shortly."
+		e.RetryAfter = UnavailableRetryAfter
+	case errors.Is(err, credits.ErrIdempotencyConflict):
+		e.Status, e.Type, e.Code = http.StatusConflict, "invalid_request_error", CodeDuplicateRequest
+		e.Message = "This request id was already used for a different request."
+	case errors.Is(err, keyledger.ErrDuplicateRequest):
+		e.Status, e.Type, e.Code = http.StatusConflict, "invalid_request_error", CodeDuplicateRequest
+		e.Message = "A request with this request id was already completed; send a new id for a new request."
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		e.Status, e.Type, e.Code, e.Message = 499, "invalid_request_error", "request_cancelled", "The request was cancelled."
 	default:
@@ -167,13 +186,13 @@ func writeOpenAIError(w http.ResponseWriter, _ *http.Request, e Error) {
 }
 
 // WriteJSON writes v as the JSON body of a response with e's status, and
-// Retry-After (whole seconds, at least 1) when e.RetryAfter is set. Error
+// Retry-After (whole seconds, at least 1) on 429s and 503s. Error
 // writers of other envelopes use it.
 func WriteJSON(w http.ResponseWriter, e Error, v any) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
-	if e.Status == http.StatusTooManyRequests {
+	if e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable {
 		h.Set("Retry-After", strconv.FormatInt(retrySeconds(e.RetryAfter), 10))
 	}
 	w.WriteHeader(e.Status)

@@ -65,6 +65,9 @@ type config struct {
 	rzpKeyID, rzpSecret, rzpWebhook string
 	dashSecret                      string
 	logLevel                        slog.Level
+	// Failure handling (README "Failure modes").
+	holdTTL, storeTimeout time.Duration
+	redisPolicy           redislimit.Policy
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -82,6 +85,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.rzpSecret, "razorpay-secret", defaultRazorpaySecret, "Razorpay key secret: signs checkout payments")
 	fs.StringVar(&c.rzpWebhook, "razorpay-webhook-secret", defaultRazorpayWebhookSecret, "Razorpay webhook secret: signs webhook bodies")
 	fs.StringVar(&c.dashSecret, "dashboard-csrf-secret", "", "secret (at least 32 bytes) keying the dashboard's CSRF tokens; set the same one on every instance behind one load balancer (default: random per process)")
+	fs.DurationVar(&c.holdTTL, "hold-ttl", 5*time.Minute, "how long a request's credit hold outlives an instance that died before completing it")
+	fs.DurationVar(&c.storeTimeout, "store-timeout", 2*time.Second, "bound on each database or Redis call of a request's admission; past it the request is refused with 503")
+	redisPolicy := fs.String("redis-unavailable", "fail-closed", "while Redis is unreachable: fail-closed (503) or fallback-memory (per-instance limits: up to N instances × the limit)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -91,6 +97,17 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if err := c.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return c, fmt.Errorf("-log-level: %w", err)
+	}
+	switch *redisPolicy {
+	case "fail-closed":
+		c.redisPolicy = redislimit.FailClosed
+	case "fallback-memory":
+		c.redisPolicy = redislimit.FallbackMemory
+	default:
+		return c, fmt.Errorf("-redis-unavailable must be fail-closed or fallback-memory, got %q", *redisPolicy)
+	}
+	if c.holdTTL <= 0 || c.storeTimeout <= 0 {
+		return c, errors.New("-hold-ttl and -store-timeout must be positive")
 	}
 	if c.postgres == "" && (c.db == "" || c.db == ":memory:" || strings.Contains(c.db, "?")) {
 		return c, errors.New("-db must name a database file")
@@ -244,9 +261,11 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 		rdb := redis.NewClient(&redis.Options{Addr: c.redis})
 		closers = append(closers, func(context.Context) error { return rdb.Close() })
 		if err := rdb.Ping(ctx).Err(); err != nil {
-			return nil, nil, fmt.Errorf("-redis %s: %w", c.redis, err)
+			// Not fatal: the limiter follows -redis-unavailable until Redis
+			// answers, and recovers by itself when it does.
+			log.Warn("Redis does not answer at start", "redis", c.redis, "policy", c.redisPolicy.String(), "error", err)
 		}
-		limiter = redislimit.New(rdb, &redislimit.Options{Now: redisNow})
+		limiter = redislimit.New(rdb, &redislimit.Options{Now: redisNow, OnUnavailable: c.redisPolicy, Logger: log})
 	}
 	format, err := apikey.NewFormat(apikey.FormatConfig{Types: []apikey.KeyType{
 		{Name: "sdk", Prefix: "forii_sk_"},
@@ -256,7 +275,7 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 		return nil, nil, err
 	}
 	kl, err := keyledger.New(st, &keyledger.Options{
-		Now: now, Logger: log, Prices: cat.prices, Limiter: limiter,
+		Now: now, Logger: log, Prices: cat.prices, Limiter: limiter, HoldTTL: c.holdTTL, StoreTimeout: c.storeTimeout,
 		Keys:    &apikey.Options{Format: format},
 		Credits: &credits.Options{Unit: credits.INR(), Recharger: credits.RechargerFunc(srv.recharge)},
 	})

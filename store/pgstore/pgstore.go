@@ -109,6 +109,21 @@ type Options struct {
 	// MaxRetries bounds how often a transaction that failed with a
 	// serialization failure or a deadlock is retried (8 by default).
 	MaxRetries int
+	// TxTimeout bounds each attempt of a transaction (5 s by default),
+	// including the group commits that run on no caller's context: a
+	// stalled or black-holed connection fails the attempt instead of
+	// blocking every later batch, and pgx closes the connection, so the
+	// pool replaces it. The listener's liveness ping uses it too.
+	TxTimeout time.Duration
+	// HealthCheckPeriod is how often the pool checks its idle connections
+	// and drops dead ones (5 s by default; pgx's own default is a minute).
+	// A connection idle for more than a second is pinged when acquired.
+	HealthCheckPeriod time.Duration
+	// ListenerPing is how long the change listener waits for a
+	// notification before it pings its connection (5 s by default): a
+	// connection that no longer answers — a partition, a server that went
+	// away without a reset — is replaced instead of waited on forever.
+	ListenerPing time.Duration
 }
 
 func (o *Options) withDefaults() Options {
@@ -130,6 +145,15 @@ func (o *Options) withDefaults() Options {
 	}
 	if r.MaxRetries <= 0 {
 		r.MaxRetries = 8
+	}
+	if r.TxTimeout <= 0 {
+		r.TxTimeout = 5 * time.Second
+	}
+	if r.HealthCheckPeriod <= 0 {
+		r.HealthCheckPeriod = 5 * time.Second
+	}
+	if r.ListenerPing <= 0 {
+		r.ListenerPing = 5 * time.Second
 	}
 	return r
 }
@@ -160,6 +184,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	if o.MaxConns > 0 {
 		cfg.MaxConns = o.MaxConns
 	}
+	cfg.HealthCheckPeriod = o.HealthCheckPeriod
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: open: %w", err)
@@ -308,6 +333,8 @@ func (s *Store) run(ctx context.Context, op string, o txOptions, fn func(pgx.Tx)
 }
 
 func (s *Store) once(ctx context.Context, op string, o txOptions, fn func(pgx.Tx) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opt.TxTimeout)
+	defer cancel()
 	opts := pgx.TxOptions{IsoLevel: o.iso}
 	if o.readOnly {
 		opts.AccessMode = pgx.ReadOnly
@@ -351,6 +378,8 @@ func (s *Store) pipelined(ctx context.Context, op string, fn func(c txConn, atte
 }
 
 func (s *Store) pipelinedOnce(ctx context.Context, op string, fn func(txConn) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opt.TxTimeout)
+	defer cancel()
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return wrap(op, err)

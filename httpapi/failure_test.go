@@ -1,0 +1,77 @@
+package httpapi_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/keyledger/keyledger/httpapi"
+	"github.com/keyledger/keyledger/store"
+	"github.com/keyledger/keyledger/store/memstore"
+	"github.com/keyledger/keyledger/store/storefault"
+)
+
+// A store that is down is a 503 with Retry-After, and the handler never
+// runs: nothing is served that could not be metered.
+func TestStoreDownIs503WithRetryAfter(t *testing.T) {
+	fs := storefault.New(memstore.New(), nil)
+	e := newEnv(t, backend{"faulty", func(testing.TB) store.Store { return fs }})
+	var served atomic.Int64
+	h := httpapi.Middleware(e.kl, &httpapi.Options{Request: modelRequest})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+	}))
+	fs.SetRules(storefault.Rule{Methods: []string{"ApplySpends"}, Mode: storefault.Before})
+	w := e.do(h, "POST", "/v1/chat", e.raw.Reveal(), nil)
+	fs.SetRules()
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != "1" || errorCode(t, w) != httpapi.CodeUnavailable {
+		t.Fatalf("store down: %d Retry-After %q %s, want 503, 1, %s", w.Code, w.Header().Get("Retry-After"), w.Body, httpapi.CodeUnavailable)
+	}
+	if served.Load() != 0 {
+		t.Fatal("the handler ran although the request could not be held")
+	}
+	if w := e.do(h, "POST", "/v1/chat", e.raw.Reveal(), nil); w.Code != 200 || served.Load() != 1 {
+		t.Fatalf("store back: %d %s", w.Code, w.Body)
+	}
+}
+
+// A client's request id names the request: a retry after completion is a
+// 409 and charged once; the id comes back in X-Request-Id; a malformed id
+// is a 400.
+func TestClientRequestIDChargesOnce(t *testing.T) {
+	forEach(t, func(t *testing.T, e *env) {
+		h := httpapi.Middleware(e.kl, &httpapi.Options{Request: modelRequest})(ok)
+		send := func(header, id string) *httptest.ResponseRecorder {
+			r := httptest.NewRequest("POST", "/v1/chat", strings.NewReader("{}"))
+			r.Header.Set("Authorization", "Bearer "+e.raw.Reveal())
+			r.Header.Set(header, id)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			return w
+		}
+		before := e.balance(t)
+		w := send("Idempotency-Key", "client-req-0001")
+		if w.Code != 200 || w.Header().Get("X-Request-Id") != "client-req-0001" {
+			t.Fatalf("first: %d, X-Request-Id %q", w.Code, w.Header().Get("X-Request-Id"))
+		}
+		charged := before.Sub(e.balance(t))
+		if !charged.IsPositive() {
+			t.Fatalf("first request charged %s", charged)
+		}
+		if w := send("X-Request-Id", "client-req-0001"); w.Code != http.StatusConflict || errorCode(t, w) != httpapi.CodeDuplicateRequest {
+			t.Fatalf("retry of a completed request: %d %s, want 409 %s", w.Code, w.Body, httpapi.CodeDuplicateRequest)
+		}
+		if got := before.Sub(e.balance(t)); !got.Equal(charged) {
+			t.Fatalf("charged %s after the retry, want %s once", got, charged)
+		}
+		for _, bad := range []string{"has space", strings.Repeat("x", httpapi.MaxRequestIDLen+1), "ünïcode"} {
+			if w := send("Idempotency-Key", bad); w.Code != 400 {
+				t.Fatalf("request id %q: %d, want 400", bad, w.Code)
+			}
+		}
+		if got := before.Sub(e.balance(t)); !got.Equal(charged) {
+			t.Fatalf("refused ids charged: %s, want %s", got, charged)
+		}
+	})
+}
