@@ -1,12 +1,17 @@
 package httpapi_test
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/keyledger/keyledger"
 	"github.com/keyledger/keyledger/httpapi"
 	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/memstore"
@@ -74,4 +79,32 @@ func TestClientRequestIDChargesOnce(t *testing.T) {
 			t.Fatalf("refused ids charged: %s, want %s", got, charged)
 		}
 	})
+}
+
+// A Complete that fails for good (the store stayed down past its deadline)
+// aborts the response: the client never gets a complete answer whose
+// usage was not recorded.
+func TestFailedCompleteAbortsTheResponse(t *testing.T) {
+	fs := storefault.New(memstore.New(), nil)
+	e := newEnv(t, backend{"faulty", func(testing.TB) store.Store { return fs }})
+	kl, err := keyledger.New(fs, &keyledger.Options{Now: e.clk.Now, Prices: e.kl.Prices, CompleteTimeout: time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kl.Close(context.Background())
+	h := httpapi.Middleware(kl, &httpapi.Options{Request: modelRequest, Logger: slog.New(slog.DiscardHandler)})(
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fs.SetRules(storefault.Rule{Methods: []string{"MeterUsage"}, Mode: storefault.Before})
+			io.WriteString(w, "the answer")
+		}))
+	defer fs.SetRules()
+	var p any
+	func() {
+		defer func() { p = recover() }()
+		e.do(h, "POST", "/v1/chat", e.raw.Reveal(), nil)
+	}()
+	if p != http.ErrAbortHandler {
+		t.Fatalf("a request whose usage could not be recorded ended with %v, want the http.ErrAbortHandler panic", p)
+	}
 }

@@ -124,7 +124,11 @@ func (i *Info) outcome() keyledger.Outcome {
 // Options.RequestID) names the request, so that a retry is charged once;
 // it is echoed in X-Request-Id. A store or rate limiter that is down is a
 // 503 with Retry-After (keyledger.ErrUnavailable): nothing is served that
-// could not be metered.
+// could not be metered. If Complete fails (its store stayed down past
+// keyledger.Options.CompleteTimeout), the response is aborted
+// (http.ErrAbortHandler) so that the client never receives a complete
+// response whose usage was not recorded — provided the handler did not
+// flush a response of declared length before returning.
 func Middleware(kl *keyledger.KeyLedger, opts *Options) func(http.Handler) http.Handler {
 	var o Options
 	if opts != nil {
@@ -252,6 +256,13 @@ func serve(kl *keyledger.KeyLedger, o *Options, next http.Handler, w http.Respon
 		out.RequestBytes, out.ResponseBytes = max(r.ContentLength, body.n), rec.bytes
 		if _, err := g.Complete(r.Context(), out); err != nil {
 			o.Logger.ErrorContext(r.Context(), "httpapi: completing request failed", "request_id", g.ID, "error", err)
+			if p == nil {
+				// net/http ends a response (its last buffered bytes, the
+				// final chunk) only when the handler returns: aborting here
+				// means the client never sees a complete response whose
+				// usage was not recorded, and retries it instead.
+				p = http.ErrAbortHandler
+			}
 		}
 		if p != nil {
 			panic(p)
