@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger"
+	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/httpapi"
 	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/memstore"
@@ -107,4 +108,44 @@ func TestFailedCompleteAbortsTheResponse(t *testing.T) {
 	if p != http.ErrAbortHandler {
 		t.Fatalf("a request whose usage could not be recorded ended with %v, want the http.ErrAbortHandler panic", p)
 	}
+}
+
+// FuzzRequestIDHeader: any Idempotency-Key value is either a valid id,
+// used and echoed, or refused with a 400; a free request replayed under a
+// used id is still answered (its second record is refused by the meter's
+// idempotency key, and logged).
+func FuzzRequestIDHeader(f *testing.F) {
+	for _, s := range []string{"req-1", "req-1", "", " ", "a:b.c_d-e", strings.Repeat("z", 129), "ü", "\x00"} {
+		f.Add(s)
+	}
+	e := newEnv(f, backends[0])
+	ent := "enterprise" // no rate limits: every call gets an answer about its id
+	if _, err := e.kl.UpdateAccount(context.Background(), e.account.ID, account.UpdateParams{Plan: &ent}); err != nil {
+		f.Fatal(err)
+	}
+	h := httpapi.Middleware(e.kl, &httpapi.Options{Logger: slog.New(slog.DiscardHandler)})(ok)
+	f.Fuzz(func(t *testing.T, id string) {
+		r := httptest.NewRequest("GET", "/v1/free", nil)
+		r.Header.Set("Authorization", "Bearer "+e.raw.Reveal())
+		r.Header["Idempotency-Key"] = []string{id}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		switch {
+		case id == "":
+			if w.Code != 200 || w.Header().Get("X-Request-Id") != "" {
+				t.Fatalf("no id: %d %q", w.Code, w.Header().Get("X-Request-Id"))
+			}
+		case httpapi.ValidRequestID(id):
+			if w.Code != 200 || w.Header().Get("X-Request-Id") != id {
+				t.Fatalf("valid id %q: %d, echoed %q", id, w.Code, w.Header().Get("X-Request-Id"))
+			}
+			if len(id) > httpapi.MaxRequestIDLen {
+				t.Fatalf("an id of %d bytes accepted", len(id))
+			}
+		default:
+			if w.Code != 400 {
+				t.Fatalf("invalid id %q: %d, want 400", id, w.Code)
+			}
+		}
+	})
 }

@@ -124,8 +124,8 @@ func (i *Info) outcome() keyledger.Outcome {
 // Options.RequestID) names the request, so that a retry is charged once;
 // it is echoed in X-Request-Id. A store or rate limiter that is down is a
 // 503 with Retry-After (keyledger.ErrUnavailable): nothing is served that
-// could not be metered. If Complete fails (its store stayed down past
-// keyledger.Options.CompleteTimeout), the response is aborted
+// could not be metered. If Complete fails because its store stayed down
+// past keyledger.Options.CompleteTimeout, the response is aborted
 // (http.ErrAbortHandler) so that the client never receives a complete
 // response whose usage was not recorded — provided the handler did not
 // flush a response of declared length before returning.
@@ -256,11 +256,13 @@ func serve(kl *keyledger.KeyLedger, o *Options, next http.Handler, w http.Respon
 		out.RequestBytes, out.ResponseBytes = max(r.ContentLength, body.n), rec.bytes
 		if _, err := g.Complete(r.Context(), out); err != nil {
 			o.Logger.ErrorContext(r.Context(), "httpapi: completing request failed", "request_id", g.ID, "error", err)
-			if p == nil {
-				// net/http ends a response (its last buffered bytes, the
-				// final chunk) only when the handler returns: aborting here
-				// means the client never sees a complete response whose
-				// usage was not recorded, and retries it instead.
+			if p == nil && errors.Is(err, keyledger.ErrUnavailable) {
+				// The store stayed down: net/http ends a response (its last
+				// buffered bytes, the final chunk) only when the handler
+				// returns, so aborting here means the client never sees a
+				// complete response whose usage was not recorded, and
+				// retries it instead. (A domain answer — a free request
+				// replayed under a used id — is not retried: it is logged.)
 				p = http.ErrAbortHandler
 			}
 		}
