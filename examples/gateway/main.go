@@ -258,7 +258,7 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 
 	var limiter ratelimit.Limiter
 	if c.redis != "" {
-		rdb := redis.NewClient(&redis.Options{Addr: c.redis})
+		rdb := redis.NewClient(&redis.Options{Addr: c.redis, ContextTimeoutEnabled: true})
 		closers = append(closers, func(context.Context) error { return rdb.Close() })
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			// Not fatal: the limiter follows -redis-unavailable until Redis

@@ -80,7 +80,9 @@ type Options struct {
 	// Now, when set, replaces the Redis server clock and the clock of the
 	// circuit breaker (for tests).
 	Now func() time.Time
-	// Timeout bounds each Redis call (250 ms by default).
+	// Timeout bounds each Redis call (250 ms by default), whatever the
+	// client's own timeouts; give the client ContextTimeoutEnabled so that
+	// a call given up on also ends on its socket at once.
 	Timeout time.Duration
 	// OnUnavailable is the policy while Redis is unavailable (FailClosed
 	// by default).
@@ -199,6 +201,32 @@ func (l *Limiter) report(probe bool, err error) {
 		}
 		l.open = true
 		l.openUntil = l.clock().Add(l.opt.ProbeInterval)
+	}
+}
+
+// bounded runs fn under ctx with a timeout and returns when either fn
+// returns or the timeout passes. go-redis passes a context's deadline to
+// its sockets only with ContextTimeoutEnabled; without it a stalled Redis
+// would hold the call for the client's ReadTimeout (3 s by default), so fn
+// runs in its own goroutine, which ends by that timeout at the latest.
+func bounded[T any](ctx context.Context, timeout time.Duration, fn func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := fn(ctx)
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
 	}
 }
 
@@ -327,9 +355,7 @@ func (l *Limiter) Allow(ctx context.Context, reqs ...ratelimit.Request) (ratelim
 	if !ok {
 		return l.degradedAllow(ctx, reqs, nil)
 	}
-	rctx, cancel := context.WithTimeout(ctx, l.opt.Timeout)
-	d, err := l.allow(rctx, reqs)
-	cancel()
+	d, err := bounded(ctx, l.opt.Timeout, func(ctx context.Context) (ratelimit.Decision, error) { return l.allow(ctx, reqs) })
 	if err != nil && !failure(ctx, err) {
 		l.abandon(probe) // the caller left: no verdict on Redis
 		return d, err
@@ -408,9 +434,7 @@ func (l *Limiter) Adjust(ctx context.Context, reqs ...ratelimit.Request) error {
 	if !ok {
 		return l.degradedAdjust(ctx, reqs, nil)
 	}
-	rctx, cancel := context.WithTimeout(ctx, l.opt.Timeout)
-	err := l.adjust(rctx, reqs)
-	cancel()
+	_, err := bounded(ctx, l.opt.Timeout, func(ctx context.Context) (struct{}, error) { return struct{}{}, l.adjust(ctx, reqs) })
 	if err != nil && !failure(ctx, err) {
 		l.abandon(probe)
 		return err

@@ -144,19 +144,26 @@ func TestStalledRedisCostsOneTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.px.Set(faultproxy.Blackhole, 0)
+	// The client here leaves ContextTimeoutEnabled off, so go-redis itself
+	// would wait its ReadTimeout (3 s); the limiter's Timeout (200 ms)
+	// bounds the call all the same. Checked with a wide margin.
+	start := time.Now()
 	if _, err := l.Allow(ctx, req); !errors.Is(err, ratelimit.ErrUnavailable) {
 		t.Fatalf("stalled Redis: %v", err)
 	}
-	// The circuit is open: these return without waiting for Redis. (Each
-	// would otherwise take the 200 ms timeout; the bound is generous.)
-	start := time.Now()
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("a call to a stalled Redis took %v with a 200 ms timeout", el)
+	}
+	// The circuit is open: these do not touch Redis at all (no new
+	// connection, so no wait on the partition either).
+	accepted := d.px.Accepted()
 	for range 20 {
 		if _, err := l.Allow(ctx, req); !errors.Is(err, ratelimit.ErrUnavailable) {
 			t.Fatal(err)
 		}
 	}
-	if el := time.Since(start); el > 2*time.Second {
-		t.Fatalf("20 calls with the circuit open took %v", el)
+	if n := d.px.Accepted() - accepted; n != 0 || l.Trips() != 1 {
+		t.Fatalf("%d connections to a stalled Redis and %d trips with the circuit open, want 0 and 1", n, l.Trips())
 	}
 	d.px.Set(faultproxy.Pass, 0)
 	d.px.Reset() // the connections that timed out are dead to the client
