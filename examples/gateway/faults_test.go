@@ -46,8 +46,9 @@ import (
 // (internal/faultproxy). Client workers send metered chat completions,
 // streaming and not, each with its own request id (Idempotency-Key), and
 // retry a failed attempt on another instance with the same id. Meanwhile a
-// seeded schedule injects faults one after another: Redis down and up,
-// PostgreSQL black-holed, slow or reset for one instance, an instance
+// seeded schedule injects faults one after another: Redis down (refusing)
+// or stalled (black-holed), PostgreSQL black-holed, slow or reset for one
+// instance, an instance
 // killed with SIGKILL and restarted, the LISTEN connections killed with
 // pg_terminate_backend, and a key revoked mid-run.
 //
@@ -409,8 +410,18 @@ func TestFaults(t *testing.T) {
 		in := insts[rng.IntN(len(insts))]
 		hold := time.Duration(300+rng.IntN(1200)) * time.Millisecond
 		gap := time.Duration(100+rng.IntN(400)) * time.Millisecond
-		kind := []string{"redis-down", "pg-blackhole", "pg-slow", "pg-reset", "instance-kill", "listener-kill"}[rng.IntN(6)]
+		kinds := []string{"redis-down", "redis-stall", "pg-blackhole", "pg-slow", "pg-reset", "instance-kill", "listener-kill"}
+		kind := kinds[rng.IntN(len(kinds))]
 		switch kind {
+		case "redis-stall": // a partition: connections accepted, nothing answered
+			for _, x := range insts {
+				x.rd.Set(faultproxy.Blackhole, 0)
+			}
+			time.Sleep(hold)
+			for _, x := range insts {
+				x.rd.Set(faultproxy.Pass, 0)
+				x.rd.Reset() // the calls given up on left their connections mid-reply
+			}
 		case "redis-down":
 			for _, x := range insts {
 				x.rd.Set(faultproxy.Refuse, 0)
