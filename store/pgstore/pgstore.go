@@ -53,6 +53,17 @@
 // indexes check the claims, and a violation (a replay, or a concurrent claim
 // in another process) reruns the batch with lookups.
 //
+// # Failures
+//
+// Every transaction attempt, group commits included, is bounded by
+// Options.TxTimeout, so a stalled or black-holed server fails calls instead
+// of holding them (pgx closes a connection whose call timed out, and the
+// pool dials a new one); idle connections are checked every
+// Options.HealthCheckPeriod and pinged when acquired after a second idle,
+// so a server restart or a reset costs the calls that were using the dead
+// connections and nothing after. The listener bounds its connect and pings
+// an idle connection every Options.ListenerPing.
+//
 // Errors are classified by SQLSTATE, never by message text: unique (23505)
 // and foreign-key (23503) violations become the domains' sentinels, and
 // serialization failures (40001) and deadlocks (40P01) retry the
