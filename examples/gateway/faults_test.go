@@ -135,6 +135,7 @@ func (in *instance) start() error {
 	in.mu.Unlock()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestFaultsChild$")
 	cmd.Env = append(os.Environ(), faultsChildEnv+"="+string(spec))
+	dieWithParent(cmd)
 	stderr, err := os.Create(filepath.Join(in.logDir, fmt.Sprintf("gw%d-%d.stderr", in.n, n)))
 	if err != nil {
 		return err

@@ -182,13 +182,17 @@ func abort(c net.Conn) {
 
 func (p *Proxy) kill(c *pair) {
 	c.once.Do(func() {
-		abort(c.client)
-		if c.server != nil {
-			abort(c.server)
-		}
+		// serve sets c.server under p.mu, and only while c is in p.conns:
+		// once deleted here, a server connection dialled later is aborted
+		// by serve itself.
 		p.mu.Lock()
+		server := c.server
 		delete(p.conns, c)
 		p.mu.Unlock()
+		abort(c.client)
+		if server != nil {
+			abort(server)
+		}
 	})
 }
 
