@@ -2,10 +2,17 @@ package keyledger_test
 
 import (
 	"context"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/keyledger/keyledger"
 	"github.com/keyledger/keyledger/account"
+	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/store/storetest"
 )
@@ -77,5 +84,75 @@ func BenchmarkGrantProgress(b *testing.B) {
 			}
 			_ = g.Cancel(ctx)
 		})
+	}
+}
+
+// BenchmarkAuthorizeCompleteParallel is BenchmarkAuthorizeComplete with
+// many requests in flight, as a gateway under load has them: 64 or 1,024
+// callers over 64 keys of 16 accounts, on the durable backends (SQLite,
+// and PostgreSQL when KEYLEDGER_TEST_POSTGRES is set). ns/op is the
+// inverse of throughput; p99-µs is one request's latency.
+func BenchmarkAuthorizeCompleteParallel(b *testing.B) {
+	for _, be := range moneyBackends[1:] {
+		for _, callers := range []int{64, 1024} {
+			b.Run(fmt.Sprintf("%s/callers=%d", be.name, callers), func(b *testing.B) {
+				c, err := account.NewCatalog("big", account.Plan{ID: "big", Name: "Big",
+					Limits:      account.Limits{RequestsPerMinute: 1e9, PromptTokensPerMinute: 1e9, CompletionTokensPerMinute: 1e9},
+					SignupGrant: d("1000000000")})
+				if err != nil {
+					b.Fatal(err)
+				}
+				e := newEnv(b, be, c)
+				var raws []apikey.RawKey
+				for i := range 16 {
+					a, raw, _ := e.signup(b, fmt.Sprintf("bench%d@example.com", i), "")
+					raws = append(raws, raw)
+					for range 3 {
+						r, _, err := e.kl.Keys.Create(context.Background(), apikey.CreateParams{AccountID: a.ID, Name: "k"})
+						if err != nil {
+							b.Fatal(err)
+						}
+						raws = append(raws, r)
+					}
+				}
+				ctx := context.Background()
+				req := keyledger.Request{Model: "test-model", PromptTokens: 100, MaxCompletionTokens: 100, Endpoint: "/v1/chat/completions", Method: "POST"}
+				out := keyledger.Outcome{StatusCode: 200, PromptTokens: 100, CompletionTokens: 50}
+				var (
+					next atomic.Int64
+					mu   sync.Mutex
+					lat  []time.Duration
+				)
+				procs := runtime.GOMAXPROCS(0)
+				b.SetParallelism((callers + procs - 1) / procs)
+				b.ReportAllocs()
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					raw := raws[int(next.Add(1))%len(raws)]
+					mine := make([]time.Duration, 0, 256)
+					for pb.Next() {
+						start := time.Now()
+						g, err := e.kl.Authorize(ctx, raw, req)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						if _, err := g.Complete(ctx, out); err != nil {
+							b.Error(err)
+							return
+						}
+						mine = append(mine, time.Since(start))
+					}
+					mu.Lock()
+					lat = append(lat, mine...)
+					mu.Unlock()
+				})
+				b.StopTimer()
+				if len(lat) > 0 {
+					slices.Sort(lat)
+					b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+				}
+			})
+		}
 	}
 }

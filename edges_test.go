@@ -273,3 +273,40 @@ func reconcile(t *testing.T, e *env, accountID string, granted credits.Amount) {
 		t.Errorf("granted %s − usage %s ≠ balance %s", granted, cost, acc.Balance)
 	}
 }
+
+// A hold that already covers the request's whole limit is not grown early:
+// a concurrent request at the balance edge keeps the funds it needs. Only
+// a delivery past the limit (an upstream ignoring it) extends it.
+func TestHoldCoveringTheLimitIsNotExtendedEarly(t *testing.T) {
+	forEachMoneyBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, nil)
+		ctx := context.Background()
+		_, raw, _ := e.signup(t, "cap@example.com", "free")
+		g, err := e.kl.Authorize(ctx, raw, keyledger.Request{Model: "test-model", MaxCompletionTokens: 100}) // holds 20
+		if err != nil {
+			t.Fatal(err)
+		}
+		for n := int64(1); n <= 100; n++ {
+			if err := g.Progress(ctx, keyledger.Delivered{CompletionTokens: n}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if h, _ := e.kl.Credits.Hold(ctx, g.Hold.ID); !h.Amount.Equal(credits.NewAmount(d("20"))) {
+			t.Fatalf("hold grew to %s within its limit", h.Amount)
+		}
+		// The other 30 stay free for another request.
+		other, err := e.kl.Authorize(ctx, raw, keyledger.Request{Model: "test-model", MaxCompletionTokens: 150})
+		if err != nil {
+			t.Fatalf("a request for the rest of the balance: %v", err)
+		}
+		_ = other.Cancel(ctx)
+		// Past the limit, the hold follows the delivery.
+		if err := g.Progress(ctx, keyledger.Delivered{CompletionTokens: 130}); err != nil {
+			t.Fatal(err)
+		}
+		if h, _ := e.kl.Credits.Hold(ctx, g.Hold.ID); h.Amount.Cmp(credits.NewAmount(d("26"))) < 0 {
+			t.Fatalf("hold %s after 130 tokens delivered past a limit of 100", h.Amount)
+		}
+		_ = g.Cancel(ctx)
+	})
+}

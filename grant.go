@@ -93,6 +93,7 @@ type Grant struct {
 	result  usage.MeterResult
 	err     error
 	fund    funding
+	tracked bool // counted in the telemetry's active grants
 }
 
 // funding is how far a grant's hold reaches, in the measure Progress
@@ -119,6 +120,13 @@ func (g *Grant) Context() context.Context { return g.ctx }
 // Options.StoreTimeout) is wrapped in ErrUnavailable. A refused request is
 // never charged and takes nothing from any budget.
 func (kl *KeyLedger) Authorize(ctx context.Context, raw apikey.RawKey, req Request) (*Grant, error) {
+	if kl.tel == nil {
+		return kl.authorize(ctx, raw, req)
+	}
+	return kl.tel.authorize(ctx, kl, raw, req)
+}
+
+func (kl *KeyLedger) authorize(ctx context.Context, raw apikey.RawKey, req Request) (*Grant, error) {
 	if req.PromptTokens < 0 || req.MaxCompletionTokens < 0 || req.HoldCompletionTokens < 0 || req.Units < 0 || req.CachedUnits < 0 {
 		return nil, ErrInvalidRequest
 	}
@@ -132,6 +140,7 @@ func (kl *KeyLedger) Authorize(ctx context.Context, raw apikey.RawKey, req Reque
 	sctx, cancel := kl.bounded(ctx)
 	defer cancel()
 	v, err := kl.Keys.Verify(sctx, raw)
+	kl.tel.verified(ctx, &v, err)
 	if err != nil {
 		return nil, unavailable(ctx, "verify key", err)
 	}
@@ -163,6 +172,7 @@ func (kl *KeyLedger) Authorize(ctx context.Context, raw apikey.RawKey, req Reque
 		{Key: names[5], Limit: ratelimit.PerMinute(ctpm), Cost: req.MaxCompletionTokens},
 	}
 	d, err := kl.Limiter.Allow(sctx, g.buckets[:]...)
+	kl.tel.limited(ctx, &d, err)
 	if err != nil {
 		return nil, unavailable(ctx, "rate limit", err)
 	}
@@ -358,6 +368,11 @@ func (g *Grant) Complete(ctx context.Context, o Outcome) (usage.MeterResult, err
 	if !g.done {
 		g.done = true
 		ctx := context.WithoutCancel(ctx)
+		if t := g.kl.tel; t != nil {
+			var start time.Time
+			ctx, start = t.startComplete(ctx, g)
+			defer t.endComplete(ctx, g, start, o.StatusCode)
+		}
 		g.result, g.err = g.complete(ctx, o)
 		g.correctTokens(ctx, o)
 		g.unbind()
@@ -436,7 +451,9 @@ func (kl *KeyLedger) meter(ctx context.Context, p usage.MeterParams) (usage.Mete
 	deadline := time.Now().Add(kl.completeTimeout)
 	for attempt := 0; ; attempt++ {
 		actx, cancel := kl.bounded(ctx)
+		start := kl.tel.clock()
 		res, err = kl.Usage.Meter(actx, p)
+		kl.tel.metered(ctx, start, err)
 		cancel()
 		if err == nil || !storeFailure(err) {
 			return res, err
@@ -495,6 +512,7 @@ func (g *Grant) Cancel(ctx context.Context) error {
 	if !g.done {
 		g.done = true
 		ctx := context.WithoutCancel(ctx)
+		g.kl.tel.closed(ctx, g)
 		g.kl.refund(ctx, g, false)
 		if g.Hold.ID != "" {
 			rctx, cancel := g.kl.bounded(ctx)

@@ -24,6 +24,9 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
@@ -130,6 +133,14 @@ type Options struct {
 	// Complete returns the error and the hold is left to be released or to
 	// expire; see the README's "Failure modes".
 	CompleteTimeout time.Duration
+	// MeterProvider and TracerProvider, if set, receive keyledger's metrics
+	// (instruments named keyledger.*) and spans (Authorize, Complete,
+	// Progress, and every store operation: the store is wrapped with
+	// store/storeotel unless it already is). nil records nothing and costs
+	// nothing on the hot path; keyledger never reads the global providers.
+	// DESIGN.md lists the instruments.
+	MeterProvider  metric.MeterProvider
+	TracerProvider trace.TracerProvider
 
 	Accounts *account.Options
 	Keys     *apikey.Options
@@ -156,6 +167,7 @@ type KeyLedger struct {
 	acctInfo *cache.Cache[string, accountInfo]
 	buckets  *cache.Cache[string, *keyBuckets] // key ID → its bucket names
 	infoTTL  time.Duration
+	tel      *telemetry // nil: not instrumented
 
 	storeTimeout    time.Duration // ≤ 0: unbounded
 	completeTimeout time.Duration
@@ -221,19 +233,25 @@ func New(st store.Store, opts *Options) (*KeyLedger, error) {
 	uo := derefOr(o.Usage)
 	uo.Now, uo.Logger = o.Now, o.Logger
 	uo.Prices = nil // the facade prices every record itself (unpriced operations are free)
+	tel, err := newTelemetry(o.MeterProvider, o.TracerProvider)
+	if err != nil {
+		return nil, fmt.Errorf("%w: telemetry: %w", ErrInvalidOptions, err)
+	}
+	if st, err = tel.instrument(st, o.MeterProvider, o.TracerProvider); err != nil {
+		return nil, fmt.Errorf("%w: telemetry: %w", ErrInvalidOptions, err)
+	}
 
 	kl := &KeyLedger{
 		Limiter: o.Limiter, Prices: o.Prices, Catalog: o.Catalog,
 		now: o.Now, log: o.Logger, holdTTL: o.HoldTTL, overrun: o.Overrun, ids: id.NewGenerator(o.Now),
 		acctInfo: cache.New[string, accountInfo](100_000, o.Now), infoTTL: o.AccountCacheTTL,
-		buckets:      cache.New[string, *keyBuckets](100_000, o.Now),
+		buckets: cache.New[string, *keyBuckets](100_000, o.Now), tel: tel,
 		storeTimeout: o.StoreTimeout, completeTimeout: o.CompleteTimeout,
 	}
-	var err error
 	if kl.Accounts, err = account.NewService(st, &ao); err != nil {
 		return nil, err
 	}
-	if kl.Keys, err = apikey.NewService(st, &ko); err != nil {
+	if kl.Keys, err = apikey.NewService(tel.keyStore(st), &ko); err != nil {
 		return nil, err
 	}
 	if kl.Credits, err = credits.NewService(st, &co); err != nil {
@@ -245,6 +263,10 @@ func New(st store.Store, opts *Options) (*KeyLedger, error) {
 		_ = kl.Keys.Close(context.Background())
 		_ = kl.Credits.Close(context.Background())
 		return nil, err
+	}
+	if err := tel.observe(o.MeterProvider, kl); err != nil {
+		_ = kl.Close(context.Background())
+		return nil, fmt.Errorf("%w: telemetry: %w", ErrInvalidOptions, err)
 	}
 	return kl, nil
 }
@@ -261,7 +283,7 @@ func derefOr[T any](p *T) T {
 // the background work of every service. The store stays open: its owner
 // closes it.
 func (kl *KeyLedger) Close(ctx context.Context) error {
-	return errors.Join(kl.Usage.Close(ctx), kl.Keys.Close(ctx), kl.Credits.Close(ctx))
+	return errors.Join(kl.Usage.Close(ctx), kl.Keys.Close(ctx), kl.Credits.Close(ctx), kl.tel.close())
 }
 
 // policyFor returns the ledger policy of an account from its plan.
@@ -287,7 +309,9 @@ func (kl *KeyLedger) Signup(ctx context.Context, p account.CreateParams) (accoun
 }
 
 // EnsureLedger opens the account's ledger if it is not open and credits the
-// plan's signup grant once (idempotency key "signup-grant").
+// plan's signup grant once (idempotency key "signup-grant") — unless the
+// account's email belonged to a closed account, which already had its
+// grant.
 func (kl *KeyLedger) EnsureLedger(ctx context.Context, a account.Account) error {
 	if _, err := kl.Credits.Open(ctx, a.ID, kl.policyFor(a, credits.Policy{})); err != nil && !errors.Is(err, credits.ErrAlreadyOpen) {
 		return err
@@ -295,6 +319,9 @@ func (kl *KeyLedger) EnsureLedger(ctx context.Context, a account.Account) error 
 	plan, _ := kl.Catalog.Plan(a.Plan)
 	if !plan.SignupGrant.IsPositive() {
 		return nil
+	}
+	if closed, err := kl.Accounts.EmailClosed(ctx, a.Email); err != nil || closed {
+		return err
 	}
 	_, err := kl.Credits.Grant(ctx, credits.CreditParams{
 		AccountID: a.ID, Amount: credits.NewAmount(plan.SignupGrant),

@@ -7,6 +7,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/ratelimit"
 )
@@ -54,9 +55,22 @@ func (g *Grant) Progress(ctx context.Context, d Delivered) error {
 	if m < f.extendAt && now < f.renewAt {
 		return nil
 	}
+	if t := kl.tel; t != nil {
+		var done func()
+		ctx, done = t.startProgress(ctx, g)
+		defer done()
+	}
 	amount := g.Hold.Amount
 	if m >= f.extendAt {
-		cost, err := g.costAt(d, m+f.step)
+		// Grow by a step, but not past the request's own limit while the
+		// delivery is within it: funds a concurrent request needs are not
+		// taken early. Past the limit (an upstream ignoring it), keep
+		// funding what is delivered.
+		target := m + f.step
+		if lim := g.limit(); m < lim && target > lim {
+			target = lim
+		}
+		cost, err := g.costAt(d, target)
 		if err != nil {
 			return nil // Complete records the pricing problem
 		}
@@ -105,6 +119,9 @@ func (g *Grant) measure(d Delivered) int64 {
 	return d.Units
 }
 
+// limit is the most the request said it would deliver, in its measure.
+func (g *Grant) limit() int64 { return limitOf(&g.req) }
+
 // costAt prices the request with its measure at m (prompt tokens: the more
 // of the estimate and what was delivered).
 func (g *Grant) costAt(d Delivered, m int64) (credits.Amount, error) {
@@ -126,7 +143,28 @@ func (kl *KeyLedger) initialFunding(req *Request, h credits.Hold) funding {
 		covered = max(req.Units, 1)
 	}
 	step := max(covered, 1)
-	return funding{covered: covered, step: step, extendAt: extendAt(covered, step), renewAt: renewAt(h, kl.holdTTL)}
+	f := funding{covered: covered, step: step, renewAt: renewAt(h, kl.holdTTL)}
+	f.extendAt = f.nextExtend(limitOf(req))
+	return f
+}
+
+// limitOf is the most a request said it would deliver, in its measure.
+func limitOf(req *Request) int64 {
+	if req.Model != "" {
+		return req.MaxCompletionTokens
+	}
+	return max(req.Units, 1)
+}
+
+// nextExtend is the measure at which a hold paying for f.covered is
+// extended: a quarter step before it runs out — but while the hold covers
+// the request's whole limit, not before the delivery goes past the limit.
+func (f *funding) nextExtend(limit int64) int64 {
+	e := max(f.covered-f.step/4, 1)
+	if f.covered >= limit && e <= limit {
+		e = limit + 1
+	}
+	return e
 }
 
 // fundTo updates the funding after the hold grew to h: the measure h pays
@@ -152,13 +190,9 @@ func (g *Grant) fundTo(d Delivered, h credits.Hold) {
 		}
 	}
 	f.covered = lo
-	f.extendAt = extendAt(lo, f.step)
+	f.extendAt = f.nextExtend(g.limit())
 	f.renewAt = renewAt(h, g.kl.holdTTL)
 }
-
-// extendAt is the measure at which a hold paying for covered is extended:
-// a quarter step before it runs out.
-func extendAt(covered, step int64) int64 { return max(covered-step/4, 1) }
 
 // renewAt is when a hold's deadline is renewed: half its TTL before it.
 func renewAt(h credits.Hold, ttl time.Duration) int64 {
@@ -211,4 +245,30 @@ func tooLarge(d *ratelimit.Decision, g *Grant) error {
 		}
 	}
 	return nil
+}
+
+// Budget returns the per-minute budgets of a verified key (for each, the
+// tighter of the key's and the account's bucket) without taking anything
+// from them: the X-Ratelimit-* state for a response that refused a request
+// after its key was identified (a 400, 402, 403 or 404), so that every
+// response to a known key carries it.
+func (kl *KeyLedger) Budget(ctx context.Context, v apikey.Verified) (Budget, error) {
+	now := kl.now().UnixNano()
+	info, err := kl.account(ctx, v.AccountID, now)
+	if err != nil {
+		return Budget{}, err
+	}
+	l := kl.limits(v.Plan, info)
+	names := kl.bucketNames(&v, l, now)
+	per := [6]int64{l.RequestsPerMinute, l.RequestsPerMinute, l.PromptTokensPerMinute, l.PromptTokensPerMinute,
+		l.CompletionTokensPerMinute, l.CompletionTokensPerMinute}
+	var reqs [6]ratelimit.Request
+	for i := range reqs {
+		reqs[i] = ratelimit.Request{Key: names[i], Limit: ratelimit.PerMinute(per[i])}
+	}
+	d, err := kl.Limiter.Allow(ctx, reqs[:]...)
+	if err != nil {
+		return Budget{}, err
+	}
+	return budgetOf(&d), nil
 }

@@ -28,6 +28,7 @@ import (
 var answers = []error{
 	apikey.ErrNotFound, apikey.ErrAccountNotFound, apikey.ErrMalformed, apikey.ErrUnknown, apikey.ErrRevoked,
 	apikey.ErrDisabled, apikey.ErrExpired, apikey.ErrAccountInactive, apikey.ErrModelNotAllowed, apikey.ErrScopeNotAllowed,
+	apikey.ErrEnvironmentNotAllowed,
 	account.ErrNotFound, account.ErrSuspended, account.ErrClosed, account.ErrInvalidTimeZone,
 	credits.ErrUnknownAccount, credits.ErrInvalidAccountID, credits.ErrInvalidAmount, credits.ErrAmountPrecision,
 	credits.ErrInsufficientFunds, credits.ErrInDebt, credits.ErrMonthlyLimit, credits.ErrIdempotencyConflict,

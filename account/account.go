@@ -38,6 +38,16 @@ var (
 	ErrInvalidCursor      = errors.New("account: invalid cursor")
 	ErrInvalidPlanCatalog = errors.New("account: invalid plan catalog")
 	ErrInvalidOptions     = errors.New("account: invalid options")
+	// ErrBusy reports that password hashing is at capacity: every hashing
+	// slot is running and the queue is full. Retry after BusyRetryAfter
+	// (HTTP 503 with Retry-After).
+	ErrBusy = errors.New("account: too many password checks in progress, retry shortly")
+	// ErrTokenInvalid reports a verification or reset token that is
+	// malformed, unknown, already used or expired.
+	ErrTokenInvalid = errors.New("account: invalid or expired token")
+	// ErrNoMailer reports a mail flow (verification, password reset) on a
+	// Service without Options.Mailer.
+	ErrNoMailer = errors.New("account: no mailer configured")
 )
 
 // Status is the lifecycle state of an account.
@@ -192,8 +202,32 @@ type SessionStore interface {
 	DeleteExpiredSessions(ctx context.Context, before time.Time) (int, error)
 }
 
+// LifecycleStore persists one-time tokens (email verification, password
+// reset) and account closure.
+type LifecycleStore interface {
+	// CreateToken stores a one-time token, or returns ErrNotFound if its
+	// account does not exist.
+	CreateToken(ctx context.Context, t Token) error
+	// ConsumeToken removes the token of that kind and hash and returns it
+	// if it had not expired at at; otherwise (unknown, other kind, used,
+	// expired) it returns ErrTokenInvalid. Of concurrent consumers of one
+	// token exactly one succeeds.
+	ConsumeToken(ctx context.Context, kind TokenKind, hash [32]byte, at time.Time) (Token, error)
+	// CloseAccount closes an account in one transaction: it records
+	// EmailHash of the current email, replaces the account with
+	// Scrub(a, now), clears the password hash, revokes every session at
+	// now and deletes every token of the account. It returns the closed
+	// account, or ErrNotFound. Closing a scrubbed account again changes
+	// nothing.
+	CloseAccount(ctx context.Context, id string, now time.Time) (Account, error)
+	// EmailClosed reports whether an account with this EmailHash was
+	// closed.
+	EmailClosed(ctx context.Context, emailHash [32]byte) (bool, error)
+}
+
 // Store is what the account Service needs from a backend.
 type Store interface {
 	AccountStore
 	SessionStore
+	LifecycleStore
 }

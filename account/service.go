@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/mail"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -44,6 +45,25 @@ type Options struct {
 	// Logger receives unexpected, non-fatal failures (slog.Default if nil).
 	// Secrets never reach it.
 	Logger *slog.Logger
+	// MaxConcurrentHashes bounds the argon2id computations (logins,
+	// sign-ups, password changes) running at once: GOMAXPROCS by default,
+	// negative for no bound. Each holds Argon2.MemoryKiB (19 MiB by
+	// default), so hashing never holds more than MaxConcurrentHashes times
+	// that (HashMemoryBound).
+	MaxConcurrentHashes int
+	// Mailer sends verification and password reset mails; nil disables
+	// those flows (they return ErrNoMailer).
+	Mailer Mailer
+	// TokenTTL is how long a verification or reset token works (1 hour
+	// by default).
+	TokenTTL time.Duration
+	// OneTimeTokenPrefix starts every verification and reset token
+	// ("klt_" by default).
+	OneTimeTokenPrefix string
+	// HashQueue is how many callers may wait for a hashing slot (twice
+	// MaxConcurrentHashes by default, negative for none); callers beyond
+	// it get ErrBusy at once.
+	HashQueue int
 }
 
 const (
@@ -90,6 +110,22 @@ func (o *Options) withDefaults() (Options, error) {
 	if r.Logger == nil {
 		r.Logger = slog.Default()
 	}
+	if r.TokenTTL == 0 {
+		r.TokenTTL = time.Hour
+	}
+	if r.OneTimeTokenPrefix == "" {
+		r.OneTimeTokenPrefix = "klt_"
+	}
+	if r.OneTimeTokenPrefix == r.SessionTokenPrefix || r.TokenTTL < 0 {
+		return r, fmt.Errorf("%w: one-time tokens need their own prefix and a positive TTL", ErrInvalidOptions)
+	}
+	if r.MaxConcurrentHashes == 0 {
+		r.MaxConcurrentHashes = runtime.GOMAXPROCS(0)
+	}
+	if r.HashQueue == 0 {
+		r.HashQueue = 2 * max(r.MaxConcurrentHashes, 1)
+	}
+	r.HashQueue = max(r.HashQueue, 0)
 	if r.MinPasswordLen < 0 || r.SessionTTL < 0 || r.SessionCacheSize < 0 {
 		return r, fmt.Errorf("%w: negative length, TTL or size", ErrInvalidOptions)
 	}
@@ -102,6 +138,7 @@ type Service struct {
 	opt   Options
 	ids   *id.Generator
 	cache *cache.Cache[[32]byte, Session] // nil when disabled
+	gate  *hashGate                       // nil when unbounded
 
 	dummyOnce sync.Once
 	dummyHash string
@@ -113,7 +150,7 @@ func NewService(st Store, opts *Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{store: st, opt: o, ids: id.NewGenerator(o.Now)}
+	s := &Service{store: st, opt: o, ids: id.NewGenerator(o.Now), gate: newHashGate(o.MaxConcurrentHashes, o.HashQueue)}
 	if o.SessionCacheTTL > 0 {
 		s.cache = cache.New[[32]byte, Session](o.SessionCacheSize, o.Now)
 	}
@@ -137,8 +174,8 @@ type CreateParams struct {
 
 // Create validates p and stores a new active account. It returns
 // ErrInvalidName, ErrInvalidEmail, ErrInvalidPassword, ErrUnknownPlan,
-// ErrInvalidTimeZone, ErrInvalidMetadata or ErrEmailTaken, writing nothing
-// in each case.
+// ErrInvalidTimeZone, ErrInvalidMetadata, ErrEmailTaken or (when password
+// hashing is at capacity) ErrBusy, writing nothing in each case.
 func (s *Service) Create(ctx context.Context, p CreateParams) (Account, error) {
 	name, err := normalizeName(p.Name)
 	if err != nil {
@@ -166,7 +203,9 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (Account, error) {
 		if err := s.checkPasswordPolicy(p.Password); err != nil {
 			return Account{}, err
 		}
-		hash = hashPassword(s.opt.Argon2, p.Password.Reveal())
+		if hash, err = s.hash(ctx, p.Password); err != nil {
+			return Account{}, err
+		}
 	}
 	now := s.opt.Now()
 	a := Account{
@@ -307,17 +346,21 @@ func (s *Service) List(ctx context.Context, p ListParams) (Page, error) {
 func ClampLimit(n int) int { return norm.ClampLimit(n) }
 
 // SetPassword replaces the account's password and revokes all its sessions.
-// It returns ErrInvalidPassword or ErrNotFound.
+// It returns ErrInvalidPassword, ErrNotFound or ErrBusy.
 func (s *Service) SetPassword(ctx context.Context, accountID string, password Secret) error {
 	if err := s.checkPasswordPolicy(password); err != nil {
 		return err
 	}
+	h, err := s.hash(ctx, password)
+	if err != nil {
+		return err
+	}
 	now := s.opt.Now()
-	if err := s.store.SetPasswordHash(ctx, accountID, hashPassword(s.opt.Argon2, password.Reveal()), now); err != nil {
+	if err := s.store.SetPasswordHash(ctx, accountID, h, now); err != nil {
 		return err
 	}
 	s.forgetSessions(accountID)
-	_, err := s.store.RevokeSessions(ctx, accountID, now)
+	_, err = s.store.RevokeSessions(ctx, accountID, now)
 	return err
 }
 
@@ -325,10 +368,20 @@ func (s *Service) SetPassword(ctx context.Context, accountID string, password Se
 // wrong passwords both return ErrInvalidCredentials and take the same time
 // (a dummy hash is checked for unknown emails). Correct credentials of a
 // suspended or closed account return ErrSuspended or ErrClosed. A hash made
-// with other Argon2 parameters is replaced on success.
+// with other Argon2 parameters is replaced on success. When password
+// hashing is at capacity (MaxConcurrentHashes running, HashQueue waiting)
+// it returns ErrBusy before any work, whatever the email.
 func (s *Service) Login(ctx context.Context, email string, password Secret) (Secret, Session, error) {
+	tooLong := len(password) > maxPasswordBytes // never matches a stored password
+	if tooLong {
+		password = password[:maxPasswordBytes] // same work as any other password
+	}
+	if err := s.gate.acquire(ctx); err != nil {
+		return "", Session{}, err
+	}
 	a, hash, err := s.credentials(ctx, email)
 	if err != nil {
+		s.gate.release()
 		return "", Session{}, err
 	}
 	if hash == "" {
@@ -336,7 +389,8 @@ func (s *Service) Login(ctx context.Context, email string, password Secret) (Sec
 		a = Account{}
 	}
 	ok, rehash := checkPassword(hash, password.Reveal(), s.opt.Argon2)
-	if !ok || a.ID == "" {
+	s.gate.release()
+	if !ok || tooLong || a.ID == "" {
 		return "", Session{}, ErrInvalidCredentials
 	}
 	switch a.Status {
@@ -347,17 +401,15 @@ func (s *Service) Login(ctx context.Context, email string, password Secret) (Sec
 	}
 	now := s.opt.Now()
 	if rehash {
-		if err := s.store.SetPasswordHash(ctx, a.ID, hashPassword(s.opt.Argon2, password.Reveal()), now); err != nil {
+		h, err := s.hash(ctx, password)
+		if err == nil {
+			err = s.store.SetPasswordHash(ctx, a.ID, h, now)
+		}
+		if err != nil {
 			s.opt.Logger.WarnContext(ctx, "account: rehash password failed", "account_id", a.ID, "error", err)
 		}
 	}
-	tok := newToken(s.opt.SessionTokenPrefix)
-	h, _ := hashToken(s.opt.SessionTokenPrefix, tok)
-	sess := Session{TokenHash: h, AccountID: a.ID, CreatedAt: now, ExpiresAt: now.Add(s.opt.SessionTTL)}
-	if err := s.store.CreateSession(ctx, sess); err != nil {
-		return "", Session{}, err
-	}
-	return tok, sess, nil
+	return s.openSession(ctx, a.ID, now)
 }
 
 // credentials returns the account and hash for an email; a missing account

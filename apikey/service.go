@@ -168,6 +168,15 @@ type CreateParams struct {
 // ErrInvalidExpiry, ErrInvalidMetadata and ErrAccountNotFound, writing
 // nothing in each case.
 func (s *Service) Create(ctx context.Context, p CreateParams) (RawKey, APIKey, error) {
+	if reservedMetadata(p.Metadata) {
+		return "", APIKey{}, fmt.Errorf("%w: keys starting with %q are reserved", ErrInvalidMetadata, reservedMetadataPrefix)
+	}
+	return s.create(ctx, p)
+}
+
+// create is Create after the reserved metadata check (CreateChild sets
+// ParentMetadataKey itself).
+func (s *Service) create(ctx context.Context, p CreateParams) (RawKey, APIKey, error) {
 	name, err := normalizeName(p.Name)
 	if err != nil {
 		return "", APIKey{}, err
@@ -324,7 +333,19 @@ func (s *Service) Update(ctx context.Context, accountID, keyID string, p UpdateP
 		if err := validateMetadata(p.Metadata); err != nil {
 			return APIKey{}, err
 		}
+		if reservedMetadata(p.Metadata) {
+			return APIKey{}, fmt.Errorf("%w: keys starting with %q are reserved", ErrInvalidMetadata, reservedMetadataPrefix)
+		}
+		// The parent link survives a metadata replacement.
+		cur, err := s.store.APIKey(ctx, accountID, keyID)
+		if err != nil {
+			return APIKey{}, err
+		}
 		u.Metadata = p.Metadata
+		if parent := cur.Metadata[ParentMetadataKey]; parent != "" {
+			u.Metadata = cloneMap(p.Metadata)
+			u.Metadata[ParentMetadataKey] = parent
+		}
 	}
 	now := s.opt.Now()
 	if p.ExpiresAt != nil {
@@ -365,12 +386,17 @@ func (s *Service) forget(keyID string) {
 	s.binds.epoch.Add(1)
 }
 
-// Revoke permanently revokes a key: the next Verify in this process fails
-// with ErrRevoked and contexts bound to the key are cancelled with cause
+// Revoke permanently revokes a key and every key created from it with
+// CreateChild (and theirs): the next Verify in this process fails with
+// ErrRevoked and contexts bound to those keys are cancelled with cause
 // ErrRevoked. Revoking twice is not an error. It returns ErrNotFound.
 func (s *Service) Revoke(ctx context.Context, accountID, keyID string) (APIKey, error) {
 	st := StatusRevoked
-	return s.apply(ctx, accountID, keyID, Update{Status: &st}, s.opt.Now(), ErrRevoked)
+	k, err := s.apply(ctx, accountID, keyID, Update{Status: &st}, s.opt.Now(), ErrRevoked)
+	if err != nil {
+		return k, err
+	}
+	return k, s.cascade(ctx, accountID, keyID, StatusRevoked, ErrRevoked)
 }
 
 // Expire makes a key expire now: Verify fails with ErrExpired and bound
@@ -462,7 +488,11 @@ func (s *Service) DisableLeaked(ctx context.Context, raw RawKey) (k APIKey, know
 	}
 	st := StatusDisabled
 	k, err = s.apply(ctx, m.Key.AccountID, m.Key.ID, Update{Status: &st}, s.opt.Now(), ErrDisabled)
-	return k, true, err
+	if err != nil {
+		return k, true, err
+	}
+	// A leaked key's children were made by whoever held it: revoke them.
+	return k, true, s.cascade(ctx, m.Key.AccountID, m.Key.ID, StatusRevoked, ErrRevoked)
 }
 
 // InvalidateAccount drops the cached keys of an account, so that the next

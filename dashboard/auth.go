@@ -6,11 +6,15 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/keyledger/keyledger"
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/credits"
 )
@@ -288,9 +292,13 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := authForm{Email: r.PostForm.Get("email"), Next: r.PostForm.Get("next"), Signup: !h.o.DisableSignup}
-	tok, sess, err := h.kl.Accounts.Login(r.Context(), f.Email, account.Secret(r.PostForm.Get("password")))
+	tok, sess, err := h.login(r, f.Email, account.Secret(r.PostForm.Get("password")))
 	if err != nil {
 		msg, status := "", http.StatusUnauthorized
+		if m, st, ok := h.refusal(w, err); ok {
+			h.renderAnon(w, r, st, "signin", "Sign in", f, m)
+			return
+		}
 		switch {
 		case errors.Is(err, account.ErrInvalidCredentials), errors.Is(err, account.ErrInvalidEmail), errors.Is(err, account.ErrInvalidPassword):
 			msg = "Invalid email or password."
@@ -363,9 +371,24 @@ func (h *Handler) signUp(w http.ResponseWriter, r *http.Request) {
 	}
 	f := authForm{Name: r.PostForm.Get("name"), Email: r.PostForm.Get("email"), Signup: true}
 	pw := account.Secret(r.PostForm.Get("password"))
-	a, err := h.kl.Signup(r.Context(), account.CreateParams{Name: f.Name, Email: f.Email, Password: pw, TimeZone: h.o.TimeZone})
+	var a account.Account
+	var err error
+	if h.o.Throttle != nil {
+		err = h.o.Throttle.Signup(r.Context(), h.clientAddr(r))
+	}
+	if err == nil && h.o.VerifySignups {
+		h.signUpVerified(w, r, f, pw)
+		return
+	}
+	if err == nil {
+		a, err = h.kl.Signup(r.Context(), account.CreateParams{Name: f.Name, Email: f.Email, Password: pw, TimeZone: h.o.TimeZone})
+	}
 	if err != nil && a.ID == "" {
 		var msg string
+		if m, st, ok := h.refusal(w, err); ok {
+			h.renderAnon(w, r, st, "signup", "Sign up", f, m)
+			return
+		}
 		switch {
 		case errors.Is(err, account.ErrEmailTaken):
 			msg = "An account with this email already exists. Sign in instead."
@@ -403,4 +426,39 @@ func (h *Handler) signOut(w http.ResponseWriter, r *http.Request) {
 		h.redirect(w, r, "/signin")
 		return nil
 	})(w, r)
+}
+
+// login signs in through the throttle when one is configured.
+func (h *Handler) login(r *http.Request, email string, pw account.Secret) (account.Secret, account.Session, error) {
+	if h.o.Throttle != nil {
+		return h.o.Throttle.Login(r.Context(), h.kl.Accounts, email, pw, h.clientAddr(r))
+	}
+	return h.kl.Accounts.Login(r.Context(), email, pw)
+}
+
+// clientAddr is the address the throttle keys on.
+func (h *Handler) clientAddr(r *http.Request) string {
+	if h.o.ClientAddr != nil {
+		return h.o.ClientAddr(r)
+	}
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
+}
+
+// refusal turns a throttled attempt (429) or a full password-hashing gate
+// (503) into a page message, setting Retry-After.
+func (h *Handler) refusal(w http.ResponseWriter, err error) (msg string, status int, ok bool) {
+	var te *keyledger.ThrottleError
+	switch {
+	case errors.As(err, &te):
+		secs := int64((te.RetryAfter + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+		return fmt.Sprintf("Too many attempts (at most %s). Try again in %d seconds.", te.Limit, secs), http.StatusTooManyRequests, true
+	case errors.Is(err, account.ErrBusy):
+		w.Header().Set("Retry-After", strconv.FormatInt(int64(account.BusyRetryAfter/time.Second), 10))
+		return "The service is busy. Try again in a moment.", http.StatusServiceUnavailable, true
+	}
+	return "", 0, false
 }

@@ -127,6 +127,21 @@ type Options struct {
 	// TimeZone is the IANA time zone of accounts created by sign-up
 	// ("UTC" by default). Usage days follow each account's own zone.
 	TimeZone string
+	// VerifySignups makes sign-up confirm the email address: the account
+	// gets its signup grant once the mailed link (/verify) is opened, and
+	// a taken address gets the same answer as a new one (its owner is
+	// mailed). The KeyLedger's account service needs a Mailer. Off: the
+	// account is created, granted and signed in at once.
+	VerifySignups bool
+	// Throttle, if set, limits failed sign-ins and sign-ups per client
+	// address (keyledger.NewAuthThrottle); a refused attempt is a 429 page
+	// with Retry-After. nil: no throttle (password hashing is still
+	// bounded by the account service).
+	Throttle *keyledger.AuthThrottle
+	// ClientAddr returns the address the throttle keys on (the
+	// connection's address by default; httpapi.TrustedProxies.ClientAddr
+	// behind a proxy).
+	ClientAddr func(r *http.Request) string
 
 	// KeyTypes are the key types offered when creating a key (every type
 	// of the key format by default).
@@ -310,6 +325,13 @@ func (h *Handler) routes() {
 			m.HandleFunc("POST /signup", h.signUp)
 		}
 		m.HandleFunc("POST /signout", h.signOut)
+		m.HandleFunc("GET /forgot", h.forgotPage)
+		m.HandleFunc("POST /forgot", h.forgot)
+		m.HandleFunc("GET /reset", h.resetPage)
+		m.HandleFunc("POST /reset", h.reset)
+		m.HandleFunc("GET /verify", h.verifyEmail)
+		m.HandleFunc("GET /password", h.authed(h.passwordPage))
+		m.HandleFunc("POST /password", h.authedPost(h.changePassword))
 	}
 	if h.sections[SectionKeys] {
 		m.HandleFunc("GET /keys", h.authed(h.keysPage))

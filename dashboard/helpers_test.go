@@ -44,6 +44,12 @@ type env struct {
 
 func newEnv(t *testing.T, mutate ...func(*Options)) *env {
 	t.Helper()
+	return newEnvWithMailer(t, nil, mutate...)
+}
+
+// newEnvWithMailer is newEnv with a Mailer on the account service.
+func newEnvWithMailer(t *testing.T, mailer account.Mailer, mutate ...func(*Options)) *env {
+	t.Helper()
 	clock := fakeclock.New(testStart)
 	prices, err := usage.NewPriceBook([]usage.ModelPrice{
 		{Model: "forii/deepseek-v3", PromptPerMillion: decimal.NewFromInt(25), CompletionPerMillion: decimal.NewFromInt(100)},
@@ -58,7 +64,7 @@ func newEnv(t *testing.T, mutate ...func(*Options)) *env {
 	}
 	kl, err := keyledger.New(memstore.New(), &keyledger.Options{
 		Now: clock.Now, Prices: prices,
-		Accounts: &account.Options{Argon2: account.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1, KeyLen: 32, SaltLen: 16}},
+		Accounts: &account.Options{Argon2: account.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1, KeyLen: 32, SaltLen: 16}, Mailer: mailer},
 		Keys:     &apikey.Options{Format: format},
 		Credits:  &credits.Options{Unit: credits.INR()},
 	})

@@ -40,6 +40,7 @@ var notices = map[string]string{
 	"revoked":       "The key was revoked. Requests with it now fail.",
 	"purchased":     "Payment received. The credits were added to your balance.",
 	"auto-recharge": "Auto-recharge settings saved.",
+	"password":      "Your password was changed; every other session was signed out.",
 }
 
 // parseTemplates parses every page with the layout.

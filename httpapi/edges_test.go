@@ -11,6 +11,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/keyledger/keyledger"
+	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/httpapi"
 	"github.com/keyledger/keyledger/usage"
@@ -127,6 +128,58 @@ func TestDebtIsA402NamingIt(t *testing.T) {
 		_ = json.Unmarshal(w.Body.Bytes(), &body)
 		if w.Code != 402 || body.Error.Code != httpapi.CodeInsufficientQuota || !strings.Contains(body.Error.Message, "owes 3 ") {
 			t.Fatalf("in debt: %d %s", w.Code, w.Body)
+		}
+	})
+}
+
+// Every response to an identified key carries its rate-limit state, the
+// refusals included; a request with an unknown key gets none, and its 401
+// comes before any complaint about the body.
+func TestRateLimitHeadersOnEveryRefusalOfAKnownKey(t *testing.T) {
+	forEach(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		narrow, _, err := e.kl.Keys.Create(ctx, apikey.CreateParams{AccountID: e.account.ID, Name: "narrow", Models: []string{"other-model"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			name   string
+			key    string
+			req    func(*http.Request) (keyledger.Request, error)
+			status int
+		}{
+			{"bad body", e.raw.Reveal(), func(*http.Request) (keyledger.Request, error) {
+				return keyledger.Request{}, &httpapi.RequestError{Message: "bad"}
+			}, 400},
+			{"unknown model", e.raw.Reveal(), func(*http.Request) (keyledger.Request, error) {
+				return keyledger.Request{Model: "nope"}, nil
+			}, 404},
+			{"model not allowed", narrow.Reveal(), modelRequest, 403},
+			{"too large", e.raw.Reveal(), func(*http.Request) (keyledger.Request, error) {
+				return keyledger.Request{Model: "test-model", MaxCompletionTokens: 20_000}, nil
+			}, 400},
+			{"insufficient funds", e.raw.Reveal(), func(*http.Request) (keyledger.Request, error) {
+				return keyledger.Request{Model: "test-model", MaxCompletionTokens: 9_000}, nil
+			}, 402},
+		} {
+			h := httpapi.Middleware(e.kl, &httpapi.Options{Request: c.req})(ok)
+			w := e.do(h, "POST", "/v1/chat", c.key, nil)
+			if w.Code != c.status || w.Header().Get("X-Ratelimit-Limit-Requests") != "60" || w.Header().Get("X-Ratelimit-Remaining-Requests") == "" || w.Header().Get("X-Ratelimit-Reset") == "" {
+				t.Errorf("%s: %d, headers %v", c.name, w.Code, w.Header())
+			}
+		}
+		bad := httpapi.Middleware(e.kl, &httpapi.Options{Request: func(*http.Request) (keyledger.Request, error) {
+			return keyledger.Request{}, &httpapi.RequestError{Message: "bad"}
+		}})(ok)
+		if w := e.do(bad, "POST", "/v1/chat", "kl_live_notakey", nil); w.Code != 401 || w.Header().Get("X-Ratelimit-Limit-Requests") != "" {
+			t.Errorf("unknown key with a bad body: %d, headers %v", w.Code, w.Header())
+		}
+		// Reading the budgets took nothing: 60 requests still fit.
+		free := httpapi.Middleware(e.kl, nil)(ok)
+		for i := range 60 {
+			if w := e.do(free, "GET", "/v1/free", e.raw.Reveal(), nil); w.Code != 200 {
+				t.Fatalf("request %d after the refusals: %d", i+1, w.Code)
+			}
 		}
 	})
 }

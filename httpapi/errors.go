@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger"
+	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/usage"
@@ -21,7 +22,7 @@ type Error struct {
 	Type    string // OpenAI-style class: invalid_request_error, rate_limit_error, …
 	Code    string // stable machine code: invalid_api_key, insufficient_quota, …
 	Message string
-	// RetryAfter is set on 429s and 503s.
+	// RetryAfter is set on 429s and on 503s that say when to come back.
 	RetryAfter time.Duration
 	// Err is the error classified (for logging; never shown).
 	Err error
@@ -39,6 +40,7 @@ const (
 	CodeRequestTooLarge   = "request_too_large"
 	CodeInvalidRequest    = "invalid_request"
 	CodeInternal          = "internal_error"
+	CodeBusy              = "server_busy"
 	CodeUnavailable       = "service_unavailable"
 	CodeDuplicateRequest  = "duplicate_request"
 )
@@ -58,8 +60,17 @@ func Classify(err error) Error {
 		le   *keyledger.LimitError
 		big  *keyledger.TooLargeError
 		debt *credits.DebtError
+		te   *keyledger.ThrottleError
 	)
 	switch {
+	case errors.As(err, &te):
+		e.Status, e.Type, e.Code = http.StatusTooManyRequests, "rate_limit_error", CodeRateLimited
+		e.Message = "Too many attempts: at most " + te.Limit + ". Retry later."
+		e.RetryAfter = te.RetryAfter
+	case errors.Is(err, account.ErrBusy):
+		e.Status, e.Type, e.Code = http.StatusServiceUnavailable, "server_error", CodeBusy
+		e.Message = "Too many password checks in progress; retry shortly."
+		e.RetryAfter = account.BusyRetryAfter
 	case errors.As(err, &big):
 		// Never a 429: no wait makes it fit, and clients retry 429s.
 		e.Status, e.Type, e.Code = http.StatusBadRequest, "invalid_request_error", CodeRequestTooLarge
@@ -91,7 +102,10 @@ func Classify(err error) Error {
 	case errors.Is(err, apikey.ErrModelNotAllowed):
 		e.Status, e.Type, e.Code, e.Message = 403, "permission_error", CodeModelNotAllowed, "This API key may not use this model."
 	case errors.Is(err, apikey.ErrScopeNotAllowed):
-		e.Status, e.Type, e.Code, e.Message = 403, "permission_error", CodePermissionDenied, "This API key lacks the permission for this request."
+		e.Status, e.Type, e.Code, e.Message = 403, "permission_error", CodePermissionDenied,
+			"This API key lacks the permission for this request (managing keys needs the manage scope; a new key gets at most its creator's scopes and models)."
+	case errors.Is(err, apikey.ErrEnvironmentNotAllowed):
+		e.Status, e.Type, e.Code, e.Message = 403, "permission_error", CodePermissionDenied, "A test key cannot create, list or revoke live keys."
 	case errors.Is(err, usage.ErrUnknownModel):
 		e.Status, e.Type, e.Code, e.Message = 404, "invalid_request_error", CodeModelNotFound, "The model does not exist."
 	case errors.Is(err, credits.ErrInsufficientFunds):
@@ -145,6 +159,10 @@ func group(n int64) string {
 }
 
 var (
+	// ErrInvalidTrustedProxies reports a -trusted-proxies list that is not
+	// comma-separated CIDR prefixes or addresses.
+	ErrInvalidTrustedProxies = errors.New("httpapi: invalid trusted proxy list")
+
 	errMissingKey = errors.New("httpapi: no API key in the request")
 	errBadRequest = errors.New("httpapi: bad request")
 )
@@ -186,13 +204,13 @@ func writeOpenAIError(w http.ResponseWriter, _ *http.Request, e Error) {
 }
 
 // WriteJSON writes v as the JSON body of a response with e's status, and
-// Retry-After (whole seconds, at least 1) on 429s and 503s. Error
-// writers of other envelopes use it.
+// Retry-After (whole seconds, at least 1) on a 429, and on any other status
+// when e.RetryAfter is set. Error writers of other envelopes use it.
 func WriteJSON(w http.ResponseWriter, e Error, v any) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
-	if e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable {
+	if e.Status == http.StatusTooManyRequests || e.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.FormatInt(retrySeconds(e.RetryAfter), 10))
 	}
 	w.WriteHeader(e.Status)

@@ -174,6 +174,14 @@ func serve(kl *keyledger.KeyLedger, o *Options, next http.Handler, w http.Respon
 		if _, isReq := err.(*RequestError); !isReq {
 			err = &RequestError{Message: "The request could not be read: " + err.Error()}
 		}
+		// The key comes first: an unknown key is a 401 whatever the body,
+		// and a known key's 400 carries its rate-limit state.
+		v, verr := kl.Keys.Verify(r.Context(), apikey.RawKey(raw))
+		if verr != nil {
+			o.fail(w, r, verr)
+			return
+		}
+		setBudgetHeaders(kl, w, r, v)
 		o.fail(w, r, err)
 		return
 	}
@@ -196,6 +204,12 @@ func serve(kl *keyledger.KeyLedger, o *Options, next http.Handler, w http.Respon
 	if err != nil {
 		if le, ok := err.(*keyledger.LimitError); ok {
 			SetRateLimitHeaders(w.Header(), le.Budget)
+		} else if !keyError(err) {
+			// Refused after the key was identified (402, 403, 404, 400):
+			// the response still carries the key's rate-limit state.
+			if v, verr := kl.Keys.Verify(r.Context(), apikey.RawKey(raw)); verr == nil {
+				setBudgetHeaders(kl, w, r, v)
+			}
 		}
 		o.fail(w, r, err)
 		return
@@ -271,6 +285,26 @@ func serve(kl *keyledger.KeyLedger, o *Options, next http.Handler, w http.Respon
 		}
 	}()
 	next.ServeHTTP(rec, inner)
+}
+
+// setBudgetHeaders writes the X-Ratelimit-* headers of a verified key's
+// current budgets, if the limiter answers.
+func setBudgetHeaders(kl *keyledger.KeyLedger, w http.ResponseWriter, r *http.Request, v apikey.Verified) {
+	if b, err := kl.Budget(r.Context(), v); err == nil {
+		SetRateLimitHeaders(w.Header(), b)
+	}
+}
+
+// keyError reports an Authorize error about the key itself (the key was
+// not identified, or may not be used at all).
+func keyError(err error) bool {
+	for _, e := range []error{apikey.ErrMalformed, apikey.ErrUnknown, apikey.ErrRevoked, apikey.ErrDisabled,
+		apikey.ErrExpired, apikey.ErrAccountInactive} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // withMeta returns m with k set to v, copying m (which the handler may

@@ -173,8 +173,12 @@ type keyJSON struct {
 }
 
 // GET /v1/api-keys: every key of the account, revoked ones included, never
-// a raw key.
+// a raw key. It needs the manage scope; a test key sees only test keys.
 func (s *api) listKeys(w http.ResponseWriter, r *http.Request, c caller) {
+	if err := c.CanManage(""); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	out := []keyJSON{}
 	cursor := ""
 	for {
@@ -184,6 +188,9 @@ func (s *api) listKeys(w http.ResponseWriter, r *http.Request, c caller) {
 			return
 		}
 		for _, k := range pg.Keys {
+			if c.Environment == apikey.EnvTest && k.Environment != apikey.EnvTest {
+				continue
+			}
 			st := string(k.Status)
 			if k.Status == apikey.StatusActive && !k.ExpiresAt.IsZero() && !k.ExpiresAt.After(s.now()) {
 				st = string(apikey.StatusExpired)
@@ -222,7 +229,9 @@ func parseCreateKey(b []byte) (createKeyRequest, error) {
 	return req, nil
 }
 
-// POST /v1/api-keys {name, environment?}: the raw key, shown once.
+// POST /v1/api-keys {name, environment?}: the raw key, shown once. The
+// caller's key needs the manage scope, a test key creates only test keys,
+// and the new key gets at most the caller's scopes and is revoked with it.
 func (s *api) createKey(w http.ResponseWriter, r *http.Request, c caller) {
 	b, _ := io.ReadAll(r.Body)
 	req, err := parseCreateKey(b)
@@ -230,7 +239,7 @@ func (s *api) createKey(w http.ResponseWriter, r *http.Request, c caller) {
 		s.fail(w, r, err)
 		return
 	}
-	raw, k, err := s.kl.Keys.Create(r.Context(), apikey.CreateParams{AccountID: c.AccountID, Name: req.Name, Type: req.Environment})
+	raw, k, err := s.kl.Keys.CreateChild(r.Context(), &c.Verified, apikey.CreateParams{Name: req.Name, Type: req.Environment})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -241,9 +250,23 @@ func (s *api) createKey(w http.ResponseWriter, r *http.Request, c caller) {
 	})
 }
 
-// DELETE /v1/api-keys/{key_id}: revoke at once; another account's key is 404.
+// DELETE /v1/api-keys/{key_id}: revoke at once (and the keys it created);
+// another account's key is 404. It needs the manage scope, and a test key
+// cannot revoke a live key.
 func (s *api) revokeKey(w http.ResponseWriter, r *http.Request, c caller) {
-	if _, err := s.kl.Keys.Revoke(r.Context(), c.AccountID, r.PathValue("key_id")); err != nil {
+	if err := c.CanManage(""); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	k, err := s.kl.Keys.Get(r.Context(), c.AccountID, r.PathValue("key_id"))
+	if err == nil {
+		err = c.CanManage(k.Environment)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if _, err := s.kl.Keys.Revoke(r.Context(), c.AccountID, k.ID); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -285,6 +308,12 @@ func (s *api) verify(w http.ResponseWriter, r *http.Request, c caller) {
 		return
 	}
 	if c.Environment == apikey.EnvTest {
+		// Test traffic takes the plan's rate limits like live traffic but
+		// is never charged.
+		if err := s.testTraffic(r, c); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 		s.ok(w, http.StatusOK, verifyResponse{Result: testResult(email)})
 		return
 	}
@@ -322,4 +351,17 @@ func (s *api) verify(w http.ResponseWriter, r *http.Request, c caller) {
 	}
 	resp.CreditsCharged = mr.Charged
 	s.ok(w, http.StatusOK, resp)
+}
+
+// testTraffic passes a test key's request through the plan's rate limits
+// (one request of the key's and the account's budgets) without charging
+// or metering it: the test endpoint has no price, and the grant is
+// cancelled, which keeps the request counted. It returns the
+// *keyledger.LimitError of a refused request (429).
+func (s *api) testTraffic(r *http.Request, c caller) error {
+	g, err := s.kl.Authorize(r.Context(), c.raw, keyledger.Request{Endpoint: "verify_test", Method: r.Method})
+	if err != nil {
+		return err
+	}
+	return g.Cancel(r.Context())
 }

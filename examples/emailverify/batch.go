@@ -15,14 +15,19 @@ import (
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/examples/internal/jsonapi"
 	"github.com/keyledger/keyledger/examples/internal/profiles"
+	"github.com/keyledger/keyledger/httpapi"
 	"github.com/keyledger/keyledger/internal/id"
 	"github.com/keyledger/keyledger/usage"
 )
 
-// Batch limits.
+// Batch limits. Jobs live in memory, so their number is bounded: each
+// account keeps at most maxJobsPerAccount jobs (about 1,000 results each),
+// and a finished job is forgotten jobTTL after it ended.
 const (
-	maxBatch     = 1000
-	batchHoldTTL = time.Hour
+	maxBatch          = 1000
+	maxJobsPerAccount = 20
+	jobTTL            = time.Hour
+	batchHoldTTL      = time.Hour
 	// reserveWorkers reserve a batch's holds concurrently, so that the
 	// ledger's group commit writes them in few transactions.
 	reserveWorkers = 16
@@ -79,6 +84,7 @@ func (j *job) view() jobView {
 
 // jobs keeps batch jobs in memory (a restart forgets them; their
 // unprocessed holds then expire after batchHoldTTL and free the funds).
+// Memory is bounded by maxJobsPerAccount per account and jobTTL.
 type jobs struct {
 	ctx  context.Context // cancelled at shutdown
 	wg   sync.WaitGroup
@@ -91,6 +97,13 @@ func newJobs(ctx context.Context, now func() time.Time) *jobs {
 	return &jobs{ctx: ctx, ids: id.NewGenerator(now), byID: make(map[string]*job)}
 }
 
+// drop forgets a job that was admitted but not started.
+func (js *jobs) drop(id string) {
+	js.mu.Lock()
+	delete(js.byID, id)
+	js.mu.Unlock()
+}
+
 func (js *jobs) get(accountID, jobID string) (*job, bool) {
 	js.mu.Lock()
 	defer js.mu.Unlock()
@@ -99,6 +112,39 @@ func (js *jobs) get(accountID, jobID string) (*job, bool) {
 		return nil, false
 	}
 	return j, true
+}
+
+// admit prunes jobs that finished more than jobTTL before now and adds j
+// unless its account already keeps maxJobsPerAccount jobs; then it returns
+// how long until the account's oldest finished job is forgotten (0 if
+// every job is still running).
+func (js *jobs) admit(j *job, now time.Time) (ok bool, retryAfter time.Duration) {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	n := 0
+	retryAfter = -1
+	for id, o := range js.byID {
+		o.mu.Lock()
+		ended := o.completedAt
+		o.mu.Unlock()
+		if !ended.IsZero() && !now.Before(ended.Add(jobTTL)) {
+			delete(js.byID, id)
+			continue
+		}
+		if o.AccountID == j.AccountID {
+			n++
+			if !ended.IsZero() {
+				if left := ended.Add(jobTTL).Sub(now); retryAfter < 0 || left < retryAfter {
+					retryAfter = left
+				}
+			}
+		}
+	}
+	if n >= maxJobsPerAccount {
+		return false, max(retryAfter, 0)
+	}
+	js.byID[j.ID] = j
+	return true, 0
 }
 
 // Wait waits for running jobs (after the context given to newJobs ended).
@@ -147,25 +193,38 @@ func (s *api) submitBatch(w http.ResponseWriter, r *http.Request, c caller) {
 		Test: c.Environment == apikey.EnvTest, Emails: emails, CreatedAt: s.now(),
 		done: make(chan struct{}), status: JobProcessing,
 	}
+	if j.Test {
+		// Test batches are free but rate-limited like live ones.
+		if err := s.testTraffic(r, c); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	if ok, wait := s.jobs.admit(j, s.now()); !ok {
+		msg := fmt.Sprintf("Too many batch jobs: an account keeps at most %d, each for %s after it finishes.", maxJobsPerAccount, jobTTL)
+		e := httpapi.Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "too_many_jobs", Message: msg,
+			RetryAfter: min(max(wait, time.Second), time.Minute)}
+		errorWriter.WriteError(w, r, e)
+		return
+	}
 	var holds []credits.Hold
 	if !j.Test {
 		// The submission passes the key's rate limit like any request; the
 		// batch itself is priced per email by its holds.
 		g, err := s.kl.Authorize(r.Context(), c.raw, keyledger.Request{Endpoint: "verify_batch_submit", Method: r.Method})
 		if err != nil {
+			s.jobs.drop(j.ID)
 			s.fail(w, r, err)
 			return
 		}
 		_ = g.Cancel(r.Context()) // nothing to meter for the submission itself
 		holds, err = s.reserve(r.Context(), j)
 		if err != nil {
+			s.jobs.drop(j.ID)
 			s.fail(w, r, err)
 			return
 		}
 	}
-	s.jobs.mu.Lock()
-	s.jobs.byID[j.ID] = j
-	s.jobs.mu.Unlock()
 	s.jobs.wg.Add(1)
 	go func() {
 		defer s.jobs.wg.Done()

@@ -43,7 +43,8 @@ type config struct {
 	now      func() time.Time
 	resolver Resolver
 	// logs is where the server logs; nil is os.Stderr (tests capture it).
-	logs io.Writer
+	logs      io.Writer
+	telemetry server.TelemetryFlags
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -55,6 +56,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.postgres, "postgres", "", "PostgreSQL DSN instead of -db (several instances on one database)")
 	fs.StringVar(&c.redis, "redis", "", "Redis address for rate limits shared by many instances")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	c.telemetry.Register(fs)
 	fs.DurationVar(&c.dnsTimeout, "dns-timeout", 2*time.Second, "bound of one MX lookup")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -81,7 +83,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 
 func runConfig(ctx context.Context, c config, stdout io.Writer) (err error) {
 	env, err := server.Open(ctx, server.Config{Profile: profiles.EmailVerify, DB: c.db, Postgres: c.postgres,
-		Redis: c.redis, LogLevel: c.logLevel, Now: c.now, Stderr: c.logWriter()})
+		Redis: c.redis, LogLevel: c.logLevel, Now: c.now, Stderr: c.logWriter(), Telemetry: c.telemetry})
 	if err != nil {
 		return err
 	}
@@ -103,7 +105,7 @@ func runConfig(ctx context.Context, c config, stdout io.Writer) (err error) {
 		stopJobs()
 		s.jobs.Wait() // before kl.Close: jobs meter and release holds
 	}()
-	return server.Serve(ctx, c.addr, s.routes(), stdout, log)
+	return server.Serve(ctx, c.addr, env.Tel.Handler(s.routes()), stdout, log)
 }
 
 // logWriter is where the server logs: c.logs, or os.Stderr.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/credits"
@@ -24,13 +25,24 @@ func (s *server) api(h func(w http.ResponseWriter, r *http.Request) error) http.
 }
 
 // owner adapts a handler of /v1/accounts/{id}/…: the request must carry a
-// live session token of account {id}. Another account's id is 404, so a
-// session cannot even learn which ids exist.
+// live session token of account {id}, or a Forii API key (forii_…, with
+// the manage scope) of that account (managementKey). Another account's id
+// is 404, so a caller cannot even learn which ids exist.
 func (s *server) owner(h func(w http.ResponseWriter, r *http.Request, acct string) error) http.Handler {
 	return s.api(func(w http.ResponseWriter, r *http.Request) error {
 		tok, ok := httpapi.Credential(r)
 		if !ok {
 			return errNoSession
+		}
+		if !strings.HasPrefix(tok, sessionTokenPrefix) {
+			v, err := s.managementKey(r, tok)
+			if err != nil {
+				return err
+			}
+			if v.AccountID != r.PathValue("id") {
+				return errNotFound
+			}
+			return h(w, r.WithContext(context.WithValue(r.Context(), callerKeyCtx{}, v)), v.AccountID)
 		}
 		sess, err := s.kl.Accounts.VerifySession(r.Context(), account.Secret(tok))
 		if err != nil {
@@ -80,6 +92,12 @@ func (s *server) signup(w http.ResponseWriter, r *http.Request) error {
 	if in.Password == "" {
 		return badRequest("password is required.")
 	}
+	if err := s.throttle.Signup(r.Context(), s.clientAddr(r)); err != nil {
+		return err
+	}
+	if s.verify {
+		return s.signupVerified(w, r, in.Name, in.Email, in.Password)
+	}
 	a, err := s.kl.Signup(r.Context(), account.CreateParams{
 		Name: in.Name, Email: in.Email, Password: account.Secret(in.Password), TimeZone: accountTimeZone,
 	})
@@ -103,7 +121,7 @@ func (s *server) login(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &in, false); err != nil {
 		return err
 	}
-	tok, sess, err := s.kl.Accounts.Login(r.Context(), in.Email, account.Secret(in.Password))
+	tok, sess, err := s.throttle.Login(r.Context(), s.kl.Accounts, in.Email, account.Secret(in.Password), s.clientAddr(r))
 	if errors.Is(err, account.ErrInvalidEmail) {
 		err = account.ErrInvalidCredentials
 	}

@@ -421,13 +421,24 @@ const maxLeakedTokens = 1000
 // SHA-256 and whether it was one of ours (true_positive) or not
 // (false_positive). Whoever holds a raw key may have it disabled, so the
 // route needs no other authentication.
+//
+// With -github-keys or -github-keys-url a report must carry GitHub's
+// signature (401 otherwise); without, reports are throttled per client
+// address (checkLeakedReport).
 func (s *server) leakedKeys(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
 	var in []leakedToken
-	if err := decodeJSON(r, &in, false); err != nil {
+	if err := unmarshalStrict(body, &in, false); err != nil {
 		return err
 	}
 	if len(in) > maxLeakedTokens {
 		return badRequest("At most 1000 tokens per report.")
+	}
+	if err := s.checkLeakedReport(r, body, len(in)); err != nil {
+		return err
 	}
 	type result struct {
 		TokenHash string `json:"token_hash"`

@@ -21,12 +21,18 @@ import (
 //	  "upstream_model": "deepseek-chat"}]}
 //
 // upstream_model is the name sent to -upstream ("" keeps id).
+// upstream_limit_field is the request field the upstream reads the
+// completion limit from: "max_completion_tokens" (the default, OpenAI's) or
+// "max_tokens" (servers that read only it, such as some Ollama and
+// llama.cpp builds). The gateway always sends the reserved limit in exactly
+// that field and removes the other.
 type catalogModel struct {
 	ID                 string         `json:"id"`
 	OwnedBy            string         `json:"owned_by"`
 	PromptINRPer1M     openai.Decimal `json:"prompt_inr_per_1m"`
 	CompletionINRPer1M openai.Decimal `json:"completion_inr_per_1m"`
 	UpstreamModel      string         `json:"upstream_model,omitempty"`
+	UpstreamLimitField string         `json:"upstream_limit_field,omitempty"`
 }
 
 type catalogFile struct {
@@ -107,6 +113,11 @@ func newCatalog(cf catalogFile) (*catalog, error) {
 	for _, m := range cf.Models {
 		if m.ID == "" || len(m.ID) > 200 {
 			return nil, fmt.Errorf("%w: model id must be 1-200 bytes", errCatalog)
+		}
+		switch m.UpstreamLimitField {
+		case "", openai.LimitMaxCompletionTokens, openai.LimitMaxTokens:
+		default:
+			return nil, fmt.Errorf("%w: model %s: upstream_limit_field must be %q or %q", errCatalog, m.ID, openai.LimitMaxCompletionTokens, openai.LimitMaxTokens)
 		}
 		if m.OwnedBy == "" {
 			m.OwnedBy = "system"

@@ -18,12 +18,14 @@ const dashboardPath = "/dashboard"
 // newDashboard is the customer dashboard of the gateway: keyledger
 // sessions, Forii branding, the catalog's models, and buying credits and
 // invoices through the gateway's Razorpay orders and GST invoices. An
-// empty csrfSecret gives a random one (one instance).
-func (s *server) newDashboard(csrfSecret []byte) (*dashboard.Handler, error) {
+// empty csrfSecret gives a random one (one instance); secureCookies marks
+// its cookies Secure on plain HTTP too (behind a TLS-terminating proxy).
+func (s *server) newDashboard(csrfSecret []byte, secureCookies bool) (*dashboard.Handler, error) {
 	db := &dashBilling{s: s}
 	o := &dashboard.Options{
 		BasePath: dashboardPath, ProductName: "Forii", Currency: "INR", TimeZone: accountTimeZone,
-		Payments: db, Invoices: db, Now: s.now, Logger: s.log,
+		Payments: db, Invoices: db, Now: s.now, Logger: s.log, SecureCookies: secureCookies,
+		Throttle: s.throttle, ClientAddr: s.clientAddr, VerifySignups: s.verify,
 	}
 	if len(csrfSecret) > 0 {
 		o.CSRFSecret = csrfSecret

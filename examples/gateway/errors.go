@@ -5,7 +5,9 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
+	"github.com/keyledger/keyledger"
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
@@ -21,6 +23,10 @@ var (
 	errNotFound     = errors.New("gateway: not found")
 	errNoSession    = errors.New("gateway: missing session token")
 	errOrderNotPaid = errors.New("gateway: order is not paid")
+	errBadAPIKey    = errors.New("gateway: invalid API key on the management API")
+	errSDKKey       = errors.New("gateway: SDK key on the management API")
+
+	errBadGitHubSignature = errors.New("gateway: leaked-key report without a valid GitHub signature")
 )
 
 // requestError is a 400 with a message safe to show.
@@ -48,11 +54,21 @@ var errorTable = []apiErr{
 	{account.ErrSessionInvalid, 401, "invalid_session", "Invalid session token."},
 	{account.ErrSessionExpired, 401, "invalid_session", "The session has expired; log in again."},
 	{account.ErrSessionRevoked, 401, "invalid_session", "The session was logged out; log in again."},
+	{errBadGitHubSignature, 401, "invalid_signature", "The report must be signed by GitHub (Github-Public-Key-Identifier and Github-Public-Key-Signature)."},
+	{errBadAPIKey, 401, "invalid_api_key", "Invalid, revoked, disabled or expired API key."},
+	{errSDKKey, 403, "permission_denied", "SDK keys (forii_sk_…) are for inference only: manage the account with a session or an API key (forii_…)."},
+	{apikey.ErrScopeNotAllowed, 403, "permission_denied", "This API key lacks the manage scope, or asks for more than it has: a new key gets at most its creator's models."},
+	{apikey.ErrEnvironmentNotAllowed, 403, "permission_denied", "A test key cannot manage live keys."},
+	{apikey.ErrModelNotAllowed, 403, "permission_denied", "A new key may only use models its creator may use."},
 	{account.ErrInvalidCredentials, 401, "invalid_credentials", "Invalid email or password."},
+	{account.ErrBusy, 503, "server_busy", "Too many password checks in progress; retry in a second."},
 	{account.ErrSuspended, 403, "account_suspended", "The account is suspended."},
 	{account.ErrClosed, 403, "account_closed", "The account is closed."},
 	{account.ErrNotFound, 404, "not_found", "Not found."},
 	{account.ErrEmailTaken, 409, "email_taken", "An account with this email already exists."},
+	{account.ErrTokenInvalid, 400, "invalid_token", "The token is invalid, used or expired."},
+	{account.ErrNoMailer, 503, "mail_unavailable", "Mail is not configured on this server."},
+	{account.ErrUnknownPlan, 400, "invalid_request", "Unknown plan: use free, starter, pro or enterprise."},
 	{account.ErrInvalidEmail, 400, "invalid_request", "Invalid email address."},
 	{account.ErrInvalidName, 400, "invalid_request", "The name must be 1-120 characters."},
 	{account.ErrInvalidPassword, 400, "invalid_request", "The password must be at least 8 characters."},
@@ -87,6 +103,11 @@ func classify(err error) apiErr {
 	if errors.As(err, &re) {
 		return apiErr{err: err, status: 400, code: "invalid_request", message: re.msg}
 	}
+	var te *keyledger.ThrottleError
+	if errors.As(err, &te) {
+		return apiErr{err: err, status: 429, code: "rate_limit_exceeded",
+			message: "Too many attempts: at most " + te.Limit + ". Retry later."}
+	}
 	for _, row := range errorTable {
 		if errors.Is(err, row.err) {
 			return row
@@ -120,7 +141,19 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	var b errorBody
 	b.Error.Code, b.Error.Message = e.code, e.message
-	httpapi.WriteJSON(w, httpapi.Error{Status: e.status}, b)
+	httpapi.WriteJSON(w, httpapi.Error{Status: e.status, RetryAfter: retryAfter(err)}, b)
+}
+
+// retryAfter is the wait a throttled (429) or busy (503) answer asks for.
+func retryAfter(err error) time.Duration {
+	var te *keyledger.ThrottleError
+	switch {
+	case errors.As(err, &te):
+		return te.RetryAfter
+	case errors.Is(err, account.ErrBusy):
+		return account.BusyRetryAfter
+	}
+	return 0
 }
 
 // writeJSON answers v with status.

@@ -285,6 +285,18 @@ func TestFaults(t *testing.T) {
 	q.Set("application_name", app)
 	u.RawQuery = q.Encode()
 	appDSN := u.String()
+	// Rate limits and throttles (sign-ups per address included) in Redis
+	// keys of this run only, deleted afterwards: other tests share Redis.
+	redisPrefix := app + ":"
+	t.Cleanup(func() {
+		ctx := context.Background()
+		rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+		defer rdb.Close()
+		iter := rdb.Scan(ctx, 0, redisPrefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			rdb.Del(ctx, iter.Val())
+		}
+	})
 
 	dir := t.TempDir()
 	insts := make([]*instance, faultInstances)
@@ -300,8 +312,8 @@ func TestFaults(t *testing.T) {
 		t.Cleanup(func() { pg.Close(); rd.Close() })
 		via, _ := pgtest.Via(t, appDSN, pg.Addr())
 		insts[i] = &instance{n: i, pg: pg, rd: rd, logDir: dir, args: []string{
-			"-addr", "127.0.0.1:0", "-db", filepath.Join(dir, "unused.db"), "-postgres", via, "-redis", rd.Addr(),
-			"-hold-ttl", faultHoldTTL.String(), "-store-timeout", faultStoreTO.String(),
+			"-addr", "127.0.0.1:0", "-db", filepath.Join(dir, "unused.db"), "-postgres", via, "-redis", rd.Addr(), "-redis-prefix", redisPrefix,
+			"-hold-ttl", faultHoldTTL.String(), "-max-request-duration", (faultHoldTTL / 2).String(), "-store-timeout", faultStoreTO.String(),
 			"-redis-unavailable", policy, "-log-level", "error",
 		}}
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/keyledger/keyledger"
 	"github.com/keyledger/keyledger/apikey"
@@ -30,9 +31,14 @@ const (
 type chatCall struct {
 	raw []byte
 	req openai.ChatCompletionRequest
-	// completionLimit is the completion tokens reserved (and, for an
-	// upstream, the max_tokens it is given).
+	// completionLimit is the completion tokens of one choice: what an
+	// upstream is given as its limit.
 	completionLimit int64
+	// choices is n (1 when unset); the reservation is choices ×
+	// completionLimit.
+	choices int64
+	// promptTokens is the prompt estimate reserved.
+	promptTokens int64
 }
 
 type chatCallKey struct{}
@@ -68,21 +74,43 @@ func (s *server) inferenceRequest(r *http.Request) (keyledger.Request, error) {
 		return keyledger.Request{}, &httpapi.RequestError{Message: "Invalid request body."}
 	}
 	call.req = req
+	if err := simmodel.Estimable(req); err != nil {
+		return keyledger.Request{}, &httpapi.RequestError{Message: "The prompt cannot be metered: " + strings.TrimPrefix(err.Error(), simmodel.ErrUnsupported.Error()+": ") + "."}
+	}
+	call.choices = 1
+	if req.N != nil {
+		call.choices = *req.N
+	}
 	if s.up != nil {
+		if call.choices > maxChoices {
+			return keyledger.Request{}, &httpapi.RequestError{Message: fmt.Sprintf("n must be at most %d: the gateway's maximum choices per request (each choice is reserved in full).", maxChoices)}
+		}
 		call.completionLimit = upstreamDefaultMaxTokens
 		if n, ok := req.OutputLimit(); ok {
 			call.completionLimit = n
 		}
 	} else {
+		if call.choices != 1 {
+			return keyledger.Request{}, &httpapi.RequestError{Message: "n must be 1: the simulated model answers one choice."}
+		}
 		call.completionLimit = simmodel.CompletionTokens(req)
 		if call.completionLimit > simmodel.DefaultTokenLimit {
 			return keyledger.Request{}, &httpapi.RequestError{Message: fmt.Sprintf("max_tokens must be at most %d.", simmodel.DefaultTokenLimit)}
 		}
 	}
-	return keyledger.Request{
+	call.promptTokens = simmodel.EstimatePromptTokens(req)
+	kr := keyledger.Request{
 		Model: req.Model, Scope: "inference", Endpoint: chatEndpoint, Method: http.MethodPost,
-		PromptTokens: simmodel.EstimatePromptTokens(req), MaxCompletionTokens: call.completionLimit,
-	}, nil
+		// n ≤ maxChoices and the limit ≤ openai.MaxTokenLimit: no overflow.
+		PromptTokens: call.promptTokens, MaxCompletionTokens: call.choices * call.completionLimit,
+	}
+	if req.Stream && s.limits.streamHoldTokens > 0 {
+		// A stream reports its progress: its hold starts at an estimate
+		// and grows as it delivers (the rate limits still reserve the
+		// whole limit).
+		kr.HoldCompletionTokens = min(s.limits.streamHoldTokens, kr.MaxCompletionTokens)
+	}
+	return kr, nil
 }
 
 // inferenceAuth checks the API key of a free inference route (the models
@@ -112,6 +140,9 @@ func (s *server) listModels(w http.ResponseWriter, _ *http.Request) {
 func (s *server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	call, _ := r.Context().Value(chatCallKey{}).(*chatCall)
 	info := httpapi.FromContext(r.Context())
+	ctx, cancel := s.withDeadline(w, r)
+	defer cancel()
+	r = r.WithContext(ctx)
 	if s.up != nil {
 		s.proxy(w, r, call, info)
 		return
@@ -149,17 +180,35 @@ func (s *server) simulate(w http.ResponseWriter, r *http.Request, call *chatCall
 		s.simError(w, r, info, err)
 		return
 	}
-	u := chunks[len(chunks)-1].Usage
-	sse := openai.NewSSEWriter(w)
+	// The model knows its tokens exactly: one a content chunk. What is
+	// reported is what was written — a client that goes away mid-stream
+	// pays for the chunks it was sent, not for the whole answer and not
+	// nothing.
+	prompt := chunks[len(chunks)-1].Usage.PromptTokens
+	st := newStreamState(openai.NewSSEWriter(w), true)
+	st.id, st.model, st.created = chunks[0].ID, chunks[0].Model, chunks[0].Created
 	for _, c := range chunks {
 		if ctx.Err() != nil {
-			return // the middleware records the failure; the stream ends without [DONE]
-		}
-		if err := sse.WriteChunk(c); err != nil {
+			s.endStream(r, info, st, openai.NewUsage(prompt, st.tokens), false)
 			return
 		}
+		if err := st.sse.WriteChunk(c); err != nil {
+			s.endStream(r, info, st, openai.NewUsage(prompt, st.tokens), false)
+			return
+		}
+		st.wrote(c)
+		if len(c.Choices) == 1 && c.Choices[0].Delta.Content != "" {
+			st.tokens++
+			// Once the whole answer is written there is nothing more to
+			// fund: the last token is not cut.
+			if st.tokens < call.completionLimit && progress(ctx, info, prompt, st.tokens, call.completionLimit) != nil {
+				s.endStream(r, info, st, openai.NewUsage(prompt, st.tokens), false)
+				return
+			}
+		}
 	}
-	_ = sse.WriteDone()
+	_ = st.sse.WriteDone()
+	u := chunks[len(chunks)-1].Usage
 	info.Report(keyledger.Outcome{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens})
 }
 

@@ -33,10 +33,17 @@ type inproc struct {
 // level. It closes at cleanup, flushing usage.
 func newInproc(tb testing.TB, logs io.Writer) *inproc {
 	tb.Helper()
+	return newInprocAt(tb, logs, time.Now)
+}
+
+// newInprocAt is newInproc on a clock (rate limits and throttles follow
+// it; a fake clock keeps their budgets from refilling while a test runs).
+func newInprocAt(tb testing.TB, logs io.Writer, now func() time.Time) *inproc {
+	tb.Helper()
 	c := config{db: filepath.Join(tb.TempDir(), "gw.db"), rzpKeyID: defaultRazorpayKeyID,
 		rzpSecret: defaultRazorpaySecret, rzpWebhook: defaultRazorpayWebhookSecret}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	s, closeAll, err := newServer(context.Background(), c, log, time.Now, nil)
+	s, closeAll, err := newServer(context.Background(), c, log, now, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -64,7 +64,15 @@ func (s *server) createKey(w http.ResponseWriter, r *http.Request, acct string) 
 	if in.Expires != nil {
 		p.ExpiresAt = *in.Expires
 	}
-	raw, k, err := s.kl.Keys.Create(r.Context(), p)
+	var raw apikey.RawKey
+	var k apikey.APIKey
+	var err error
+	if parent, ok := callerKey(r.Context()); ok {
+		// Made by an API key: within its scopes and models, revoked with it.
+		raw, k, err = s.kl.Keys.CreateChild(r.Context(), parent, p)
+	} else {
+		raw, k, err = s.kl.Keys.Create(r.Context(), p)
+	}
 	if err != nil {
 		return err
 	}

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -125,13 +127,86 @@ func drive(t *testing.T, url, key string, body []byte, n, workers int) loadResul
 	return r
 }
 
+// leaverModel is the model the leaving clients ask for, so that their
+// usage records can be told from the rest.
+const leaverModel = "forii/llama-3.1-8b"
+
+// leavers sends n streaming requests of 4,096 tokens from workers
+// goroutines; the i-th reads 1 + i%200 events and then closes the
+// connection mid-stream, as a client that goes away does. It returns the
+// completion tokens (content events) the clients received.
+func leavers(t *testing.T, url, key string, n, workers int) int64 {
+	t.Helper()
+	body := []byte(`{"model":"` + leaverModel + `","stream":true,"max_tokens":4096,"messages":[{"role":"user","content":"Stream, then be cut off."}]}`)
+	var received atomic.Int64
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			// No keep-alive: each client's connection goes when it leaves.
+			tr := &http.Transport{DisableKeepAlives: true}
+			defer tr.CloseIdleConnections()
+			client := &http.Client{Transport: tr, Timeout: time.Minute}
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+key)
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if resp.StatusCode != 200 {
+					t.Errorf("leaver: status %d", resp.StatusCode)
+				}
+				rd := bufio.NewReader(resp.Body)
+				for events := 0; events < 1+i%200; {
+					line, err := rd.ReadString('\n')
+					if err != nil {
+						break
+					}
+					if strings.HasPrefix(line, "data: {") {
+						events++
+						if strings.Contains(line, `"content":"`) {
+							received.Add(1)
+						}
+					}
+				}
+				resp.Body.Close() // unread data: the connection is reset
+			}
+		})
+	}
+	wg.Wait()
+	return received.Load()
+}
+
+// smallSendBuffers gives each accepted connection a 16 KiB send buffer, so
+// that a stream cannot be written far ahead of its reader: a client that
+// leaves mid-stream leaves most of it unwritten.
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(16 << 10)
+	}
+	return c, err
+}
+
 // TestLoadGatewayReconciles puts the gateway (real handler, SQLite, group
 // commit, served over loopback) under a bounded concurrent load of chat
 // completions from loadWorkers workers, then the bare simulated model
 // under the same load, reports the gateway's added latency (p50, p99) and
 // both request rates, and reconciles the ledger exactly: every request
 // has one usage record, Σ usage costs = −Σ debit entries = starting
-// balance − final balance, and no credit is left held.
+// balance − final balance, and no credit is left held. After the
+// measurements, clients that leave streams midway (n/100 of them) run
+// beside a quarter of the load again: each pays for what it was written —
+// at least what it read, never zero — and the reconciliation includes
+// them.
 //
 // Figures are reported (t.Log, and KEYLEDGER_LOAD_REPORT=file writes a
 // Markdown table); nothing is asserted about time.
@@ -143,7 +218,9 @@ func TestLoadGatewayReconciles(t *testing.T) {
 	ctx := context.Background()
 	g := newInproc(t, io.Discard)
 	ten := g.newTenant(t, "Load")
-	gwSrv := httptest.NewServer(g.h)
+	gwSrv := httptest.NewUnstartedServer(g.h)
+	gwSrv.Listener = smallSendBuffers{gwSrv.Listener}
+	gwSrv.Start()
 	defer gwSrv.Close()
 	simSrv := httptest.NewServer(simulatedModelHandler(g.s))
 	defer simSrv.Close()
@@ -165,16 +242,32 @@ func TestLoadGatewayReconciles(t *testing.T) {
 	gw := drive(t, gwSrv.URL+chatEndpoint, ten.key, body, n, loadWorkers)
 	direct1 := drive(t, simSrv.URL, "", body, n/10, 1)
 	gw1 := drive(t, gwSrv.URL+chatEndpoint, ten.key, body, n/10, 1)
-	for _, r := range []loadResult{direct, gw, direct1, gw1} {
+
+	// Unmeasured (so the figures stay comparable): clients that leave
+	// their streams midway, beside a quarter of the load again.
+	nLeavers := n / 100
+	var received int64
+	leaversDone := make(chan struct{})
+	go func() {
+		defer close(leaversDone)
+		received = leavers(t, gwSrv.URL+chatEndpoint, ten.key, nLeavers, 4)
+	}()
+	mixed := drive(t, gwSrv.URL+chatEndpoint, ten.key, body, n/4, loadWorkers)
+	<-leaversDone
+	// The handlers of the connections the leavers reset may still be
+	// finishing: closing the server waits for them.
+	gwSrv.Close()
+	for _, r := range []loadResult{direct, gw, direct1, gw1, mixed} {
 		if r.status[200] != r.n {
 			t.Fatalf("statuses: %v of %d", r.status, r.n)
 		}
 	}
 
 	// Reconciliation.
-	total := n + n/10 + warm
+	total := n + n/10 + warm + n/4 + nLeavers
 	var records int
 	var usageSum credits.Amount
+	var leaverRecords, leaverTokens int64
 	for cursor := ""; ; {
 		page, err := g.s.kl.Usage.List(ctx, usage.ListQuery{AccountID: ten.id, Cursor: cursor, Limit: 500})
 		if err != nil {
@@ -185,6 +278,10 @@ func TestLoadGatewayReconciles(t *testing.T) {
 			usageSum = usageSum.Add(r.Cost)
 			if r.StatusCode != 200 || r.Cost.IsZero() {
 				t.Fatalf("usage record %+v", r)
+			}
+			if r.Model == leaverModel {
+				leaverRecords++
+				leaverTokens += r.CompletionTokens
 			}
 		}
 		if cursor = page.NextCursor; cursor == "" {
@@ -220,6 +317,10 @@ func TestLoadGatewayReconciles(t *testing.T) {
 	if !acct.Held.IsZero() {
 		t.Errorf("%s still held after the load", acct.Held)
 	}
+	if leaverRecords != int64(nLeavers) || leaverTokens < received || leaverTokens > int64(nLeavers)*4096 {
+		t.Errorf("%d leaving clients read %d tokens: %d records charge %d completion tokens", nLeavers, received, leaverRecords, leaverTokens)
+	}
+	t.Logf("%d clients left their streams after reading %d tokens in all; they were charged for %d (of %d reserved)", nLeavers, received, leaverTokens, nLeavers*4096)
 
 	report := loadReport(n, direct, gw, direct1, gw1, records, usageSum, startBal, acct.Balance)
 	t.Log("\n" + report)
@@ -245,7 +346,7 @@ func loadReport(n int, direct, gw, direct1, gw1 loadResult, records int, spent, 
 	row("simulated model handler, direct", 1, direct1)
 	row("gateway (auth + reserve + model + settle/meter)", 1, gw1)
 	fmt.Fprintf(&b, "| added by the gateway | 1 | | | %s | %s |\n\n", ms(gw1.pct(0.50)-direct1.pct(0.50)), ms(gw1.pct(0.99)-direct1.pct(0.99)))
-	fmt.Fprintf(&b, "Reconciliation (warm-up included): %d usage records = %d debit entries = requests; Σ usage costs = −Σ debits = ₹%s = balance ₹%s − ₹%s; no credit held.\n",
+	fmt.Fprintf(&b, "Reconciliation (warm-up, and a mixed phase with clients leaving streams midway, included): %d usage records = %d debit entries = requests; Σ usage costs = −Σ debits = ₹%s = balance ₹%s − ₹%s; no credit held.\n",
 		records, records, spent, before, after)
 	return b.String()
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keyledger/keyledger"
+	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/examples/gateway/internal/razorpay"
@@ -59,21 +60,28 @@ func main() {
 
 // config is the parsed command line.
 type config struct {
+	telemetry procsrv.TelemetryFlags // -metrics-addr, -otlp (telemetry.go)
+
 	addr, db, postgres, redis       string
 	upstream, upstreamKey           string
 	modelsFile                      string
 	rzpKeyID, rzpSecret, rzpWebhook string
 	dashSecret                      string
 	logLevel                        slog.Level
-	// Failure handling (README "Failure modes").
-	holdTTL, storeTimeout time.Duration
-	redisPolicy           redislimit.Policy
+	// Failure handling (README "Failure modes"); -hold-ttl is in limits.
+	storeTimeout time.Duration
+	redisPolicy  redislimit.Policy
+	redisPrefix  string
+
+	limits requestLimits // -hold-ttl, -max-request-duration (limits.go)
+	abuse  abuseConfig   // lifecycle.go
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	c.telemetry.Register(fs)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "listen address (host:port; port 0 picks a free one)")
 	fs.StringVar(&c.db, "db", "keyledger.db", "SQLite database file")
 	fs.StringVar(&c.postgres, "postgres", "", "PostgreSQL DSN instead of SQLite, e.g. postgres://user@host/db; keyledger's tables and the gateway's gw_* tables live there, shared by every gateway instance on it")
@@ -85,11 +93,22 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.rzpSecret, "razorpay-secret", defaultRazorpaySecret, "Razorpay key secret: signs checkout payments")
 	fs.StringVar(&c.rzpWebhook, "razorpay-webhook-secret", defaultRazorpayWebhookSecret, "Razorpay webhook secret: signs webhook bodies")
 	fs.StringVar(&c.dashSecret, "dashboard-csrf-secret", "", "secret (at least 32 bytes) keying the dashboard's CSRF tokens; set the same one on every instance behind one load balancer (default: random per process)")
-	fs.DurationVar(&c.holdTTL, "hold-ttl", 5*time.Minute, "how long a request's credit hold outlives an instance that died before completing it")
 	fs.DurationVar(&c.storeTimeout, "store-timeout", 2*time.Second, "bound on each database or Redis call of a request's admission; past it the request is refused with 503")
+	fs.StringVar(&c.redisPrefix, "redis-prefix", "kl:rl:", "prefix of the gateway's Redis keys (several deployments on one Redis need different ones)")
 	redisPolicy := fs.String("redis-unavailable", "fail-closed", "while Redis is unreachable: fail-closed (503) or fallback-memory (per-instance limits: up to N instances × the limit)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	c.limits.register(fs)
+	addAbuseFlags(fs, &c.abuse)
 	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if err := c.limits.validate(); err != nil {
+		return c, err
+	}
+	if err := c.abuse.check(); err != nil {
+		return c, err
+	}
+	if err := c.abuse.checkDemo(c.addr, c.rzpKeyID, c.rzpSecret, c.rzpWebhook); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
@@ -106,8 +125,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	default:
 		return c, fmt.Errorf("-redis-unavailable must be fail-closed or fallback-memory, got %q", *redisPolicy)
 	}
-	if c.holdTTL <= 0 || c.storeTimeout <= 0 {
-		return c, errors.New("-hold-ttl and -store-timeout must be positive")
+	if c.storeTimeout <= 0 {
+		return c, errors.New("-store-timeout must be positive")
 	}
 	if c.postgres == "" && (c.db == "" || c.db == ":memory:" || strings.Contains(c.db, "?")) {
 		return c, errors.New("-db must name a database file")
@@ -152,6 +171,10 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 	if c.upstream != "" && c.upstreamKey == "" {
 		c.upstreamKey = os.Getenv("UPSTREAM_API_KEY")
 	}
+	c.abuse.smtpPassword, c.abuse.adminToken = os.Getenv("SMTP_PASSWORD"), os.Getenv("GATEWAY_ADMIN_TOKEN")
+	if err := c.abuse.check(); err != nil {
+		return err
+	}
 	log := slog.New(slog.NewTextHandler(stdout, &slog.HandlerOptions{Level: c.logLevel}))
 
 	srv, closeAll, err := newServer(ctx, c, log, now, redisNow)
@@ -164,8 +187,10 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 		return errors.Join(err, closeAll(context.Background()))
 	}
 	hs := &http.Server{
-		Handler:           srv.handler(),
+		Handler:           srv.tel.Handler(srv.handler()),
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second, // the whole request body; responses (streams) are not bound by it
+		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	base := "http://" + ln.Addr().String()
@@ -208,7 +233,7 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 // the handler in-process with it.
 func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow func() time.Time) (_ *server, closeAll func(context.Context) error, err error) {
 	var closers []func(context.Context) error
-	closeAll = func(ctx context.Context) error {
+	release := func(ctx context.Context) error {
 		var errs []error
 		for i := len(closers) - 1; i >= 0; i-- {
 			errs = append(errs, closers[i](ctx))
@@ -216,20 +241,27 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 		closers = nil
 		return errors.Join(errs...)
 	}
+	closeAll = release
 	defer func() {
-		if err != nil {
-			err = errors.Join(err, closeAll(ctx))
+		if err != nil { // closeAll is nil here: "return nil, nil, err" cleared it
+			err = errors.Join(err, release(ctx))
 		}
 	}()
 	cat, err := loadCatalog(c.modelsFile)
 	if err != nil {
 		return nil, nil, err
 	}
+	tel, err := procsrv.NewTelemetry(ctx, "gateway", c.telemetry, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	closers = append(closers, tel.Shutdown) // closed last: the KeyLedger reports until it closes
 	st, err := procsrv.OpenStore(ctx, c.db, c.postgres, log)
 	if err != nil {
 		return nil, nil, err
 	}
 	closers = append(closers, func(context.Context) error { return st.Close() })
+	tel.AddReadiness("store", procsrv.StoreReady(st))
 	var bill *billing
 	if c.postgres != "" {
 		bill, err = openBillingPG(ctx, c.postgres)
@@ -248,12 +280,18 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 	srv := &server{
 		log: log, cat: cat, bill: bill, rzp: rzp, rzpKeyID: c.rzpKeyID, rzpSecret: c.rzpSecret,
 		rzpWebhookSecret: c.rzpWebhook, now: now, supplier: demoSupplier(),
+		limits: c.limits.orDefaults(),
 	}
 	if srv.sim, err = simmodel.New(&simmodel.Options{Now: now}); err != nil {
 		return nil, nil, err
 	}
 	if c.upstream != "" {
-		srv.up = &upstream{base: c.upstream, key: c.upstreamKey, client: &http.Client{}}
+		srv.up = &upstream{base: c.upstream, key: c.upstreamKey, client: newUpstreamClient(srv.limits.maxRequestDuration)}
+	}
+
+	srv.tel = tel
+	if srv.up != nil { // upstream calls show in traces and in the http_client_* metrics
+		srv.up.client.Transport = tel.Transport(srv.up.client.Transport)
 	}
 
 	var limiter ratelimit.Limiter
@@ -265,7 +303,8 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 			// answers, and recovers by itself when it does.
 			log.Warn("Redis does not answer at start", "redis", c.redis, "policy", c.redisPolicy.String(), "error", err)
 		}
-		limiter = redislimit.New(rdb, &redislimit.Options{Now: redisNow, OnUnavailable: c.redisPolicy, Logger: log})
+		tel.AddReadiness("redis", procsrv.RedisReady(rdb))
+		limiter = redislimit.New(rdb, &redislimit.Options{Prefix: c.redisPrefix, Now: redisNow, OnUnavailable: c.redisPolicy, Logger: log})
 	}
 	format, err := apikey.NewFormat(apikey.FormatConfig{Types: []apikey.KeyType{
 		{Name: "sdk", Prefix: "forii_sk_"},
@@ -274,17 +313,25 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 	if err != nil {
 		return nil, nil, err
 	}
+	mailer, verify := c.abuse.newMailer(c.addr, c.db, now)
+	srv.verify = verify
 	kl, err := keyledger.New(st, &keyledger.Options{
-		Now: now, Logger: log, Prices: cat.prices, Limiter: limiter, HoldTTL: c.holdTTL, StoreTimeout: c.storeTimeout,
-		Keys:    &apikey.Options{Format: format},
-		Credits: &credits.Options{Unit: credits.INR(), Recharger: credits.RechargerFunc(srv.recharge)},
+		Now: now, Logger: log, Prices: cat.prices, Limiter: limiter, HoldTTL: srv.limits.holdTTL, StoreTimeout: c.storeTimeout,
+		Accounts: &account.Options{Mailer: mailer},
+		Keys:     &apikey.Options{Format: format},
+		Credits:  &credits.Options{Unit: credits.INR(), Recharger: credits.RechargerFunc(srv.recharge)},
+
+		MeterProvider: tel.MeterProvider, TracerProvider: tel.Tracing(),
 	})
 	if err != nil {
 		return nil, nil, err
 	}
 	closers = append(closers, kl.Close)
 	srv.kl = kl
-	if srv.dash, err = srv.newDashboard([]byte(c.dashSecret)); err != nil {
+	if err := srv.setupAbuse(c.abuse); err != nil {
+		return nil, nil, err
+	}
+	if srv.dash, err = srv.newDashboard([]byte(c.dashSecret), c.abuse.secure(c.addr)); err != nil {
 		return nil, nil, err
 	}
 	return srv, closeAll, nil

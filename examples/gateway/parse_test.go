@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/keyledger/keyledger/examples/gateway/internal/openai"
 )
 
 var kolkata = func() *time.Location {
@@ -114,6 +116,8 @@ func FuzzParseCatalog(f *testing.F) {
 	f.Add([]byte(`{"models":[{"id":"a/b","owned_by":"x","prompt_inr_per_1m":1.5,"completion_inr_per_1m":"2"}]}`))
 	f.Add([]byte(`{"models":[{"id":"a","prompt_inr_per_1m":-1,"completion_inr_per_1m":0}]}`))
 	f.Add([]byte(`{"models":[],"extra":1}`))
+	f.Add([]byte(`{"models":[{"id":"a","prompt_inr_per_1m":1,"completion_inr_per_1m":1,"upstream_limit_field":"max_tokens"}]}`))
+	f.Add([]byte(`{"models":[{"id":"a","prompt_inr_per_1m":1,"completion_inr_per_1m":1,"upstream_limit_field":"max_new_tokens"}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		cf, err := parseCatalog(b)
 		if err != nil {
@@ -126,6 +130,10 @@ func FuzzParseCatalog(f *testing.F) {
 		for _, m := range c.models {
 			if _, ok := c.prices.Model(m.ID); !ok {
 				t.Fatalf("model %q has no price", m.ID)
+			}
+			// Every accepted limit field rewrites an upstream body.
+			if _, err := openai.RewriteUpstreamBody([]byte(`{"model":"x"}`), openai.UpstreamOptions{Limit: 1, LimitField: m.UpstreamLimitField}); err != nil {
+				t.Fatalf("model %q: limit field %q: %v", m.ID, m.UpstreamLimitField, err)
 			}
 		}
 	})

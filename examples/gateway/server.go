@@ -9,6 +9,7 @@ import (
 	"github.com/keyledger/keyledger/examples/gateway/internal/invoice"
 	"github.com/keyledger/keyledger/examples/gateway/internal/razorpay"
 	"github.com/keyledger/keyledger/examples/gateway/internal/simmodel"
+	"github.com/keyledger/keyledger/examples/internal/ghscan"
 	"github.com/keyledger/keyledger/httpapi"
 )
 
@@ -18,6 +19,8 @@ const maxBodyBytes = 1 << 20
 // server holds the gateway's dependencies. Handlers are thin: they decode,
 // call the library or a helper, and encode.
 type server struct {
+	tel *telemetry // /metrics, /healthz, /readyz and traces (telemetry.go)
+
 	kl   *keyledger.KeyLedger
 	log  *slog.Logger
 	cat  *catalog
@@ -26,11 +29,19 @@ type server struct {
 	bill *billing
 	now  func() time.Time
 
+	limits requestLimits // per-request deadline and hold TTL
+
 	rzp                                   *razorpay.Simulator
 	rzpKeyID, rzpSecret, rzpWebhookSecret string
 	supplier                              invoice.Supplier
 
 	dash http.Handler // the customer dashboard, at dashboardPath
+
+	throttle   *keyledger.AuthThrottle // failed logins and sign-ups (lifecycle.go)
+	proxies    httpapi.TrustedProxies  // whose X-Forwarded-For to believe
+	verify     bool                    // sign-ups confirm their email (-smtp)
+	adminToken string                  // operator routes; "" disables them
+	github     *ghscan.Verifier        // nil: leaked-key reports are unsigned, throttled per address
 }
 
 // route is one registered route. The table is the single source of the
@@ -69,6 +80,14 @@ func (s *server) routes() []route {
 		{"GET", "/v1/accounts/{id}/invoices", s.owner(s.listInvoices)},
 		{"GET", "/v1/accounts/{id}/invoices/{invoice_id}", s.owner(s.getInvoice)},
 		{"POST", "/v1/leaked-keys", s.api(s.leakedKeys)},
+
+		{"GET", "/v1/verify-email", s.api(s.verifyEmail)},
+		{"POST", "/v1/verify-email", s.api(s.verifyEmail)},
+		{"POST", "/v1/password/forgot", s.api(s.forgotPassword)},
+		{"POST", "/v1/password/reset", s.api(s.resetPassword)},
+		{"POST", "/v1/accounts/{id}/password", s.owner(s.changePassword)},
+		{"DELETE", "/v1/accounts/{id}", s.owner(s.closeAccount)},
+		{"PATCH", "/v1/admin/accounts/{id}", s.admin(s.adminUpdateAccount)},
 
 		{"GET", "/inference/v1/models", s.inferenceAuth(http.HandlerFunc(s.listModels))},
 		{"POST", "/inference/v1/chat/completions", s.readInferenceBody(inference(http.HandlerFunc(s.chatCompletions)))},

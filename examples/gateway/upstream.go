@@ -2,15 +2,16 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
+	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 
 	"github.com/keyledger/keyledger"
 	"github.com/keyledger/keyledger/examples/gateway/internal/openai"
-	"github.com/keyledger/keyledger/examples/gateway/internal/simmodel"
 	"github.com/keyledger/keyledger/httpapi"
 )
 
@@ -21,24 +22,16 @@ type upstream struct {
 	client *http.Client
 }
 
-// upstreamBody rewrites the client's body for the upstream: the upstream's
-// model name, include_usage on streams, and max_tokens when the client set
-// no limit (so the hold covers the answer).
+// upstreamBody rewrites the client's body for the upstream from what was
+// reserved: the upstream's model name, the reserved completion limit (per
+// choice) in the one field the model's upstream reads — the other field is
+// removed — and include_usage on streams. n is forwarded as the client
+// sent it; it was reserved in full.
 func (s *server) upstreamBody(call *chatCall) ([]byte, error) {
 	m := s.cat.byID[call.req.Model]
-	b, err := openai.PrepareUpstreamBody(call.raw, m.UpstreamModel)
-	if err != nil {
-		return nil, err
-	}
-	if _, ok := call.req.OutputLimit(); ok {
-		return b, nil
-	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(b, &obj); err != nil {
-		return nil, err
-	}
-	obj["max_tokens"] = json.RawMessage(strconv.FormatInt(call.completionLimit, 10))
-	return json.Marshal(obj)
+	return openai.RewriteUpstreamBody(call.raw, openai.UpstreamOptions{
+		Model: m.UpstreamModel, Limit: call.completionLimit, LimitField: m.UpstreamLimitField,
+	})
 }
 
 // proxy forwards a chat completion to the upstream under the request's
@@ -66,11 +59,7 @@ func (s *server) proxy(w http.ResponseWriter, r *http.Request, call *chatCall, i
 	}
 	resp, err := s.up.client.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
-			failInflight(w, r, info, err)
-			return
-		}
-		s.upstreamFailed(w, r, info, err)
+		s.upstreamCallFailed(w, r, info, err)
 		return
 	}
 	defer resp.Body.Close()
@@ -84,11 +73,7 @@ func (s *server) proxy(w http.ResponseWriter, r *http.Request, call *chatCall, i
 	}
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamBody))
 	if err != nil {
-		if ctx.Err() != nil {
-			failInflight(w, r, info, err)
-			return
-		}
-		s.upstreamFailed(w, r, info, err)
+		s.upstreamCallFailed(w, r, info, err)
 		return
 	}
 	cc, err := openai.ParseChatCompletion(raw)
@@ -96,28 +81,42 @@ func (s *server) proxy(w http.ResponseWriter, r *http.Request, call *chatCall, i
 		s.upstreamFailed(w, r, info, err)
 		return
 	}
+	meta := map[string]string{"upstream_id": cc.ID}
 	var u openai.Usage
 	if cc.Usage != nil {
 		u = *cc.Usage
-	} else { // no usage reported: the prompt estimate and ~4 bytes a token
+	} else { // no usage reported: the prompt estimate and the delivered text at bytesPerToken
 		var n int64
 		for _, c := range cc.Choices {
-			n += int64(len(c.Message.Content))
+			n += c.Message.OutputBytes()
 		}
-		u = openai.NewUsage(simmodel.EstimatePromptTokens(call.req), (n+3)/4)
+		u = openai.NewUsage(call.promptTokens, tokensOf(n))
+		meta["usage"] = "estimated"
 	}
-	info.Report(keyledger.Outcome{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, Metadata: map[string]string{"upstream_id": cc.ID}})
+	info.Report(keyledger.Outcome{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, Metadata: meta})
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(raw)
 }
 
 // proxyStream relays the upstream's SSE events as they come and meters the
-// usage of its final chunk (include_usage is forced on).
+// usage of its final chunk (include_usage is forced on; the usage chunk
+// reaches the client only if it asked for it). An upstream that reports no
+// usage is charged for the text delivered, at bytesPerToken. A stream the
+// gateway cuts (the request deadline) ends cleanly; one the client leaves
+// is charged for what it was sent.
 func (s *server) proxyStream(w http.ResponseWriter, r *http.Request, call *chatCall, info *httpapi.Info, resp *http.Response) {
+	ctx := r.Context()
 	sr := openai.NewStreamReader(resp.Body, 0)
-	sse := openai.NewSSEWriter(w)
+	st := newStreamState(openai.NewSSEWriter(w), call.req.IncludeUsage())
+	usage := func() (openai.Usage, bool) {
+		if u, ok := sr.Usage(); ok {
+			return u, false
+		}
+		return openai.NewUsage(call.promptTokens, tokensOf(st.bytes)), true
+	}
 	var streamErr error
+	writeFailed, budgetCut := false, false
 	for {
 		ev, err := sr.Next()
 		if err != nil {
@@ -127,26 +126,82 @@ func (s *server) proxyStream(w http.ResponseWriter, r *http.Request, call *chatC
 			break
 		}
 		if ev.Done {
-			streamErr = sse.WriteDone()
+			if _, ok := sr.Usage(); !ok && st.withUsage {
+				// The client asked for usage and the upstream sent none:
+				// it gets what it is charged, the estimate.
+				u, _ := usage()
+				if streamErr = st.sse.WriteChunk(openai.ChatCompletionChunk{ID: st.id, Object: openai.ObjectChatCompletionChunk,
+					Created: st.created, Model: st.model, Choices: []openai.ChunkChoice{}, Usage: &u}); streamErr != nil {
+					writeFailed = true
+					break
+				}
+			}
+			if streamErr = st.sse.WriteDone(); streamErr != nil {
+				writeFailed = true
+			}
 			continue
 		}
-		if err := sse.WriteData(ev.Data); err != nil {
-			streamErr = err
+		if ev.Chunk.Usage != nil && len(ev.Chunk.Choices) == 0 && !st.withUsage {
+			continue // the usage chunk the gateway asked for, not the client
+		}
+		if err := st.sse.WriteData(ev.Data); err != nil {
+			streamErr, writeFailed = err, true
+			break
+		}
+		st.wrote(ev.Chunk)
+		st.bytes = sr.ContentBytes()
+		if u, _ := usage(); progress(ctx, info, u.PromptTokens, u.CompletionTokens, call.choices*call.completionLimit) != nil {
+			budgetCut = true // the balance is spent: stop reading the upstream
 			break
 		}
 	}
-	u, ok := sr.Usage()
-	if !ok {
-		u = openai.NewUsage(simmodel.EstimatePromptTokens(call.req), (sr.ContentBytes()+3)/4)
+	u, estimated := usage()
+	switch {
+	case budgetCut:
+		s.endStream(r, info, st, u, estimated)
+		return
+	case streamErr == nil:
+	case ctx.Err() != nil || writeFailed:
+		// Cut by the gateway, left by the client or stopped by the key.
+		s.endStream(r, info, st, u, estimated)
+		return
+	case !st.started:
+		// The upstream failed before anything was sent: a 502, not charged.
+		s.upstreamFailed(w, r, info, streamErr)
+		return
 	}
 	out := keyledger.Outcome{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens}
-	if streamErr != nil && r.Context().Err() == nil {
+	if estimated {
+		out.Metadata = map[string]string{"usage": "estimated"}
+	}
+	if streamErr != nil {
 		// The upstream broke off: what was delivered is still charged, and
 		// the record says why the stream ended early.
-		out.Metadata = map[string]string{"stream_error": streamErr.Error()}
-		s.log.WarnContext(r.Context(), "upstream stream ended early", "error", streamErr)
+		if out.Metadata == nil {
+			out.Metadata = map[string]string{}
+		}
+		out.Metadata["stream_error"] = streamErr.Error()
+		s.log.WarnContext(ctx, "upstream stream ended early", "error", streamErr)
 	}
 	info.Report(out)
+}
+
+// upstreamCallFailed answers a failed upstream call (before any of the
+// answer reached the client): 504 at the request deadline, the in-flight
+// failure when the client left or the key stopped, else 502. None is
+// charged.
+func (s *server) upstreamCallFailed(w http.ResponseWriter, r *http.Request, info *httpapi.Info, err error) {
+	var ne net.Error
+	switch {
+	case errors.Is(context.Cause(r.Context()), errRequestDeadline) || (r.Context().Err() == nil && errors.As(err, &ne) && ne.Timeout()):
+		info.Report(keyledger.Outcome{ErrorType: "upstream_timeout", ErrorMessage: "request deadline"})
+		openai.WriteError(w, http.StatusGatewayTimeout, openai.TypeUpstream, "upstream_timeout",
+			fmt.Sprintf("The upstream model server did not answer within the gateway's request limit of %s (-max-request-duration).", s.limits.maxRequestDuration))
+	case r.Context().Err() != nil:
+		failInflight(w, r, info, err)
+	default:
+		s.upstreamFailed(w, r, info, err)
+	}
 }
 
 // upstreamFailed answers 502 for an unreachable or misbehaving upstream;

@@ -27,7 +27,7 @@ func fakeUpstream(t *testing.T) (*httptest.Server, <-chan struct{}) {
 		}
 		var req struct {
 			Model         string `json:"model"`
-			MaxTokens     int64  `json:"max_tokens"`
+			MaxTokens     int64  `json:"max_completion_tokens"`
 			Stream        bool   `json:"stream"`
 			StreamOptions struct {
 				IncludeUsage bool `json:"include_usage"`
@@ -92,7 +92,7 @@ func TestUpstreamProxyMetering(t *testing.T) {
 		t.Fatalf("non-streaming charge: %v", entries[0])
 	}
 
-	st, _, b := g.do("POST", "/inference/v1/chat/completions", u.key, strings.Replace(body, `"x_vendor`, `"stream":true,"x_vendor`, 1))
+	st, _, b := g.do("POST", "/inference/v1/chat/completions", u.key, strings.Replace(body, `"x_vendor`, `"stream":true,"stream_options":{"include_usage":true},"x_vendor`, 1))
 	chunks, done := sseEvents(t, b)
 	if st != 200 || !done || len(chunks) != 3 || chunks[2].Usage == nil || chunks[2].Usage.CompletionTokens != 3 {
 		t.Fatalf("stream: %d %s", st, b)

@@ -9,7 +9,9 @@
 //
 //	account create -name N -email E [-password P] [-plan P] [-timezone Z]
 //	account get ID
-//	key create -account ID -name N [-models m1,m2] [-type T] [-expires RFC3339]
+//	account set-plan -plan P ID
+//	account close ID
+//	key create -account ID -name N [-models m1,m2] [-scopes s1,s2] [-type T] [-expires RFC3339]
 //	key list -account ID
 //	key revoke -account ID KEYID
 //	credits grant|adjust -account ID -amount X -reason R [-idempotency-key K]
@@ -187,13 +189,15 @@ func lookup(args []string) (command, bool) {
 		"usage":   (*cli).usage,
 	}
 	two := map[string]func(*cli, []string) (func(context.Context) error, error){
-		"account create": (*cli).accountCreate,
-		"account get":    (*cli).accountGet,
-		"key create":     (*cli).keyCreate,
-		"key list":       (*cli).keyList,
-		"key revoke":     (*cli).keyRevoke,
-		"credits grant":  func(c *cli, a []string) (func(context.Context) error, error) { return c.creditsChange(a, "grant") },
-		"credits adjust": func(c *cli, a []string) (func(context.Context) error, error) { return c.creditsChange(a, "adjust") },
+		"account create":   (*cli).accountCreate,
+		"account get":      (*cli).accountGet,
+		"account set-plan": (*cli).accountSetPlan,
+		"account close":    (*cli).accountClose,
+		"key create":       (*cli).keyCreate,
+		"key list":         (*cli).keyList,
+		"key revoke":       (*cli).keyRevoke,
+		"credits grant":    func(c *cli, a []string) (func(context.Context) error, error) { return c.creditsChange(a, "grant") },
+		"credits adjust":   func(c *cli, a []string) (func(context.Context) error, error) { return c.creditsChange(a, "adjust") },
 	}
 	if f, ok := one[args[0]]; ok {
 		return command{1, f}, true
@@ -303,6 +307,58 @@ func (c *cli) accountGet(args []string) (func(context.Context) error, error) {
 	}, nil
 }
 
+// accountSetPlan changes an account's plan (an operator's tool: customers
+// never raise their own plan). The new limits apply at once.
+func (c *cli) accountSetPlan(args []string) (func(context.Context) error, error) {
+	fs := c.flags("account set-plan")
+	plan := fs.String("plan", "", "plan ID: "+strings.Join(c.planIDs(), ", "))
+	pos, err := parse(fs, args)
+	if err == nil {
+		err = required("plan", *plan)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) != 1 {
+		return nil, usageErr("account set-plan takes one account ID")
+	}
+	return func(ctx context.Context) error {
+		a, err := c.kl.UpdateAccount(ctx, pos[0], account.UpdateParams{Plan: plan})
+		if err != nil {
+			return err
+		}
+		return c.printAccount(ctx, a)
+	}, nil
+}
+
+// planIDs lists the profile's plans.
+func (c *cli) planIDs() []string {
+	var ids []string
+	for _, p := range c.profile.Catalog.Plans() {
+		ids = append(ids, p.ID)
+	}
+	return ids
+}
+
+// accountClose closes an account for good: keys and sessions revoked,
+// personal fields scrubbed, the ledger kept.
+func (c *cli) accountClose(args []string) (func(context.Context) error, error) {
+	pos, err := parse(c.flags("account close"), args)
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) != 1 {
+		return nil, usageErr("account close takes one account ID")
+	}
+	return func(ctx context.Context) error {
+		a, err := c.kl.CloseAccount(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		return c.printAccount(ctx, a)
+	}, nil
+}
+
 func (c *cli) keyCreate(args []string) (func(context.Context) error, error) {
 	fs := c.flags("key create")
 	acct := fs.String("account", "", "account ID")
@@ -310,6 +366,7 @@ func (c *cli) keyCreate(args []string) (func(context.Context) error, error) {
 	models := fs.String("models", "", "comma-separated models the key may use (all if empty)")
 	typ := fs.String("type", "", "key type: "+strings.Join(c.profile.KeyTypes(), ", ")+" (default "+c.profile.DefaultKeyType+")")
 	expires := fs.String("expires", "", "expiry time, RFC 3339 (never if empty)")
+	scopes := fs.String("scopes", "", "comma-separated scopes to narrow the key to (inference, read, manage); default: every scope, manage included, so an operator's first key can manage the rest")
 	pos, err := parse(fs, args)
 	if err == nil {
 		err = errors.Join(noArgs("key create", pos), required("account", *acct), required("name", *name))
@@ -326,6 +383,11 @@ func (c *cli) keyCreate(args []string) (func(context.Context) error, error) {
 			if m = strings.TrimSpace(m); m != "" {
 				p.Models = append(p.Models, m)
 			}
+		}
+	}
+	for _, sc := range strings.Split(*scopes, ",") {
+		if sc = strings.TrimSpace(sc); sc != "" {
+			p.Scopes = append(p.Scopes, sc)
 		}
 	}
 	if *expires != "" {

@@ -205,3 +205,60 @@ func itoa(i int) string {
 	b, _ := json.Marshal(i)
 	return string(b)
 }
+
+// An operator changes a plan with keyctl (the new limits apply), and
+// closes an account: its keys stop working and its fields are scrubbed.
+func TestAccountSetPlanAndClose(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "k.db")
+	g := []string{"-db", db, "-profile", "gateway"}
+	a := ok(t, append(g, "account", "create", "-name", "Ops", "-email", "ops@example.com")...)
+	id := a["id"].(string)
+	if a["plan"] != "free" {
+		t.Fatalf("account %v", a)
+	}
+	if code, _, errs := ctl(t, append(g, "account", "set-plan", "-plan", "platinum", id)...); code == 0 || !strings.Contains(errs, "plan") {
+		t.Fatalf("unknown plan: exit %d %s", code, errs)
+	}
+	if code, _, _ := ctl(t, append(g, "account", "set-plan", id)...); code == 0 {
+		t.Fatal("set-plan without -plan succeeded")
+	}
+	up := ok(t, append(g, "account", "set-plan", "-plan", "pro", id)...)
+	if up["plan"] != "pro" {
+		t.Fatalf("set-plan: %v", up)
+	}
+	if got := ok(t, append(g, "account", "get", id)...); got["plan"] != "pro" {
+		t.Fatalf("get after set-plan: %v", got)
+	}
+	raw := ok(t, append(g, "key", "create", "-account", id, "-name", "k")...)["key"].(string)
+	c := ok(t, append(g, "account", "close", id)...)
+	if c["status"] != "closed" || c["email"] == "ops@example.com" || c["name"] != "Closed account" || c["balance"] != mustFloat("50") {
+		t.Fatalf("close: %v", c)
+	}
+	srv := open(t, db, "gateway", 0)
+	if _, err := srv.Keys.Verify(context.Background(), apikey.RawKey(raw)); err == nil {
+		t.Fatal("a closed account's key still verifies")
+	}
+}
+
+// keyctl's keys carry every scope (manage included) unless -scopes
+// narrows them.
+func TestKeyScopesFlag(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "k.db")
+	g := []string{"-db", db, "-profile", "toolapi"}
+	id := ok(t, append(g, "account", "create", "-name", "S", "-email", "s@example.com")...)["id"].(string)
+	full := ok(t, append(g, "key", "create", "-account", id, "-name", "admin")...)
+	narrow := ok(t, append(g, "key", "create", "-account", id, "-name", "tools", "-scopes", "inference, read")...)
+	srv := open(t, db, "toolapi", 0)
+	ctx := context.Background()
+	fv, err := srv.Keys.Verify(ctx, apikey.RawKey(full["key"].(string)))
+	if err != nil || fv.CanManage("") != nil {
+		t.Fatalf("default key cannot manage: %v %v", err, fv.CanManage(""))
+	}
+	nv, err := srv.Keys.Verify(ctx, apikey.RawKey(narrow["key"].(string)))
+	if err != nil || nv.CanManage("") == nil {
+		t.Fatalf("narrowed key can manage: %v %v", err, nv.Scopes)
+	}
+	if code, _, _ := ctl(t, append(g, "key", "create", "-account", id, "-name", "x", "-scopes", "root")...); code == 0 {
+		t.Fatal("unknown scope accepted")
+	}
+}

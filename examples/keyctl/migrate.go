@@ -25,7 +25,9 @@ import (
 )
 
 // keyctl migrate: the move from one host to many. It copies a SQLite
-// database — keyledger's tables and the gateway's gw_* billing tables — into
+// database — keyledger's tables (schema version 6: accounts, sessions,
+// one-time tokens, closed emails, keys, ledger, usage) and the gateway's
+// gw_* billing tables — into
 // an empty PostgreSQL database (or schema), exactly, at the SQL level:
 // every table in primary-key order, in batches, each batch inserted in one
 // transaction together with the migration's progress (table, last key
@@ -124,6 +126,10 @@ var migrationTables = []table{
 		cols: cols("id name email plan limits status time_zone metadata password_hash created_at:i updated_at:i")},
 	{name: "sessions", key: []string{"token_hash"},
 		cols: cols("token_hash:b account_id created_at:i expires_at:i revoked_at:i")},
+	{name: "account_tokens", key: []string{"token_hash"},
+		cols: cols("token_hash:b kind account_id created_at:i expires_at:i")},
+	{name: "closed_emails", key: []string{"email_hash"},
+		cols: cols("email_hash:b closed_at:i")},
 	{name: "api_keys", key: []string{"id"},
 		cols: cols("id account_id name type environment prefix hint hash:b prev_hash:b prev_until:i models scopes status metadata " +
 			"created_at:i updated_at:i rotated_at:i last_used_at:i expires_at:i")},
@@ -268,6 +274,9 @@ func migrate(ctx context.Context, from, to string, opts *migrateOptions) (*migra
 	defer dst.Close()
 
 	m := &migration{src: src, dst: dst, o: o}
+	if err := m.checkSourceSchema(ctx); err != nil {
+		return nil, err
+	}
 	if m.fingerprint, err = m.sourceFingerprint(ctx); err != nil {
 		return nil, err
 	}
@@ -306,6 +315,53 @@ type migration struct {
 	dst         *pgxpool.Pool
 	o           migrateOptions
 	fingerprint string
+}
+
+// checkSourceSchema refuses a source with a table or a column this copy
+// does not know: a newer schema must not be copied in part.
+func (m *migration) checkSourceSchema(ctx context.Context) error {
+	known := map[string]*table{}
+	for i := range migrationTables {
+		known[migrationTables[i].name] = &migrationTables[i]
+	}
+	rows, err := m.src.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table'
+		AND name NOT LIKE 'sqlite_%' AND name <> 'schema_migrations' ORDER BY name`)
+	if err != nil {
+		return fmt.Errorf("source: %w", err)
+	}
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return fmt.Errorf("source: %w", err)
+		}
+		names = append(names, n)
+	}
+	rows.Close()
+	for _, n := range names {
+		t, ok := known[n]
+		if !ok {
+			return fmt.Errorf("%w: the source has a table %s this keyctl cannot copy", errSchemaMismatch, n)
+		}
+		crows, err := m.src.QueryContext(ctx, `SELECT name FROM pragma_table_info(?)`, n)
+		if err != nil {
+			return fmt.Errorf("source: %w", err)
+		}
+		for crows.Next() {
+			var c string
+			if err := crows.Scan(&c); err != nil {
+				crows.Close()
+				return fmt.Errorf("source: %w", err)
+			}
+			if !slices.ContainsFunc(t.cols, func(k column) bool { return k.name == c }) {
+				crows.Close()
+				return fmt.Errorf("%w: the source's %s has a column %s this keyctl cannot copy", errSchemaMismatch, n, c)
+			}
+		}
+		crows.Close()
+	}
+	return nil
 }
 
 // sourceFingerprint names the source database: a hash of its migration

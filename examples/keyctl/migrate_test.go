@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,6 +34,22 @@ import (
 // of row is copied, interrupted part-way, resumed, verified by the tool and
 // then compared row by row here; the copy then serves as the original did.
 
+// tokenMailer keeps the one-time tokens the account service mails.
+type tokenMailer struct {
+	mu     sync.Mutex
+	tokens map[string]account.Secret // account ID → its last token
+}
+
+func (m *tokenMailer) SendMail(_ context.Context, msg account.Message) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.tokens == nil {
+		m.tokens = map[string]account.Secret{}
+	}
+	m.tokens[msg.AccountID] = msg.Token
+	return nil
+}
+
 // migrationOptions are the library options of the generated data set.
 func migrationOptions(t *testing.T) *keyledger.Options {
 	t.Helper()
@@ -43,7 +60,7 @@ func migrationOptions(t *testing.T) *keyledger.Options {
 		t.Fatal(err)
 	}
 	return &keyledger.Options{Prices: pb, Logger: slog.New(slog.DiscardHandler), HoldTTL: 24 * time.Hour,
-		Accounts: &account.Options{Argon2: account.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1, KeyLen: 32, SaltLen: 16}},
+		Accounts: &account.Options{Argon2: account.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1, KeyLen: 32, SaltLen: 16}, Mailer: &tokenMailer{}},
 		Keys:     &apikey.Options{LastUsedInterval: -1}}
 }
 
@@ -54,6 +71,7 @@ type generated struct {
 	raw             apikey.RawKey // an active key
 	accountID       string
 	activeHold      string
+	verifyToken     account.Secret // an email verification token not yet used
 }
 
 // sqliteBillingDDL is the gateway's SQLite billing schema
@@ -80,7 +98,9 @@ func generate(t *testing.T, path string, accounts int) []generated {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kl, err := keyledger.New(st, migrationOptions(t))
+	opts := migrationOptions(t)
+	mailer := opts.Accounts.Mailer.(*tokenMailer)
+	kl, err := keyledger.New(st, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,6 +113,10 @@ func generate(t *testing.T, path string, accounts int) []generated {
 			t.Fatal(err)
 		}
 		g.accountID = a.ID
+		if err := kl.Accounts.SendVerification(ctx, a.ID); err != nil {
+			t.Fatal(err)
+		}
+		g.verifyToken = mailer.tokens[a.ID]
 		if g.session, _, err = kl.Accounts.Login(ctx, g.email, account.Secret(g.password)); err != nil {
 			t.Fatal(err)
 		}
@@ -162,6 +186,14 @@ func generate(t *testing.T, path string, accounts int) []generated {
 			t.Fatal(err)
 		}
 		out = append(out, g)
+	}
+	// A closed account leaves a closed email behind.
+	gone, err := kl.Signup(ctx, account.CreateParams{Name: "Gone", Email: "gone@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kl.Accounts.Close(ctx, gone.ID); err != nil {
+		t.Fatal(err)
 	}
 	if err := kl.Close(ctx); err != nil {
 		t.Fatal(err)
@@ -322,7 +354,7 @@ func TestMigrateSQLiteToPostgres(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatal(err)
 	}
-	if !rep.OK || !rep.Resumed || len(rep.Accounts) != len(gen) || len(rep.Rollups) != len(gen) {
+	if !rep.OK || !rep.Resumed || len(rep.Accounts) != len(gen)+1 || len(rep.Rollups) != len(gen) { // +1: the closed account
 		t.Fatalf("report: ok %v resumed %v, %d accounts, %d rollups:\n%s", rep.OK, rep.Resumed, len(rep.Accounts), len(rep.Rollups), out.String())
 	}
 	if !strings.Contains(errb.String(), "usage_records") {
@@ -361,6 +393,9 @@ func TestMigrateSQLiteToPostgres(t *testing.T) {
 		if _, err := kl.Accounts.VerifySession(ctx, g.session); err != nil {
 			t.Fatalf("session on the copy: %v", err)
 		}
+		if _, err := kl.Accounts.VerifyEmail(ctx, g.verifyToken); err != nil {
+			t.Fatalf("verification token on the copy: %v", err)
+		}
 		before, err := kl.Credits.Account(ctx, g.accountID)
 		if err != nil || !before.Held.Equal(credits.AmountFromInt(3)) {
 			t.Fatalf("account on the copy: held %s (%v), want the open hold of 3", before.Held, err)
@@ -379,6 +414,9 @@ func TestMigrateSQLiteToPostgres(t *testing.T) {
 		if _, err := kl.Credits.Release(ctx, g.activeHold); err != nil {
 			t.Fatalf("the copied hold: %v", err)
 		}
+	}
+	if closed, err := kl.Accounts.EmailClosed(ctx, "gone@example.com"); err != nil || !closed {
+		t.Fatalf("the closed email on the copy: %v %v", closed, err)
 	}
 	var _ store.Store = st
 }

@@ -260,6 +260,7 @@ func parseCreateCredential(b []byte) (createCredentialRequest, error) {
 }
 
 // POST /v1/me/api-credentials {name, expires_at?} → 201 {key, api_credential}.
+// The caller's key needs the manage scope (403 otherwise).
 func (s *api) createCredential(w http.ResponseWriter, r *http.Request, v apikey.Verified) {
 	body, _ := io.ReadAll(r.Body)
 	req, err := parseCreateCredential(body)
@@ -267,11 +268,13 @@ func (s *api) createCredential(w http.ResponseWriter, r *http.Request, v apikey.
 		s.fail(w, r, err)
 		return
 	}
-	p := apikey.CreateParams{AccountID: v.AccountID, Name: req.Name}
+	p := apikey.CreateParams{Name: req.Name}
 	if req.ExpiresAt != nil {
 		p.ExpiresAt = *req.ExpiresAt
 	}
-	raw, k, err := s.kl.Keys.Create(r.Context(), p)
+	// The caller needs the manage scope; the new key gets at most its
+	// scopes and is revoked with it.
+	raw, k, err := s.kl.Keys.CreateChild(r.Context(), &v, p)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -279,10 +282,15 @@ func (s *api) createCredential(w http.ResponseWriter, r *http.Request, v apikey.
 	s.ok(w, http.StatusCreated, map[string]any{"key": raw.Reveal(), "api_credential": s.credential(k)})
 }
 
-// POST /v1/me/api-credentials/{id}/revoke → {api_credential}. Another
-// account's credential is 404. The key fails on its very next request,
+// POST /v1/me/api-credentials/{id}/revoke → {api_credential}. The caller's
+// key needs the manage scope (403 otherwise); the credentials it created
+// are revoked with it. Another account's credential is 404. The key fails on its very next request,
 // and requests running with it are cancelled.
 func (s *api) revokeCredential(w http.ResponseWriter, r *http.Request, v apikey.Verified) {
+	if err := v.CanManage(""); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	k, err := s.kl.Keys.Revoke(r.Context(), v.AccountID, r.PathValue("id"))
 	if err != nil {
 		s.fail(w, r, err)

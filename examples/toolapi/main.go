@@ -46,7 +46,8 @@ type config struct {
 	now      func() time.Time
 	upstream Upstream
 	// logs is where the server logs; nil is os.Stderr (tests capture it).
-	logs io.Writer
+	logs      io.Writer
+	telemetry server.TelemetryFlags
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -58,6 +59,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.postgres, "postgres", "", "PostgreSQL DSN instead of -db (several instances on one database)")
 	fs.StringVar(&c.redis, "redis", "", "Redis address for rate limits shared by many instances")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	c.telemetry.Register(fs)
 	fs.StringVar(&c.bootstrapEmail, "bootstrap-email", "", "create this account and an API key on first start, and print the key once")
 	fs.Int64Var(&c.creditsPerUSD, "credits-per-usd", 100, "credits granted per purchased US dollar")
 	if err := fs.Parse(args); err != nil {
@@ -84,7 +86,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 
 func runConfig(ctx context.Context, c config, stdout io.Writer) (err error) {
 	env, err := server.Open(ctx, server.Config{Profile: profiles.ToolAPI, DB: c.db, Postgres: c.postgres,
-		Redis: c.redis, LogLevel: c.logLevel, Now: c.now, Stderr: c.logWriter()})
+		Redis: c.redis, LogLevel: c.logLevel, Now: c.now, Stderr: c.logWriter(), Telemetry: c.telemetry})
 	if err != nil {
 		return err
 	}
@@ -104,7 +106,7 @@ func runConfig(ctx context.Context, c config, stdout io.Writer) (err error) {
 		now = time.Now
 	}
 	s := &api{kl: kl, log: log, upstream: up, creditsPerUSD: c.creditsPerUSD, now: now}
-	return server.Serve(ctx, c.addr, s.routes(), stdout, log)
+	return server.Serve(ctx, c.addr, env.Tel.Handler(s.routes()), stdout, log)
 }
 
 // bootstrap creates the account of email and one API key unless the

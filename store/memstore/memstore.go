@@ -23,6 +23,8 @@ type Store struct {
 	accounts map[string]*accountRow
 	byEmail  map[string]string // normalized email -> account ID
 	sessions map[[32]byte]account.Session
+	tokens   map[[32]byte]account.Token // one-time tokens (lifecycle.go)
+	closed   map[[32]byte]struct{}      // EmailHash of closed accounts
 
 	// API keys (apikey.go) have their own lock: verify misses do not
 	// queue behind account writes. Never held together with mu.
@@ -45,6 +47,8 @@ func New() *Store {
 		accounts: make(map[string]*accountRow),
 		byEmail:  make(map[string]string),
 		sessions: make(map[[32]byte]account.Session),
+		tokens:   make(map[[32]byte]account.Token),
+		closed:   make(map[[32]byte]struct{}),
 
 		keys:       make(map[string]*keyRow),
 		keysByHash: make(map[[32]byte]*keyRow),

@@ -105,3 +105,51 @@ func TestInvalidDSN(t *testing.T) {
 		t.Fatalf("Open = %v, want ErrInvalidDSN", err)
 	}
 }
+
+// exec runs statements on a connection of its own.
+func exec(t *testing.T, dsn string, stmts ...string) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, s := range stmts {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+}
+
+// A database made by the previous release (schema version 5, before the
+// account lifecycle tables) opens and is upgraded in place.
+func TestUpgradeFromVersion5(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	st := open(t, dsn, nil)
+	svc, _ := account.NewService(st, &account.Options{Argon2: account.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1, KeyLen: 32, SaltLen: 16}})
+	a, err := svc.Create(ctx, account.CreateParams{Name: "Old", Email: "old@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	exec(t, dsn, `DROP TABLE account_tokens`, `DROP TABLE closed_emails`, `DELETE FROM schema_migrations WHERE version > 5`)
+
+	st = open(t, dsn, nil)
+	svc, _ = account.NewService(st, nil)
+	c, err := svc.Close(ctx, a.ID)
+	if err != nil || c.Status != account.StatusClosed {
+		t.Fatalf("close after upgrade: %+v %v", c, err)
+	}
+	if closed, err := svc.EmailClosed(ctx, "old@example.com"); err != nil || !closed {
+		t.Fatalf("EmailClosed after upgrade: %v %v", closed, err)
+	}
+	var n int
+	query(t, dsn, `SELECT count(*) FROM schema_migrations`, &n)
+	if n != pgstore.LatestVersion() {
+		t.Fatalf("%d migrations recorded, want %d", n, pgstore.LatestVersion())
+	}
+}

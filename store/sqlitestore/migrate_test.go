@@ -102,3 +102,46 @@ func TestConcurrentOpenMigratesOnce(t *testing.T) {
 		}
 	}
 }
+
+// A database made by the previous release (schema version 5, before the
+// account lifecycle tables) opens and is upgraded in place: its accounts
+// stay and the new operations work.
+func TestUpgradeFromVersion5(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	st, err := sqlitestore.Open(ctx, path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, _ := account.NewService(st, &account.Options{Argon2: account.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1, KeyLen: 32, SaltLen: 16}})
+	a, err := svc.Create(ctx, account.CreateParams{Name: "Old", Email: "old@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	// Turn it into a version-5 database.
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`DROP TABLE account_tokens`, `DROP TABLE closed_emails`, `DELETE FROM schema_migrations WHERE version > 5`} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	st, err = sqlitestore.Open(ctx, path, nil)
+	if err != nil {
+		t.Fatalf("open a version-5 database: %v", err)
+	}
+	defer st.Close()
+	svc, _ = account.NewService(st, nil)
+	c, err := svc.Close(ctx, a.ID)
+	if err != nil || c.Status != account.StatusClosed {
+		t.Fatalf("close after upgrade: %+v %v", c, err)
+	}
+	if closed, err := svc.EmailClosed(ctx, "old@example.com"); err != nil || !closed {
+		t.Fatalf("EmailClosed after upgrade: %v %v", closed, err)
+	}
+}

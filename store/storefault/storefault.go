@@ -148,7 +148,7 @@ func (e *Error) Unwrap() []error {
 func WriteMethods() []string {
 	return []string{
 		"CreateAccount", "UpdateAccount", "SetPasswordHash", "CreateSession", "RevokeSession", "RevokeSessions",
-		"DeleteExpiredSessions", "CreateAPIKey", "UpdateAPIKey", "RotateAPIKey", "TouchAPIKeys",
+		"DeleteExpiredSessions", "CreateToken", "ConsumeToken", "CloseAccount", "CreateAPIKey", "UpdateAPIKey", "RotateAPIKey", "TouchAPIKeys",
 		"OpenLedger", "SetLedgerPolicy", "LedgerCredit", "ApplySpends", "ExpireLedgers",
 		"MeterUsage", "DeleteUsageBefore",
 	}
@@ -477,4 +477,24 @@ func (s *Store) UsageRollups(ctx context.Context, q usage.RollupQuery) ([]usage.
 // DeleteUsageBefore implements usage.Store.
 func (s *Store) DeleteUsageBefore(ctx context.Context, t time.Time) (int, error) {
 	return call(ctx, s, "DeleteUsageBefore", func() (int, error) { return s.inner.DeleteUsageBefore(ctx, t) })
+}
+
+// CreateToken implements account.Store.
+func (s *Store) CreateToken(ctx context.Context, t account.Token) error {
+	return call0(ctx, s, "CreateToken", func() error { return s.inner.CreateToken(ctx, t) })
+}
+
+// ConsumeToken implements account.Store.
+func (s *Store) ConsumeToken(ctx context.Context, kind account.TokenKind, h [32]byte, at time.Time) (account.Token, error) {
+	return call(ctx, s, "ConsumeToken", func() (account.Token, error) { return s.inner.ConsumeToken(ctx, kind, h, at) })
+}
+
+// CloseAccount implements account.Store.
+func (s *Store) CloseAccount(ctx context.Context, id string, now time.Time) (account.Account, error) {
+	return call(ctx, s, "CloseAccount", func() (account.Account, error) { return s.inner.CloseAccount(ctx, id, now) })
+}
+
+// EmailClosed implements account.Store.
+func (s *Store) EmailClosed(ctx context.Context, h [32]byte) (bool, error) {
+	return call(ctx, s, "EmailClosed", func() (bool, error) { return s.inner.EmailClosed(ctx, h) })
 }

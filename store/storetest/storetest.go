@@ -28,7 +28,9 @@ type NewStoreFunc func(t testing.TB) store.Store
 func Run(t *testing.T, newStore NewStoreFunc) {
 	t.Run("Accounts", func(t *testing.T) { runAccounts(t, newStore) })
 	t.Run("Sessions", func(t *testing.T) { runSessions(t, newStore) })
+	t.Run("Lifecycle", func(t *testing.T) { runLifecycle(t, newStore) })
 	t.Run("APIKeys", func(t *testing.T) { runAPIKeys(t, newStore) })
+	t.Run("KeyScopes", func(t *testing.T) { runKeyScopes(t, newStore) })
 	t.Run("Credits", func(t *testing.T) { runCredits(t, newStore) })
 	t.Run("Usage", func(t *testing.T) { runUsage(t, newStore) })
 }

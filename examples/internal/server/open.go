@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/keyledger/keyledger"
 	"github.com/keyledger/keyledger/examples/internal/profiles"
 )
@@ -21,6 +23,8 @@ type Config struct {
 	LogLevel string
 	Now      func() time.Time // nil: time.Now
 	Stderr   io.Writer        // where logs go
+	// Telemetry moves /metrics to another listener and exports traces.
+	Telemetry TelemetryFlags
 }
 
 // Env is an opened server environment; Close releases it in reverse order.
@@ -28,6 +32,8 @@ type Env struct {
 	KL      *keyledger.KeyLedger
 	Log     *slog.Logger
 	Profile profiles.Profile
+	// Tel serves the server's metrics and probes: mount Tel.Handler.
+	Tel     *Telemetry
 	closers []func(context.Context) error
 }
 
@@ -47,11 +53,21 @@ func Open(ctx context.Context, c Config) (_ *Env, err error) {
 	if e.Profile, err = profiles.Get(c.Profile); err != nil {
 		return nil, err
 	}
+	if e.Tel, err = NewTelemetry(ctx, c.Profile, c.Telemetry, e.Log); err != nil {
+		return nil, err
+	}
+	e.closers = append(e.closers, e.Tel.Shutdown) // closed last: the KeyLedger reports until it closes
 	st, err := OpenStore(ctx, c.DB, c.Postgres, e.Log)
 	if err != nil {
 		return nil, err
 	}
 	e.closers = append(e.closers, func(context.Context) error { return st.Close() })
+	e.Tel.AddReadiness("store", StoreReady(st))
+	if c.Redis != "" {
+		rdb := redis.NewClient(&redis.Options{Addr: c.Redis}) // the probe's own connection
+		e.closers = append(e.closers, func(context.Context) error { return rdb.Close() })
+		e.Tel.AddReadiness("redis", RedisReady(rdb))
+	}
 	lim, closeLim, err := Limiter(ctx, c.Redis)
 	if err != nil {
 		return nil, err
@@ -59,6 +75,7 @@ func Open(ctx context.Context, c Config) (_ *Env, err error) {
 	e.closers = append(e.closers, func(context.Context) error { return closeLim() })
 	opts := e.Profile.Options(c.Now, e.Log)
 	opts.Limiter = lim
+	e.Tel.Wire(opts)
 	if e.KL, err = keyledger.New(st, opts); err != nil {
 		return nil, err
 	}

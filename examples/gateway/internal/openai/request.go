@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -40,6 +41,32 @@ type ChatCompletionRequest struct {
 	PresencePenalty     *float64       `json:"presence_penalty,omitempty"`
 	FrequencyPenalty    *float64       `json:"frequency_penalty,omitempty"`
 	User                string         `json:"user,omitempty"`
+	// Tools, Functions (the legacy form), ToolChoice and ResponseFormat are
+	// kept as received: the model reads them as part of its prompt, so a
+	// gateway counts their bytes in the prompt estimate. Validate checks
+	// their JSON shape only.
+	Tools          json.RawMessage `json:"tools,omitempty"`
+	Functions      json.RawMessage `json:"functions,omitempty"`
+	ToolChoice     json.RawMessage `json:"tool_choice,omitempty"`
+	ResponseFormat json.RawMessage `json:"response_format,omitempty"`
+}
+
+// PromptExtras returns the request fields other than messages that the
+// model reads as prompt (tools, functions, tool_choice, response_format),
+// each as received; absent and null fields are left out.
+func (r *ChatCompletionRequest) PromptExtras() []json.RawMessage {
+	var out []json.RawMessage
+	for _, f := range []json.RawMessage{r.Tools, r.Functions, r.ToolChoice, r.ResponseFormat} {
+		if !isNull(f) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func isNull(raw json.RawMessage) bool {
+	raw = bytes.TrimSpace(raw)
+	return len(raw) == 0 || string(raw) == "null"
 }
 
 // StreamOptions is the stream_options object of a streaming request.
@@ -52,6 +79,12 @@ type Message struct {
 	Role    string  `json:"role"`
 	Content Content `json:"content"`
 	Name    string  `json:"name,omitempty"`
+	// ToolCalls and FunctionCall are an assistant message's calls, kept as
+	// received (their arguments are prompt text on the next turn);
+	// ToolCallID links a tool message to its call.
+	ToolCalls    json.RawMessage `json:"tool_calls,omitempty"`
+	FunctionCall json.RawMessage `json:"function_call,omitempty"`
+	ToolCallID   string          `json:"tool_call_id,omitempty"`
 }
 
 // ParseChatCompletionRequest decodes and validates a request body. Unknown
@@ -108,7 +141,8 @@ func declaredField(key string) string {
 	}
 	switch k := strings.ToLower(key); k {
 	case "model", "messages", "max_tokens", "max_completion_tokens", "stream", "stream_options",
-		"temperature", "top_p", "n", "stop", "seed", "presence_penalty", "frequency_penalty", "user":
+		"temperature", "top_p", "n", "stop", "seed", "presence_penalty", "frequency_penalty", "user",
+		"tools", "functions", "tool_choice", "response_format":
 		return k
 	}
 	return ""
@@ -158,6 +192,24 @@ func (r *ChatCompletionRequest) Validate() error {
 		if m.Content.kind == contentAbsent && m.Role != RoleAssistant {
 			return invalid(fmt.Sprintf("messages[%d].content", i), "content is required for role %q", m.Role)
 		}
+		if err := checkShape(fmt.Sprintf("messages[%d].tool_calls", i), m.ToolCalls, '['); err != nil {
+			return err
+		}
+		if err := checkShape(fmt.Sprintf("messages[%d].function_call", i), m.FunctionCall, '{'); err != nil {
+			return err
+		}
+	}
+	if err := checkShape("tools", r.Tools, '['); err != nil {
+		return err
+	}
+	if err := checkShape("functions", r.Functions, '['); err != nil {
+		return err
+	}
+	if err := checkShape("tool_choice", r.ToolChoice, '{', '"'); err != nil {
+		return err
+	}
+	if err := checkShape("response_format", r.ResponseFormat, '{'); err != nil {
+		return err
 	}
 	if err := checkTokens("max_tokens", r.MaxTokens); err != nil {
 		return err
@@ -184,6 +236,27 @@ func (r *ChatCompletionRequest) Validate() error {
 		return invalid("stop", "at most %d stop sequences are allowed", maxStopEntries)
 	}
 	return nil
+}
+
+// checkShape accepts a raw field that is absent, null, or whose JSON value
+// starts with one of the given bytes ('[' an array, '{' an object, '"' a
+// string).
+func checkShape(param string, raw json.RawMessage, starts ...byte) error {
+	raw = bytes.TrimSpace(raw)
+	if isNull(raw) {
+		return nil
+	}
+	for _, c := range starts {
+		if raw[0] == c {
+			return nil
+		}
+	}
+	kinds := map[byte]string{'[': "an array", '{': "an object", '"': "a string"}
+	want := kinds[starts[0]]
+	for _, c := range starts[1:] {
+		want += " or " + kinds[c]
+	}
+	return invalid(param, "%s must be %s", param, want)
 }
 
 func checkTokens(param string, v *int64) error {
@@ -246,11 +319,25 @@ type Content struct {
 }
 
 // ContentPart is one element of an array content. Only text parts carry
-// text; other types (image_url, input_audio, file, …) are accepted and keep
-// their type, but their payload is not retained.
+// text; other types (image_url, input_audio, file, refusal, …) are accepted
+// and keep their type and what a prompt estimate needs, but their payload is
+// not retained.
 type ContentPart struct {
 	Type string `json:"type"`
 	Text string `json:"text,omitempty"`
+	// Refusal is a refusal part's text (an assistant message's earlier
+	// refusal).
+	Refusal string `json:"-"`
+	// Detail is an image_url part's image_url.detail ("low", "high",
+	// "auto" or "").
+	Detail string `json:"-"`
+	// FileID is a file part's file.file_id: a reference to an uploaded
+	// file, whose size the request does not show.
+	FileID string `json:"-"`
+	// Bytes is the size of the part's JSON as received (0 for a part built
+	// in code): for inline payloads (base64 audio, file data) it bounds
+	// what the payload can say.
+	Bytes int `json:"-"`
 }
 
 // MarshalJSON writes {"type","text"} for a text part (even with empty
@@ -340,24 +427,48 @@ func (c *Content) UnmarshalJSON(data []byte) error {
 		*c = Content{kind: contentString, text: s}
 		return nil
 	case data[0] == '[':
-		var raw []struct {
-			Type *string `json:"type"`
-			Text *string `json:"text"`
-		}
-		if err := json.Unmarshal(data, &raw); err != nil {
+		var raws []json.RawMessage
+		if err := json.Unmarshal(data, &raws); err != nil {
 			return contentError("each content part must be an object with a string type")
 		}
-		parts := make([]ContentPart, 0, len(raw))
-		for _, p := range raw {
+		parts := make([]ContentPart, 0, len(raws))
+		for _, rp := range raws {
+			var p struct {
+				Type     *string         `json:"type"`
+				Text     *string         `json:"text"`
+				Refusal  json.RawMessage `json:"refusal"`
+				ImageURL json.RawMessage `json:"image_url"`
+				File     json.RawMessage `json:"file"`
+			}
+			if err := json.Unmarshal(rp, &p); err != nil {
+				return contentError("each content part must be an object with a string type")
+			}
 			if p.Type == nil || *p.Type == "" {
 				return contentError("each content part needs a type")
 			}
-			part := ContentPart{Type: *p.Type}
-			if part.Type == "text" {
+			part := ContentPart{Type: *p.Type, Bytes: len(rp)}
+			switch part.Type {
+			case "text":
 				if p.Text == nil {
 					return contentError("a text content part needs a text field")
 				}
 				part.Text = *p.Text
+			case "refusal":
+				_ = json.Unmarshal(p.Refusal, &part.Refusal) // a non-string refusal counts by Bytes
+			case "image_url":
+				var img struct {
+					Detail string `json:"detail"`
+				}
+				if json.Unmarshal(p.ImageURL, &img) == nil {
+					part.Detail = truncate(img.Detail, 16)
+				}
+			case "file":
+				var f struct {
+					FileID string `json:"file_id"`
+				}
+				if json.Unmarshal(p.File, &f) == nil {
+					part.FileID = truncate(f.FileID, 256)
+				}
 			}
 			parts = append(parts, part)
 		}
@@ -393,23 +504,61 @@ func (s *Stop) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
-// PrepareUpstreamBody rewrites a client's raw request body for an upstream
-// server, keeping every field it does not touch: model is replaced when
-// upstreamModel is not empty, and a streaming request gets
-// stream_options.include_usage = true so the upstream's final chunk carries
-// the usage to meter. The body must be a JSON object; callers normally
-// parse it with ParseChatCompletionRequest first.
+// Fields an upstream may read the completion limit from.
+const (
+	LimitMaxCompletionTokens = "max_completion_tokens"
+	LimitMaxTokens           = "max_tokens"
+)
+
+// UpstreamOptions say how RewriteUpstreamBody rewrites a body.
+type UpstreamOptions struct {
+	// Model replaces model when not empty.
+	Model string
+	// Limit, when positive, is the completion limit (per choice) the
+	// upstream is given, in LimitField; the other limit field is removed,
+	// so the upstream sees exactly one (OpenAI rejects a request carrying
+	// both). Zero leaves both fields as the client sent them.
+	Limit int64
+	// LimitField is LimitMaxCompletionTokens ("" means it) or
+	// LimitMaxTokens, for servers that read only max_tokens.
+	LimitField string
+}
+
+// PrepareUpstreamBody is RewriteUpstreamBody with only the model replaced.
 func PrepareUpstreamBody(raw []byte, upstreamModel string) ([]byte, error) {
+	return RewriteUpstreamBody(raw, UpstreamOptions{Model: upstreamModel})
+}
+
+// RewriteUpstreamBody rewrites a client's raw request body for an upstream
+// server, keeping every field it does not touch: model is replaced when
+// o.Model is not empty, the completion limit is set as o says, and a
+// streaming request gets stream_options.include_usage = true so the
+// upstream's final chunk carries the usage to meter. The body must be a
+// JSON object (else a *RequestError wrapping ErrMalformedJSON); callers
+// normally parse it with ParseChatCompletionRequest first.
+func RewriteUpstreamBody(raw []byte, o UpstreamOptions) ([]byte, error) {
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
 		return nil, &RequestError{Kind: ErrMalformedJSON, Message: "the request body must be a JSON object"}
 	}
-	if upstreamModel != "" {
-		m, err := json.Marshal(upstreamModel)
+	if o.Model != "" {
+		m, err := json.Marshal(o.Model)
 		if err != nil {
 			return nil, fmt.Errorf("openai: encode model: %w", err)
 		}
 		obj["model"] = m
+	}
+	if o.Limit > 0 {
+		field, other := LimitMaxCompletionTokens, LimitMaxTokens
+		switch o.LimitField {
+		case "", LimitMaxCompletionTokens:
+		case LimitMaxTokens:
+			field, other = other, field
+		default:
+			return nil, fmt.Errorf("openai: unknown limit field %q", truncate(o.LimitField, 64))
+		}
+		delete(obj, other)
+		obj[field] = json.RawMessage(strconv.FormatInt(o.Limit, 10))
 	}
 	var stream bool
 	if s, ok := obj["stream"]; ok {

@@ -156,8 +156,69 @@ func TestPrepareUpstreamBody(t *testing.T) {
 	}
 }
 
+func TestRewriteUpstreamBody(t *testing.T) {
+	tests := []struct {
+		name, body string
+		o          UpstreamOptions
+		want       string
+	}{
+		{name: "default field replaces both", body: `{"max_tokens":9,"max_completion_tokens":8,"n":2}`,
+			o: UpstreamOptions{Limit: 5}, want: `{"max_completion_tokens":5,"n":2}`},
+		{name: "max_tokens field", body: `{"max_completion_tokens":8}`,
+			o: UpstreamOptions{Limit: 5, LimitField: LimitMaxTokens}, want: `{"max_tokens":5}`},
+		{name: "limit added", body: `{"model":"a"}`, o: UpstreamOptions{Model: "b", Limit: 1024},
+			want: `{"max_completion_tokens":1024,"model":"b"}`},
+		{name: "no limit keeps both", body: `{"max_tokens":9,"max_completion_tokens":8}`,
+			want: `{"max_completion_tokens":8,"max_tokens":9}`},
+		{name: "stream", body: `{"stream":true,"max_tokens":3}`, o: UpstreamOptions{Limit: 3, LimitField: LimitMaxTokens},
+			want: `{"max_tokens":3,"stream":true,"stream_options":{"include_usage":true}}`},
+	}
+	for _, tt := range tests {
+		out, err := RewriteUpstreamBody([]byte(tt.body), tt.o)
+		if err != nil || string(out) != tt.want {
+			t.Errorf("%s: %s %v, want %s", tt.name, out, err, tt.want)
+		}
+	}
+	if _, err := RewriteUpstreamBody([]byte(`{}`), UpstreamOptions{Limit: 1, LimitField: "max_new_tokens"}); err == nil {
+		t.Error("unknown limit field accepted")
+	}
+}
+
+func TestToolsAndParts(t *testing.T) {
+	body := `{"model":"m","tools":[{"type":"function","function":{"name":"f","parameters":{}}}],"tool_choice":"auto",
+	  "response_format":{"type":"json_object"},"messages":[
+	  {"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"https://x/y.png","detail":"low"}},
+	    {"type":"file","file":{"file_id":"file-1"}},{"type":"input_audio","input_audio":{"data":"AAAA","format":"wav"}}]},
+	  {"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},
+	  {"role":"tool","tool_call_id":"c","content":"42"}]}`
+	r, err := ParseChatCompletionRequest([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.PromptExtras()) != 3 || len(r.Messages[1].ToolCalls) == 0 || r.Messages[2].ToolCallID != "c" {
+		t.Fatalf("%+v", r)
+	}
+	p := r.Messages[0].Content.Parts()
+	if p[1].Detail != "low" || p[2].FileID != "file-1" || p[3].Bytes != len(`{"type":"input_audio","input_audio":{"data":"AAAA","format":"wav"}}`) {
+		t.Fatalf("parts %+v", p)
+	}
+	for _, bad := range []string{
+		`{"model":"m","messages":[{"role":"user","content":"x"}],"tools":{}}`,
+		`{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":1}`,
+		`{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":"json"}`,
+		`{"model":"m","messages":[{"role":"assistant","content":"x","tool_calls":{}}]}`,
+		`{"model":"m","messages":[{"role":"user","content":"x"}],"Tools":[]}`,
+	} {
+		if _, err := ParseChatCompletionRequest([]byte(bad)); !errors.Is(err, ErrInvalidRequest) {
+			t.Errorf("%s: %v", bad, err)
+		}
+	}
+}
+
 func FuzzParseChatCompletionRequest(f *testing.F) {
 	for _, s := range []string{
+		`{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"detail":"low"}},{"type":"file","file":{"file_id":"f"}}]}],"tools":[{"type":"function"}],"tool_choice":"auto","max_completion_tokens":2,"max_tokens":3}`,
+		`{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[{"function":{"arguments":"{}"}}]}],"functions":[],"response_format":{"type":"text"}}`,
 		`{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":3}`,
 		`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"}]}],"stream":true,"stream_options":{"include_usage":true}}`,
 		`{"model":"m","messages":[{"role":"assistant","content":null}],"stop":["x"],"temperature":1}`,
@@ -202,6 +263,25 @@ func FuzzParseChatCompletionRequest(f *testing.F) {
 		r3, err := ParseChatCompletionRequest(up)
 		if err != nil || r3.Model != "upstream" || r3.Stream != r.Stream || (r.Stream && !r3.IncludeUsage()) {
 			t.Fatalf("upstream body %s: %+v %v", up, r3, err)
+		}
+		// With a limit, the upstream sees exactly that limit in exactly
+		// the field it reads, whatever the client sent.
+		for _, field := range []string{LimitMaxCompletionTokens, LimitMaxTokens} {
+			up, err := RewriteUpstreamBody(body, UpstreamOptions{Model: "upstream", Limit: 7, LimitField: field})
+			if err != nil {
+				t.Fatalf("RewriteUpstreamBody rejected a valid body: %v", err)
+			}
+			r4, err := ParseChatCompletionRequest(up)
+			if err != nil {
+				t.Fatalf("rewritten body %s: %v", up, err)
+			}
+			got, want := r4.MaxCompletionTokens, r4.MaxTokens
+			if field == LimitMaxTokens {
+				got, want = want, got
+			}
+			if got == nil || *got != 7 || want != nil || len(r4.PromptExtras()) != len(r.PromptExtras()) {
+				t.Fatalf("rewritten body %s for %s", up, field)
+			}
 		}
 	})
 }

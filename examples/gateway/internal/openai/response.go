@@ -31,6 +31,42 @@ type Choice struct {
 type ResponseMessage struct {
 	Role    string `json:"role"`
 	Content string `json:"content"`
+	// Refusal, ReasoningContent and ToolCalls are read from upstream
+	// answers so that OutputBytes can measure them; the simulated model
+	// never sets them.
+	Refusal          string     `json:"refusal,omitempty"`
+	ReasoningContent string     `json:"reasoning_content,omitempty"`
+	ToolCalls        []ToolCall `json:"tool_calls,omitempty"`
+}
+
+// ToolCall is one tool call of a message, or one increment of it in a
+// streamed delta (where Index says which call it extends).
+type ToolCall struct {
+	Index    int          `json:"index"`
+	ID       string       `json:"id,omitempty"`
+	Type     string       `json:"type,omitempty"`
+	Function FunctionCall `json:"function"`
+}
+
+// FunctionCall is a tool call's function name and JSON arguments.
+type FunctionCall struct {
+	Name      string `json:"name,omitempty"`
+	Arguments string `json:"arguments,omitempty"`
+}
+
+// OutputBytes is the bytes of generated text in a message: content,
+// refusal, reasoning and tool call names and arguments. It is the measure
+// of an answer whose usage an upstream did not report.
+func (m ResponseMessage) OutputBytes() int64 {
+	return outputBytes(m.Content, m.Refusal, m.ReasoningContent, m.ToolCalls)
+}
+
+func outputBytes(content, refusal, reasoning string, calls []ToolCall) int64 {
+	n := int64(len(content) + len(refusal) + len(reasoning))
+	for _, c := range calls {
+		n += int64(len(c.Function.Name) + len(c.Function.Arguments))
+	}
+	return n
 }
 
 // Usage counts the tokens of one request.
@@ -90,8 +126,17 @@ type ChunkChoice struct {
 
 // Delta is the increment of a streamed message.
 type Delta struct {
-	Role    string `json:"role,omitempty"`
-	Content string `json:"content,omitempty"`
+	Role             string     `json:"role,omitempty"`
+	Content          string     `json:"content,omitempty"`
+	Refusal          string     `json:"refusal,omitempty"`
+	ReasoningContent string     `json:"reasoning_content,omitempty"`
+	ToolCalls        []ToolCall `json:"tool_calls,omitempty"`
+}
+
+// OutputBytes is the bytes of generated text in a delta (see
+// ResponseMessage.OutputBytes).
+func (d Delta) OutputBytes() int64 {
+	return outputBytes(d.Content, d.Refusal, d.ReasoningContent, d.ToolCalls)
 }
 
 // ParseChatCompletion decodes a non-streaming response body from an

@@ -46,10 +46,16 @@ func TestParseChatCompletion(t *testing.T) {
 
 func FuzzParseChatCompletion(f *testing.F) {
 	f.Add([]byte(`{"object":"chat.completion","choices":[{"message":{"content":"x"}}],"usage":{"prompt_tokens":3,"completion_tokens":2}}`))
+	f.Add([]byte(`{"object":"chat.completion","choices":[{"message":{"content":null,"refusal":"no","reasoning_content":"hm","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]}}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		c, err := ParseChatCompletion(body)
 		if err != nil {
 			return
+		}
+		for _, ch := range c.Choices {
+			if n := ch.Message.OutputBytes(); n < int64(len(ch.Message.Content)+len(ch.Message.Refusal)) {
+				t.Fatalf("output bytes %d, below the content and refusal", n)
+			}
 		}
 		if u := c.Usage; u != nil && (u.PromptTokens < 0 || u.CompletionTokens < 0 || u.TotalTokens < 0 || u.TotalTokens == 0 && u.PromptTokens+u.CompletionTokens != 0) {
 			t.Fatalf("bad usage %+v", u)

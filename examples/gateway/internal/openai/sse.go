@@ -177,8 +177,9 @@ func (s *StreamReader) Next() (StreamEvent, error) {
 // Usage returns the usage of the last chunk that carried one.
 func (s *StreamReader) Usage() (Usage, bool) { return s.usage, s.hasUsage }
 
-// ContentBytes returns the total bytes of delta content seen so far, a
-// fallback measure when an upstream sends no usage.
+// ContentBytes returns the total bytes of generated text in the deltas seen
+// so far (Delta.OutputBytes: content, refusal, reasoning, tool calls), the
+// measure of an answer whose usage an upstream does not send.
 func (s *StreamReader) ContentBytes() int64 { return s.contentBytes }
 
 func (s *StreamReader) next() (StreamEvent, error) {
@@ -329,7 +330,7 @@ func (s *StreamReader) dispatch() (ev StreamEvent, ok bool, err error) {
 		s.usage, s.hasUsage = *w.Usage, true
 	}
 	for _, c := range w.Choices {
-		s.contentBytes += int64(len(c.Delta.Content))
+		s.contentBytes += c.Delta.OutputBytes()
 	}
 	return StreamEvent{Data: bytes.Clone(data), Chunk: w.ChatCompletionChunk}, true, nil
 }

@@ -221,6 +221,7 @@ func FuzzStreamReader(f *testing.F) {
 	f.Add([]byte("data: [DONE]\n\n"), 0)
 	f.Add([]byte("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\r\rdata: [DONE]\r"), 64)
 	f.Add([]byte(`data: {"error":{"message":"x","code":[1]}}`+"\n\n"), 0)
+	f.Add([]byte(`data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"name":"f","arguments":"{\"a\""}}],"reasoning_content":"r"}}]}`+"\n\ndata: [DONE]\n\n"), 0)
 	f.Fuzz(func(t *testing.T, in []byte, max int) {
 		if max < 0 || max > 1<<16 {
 			max = 0
@@ -242,7 +243,7 @@ func FuzzStreamReader(f *testing.F) {
 				t.Fatalf("invalid JSON event %q", ev.Data)
 			}
 			for _, c := range ev.Chunk.Choices {
-				sum += int64(len(c.Delta.Content))
+				sum += c.Delta.OutputBytes()
 			}
 		}
 		if u, ok := r.Usage(); ok && (u.PromptTokens < 0 || u.CompletionTokens < 0 || u.TotalTokens < 0) {

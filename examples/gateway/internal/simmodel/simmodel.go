@@ -8,10 +8,21 @@
 //
 //   - completion_tokens = max_completion_tokens, else max_tokens, else
 //     DefaultMaxTokens (16); the answer is exactly that many words.
-//   - prompt_tokens = 2 + Σ over messages of (4 + ⌈b/4⌉), where b is the
-//     number of UTF-8 bytes of the message's text (string content, or its
-//     text parts concatenated). Roles, names and non-text parts count only
-//     through the 4 tokens of per-message overhead.
+//   - prompt_tokens = 2 + Σ over messages of (4 + ⌈b/4⌉ + parts + calls),
+//     where b is the number of UTF-8 bytes of the message's text (string
+//     content, or its text parts concatenated); parts is, for each
+//     non-text content part, ImageTokens for an image_url part
+//     (LowImageTokens with detail "low"), ⌈b/4⌉ of a refusal part's text,
+//     and ⌈b/4⌉ of the part's JSON bytes for any other part (an inline
+//     audio or file payload: its size bounds what it can say); calls is
+//     ⌈b/4⌉ of the JSON bytes of the message's tool_calls and of its
+//     function_call. Plus ⌈b/4⌉ of the JSON bytes of each of the request's
+//     tools, functions, tool_choice and response_format: the model reads
+//     them as prompt. Roles and names count only through the 4 tokens of
+//     per-message overhead.
+//
+// Estimable refuses what the rule cannot size: a file part given only by
+// file_id (the file is elsewhere) and content part types it does not know.
 //
 // The text is a function of the model name and the messages only: the same
 // conversation always gets the same words, and a larger max_tokens extends
@@ -53,6 +64,13 @@ const (
 	// token rule.
 	perMessageTokens = 4
 	primingTokens    = 2
+	// ImageTokens is the prompt estimate of one image_url part: the most a
+	// high-detail image costs under gpt-4o's rule (85 + 170 per 512-pixel
+	// tile, at most 8 tiles once scaled to 768×2048).
+	ImageTokens = 1445
+	// LowImageTokens is the estimate of an image_url part with detail
+	// "low" (OpenAI's fixed cost).
+	LowImageTokens = 85
 )
 
 // vocabulary is the word list the answers are drawn from, one word a token.
@@ -113,10 +131,51 @@ func randomID() string {
 func PromptTokens(req openai.ChatCompletionRequest) int64 {
 	n := int64(primingTokens)
 	for _, m := range req.Messages {
-		b := int64(len(m.Content.Text()))
-		n += perMessageTokens + (b+3)/4
+		n += perMessageTokens + quarter(len(m.Content.Text())) + quarter(len(m.ToolCalls)) + quarter(len(m.FunctionCall))
+		for _, p := range m.Content.Parts() {
+			switch p.Type {
+			case "text":
+			case "image_url":
+				if p.Detail == "low" {
+					n += LowImageTokens
+				} else {
+					n += ImageTokens
+				}
+			case "refusal":
+				n += quarter(len(p.Refusal))
+			default:
+				n += quarter(p.Bytes)
+			}
+		}
+	}
+	for _, x := range req.PromptExtras() {
+		n += quarter(len(x))
 	}
 	return n
+}
+
+// quarter is ⌈b/4⌉: the rule's four bytes a token.
+func quarter(b int) int64 { return (int64(b) + 3) / 4 }
+
+// Estimable reports whether PromptTokens can size req's prompt: an error
+// wrapping ErrUnsupported names the first content part it cannot (a file
+// given only by file_id, or a part type the rule does not know).
+func Estimable(req openai.ChatCompletionRequest) error {
+	for i, m := range req.Messages {
+		for j, p := range m.Content.Parts() {
+			switch {
+			case p.Type == "file" && p.FileID != "":
+				return fmt.Errorf("%w: messages[%d].content[%d] is a file given by file_id, whose size cannot be estimated; send it inline as file_data", ErrUnsupported, i, j)
+			case p.Type != "text" && p.Type != "image_url" && p.Type != "refusal" && p.Type != "input_audio" && p.Type != "file":
+				typ := p.Type
+				if len(typ) > 32 {
+					typ = typ[:32]
+				}
+				return fmt.Errorf("%w: messages[%d].content[%d] has type %q, whose size cannot be estimated", ErrUnsupported, i, j, typ)
+			}
+		}
+	}
+	return nil
 }
 
 // EstimatePromptTokens is the prompt estimate to reserve before the call;

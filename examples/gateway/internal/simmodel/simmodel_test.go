@@ -43,7 +43,11 @@ func TestTokenCounts(t *testing.T) {
 		{"five bytes", `{"model":"m","messages":[{"role":"user","content":"abcde"}]}`, 2 + 4 + 2, 16},
 		{"utf8 bytes not runes", `{"model":"m","messages":[{"role":"user","content":"₹₹"}]}`, 2 + 4 + 2, 16}, // 6 bytes
 		{"per message ceil", `{"model":"m","messages":[{"role":"system","content":"abc"},{"role":"user","content":"abc"}]}`, 2 + 4 + 1 + 4 + 1, 16},
-		{"parts", `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"abcd"},{"type":"image_url"},{"type":"text","text":"e"}]}]}`, 2 + 4 + 2, 16},
+		{"parts", `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"abcd"},{"type":"image_url"},{"type":"text","text":"e"}]}]}`, 2 + 4 + 2 + ImageTokens, 16},
+		{"low image, audio", `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"detail":"low"}},{"type":"input_audio","input_audio":{"data":"AAAA"}}]}]}`,
+			int64(2 + 4 + LowImageTokens + (len(`{"type":"input_audio","input_audio":{"data":"AAAA"}}`)+3)/4), 16},
+		{"tools", `{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":null,"tool_calls":[{"id":"c"}]}],"tools":[{"type":"function","function":{"name":"get_weather"}}],"tool_choice":"auto"}`,
+			int64(2 + 4 + 1 + 4 + (len(`[{"id":"c"}]`)+3)/4 + (len(`[{"type":"function","function":{"name":"get_weather"}}]`)+3)/4 + (len(`"auto"`)+3)/4), 16},
 		{"null assistant", `{"model":"m","messages":[{"role":"user","content":"abcd"},{"role":"assistant","content":null}]}`, 2 + 4 + 1 + 4, 16},
 		{"max_tokens", `{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":100}`, 2 + 4 + 1, 100},
 		{"max_completion_tokens wins", `{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":100,"max_completion_tokens":3}`, 2 + 4 + 1, 3},
@@ -221,6 +225,45 @@ func FuzzStreamMatchesComplete(f *testing.F) {
 		}
 		if b.String() != c.Choices[0].Message.Content || *chunks[len(chunks)-1].Usage != *c.Usage || c.Usage.PromptTokens != 2+4+int64(len(content)+3)/4 {
 			t.Fatalf("mismatch for %q", content)
+		}
+	})
+}
+
+func TestEstimable(t *testing.T) {
+	for body, ok := range map[string]bool{
+		`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url"},{"type":"input_audio"},{"type":"refusal","refusal":"no"}]}]}`: true,
+		`{"model":"m","messages":[{"role":"user","content":[{"type":"file","file":{"file_data":"AAAA"}}]}]}`:                                                              true,
+		`{"model":"m","messages":[{"role":"user","content":[{"type":"file","file":{"file_id":"file-1"}}]}]}`:                                                              false,
+		`{"model":"m","messages":[{"role":"user","content":[{"type":"video_url"}]}]}`:                                                                                     false,
+	} {
+		r, err := openai.ParseChatCompletionRequest([]byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := Estimable(r); (err == nil) != ok || (err != nil && !errors.Is(err, ErrUnsupported)) {
+			t.Errorf("%s: %v", body, err)
+		}
+	}
+}
+
+// FuzzPromptTokens checks the prompt rule on any valid request: at least
+// the fixed overhead and the text, and never negative however large the
+// extras; Estimable never panics.
+func FuzzPromptTokens(f *testing.F) {
+	f.Add([]byte(`{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"detail":"low"}},{"type":"file","file":{"file_id":"f"}},{"type":"x"}]}],"tools":[{"type":"function"}]}`))
+	f.Add([]byte(`{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[{"function":{"arguments":"{}"}}]}],"response_format":{"type":"json_object"}}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r, err := openai.ParseChatCompletionRequest(body)
+		if err != nil {
+			return
+		}
+		_ = Estimable(r)
+		floor := int64(primingTokens)
+		for _, m := range r.Messages {
+			floor += perMessageTokens + (int64(len(m.Content.Text()))+3)/4
+		}
+		if n := PromptTokens(r); n < floor || n > floor+int64(len(body))+int64(ImageTokens)*int64(len(body)) {
+			t.Fatalf("prompt tokens %d, floor %d, body %d bytes", n, floor, len(body))
 		}
 	})
 }
