@@ -115,8 +115,10 @@ func (g *Grant) Context() context.Context { return g.ctx }
 // ErrUnknown, ErrRevoked, ErrDisabled, ErrExpired, ErrAccountInactive),
 // permission errors (apikey.ErrModelNotAllowed, ErrScopeNotAllowed),
 // usage.ErrUnknownModel, a *LimitError (errors.Is ErrRateLimited), or
-// credits.ErrInsufficientFunds / ErrMonthlyLimit. A refused request is never
-// charged and takes nothing from any budget.
+// credits.ErrInsufficientFunds / ErrMonthlyLimit. A failure of the store or
+// the rate limiter (unreachable, reset, or slower than
+// Options.StoreTimeout) is wrapped in ErrUnavailable. A refused request is
+// never charged and takes nothing from any budget.
 func (kl *KeyLedger) Authorize(ctx context.Context, raw apikey.RawKey, req Request) (*Grant, error) {
 	if kl.tel == nil {
 		return kl.authorize(ctx, raw, req)
@@ -131,10 +133,16 @@ func (kl *KeyLedger) authorize(ctx context.Context, raw apikey.RawKey, req Reque
 	if req.HoldCompletionTokens >= req.MaxCompletionTokens {
 		req.HoldCompletionTokens = 0
 	}
-	v, err := kl.Keys.Verify(ctx, raw)
+	// Every store and limiter call below runs under the store timeout, so
+	// that a stalled database or Redis refuses the request quickly
+	// (ErrUnavailable) instead of holding it for as long as the stall. The
+	// grant's own context (g.ctx) derives from ctx, not from this bound.
+	sctx, cancel := kl.bounded(ctx)
+	defer cancel()
+	v, err := kl.Keys.Verify(sctx, raw)
 	kl.tel.verified(ctx, &v, err)
 	if err != nil {
-		return nil, err
+		return nil, unavailable(ctx, "verify key", err)
 	}
 	if err := v.Permit(req.Model, req.Scope); err != nil {
 		return nil, err
@@ -144,9 +152,9 @@ func (kl *KeyLedger) authorize(ctx context.Context, raw apikey.RawKey, req Reque
 		return nil, err
 	}
 	start := kl.now()
-	info, err := kl.account(ctx, v.AccountID, start.UnixNano())
+	info, err := kl.account(sctx, v.AccountID, start.UnixNano())
 	if err != nil {
-		return nil, err
+		return nil, unavailable(ctx, "read account", err)
 	}
 	g := &Grant{Key: v, Estimate: estimate, kl: kl, req: req, tz: info.tz, start: start, ID: req.ID}
 	if g.ID == "" {
@@ -163,10 +171,10 @@ func (kl *KeyLedger) authorize(ctx context.Context, raw apikey.RawKey, req Reque
 		{Key: names[4], Limit: ratelimit.PerMinute(ctpm), Cost: req.MaxCompletionTokens},
 		{Key: names[5], Limit: ratelimit.PerMinute(ctpm), Cost: req.MaxCompletionTokens},
 	}
-	d, err := kl.Limiter.Allow(ctx, g.buckets[:]...)
+	d, err := kl.Limiter.Allow(sctx, g.buckets[:]...)
 	kl.tel.limited(ctx, &d, err)
 	if err != nil {
-		return nil, err
+		return nil, unavailable(ctx, "rate limit", err)
 	}
 	g.Budget = budgetOf(&d)
 	if !d.Allowed {
@@ -176,12 +184,15 @@ func (kl *KeyLedger) authorize(ctx context.Context, raw apikey.RawKey, req Reque
 		return nil, &LimitError{Decision: d, Budget: g.Budget}
 	}
 	if estimate.IsPositive() {
-		g.Hold, err = kl.Credits.Reserve(ctx, credits.ReserveParams{
+		// A hold whose write outlives the bound may still commit: it is
+		// then released by its deadline, or reused by a retry of the
+		// request with the same ID (the replay of "hold:"+ID).
+		g.Hold, err = kl.Credits.Reserve(sctx, credits.ReserveParams{
 			AccountID: v.AccountID, Amount: estimate, TTL: kl.holdTTL, Reference: g.ID, IdempotencyKey: "hold:" + g.ID,
 		})
 		if err != nil {
 			kl.refund(ctx, g, true)
-			return nil, err
+			return nil, unavailable(ctx, "reserve", err)
 		}
 		if g.Hold.State != credits.HoldActive { // a replayed ID: its hold is settled or released
 			kl.refund(ctx, g, true)
@@ -345,7 +356,12 @@ func (kl *KeyLedger) refund(ctx context.Context, g *Grant, requests bool) {
 // store reported an error is then replayed, not charged again); only a
 // failure that persists returns an error, after releasing the hold — and
 // since that last failure may itself have committed, such an error does not
-// prove that nothing was charged.
+// prove that nothing was charged. The retries last up to
+// Options.CompleteTimeout, each attempt bounded by Options.StoreTimeout,
+// and the persistent failure is wrapped in ErrUnavailable. Should the
+// process die before the write commits, the request is not recorded and
+// its hold frees itself at its deadline: the loss is bounded by the holds
+// in flight.
 func (g *Grant) Complete(ctx context.Context, o Outcome) (usage.MeterResult, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -405,19 +421,25 @@ func (g *Grant) complete(ctx context.Context, o Outcome) (usage.MeterResult, err
 		res.Shortfall = cost
 	}
 	if err != nil && g.Hold.ID != "" {
-		if _, rerr := kl.Credits.Release(ctx, g.Hold.ID); rerr != nil && !errors.Is(rerr, credits.ErrHoldSettled) {
+		rctx, cancel := kl.bounded(ctx)
+		defer cancel()
+		if _, rerr := kl.Credits.Release(rctx, g.Hold.ID); rerr != nil && !errors.Is(rerr, credits.ErrHoldSettled) {
 			kl.log.WarnContext(ctx, "keyledger: releasing the hold of a failed completion", "request_id", g.ID, "error", rerr)
 		}
 	}
 	return res, err
 }
 
-// meterAttempts bounds the Meter calls of one step of Complete.
-const meterAttempts = 3
+// minMeterAttempts is how many Meter calls a step of Complete makes after
+// store failures even when Options.CompleteTimeout has passed.
+const minMeterAttempts = 3
 
 // meter meters p, repeating the call with the same request after a store
-// failure. A failed write may have committed (its acknowledgement was
-// lost); the repeat, under the same idempotency key, then replays the
+// failure, with a growing jittered backoff, until it gets an answer or
+// Options.CompleteTimeout has passed (and at least minMeterAttempts calls
+// were made); each call is bounded by Options.StoreTimeout. A failed write
+// may have committed (its acknowledgement was lost, or it outlived its
+// bound); the repeat, under the same idempotency key, then replays the
 // committed result instead of charging again, and otherwise applies the
 // request. Without it, Complete would report a failure for a request that
 // was charged, or drop the usage of one that was served.
@@ -426,15 +448,23 @@ func (kl *KeyLedger) meter(ctx context.Context, p usage.MeterParams) (usage.Mete
 		res usage.MeterResult
 		err error
 	)
-	for range meterAttempts {
+	deadline := time.Now().Add(kl.completeTimeout)
+	for attempt := 0; ; attempt++ {
+		actx, cancel := kl.bounded(ctx)
 		start := kl.tel.clock()
-		res, err = kl.Usage.Meter(ctx, p)
+		res, err = kl.Usage.Meter(actx, p)
 		kl.tel.metered(ctx, start, err)
+		cancel()
 		if err == nil || !storeFailure(err) {
 			return res, err
 		}
+		if attempt+1 >= minMeterAttempts && !time.Now().Before(deadline) {
+			return res, unavailable(ctx, "meter", err)
+		}
+		if !sleepRetry(ctx, attempt) {
+			return res, unavailable(ctx, "meter", err)
+		}
 	}
-	return res, err
 }
 
 // storeFailure reports whether a Meter error is not one of the answers of
@@ -485,7 +515,10 @@ func (g *Grant) Cancel(ctx context.Context) error {
 		g.kl.tel.closed(ctx, g)
 		g.kl.refund(ctx, g, false)
 		if g.Hold.ID != "" {
-			_, g.err = g.kl.Credits.Release(ctx, g.Hold.ID)
+			rctx, cancel := g.kl.bounded(ctx)
+			_, g.err = g.kl.Credits.Release(rctx, g.Hold.ID)
+			cancel()
+			g.err = unavailable(ctx, "release", g.err)
 		}
 		g.unbind()
 	}

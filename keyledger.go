@@ -60,6 +60,13 @@ var (
 	// running request: its handler ends the response with what it has
 	// delivered, which Complete charges.
 	ErrBudgetExhausted = errors.New("keyledger: the balance cannot fund more of this request")
+	// ErrUnavailable is wrapped around a store or rate-limiter failure
+	// (unreachable, stalled past Options.StoreTimeout, a connection reset)
+	// that kept Authorize from deciding, or Complete from recording, a
+	// request: not an answer about the request, so the caller may retry it
+	// later (httpapi: 503 with Retry-After). Nothing was served, so nothing
+	// is owed.
+	ErrUnavailable = errors.New("keyledger: store or rate limiter unavailable")
 )
 
 // LimitError is returned by Authorize when a rate limit refuses a request.
@@ -114,6 +121,18 @@ type Options struct {
 	// AccountCacheTTL bounds how long the facade serves an account's time
 	// zone and limit override from memory (5 seconds by default).
 	AccountCacheTTL time.Duration
+	// StoreTimeout bounds each store and rate-limiter call of the hot path:
+	// the key lookup, account read, rate limit and hold of Authorize, and
+	// each attempt of Complete's metering write (2 seconds by default; a
+	// negative value disables the bound). An Authorize that hits it fails
+	// with ErrUnavailable instead of waiting on a stalled database.
+	StoreTimeout time.Duration
+	// CompleteTimeout bounds how long Complete keeps retrying a metering
+	// write that failed with a store error, under the request's idempotency
+	// key and with a growing backoff (30 seconds by default). Past it,
+	// Complete returns the error and the hold is left to be released or to
+	// expire; see the README's "Failure modes".
+	CompleteTimeout time.Duration
 	// MeterProvider and TracerProvider, if set, receive keyledger's metrics
 	// (instruments named keyledger.*) and spans (Authorize, Complete,
 	// Progress, and every store operation: the store is wrapped with
@@ -149,6 +168,9 @@ type KeyLedger struct {
 	buckets  *cache.Cache[string, *keyBuckets] // key ID → its bucket names
 	infoTTL  time.Duration
 	tel      *telemetry // nil: not instrumented
+
+	storeTimeout    time.Duration // ≤ 0: unbounded
+	completeTimeout time.Duration
 }
 
 // accountInfo is what Authorize needs of an account beyond the verified
@@ -186,7 +208,13 @@ func New(st store.Store, opts *Options) (*KeyLedger, error) {
 	if o.AccountCacheTTL == 0 {
 		o.AccountCacheTTL = 5 * time.Second
 	}
-	if o.HoldTTL < 0 || o.AccountCacheTTL < 0 {
+	if o.StoreTimeout == 0 {
+		o.StoreTimeout = 2 * time.Second
+	}
+	if o.CompleteTimeout == 0 {
+		o.CompleteTimeout = 30 * time.Second
+	}
+	if o.HoldTTL < 0 || o.AccountCacheTTL < 0 || o.CompleteTimeout < 0 {
 		return nil, fmt.Errorf("%w: negative duration", ErrInvalidOptions)
 	}
 	switch o.Overrun {
@@ -218,6 +246,7 @@ func New(st store.Store, opts *Options) (*KeyLedger, error) {
 		now: o.Now, log: o.Logger, holdTTL: o.HoldTTL, overrun: o.Overrun, ids: id.NewGenerator(o.Now),
 		acctInfo: cache.New[string, accountInfo](100_000, o.Now), infoTTL: o.AccountCacheTTL,
 		buckets: cache.New[string, *keyBuckets](100_000, o.Now), tel: tel,
+		storeTimeout: o.StoreTimeout, completeTimeout: o.CompleteTimeout,
 	}
 	if kl.Accounts, err = account.NewService(st, &ao); err != nil {
 		return nil, err

@@ -76,6 +76,10 @@ func (g *Grant) Progress(ctx context.Context, d Delivered) error {
 		}
 		amount = cost
 	}
+	// Bounded like Authorize's calls: a stalled database delays a chunk by
+	// at most the store timeout, and the next Progress tries again.
+	ctx, cancel := kl.bounded(ctx)
+	defer cancel()
 	h, err := kl.Credits.Extend(ctx, credits.ExtendParams{HoldID: g.Hold.ID, Amount: amount, TTL: kl.holdTTL})
 	if refused(err) && amount.Cmp(g.Hold.Amount) > 0 {
 		// Not a whole step: take what is left, if anything.

@@ -41,7 +41,14 @@ const (
 	CodeInvalidRequest    = "invalid_request"
 	CodeInternal          = "internal_error"
 	CodeBusy              = "server_busy"
+	CodeUnavailable       = "service_unavailable"
+	CodeDuplicateRequest  = "duplicate_request"
 )
+
+// UnavailableRetryAfter is the Retry-After of a 503: how long a client
+// should wait before retrying a request that met an unavailable store or
+// rate limiter (the stores' own bounds are about this long).
+const UnavailableRetryAfter = time.Second
 
 // Classify maps an error of the hot path to what the client is told. It is
 // the one table from keyledger's errors to HTTP; ErrorWriters render its
@@ -107,6 +114,18 @@ func Classify(err error) Error {
 		e.Status, e.Type, e.Code, e.Message = 402, "insufficient_quota", CodeMonthlyLimit, "The monthly spend limit of this account is reached."
 	case errors.Is(err, keyledger.ErrInvalidRequest), errors.Is(err, errBadRequest):
 		e.Status, e.Type, e.Code, e.Message = 400, "invalid_request_error", CodeInvalidRequest, "The request is invalid."
+	case errors.Is(err, keyledger.ErrUnavailable):
+		// Checked before cancellation: a store timeout is a DeadlineExceeded
+		// too, but the client is still there and may retry.
+		e.Status, e.Type, e.Code = http.StatusServiceUnavailable, "server_error", CodeUnavailable
+		e.Message = "The service is temporarily unavailable: retry the request (with the same request id) shortly."
+		e.RetryAfter = UnavailableRetryAfter
+	case errors.Is(err, credits.ErrIdempotencyConflict):
+		e.Status, e.Type, e.Code = http.StatusConflict, "invalid_request_error", CodeDuplicateRequest
+		e.Message = "This request id was already used for a different request."
+	case errors.Is(err, keyledger.ErrDuplicateRequest):
+		e.Status, e.Type, e.Code = http.StatusConflict, "invalid_request_error", CodeDuplicateRequest
+		e.Message = "A request with this request id was already completed; send a new id for a new request."
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		e.Status, e.Type, e.Code, e.Message = 499, "invalid_request_error", "request_cancelled", "The request was cancelled."
 	default:

@@ -25,6 +25,54 @@ type Options struct {
 	Errors ErrorWriter
 	// Logger receives unexpected failures (slog.Default if nil).
 	Logger *slog.Logger
+	// RequestID returns the client's id of the request, which becomes
+	// keyledger.Request.ID (the idempotency key of its hold and its usage
+	// record) when Request leaves it empty: a client that retries a
+	// request with the same id — on this instance or another — is charged
+	// at most once. It returns "" for none (keyledger generates one) and a
+	// *RequestError to refuse the request. nil: the Idempotency-Key header,
+	// else X-Request-Id, checked by ValidRequestID.
+	RequestID func(r *http.Request) (string, error)
+}
+
+// Request-id headers read by the default Options.RequestID, and the
+// response header that carries the request's id back.
+const (
+	HeaderIdempotencyKey = "Idempotency-Key"
+	HeaderRequestID      = "X-Request-Id"
+)
+
+// MaxRequestIDLen bounds a client's request id.
+const MaxRequestIDLen = 128
+
+// ValidRequestID reports whether id may name a request: 1 to
+// MaxRequestIDLen bytes of ASCII letters, digits and . _ : -.
+func ValidRequestID(id string) bool {
+	if id == "" || len(id) > MaxRequestIDLen {
+		return false
+	}
+	for i := range len(id) {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == ':', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// headerRequestID is the default Options.RequestID.
+func headerRequestID(r *http.Request) (string, error) {
+	for _, h := range [2]string{HeaderIdempotencyKey, HeaderRequestID} {
+		if v := r.Header.Get(h); v != "" {
+			if !ValidRequestID(v) {
+				return "", &RequestError{Message: "The " + h + " header must be 1-128 characters of letters, digits and . _ : -"}
+			}
+			return v, nil
+		}
+	}
+	return "", nil
 }
 
 // Info is what the middleware gives the handler through the request
@@ -72,7 +120,15 @@ func (i *Info) outcome() keyledger.Outcome {
 // balance cannot fund more (the handler then ends its response cleanly and
 // reports what it delivered). A 2xx model call whose handler reports no
 // usage is charged its reservation (metadata usage=reservation), never
-// nothing.
+// nothing. A client request id (Idempotency-Key or X-Request-Id, see
+// Options.RequestID) names the request, so that a retry is charged once;
+// it is echoed in X-Request-Id. A store or rate limiter that is down is a
+// 503 with Retry-After (keyledger.ErrUnavailable): nothing is served that
+// could not be metered. If Complete fails because its store stayed down
+// past keyledger.Options.CompleteTimeout, the response is aborted
+// (http.ErrAbortHandler) so that the client never receives a complete
+// response whose usage was not recorded — provided the handler did not
+// flush a response of declared length before returning.
 func Middleware(kl *keyledger.KeyLedger, opts *Options) func(http.Handler) http.Handler {
 	var o Options
 	if opts != nil {
@@ -83,6 +139,9 @@ func Middleware(kl *keyledger.KeyLedger, opts *Options) func(http.Handler) http.
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.RequestID == nil {
+		o.RequestID = headerRequestID
 	}
 	if o.Request == nil {
 		o.Request = func(r *http.Request) (keyledger.Request, error) {
@@ -126,6 +185,15 @@ func serve(kl *keyledger.KeyLedger, o *Options, next http.Handler, w http.Respon
 		o.fail(w, r, err)
 		return
 	}
+	if req.ID == "" {
+		if req.ID, err = o.RequestID(r); err != nil {
+			if _, isReq := err.(*RequestError); !isReq {
+				err = &RequestError{Message: "Invalid request id: " + err.Error()}
+			}
+			o.fail(w, r, err)
+			return
+		}
+	}
 	if req.Method == "" {
 		req.Method = r.Method
 	}
@@ -147,6 +215,9 @@ func serve(kl *keyledger.KeyLedger, o *Options, next http.Handler, w http.Respon
 		return
 	}
 	SetRateLimitHeaders(w.Header(), g.Budget)
+	if req.ID != "" {
+		w.Header().Set(HeaderRequestID, g.ID)
+	}
 	in := r.Body
 	if in == nil {
 		in = http.NoBody
@@ -199,6 +270,15 @@ func serve(kl *keyledger.KeyLedger, o *Options, next http.Handler, w http.Respon
 		out.RequestBytes, out.ResponseBytes = max(r.ContentLength, body.n), rec.bytes
 		if _, err := g.Complete(r.Context(), out); err != nil {
 			o.Logger.ErrorContext(r.Context(), "httpapi: completing request failed", "request_id", g.ID, "error", err)
+			if p == nil && errors.Is(err, keyledger.ErrUnavailable) {
+				// The store stayed down: net/http ends a response (its last
+				// buffered bytes, the final chunk) only when the handler
+				// returns, so aborting here means the client never sees a
+				// complete response whose usage was not recorded, and
+				// retries it instead. (A domain answer — a free request
+				// replayed under a used id — is not retried: it is logged.)
+				p = http.ErrAbortHandler
+			}
 		}
 		if p != nil {
 			panic(p)

@@ -24,6 +24,10 @@ import (
 var (
 	ErrTooManyBuckets = errors.New("ratelimit: too many buckets in one call")
 	ErrInvalidLimit   = errors.New("ratelimit: invalid limit")
+	// ErrUnavailable is wrapped around the failure of a shared limiter's
+	// backend (Redis unreachable or slow) when its policy is to fail
+	// closed: the request is neither admitted nor refused.
+	ErrUnavailable = errors.New("ratelimit: limiter backend unavailable")
 )
 
 // MaxBuckets is the most buckets one Allow or Adjust call may name: the six

@@ -68,6 +68,10 @@ type config struct {
 	rzpKeyID, rzpSecret, rzpWebhook string
 	dashSecret                      string
 	logLevel                        slog.Level
+	// Failure handling (README "Failure modes"); -hold-ttl is in limits.
+	storeTimeout time.Duration
+	redisPolicy  redislimit.Policy
+	redisPrefix  string
 
 	limits requestLimits // -hold-ttl, -max-request-duration (limits.go)
 	abuse  abuseConfig   // lifecycle.go
@@ -89,6 +93,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.rzpSecret, "razorpay-secret", defaultRazorpaySecret, "Razorpay key secret: signs checkout payments")
 	fs.StringVar(&c.rzpWebhook, "razorpay-webhook-secret", defaultRazorpayWebhookSecret, "Razorpay webhook secret: signs webhook bodies")
 	fs.StringVar(&c.dashSecret, "dashboard-csrf-secret", "", "secret (at least 32 bytes) keying the dashboard's CSRF tokens; set the same one on every instance behind one load balancer (default: random per process)")
+	fs.DurationVar(&c.storeTimeout, "store-timeout", 2*time.Second, "bound on each database or Redis call of a request's admission; past it the request is refused with 503")
+	fs.StringVar(&c.redisPrefix, "redis-prefix", "kl:rl:", "prefix of the gateway's Redis keys (several deployments on one Redis need different ones)")
+	redisPolicy := fs.String("redis-unavailable", "fail-closed", "while Redis is unreachable: fail-closed (503) or fallback-memory (per-instance limits: up to N instances × the limit)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	c.limits.register(fs)
 	addAbuseFlags(fs, &c.abuse)
@@ -109,6 +116,17 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if err := c.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return c, fmt.Errorf("-log-level: %w", err)
+	}
+	switch *redisPolicy {
+	case "fail-closed":
+		c.redisPolicy = redislimit.FailClosed
+	case "fallback-memory":
+		c.redisPolicy = redislimit.FallbackMemory
+	default:
+		return c, fmt.Errorf("-redis-unavailable must be fail-closed or fallback-memory, got %q", *redisPolicy)
+	}
+	if c.storeTimeout <= 0 {
+		return c, errors.New("-store-timeout must be positive")
 	}
 	if c.postgres == "" && (c.db == "" || c.db == ":memory:" || strings.Contains(c.db, "?")) {
 		return c, errors.New("-db must name a database file")
@@ -278,13 +296,15 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 
 	var limiter ratelimit.Limiter
 	if c.redis != "" {
-		rdb := redis.NewClient(&redis.Options{Addr: c.redis})
+		rdb := redis.NewClient(&redis.Options{Addr: c.redis, ContextTimeoutEnabled: true})
 		closers = append(closers, func(context.Context) error { return rdb.Close() })
 		if err := rdb.Ping(ctx).Err(); err != nil {
-			return nil, nil, fmt.Errorf("-redis %s: %w", c.redis, err)
+			// Not fatal: the limiter follows -redis-unavailable until Redis
+			// answers, and recovers by itself when it does.
+			log.Warn("Redis does not answer at start", "redis", c.redis, "policy", c.redisPolicy.String(), "error", err)
 		}
 		tel.AddReadiness("redis", procsrv.RedisReady(rdb))
-		limiter = redislimit.New(rdb, &redislimit.Options{Now: redisNow})
+		limiter = redislimit.New(rdb, &redislimit.Options{Prefix: c.redisPrefix, Now: redisNow, OnUnavailable: c.redisPolicy, Logger: log})
 	}
 	format, err := apikey.NewFormat(apikey.FormatConfig{Types: []apikey.KeyType{
 		{Name: "sdk", Prefix: "forii_sk_"},
@@ -296,7 +316,7 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 	mailer, verify := c.abuse.newMailer(c.addr, c.db, now)
 	srv.verify = verify
 	kl, err := keyledger.New(st, &keyledger.Options{
-		Now: now, Logger: log, Prices: cat.prices, Limiter: limiter, HoldTTL: srv.limits.holdTTL,
+		Now: now, Logger: log, Prices: cat.prices, Limiter: limiter, HoldTTL: srv.limits.holdTTL, StoreTimeout: c.storeTimeout,
 		Accounts: &account.Options{Mailer: mailer},
 		Keys:     &apikey.Options{Format: format},
 		Credits:  &credits.Options{Unit: credits.INR(), Recharger: credits.RechargerFunc(srv.recharge)},

@@ -17,6 +17,7 @@
 //	credits grant|adjust -account ID -amount X -reason R [-idempotency-key K]
 //	balance -account ID
 //	usage -account ID [-from YYYY-MM-DD -to YYYY-MM-DD -group-by date,model,key,endpoint]
+//	migrate -from-db FILE -to-postgres DSN [-batch N]   (copy SQLite into PostgreSQL, resumable, verified)
 //
 // The profile sets the key formats, ID prefixes, ledger unit and plans, so
 // that what keyctl creates is what the profile's server accepts.
@@ -76,11 +77,16 @@ commands:
   credits grant|adjust -account ID -amount X -reason R [-idempotency-key K] [-expires RFC3339]
   balance -account ID
   usage -account ID [-from YYYY-MM-DD] [-to YYYY-MM-DD] [-group-by date,model,key,endpoint]
+
+  keyctl migrate -from-db FILE -to-postgres DSN [-batch N]
 `
 
 // run executes one command and returns the process exit code. Results go
 // to stdout as JSON; errors to stderr.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "migrate" { // its own flags: see migrate.go
+		return runMigrate(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("keyctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usageText) }

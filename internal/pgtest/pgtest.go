@@ -91,6 +91,30 @@ func withSearchPath(dsn, schema string) (string, error) {
 	return dsn + " search_path=" + schema, nil
 }
 
+// Via returns dsn (a postgres:// URL) with its host and port replaced by
+// addr, so that its connections go through a proxy at addr, and the
+// address they would have gone to.
+func Via(tb testing.TB, dsn, addr string) (proxied, target string) {
+	tb.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		tb.Fatalf("%s: a postgres:// URL is needed to route it through a proxy", Env)
+	}
+	target = u.Host
+	if u.Port() == "" {
+		target = u.Hostname() + ":5432"
+	}
+	u.Host = addr
+	return u.String(), target
+}
+
+// Target returns the host:port of dsn (a postgres:// URL).
+func Target(tb testing.TB, dsn string) string {
+	tb.Helper()
+	_, target := Via(tb, dsn, "127.0.0.1:1")
+	return target
+}
+
 // Exec runs one statement on a connection of its own.
 func Exec(tb testing.TB, dsn, sql string, args ...any) {
 	tb.Helper()

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/keyledger/keyledger/apikey"
 )
@@ -23,6 +24,10 @@ import (
 // apikey.Service drops the key from its verify cache and cancels contexts
 // bound to it. Delivery takes milliseconds; the tests assert that a
 // revocation in one process fails Verify in another within 1 second.
+//
+// A connection can also die without an error (a partition, a server gone
+// without a reset): after ListenerPing without a notification the listener
+// pings it, bounded by TxTimeout, and reconnects if it does not answer.
 //
 // If the listener's connection drops, notifications sent meanwhile are
 // lost: the listener reconnects with exponential backoff (ReconnectMin to
@@ -146,24 +151,37 @@ func (l *listener) listen(ctx context.Context) error {
 	if cfg.RuntimeParams["application_name"] == "" {
 		cfg.RuntimeParams["application_name"] = "keyledger-listener"
 	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
+	// Connecting and subscribing are bounded like a transaction: a server
+	// that accepts the connection but never answers must not hold the
+	// listener forever.
+	cctx, cancel := context.WithTimeout(ctx, l.s.opt.TxTimeout)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(cctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		conn.Close(closeCtx)
+	}()
 	keys, accts := l.s.opt.NotifyChannel, l.s.accountChannel()
-	if _, err := conn.Exec(ctx, `LISTEN `+pgx.Identifier{keys}.Sanitize()+`; LISTEN `+pgx.Identifier{accts}.Sanitize()); err != nil {
+	if _, err := conn.Exec(cctx, `LISTEN `+pgx.Identifier{keys}.Sanitize()+`; LISTEN `+pgx.Identifier{accts}.Sanitize()); err != nil {
 		return err
 	}
+	cancel()
 	l.pid.Store(conn.PgConn().PID())
 	l.connected.Store(true)
 	l.connects.Add(1)
 	// Whatever was committed before LISTEN took effect was not delivered.
 	l.publish(apikey.Change{All: true})
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		n, err := l.wait(ctx, conn)
 		if err != nil {
 			return err
+		}
+		if n == nil {
+			continue // idle, and the connection answered its ping
 		}
 		switch n.Channel {
 		case keys:
@@ -172,4 +190,24 @@ func (l *listener) listen(ctx context.Context) error {
 			l.publish(apikey.Change{AccountID: n.Payload})
 		}
 	}
+}
+
+// wait waits for a notification for up to ListenerPing; if none comes it
+// pings the connection and returns nil, nil when it answered. An error
+// means the connection is gone.
+func (l *listener) wait(ctx context.Context, conn *pgx.Conn) (*pgconn.Notification, error) {
+	o := &l.s.opt
+	wctx, cancel := context.WithTimeout(ctx, o.ListenerPing)
+	n, err := conn.WaitForNotification(wctx)
+	cancel()
+	if err == nil || ctx.Err() != nil || wctx.Err() == nil {
+		return n, err
+	}
+	// Idle: a read deadline passed, which leaves the connection usable.
+	pctx, cancel := context.WithTimeout(ctx, o.TxTimeout)
+	defer cancel()
+	if err := conn.Ping(pctx); err != nil {
+		return nil, err
+	}
+	return nil, nil
 }

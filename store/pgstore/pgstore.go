@@ -53,6 +53,17 @@
 // indexes check the claims, and a violation (a replay, or a concurrent claim
 // in another process) reruns the batch with lookups.
 //
+// # Failures
+//
+// Every transaction attempt, group commits included, is bounded by
+// Options.TxTimeout, so a stalled or black-holed server fails calls instead
+// of holding them (pgx closes a connection whose call timed out, and the
+// pool dials a new one); idle connections are checked every
+// Options.HealthCheckPeriod and pinged when acquired after a second idle,
+// so a server restart or a reset costs the calls that were using the dead
+// connections and nothing after. The listener bounds its connect and pings
+// an idle connection every Options.ListenerPing.
+//
 // Errors are classified by SQLSTATE, never by message text: unique (23505)
 // and foreign-key (23503) violations become the domains' sentinels, and
 // serialization failures (40001) and deadlocks (40P01) retry the
@@ -110,6 +121,21 @@ type Options struct {
 	// MaxRetries bounds how often a transaction that failed with a
 	// serialization failure or a deadlock is retried (8 by default).
 	MaxRetries int
+	// TxTimeout bounds each attempt of a transaction (5 s by default),
+	// including the group commits that run on no caller's context: a
+	// stalled or black-holed connection fails the attempt instead of
+	// blocking every later batch, and pgx closes the connection, so the
+	// pool replaces it. The listener's liveness ping uses it too.
+	TxTimeout time.Duration
+	// HealthCheckPeriod is how often the pool checks its idle connections
+	// and drops dead ones (5 s by default; pgx's own default is a minute).
+	// A connection idle for more than a second is pinged when acquired.
+	HealthCheckPeriod time.Duration
+	// ListenerPing is how long the change listener waits for a
+	// notification before it pings its connection (5 s by default): a
+	// connection that no longer answers — a partition, a server that went
+	// away without a reset — is replaced instead of waited on forever.
+	ListenerPing time.Duration
 }
 
 func (o *Options) withDefaults() Options {
@@ -131,6 +157,15 @@ func (o *Options) withDefaults() Options {
 	}
 	if r.MaxRetries <= 0 {
 		r.MaxRetries = 8
+	}
+	if r.TxTimeout <= 0 {
+		r.TxTimeout = 5 * time.Second
+	}
+	if r.HealthCheckPeriod <= 0 {
+		r.HealthCheckPeriod = 5 * time.Second
+	}
+	if r.ListenerPing <= 0 {
+		r.ListenerPing = 5 * time.Second
 	}
 	return r
 }
@@ -163,6 +198,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	if o.MaxConns > 0 {
 		cfg.MaxConns = o.MaxConns
 	}
+	cfg.HealthCheckPeriod = o.HealthCheckPeriod
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: open: %w", err)
@@ -292,6 +328,8 @@ func (s *Store) run(ctx context.Context, op string, o txOptions, fn func(pgx.Tx)
 }
 
 func (s *Store) once(ctx context.Context, op string, o txOptions, fn func(pgx.Tx) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opt.TxTimeout)
+	defer cancel()
 	opts := pgx.TxOptions{IsoLevel: o.iso}
 	if o.readOnly {
 		opts.AccessMode = pgx.ReadOnly
@@ -335,6 +373,8 @@ func (s *Store) pipelined(ctx context.Context, op string, fn func(c txConn, atte
 }
 
 func (s *Store) pipelinedOnce(ctx context.Context, op string, fn func(txConn) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opt.TxTimeout)
+	defer cancel()
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return wrap(op, err)
