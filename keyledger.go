@@ -121,7 +121,8 @@ type Options struct {
 	// AccountCacheTTL bounds how long the facade serves an account's time
 	// zone and limit override from memory (5 seconds by default).
 	AccountCacheTTL time.Duration
-	// StoreTimeout bounds each store and rate-limiter call of the hot path:
+	// StoreTimeout bounds each store and rate-limiter call of the hot path
+	// (not on a store that reports store.InMemory, which cannot stall):
 	// the key lookup, account read, rate limit and hold of Authorize, and
 	// each attempt of Complete's metering write (2 seconds by default; a
 	// negative value disables the bound). An Authorize that hits it fails
@@ -247,6 +248,9 @@ func New(st store.Store, opts *Options) (*KeyLedger, error) {
 		acctInfo: cache.New[string, accountInfo](100_000, o.Now), infoTTL: o.AccountCacheTTL,
 		buckets: cache.New[string, *keyBuckets](100_000, o.Now), tel: tel,
 		storeTimeout: o.StoreTimeout, completeTimeout: o.CompleteTimeout,
+	}
+	if m, ok := st.(store.InMemory); ok && m.InMemory() {
+		kl.storeTimeout = -1 // nothing to stall: no timer per call
 	}
 	if kl.Accounts, err = account.NewService(st, &ao); err != nil {
 		return nil, err

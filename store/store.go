@@ -28,3 +28,12 @@ type Store interface {
 	// Close releases the backend's resources. Calls after Close fail.
 	Close() error
 }
+
+// InMemory is an optional capability: a store whose operations never wait
+// on I/O (store/memstore) reports true, and keyledger then skips the
+// per-call timeouts (keyledger.Options.StoreTimeout) that bound a stalled
+// database: they would cost allocations on every request and protect
+// nothing.
+type InMemory interface {
+	InMemory() bool
+}
