@@ -42,17 +42,23 @@ type inproc struct {
 func newInproc(tb testing.TB, logs io.Writer) *inproc {
 	tb.Helper()
 	ctx := context.Background()
+	path := filepath.Join(tb.TempDir(), "ev.db")
 	env, err := server.Open(ctx, server.Config{Profile: profiles.EmailVerify,
-		DB: filepath.Join(tb.TempDir(), "ev.db"), LogLevel: "debug", Stderr: logs})
+		DB: path, LogLevel: "debug", Stderr: logs})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	store, err := openJobStore(ctx, path)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	jobCtx, stopJobs := context.WithCancel(ctx)
 	s := &api{kl: env.KL, log: env.Log, now: time.Now, check: newChecker(staticDNS{}, time.Now),
-		results: cache.New[string, Result](100_000, time.Now), jobs: newJobs(jobCtx, time.Now)}
+		results: cache.New[string, Result](100_000, time.Now), jobs: newJobs(jobCtx, time.Now, store)}
 	tb.Cleanup(func() {
 		stopJobs()
-		s.jobs.Wait() // jobs meter and release holds: before the KeyLedger closes
+		s.jobs.Wait() // jobs meter and save: before the KeyLedger and the job store close
+		_ = store.Close()
 		_ = env.Close(ctx)
 	})
 	return &inproc{s: s, h: s.routes()}
