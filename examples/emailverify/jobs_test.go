@@ -215,6 +215,15 @@ func TestJobLeaseTakeover(t *testing.T) {
 	if err := dead.save(ctx, j); err != nil {
 		t.Fatal(err)
 	}
+	// It also metered the second address but died before saving it: the
+	// new instance processes it again and must not charge it twice.
+	if _, err := dead.meterBatchItem(j, 1, Result{Email: "b@example.com", Result: "deliverable"}, holds[1]); err != nil {
+		t.Fatal(err)
+	}
+	balBefore, err := dead.kl.Credits.Balance(ctx, j.AccountID)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// Another instance, its clock past the lease.
 	later := func() time.Time { return time.Now().Add(jobLease + time.Second) }
@@ -245,6 +254,15 @@ func TestJobLeaseTakeover(t *testing.T) {
 	}
 	if h := held(t, dead, j.AccountID); !h.IsZero() {
 		t.Fatalf("%s credits still held after the takeover", h)
+	}
+	// Only the third address was charged after the death: the replay of
+	// the second returned its committed outcome.
+	balAfter, err := dead.kl.Credits.Balance(ctx, j.AccountID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := balBefore.Sub(balAfter); !d.Equal(credits.AmountFromInt(1)) {
+		t.Fatalf("balance fell by %s after the takeover, want 1", d)
 	}
 	if err := dead.save(ctx, j); !errors.Is(err, errLeaseLost) {
 		t.Fatalf("dead instance's save: %v, want errLeaseLost", err)
