@@ -471,15 +471,22 @@ func (s *api) process(ctx context.Context, j *job, holds []credits.Hold) {
 		s.jobs.mu.Unlock()
 		close(j.done)
 	}()
+	// stop saves the job at shutdown and gives up its lease; the address
+	// in flight, if any, stays unprocessed with its hold.
+	stop := func() {
+		if err := s.save(ctx, j); err == nil {
+			wctx, cancel := dbctx(ctx)
+			if err := s.jobs.store.unlease(wctx, j.ID, s.jobs.owner); err != nil {
+				s.log.Warn("giving up batch job lease failed", "job_id", j.ID, "error", err)
+			}
+			cancel()
+		}
+	}
 	saved, unsaved := s.now(), 0
 	for i := len(j.results); i < len(j.Emails); i++ {
 		email := j.Emails[i]
 		if ctx.Err() != nil {
-			if err := s.save(ctx, j); err == nil {
-				wctx, cancel := dbctx(ctx)
-				err = s.jobs.store.unlease(wctx, j.ID, s.jobs.owner)
-				cancel()
-			}
+			stop()
 			return
 		}
 		var res Result
@@ -488,6 +495,10 @@ func (s *api) process(ctx context.Context, j *job, holds []credits.Hold) {
 			res = testResult(email)
 		} else {
 			res = s.check.Verify(ctx, email)
+			if ctx.Err() != nil { // a lookup cut short by shutdown: the next instance redoes it
+				stop()
+				return
+			}
 			if res.Result != Unknown {
 				s.results.Set(j.AccountID+"\x00"+email, res, resultTTL)
 			}

@@ -315,3 +315,47 @@ func TestJobAcrossInstancesPostgres(t *testing.T) {
 		t.Fatalf("long poll on the other instance: %d %+v", code, v)
 	}
 }
+
+// A job stopped by shutdown is saved with its lease given up, and the
+// next instance on the database resumes it at start (its first sweep)
+// with the holds it did not use: nothing is lost or charged twice.
+func TestJobResumedAfterShutdown(t *testing.T) {
+	s, _, j := newBatchAPI(t, "a@example.com", "b@example.com")
+	ctx := context.Background()
+	holds, err := s.reserve(ctx, j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.jobs.store.setHolds(ctx, j.ID, s.jobs.owner, holds, time.Now().Add(jobLease)); err != nil {
+		t.Fatal(err)
+	}
+	stopped, cancel := context.WithCancel(ctx)
+	cancel()
+	s.process(stopped, j, holds) // shutdown before the first address
+	r, err := s.jobs.store.get(ctx, j.AccountID, j.ID, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != JobProcessing || !r.LeaseUntil.IsZero() || len(r.Results) != 0 {
+		t.Fatalf("after shutdown: %+v", r)
+	}
+	if h := held(t, s, j.AccountID); !h.Equal(credits.AmountFromInt(2)) {
+		t.Fatalf("held %s after shutdown, want 2 (kept for the next instance)", h)
+	}
+	next := *s
+	next.jobs = newJobs(ctx, time.Now, s.jobs.store)
+	if err := next.sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	next.jobs.Wait()
+	r, err = next.jobs.store.get(ctx, j.AccountID, j.ID, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != JobCompleted || len(r.Results) != 2 || !r.Charged.Equal(credits.AmountFromInt(2)) {
+		t.Fatalf("resumed: %+v", r)
+	}
+	if h := held(t, s, j.AccountID); !h.IsZero() {
+		t.Fatalf("%s still held", h)
+	}
+}
