@@ -47,7 +47,8 @@ func newBatchAPI(t *testing.T, emails ...string) (*api, *faultStore, *job) {
 	t.Helper()
 	ctx := context.Background()
 	quiet := slog.New(slog.DiscardHandler)
-	st, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "ev.db"), &sqlitestore.Options{Logger: quiet})
+	path := filepath.Join(t.TempDir(), "ev.db")
+	st, err := sqlitestore.Open(ctx, path, &sqlitestore.Options{Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,10 +67,18 @@ func newBatchAPI(t *testing.T, emails ...string) (*api, *faultStore, *job) {
 	if _, err := kl.Credits.Adjust(ctx, credits.CreditParams{AccountID: a.ID, Amount: credits.AmountFromInt(100).Sub(bal), IdempotencyKey: "adj"}); err != nil {
 		t.Fatal(err)
 	}
+	store, err := openJobStore(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
 	s := &api{kl: kl, log: quiet, now: time.Now, check: newChecker(newFakeDNS(t), time.Now),
-		results: cache.New[string, Result](1000, time.Now), jobs: newJobs(ctx, time.Now)}
+		results: cache.New[string, Result](1000, time.Now), jobs: newJobs(ctx, time.Now, store)}
 	j := &job{ID: s.jobs.ids.New("job_"), AccountID: a.ID, TimeZone: "UTC", Emails: emails, CreatedAt: time.Now(),
 		done: make(chan struct{}), status: JobProcessing}
+	if ok, _, err := s.jobs.admit(ctx, j); !ok || err != nil {
+		t.Fatalf("admit: %v %v", ok, err)
+	}
 	return s, fs, j
 }
 

@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -71,8 +72,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 }
 
 // run starts the server and blocks until ctx ends (SIGINT/SIGTERM in main),
-// then shuts down gracefully: running batch jobs stop and release the
-// holds they did not use, and pending usage is flushed.
+// then shuts down gracefully: running batch jobs save their progress and
+// give up their lease (the next instance resumes them), and pending usage
+// is flushed.
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	c, err := parseFlags(args, stdout)
 	if err != nil {
@@ -99,11 +101,24 @@ func runConfig(ctx context.Context, c config, stdout io.Writer) (err error) {
 	}
 	chk := newChecker(res, now)
 	chk.timeout = c.dnsTimeout
+	var store *jobStore
+	if c.postgres != "" {
+		store, err = openJobStorePG(ctx, c.postgres)
+	} else {
+		store, err = openJobStore(ctx, c.db)
+	}
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, store.Close()) }()
 	jobCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
-	s := &api{kl: kl, log: log, now: now, check: chk, results: cache.New[string, Result](1_000_000, now), jobs: newJobs(jobCtx, now)}
+	s := &api{kl: kl, log: log, now: now, check: chk, results: cache.New[string, Result](1_000_000, now), jobs: newJobs(jobCtx, now, store)}
+	var sweeping sync.WaitGroup
+	sweeping.Go(func() { s.sweeper(jobCtx) }) // resumes the jobs a stopped instance left
 	defer func() {
 		stopJobs()
-		s.jobs.Wait() // before kl.Close: jobs meter and release holds
+		sweeping.Wait()
+		s.jobs.Wait() // before kl.Close and store.Close: jobs meter and save
 	}()
 	return server.Serve(ctx, c.addr, env.Tel.Handler(s.routes()), stdout, log)
 }

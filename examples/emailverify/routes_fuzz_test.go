@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,29 +34,54 @@ func (staticDNS) LookupMX(_ context.Context, name string) ([]*net.MX, error) {
 }
 
 // inproc is the API built in-process on a SQLite file in a temporary
-// directory and driven through its http.Handler.
+// directory (or a PostgreSQL database) and driven through its
+// http.Handler.
 type inproc struct {
-	s *api
-	h http.Handler
+	s     *api
+	h     http.Handler
+	close func() // stops the jobs and closes the databases; idempotent
 }
 
 func newInproc(tb testing.TB, logs io.Writer) *inproc {
 	tb.Helper()
+	g := openInproc(tb, filepath.Join(tb.TempDir(), "ev.db"), "", logs, time.Now)
+	return g
+}
+
+// openInproc opens the API on the SQLite file path, or on the PostgreSQL
+// database dsn if it is not empty, with the clock now. Its jobs are
+// stopped and its databases closed by g.close or at cleanup.
+func openInproc(tb testing.TB, path, dsn string, logs io.Writer, now func() time.Time) *inproc {
+	tb.Helper()
 	ctx := context.Background()
 	env, err := server.Open(ctx, server.Config{Profile: profiles.EmailVerify,
-		DB: filepath.Join(tb.TempDir(), "ev.db"), LogLevel: "debug", Stderr: logs})
+		DB: path, Postgres: dsn, LogLevel: "debug", Stderr: logs, Now: now})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var store *jobStore
+	if dsn != "" {
+		store, err = openJobStorePG(ctx, dsn)
+	} else {
+		store, err = openJobStore(ctx, path)
+	}
 	if err != nil {
 		tb.Fatal(err)
 	}
 	jobCtx, stopJobs := context.WithCancel(ctx)
-	s := &api{kl: env.KL, log: env.Log, now: time.Now, check: newChecker(staticDNS{}, time.Now),
-		results: cache.New[string, Result](100_000, time.Now), jobs: newJobs(jobCtx, time.Now)}
-	tb.Cleanup(func() {
-		stopJobs()
-		s.jobs.Wait() // jobs meter and release holds: before the KeyLedger closes
-		_ = env.Close(ctx)
-	})
-	return &inproc{s: s, h: s.routes()}
+	s := &api{kl: env.KL, log: env.Log, now: now, check: newChecker(staticDNS{}, now),
+		results: cache.New[string, Result](100_000, now), jobs: newJobs(jobCtx, now, store)}
+	var once sync.Once
+	closeAll := func() {
+		once.Do(func() {
+			stopJobs()
+			s.jobs.Wait() // jobs meter and save: before the KeyLedger and the job store close
+			_ = store.Close()
+			_ = env.Close(ctx)
+		})
+	}
+	tb.Cleanup(closeAll)
+	return &inproc{s: s, h: s.routes(), close: closeAll}
 }
 
 // tenant is a Professional account with a million credits, no effective
