@@ -102,7 +102,7 @@ func value(m metricdata.Metrics, attrs ...string) (point, bool) {
 		}
 		ok := true
 		for k, v := range want {
-			if got, has := p.attrs.Value(attribute.Key(k)); !has || got.Emit() != v {
+			if got, has := p.attrs.Value(attribute.Key(k)); !has || got.String() != v {
 				ok = false
 			}
 		}
@@ -263,7 +263,7 @@ func TestTelemetry(t *testing.T) {
 		for _, s := range spans {
 			byName[s.Name()] = append(byName[s.Name()], s)
 			for _, kv := range s.Attributes() {
-				if v := kv.Value.Emit(); strings.Contains(v, raw.Reveal()) || strings.Contains(v, revokedRaw.Reveal()) {
+				if v := kv.Value.String(); strings.Contains(v, raw.Reveal()) || strings.Contains(v, revokedRaw.Reveal()) {
 					t.Errorf("span %s attribute %s holds a raw key", s.Name(), kv.Key)
 				}
 			}
@@ -303,7 +303,7 @@ func TestTelemetry(t *testing.T) {
 func attrMap(kvs []attribute.KeyValue) map[string]string {
 	m := map[string]string{}
 	for _, kv := range kvs {
-		m[string(kv.Key)] = kv.Value.Emit()
+		m[string(kv.Key)] = kv.Value.String()
 	}
 	return m
 }
