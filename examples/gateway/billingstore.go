@@ -63,6 +63,32 @@ CREATE TABLE IF NOT EXISTS gw_invoices (
 	created_at     INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS gw_invoices_account ON gw_invoices(account_id, created_at);
+CREATE TABLE IF NOT EXISTS gw_customers (
+	account_id        TEXT PRIMARY KEY,
+	customer_id       TEXT NOT NULL,
+	token_id          TEXT NOT NULL DEFAULT '',
+	recharge_error    TEXT NOT NULL DEFAULT '',
+	recharge_error_at INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS gw_payment_failures (
+	payment_id  TEXT PRIMARY KEY,
+	order_id    TEXT NOT NULL,
+	account_id  TEXT NOT NULL,
+	code        TEXT NOT NULL,
+	description TEXT NOT NULL,
+	created_at  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gw_payment_failures_account ON gw_payment_failures(account_id, created_at);
+CREATE TABLE IF NOT EXISTS gw_refunds (
+	refund_id    TEXT PRIMARY KEY,
+	payment_id   TEXT NOT NULL,
+	order_id     TEXT NOT NULL,
+	account_id   TEXT NOT NULL,
+	amount_paise INTEGER NOT NULL,
+	entry_id     TEXT NOT NULL,
+	created_at   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gw_refunds_account ON gw_refunds(account_id, created_at);
 `
 
 const pgSchema = `
@@ -95,6 +121,32 @@ CREATE TABLE IF NOT EXISTS gw_invoices (
 	created_at     BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS gw_invoices_account ON gw_invoices(account_id, created_at);
+CREATE TABLE IF NOT EXISTS gw_customers (
+	account_id        TEXT PRIMARY KEY,
+	customer_id       TEXT NOT NULL,
+	token_id          TEXT NOT NULL DEFAULT '',
+	recharge_error    TEXT NOT NULL DEFAULT '',
+	recharge_error_at BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS gw_payment_failures (
+	payment_id  TEXT PRIMARY KEY,
+	order_id    TEXT NOT NULL,
+	account_id  TEXT NOT NULL,
+	code        TEXT NOT NULL,
+	description TEXT NOT NULL,
+	created_at  BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gw_payment_failures_account ON gw_payment_failures(account_id, created_at);
+CREATE TABLE IF NOT EXISTS gw_refunds (
+	refund_id    TEXT PRIMARY KEY,
+	payment_id   TEXT NOT NULL,
+	order_id     TEXT NOT NULL,
+	account_id   TEXT NOT NULL,
+	amount_paise BIGINT NOT NULL,
+	entry_id     TEXT NOT NULL,
+	created_at   BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gw_refunds_account ON gw_refunds(account_id, created_at);
 `
 
 // openBilling opens the billing tables in the SQLite file at path (which
@@ -169,6 +221,7 @@ type order struct {
 	PaymentID     string
 	EntryID       string
 	CreatedAt     time.Time
+	CustomerID    string // not stored: set on a live order just created
 }
 
 // razorpay returns the order as Razorpay's entity, for Payment.Matches.

@@ -74,6 +74,9 @@ func publicError(err error) error {
 // checkout response that Razorpay Checkout would post, which
 // CompletePurchase verifies on the production path.
 func (d *dashBilling) StartPurchase(ctx context.Context, acct string, a credits.Amount) (dashboard.Checkout, error) {
+	if d.s.rzpSim == nil {
+		return dashboard.Checkout{}, &dashboard.UserError{Message: "Buy credits with Razorpay Checkout through the API: POST /v1/accounts/{id}/credits, then POST …/credits/verify with Checkout's response. The dashboard's checkout is the demo's simulated one."}
+	}
 	paise, err := razorpay.CheckAmount(a.Decimal(), 0)
 	if err != nil {
 		return dashboard.Checkout{}, publicError(err)
@@ -82,7 +85,7 @@ func (d *dashBilling) StartPurchase(ctx context.Context, acct string, a credits.
 	if err != nil {
 		return dashboard.Checkout{}, err
 	}
-	resp, _, err := d.s.rzp.Pay(ctx, o.razorpay())
+	resp, _, err := d.s.rzpSim.Pay(ctx, o.razorpay())
 	if err != nil {
 		return dashboard.Checkout{}, err
 	}

@@ -66,6 +66,7 @@ type config struct {
 	upstream, upstreamKey           string
 	modelsFile                      string
 	rzpKeyID, rzpSecret, rzpWebhook string
+	rzpAPI                          string
 	dashSecret                      string
 	logLevel                        slog.Level
 
@@ -88,6 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.rzpKeyID, "razorpay-key-id", defaultRazorpayKeyID, "Razorpay key id (default: the documented test key of the simulated checkout)")
 	fs.StringVar(&c.rzpSecret, "razorpay-secret", defaultRazorpaySecret, "Razorpay key secret: signs checkout payments")
 	fs.StringVar(&c.rzpWebhook, "razorpay-webhook-secret", defaultRazorpayWebhookSecret, "Razorpay webhook secret: signs webhook bodies")
+	fs.StringVar(&c.rzpAPI, "razorpay-api", razorpay.DefaultBaseURL, "Razorpay API base URL used with a real -razorpay-key-id (tests and staging point it at a fake)")
 	fs.StringVar(&c.dashSecret, "dashboard-csrf-secret", "", "secret (at least 32 bytes) keying the dashboard's CSRF tokens; set the same one on every instance behind one load balancer (default: random per process)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	c.limits.register(fs)
@@ -125,6 +127,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.rzpSecret == "" || c.rzpWebhook == "" {
 		return c, errors.New("-razorpay-secret and -razorpay-webhook-secret must not be empty")
+	}
+	if err := checkLiveFlags(c.rzpKeyID, c.rzpSecret, c.rzpWebhook); err != nil {
+		return c, err
 	}
 	return c, nil
 }
@@ -255,14 +260,23 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 	}
 	closers = append(closers, func(context.Context) error { return bill.Close() })
 
-	rzp, err := razorpay.NewSimulator(c.rzpSecret, &razorpay.SimulatorOptions{Now: now})
-	if err != nil {
-		return nil, nil, err
-	}
 	srv := &server{
-		log: log, cat: cat, bill: bill, rzp: rzp, rzpKeyID: c.rzpKeyID, rzpSecret: c.rzpSecret,
+		log: log, cat: cat, bill: bill, rzpKeyID: c.rzpKeyID, rzpSecret: c.rzpSecret,
 		rzpWebhookSecret: c.rzpWebhook, now: now, supplier: demoSupplier(),
 		limits: c.limits.orDefaults(),
+	}
+	if c.rzpKeyID == defaultRazorpayKeyID || c.rzpKeyID == "" {
+		if srv.rzpSim, err = razorpay.NewSimulator(c.rzpSecret, &razorpay.SimulatorOptions{Now: now}); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		api := c.rzpAPI
+		if api == "" {
+			api = razorpay.DefaultBaseURL
+		}
+		if srv.live, err = razorpay.NewClient(c.rzpKeyID, c.rzpSecret, &razorpay.ClientOptions{BaseURL: api}); err != nil {
+			return nil, nil, fmt.Errorf("-razorpay-api: %w", err)
+		}
 	}
 	if srv.sim, err = simmodel.New(&simmodel.Options{Now: now}); err != nil {
 		return nil, nil, err
