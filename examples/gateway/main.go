@@ -183,6 +183,16 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 	base := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "dashboard: %s%s/\n", base, dashboardPath)
 	fmt.Fprintf(stdout, "listening on %s\n", base)
+	if c.upstream == "" {
+		fmt.Fprintln(stdout, "model: simulated model (set -upstream URL to proxy a real OpenAI-compatible server)")
+	} else {
+		fmt.Fprintf(stdout, "model: proxying %s\n", c.upstream)
+	}
+	if srv.live == nil {
+		fmt.Fprintln(stdout, "payments: simulated Razorpay checkout, demo mode (set -razorpay-key-id, -razorpay-secret and -razorpay-webhook-secret for real payments)")
+	} else {
+		fmt.Fprintf(stdout, "payments: Razorpay API %s, key %s\n", c.rzpAPI, c.rzpKeyID)
+	}
 	dbName := c.db
 	if c.postgres != "" {
 		dbName = "postgres"
