@@ -161,6 +161,10 @@ type Options struct {
 	// secret per Handler, which is right for one process; several
 	// instances behind one load balancer must share a secret.
 	CSRFSecret []byte
+	// Slots holds a new key's sealed secret between the creation POST and
+	// the page that shows it (see SecretSlots). nil keeps them in the
+	// process: give every instance behind one load balancer a shared one.
+	Slots SecretSlots
 	// SecureCookies marks cookies Secure even on plain-HTTP requests
 	// (behind a TLS-terminating proxy). Requests over TLS always get
 	// Secure cookies.
@@ -190,6 +194,7 @@ type Handler struct {
 	pages    map[string]*template.Template
 	mux      *http.ServeMux
 	static   http.Handler
+	slots    SecretSlots
 	models   []string
 	keyTypes []string
 }
@@ -238,7 +243,10 @@ func New(kl *keyledger.KeyLedger, opts *Options) (*Handler, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	h := &Handler{kl: kl, o: o, base: o.BasePath, sections: map[Section]bool{}}
+	h := &Handler{kl: kl, o: o, base: o.BasePath, sections: map[Section]bool{}, slots: o.Slots}
+	if h.slots == nil {
+		h.slots = &memSlots{}
+	}
 	if o.CSRFSecret != nil {
 		if len(o.CSRFSecret) < 32 {
 			return nil, fmt.Errorf("%w: CSRFSecret must be at least 32 bytes", ErrInvalidOptions)
@@ -336,6 +344,7 @@ func (h *Handler) routes() {
 	if h.sections[SectionKeys] {
 		m.HandleFunc("GET /keys", h.authed(h.keysPage))
 		m.HandleFunc("POST /keys", h.authedPost(h.createKey))
+		m.HandleFunc("GET /keys/new", h.authed(h.newKeyPage))
 		m.HandleFunc("GET /keys/{id}", h.authed(h.editKeyPage))
 		m.HandleFunc("POST /keys/{id}", h.authedPost(h.updateKey))
 		m.HandleFunc("GET /keys/{id}/rotate", h.authed(h.rotateKeyPage))

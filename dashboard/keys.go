@@ -44,7 +44,9 @@ func (h *Handler) keyRow(k apikey.APIKey, v *viewer) keyRow {
 	if !k.ExpiresAt.IsZero() {
 		row.Expires = k.ExpiresAt.In(v.loc).Format(timeLayout)
 	}
-	if k.GraceUntil.After(now) {
+	// A revoked, disabled or expired key's previous secret fails too: only
+	// an active key has an old secret in its grace period.
+	if row.Active && k.GraceUntil.After(now) {
 		row.GraceUntil = k.GraceUntil.In(v.loc).Format(timeLayout)
 	}
 	return row
@@ -187,7 +189,41 @@ func (h *Handler) createKey(w http.ResponseWriter, r *http.Request, v *viewer) e
 		}
 		return err
 	}
-	return h.render(w, r, v, http.StatusCreated, "newkey", "Your new API key", newKeyData{Raw: raw.Reveal(), Key: h.keyRow(k, v)})
+	return h.showOnce(w, r, v, slotSecret{Raw: raw.Reveal(), KeyID: k.ID})
+}
+
+// showOnce puts a new secret in a slot and redirects to the page that
+// shows it (POST → redirect → GET): reloading that page creates nothing.
+func (h *Handler) showOnce(w http.ResponseWriter, r *http.Request, v *viewer, s slotSecret) error {
+	id, err := h.putSecret(r.Context(), v.Account.ID, s)
+	if err != nil {
+		return err
+	}
+	h.redirect(w, r, "/keys/new?slot="+id)
+	return nil
+}
+
+// newKeyPage shows a new or rotated key's secret once, from its slot; a
+// reload finds the slot empty and says so.
+func (h *Handler) newKeyPage(w http.ResponseWriter, r *http.Request, v *viewer) error {
+	s, err := h.takeSecret(r.Context(), v.Account.ID, r.URL.Query().Get("slot"))
+	if errors.Is(err, ErrNotFound) {
+		h.redirect(w, r, "/keys?done=shown")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	k, err := h.kl.Keys.Get(r.Context(), v.Account.ID, s.KeyID)
+	if err != nil {
+		return err
+	}
+	title := "Your new API key"
+	if s.Rotated {
+		title = "Your rotated API key"
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	return h.render(w, r, v, http.StatusOK, "newkey", title, newKeyData{Raw: s.Raw, Key: h.keyRow(k, v), Rotated: s.Rotated})
 }
 
 // editKeyData is the edit page of one key.
@@ -255,7 +291,7 @@ func (h *Handler) rotateKey(w http.ResponseWriter, r *http.Request, v *viewer) e
 	if err != nil {
 		return err
 	}
-	return h.render(w, r, v, http.StatusOK, "newkey", "Your rotated API key", newKeyData{Raw: raw.Reveal(), Key: h.keyRow(k, v), Rotated: true})
+	return h.showOnce(w, r, v, slotSecret{Raw: raw.Reveal(), KeyID: k.ID, Rotated: true})
 }
 
 func (h *Handler) revokeKeyPage(w http.ResponseWriter, r *http.Request, v *viewer) error {

@@ -89,6 +89,11 @@ CREATE TABLE IF NOT EXISTS gw_refunds (
 	created_at   INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS gw_refunds_account ON gw_refunds(account_id, created_at);
+CREATE TABLE IF NOT EXISTS gw_secret_slots (
+	slot_id    TEXT PRIMARY KEY,
+	sealed     TEXT NOT NULL,
+	expires_at INTEGER NOT NULL
+);
 `
 
 const pgSchema = `
@@ -147,6 +152,11 @@ CREATE TABLE IF NOT EXISTS gw_refunds (
 	created_at   BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS gw_refunds_account ON gw_refunds(account_id, created_at);
+CREATE TABLE IF NOT EXISTS gw_secret_slots (
+	slot_id    TEXT PRIMARY KEY,
+	sealed     TEXT NOT NULL,
+	expires_at BIGINT NOT NULL
+);
 `
 
 // openBilling opens the billing tables in the SQLite file at path (which

@@ -26,6 +26,7 @@ func (s *server) newDashboard(csrfSecret []byte, secureCookies bool) (*dashboard
 		BasePath: dashboardPath, ProductName: "Forii", Currency: "INR", TimeZone: accountTimeZone,
 		Payments: db, Invoices: db, Now: s.now, Logger: s.log, SecureCookies: secureCookies,
 		Throttle: s.throttle, ClientAddr: s.clientAddr, VerifySignups: s.verify,
+		Slots: dashSlots{b: s.bill}, // a new key's page works on any instance
 	}
 	if len(csrfSecret) > 0 {
 		o.CSRFSecret = csrfSecret

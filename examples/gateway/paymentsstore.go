@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"database/sql"
+	"encoding/base64"
 	"errors"
 	"time"
 
+	"github.com/keyledger/keyledger/dashboard"
 	"github.com/keyledger/keyledger/examples/gateway/internal/razorpay"
 )
 
@@ -130,4 +132,32 @@ ORDER BY 9 DESC LIMIT ?`), accountID, accountID, limit)
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// dashSlots is the dashboard's SecretSlots on the billing tables: every
+// instance on the same database (the SQLite file, or -postgres) shows a
+// new key created on any of them. Rows hold only the dashboard's
+// ciphertext and are deleted when taken or, expired, on the next Put.
+type dashSlots struct{ b *billing }
+
+func (d dashSlots) Put(ctx context.Context, id string, sealed []byte, expires time.Time) error {
+	if _, err := d.b.db.ExecContext(ctx, d.b.q(`DELETE FROM gw_secret_slots WHERE expires_at < ?`), expires.Add(-time.Hour).UnixNano()); err != nil {
+		return err
+	}
+	_, err := d.b.db.ExecContext(ctx, d.b.q(`INSERT INTO gw_secret_slots(slot_id, sealed, expires_at) VALUES(?,?,?)`),
+		id, base64.StdEncoding.EncodeToString(sealed), expires.UnixNano())
+	return err
+}
+
+func (d dashSlots) Take(ctx context.Context, id string, now time.Time) ([]byte, error) {
+	var enc string
+	var exp int64
+	err := d.b.db.QueryRowContext(ctx, d.b.q(`DELETE FROM gw_secret_slots WHERE slot_id = ? RETURNING sealed, expires_at`), id).Scan(&enc, &exp)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && now.UnixNano() >= exp) {
+		return nil, dashboard.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return base64.StdEncoding.DecodeString(enc)
 }
