@@ -146,6 +146,9 @@ type Options struct {
 	// KeyTypes are the key types offered when creating a key (every type
 	// of the key format by default).
 	KeyTypes []string
+	// KeyTypeNotes explain the key types on the creation form, by type
+	// name (e.g. "sdk": "for inference only"). Optional.
+	KeyTypeNotes map[string]string
 	// Models are the choices of a key's allowed models (the models of the
 	// KeyLedger's price book by default). When there are none, allowed
 	// models are typed as a comma-separated list.
@@ -273,6 +276,7 @@ func New(kl *keyledger.KeyLedger, opts *Options) (*Handler, error) {
 		}
 		h.sections[s] = true
 	}
+	h.nav = append(h.nav, navItem{Section: "", Label: "Overview", Path: h.base + "/"})
 	for _, s := range allSections {
 		if h.sections[s] {
 			h.nav = append(h.nav, navItem{Section: s, Label: sectionLabels[s], Path: h.base + "/" + string(s)})

@@ -187,7 +187,7 @@ func TestKeysLifecycle(t *testing.T) {
 	ctx := context.Background()
 
 	r := b.mustGet("/dashboard/keys", http.StatusOK)
-	for _, want := range []string{`name="name"`, `<option value="sdk" selected>`, `<option value="api"`, `value="forii/deepseek-v3"`, `type="date" name="expires"`, "No keys yet"} {
+	for _, want := range []string{`name="name"`, `<option value="sdk" selected>`, `<option value="api"`, `value="forii/deepseek-v3"`, `name="expires" inputmode="numeric"`, `placeholder="YYYY-MM-DD"`, `>Overview</a>`, "No keys yet"} {
 		if !strings.Contains(r.body, want) {
 			t.Errorf("create form lacks %s", want)
 		}

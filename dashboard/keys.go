@@ -83,6 +83,7 @@ type keysData struct {
 	Cursor, Next string
 	Form         keyForm
 	Types        []string
+	TypeNotes    []typeNote
 	ModelChoices []string
 	Today        string
 }
@@ -104,7 +105,7 @@ func (h *Handler) showKeys(w http.ResponseWriter, r *http.Request, v *viewer, st
 	if err != nil {
 		return err
 	}
-	d := keysData{Cursor: cursor, Next: p.NextCursor, Form: f, Types: h.keyTypes, ModelChoices: h.models,
+	d := keysData{Cursor: cursor, Next: p.NextCursor, Form: f, Types: h.keyTypes, TypeNotes: h.typeNotes(), ModelChoices: h.models,
 		Today: h.o.Now().In(v.loc).Format(dateLayout)}
 	for _, k := range p.Keys {
 		d.Keys = append(d.Keys, h.keyRow(k, v))
@@ -120,7 +121,11 @@ func (h *Handler) renderWithError(w http.ResponseWriter, r *http.Request, v *vie
 	vw.SignOut, vw.SignOutURL = h.o.Authenticate == nil, h.o.SignOutURL
 	vw.Error = errMsg
 	if status == http.StatusOK {
-		vw.Notice = notices[r.URL.Query().Get("done")]
+		done := r.URL.Query().Get("done")
+		vw.Notice = notices[done]
+		if done == "welcome" {
+			vw.Notice = h.welcome(r, v)
+		}
 	}
 	return h.write(w, status, page, vw)
 }
@@ -308,4 +313,32 @@ func (h *Handler) revokeKey(w http.ResponseWriter, r *http.Request, v *viewer) e
 	}
 	h.redirect(w, r, "/keys?done=revoked")
 	return nil
+}
+
+// typeNote explains one key type on the creation form.
+type typeNote struct{ Type, Note string }
+
+func (h *Handler) typeNotes() []typeNote {
+	var out []typeNote
+	for _, t := range h.keyTypes {
+		if n := h.o.KeyTypeNotes[t]; n != "" {
+			out = append(out, typeNote{Type: t, Note: n})
+		}
+	}
+	return out
+}
+
+// welcome is the notice after sign-up: it names the free credits the plan
+// granted, if any.
+func (h *Handler) welcome(r *http.Request, v *viewer) string {
+	if h.kl.Credits != nil {
+		if b, err := h.kl.Credits.Balance(r.Context(), v.Account.ID); err == nil && b.IsPositive() {
+			amount := h.kl.Credits.Unit().Format(b)
+			if h.o.Currency != "" {
+				amount += " " + h.o.Currency
+			}
+			return "Welcome! Your account is ready, with " + amount + " of free credits to try the API. Create an API key to get started."
+		}
+	}
+	return notices["welcome"]
 }

@@ -27,6 +27,10 @@ func (s *server) newDashboard(csrfSecret []byte, secureCookies bool) (*dashboard
 		Payments: db, Invoices: db, Now: s.now, Logger: s.log, SecureCookies: secureCookies,
 		Throttle: s.throttle, ClientAddr: s.clientAddr, VerifySignups: s.verify,
 		Slots: dashSlots{b: s.bill}, // a new key's page works on any instance
+		KeyTypeNotes: map[string]string{
+			"sdk": "forii_sk_… keys for inference only",
+			"api": "forii_… keys for inference and for managing the account through the API",
+		},
 	}
 	if len(csrfSecret) > 0 {
 		o.CSRFSecret = csrfSecret

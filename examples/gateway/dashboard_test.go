@@ -115,8 +115,11 @@ func TestDashboardWithoutJavaScript(t *testing.T) {
 		t.Fatalf("sign up: %d %q", st, loc)
 	}
 
+	if welcome := b.get(loc, http.StatusOK); !strings.Contains(welcome, "50.00 INR of free credits") || !strings.Contains(welcome, ">Overview</a>") {
+		t.Fatalf("the welcome page does not mention the sign-up grant or lacks the Overview item:\n%s", welcome)
+	}
 	page := b.get("/dashboard/keys", http.StatusOK)
-	for _, m := range []string{"forii/deepseek-v3", `value="sdk"`, `value="api"`} {
+	for _, m := range []string{"forii/deepseek-v3", `value="sdk"`, `value="api"`, "for inference only", `placeholder="YYYY-MM-DD"`} {
 		if !strings.Contains(page, m) {
 			t.Fatalf("key form lacks %s", m)
 		}
