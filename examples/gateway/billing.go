@@ -157,9 +157,13 @@ func (s *server) issueInvoice(ctx context.Context, o order, paymentID string) (i
 	if err != nil {
 		return invoiceRow{}, err
 	}
+	bd, err := s.bill.billingDetailsOf(ctx, o.AccountID)
+	if err != nil {
+		return invoiceRow{}, err
+	}
 	return s.bill.ensureInvoice(ctx, invoiceRow{
 		ID: id.NewGenerator(s.now).New("inv_"), AccountID: o.AccountID, OrderID: o.ID, PaymentID: paymentID,
-		Amount: o.Amount, CustomerName: a.Name, CustomerEmail: a.Email, CreatedAt: s.now(),
+		Amount: o.Amount, CustomerName: a.Name, CustomerEmail: a.Email, CreatedAt: s.now(), Buyer: bd,
 	})
 }
 
@@ -444,7 +448,7 @@ func (s *server) listTransactions(w http.ResponseWriter, r *http.Request, acct s
 func (s *server) invoiceDoc(v invoiceRow) invoice.Invoice {
 	return invoice.Invoice{
 		Number: v.Number, Date: v.CreatedAt, Supplier: s.supplier,
-		Customer:     invoice.Customer{Name: v.CustomerName, Email: v.CustomerEmail},
+		Customer:     buyer(v),
 		Items:        []invoice.Item{{Description: "Prepaid inference credits (Forii API)", Amount: v.Amount.INR()}},
 		TaxInclusive: true,
 		Reference:    "Razorpay payment " + v.PaymentID + ", order " + v.OrderID,
@@ -467,6 +471,9 @@ func (s *server) listInvoices(w http.ResponseWriter, r *http.Request, acct strin
 		TaxINR     openai.Decimal `json:"tax_inr"`
 		Created    string         `json:"created"`
 		URL        string         `json:"url"`
+		GSTIN      string         `json:"gstin,omitempty"`
+		POS        string         `json:"place_of_supply"`
+		InterState bool           `json:"inter_state"`
 	}
 	out := struct {
 		Data []invJSON `json:"data"`
@@ -478,7 +485,8 @@ func (s *server) listInvoices(w http.ResponseWriter, r *http.Request, acct strin
 		}
 		out.Data = append(out.Data, invJSON{ID: v.ID, Number: v.Number, OrderID: v.OrderID, PaymentID: v.PaymentID,
 			AmountINR: openai.NewDecimal(t.Total), TaxableINR: openai.NewDecimal(t.Taxable), TaxINR: openai.NewDecimal(t.Tax),
-			Created: rfc3339(v.CreatedAt), URL: "/v1/accounts/" + acct + "/invoices/" + v.ID})
+			Created: rfc3339(v.CreatedAt), URL: "/v1/accounts/" + acct + "/invoices/" + v.ID,
+			GSTIN: v.Buyer.GSTIN, POS: t.PlaceOfSupply, InterState: t.InterState})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

@@ -76,6 +76,8 @@ func (s *server) routes() []route {
 		{"POST", "/v1/accounts/{id}/credits/verify", s.owner(s.verifyPayment)},
 		{"POST", "/v1/webhooks/razorpay", s.api(s.razorpayWebhook)},
 		{"GET", "/v1/accounts/{id}/payments", s.owner(s.listPayments)},
+		{"GET", "/v1/accounts/{id}/billing_details", s.owner(s.getBillingDetails)},
+		{"PUT", "/v1/accounts/{id}/billing_details", s.owner(s.putBillingDetails)},
 		{"GET", "/v1/accounts/{id}/auto_recharge", s.owner(s.getAutoRecharge)},
 		{"PUT", "/v1/accounts/{id}/auto_recharge", s.owner(s.putAutoRecharge)},
 		{"GET", "/v1/accounts/{id}/transactions", s.owner(s.listTransactions)},
