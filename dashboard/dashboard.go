@@ -91,10 +91,13 @@ const (
 	SectionCredits      Section = "credits" // buying credits (needs Options.Payments)
 	SectionAutoRecharge Section = "auto-recharge"
 	SectionInvoices     Section = "invoices" // needs Options.Invoices
+	// SectionBillingDetails edits the customer's tax details (GSTIN, legal
+	// name, address, state); needs Options.BillingDetails.
+	SectionBillingDetails Section = "billing-details"
 )
 
 // allSections is the navigation order.
-var allSections = []Section{SectionKeys, SectionUsage, SectionRequests, SectionBalance, SectionCredits, SectionAutoRecharge, SectionInvoices}
+var allSections = []Section{SectionKeys, SectionUsage, SectionRequests, SectionBalance, SectionCredits, SectionAutoRecharge, SectionInvoices, SectionBillingDetails}
 
 // Options configure New. nil means defaults.
 type Options struct {
@@ -156,6 +159,9 @@ type Options struct {
 
 	// Payments sells credits (SectionCredits); nil hides it.
 	Payments Payments
+	// BillingDetails reads and saves the customer's tax details shown on
+	// invoices (SectionBillingDetails); nil hides the section.
+	BillingDetails BillingDetailsStore
 	// Invoices lists invoices and serves their PDFs (SectionInvoices); nil
 	// hides it.
 	Invoices Invoices
@@ -210,7 +216,7 @@ type navItem struct {
 
 var sectionLabels = map[Section]string{
 	SectionKeys: "API keys", SectionUsage: "Usage", SectionRequests: "Requests", SectionBalance: "Balance",
-	SectionCredits: "Buy credits", SectionAutoRecharge: "Auto-recharge", SectionInvoices: "Invoices",
+	SectionCredits: "Buy credits", SectionAutoRecharge: "Auto-recharge", SectionInvoices: "Invoices", SectionBillingDetails: "Billing details",
 }
 
 // New returns the dashboard of kl. It returns ErrInvalidOptions for a
@@ -261,7 +267,7 @@ func New(kl *keyledger.KeyLedger, opts *Options) (*Handler, error) {
 	}
 	if o.Sections == nil {
 		for _, s := range allSections {
-			if (s == SectionCredits && o.Payments == nil) || (s == SectionInvoices && o.Invoices == nil) {
+			if (s == SectionCredits && o.Payments == nil) || (s == SectionInvoices && o.Invoices == nil) || (s == SectionBillingDetails && o.BillingDetails == nil) {
 				continue
 			}
 			h.sections[s] = true
@@ -271,7 +277,7 @@ func New(kl *keyledger.KeyLedger, opts *Options) (*Handler, error) {
 		if _, ok := sectionLabels[s]; !ok {
 			return nil, fmt.Errorf("%w: unknown section %q", ErrInvalidOptions, s)
 		}
-		if (s == SectionCredits && o.Payments == nil) || (s == SectionInvoices && o.Invoices == nil) {
+		if (s == SectionCredits && o.Payments == nil) || (s == SectionInvoices && o.Invoices == nil) || (s == SectionBillingDetails && o.BillingDetails == nil) {
 			return nil, fmt.Errorf("%w: section %q needs its hook (Payments or Invoices)", ErrInvalidOptions, s)
 		}
 		h.sections[s] = true
@@ -374,6 +380,10 @@ func (h *Handler) routes() {
 	if h.sections[SectionAutoRecharge] {
 		m.HandleFunc("GET /auto-recharge", h.authed(h.autoRechargePage))
 		m.HandleFunc("POST /auto-recharge", h.authedPost(h.saveAutoRecharge))
+	}
+	if h.sections[SectionBillingDetails] {
+		m.HandleFunc("GET /billing-details", h.authed(h.billingDetailsPage))
+		m.HandleFunc("POST /billing-details", h.authedPost(h.saveBillingDetails))
 	}
 	if h.sections[SectionInvoices] {
 		m.HandleFunc("GET /invoices", h.authed(h.invoicesPage))

@@ -41,6 +41,7 @@ var notices = map[string]string{
 	"shown":         "A new key's secret is shown only once; that page has been used. If you did not copy the secret, rotate the key.",
 	"purchased":     "Payment received. The credits were added to your balance.",
 	"auto-recharge": "Auto-recharge settings saved.",
+	"billing":       "Billing details saved. Invoices issued from now on carry them.",
 	"password":      "Your password was changed; every other session was signed out.",
 }
 

@@ -24,7 +24,7 @@ func (s *server) newDashboard(csrfSecret []byte, secureCookies bool) (*dashboard
 	db := &dashBilling{s: s}
 	o := &dashboard.Options{
 		BasePath: dashboardPath, ProductName: "Forii", Currency: "INR", TimeZone: accountTimeZone,
-		Payments: db, Invoices: db, Now: s.now, Logger: s.log, SecureCookies: secureCookies,
+		Payments: db, Invoices: db, BillingDetails: db, Now: s.now, Logger: s.log, SecureCookies: secureCookies,
 		Throttle: s.throttle, ClientAddr: s.clientAddr, VerifySignups: s.verify,
 		Slots: dashSlots{b: s.bill}, // a new key's page works on any instance
 		KeyTypeNotes: map[string]string{
@@ -143,4 +143,20 @@ func (d *dashBilling) InvoicePDF(ctx context.Context, acct, id string) (string, 
 		return "", nil, dashboard.ErrNotFound
 	}
 	return name, pdf, err
+}
+
+// BillingDetails returns the account's GST billing details.
+func (d *dashBilling) BillingDetails(ctx context.Context, acct string) (dashboard.BillingDetails, error) {
+	b, err := d.s.bill.billingDetailsOf(ctx, acct)
+	return dashboard.BillingDetails{LegalName: b.LegalName, TaxID: b.GSTIN, Address: b.Address, StateCode: b.StateCode}, err
+}
+
+// SaveBillingDetails validates and saves them as PUT …/billing_details
+// does; a validation message is shown on the form.
+func (d *dashBilling) SaveBillingDetails(ctx context.Context, acct string, in dashboard.BillingDetails) error {
+	b, err := billingDetails{LegalName: in.LegalName, GSTIN: in.TaxID, Address: in.Address, StateCode: in.StateCode}.normalize()
+	if err != nil {
+		return publicError(err)
+	}
+	return d.s.bill.saveBillingDetails(ctx, acct, b, d.s.now().UnixNano())
 }

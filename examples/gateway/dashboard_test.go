@@ -118,6 +118,18 @@ func TestDashboardWithoutJavaScript(t *testing.T) {
 	if welcome := b.get(loc, http.StatusOK); !strings.Contains(welcome, "50.00 INR of free credits") || !strings.Contains(welcome, ">Overview</a>") {
 		t.Fatalf("the welcome page does not mention the sign-up grant or lacks the Overview item:\n%s", welcome)
 	}
+	// GST billing details: an invalid GSTIN is refused on the form; valid
+	// ones are saved.
+	bdPage := b.get("/dashboard/billing-details", http.StatusOK)
+	if st, body, _ := b.submitFrom(bdPage, "/dashboard/billing-details", url.Values{"legal_name": {"Asha Traders LLP"}, "tax_id": {"27AAPFU0939F1ZA"}, "address": {"1 Road"}, "state_code": {"27"}}); st != http.StatusBadRequest || !strings.Contains(body, "not a valid GSTIN") {
+		t.Fatalf("invalid GSTIN: %d\n%s", st, body)
+	}
+	if st, _, loc := b.submitFrom(bdPage, "/dashboard/billing-details", url.Values{"legal_name": {"Asha Traders LLP"}, "tax_id": {"27aapfu0939f1zv"}, "address": {"1 Road"}, "state_code": {"27"}}); st != http.StatusSeeOther {
+		t.Fatalf("billing details: %d %q", st, loc)
+	}
+	if saved := b.get("/dashboard/billing-details", http.StatusOK); !strings.Contains(saved, `value="27AAPFU0939F1ZV"`) {
+		t.Fatalf("saved details not shown:\n%s", saved)
+	}
 	page := b.get("/dashboard/keys", http.StatusOK)
 	for _, m := range []string{"forii/deepseek-v3", `value="sdk"`, `value="api"`, "for inference only", `placeholder="YYYY-MM-DD"`} {
 		if !strings.Contains(page, m) {
