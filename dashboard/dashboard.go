@@ -3,7 +3,14 @@
 // (create with a name, type, allowed models and expiry, the new key shown
 // exactly once; edit, rotate, revoke), usage by day with a chart and CSV
 // export, the request log, balance and ledger transactions, buying credits,
-// auto-recharge settings and invoices.
+// auto-recharge settings, invoices and billing (tax) details.
+//
+// A new or rotated key is shown after POST → redirect → GET: the form's
+// POST seals the secret (AES-GCM under a key derived from CSRFSecret,
+// bound to the slot and the account) into a 5-minute slot of
+// Options.Slots, and the page that shows it empties the slot, so a reload
+// creates nothing and shows nothing. Below 640 px the keys, requests and
+// transactions tables become stacked cards (CSS only).
 //
 //	dash, err := dashboard.New(kl, &dashboard.Options{BasePath: "/dashboard", ProductName: "Forii"})
 //	mux.Handle("/dashboard/", dash)
