@@ -274,6 +274,9 @@ func (s *server) recharge(ctx context.Context, req credits.RechargeRequest) (cre
 	if err != nil {
 		return credits.RechargeResult{}, err
 	}
+	if o.Status != "paid" && s.rzpSim == nil { // live mode: rechargeLive returns paid orders only
+		return credits.RechargeResult{}, fmt.Errorf("recharge %s: order %s is %s", req.IdempotencyKey, o.ID, o.Status)
+	}
 	if o.Status != "paid" {
 		_, payment, err := s.rzpSim.Pay(ctx, o.razorpay())
 		if err != nil {
