@@ -2,8 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -258,5 +262,21 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met in 10s")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A real key id needs its own secrets; a bad -razorpay-api is refused at
+// start.
+func TestRazorpayLiveFlags(t *testing.T) {
+	if _, err := parseFlags([]string{"-razorpay-key-id", liveKeyID}, io.Discard); err == nil || !strings.Contains(err.Error(), "-razorpay-secret") {
+		t.Fatalf("a real key id with the demo secrets: %v", err)
+	}
+	c, err := parseFlags([]string{"-razorpay-key-id", liveKeyID, "-razorpay-secret", liveSecret, "-razorpay-webhook-secret", liveWebhook,
+		"-razorpay-api", "ftp://nowhere", "-db", filepath.Join(t.TempDir(), "gw.db")}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := newServer(context.Background(), c, slog.New(slog.DiscardHandler), time.Now, nil); err == nil || !strings.Contains(err.Error(), "-razorpay-api") {
+		t.Fatalf("-razorpay-api ftp://: %v", err)
 	}
 }
