@@ -332,8 +332,8 @@ func (h *Handler) safeNext(next string) string {
 	if p, ok := parseNext(h.base, next); ok {
 		return p
 	}
-	if len(h.nav) > 0 {
-		return h.nav[0].Path
+	if len(h.nav) > 1 { // nav[0] is the overview
+		return h.nav[1].Path
 	}
 	return h.base + "/"
 }

@@ -104,8 +104,21 @@ func buildChart(days []string, rows []usage.SummaryRow, u credits.Unit, currency
 	}
 	c.Line = strings.Join(pts, " ")
 	step := max(1, (n+maxXLabels-1)/maxXLabels)
+	label := func(i int) chartLabel {
+		return chartLabel{X: round1(float64(padLeft) + slot*(float64(i)+0.5)), Text: days[i][5:]}
+	}
+	last := 0
 	for i := 0; i < n; i += step {
-		c.XLabels = append(c.XLabels, chartLabel{X: round1(float64(padLeft) + slot*(float64(i)+0.5)), Text: days[i][5:]})
+		c.XLabels = append(c.XLabels, label(i))
+		last = i
+	}
+	// The last day always has its label: it replaces the previous one if
+	// they would be closer than half a step.
+	if last != n-1 {
+		if n-1-last < (step+1)/2 && len(c.XLabels) > 1 {
+			c.XLabels = c.XLabels[:len(c.XLabels)-1]
+		}
+		c.XLabels = append(c.XLabels, label(n-1))
 	}
 	c.Summary = "Daily cost and tokens from " + days[0] + " to " + days[n-1] + ": " + u.Format(credits.NewAmount(totalCost)) + " " + currency + " and " + formatInt(totalTok) + " tokens in total."
 	return c

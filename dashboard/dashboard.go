@@ -3,7 +3,14 @@
 // (create with a name, type, allowed models and expiry, the new key shown
 // exactly once; edit, rotate, revoke), usage by day with a chart and CSV
 // export, the request log, balance and ledger transactions, buying credits,
-// auto-recharge settings and invoices.
+// auto-recharge settings, invoices and billing (tax) details.
+//
+// A new or rotated key is shown after POST → redirect → GET: the form's
+// POST seals the secret (AES-GCM under a key derived from CSRFSecret,
+// bound to the slot and the account) into a 5-minute slot of
+// Options.Slots, and the page that shows it empties the slot, so a reload
+// creates nothing and shows nothing. Below 640 px the keys, requests and
+// transactions tables become stacked cards (CSS only).
 //
 //	dash, err := dashboard.New(kl, &dashboard.Options{BasePath: "/dashboard", ProductName: "Forii"})
 //	mux.Handle("/dashboard/", dash)
@@ -91,10 +98,13 @@ const (
 	SectionCredits      Section = "credits" // buying credits (needs Options.Payments)
 	SectionAutoRecharge Section = "auto-recharge"
 	SectionInvoices     Section = "invoices" // needs Options.Invoices
+	// SectionBillingDetails edits the customer's tax details (GSTIN, legal
+	// name, address, state); needs Options.BillingDetails.
+	SectionBillingDetails Section = "billing-details"
 )
 
 // allSections is the navigation order.
-var allSections = []Section{SectionKeys, SectionUsage, SectionRequests, SectionBalance, SectionCredits, SectionAutoRecharge, SectionInvoices}
+var allSections = []Section{SectionKeys, SectionUsage, SectionRequests, SectionBalance, SectionCredits, SectionAutoRecharge, SectionInvoices, SectionBillingDetails}
 
 // Options configure New. nil means defaults.
 type Options struct {
@@ -146,6 +156,9 @@ type Options struct {
 	// KeyTypes are the key types offered when creating a key (every type
 	// of the key format by default).
 	KeyTypes []string
+	// KeyTypeNotes explain the key types on the creation form, by type
+	// name (e.g. "sdk": "for inference only"). Optional.
+	KeyTypeNotes map[string]string
 	// Models are the choices of a key's allowed models (the models of the
 	// KeyLedger's price book by default). When there are none, allowed
 	// models are typed as a comma-separated list.
@@ -153,6 +166,9 @@ type Options struct {
 
 	// Payments sells credits (SectionCredits); nil hides it.
 	Payments Payments
+	// BillingDetails reads and saves the customer's tax details shown on
+	// invoices (SectionBillingDetails); nil hides the section.
+	BillingDetails BillingDetailsStore
 	// Invoices lists invoices and serves their PDFs (SectionInvoices); nil
 	// hides it.
 	Invoices Invoices
@@ -161,6 +177,10 @@ type Options struct {
 	// secret per Handler, which is right for one process; several
 	// instances behind one load balancer must share a secret.
 	CSRFSecret []byte
+	// Slots holds a new key's sealed secret between the creation POST and
+	// the page that shows it (see SecretSlots). nil keeps them in the
+	// process: give every instance behind one load balancer a shared one.
+	Slots SecretSlots
 	// SecureCookies marks cookies Secure even on plain-HTTP requests
 	// (behind a TLS-terminating proxy). Requests over TLS always get
 	// Secure cookies.
@@ -190,6 +210,7 @@ type Handler struct {
 	pages    map[string]*template.Template
 	mux      *http.ServeMux
 	static   http.Handler
+	slots    SecretSlots
 	models   []string
 	keyTypes []string
 }
@@ -202,7 +223,7 @@ type navItem struct {
 
 var sectionLabels = map[Section]string{
 	SectionKeys: "API keys", SectionUsage: "Usage", SectionRequests: "Requests", SectionBalance: "Balance",
-	SectionCredits: "Buy credits", SectionAutoRecharge: "Auto-recharge", SectionInvoices: "Invoices",
+	SectionCredits: "Buy credits", SectionAutoRecharge: "Auto-recharge", SectionInvoices: "Invoices", SectionBillingDetails: "Billing details",
 }
 
 // New returns the dashboard of kl. It returns ErrInvalidOptions for a
@@ -238,7 +259,10 @@ func New(kl *keyledger.KeyLedger, opts *Options) (*Handler, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	h := &Handler{kl: kl, o: o, base: o.BasePath, sections: map[Section]bool{}}
+	h := &Handler{kl: kl, o: o, base: o.BasePath, sections: map[Section]bool{}, slots: o.Slots}
+	if h.slots == nil {
+		h.slots = &memSlots{}
+	}
 	if o.CSRFSecret != nil {
 		if len(o.CSRFSecret) < 32 {
 			return nil, fmt.Errorf("%w: CSRFSecret must be at least 32 bytes", ErrInvalidOptions)
@@ -250,7 +274,7 @@ func New(kl *keyledger.KeyLedger, opts *Options) (*Handler, error) {
 	}
 	if o.Sections == nil {
 		for _, s := range allSections {
-			if (s == SectionCredits && o.Payments == nil) || (s == SectionInvoices && o.Invoices == nil) {
+			if (s == SectionCredits && o.Payments == nil) || (s == SectionInvoices && o.Invoices == nil) || (s == SectionBillingDetails && o.BillingDetails == nil) {
 				continue
 			}
 			h.sections[s] = true
@@ -260,11 +284,12 @@ func New(kl *keyledger.KeyLedger, opts *Options) (*Handler, error) {
 		if _, ok := sectionLabels[s]; !ok {
 			return nil, fmt.Errorf("%w: unknown section %q", ErrInvalidOptions, s)
 		}
-		if (s == SectionCredits && o.Payments == nil) || (s == SectionInvoices && o.Invoices == nil) {
+		if (s == SectionCredits && o.Payments == nil) || (s == SectionInvoices && o.Invoices == nil) || (s == SectionBillingDetails && o.BillingDetails == nil) {
 			return nil, fmt.Errorf("%w: section %q needs its hook (Payments or Invoices)", ErrInvalidOptions, s)
 		}
 		h.sections[s] = true
 	}
+	h.nav = append(h.nav, navItem{Section: "", Label: "Overview", Path: h.base + "/"})
 	for _, s := range allSections {
 		if h.sections[s] {
 			h.nav = append(h.nav, navItem{Section: s, Label: sectionLabels[s], Path: h.base + "/" + string(s)})
@@ -336,6 +361,7 @@ func (h *Handler) routes() {
 	if h.sections[SectionKeys] {
 		m.HandleFunc("GET /keys", h.authed(h.keysPage))
 		m.HandleFunc("POST /keys", h.authedPost(h.createKey))
+		m.HandleFunc("GET /keys/new", h.authed(h.newKeyPage))
 		m.HandleFunc("GET /keys/{id}", h.authed(h.editKeyPage))
 		m.HandleFunc("POST /keys/{id}", h.authedPost(h.updateKey))
 		m.HandleFunc("GET /keys/{id}/rotate", h.authed(h.rotateKeyPage))
@@ -361,6 +387,10 @@ func (h *Handler) routes() {
 	if h.sections[SectionAutoRecharge] {
 		m.HandleFunc("GET /auto-recharge", h.authed(h.autoRechargePage))
 		m.HandleFunc("POST /auto-recharge", h.authedPost(h.saveAutoRecharge))
+	}
+	if h.sections[SectionBillingDetails] {
+		m.HandleFunc("GET /billing-details", h.authed(h.billingDetailsPage))
+		m.HandleFunc("POST /billing-details", h.authedPost(h.saveBillingDetails))
 	}
 	if h.sections[SectionInvoices] {
 		m.HandleFunc("GET /invoices", h.authed(h.invoicesPage))

@@ -187,7 +187,7 @@ func TestKeysLifecycle(t *testing.T) {
 	ctx := context.Background()
 
 	r := b.mustGet("/dashboard/keys", http.StatusOK)
-	for _, want := range []string{`name="name"`, `<option value="sdk" selected>`, `<option value="api"`, `value="forii/deepseek-v3"`, `type="date" name="expires"`, "No keys yet"} {
+	for _, want := range []string{`name="name"`, `<option value="sdk" selected>`, `<option value="api"`, `value="forii/deepseek-v3"`, `name="expires" inputmode="numeric"`, `placeholder="YYYY-MM-DD"`, `>Overview</a>`, "No keys yet"} {
 		if !strings.Contains(r.body, want) {
 			t.Errorf("create form lacks %s", want)
 		}
@@ -247,8 +247,17 @@ func TestKeysLifecycle(t *testing.T) {
 	// works for the grace period.
 	b.mustGet("/dashboard/keys/"+id+"/rotate", http.StatusOK)
 	r = b.submit("/dashboard/keys/"+id+"/rotate", "/dashboard/keys/"+id+"/rotate", url.Values{"grace": {"1h"}})
+	if r.status != http.StatusSeeOther || !strings.HasPrefix(r.location, "/dashboard/keys/new?slot=") {
+		t.Fatalf("rotate: %d %q\n%s", r.status, r.location, r.body)
+	}
+	slotPage := r.location
+	r = b.get(slotPage)
 	if r.status != http.StatusOK || !strings.Contains(r.body, "It will not be shown again") || !strings.Contains(r.body, "previous secret keeps working until") {
-		t.Fatalf("rotate: %d\n%s", r.status, r.body)
+		t.Fatalf("rotated key page: %d\n%s", r.status, r.body)
+	}
+	// A reload shows nothing again and rotates nothing.
+	if again := b.get(slotPage); again.status != http.StatusSeeOther || again.location != "/dashboard/keys?done=shown" || strings.Contains(again.body, "readonly value=") {
+		t.Fatalf("reloaded key page: %d %q", again.status, again.location)
 	}
 	newRaw := regexp.MustCompile(`readonly value="([^"]+)"`).FindStringSubmatch(r.body)[1]
 	if newRaw == raw {
@@ -282,6 +291,14 @@ func TestKeysLifecycle(t *testing.T) {
 	list = b.mustGet("/dashboard/keys?done=revoked", http.StatusOK)
 	if !strings.Contains(list.body, `data-status="revoked"`) || strings.Contains(list.body, "/keys/"+id+"/revoke") || !strings.Contains(list.body, "Requests with it now fail") {
 		t.Fatalf("revoked key still offers actions:\n%s", list.body)
+	}
+	// Rotated within its grace period, then revoked: neither secret works,
+	// so the list no longer mentions the old one.
+	if strings.Contains(list.body, "old secret until") {
+		t.Fatalf("a revoked key still shows its old secret's grace:\n%s", list.body)
+	}
+	if _, err := e.kl.Keys.Verify(ctx, apikey.RawKey(raw)); err == nil {
+		t.Fatal("the old secret of a revoked key still works")
 	}
 	// Rotating a revoked key is a conflict.
 	r = b.submit("/dashboard/keys", "/dashboard/keys/"+id+"/rotate", url.Values{"grace": {"0"}})
@@ -692,7 +709,7 @@ func TestAuthenticateHook(t *testing.T) {
 	if r := post(other.ID); r.status != http.StatusForbidden {
 		t.Fatalf("token of another account: %d", r.status)
 	}
-	if r := post(a.ID); r.status != http.StatusCreated {
+	if r := post(a.ID); r.status != http.StatusSeeOther {
 		t.Fatalf("create: %d\n%s", r.status, r.body)
 	}
 	// Without SignInURL, unauthenticated is 401.

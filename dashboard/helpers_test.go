@@ -215,8 +215,11 @@ func (b *browser) createKey(name string, extra url.Values) (string, string) {
 		f[k] = v
 	}
 	r := b.submit("/dashboard/keys", "/dashboard/keys", f)
-	if r.status != http.StatusCreated {
-		b.e.t.Fatalf("create key: %d\n%s", r.status, r.body)
+	if r.status != http.StatusSeeOther || !strings.HasPrefix(r.location, "/dashboard/keys/new?slot=") {
+		b.e.t.Fatalf("create key: %d %q, want a redirect to the key's page\n%s", r.status, r.location, r.body)
+	}
+	if r = b.get(r.location); r.status != http.StatusOK {
+		b.e.t.Fatalf("new key page: %d\n%s", r.status, r.body)
 	}
 	m := regexp.MustCompile(`id="new-key" class="secret" type="text" readonly value="([^"]+)"`).FindStringSubmatch(r.body)
 	if m == nil {

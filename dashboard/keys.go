@@ -44,7 +44,9 @@ func (h *Handler) keyRow(k apikey.APIKey, v *viewer) keyRow {
 	if !k.ExpiresAt.IsZero() {
 		row.Expires = k.ExpiresAt.In(v.loc).Format(timeLayout)
 	}
-	if k.GraceUntil.After(now) {
+	// A revoked, disabled or expired key's previous secret fails too: only
+	// an active key has an old secret in its grace period.
+	if row.Active && k.GraceUntil.After(now) {
 		row.GraceUntil = k.GraceUntil.In(v.loc).Format(timeLayout)
 	}
 	return row
@@ -81,6 +83,7 @@ type keysData struct {
 	Cursor, Next string
 	Form         keyForm
 	Types        []string
+	TypeNotes    []typeNote
 	ModelChoices []string
 	Today        string
 }
@@ -102,7 +105,7 @@ func (h *Handler) showKeys(w http.ResponseWriter, r *http.Request, v *viewer, st
 	if err != nil {
 		return err
 	}
-	d := keysData{Cursor: cursor, Next: p.NextCursor, Form: f, Types: h.keyTypes, ModelChoices: h.models,
+	d := keysData{Cursor: cursor, Next: p.NextCursor, Form: f, Types: h.keyTypes, TypeNotes: h.typeNotes(), ModelChoices: h.models,
 		Today: h.o.Now().In(v.loc).Format(dateLayout)}
 	for _, k := range p.Keys {
 		d.Keys = append(d.Keys, h.keyRow(k, v))
@@ -118,7 +121,11 @@ func (h *Handler) renderWithError(w http.ResponseWriter, r *http.Request, v *vie
 	vw.SignOut, vw.SignOutURL = h.o.Authenticate == nil, h.o.SignOutURL
 	vw.Error = errMsg
 	if status == http.StatusOK {
-		vw.Notice = notices[r.URL.Query().Get("done")]
+		done := r.URL.Query().Get("done")
+		vw.Notice = notices[done]
+		if done == "welcome" {
+			vw.Notice = h.welcome(r, v)
+		}
 	}
 	return h.write(w, status, page, vw)
 }
@@ -187,7 +194,41 @@ func (h *Handler) createKey(w http.ResponseWriter, r *http.Request, v *viewer) e
 		}
 		return err
 	}
-	return h.render(w, r, v, http.StatusCreated, "newkey", "Your new API key", newKeyData{Raw: raw.Reveal(), Key: h.keyRow(k, v)})
+	return h.showOnce(w, r, v, slotSecret{Raw: raw.Reveal(), KeyID: k.ID})
+}
+
+// showOnce puts a new secret in a slot and redirects to the page that
+// shows it (POST → redirect → GET): reloading that page creates nothing.
+func (h *Handler) showOnce(w http.ResponseWriter, r *http.Request, v *viewer, s slotSecret) error {
+	id, err := h.putSecret(r.Context(), v.Account.ID, s)
+	if err != nil {
+		return err
+	}
+	h.redirect(w, r, "/keys/new?slot="+id)
+	return nil
+}
+
+// newKeyPage shows a new or rotated key's secret once, from its slot; a
+// reload finds the slot empty and says so.
+func (h *Handler) newKeyPage(w http.ResponseWriter, r *http.Request, v *viewer) error {
+	s, err := h.takeSecret(r.Context(), v.Account.ID, r.URL.Query().Get("slot"))
+	if errors.Is(err, ErrNotFound) {
+		h.redirect(w, r, "/keys?done=shown")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	k, err := h.kl.Keys.Get(r.Context(), v.Account.ID, s.KeyID)
+	if err != nil {
+		return err
+	}
+	title := "Your new API key"
+	if s.Rotated {
+		title = "Your rotated API key"
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	return h.render(w, r, v, http.StatusOK, "newkey", title, newKeyData{Raw: s.Raw, Key: h.keyRow(k, v), Rotated: s.Rotated})
 }
 
 // editKeyData is the edit page of one key.
@@ -255,7 +296,7 @@ func (h *Handler) rotateKey(w http.ResponseWriter, r *http.Request, v *viewer) e
 	if err != nil {
 		return err
 	}
-	return h.render(w, r, v, http.StatusOK, "newkey", "Your rotated API key", newKeyData{Raw: raw.Reveal(), Key: h.keyRow(k, v), Rotated: true})
+	return h.showOnce(w, r, v, slotSecret{Raw: raw.Reveal(), KeyID: k.ID, Rotated: true})
 }
 
 func (h *Handler) revokeKeyPage(w http.ResponseWriter, r *http.Request, v *viewer) error {
@@ -272,4 +313,32 @@ func (h *Handler) revokeKey(w http.ResponseWriter, r *http.Request, v *viewer) e
 	}
 	h.redirect(w, r, "/keys?done=revoked")
 	return nil
+}
+
+// typeNote explains one key type on the creation form.
+type typeNote struct{ Type, Note string }
+
+func (h *Handler) typeNotes() []typeNote {
+	var out []typeNote
+	for _, t := range h.keyTypes {
+		if n := h.o.KeyTypeNotes[t]; n != "" {
+			out = append(out, typeNote{Type: t, Note: n})
+		}
+	}
+	return out
+}
+
+// welcome is the notice after sign-up: it names the free credits the plan
+// granted, if any.
+func (h *Handler) welcome(r *http.Request, v *viewer) string {
+	if h.kl.Credits != nil {
+		if b, err := h.kl.Credits.Balance(r.Context(), v.Account.ID); err == nil && b.IsPositive() {
+			amount := h.kl.Credits.Unit().Format(b)
+			if h.o.Currency != "" {
+				amount += " " + h.o.Currency
+			}
+			return "Welcome! Your account is ready, with " + amount + " of free credits to try the API. Create an API key to get started."
+		}
+	}
+	return notices["welcome"]
 }

@@ -38,8 +38,10 @@ var notices = map[string]string{
 	"welcome":       "Welcome! Your account is ready. Create an API key to get started.",
 	"updated":       "The key was updated.",
 	"revoked":       "The key was revoked. Requests with it now fail.",
+	"shown":         "A new key's secret is shown only once; that page has been used. If you did not copy the secret, rotate the key.",
 	"purchased":     "Payment received. The credits were added to your balance.",
 	"auto-recharge": "Auto-recharge settings saved.",
+	"billing":       "Billing details saved. Invoices issued from now on carry them.",
 	"password":      "Your password was changed; every other session was signed out.",
 }
 

@@ -183,3 +183,61 @@ func TestRateLimitHeadersOnEveryRefusalOfAKnownKey(t *testing.T) {
 		}
 	})
 }
+
+// A request refused after its key was identified — an unknown model, a
+// model the key may not use, no funds — is in the request log with its
+// status and error code, and charges nothing; a key error and a bad body
+// are not recorded.
+func TestRefusalsOfAKnownKeyAreRecorded(t *testing.T) {
+	forEach(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		narrow, _, err := e.kl.Keys.Create(ctx, apikey.CreateParams{AccountID: e.account.ID, Name: "narrow", Models: []string{"other-model"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := e.balance(t)
+		for _, c := range []struct {
+			key    string
+			req    func(*http.Request) (keyledger.Request, error)
+			status int
+		}{
+			{e.raw.Reveal(), func(*http.Request) (keyledger.Request, error) { return keyledger.Request{Model: "nope"}, nil }, 404},
+			{narrow.Reveal(), modelRequest, 403},
+			{e.raw.Reveal(), func(*http.Request) (keyledger.Request, error) {
+				return keyledger.Request{Model: "test-model", MaxCompletionTokens: 9_000}, nil
+			}, 402},
+			{e.raw.Reveal(), func(*http.Request) (keyledger.Request, error) {
+				return keyledger.Request{}, &httpapi.RequestError{Message: "bad"}
+			}, 400},
+			{"kl_live_notakey", modelRequest, 401},
+		} {
+			h := httpapi.Middleware(e.kl, &httpapi.Options{Request: c.req})(ok)
+			if w := e.do(h, "POST", "/v1/chat", c.key, nil); w.Code != c.status {
+				t.Fatalf("want %d, got %d", c.status, w.Code)
+			}
+		}
+		page, err := e.kl.Usage.List(ctx, usage.ListQuery{AccountID: e.account.ID, Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[int]string{}
+		for _, r := range page.Records {
+			got[r.StatusCode] = r.ErrorType
+			if !r.Cost.IsZero() || r.Billable() {
+				t.Errorf("a refusal was billable: %+v", r)
+			}
+		}
+		want := map[int]string{404: "model_not_found", 403: "model_not_allowed", 402: "insufficient_quota"}
+		if len(got) != len(want) {
+			t.Fatalf("recorded %v, want %v", got, want)
+		}
+		for st := range want {
+			if got[st] == "" {
+				t.Errorf("status %d not recorded with its error code: %v", st, got)
+			}
+		}
+		if !e.balance(t).Equal(before) {
+			t.Fatalf("refusals charged: %s → %s", before, e.balance(t))
+		}
+	})
+}

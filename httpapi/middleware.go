@@ -206,9 +206,17 @@ func serve(kl *keyledger.KeyLedger, o *Options, next http.Handler, w http.Respon
 			SetRateLimitHeaders(w.Header(), le.Budget)
 		} else if !keyError(err) {
 			// Refused after the key was identified (402, 403, 404, 400):
-			// the response still carries the key's rate-limit state.
+			// the response still carries the key's rate-limit state, and
+			// the request shows in the account's request log and error
+			// counts (never charged).
 			if v, verr := kl.Keys.Verify(r.Context(), apikey.RawKey(raw)); verr == nil {
 				setBudgetHeaders(kl, w, r, v)
+				if keyledger.RecordableRefusal(err) {
+					e := Classify(err)
+					if rerr := kl.RecordRefusal(r.Context(), v, req, e.Status, e.Code, e.Message); rerr != nil {
+						o.Logger.WarnContext(r.Context(), "httpapi: recording a refused request failed", "status", e.Status, "error", rerr)
+					}
+				}
 			}
 		}
 		o.fail(w, r, err)

@@ -90,6 +90,9 @@ func TestTenantIsolation(t *testing.T) {
 		{"GET", "/v1/accounts/" + b.id + "/auto_recharge", ""},
 		{"PUT", "/v1/accounts/" + b.id + "/auto_recharge", `{}`},
 		{"GET", "/v1/accounts/" + b.id + "/transactions", ""},
+		{"GET", "/v1/accounts/" + b.id + "/billing_details", ""},
+		{"PUT", "/v1/accounts/" + b.id + "/billing_details", `{"state_code":"29"}`},
+		{"GET", "/v1/accounts/" + b.id + "/payments", ""},
 		{"GET", "/v1/accounts/" + b.id + "/invoices", ""},
 		{"GET", "/v1/accounts/" + b.id + "/invoices/inv_x", ""},
 		// B's key under A's own account id is not found either.

@@ -48,18 +48,32 @@ func (s *server) createOrder(w http.ResponseWriter, r *http.Request, acct string
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{
+	out := map[string]any{
 		"order_id": o.ID, "amount_inr": inr(o.Amount), "amount": int64(o.Amount), "currency": razorpay.Currency, "key_id": s.rzpKeyID,
-	})
+	}
+	if s.live != nil { // Checkout options that save a recurring token for auto-recharge
+		out["customer_id"], out["recurring"] = o.CustomerID, "1"
+	}
+	writeJSON(w, http.StatusCreated, out)
 	return nil
 }
 
 func (s *server) newOrder(ctx context.Context, acct string, paise razorpay.Paise, receipt string) (order, error) {
-	ro, err := s.rzp.CreateOrder(ctx, razorpay.OrderRequest{Amount: paise, Currency: razorpay.Currency, Receipt: receipt, Notes: map[string]string{"account_id": acct}})
+	req := razorpay.OrderRequest{Amount: paise, Currency: razorpay.Currency, Receipt: receipt, Notes: map[string]string{"account_id": acct}}
+	var creator razorpay.OrderCreator = s.rzpSim
+	if s.live != nil {
+		c, err := s.customerFor(ctx, acct)
+		if err != nil {
+			return order{}, err
+		}
+		req.CustomerID, req.PaymentCapture, creator = c.CustomerID, true, s.live
+	}
+	ro, err := creator.CreateOrder(ctx, req)
 	if err != nil {
 		return order{}, err
 	}
-	o := order{ID: ro.ID, AccountID: acct, Amount: ro.Amount, Currency: ro.Currency, Receipt: receipt, Status: "created", CreatedAt: s.now()}
+	o := order{ID: ro.ID, AccountID: acct, Amount: ro.Amount, Currency: ro.Currency, Receipt: receipt, Status: "created",
+		CreatedAt: s.now(), CustomerID: req.CustomerID}
 	return o, s.bill.createOrder(ctx, o)
 }
 
@@ -85,7 +99,9 @@ func (s *server) verifyPayment(w http.ResponseWriter, r *http.Request, acct stri
 
 // completeCheckout verifies a checkout response of an account's order and
 // credits the order once: the API's verify route and the dashboard's
-// checkout both end here. Another account's order is errNotFound.
+// checkout both end here. Another account's order is errNotFound. With a
+// real Razorpay account the payment is also fetched from Razorpay: it must
+// be this order's, for its amount, and captured (confirmPayment).
 func (s *server) completeCheckout(ctx context.Context, acct string, in razorpay.CheckoutResponse) (credits.Entry, invoiceRow, error) {
 	if !razorpay.ValidOrderID(in.OrderID) || !razorpay.ValidPaymentID(in.PaymentID) {
 		return credits.Entry{}, invoiceRow{}, badRequest("razorpay_order_id and razorpay_payment_id must be Razorpay ids.")
@@ -97,6 +113,11 @@ func (s *server) completeCheckout(ctx context.Context, acct string, in razorpay.
 	// The signature is checked against the order id the gateway stored.
 	if err := razorpay.VerifyPaymentSignature(o.ID, in.PaymentID, in.Signature, s.rzpSecret); err != nil {
 		return credits.Entry{}, invoiceRow{}, err
+	}
+	if s.live != nil && o.Status != "paid" {
+		if _, err := s.confirmPayment(ctx, o, in.PaymentID); err != nil {
+			return credits.Entry{}, invoiceRow{}, err
+		}
 	}
 	return s.creditOrder(ctx, o, in.PaymentID)
 }
@@ -136,14 +157,20 @@ func (s *server) issueInvoice(ctx context.Context, o order, paymentID string) (i
 	if err != nil {
 		return invoiceRow{}, err
 	}
+	bd, err := s.bill.billingDetailsOf(ctx, o.AccountID)
+	if err != nil {
+		return invoiceRow{}, err
+	}
 	return s.bill.ensureInvoice(ctx, invoiceRow{
 		ID: id.NewGenerator(s.now).New("inv_"), AccountID: o.AccountID, OrderID: o.ID, PaymentID: paymentID,
-		Amount: o.Amount, CustomerName: a.Name, CustomerEmail: a.Email, CreatedAt: s.now(),
+		Amount: o.Amount, CustomerName: a.Name, CustomerEmail: a.Email, CreatedAt: s.now(), Buyer: bd,
 	})
 }
 
 // POST /v1/webhooks/razorpay: X-Razorpay-Signature over the raw body;
-// payment.captured (or order.paid) credits the order once.
+// payment.captured (or order.paid) credits the order once, saving the
+// recurring token it carries; payment.failed records the failure;
+// refund.processed takes the refunded credits back once.
 func (s *server) razorpayWebhook(w http.ResponseWriter, r *http.Request) error {
 	raw, err := readBody(r)
 	if err != nil {
@@ -158,8 +185,7 @@ func (s *server) razorpayWebhook(w http.ResponseWriter, r *http.Request) error {
 	}
 	p, ok := ev.CapturedPayment()
 	if !ok {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ignored"})
-		return nil
+		return s.otherWebhook(w, r, ev)
 	}
 	o, err := s.bill.order(r.Context(), p.OrderID)
 	if errors.Is(err, errNotFound) { // not an order of this gateway
@@ -173,6 +199,11 @@ func (s *server) razorpayWebhook(w http.ResponseWriter, r *http.Request) error {
 	if err := p.Matches(o.razorpay()); err != nil {
 		return err
 	}
+	if p.TokenID != "" && p.CustomerID != "" {
+		if err := s.bill.saveToken(r.Context(), o.AccountID, p.CustomerID, p.TokenID); err != nil {
+			return err
+		}
+	}
 	if _, _, err := s.creditOrder(r.Context(), o, p.ID); err != nil {
 		return err
 	}
@@ -180,15 +211,60 @@ func (s *server) razorpayWebhook(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// recharge is the ledger's Recharger: it "charges the saved payment
-// method" of the account through the simulated Razorpay (an order paid at
-// once) and invoices it. The receipt is the crossing's idempotency key, so
+// otherWebhook handles payment.failed and refund.processed; other events
+// are acknowledged and ignored.
+func (s *server) otherWebhook(w http.ResponseWriter, r *http.Request, ev razorpay.WebhookEvent) error {
+	p, failed := ev.FailedPayment()
+	rf, rp, refunded := ev.ProcessedRefund()
+	if refunded {
+		p = rp
+	}
+	if !failed && !refunded {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ignored"})
+		return nil
+	}
+	o, err := s.bill.order(r.Context(), p.OrderID)
+	if errors.Is(err, errNotFound) {
+		s.log.WarnContext(r.Context(), "razorpay webhook for an unknown order", "order_id", p.OrderID, "event", ev.Event)
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ignored"})
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if refunded {
+		if rf.Currency != o.Currency || rf.Amount > o.Amount || (o.PaymentID != "" && o.PaymentID != rf.PaymentID) {
+			return razorpay.ErrOrderMismatch
+		}
+		err = s.refund(r.Context(), o, rf)
+	} else {
+		var pf *paymentFailedError
+		if err = s.paymentFailed(r.Context(), o, p); errors.As(err, &pf) {
+			err = nil
+		}
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "processed"})
+	return nil
+}
+
+// recharge is the ledger's Recharger: it charges the saved payment method
+// of the account — Razorpay's recurring payment of the token saved at the
+// first purchase (rechargeLive), or in demo mode the simulated Razorpay
+// (an order paid at once) — and invoices it. The receipt is the crossing's idempotency key, so
 // a repeated call charges once. The ledger writes the purchase with the
 // order's own key (purchaseOf), so Razorpay's payment.captured webhook for
 // the same order replays that purchase instead of crediting it again.
 func (s *server) recharge(ctx context.Context, req credits.RechargeRequest) (credits.RechargeResult, error) {
-	o, err := s.bill.orderByReceipt(ctx, req.AccountID, req.IdempotencyKey)
-	if errors.Is(err, errNotFound) {
+	var o order
+	var err error
+	if s.live != nil {
+		if o, err = s.rechargeLive(ctx, req); err != nil {
+			return credits.RechargeResult{}, err
+		}
+	} else if o, err = s.bill.orderByReceipt(ctx, req.AccountID, req.IdempotencyKey); errors.Is(err, errNotFound) {
 		paise, perr := razorpay.CheckAmount(req.Amount.Decimal(), 0)
 		if perr != nil {
 			return credits.RechargeResult{}, perr
@@ -198,8 +274,11 @@ func (s *server) recharge(ctx context.Context, req credits.RechargeRequest) (cre
 	if err != nil {
 		return credits.RechargeResult{}, err
 	}
+	if o.Status != "paid" && s.rzpSim == nil { // live mode: rechargeLive returns paid orders only
+		return credits.RechargeResult{}, fmt.Errorf("recharge %s: order %s is %s", req.IdempotencyKey, o.ID, o.Status)
+	}
 	if o.Status != "paid" {
-		_, payment, err := s.rzp.Pay(ctx, o.razorpay())
+		_, payment, err := s.rzpSim.Pay(ctx, o.razorpay())
 		if err != nil {
 			return credits.RechargeResult{}, err
 		}
@@ -222,6 +301,32 @@ type autoRechargeJSON struct {
 	Enabled      *bool           `json:"enabled"`
 	ThresholdINR *openai.Decimal `json:"threshold_inr"`
 	AmountINR    *openai.Decimal `json:"amount_inr"`
+	// Read-only: whether a recurring token is saved (always true in demo
+	// mode) and the last failed auto-recharge, until one succeeds.
+	PaymentMethodSaved *bool        `json:"payment_method_saved,omitempty"`
+	LastFailure        *failureJSON `json:"last_failure,omitempty"`
+}
+
+type failureJSON struct {
+	Message string `json:"message"`
+	At      string `json:"at"`
+}
+
+// withPaymentMethod adds the read-only fields of an account's auto-recharge.
+func (s *server) withPaymentMethod(ctx context.Context, acct string, v autoRechargeJSON) (autoRechargeJSON, error) {
+	saved := s.live == nil
+	c, err := s.bill.customer(ctx, acct)
+	if err != nil && !errors.Is(err, errNotFound) {
+		return v, err
+	}
+	if err == nil {
+		saved = saved || c.TokenID != ""
+		if c.RechargeError != "" {
+			v.LastFailure = &failureJSON{Message: c.RechargeError, At: rfc3339(c.RechargeErrorAt)}
+		}
+	}
+	v.PaymentMethodSaved = &saved
+	return v, nil
 }
 
 func autoRechargeView(a credits.AutoRecharge) autoRechargeJSON {
@@ -235,7 +340,11 @@ func (s *server) getAutoRecharge(w http.ResponseWriter, r *http.Request, acct st
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, autoRechargeView(a.Policy.AutoRecharge))
+	v, err := s.withPaymentMethod(r.Context(), acct, autoRechargeView(a.Policy.AutoRecharge))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
 	return nil
 }
 
@@ -267,7 +376,11 @@ func (s *server) putAutoRecharge(w http.ResponseWriter, r *http.Request, acct st
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, autoRechargeView(a.Policy.AutoRecharge))
+	v, err := s.withPaymentMethod(r.Context(), acct, autoRechargeView(a.Policy.AutoRecharge))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
 	return nil
 }
 
@@ -338,7 +451,7 @@ func (s *server) listTransactions(w http.ResponseWriter, r *http.Request, acct s
 func (s *server) invoiceDoc(v invoiceRow) invoice.Invoice {
 	return invoice.Invoice{
 		Number: v.Number, Date: v.CreatedAt, Supplier: s.supplier,
-		Customer:     invoice.Customer{Name: v.CustomerName, Email: v.CustomerEmail},
+		Customer:     buyer(v),
 		Items:        []invoice.Item{{Description: "Prepaid inference credits (Forii API)", Amount: v.Amount.INR()}},
 		TaxInclusive: true,
 		Reference:    "Razorpay payment " + v.PaymentID + ", order " + v.OrderID,
@@ -361,6 +474,9 @@ func (s *server) listInvoices(w http.ResponseWriter, r *http.Request, acct strin
 		TaxINR     openai.Decimal `json:"tax_inr"`
 		Created    string         `json:"created"`
 		URL        string         `json:"url"`
+		GSTIN      string         `json:"gstin,omitempty"`
+		POS        string         `json:"place_of_supply"`
+		InterState bool           `json:"inter_state"`
 	}
 	out := struct {
 		Data []invJSON `json:"data"`
@@ -372,7 +488,8 @@ func (s *server) listInvoices(w http.ResponseWriter, r *http.Request, acct strin
 		}
 		out.Data = append(out.Data, invJSON{ID: v.ID, Number: v.Number, OrderID: v.OrderID, PaymentID: v.PaymentID,
 			AmountINR: openai.NewDecimal(t.Total), TaxableINR: openai.NewDecimal(t.Taxable), TaxINR: openai.NewDecimal(t.Tax),
-			Created: rfc3339(v.CreatedAt), URL: "/v1/accounts/" + acct + "/invoices/" + v.ID})
+			Created: rfc3339(v.CreatedAt), URL: "/v1/accounts/" + acct + "/invoices/" + v.ID,
+			GSTIN: v.Buyer.GSTIN, POS: t.PlaceOfSupply, InterState: t.InterState})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

@@ -63,6 +63,52 @@ CREATE TABLE IF NOT EXISTS gw_invoices (
 	created_at     INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS gw_invoices_account ON gw_invoices(account_id, created_at);
+CREATE TABLE IF NOT EXISTS gw_customers (
+	account_id        TEXT PRIMARY KEY,
+	customer_id       TEXT NOT NULL,
+	token_id          TEXT NOT NULL DEFAULT '',
+	recharge_error    TEXT NOT NULL DEFAULT '',
+	recharge_error_at INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS gw_payment_failures (
+	payment_id  TEXT PRIMARY KEY,
+	order_id    TEXT NOT NULL,
+	account_id  TEXT NOT NULL,
+	code        TEXT NOT NULL,
+	description TEXT NOT NULL,
+	created_at  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gw_payment_failures_account ON gw_payment_failures(account_id, created_at);
+CREATE TABLE IF NOT EXISTS gw_refunds (
+	refund_id    TEXT PRIMARY KEY,
+	payment_id   TEXT NOT NULL,
+	order_id     TEXT NOT NULL,
+	account_id   TEXT NOT NULL,
+	amount_paise INTEGER NOT NULL,
+	entry_id     TEXT NOT NULL,
+	created_at   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gw_refunds_account ON gw_refunds(account_id, created_at);
+CREATE TABLE IF NOT EXISTS gw_secret_slots (
+	slot_id    TEXT PRIMARY KEY,
+	sealed     TEXT NOT NULL,
+	expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gw_billing_details (
+	account_id  TEXT PRIMARY KEY,
+	legal_name  TEXT NOT NULL,
+	gstin       TEXT NOT NULL,
+	address     TEXT NOT NULL,
+	state_code  TEXT NOT NULL,
+	updated_at  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gw_invoice_buyers (
+	invoice_id  TEXT PRIMARY KEY,
+	legal_name  TEXT NOT NULL,
+	gstin       TEXT NOT NULL,
+	address     TEXT NOT NULL,
+	state_code  TEXT NOT NULL
+);
 `
 
 const pgSchema = `
@@ -95,6 +141,52 @@ CREATE TABLE IF NOT EXISTS gw_invoices (
 	created_at     BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS gw_invoices_account ON gw_invoices(account_id, created_at);
+CREATE TABLE IF NOT EXISTS gw_customers (
+	account_id        TEXT PRIMARY KEY,
+	customer_id       TEXT NOT NULL,
+	token_id          TEXT NOT NULL DEFAULT '',
+	recharge_error    TEXT NOT NULL DEFAULT '',
+	recharge_error_at BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS gw_payment_failures (
+	payment_id  TEXT PRIMARY KEY,
+	order_id    TEXT NOT NULL,
+	account_id  TEXT NOT NULL,
+	code        TEXT NOT NULL,
+	description TEXT NOT NULL,
+	created_at  BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gw_payment_failures_account ON gw_payment_failures(account_id, created_at);
+CREATE TABLE IF NOT EXISTS gw_refunds (
+	refund_id    TEXT PRIMARY KEY,
+	payment_id   TEXT NOT NULL,
+	order_id     TEXT NOT NULL,
+	account_id   TEXT NOT NULL,
+	amount_paise BIGINT NOT NULL,
+	entry_id     TEXT NOT NULL,
+	created_at   BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gw_refunds_account ON gw_refunds(account_id, created_at);
+CREATE TABLE IF NOT EXISTS gw_secret_slots (
+	slot_id    TEXT PRIMARY KEY,
+	sealed     TEXT NOT NULL,
+	expires_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gw_billing_details (
+	account_id  TEXT PRIMARY KEY,
+	legal_name  TEXT NOT NULL,
+	gstin       TEXT NOT NULL,
+	address     TEXT NOT NULL,
+	state_code  TEXT NOT NULL,
+	updated_at  BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gw_invoice_buyers (
+	invoice_id  TEXT PRIMARY KEY,
+	legal_name  TEXT NOT NULL,
+	gstin       TEXT NOT NULL,
+	address     TEXT NOT NULL,
+	state_code  TEXT NOT NULL
+);
 `
 
 // openBilling opens the billing tables in the SQLite file at path (which
@@ -169,6 +261,7 @@ type order struct {
 	PaymentID     string
 	EntryID       string
 	CreatedAt     time.Time
+	CustomerID    string // not stored: set on a live order just created
 }
 
 // razorpay returns the order as Razorpay's entity, for Payment.Matches.
@@ -220,6 +313,9 @@ type invoiceRow struct {
 	Amount                                    razorpay.Paise
 	CustomerName, CustomerEmail               string
 	CreatedAt                                 time.Time
+	// Buyer is the customer's billing details as they were when the
+	// invoice was issued (zero: none saved, a B2C invoice).
+	Buyer billingDetails
 }
 
 // ensureInvoice returns the invoice of the row's order, creating it with
@@ -233,7 +329,7 @@ type invoiceRow struct {
 func (b *billing) ensureInvoice(ctx context.Context, inv invoiceRow) (invoiceRow, error) {
 	out, err := b.createInvoice(ctx, inv)
 	if err != nil && ctx.Err() == nil {
-		if existing, gerr := scanInvoice(b.db.QueryRowContext(ctx, b.q(`SELECT `+invoiceCols+` FROM gw_invoices WHERE order_id = ?`), inv.OrderID)); gerr == nil {
+		if existing, gerr := scanInvoice(b.db.QueryRowContext(ctx, b.q(selectInvoice+` WHERE i.order_id = ?`), inv.OrderID)); gerr == nil {
 			return existing, nil
 		}
 	}
@@ -247,7 +343,7 @@ func (b *billing) createInvoice(ctx context.Context, inv invoiceRow) (invoiceRow
 		return inv, err
 	}
 	defer func() { _ = tx.Rollback() }()
-	existing, err := scanInvoice(tx.QueryRowContext(ctx, b.q(`SELECT `+invoiceCols+` FROM gw_invoices WHERE order_id = ?`), inv.OrderID))
+	existing, err := scanInvoice(tx.QueryRowContext(ctx, b.q(selectInvoice+` WHERE i.order_id = ?`), inv.OrderID))
 	if err == nil {
 		return existing, nil
 	}
@@ -267,17 +363,29 @@ func (b *billing) createInvoice(ctx context.Context, inv invoiceRow) (invoiceRow
 		inv.ID, inv.Number, inv.AccountID, inv.OrderID, inv.PaymentID, int64(inv.Amount), inv.CustomerName, inv.CustomerEmail, inv.CreatedAt.UnixNano()); err != nil {
 		return inv, err
 	}
+	if bd := inv.Buyer; bd != (billingDetails{}) {
+		if _, err := tx.ExecContext(ctx, b.q(`INSERT INTO gw_invoice_buyers(invoice_id, legal_name, gstin, address, state_code) VALUES(?,?,?,?,?)`),
+			inv.ID, bd.LegalName, bd.GSTIN, bd.Address, bd.StateCode); err != nil {
+			return inv, err
+		}
+	}
 	return inv, tx.Commit()
 }
 
 const invoiceCols = `invoice_id, number, account_id, order_id, payment_id, amount_paise, customer_name, customer_email, created_at`
+
+// selectInvoice reads an invoice with its buyer's billing details.
+const selectInvoice = `SELECT i.invoice_id, i.number, i.account_id, i.order_id, i.payment_id, i.amount_paise, i.customer_name, i.customer_email, i.created_at,
+	COALESCE(bb.legal_name, ''), COALESCE(bb.gstin, ''), COALESCE(bb.address, ''), COALESCE(bb.state_code, '')
+	FROM gw_invoices i LEFT JOIN gw_invoice_buyers bb ON bb.invoice_id = i.invoice_id`
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanInvoice(row scanner) (invoiceRow, error) {
 	var v invoiceRow
 	var amount, created int64
-	err := row.Scan(&v.ID, &v.Number, &v.AccountID, &v.OrderID, &v.PaymentID, &amount, &v.CustomerName, &v.CustomerEmail, &created)
+	err := row.Scan(&v.ID, &v.Number, &v.AccountID, &v.OrderID, &v.PaymentID, &amount, &v.CustomerName, &v.CustomerEmail, &created,
+		&v.Buyer.LegalName, &v.Buyer.GSTIN, &v.Buyer.Address, &v.Buyer.StateCode)
 	if errors.Is(err, sql.ErrNoRows) {
 		return v, errNotFound
 	}
@@ -288,12 +396,12 @@ func scanInvoice(row scanner) (invoiceRow, error) {
 // invoice returns an account's invoice, or errNotFound (also for another
 // account's).
 func (b *billing) invoice(ctx context.Context, accountID, id string) (invoiceRow, error) {
-	return scanInvoice(b.db.QueryRowContext(ctx, b.q(`SELECT `+invoiceCols+` FROM gw_invoices WHERE invoice_id = ? AND account_id = ?`), id, accountID))
+	return scanInvoice(b.db.QueryRowContext(ctx, b.q(selectInvoice+` WHERE i.invoice_id = ? AND i.account_id = ?`), id, accountID))
 }
 
 // invoices lists an account's invoices, newest first (at most 500).
 func (b *billing) invoices(ctx context.Context, accountID string) ([]invoiceRow, error) {
-	rows, err := b.db.QueryContext(ctx, b.q(`SELECT `+invoiceCols+` FROM gw_invoices WHERE account_id = ? ORDER BY created_at DESC, number DESC LIMIT 500`), accountID)
+	rows, err := b.db.QueryContext(ctx, b.q(selectInvoice+` WHERE i.account_id = ? ORDER BY i.created_at DESC, i.number DESC LIMIT 500`), accountID)
 	if err != nil {
 		return nil, err
 	}

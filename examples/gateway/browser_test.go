@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -145,9 +147,14 @@ func TestDashboardInBrowser(t *testing.T) {
 	if !strings.HasPrefix(key, "forii_sk_") {
 		t.Fatalf("new key %q", key)
 	}
-	step("back to the keys", chromedp.Click(chromedp.CSS(`a.button[href="/dashboard/keys"]`)), chromedp.WaitVisible(chromedp.CSS(`#keys`)))
-	if html := text("keys page", chromedp.OuterHTML(chromedp.CSS("html"))); strings.Contains(html, key) {
-		t.Fatal("the keys page shows the secret again")
+	// The page came from POST → redirect → GET: reloading it creates no
+	// second key and shows the secret no more.
+	step("reload the new key page", chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS(`#keys`)))
+	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#keys tbody tr").length`)); err != nil || n != 1 {
+		t.Fatalf("after reloading the new key page: %d keys (%v), want 1", n, err)
+	}
+	if html := text("keys page", chromedp.OuterHTML(chromedp.CSS("html"))); strings.Contains(html, key) || !strings.Contains(html, "shown only once") {
+		t.Fatal("the reloaded page shows the secret again, or does not say it was shown once")
 	}
 
 	chat := func() int {
@@ -167,10 +174,61 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err != nil || tallest <= 0 {
 		t.Fatalf("the chart draws no cost bar: %v %v", tallest, err)
 	}
-	step("requests page", chromedp.Navigate(base+"/requests"), chromedp.WaitVisible(chromedp.CSS(`#requests`)))
-	if rows := text("request log", chromedp.Text(chromedp.CSS(`#requests tbody`))); !strings.Contains(rows, "browser-key") {
-		t.Fatalf("request log: %q", rows)
+	// A request for a model the key may not use is refused, and recorded
+	// (the key allows forii/deepseek-v3 only, so an unknown model is a 403
+	// before it is a 404; inproc_refusal_test.go covers the 404).
+	if st := srv.Do(t, "POST", "/inference/v1/chat/completions", key, chatBody("forii/no-such-model", 8, false)).Status; st != http.StatusForbidden {
+		t.Fatalf("model outside the key's list: %d, want 403", st)
 	}
+	step("requests page", chromedp.Navigate(base+"/requests"), chromedp.WaitVisible(chromedp.CSS(`#requests`)))
+	if rows := text("request log", chromedp.Text(chromedp.CSS(`#requests tbody`))); !strings.Contains(rows, "browser-key") || !strings.Contains(rows, "model_not_allowed") {
+		t.Fatalf("request log (want the refused request too): %q", rows)
+	}
+
+	// At 390 px the keys, requests and transactions tables are stacked
+	// cards: status, actions, cost and amounts are on screen, and the page
+	// does not scroll sideways. A screenshot of each is kept.
+	shots := os.Getenv("KEYLEDGER_SCREENSHOT_DIR")
+	if shots == "" {
+		shots = t.TempDir()
+	}
+	step("narrow screen", chromedp.EmulateViewport(390, 844))
+	for _, pg := range []struct {
+		name, table string
+		cells       []string
+	}{
+		{"keys", "#keys", []string{`td[data-label="Status"] .status`, `td.actions a[href$="/rotate"]`, `td.actions a.danger`}},
+		{"requests", "#requests", []string{`td[data-label="Status"]`, `td[data-label^="Cost"]`}},
+		{"balance", "#transactions", []string{`td[data-label^="Amount"]`, `td[data-label="Balance after"]`}},
+	} {
+		step(pg.name+" at 390 px", chromedp.Navigate(base+"/"+pg.name), chromedp.WaitVisible(chromedp.CSS(pg.table)))
+		cells, _ := json.Marshal(pg.cells)
+		check := `(() => {
+			const row = document.querySelector(` + strconv.Quote(pg.table+" tbody tr") + `);
+			if (!row) return "no row";
+			const vw = window.innerWidth;
+			if (vw > 400) return "viewport " + vw;
+			if (document.documentElement.scrollWidth > vw + 1) return "the page scrolls sideways: " + document.documentElement.scrollWidth;
+			for (const sel of ` + string(cells) + `) {
+				const c = row.querySelector(sel);
+				if (!c) return "no " + sel;
+				const r = c.getBoundingClientRect();
+				if (r.width <= 0 || r.height <= 0 || r.left < 0 || r.right > vw + 1 || getComputedStyle(c).visibility === "hidden") return sel + " is off-screen: " + JSON.stringify(r);
+			}
+			return "ok";
+		})()`
+		if res := text(pg.name+" cells", chromedp.Evaluate[string](check)); res != "ok" {
+			t.Fatalf("%s at 390 px: %s", pg.name, res)
+		}
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+		if err == nil {
+			err = os.WriteFile(filepath.Join(shots, pg.name+"-390.jpg"), png, 0o644)
+		}
+		if err != nil || len(png) < 1000 {
+			t.Fatalf("screenshot of %s at 390 px: %d bytes, %v", pg.name, len(png), err)
+		}
+	}
+	step("wide screen", chromedp.EmulateViewport(1280, 1000))
 
 	// Revoke through the confirmation page; the next call fails.
 	step("revoke the key",

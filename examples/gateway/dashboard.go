@@ -24,8 +24,13 @@ func (s *server) newDashboard(csrfSecret []byte, secureCookies bool) (*dashboard
 	db := &dashBilling{s: s}
 	o := &dashboard.Options{
 		BasePath: dashboardPath, ProductName: "Forii", Currency: "INR", TimeZone: accountTimeZone,
-		Payments: db, Invoices: db, Now: s.now, Logger: s.log, SecureCookies: secureCookies,
+		Payments: db, Invoices: db, BillingDetails: db, Now: s.now, Logger: s.log, SecureCookies: secureCookies,
 		Throttle: s.throttle, ClientAddr: s.clientAddr, VerifySignups: s.verify,
+		Slots: dashSlots{b: s.bill}, // a new key's page works on any instance
+		KeyTypeNotes: map[string]string{
+			"sdk": "forii_sk_… keys for inference only",
+			"api": "forii_… keys for inference and for managing the account through the API",
+		},
 	}
 	if len(csrfSecret) > 0 {
 		o.CSRFSecret = csrfSecret
@@ -74,6 +79,9 @@ func publicError(err error) error {
 // checkout response that Razorpay Checkout would post, which
 // CompletePurchase verifies on the production path.
 func (d *dashBilling) StartPurchase(ctx context.Context, acct string, a credits.Amount) (dashboard.Checkout, error) {
+	if d.s.rzpSim == nil {
+		return dashboard.Checkout{}, &dashboard.UserError{Message: "Buy credits with Razorpay Checkout through the API: POST /v1/accounts/{id}/credits, then POST …/credits/verify with Checkout's response. The dashboard's checkout is the demo's simulated one."}
+	}
 	paise, err := razorpay.CheckAmount(a.Decimal(), 0)
 	if err != nil {
 		return dashboard.Checkout{}, publicError(err)
@@ -82,7 +90,7 @@ func (d *dashBilling) StartPurchase(ctx context.Context, acct string, a credits.
 	if err != nil {
 		return dashboard.Checkout{}, err
 	}
-	resp, _, err := d.s.rzp.Pay(ctx, o.razorpay())
+	resp, _, err := d.s.rzpSim.Pay(ctx, o.razorpay())
 	if err != nil {
 		return dashboard.Checkout{}, err
 	}
@@ -135,4 +143,20 @@ func (d *dashBilling) InvoicePDF(ctx context.Context, acct, id string) (string, 
 		return "", nil, dashboard.ErrNotFound
 	}
 	return name, pdf, err
+}
+
+// BillingDetails returns the account's GST billing details.
+func (d *dashBilling) BillingDetails(ctx context.Context, acct string) (dashboard.BillingDetails, error) {
+	b, err := d.s.bill.billingDetailsOf(ctx, acct)
+	return dashboard.BillingDetails{LegalName: b.LegalName, TaxID: b.GSTIN, Address: b.Address, StateCode: b.StateCode}, err
+}
+
+// SaveBillingDetails validates and saves them as PUT …/billing_details
+// does; a validation message is shown on the form.
+func (d *dashBilling) SaveBillingDetails(ctx context.Context, acct string, in dashboard.BillingDetails) error {
+	b, err := billingDetails{LegalName: in.LegalName, GSTIN: in.TaxID, Address: in.Address, StateCode: in.StateCode}.normalize()
+	if err != nil {
+		return publicError(err)
+	}
+	return d.s.bill.saveBillingDetails(ctx, acct, b, d.s.now().UnixNano())
 }

@@ -115,15 +115,35 @@ func TestDashboardWithoutJavaScript(t *testing.T) {
 		t.Fatalf("sign up: %d %q", st, loc)
 	}
 
+	if welcome := b.get(loc, http.StatusOK); !strings.Contains(welcome, "50.00 INR of free credits") || !strings.Contains(welcome, ">Overview</a>") {
+		t.Fatalf("the welcome page does not mention the sign-up grant or lacks the Overview item:\n%s", welcome)
+	}
+	// GST billing details: an invalid GSTIN is refused on the form; valid
+	// ones are saved.
+	bdPage := b.get("/dashboard/billing-details", http.StatusOK)
+	if st, body, _ := b.submitFrom(bdPage, "/dashboard/billing-details", url.Values{"legal_name": {"Asha Traders LLP"}, "tax_id": {"27AAPFU0939F1ZA"}, "address": {"1 Road"}, "state_code": {"27"}}); st != http.StatusBadRequest || !strings.Contains(body, "not a valid GSTIN") {
+		t.Fatalf("invalid GSTIN: %d\n%s", st, body)
+	}
+	if st, _, loc := b.submitFrom(bdPage, "/dashboard/billing-details", url.Values{"legal_name": {"Asha Traders LLP"}, "tax_id": {"27aapfu0939f1zv"}, "address": {"1 Road"}, "state_code": {"27"}}); st != http.StatusSeeOther {
+		t.Fatalf("billing details: %d %q", st, loc)
+	}
+	if saved := b.get("/dashboard/billing-details", http.StatusOK); !strings.Contains(saved, `value="27AAPFU0939F1ZV"`) {
+		t.Fatalf("saved details not shown:\n%s", saved)
+	}
 	page := b.get("/dashboard/keys", http.StatusOK)
-	for _, m := range []string{"forii/deepseek-v3", `value="sdk"`, `value="api"`} {
+	for _, m := range []string{"forii/deepseek-v3", `value="sdk"`, `value="api"`, "for inference only", `placeholder="YYYY-MM-DD"`} {
 		if !strings.Contains(page, m) {
 			t.Fatalf("key form lacks %s", m)
 		}
 	}
-	st, body, _ := b.submitFrom(page, "/dashboard/keys", url.Values{"name": {"prod-api"}})
-	if st != http.StatusCreated {
-		t.Fatalf("create key: %d\n%s", st, body)
+	st, body, loc := b.submitFrom(page, "/dashboard/keys", url.Values{"name": {"prod-api"}})
+	if st != http.StatusSeeOther || !strings.HasPrefix(loc, "/dashboard/keys/new?slot=") {
+		t.Fatalf("create key: %d %q, want POST → redirect → GET\n%s", st, loc, body)
+	}
+	body = b.get(loc, http.StatusOK)
+	// Reloading the page shows the key no more and creates none.
+	if st, _, hd := b.send("GET", loc, nil); st != http.StatusSeeOther || hd.Get("Location") != "/dashboard/keys?done=shown" {
+		t.Fatalf("reload of the new key page: %d %q", st, hd.Get("Location"))
 	}
 	raw := regexp.MustCompile(`id="new-key"[^>]*value="(forii_sk_[^"]+)"`).FindStringSubmatch(body)
 	if raw == nil {
@@ -208,10 +228,19 @@ func TestDashboardCSRFSecretAcrossInstances(t *testing.T) {
 	for _, tc := range []struct {
 		srv  *e2e.Server
 		want int
-	}{{b, http.StatusCreated}, {c, http.StatusForbidden}} {
+	}{{b, http.StatusSeeOther}, {c, http.StatusForbidden}} {
 		other := &formClient{t: t, base: tc.srv.URL, c: ca.c}
-		if st, body, _ := other.submitFrom(page, "/dashboard/keys", url.Values{"name": {"k"}}); st != tc.want {
+		st, body, loc := other.submitFrom(page, "/dashboard/keys", url.Values{"name": {"k"}})
+		if st != tc.want {
 			t.Fatalf("form of instance A posted to %s: %d, want %d\n%s", tc.srv.URL, st, tc.want, body)
+		}
+		if st == http.StatusSeeOther {
+			// The key created on B is shown once by A: the slot is in
+			// the shared database, sealed under the shared secret.
+			shown := ca.get(loc, http.StatusOK)
+			if !regexp.MustCompile(`id="new-key"[^>]*value="forii_sk_`).MatchString(shown) {
+				t.Fatalf("instance A does not show the key created on B:\n%s", shown)
+			}
 		}
 	}
 	if _, err := parseFlags([]string{"-dashboard-csrf-secret", "short"}, io.Discard); err == nil {

@@ -94,6 +94,11 @@ var errorTable = []apiErr{
 	{razorpay.ErrAmountTooSmall, 400, "invalid_request", "amount_inr must be at least 1.00."},
 	{razorpay.ErrAmountTooLarge, 400, "invalid_request", "amount_inr must be at most 500000.00."},
 	{errOrderNotPaid, 409, "order_not_paid", "The order is not paid."},
+	{errPaymentPending, 409, "payment_pending", "Razorpay has not captured the payment yet; the credits arrive when it does (webhook), or verify again."},
+	{errNoPaymentMethod, 409, "no_payment_method", "No saved payment method: buy credits once with Razorpay Checkout."},
+	{razorpay.ErrUnavailable, 503, "payment_provider_unavailable", "Razorpay is unavailable; retry in a minute."},
+	{razorpay.ErrRejected, 502, "payment_provider_error", "Razorpay refused the request."},
+	{razorpay.ErrMalformedResponse, 502, "payment_provider_error", "Razorpay answered with an unexpected response."},
 	{usage.ErrInvalidQuery, 400, "invalid_request", "Invalid usage query."},
 }
 
@@ -102,6 +107,10 @@ func classify(err error) apiErr {
 	var re *requestError
 	if errors.As(err, &re) {
 		return apiErr{err: err, status: 400, code: "invalid_request", message: re.msg}
+	}
+	var pf *paymentFailedError
+	if errors.As(err, &pf) {
+		return apiErr{err: err, status: 402, code: "payment_failed", message: "The payment failed: " + pf.description}
 	}
 	var te *keyledger.ThrottleError
 	if errors.As(err, &te) {

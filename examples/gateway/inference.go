@@ -114,7 +114,8 @@ func (s *server) inferenceRequest(r *http.Request) (keyledger.Request, error) {
 }
 
 // inferenceAuth checks the API key of a free inference route (the models
-// list) without metering it.
+// list) without metering it, and answers with the key's X-Ratelimit-*
+// headers.
 func (s *server) inferenceAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		raw, ok := httpapi.Credential(r)
@@ -123,9 +124,16 @@ func (s *server) inferenceAuth(next http.Handler) http.Handler {
 				Code: httpapi.CodeInvalidAPIKey, Message: "Missing API key: send it as 'Authorization: Bearer <key>'."})
 			return
 		}
-		if _, err := s.kl.Keys.Verify(r.Context(), apikey.RawKey(raw)); err != nil {
+		v, err := s.kl.Keys.Verify(r.Context(), apikey.RawKey(raw))
+		if err != nil {
 			httpapi.OpenAIErrors.WriteError(w, r, httpapi.Classify(err))
 			return
+		}
+		// Every response of the inference API to an identified key carries
+		// its rate-limit state, as the metered routes' do (Forii's
+		// X-Ratelimit-* headers). Reading the budget spends nothing.
+		if b, err := s.kl.Budget(r.Context(), v); err == nil {
+			httpapi.SetRateLimitHeaders(w.Header(), b)
 		}
 		next.ServeHTTP(w, r)
 	})

@@ -37,7 +37,9 @@ func keyView(k apikey.APIKey, now time.Time) keyJSON {
 	}
 	v := keyJSON{ID: k.ID, Name: k.Name, Prefix: k.Hint, Type: k.Type, Models: models, Status: status,
 		Created: rfc3339(k.CreatedAt), LastUsed: optTime(k.LastUsedAt), Expires: optTime(k.ExpiresAt)}
-	if k.GraceUntil.After(now) {
+	// After revocation (or disabling, or expiry) neither secret works:
+	// only an active key reports its old secret's grace period.
+	if status == string(apikey.StatusActive) && k.GraceUntil.After(now) {
 		v.GraceUntil = optTime(k.GraceUntil)
 	}
 	return v

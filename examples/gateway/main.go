@@ -66,6 +66,7 @@ type config struct {
 	upstream, upstreamKey           string
 	modelsFile                      string
 	rzpKeyID, rzpSecret, rzpWebhook string
+	rzpAPI                          string
 	dashSecret                      string
 	logLevel                        slog.Level
 	// Failure handling (README "Failure modes"); -hold-ttl is in limits.
@@ -92,6 +93,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.rzpKeyID, "razorpay-key-id", defaultRazorpayKeyID, "Razorpay key id (default: the documented test key of the simulated checkout)")
 	fs.StringVar(&c.rzpSecret, "razorpay-secret", defaultRazorpaySecret, "Razorpay key secret: signs checkout payments")
 	fs.StringVar(&c.rzpWebhook, "razorpay-webhook-secret", defaultRazorpayWebhookSecret, "Razorpay webhook secret: signs webhook bodies")
+	fs.StringVar(&c.rzpAPI, "razorpay-api", razorpay.DefaultBaseURL, "Razorpay API base URL used with a real -razorpay-key-id (tests and staging point it at a fake)")
 	fs.StringVar(&c.dashSecret, "dashboard-csrf-secret", "", "secret (at least 32 bytes) keying the dashboard's CSRF tokens; set the same one on every instance behind one load balancer (default: random per process)")
 	fs.DurationVar(&c.storeTimeout, "store-timeout", 2*time.Second, "bound on each database or Redis call of a request's admission; past it the request is refused with 503")
 	fs.StringVar(&c.redisPrefix, "redis-prefix", "kl:rl:", "prefix of the gateway's Redis keys (several deployments on one Redis need different ones)")
@@ -143,6 +145,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.rzpSecret == "" || c.rzpWebhook == "" {
 		return c, errors.New("-razorpay-secret and -razorpay-webhook-secret must not be empty")
+	}
+	if err := checkLiveFlags(c.rzpKeyID, c.rzpSecret, c.rzpWebhook); err != nil {
+		return c, err
 	}
 	return c, nil
 }
@@ -196,6 +201,16 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 	base := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "dashboard: %s%s/\n", base, dashboardPath)
 	fmt.Fprintf(stdout, "listening on %s\n", base)
+	if c.upstream == "" {
+		fmt.Fprintln(stdout, "model: simulated model (set -upstream URL to proxy a real OpenAI-compatible server)")
+	} else {
+		fmt.Fprintf(stdout, "model: proxying %s\n", c.upstream)
+	}
+	if srv.live == nil {
+		fmt.Fprintln(stdout, "payments: simulated Razorpay checkout, demo mode (set -razorpay-key-id, -razorpay-secret and -razorpay-webhook-secret for real payments)")
+	} else {
+		fmt.Fprintf(stdout, "payments: Razorpay API %s, key %s\n", c.rzpAPI, c.rzpKeyID)
+	}
 	dbName := c.db
 	if c.postgres != "" {
 		dbName = "postgres"
@@ -273,14 +288,23 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 	}
 	closers = append(closers, func(context.Context) error { return bill.Close() })
 
-	rzp, err := razorpay.NewSimulator(c.rzpSecret, &razorpay.SimulatorOptions{Now: now})
-	if err != nil {
-		return nil, nil, err
-	}
 	srv := &server{
-		log: log, cat: cat, bill: bill, rzp: rzp, rzpKeyID: c.rzpKeyID, rzpSecret: c.rzpSecret,
+		log: log, cat: cat, bill: bill, rzpKeyID: c.rzpKeyID, rzpSecret: c.rzpSecret,
 		rzpWebhookSecret: c.rzpWebhook, now: now, supplier: demoSupplier(),
 		limits: c.limits.orDefaults(),
+	}
+	if c.rzpKeyID == defaultRazorpayKeyID || c.rzpKeyID == "" {
+		if srv.rzpSim, err = razorpay.NewSimulator(c.rzpSecret, &razorpay.SimulatorOptions{Now: now}); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		api := c.rzpAPI
+		if api == "" {
+			api = razorpay.DefaultBaseURL
+		}
+		if srv.live, err = razorpay.NewClient(c.rzpKeyID, c.rzpSecret, &razorpay.ClientOptions{BaseURL: api}); err != nil {
+			return nil, nil, fmt.Errorf("-razorpay-api: %w", err)
+		}
 	}
 	if srv.sim, err = simmodel.New(&simmodel.Options{Now: now}); err != nil {
 		return nil, nil, err

@@ -31,6 +31,8 @@ func routeSeeds(t tenant) map[string][]string {
 		"POST /v1/webhooks/razorpay":                     {string(hook), `{"entity":"event","event":"order.paid","payload":{}}`},
 		"PUT /v1/accounts/{id}/auto_recharge":            {`{"enabled":true,"threshold_inr":10,"amount_inr":100}`},
 		"GET /v1/accounts/{id}/transactions":             {"limit=2&type=debit,grant", "cursor=zz"},
+		"PUT /v1/accounts/{id}/billing_details":          {`{"legal_name":"Acme LLP","gstin":"27AAPFU0939F1ZV","address":"1 Road","state_code":"27"}`, `{"state_code":"29"}`},
+		"GET /v1/accounts/{id}/payments":                 {"limit=5"},
 		"POST /v1/verify-email":                          {`{"token":"klt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`},
 		"GET /v1/verify-email":                           {"token=klt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},
 		"POST /v1/password/forgot":                       {`{"email":"nobody@example.com"}`},
@@ -112,6 +114,7 @@ var validBodies = map[string]string{
 	"PATCH /v1/accounts/{id}/apiKeys/{key_id}":       `{"name":"x"}`,
 	"POST /v1/accounts/{id}/credits":                 `{"amount_inr":100}`,
 	"PUT /v1/accounts/{id}/auto_recharge":            `{"enabled":false,"threshold_inr":0,"amount_inr":0}`,
+	"PUT /v1/accounts/{id}/billing_details":          `{"state_code":"29"}`,
 	"POST /v1/accounts/{id}/credits/verify":          `{}`, // see the order cases below
 	"POST /v1/accounts/{id}/apiKeys/{key_id}/rotate": ``,
 }

@@ -31,7 +31,8 @@ type server struct {
 
 	limits requestLimits // per-request deadline and hold TTL
 
-	rzp                                   *razorpay.Simulator
+	rzpSim                                *razorpay.Simulator // demo mode: plays Razorpay; nil with a real key id
+	live                                  paymentsAPI         // Razorpay's REST API; nil in demo mode
 	rzpKeyID, rzpSecret, rzpWebhookSecret string
 	supplier                              invoice.Supplier
 
@@ -74,6 +75,9 @@ func (s *server) routes() []route {
 		{"POST", "/v1/accounts/{id}/credits", s.owner(s.createOrder)},
 		{"POST", "/v1/accounts/{id}/credits/verify", s.owner(s.verifyPayment)},
 		{"POST", "/v1/webhooks/razorpay", s.api(s.razorpayWebhook)},
+		{"GET", "/v1/accounts/{id}/payments", s.owner(s.listPayments)},
+		{"GET", "/v1/accounts/{id}/billing_details", s.owner(s.getBillingDetails)},
+		{"PUT", "/v1/accounts/{id}/billing_details", s.owner(s.putBillingDetails)},
 		{"GET", "/v1/accounts/{id}/auto_recharge", s.owner(s.getAutoRecharge)},
 		{"PUT", "/v1/accounts/{id}/auto_recharge", s.owner(s.putAutoRecharge)},
 		{"GET", "/v1/accounts/{id}/transactions", s.owner(s.listTransactions)},

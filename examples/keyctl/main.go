@@ -259,7 +259,7 @@ func (c *cli) accountCreate(args []string) (func(context.Context) error, error) 
 	email := fs.String("email", "", "email address")
 	password := fs.String("password", "", "password (optional: accounts without one cannot log in)")
 	plan := fs.String("plan", "", "plan ID (the profile's default plan if empty)")
-	tz := fs.String("timezone", "", "IANA time zone (UTC if empty)")
+	tz := fs.String("timezone", c.profile.TimeZone, "IANA time zone (the profile's sign-up zone: Asia/Kolkata for gateway, UTC otherwise)")
 	pos, err := parse(fs, args)
 	if err == nil {
 		err = errors.Join(noArgs("account create", pos), required("name", *name), required("email", *email))

@@ -41,11 +41,11 @@ func ok(t *testing.T, args ...string) map[string]any {
 
 func TestProfiles(t *testing.T) {
 	for _, c := range []struct {
-		profile, acctPrefix, keyPrefix, keyIDPrefix, grant, keyType string
+		profile, acctPrefix, keyPrefix, keyIDPrefix, grant, keyType, tz string
 	}{
-		{"gateway", "acct_", "forii_sk_", "key_", "50", ""},
-		{"toolapi", "acct_", "or_", "cred_", "500", ""},
-		{"emailverify", "usr_", "kw_test_", "key_", "25000", "test"},
+		{"gateway", "acct_", "forii_sk_", "key_", "50", "", "Asia/Kolkata"},
+		{"toolapi", "acct_", "or_", "cred_", "500", "", "UTC"},
+		{"emailverify", "usr_", "kw_test_", "key_", "25000", "test", "UTC"},
 	} {
 		t.Run(c.profile, func(t *testing.T) {
 			db := filepath.Join(t.TempDir(), "k.db")
@@ -58,6 +58,9 @@ func TestProfiles(t *testing.T) {
 			id := a["id"].(string)
 			if !strings.HasPrefix(id, c.acctPrefix) || a["email"] != "ada@example.com" || a["balance"] != mustFloat(c.grant) {
 				t.Fatalf("account %v", a)
+			}
+			if tz, _ := a["time_zone"].(string); tz != c.tz && !(c.tz == "UTC" && tz == "") {
+				t.Fatalf("account time zone %q, want %s (the profile's sign-ups): %v", tz, c.tz, a)
 			}
 			if got := ok(t, append(g, "account", "get", id)...); got["id"] != id || got["balance"] != a["balance"] {
 				t.Fatalf("get %v", got)

@@ -24,6 +24,7 @@ type api struct {
 	upstream      Upstream
 	creditsPerUSD int64
 	now           func() time.Time // the clock keyledger runs on
+	dash          http.Handler     // the customer dashboard at dashboardPath
 }
 
 // errorBody is OpenRush's error shape: {"error":{"type","code","message"}}.
@@ -81,6 +82,9 @@ func (s *api) routes() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range s.routeTable() {
 		mux.Handle(rt.pattern, rt.h)
+	}
+	if s.dash != nil {
+		mux.Handle(dashboardPath+"/", s.dash)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, jsonapi.ErrNotFound)

@@ -106,6 +106,9 @@ func runConfig(ctx context.Context, c config, stdout io.Writer) (err error) {
 		now = time.Now
 	}
 	s := &api{kl: kl, log: log, upstream: up, creditsPerUSD: c.creditsPerUSD, now: now}
+	if s.dash, err = s.newDashboard(); err != nil {
+		return err
+	}
 	return server.Serve(ctx, c.addr, env.Tel.Handler(s.routes()), stdout, log)
 }
 

@@ -63,6 +63,9 @@ type Profile struct {
 	// Prices prices the system's operations (nil for the gateway, whose
 	// model prices come from its -models file).
 	Prices *usage.PriceBook
+	// TimeZone is the IANA zone of the accounts the system's sign-ups make
+	// ("" is UTC): the gateway's are IST, Asia/Kolkata.
+	TimeZone string
 }
 
 // Get returns the named profile.
@@ -115,6 +118,7 @@ func gateway() (Profile, error) {
 		Name: Gateway, Unit: credits.INR(), Catalog: account.DefaultCatalog(),
 		Format: f, DefaultKeyType: "sdk",
 		AccountIDPrefix: "acct_", KeyIDPrefix: "key_", UsageIDPrefix: "usage_",
+		TimeZone: "Asia/Kolkata",
 	}, nil
 }
 

@@ -33,6 +33,11 @@ type OrderRequest struct {
 	Currency string            `json:"currency"` // "" means INR
 	Receipt  string            `json:"receipt,omitempty"`
 	Notes    map[string]string `json:"notes,omitempty"`
+	// CustomerID ties the order to a customer, so Checkout can save a
+	// recurring token (with recurring=1 in the Checkout options).
+	CustomerID string `json:"customer_id,omitempty"`
+	// PaymentCapture true has Razorpay capture payments automatically.
+	PaymentCapture bool `json:"payment_capture,omitempty"`
 }
 
 // Validate checks the request against Razorpay's documented limits and

@@ -387,8 +387,9 @@ func TestParseWebhook(t *testing.T) {
 		cap  bool
 	}{
 		{"order.paid", replace(`"payment.captured"`, `"order.paid"`), nil, true},
-		{"other event ignored", replace(`"payment.captured"`, `"payment.failed"`), nil, false},
-		{"refund event", `{"entity":"event","event":"refund.processed","payload":{}}`, nil, false},
+		{"other event ignored", replace(`"payment.captured"`, `"payment.authorized"`), nil, false},
+		{"failed event with a captured payment", replace(`"payment.captured"`, `"payment.failed"`), ErrMalformedWebhook, false},
+		{"refund event without its refund", `{"entity":"event","event":"refund.processed","payload":{}}`, ErrMalformedWebhook, false},
 		{"not json", `{"entity":`, ErrMalformedWebhook, false},
 		{"array", `[]`, ErrMalformedWebhook, false},
 		{"null", `null`, ErrMalformedWebhook, false},

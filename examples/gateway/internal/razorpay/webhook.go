@@ -11,6 +11,8 @@ import (
 const (
 	EventPaymentCaptured = "payment.captured"
 	EventOrderPaid       = "order.paid"
+	EventPaymentFailed   = "payment.failed"
+	EventRefundProcessed = "refund.processed"
 )
 
 // Payment states.
@@ -37,6 +39,27 @@ type Payment struct {
 	Captured  bool   `json:"captured"`
 	Email     string `json:"email,omitempty"`
 	Contact   string `json:"contact,omitempty"`
+	CreatedAt int64  `json:"created_at"`
+	// CustomerID and TokenID are set on a payment that saved (or used) a
+	// recurring token.
+	CustomerID string `json:"customer_id,omitempty"`
+	TokenID    string `json:"token_id,omitempty"`
+	// AmountRefunded is the part refunded so far.
+	AmountRefunded Paise `json:"amount_refunded,omitempty"`
+	// ErrorCode, ErrorReason and ErrorDescription explain a failed payment.
+	ErrorCode        string `json:"error_code,omitempty"`
+	ErrorReason      string `json:"error_reason,omitempty"`
+	ErrorDescription string `json:"error_description,omitempty"`
+}
+
+// Refund is Razorpay's refund entity.
+type Refund struct {
+	ID        string `json:"id"`
+	Entity    string `json:"entity"` // "refund"
+	Amount    Paise  `json:"amount"`
+	Currency  string `json:"currency"`
+	PaymentID string `json:"payment_id"`
+	Status    string `json:"status"`
 	CreatedAt int64  `json:"created_at"`
 }
 
@@ -68,6 +91,12 @@ type WebhookEvent struct {
 type WebhookPayload struct {
 	Payment *PaymentWrapper `json:"payment,omitempty"`
 	Order   *OrderWrapper   `json:"order,omitempty"`
+	Refund  *RefundWrapper  `json:"refund,omitempty"`
+}
+
+// RefundWrapper is the {"entity": {...}} wrapper of a payload refund.
+type RefundWrapper struct {
+	Entity Refund `json:"entity"`
 }
 
 // PaymentWrapper is the {"entity": {...}} wrapper of a payload payment.
@@ -114,6 +143,25 @@ func ParseWebhook(rawBody []byte) (WebhookEvent, error) {
 		case p.Status != PaymentCaptured:
 			return WebhookEvent{}, fmt.Errorf("%w: %s payment in status %q", ErrMalformedWebhook, e.Event, truncate(p.Status, 32))
 		}
+	case EventPaymentFailed:
+		if e.Payload.Payment == nil {
+			return WebhookEvent{}, fmt.Errorf("%w: %s without a payment", ErrMalformedWebhook, e.Event)
+		}
+		p := e.Payload.Payment.Entity
+		if p.ID == "" || p.OrderID == "" || p.Status != PaymentFailed {
+			return WebhookEvent{}, fmt.Errorf("%w: payment.failed needs a failed payment with id and order_id", ErrMalformedWebhook)
+		}
+	case EventRefundProcessed:
+		if e.Payload.Refund == nil || e.Payload.Payment == nil {
+			return WebhookEvent{}, fmt.Errorf("%w: %s without a refund and its payment", ErrMalformedWebhook, e.Event)
+		}
+		rf, p := e.Payload.Refund.Entity, e.Payload.Payment.Entity
+		switch {
+		case rf.ID == "" || rf.PaymentID == "" || rf.PaymentID != p.ID || p.OrderID == "":
+			return WebhookEvent{}, fmt.Errorf("%w: refund without id, or not of its payment", ErrMalformedWebhook)
+		case rf.Amount <= 0 || rf.Currency == "":
+			return WebhookEvent{}, fmt.Errorf("%w: refund without amount or currency", ErrMalformedWebhook)
+		}
 	}
 	return e, nil
 }
@@ -125,6 +173,35 @@ func (e WebhookEvent) CapturedPayment() (p Payment, ok bool) {
 		return Payment{}, false
 	}
 	return e.Payload.Payment.Entity, true
+}
+
+// FailedPayment returns the payment of a payment.failed event.
+func (e WebhookEvent) FailedPayment() (p Payment, ok bool) {
+	if e.Event != EventPaymentFailed || e.Payload.Payment == nil {
+		return Payment{}, false
+	}
+	return e.Payload.Payment.Entity, true
+}
+
+// ProcessedRefund returns the refund and refunded payment of a
+// refund.processed event.
+func (e WebhookEvent) ProcessedRefund() (r Refund, p Payment, ok bool) {
+	if e.Event != EventRefundProcessed || e.Payload.Refund == nil || e.Payload.Payment == nil {
+		return Refund{}, Payment{}, false
+	}
+	return e.Payload.Refund.Entity, e.Payload.Payment.Entity, true
+}
+
+// NewEvent returns an event named name carrying p (and rf unless nil), as
+// Razorpay would send it.
+func NewEvent(name string, p Payment, rf *Refund, at time.Time) WebhookEvent {
+	ev := WebhookEvent{Entity: "event", Event: name, Contains: []string{"payment"},
+		Payload: WebhookPayload{Payment: &PaymentWrapper{Entity: p}}, CreatedAt: at.Unix()}
+	if rf != nil {
+		ev.Contains = []string{"refund", "payment"}
+		ev.Payload.Refund = &RefundWrapper{Entity: *rf}
+	}
+	return ev
 }
 
 // NewPaymentCapturedEvent returns the payment.captured event Razorpay would

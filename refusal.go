@@ -1,0 +1,48 @@
+package keyledger
+
+import (
+	"context"
+	"errors"
+
+	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/usage"
+)
+
+// RecordableRefusal reports whether Authorize's err refused a request whose
+// key was identified for a reason the customer should see in the request
+// log and usage error counts: an unknown model, a model or scope the key
+// may not use, or no funds (balance or monthly cap). Key errors (nothing
+// to attribute the request to) and rate-limit refusals (recording them
+// would turn a flood the limiter absorbs cheaply into store writes) are
+// not.
+func RecordableRefusal(err error) bool {
+	for _, e := range []error{usage.ErrUnknownModel, apikey.ErrModelNotAllowed, apikey.ErrScopeNotAllowed,
+		credits.ErrInsufficientFunds, credits.ErrMonthlyLimit} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// RecordRefusal records a request that Authorize refused after its key v
+// was identified (see RecordableRefusal), with the status and error the
+// client was answered: a usage record that is not billable, charges
+// nothing and holds nothing, so every request shows in the request log and
+// the usage error counts. It returns Meter's errors (usage.ErrInvalidRecord
+// for a record the store cannot hold, e.g. an over-long model name).
+func (kl *KeyLedger) RecordRefusal(ctx context.Context, v apikey.Verified, req Request, status int, errType, message string) error {
+	now := kl.now()
+	info, err := kl.account(ctx, v.AccountID, now.UnixNano())
+	if err != nil {
+		return err
+	}
+	rec := usage.Record{
+		AccountID: v.AccountID, KeyID: v.KeyID, AuthSource: "api_key",
+		Endpoint: req.Endpoint, Method: req.Method, Model: req.Model, StatusCode: status,
+		ErrorType: errType, ErrorMessage: message,
+	}
+	_, err = kl.meter(context.WithoutCancel(ctx), usage.MeterParams{Record: rec, IdempotencyKey: kl.ids.New("req_"), TimeZone: info.tz})
+	return err
+}
