@@ -241,3 +241,28 @@ func TestRefusalsOfAKnownKeyAreRecorded(t *testing.T) {
 		}
 	})
 }
+
+// A key that floods refused requests (an unknown model is refused before
+// the rate limit) gets its refusals recorded only up to the plan's request
+// rate: the flood cannot turn every refusal into a store write, and the
+// refusals take nothing from the request budget.
+func TestRefusalLogIsBounded(t *testing.T) {
+	forEach(t, func(t *testing.T, e *env) {
+		h := httpapi.Middleware(e.kl, &httpapi.Options{Request: func(*http.Request) (keyledger.Request, error) {
+			return keyledger.Request{Model: "no-such-model"}, nil
+		}})(ok)
+		for range 200 {
+			if w := e.do(h, "POST", "/v1/chat", e.raw.Reveal(), nil); w.Code != 404 {
+				t.Fatalf("unknown model: %d", w.Code)
+			}
+		}
+		pg, err := e.kl.Usage.List(context.Background(), usage.ListQuery{AccountID: e.account.ID, Limit: 500})
+		if err != nil || len(pg.Records) != 60 {
+			t.Fatalf("%d refusals recorded (%v), want the free plan's 60 a minute", len(pg.Records), err)
+		}
+		free := httpapi.Middleware(e.kl, nil)(ok)
+		if w := e.do(free, "GET", "/v1/free", e.raw.Reveal(), nil); w.Code != 200 {
+			t.Fatalf("a request after the refused flood: %d", w.Code)
+		}
+	})
+}
