@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
@@ -258,7 +259,8 @@ func checkLiveFlags(keyID, secret, webhook string) error {
 	if keyID == defaultRazorpayKeyID {
 		return nil
 	}
-	if secret == defaultRazorpaySecret || webhook == defaultRazorpayWebhookSecret {
+	same := func(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+	if same(secret, defaultRazorpaySecret) || same(webhook, defaultRazorpayWebhookSecret) {
 		return fmt.Errorf("-razorpay-key-id %s needs its own -razorpay-secret and -razorpay-webhook-secret", keyID)
 	}
 	return nil

@@ -8,6 +8,7 @@ package razorpaytest
 
 import (
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -169,7 +170,7 @@ func (f *Fake) wrap(route string, h func(http.ResponseWriter, *http.Request) (in
 			writeErr(w, fl.status, fl.code, fl.descr)
 			return
 		}
-		if id, secret, ok := r.BasicAuth(); !ok || id != f.KeyID || secret != f.Secret {
+		if id, secret, ok := r.BasicAuth(); !ok || id != f.KeyID || subtle.ConstantTimeCompare([]byte(secret), []byte(f.Secret)) != 1 {
 			writeErr(w, http.StatusUnauthorized, "BAD_REQUEST_ERROR", "Authentication failed")
 			return
 		}
@@ -290,7 +291,7 @@ func (f *Fake) createRecurring(_ http.ResponseWriter, r *http.Request) (int, any
 		return bad("The id provided does not exist", "order_id")
 	case o.Status == razorpay.OrderPaid:
 		return bad("Order has already been paid", "order_id")
-	case f.tokens[in.Token] == "" || f.tokens[in.Token] != in.CustomerID:
+	case !f.knownToken(in.Token, in.CustomerID):
 		return bad("The token provided does not exist", "token")
 	case in.Amount != o.Amount || in.Recurring != "1":
 		return bad("The amount must match the order", "amount")
@@ -310,4 +311,15 @@ func newID(prefix string) string {
 		b[i] = base62[int(b[i])%62]
 	}
 	return prefix + string(b)
+}
+
+// knownToken reports whether token was saved for customer (compared in
+// constant time, as a real API would compare secrets).
+func (f *Fake) knownToken(token, customer string) bool {
+	for t, c := range f.tokens {
+		if subtle.ConstantTimeCompare([]byte(t), []byte(token)) == 1 {
+			return c != "" && c == customer
+		}
+	}
+	return false
 }
