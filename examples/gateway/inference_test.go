@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/shopspring/decimal"
 
 	"github.com/keyledger/keyledger/examples/gateway/internal/openai"
@@ -280,8 +283,21 @@ func TestRedisSharedLimits(t *testing.T) {
 	}
 	clock := fakeclock.New(time.Date(2026, 1, 15, 10, 30, 0, 0, time.UTC))
 	db := filepath.Join(t.TempDir(), "gw.db")
-	a := startGatewayAt(t, clock.Now, db, "-redis", addr)
-	b := startGatewayAt(t, clock.Now, db, "-redis", addr)
+	// A prefix of this run's own: the frozen clock is the same instant in
+	// every run, so buckets (sign-ups per address included) left in a
+	// shared Redis by an earlier run would still be full.
+	prefix := fmt.Sprintf("kltest:%d:", time.Now().UnixNano())
+	t.Cleanup(func() {
+		rdb := redis.NewClient(&redis.Options{Addr: addr})
+		defer rdb.Close()
+		ctx := context.Background()
+		iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			rdb.Del(ctx, iter.Val())
+		}
+	})
+	a := startGatewayAt(t, clock.Now, db, "-redis", addr, "-redis-prefix", prefix)
+	b := startGatewayAt(t, clock.Now, db, "-redis", addr, "-redis-prefix", prefix)
 	u := a.signup("Shared")
 	for i := 1; i <= 60; i++ {
 		g := a
