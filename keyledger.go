@@ -30,6 +30,7 @@ import (
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/errkind"
 	"github.com/keyledger/keyledger/internal/cache"
 	"github.com/keyledger/keyledger/internal/id"
 	"github.com/keyledger/keyledger/ratelimit"
@@ -43,30 +44,30 @@ import (
 var (
 	// ErrRateLimited is matched by the *LimitError Authorize returns when a
 	// budget refuses the request.
-	ErrRateLimited = errors.New("keyledger: rate limit exceeded")
+	ErrRateLimited = errkind.New(errkind.RateLimited, "keyledger: rate limit exceeded")
 	// ErrInvalidRequest reports a Request with negative counts.
-	ErrInvalidRequest = errors.New("keyledger: invalid request")
+	ErrInvalidRequest = errkind.New(errkind.Invalid, "keyledger: invalid request")
 	// ErrDuplicateRequest reports a Request.ID that an earlier request
 	// already used; IDs must be unique per request.
-	ErrDuplicateRequest = errors.New("keyledger: request ID already used")
+	ErrDuplicateRequest = errkind.New(errkind.Conflict, "keyledger: request ID already used")
 	// ErrInvalidOptions reports unusable Options.
-	ErrInvalidOptions = errors.New("keyledger: invalid options")
+	ErrInvalidOptions = errkind.New(errkind.Invalid, "keyledger: invalid options")
 	// ErrRequestTooLarge is matched by the *TooLargeError Authorize returns
 	// for a request that reserves more than a whole minute's budget of its
 	// plan: it can never be admitted, so it is not a rate limit.
-	ErrRequestTooLarge = errors.New("keyledger: request larger than the plan's budget per minute")
+	ErrRequestTooLarge = errkind.New(errkind.Invalid, "keyledger: request larger than the plan's budget per minute")
 	// ErrBudgetExhausted is returned by Grant.Progress, and is the cause of
 	// the grant's cancelled Context, when the balance cannot fund more of a
 	// running request: its handler ends the response with what it has
 	// delivered, which Complete charges.
-	ErrBudgetExhausted = errors.New("keyledger: the balance cannot fund more of this request")
+	ErrBudgetExhausted = errkind.New(errkind.PaymentRequired, "keyledger: the balance cannot fund more of this request")
 	// ErrUnavailable is wrapped around a store or rate-limiter failure
 	// (unreachable, stalled past Options.StoreTimeout, a connection reset)
 	// that kept Authorize from deciding, or Complete from recording, a
 	// request: not an answer about the request, so the caller may retry it
 	// later (httpapi: 503 with Retry-After). Nothing was served, so nothing
 	// is owed.
-	ErrUnavailable = errors.New("keyledger: store or rate limiter unavailable")
+	ErrUnavailable = errkind.New(errkind.Unavailable, "keyledger: store or rate limiter unavailable")
 )
 
 // LimitError is returned by Authorize when a rate limit refuses a request.
@@ -81,6 +82,9 @@ func (e *LimitError) Error() string {
 
 // Is makes errors.Is(err, ErrRateLimited) true.
 func (e *LimitError) Is(target error) bool { return target == ErrRateLimited }
+
+// Kind is errkind.RateLimited.
+func (e *LimitError) Kind() errkind.Kind { return errkind.RateLimited }
 
 // RetryAfter is how long the caller should wait. TooLarge requests (an
 // estimate above a whole minute's budget) report zero.
