@@ -90,9 +90,20 @@ func (e *LimitError) Kind() errkind.Kind { return errkind.RateLimited }
 // estimate above a whole minute's budget) report zero.
 func (e *LimitError) RetryAfter() time.Duration { return e.Decision.RetryAfter() }
 
-// Options configure New. nil means defaults; the per-domain options may be
-// given for anything not set here (their clocks, loggers and catalogs are
-// overridden by these).
+// Options configure New. nil means defaults.
+//
+// The nested per-domain options (Accounts, Keys, Credits, Usage) are merged
+// with these, never overwritten: a field the host set in a nested option
+// wins for that service, and New fills only the fields left zero — Now and
+// Logger from the fields here (so a host may give one service a clock or
+// logger of its own), Accounts.Catalog from Catalog. The facade itself
+// uses one plan catalog and one price book, so Accounts.Catalog and
+// Usage.Prices, if set, are adopted as Catalog and Prices when those are
+// nil, and are ErrInvalidOptions when both are set and differ. Prices are
+// applied once, by the facade (Authorize reserves and Complete charges
+// with them): the usage service of a KeyLedger is given none of its own.
+// Usage.Credits must be nil: the facade meters onto its own credits
+// service.
 type Options struct {
 	// Now is the clock of every domain (time.Now by default).
 	Now func() time.Time
@@ -204,9 +215,6 @@ func New(st store.Store, opts *Options) (*KeyLedger, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.Catalog == nil {
-		o.Catalog = account.DefaultCatalog()
-	}
 	if o.HoldTTL == 0 {
 		o.HoldTTL = 5 * time.Minute
 	}
@@ -229,15 +237,10 @@ func New(st store.Store, opts *Options) (*KeyLedger, error) {
 	default:
 		return nil, fmt.Errorf("%w: unknown overrun policy %d", ErrInvalidOptions, o.Overrun)
 	}
-	ao := derefOr(o.Accounts)
-	ao.Now, ao.Logger, ao.Catalog = o.Now, o.Logger, o.Catalog
-	ko := derefOr(o.Keys)
-	ko.Now, ko.Logger = o.Now, o.Logger
-	co := derefOr(o.Credits)
-	co.Now, co.Logger = o.Now, o.Logger
-	uo := derefOr(o.Usage)
-	uo.Now, uo.Logger = o.Now, o.Logger
-	uo.Prices = nil // the facade prices every record itself (unpriced operations are free)
+	ao, ko, co, uo := derefOr(o.Accounts), derefOr(o.Keys), derefOr(o.Credits), derefOr(o.Usage)
+	if err := mergeOptions(&o, &ao, &ko, &co, &uo); err != nil {
+		return nil, err
+	}
 	tel, err := newTelemetry(o.MeterProvider, o.TracerProvider)
 	if err != nil {
 		return nil, fmt.Errorf("%w: telemetry: %w", ErrInvalidOptions, err)
@@ -277,6 +280,50 @@ func New(st store.Store, opts *Options) (*KeyLedger, error) {
 		return nil, fmt.Errorf("%w: telemetry: %w", ErrInvalidOptions, err)
 	}
 	return kl, nil
+}
+
+// mergeOptions fills the zero fields of the nested options from o, and o's
+// catalog and price book from the nested ones (see Options). A host-set
+// nested field is never overwritten.
+func mergeOptions(o *Options, ao *account.Options, ko *apikey.Options, co *credits.Options, uo *usage.Options) error {
+	switch {
+	case o.Catalog == nil && ao.Catalog != nil:
+		o.Catalog = ao.Catalog
+	case o.Catalog == nil:
+		o.Catalog = account.DefaultCatalog()
+	case ao.Catalog != nil && ao.Catalog != o.Catalog:
+		return fmt.Errorf("%w: Catalog and Accounts.Catalog differ", ErrInvalidOptions)
+	}
+	switch {
+	case o.Prices == nil:
+		o.Prices = uo.Prices
+	case uo.Prices != nil && uo.Prices != o.Prices:
+		return fmt.Errorf("%w: Prices and Usage.Prices differ", ErrInvalidOptions)
+	}
+	if uo.Credits != nil {
+		return fmt.Errorf("%w: Usage.Credits is the facade's own credits service", ErrInvalidOptions)
+	}
+	ao.Catalog = o.Catalog
+	fill(&ao.Now, &ao.Logger, o)
+	fill(&ko.Now, &ko.Logger, o)
+	fill(&co.Now, &co.Logger, o)
+	fill(&uo.Now, &uo.Logger, o)
+	// One pricing site: the facade prices every request (Authorize's hold,
+	// Complete's charge; unpriced operations are free), so the usage
+	// service, which would price a record left at zero cost, gets no book.
+	uo.Prices = nil
+	return nil
+}
+
+// fill sets a nested option's clock and logger from o where the host left
+// them nil.
+func fill(now *func() time.Time, log **slog.Logger, o *Options) {
+	if *now == nil {
+		*now = o.Now
+	}
+	if *log == nil {
+		*log = o.Logger
+	}
 }
 
 func derefOr[T any](p *T) T {
