@@ -184,6 +184,8 @@ type KeyLedger struct {
 	buckets  *cache.Cache[string, *keyBuckets] // key ID → its bucket names
 	infoTTL  time.Duration
 	tel      *telemetry // nil: not instrumented
+	// hostChanged is the host's Accounts.Changed, run after the facade's.
+	hostChanged func(context.Context, account.Account, account.Change) error
 
 	storeTimeout    time.Duration // ≤ 0: unbounded
 	completeTimeout time.Duration
@@ -256,6 +258,7 @@ func New(st store.Store, opts *Options) (*KeyLedger, error) {
 		buckets: cache.New[string, *keyBuckets](100_000, o.Now), tel: tel,
 		storeTimeout: o.StoreTimeout, completeTimeout: o.CompleteTimeout,
 	}
+	kl.hostChanged, ao.Changed = ao.Changed, kl.accountChanged
 	if m, ok := st.(store.InMemory); ok && m.InMemory() {
 		kl.storeTimeout = -1 // nothing to stall: no timer per call
 	}
@@ -385,30 +388,53 @@ func (kl *KeyLedger) EnsureLedger(ctx context.Context, a account.Account) error 
 	return err
 }
 
-// UpdateAccount updates an account and keeps the rest of the library in
-// step: a plan or time zone change updates the ledger policy (overdraft,
-// monthly cap, cap month), and any change reaches this process's key cache
-// and account cache at once.
+// UpdateAccount updates an account: kl.Accounts.Update, kept here for
+// hosts written against it. Both keep the rest of the library in step (the
+// hook New installs, see accountChanged): a plan or time zone change
+// updates the ledger policy (overdraft, monthly cap, cap month), and any
+// change reaches this process's key cache and account cache at once.
 func (kl *KeyLedger) UpdateAccount(ctx context.Context, id string, p account.UpdateParams) (account.Account, error) {
-	a, err := kl.Accounts.Update(ctx, id, p)
+	return kl.Accounts.Update(ctx, id, p)
+}
+
+// accountChanged is the account service's Options.Changed, installed by
+// New, so that the bookkeeping of an account change runs whether the host
+// calls the facade or kl.Accounts: an update or closure drops the account
+// from the key and account caches; a plan or time zone change updates the
+// ledger policy; a closure revokes every key; a verified email pays the
+// signup grant (EnsureLedger). The host's own hook, if any, runs after.
+func (kl *KeyLedger) accountChanged(ctx context.Context, a account.Account, c account.Change) error {
+	var err error
+	if !c.Verified {
+		kl.Keys.InvalidateAccount(a.ID)
+		kl.acctInfo.Delete(a.ID)
+	}
+	switch {
+	case c.Closed:
+		err = kl.revokeKeys(ctx, a.ID)
+	case c.Verified:
+		err = kl.EnsureLedger(ctx, a)
+	case c.Update.Plan != nil || c.Update.TimeZone != nil:
+		err = kl.syncPolicy(ctx, a)
+	}
+	if kl.hostChanged != nil {
+		err = errors.Join(err, kl.hostChanged(ctx, a, c))
+	}
+	return err
+}
+
+// syncPolicy sets the ledger policy of a from its (new) plan and time
+// zone, opening the ledger if it has none yet.
+func (kl *KeyLedger) syncPolicy(ctx context.Context, a account.Account) error {
+	cur, err := kl.Credits.Account(ctx, a.ID)
+	if errors.Is(err, credits.ErrUnknownAccount) {
+		return kl.EnsureLedger(ctx, a)
+	}
 	if err != nil {
-		return account.Account{}, err
+		return err
 	}
-	kl.Keys.InvalidateAccount(a.ID)
-	kl.acctInfo.Delete(a.ID)
-	if p.Plan != nil || p.TimeZone != nil {
-		cur, err := kl.Credits.Account(ctx, a.ID)
-		if errors.Is(err, credits.ErrUnknownAccount) {
-			return a, kl.EnsureLedger(ctx, a)
-		}
-		if err != nil {
-			return a, err
-		}
-		if _, err := kl.Credits.SetPolicy(ctx, a.ID, kl.policyFor(a, cur.Policy)); err != nil {
-			return a, err
-		}
-	}
-	return a, nil
+	_, err = kl.Credits.SetPolicy(ctx, a.ID, kl.policyFor(a, cur.Policy))
+	return err
 }
 
 // account returns the cached time zone and limit override of an account.

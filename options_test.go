@@ -128,3 +128,30 @@ func TestOptionsMergeConflicts(t *testing.T) {
 		}
 	}
 }
+
+// A host's own Accounts.Changed hook survives New too: it runs after the
+// facade's bookkeeping.
+func TestOptionsMergeAccountsChanged(t *testing.T) {
+	var got []account.Change
+	kl := newMerged(t, &keyledger.Options{Accounts: &account.Options{
+		Changed: func(_ context.Context, _ account.Account, c account.Change) error {
+			got = append(got, c)
+			return nil
+		},
+	}})
+	ctx := context.Background()
+	a, err := kl.Signup(ctx, account.CreateParams{Name: "A", Email: "a@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "B"
+	if _, err := kl.Accounts.Update(ctx, a.ID, account.UpdateParams{Name: &name}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kl.Accounts.Close(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Update.Name == nil || !got[1].Closed {
+		t.Fatalf("host hook saw %+v, want the update and the closure", got)
+	}
+}
