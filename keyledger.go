@@ -165,7 +165,11 @@ type Options struct {
 }
 
 // KeyLedger is the composed library. Its domain services are exported for
-// everything beyond the hot path (management APIs, dashboards).
+// everything beyond the hot path (management APIs, dashboards), and calling
+// them directly skips no bookkeeping: an account change made through
+// Accounts (Update, Close, VerifyEmail) runs the hook New installed
+// (account.Options.Changed), which keeps the key and account caches, the
+// ledger policy, the keys of a closed account and the signup grant in step.
 type KeyLedger struct {
 	Accounts *account.Service
 	Keys     *apikey.Service
