@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/account"
+	"github.com/keyledger/keyledger/errkind"
 	"github.com/keyledger/keyledger/ratelimit"
 )
 
@@ -86,6 +87,9 @@ func (e *ThrottleError) Error() string {
 
 // Is makes errors.Is(err, ErrRateLimited) true.
 func (e *ThrottleError) Is(target error) bool { return target == ErrRateLimited }
+
+// Kind is errkind.RateLimited.
+func (e *ThrottleError) Kind() errkind.Kind { return errkind.RateLimited }
 
 // AuthThrottle limits password guessing and sign-up floods on top of a
 // ratelimit.Limiter (ratelimit.Memory in one process, redislimit across

@@ -10,6 +10,7 @@ import (
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/errkind"
 	"github.com/keyledger/keyledger/ratelimit"
 	"github.com/keyledger/keyledger/usage"
 )
@@ -467,23 +468,15 @@ func (kl *KeyLedger) meter(ctx context.Context, p usage.MeterParams) (usage.Mete
 	}
 }
 
-// storeFailure reports whether a Meter error is not one of the answers of
-// the usage and credits domains — a system failure after which the request
-// may or may not have been applied.
+// storeFailure reports whether a Meter error is a failure of the store
+// after which the request may or may not have been applied (no kind, as a
+// driver error has none, or errkind.Unavailable), so that Complete retries
+// it under the same idempotency key. Every other kind is an answer of the
+// usage or credits domain, or a closed service (errkind.Internal), which no
+// retry changes.
 func storeFailure(err error) bool {
-	for _, known := range []error{
-		usage.ErrInvalidRecord, usage.ErrInvalidIdempotencyKey, usage.ErrInvalidTimeZone, usage.ErrUnknownModel,
-		usage.ErrUnknownOperation, usage.ErrNoLedger, usage.ErrIdempotencyConflict, usage.ErrDuplicateRecord,
-		usage.ErrClosed, credits.ErrInsufficientFunds, credits.ErrMonthlyLimit, credits.ErrUnknownAccount,
-		credits.ErrUnitMismatch, credits.ErrHoldNotFound, credits.ErrHoldSettled, credits.ErrHoldReleased,
-		credits.ErrHoldExpired, credits.ErrInvalidAmount, credits.ErrAmountPrecision, credits.ErrInvalidText,
-		credits.ErrIdempotencyConflict, credits.ErrClosed,
-	} {
-		if errors.Is(err, known) {
-			return false
-		}
-	}
-	return true
+	k := errkind.Of(err)
+	return k == errkind.Unknown || k == errkind.Unavailable
 }
 
 // correctTokens replaces the token reservations with the actual counts.

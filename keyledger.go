@@ -30,6 +30,7 @@ import (
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/errkind"
 	"github.com/keyledger/keyledger/internal/cache"
 	"github.com/keyledger/keyledger/internal/id"
 	"github.com/keyledger/keyledger/ratelimit"
@@ -43,30 +44,30 @@ import (
 var (
 	// ErrRateLimited is matched by the *LimitError Authorize returns when a
 	// budget refuses the request.
-	ErrRateLimited = errors.New("keyledger: rate limit exceeded")
+	ErrRateLimited = errkind.New(errkind.RateLimited, "keyledger: rate limit exceeded")
 	// ErrInvalidRequest reports a Request with negative counts.
-	ErrInvalidRequest = errors.New("keyledger: invalid request")
+	ErrInvalidRequest = errkind.New(errkind.Invalid, "keyledger: invalid request")
 	// ErrDuplicateRequest reports a Request.ID that an earlier request
 	// already used; IDs must be unique per request.
-	ErrDuplicateRequest = errors.New("keyledger: request ID already used")
+	ErrDuplicateRequest = errkind.New(errkind.Conflict, "keyledger: request ID already used")
 	// ErrInvalidOptions reports unusable Options.
-	ErrInvalidOptions = errors.New("keyledger: invalid options")
+	ErrInvalidOptions = errkind.New(errkind.Invalid, "keyledger: invalid options")
 	// ErrRequestTooLarge is matched by the *TooLargeError Authorize returns
 	// for a request that reserves more than a whole minute's budget of its
 	// plan: it can never be admitted, so it is not a rate limit.
-	ErrRequestTooLarge = errors.New("keyledger: request larger than the plan's budget per minute")
+	ErrRequestTooLarge = errkind.New(errkind.Invalid, "keyledger: request larger than the plan's budget per minute")
 	// ErrBudgetExhausted is returned by Grant.Progress, and is the cause of
 	// the grant's cancelled Context, when the balance cannot fund more of a
 	// running request: its handler ends the response with what it has
 	// delivered, which Complete charges.
-	ErrBudgetExhausted = errors.New("keyledger: the balance cannot fund more of this request")
+	ErrBudgetExhausted = errkind.New(errkind.PaymentRequired, "keyledger: the balance cannot fund more of this request")
 	// ErrUnavailable is wrapped around a store or rate-limiter failure
 	// (unreachable, stalled past Options.StoreTimeout, a connection reset)
 	// that kept Authorize from deciding, or Complete from recording, a
 	// request: not an answer about the request, so the caller may retry it
 	// later (httpapi: 503 with Retry-After). Nothing was served, so nothing
 	// is owed.
-	ErrUnavailable = errors.New("keyledger: store or rate limiter unavailable")
+	ErrUnavailable = errkind.New(errkind.Unavailable, "keyledger: store or rate limiter unavailable")
 )
 
 // LimitError is returned by Authorize when a rate limit refuses a request.
@@ -82,13 +83,27 @@ func (e *LimitError) Error() string {
 // Is makes errors.Is(err, ErrRateLimited) true.
 func (e *LimitError) Is(target error) bool { return target == ErrRateLimited }
 
+// Kind is errkind.RateLimited.
+func (e *LimitError) Kind() errkind.Kind { return errkind.RateLimited }
+
 // RetryAfter is how long the caller should wait. TooLarge requests (an
 // estimate above a whole minute's budget) report zero.
 func (e *LimitError) RetryAfter() time.Duration { return e.Decision.RetryAfter() }
 
-// Options configure New. nil means defaults; the per-domain options may be
-// given for anything not set here (their clocks, loggers and catalogs are
-// overridden by these).
+// Options configure New. nil means defaults.
+//
+// The nested per-domain options (Accounts, Keys, Credits, Usage) are merged
+// with these, never overwritten: a field the host set in a nested option
+// wins for that service, and New fills only the fields left zero — Now and
+// Logger from the fields here (so a host may give one service a clock or
+// logger of its own), Accounts.Catalog from Catalog. The facade itself
+// uses one plan catalog and one price book, so Accounts.Catalog and
+// Usage.Prices, if set, are adopted as Catalog and Prices when those are
+// nil, and are ErrInvalidOptions when both are set and differ. Prices are
+// applied once, by the facade (Authorize reserves and Complete charges
+// with them): the usage service of a KeyLedger is given none of its own.
+// Usage.Credits must be nil: the facade meters onto its own credits
+// service.
 type Options struct {
 	// Now is the clock of every domain (time.Now by default).
 	Now func() time.Time
@@ -150,7 +165,11 @@ type Options struct {
 }
 
 // KeyLedger is the composed library. Its domain services are exported for
-// everything beyond the hot path (management APIs, dashboards).
+// everything beyond the hot path (management APIs, dashboards), and calling
+// them directly skips no bookkeeping: an account change made through
+// Accounts (Update, Close, VerifyEmail) runs the hook New installed
+// (account.Options.Changed), which keeps the key and account caches, the
+// ledger policy, the keys of a closed account and the signup grant in step.
 type KeyLedger struct {
 	Accounts *account.Service
 	Keys     *apikey.Service
@@ -169,6 +188,8 @@ type KeyLedger struct {
 	buckets  *cache.Cache[string, *keyBuckets] // key ID → its bucket names
 	infoTTL  time.Duration
 	tel      *telemetry // nil: not instrumented
+	// hostChanged is the host's Accounts.Changed, run after the facade's.
+	hostChanged func(context.Context, account.Account, account.Change) error
 
 	storeTimeout    time.Duration // ≤ 0: unbounded
 	completeTimeout time.Duration
@@ -200,9 +221,6 @@ func New(st store.Store, opts *Options) (*KeyLedger, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.Catalog == nil {
-		o.Catalog = account.DefaultCatalog()
-	}
 	if o.HoldTTL == 0 {
 		o.HoldTTL = 5 * time.Minute
 	}
@@ -225,15 +243,10 @@ func New(st store.Store, opts *Options) (*KeyLedger, error) {
 	default:
 		return nil, fmt.Errorf("%w: unknown overrun policy %d", ErrInvalidOptions, o.Overrun)
 	}
-	ao := derefOr(o.Accounts)
-	ao.Now, ao.Logger, ao.Catalog = o.Now, o.Logger, o.Catalog
-	ko := derefOr(o.Keys)
-	ko.Now, ko.Logger = o.Now, o.Logger
-	co := derefOr(o.Credits)
-	co.Now, co.Logger = o.Now, o.Logger
-	uo := derefOr(o.Usage)
-	uo.Now, uo.Logger = o.Now, o.Logger
-	uo.Prices = nil // the facade prices every record itself (unpriced operations are free)
+	ao, ko, co, uo := derefOr(o.Accounts), derefOr(o.Keys), derefOr(o.Credits), derefOr(o.Usage)
+	if err := mergeOptions(&o, &ao, &ko, &co, &uo); err != nil {
+		return nil, err
+	}
 	tel, err := newTelemetry(o.MeterProvider, o.TracerProvider)
 	if err != nil {
 		return nil, fmt.Errorf("%w: telemetry: %w", ErrInvalidOptions, err)
@@ -249,6 +262,7 @@ func New(st store.Store, opts *Options) (*KeyLedger, error) {
 		buckets: cache.New[string, *keyBuckets](100_000, o.Now), tel: tel,
 		storeTimeout: o.StoreTimeout, completeTimeout: o.CompleteTimeout,
 	}
+	kl.hostChanged, ao.Changed = ao.Changed, kl.accountChanged
 	if m, ok := st.(store.InMemory); ok && m.InMemory() {
 		kl.storeTimeout = -1 // nothing to stall: no timer per call
 	}
@@ -273,6 +287,50 @@ func New(st store.Store, opts *Options) (*KeyLedger, error) {
 		return nil, fmt.Errorf("%w: telemetry: %w", ErrInvalidOptions, err)
 	}
 	return kl, nil
+}
+
+// mergeOptions fills the zero fields of the nested options from o, and o's
+// catalog and price book from the nested ones (see Options). A host-set
+// nested field is never overwritten.
+func mergeOptions(o *Options, ao *account.Options, ko *apikey.Options, co *credits.Options, uo *usage.Options) error {
+	switch {
+	case o.Catalog == nil && ao.Catalog != nil:
+		o.Catalog = ao.Catalog
+	case o.Catalog == nil:
+		o.Catalog = account.DefaultCatalog()
+	case ao.Catalog != nil && ao.Catalog != o.Catalog:
+		return fmt.Errorf("%w: Catalog and Accounts.Catalog differ", ErrInvalidOptions)
+	}
+	switch {
+	case o.Prices == nil:
+		o.Prices = uo.Prices
+	case uo.Prices != nil && uo.Prices != o.Prices:
+		return fmt.Errorf("%w: Prices and Usage.Prices differ", ErrInvalidOptions)
+	}
+	if uo.Credits != nil {
+		return fmt.Errorf("%w: Usage.Credits is the facade's own credits service", ErrInvalidOptions)
+	}
+	ao.Catalog = o.Catalog
+	fill(&ao.Now, &ao.Logger, o)
+	fill(&ko.Now, &ko.Logger, o)
+	fill(&co.Now, &co.Logger, o)
+	fill(&uo.Now, &uo.Logger, o)
+	// One pricing site: the facade prices every request (Authorize's hold,
+	// Complete's charge; unpriced operations are free), so the usage
+	// service, which would price a record left at zero cost, gets no book.
+	uo.Prices = nil
+	return nil
+}
+
+// fill sets a nested option's clock and logger from o where the host left
+// them nil.
+func fill(now *func() time.Time, log **slog.Logger, o *Options) {
+	if *now == nil {
+		*now = o.Now
+	}
+	if *log == nil {
+		*log = o.Logger
+	}
 }
 
 func derefOr[T any](p *T) T {
@@ -334,30 +392,53 @@ func (kl *KeyLedger) EnsureLedger(ctx context.Context, a account.Account) error 
 	return err
 }
 
-// UpdateAccount updates an account and keeps the rest of the library in
-// step: a plan or time zone change updates the ledger policy (overdraft,
-// monthly cap, cap month), and any change reaches this process's key cache
-// and account cache at once.
+// UpdateAccount updates an account: kl.Accounts.Update, kept here for
+// hosts written against it. Both keep the rest of the library in step (the
+// hook New installs, see accountChanged): a plan or time zone change
+// updates the ledger policy (overdraft, monthly cap, cap month), and any
+// change reaches this process's key cache and account cache at once.
 func (kl *KeyLedger) UpdateAccount(ctx context.Context, id string, p account.UpdateParams) (account.Account, error) {
-	a, err := kl.Accounts.Update(ctx, id, p)
+	return kl.Accounts.Update(ctx, id, p)
+}
+
+// accountChanged is the account service's Options.Changed, installed by
+// New, so that the bookkeeping of an account change runs whether the host
+// calls the facade or kl.Accounts: an update or closure drops the account
+// from the key and account caches; a plan or time zone change updates the
+// ledger policy; a closure revokes every key; a verified email pays the
+// signup grant (EnsureLedger). The host's own hook, if any, runs after.
+func (kl *KeyLedger) accountChanged(ctx context.Context, a account.Account, c account.Change) error {
+	var err error
+	if !c.Verified {
+		kl.Keys.InvalidateAccount(a.ID)
+		kl.acctInfo.Delete(a.ID)
+	}
+	switch {
+	case c.Closed:
+		err = kl.revokeKeys(ctx, a.ID)
+	case c.Verified:
+		err = kl.EnsureLedger(ctx, a)
+	case c.Update.Plan != nil || c.Update.TimeZone != nil:
+		err = kl.syncPolicy(ctx, a)
+	}
+	if kl.hostChanged != nil {
+		err = errors.Join(err, kl.hostChanged(ctx, a, c))
+	}
+	return err
+}
+
+// syncPolicy sets the ledger policy of a from its (new) plan and time
+// zone, opening the ledger if it has none yet.
+func (kl *KeyLedger) syncPolicy(ctx context.Context, a account.Account) error {
+	cur, err := kl.Credits.Account(ctx, a.ID)
+	if errors.Is(err, credits.ErrUnknownAccount) {
+		return kl.EnsureLedger(ctx, a)
+	}
 	if err != nil {
-		return account.Account{}, err
+		return err
 	}
-	kl.Keys.InvalidateAccount(a.ID)
-	kl.acctInfo.Delete(a.ID)
-	if p.Plan != nil || p.TimeZone != nil {
-		cur, err := kl.Credits.Account(ctx, a.ID)
-		if errors.Is(err, credits.ErrUnknownAccount) {
-			return a, kl.EnsureLedger(ctx, a)
-		}
-		if err != nil {
-			return a, err
-		}
-		if _, err := kl.Credits.SetPolicy(ctx, a.ID, kl.policyFor(a, cur.Policy)); err != nil {
-			return a, err
-		}
-	}
-	return a, nil
+	_, err = kl.Credits.SetPolicy(ctx, a.ID, kl.policyFor(a, cur.Policy))
+	return err
 }
 
 // account returns the cached time zone and limit override of an account.

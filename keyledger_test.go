@@ -396,6 +396,25 @@ func TestCancelGivesBack(t *testing.T) {
 }
 
 func TestUpdateAccountTakesEffectAtOnce(t *testing.T) {
+	testUpdateTakesEffect(t, func(ctx context.Context, kl *keyledger.KeyLedger, id string, p account.UpdateParams) error {
+		_, err := kl.UpdateAccount(ctx, id, p)
+		return err
+	})
+}
+
+// TestServiceUpdateTakesEffectAtOnce is TestUpdateAccountTakesEffectAtOnce
+// through the account service the facade exposes: a host calling
+// kl.Accounts.Update directly cannot skip the cache sync and the ledger
+// policy update (the hook New installs runs them), so no stale limit,
+// monthly cap or account status survives the call.
+func TestServiceUpdateTakesEffectAtOnce(t *testing.T) {
+	testUpdateTakesEffect(t, func(ctx context.Context, kl *keyledger.KeyLedger, id string, p account.UpdateParams) error {
+		_, err := kl.Accounts.Update(ctx, id, p)
+		return err
+	})
+}
+
+func testUpdateTakesEffect(t *testing.T, update func(context.Context, *keyledger.KeyLedger, string, account.UpdateParams) error) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		c, err := account.NewCatalog("small",
 			account.Plan{ID: "small", Name: "Small", Limits: account.Limits{RequestsPerMinute: 1}, SignupGrant: d("10")},
@@ -415,7 +434,7 @@ func TestUpdateAccountTakesEffectAtOnce(t *testing.T) {
 			t.Fatalf("second request on 1 RPM: %v", err)
 		}
 		plan := "capped"
-		if _, err := e.kl.UpdateAccount(ctx, a.ID, account.UpdateParams{Plan: &plan}); err != nil {
+		if err := update(ctx, e.kl, a.ID, account.UpdateParams{Plan: &plan}); err != nil {
 			t.Fatal(err)
 		}
 		// New limits apply to the very next request; the new monthly cap (2, with 1 spent) too.
@@ -429,7 +448,7 @@ func TestUpdateAccountTakesEffectAtOnce(t *testing.T) {
 		}
 		// Suspending the account stops its keys at once.
 		st := account.StatusSuspended
-		if _, err := e.kl.UpdateAccount(ctx, a.ID, account.UpdateParams{Status: &st}); err != nil {
+		if err := update(ctx, e.kl, a.ID, account.UpdateParams{Status: &st}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := e.kl.Authorize(ctx, raw, keyledger.Request{Endpoint: "/v1/op"}); !errors.Is(err, apikey.ErrAccountInactive) {

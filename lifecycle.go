@@ -34,12 +34,10 @@ func (kl *KeyLedger) SignupWithVerification(ctx context.Context, p account.Creat
 // VerifyEmail consumes an email verification token and pays the account's
 // signup grant once (EnsureLedger; none if the address belonged to a
 // closed account). It returns account.ErrTokenInvalid or account.ErrClosed.
+// It is kl.Accounts.VerifyEmail, whose hook (accountChanged) pays the
+// grant, kept here for hosts written against it.
 func (kl *KeyLedger) VerifyEmail(ctx context.Context, tok account.Secret) (account.Account, error) {
-	a, err := kl.Accounts.VerifyEmail(ctx, tok)
-	if err != nil {
-		return account.Account{}, err
-	}
-	return a, kl.EnsureLedger(ctx, a)
+	return kl.Accounts.VerifyEmail(ctx, tok)
 }
 
 // CloseAccount closes an account for good: its sessions and tokens are
@@ -47,29 +45,30 @@ func (kl *KeyLedger) VerifyEmail(ctx context.Context, tok account.Secret) (accou
 // every API key is revoked, so in-flight requests are cancelled and
 // nothing more can be charged to it. The ledger and usage stay for the
 // books. Closing twice is not an error; it returns account.ErrNotFound.
+// It is kl.Accounts.Close, whose hook (accountChanged) revokes the keys,
+// kept here for hosts written against it.
 func (kl *KeyLedger) CloseAccount(ctx context.Context, accountID string) (account.Account, error) {
-	a, err := kl.Accounts.Close(ctx, accountID)
-	if err != nil {
-		return account.Account{}, err
-	}
-	kl.Keys.InvalidateAccount(a.ID)
-	kl.acctInfo.Delete(a.ID)
+	return kl.Accounts.Close(ctx, accountID)
+}
+
+// revokeKeys revokes every key of an account (after its closure).
+func (kl *KeyLedger) revokeKeys(ctx context.Context, accountID string) error {
 	cursor := ""
 	for {
-		pg, err := kl.Keys.List(ctx, a.ID, apikey.ListParams{Cursor: cursor, Limit: 500})
+		pg, err := kl.Keys.List(ctx, accountID, apikey.ListParams{Cursor: cursor, Limit: 500})
 		if err != nil {
-			return a, err
+			return err
 		}
 		for _, k := range pg.Keys {
 			if k.Status == apikey.StatusRevoked {
 				continue
 			}
-			if _, err := kl.Keys.Revoke(ctx, a.ID, k.ID); err != nil && !errors.Is(err, apikey.ErrNotFound) {
-				return a, err
+			if _, err := kl.Keys.Revoke(ctx, accountID, k.ID); err != nil && !errors.Is(err, apikey.ErrNotFound) {
+				return err
 			}
 		}
 		if pg.NextCursor == "" {
-			return a, nil
+			return nil
 		}
 		cursor = pg.NextCursor
 	}

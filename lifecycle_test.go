@@ -34,7 +34,26 @@ func (m *inbox) all() []account.Message {
 
 // A closed account cannot sign in, keeps no working key, cannot be
 // charged, keeps its ledger, and its address earns no second signup grant.
+// The closure runs through the facade and, as a host may call it, through
+// kl.Accounts.Close directly: the keys are revoked either way (the hook New
+// installs), so a direct service call leaves no working key behind.
 func TestCloseAccount(t *testing.T) {
+	for _, via := range []struct {
+		name  string
+		close func(context.Context, *keyledger.KeyLedger, string) (account.Account, error)
+	}{
+		{"facade", func(ctx context.Context, kl *keyledger.KeyLedger, id string) (account.Account, error) {
+			return kl.CloseAccount(ctx, id)
+		}},
+		{"service", func(ctx context.Context, kl *keyledger.KeyLedger, id string) (account.Account, error) {
+			return kl.Accounts.Close(ctx, id)
+		}},
+	} {
+		t.Run(via.name, func(t *testing.T) { testCloseAccount(t, via.close) })
+	}
+}
+
+func testCloseAccount(t *testing.T, closeAccount func(context.Context, *keyledger.KeyLedger, string) (account.Account, error)) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, nil)
 		ctx := context.Background()
@@ -54,7 +73,7 @@ func TestCloseAccount(t *testing.T) {
 			t.Fatal(err)
 		}
 		before := e.balance(t, a.ID)
-		if _, err := e.kl.CloseAccount(ctx, a.ID); err != nil {
+		if _, err := closeAccount(ctx, e.kl, a.ID); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := e.kl.Authorize(ctx, raw, keyledger.Request{Model: "test-model", PromptTokens: 10}); !errors.Is(err, apikey.ErrRevoked) && !errors.Is(err, apikey.ErrAccountInactive) {

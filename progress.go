@@ -9,6 +9,7 @@ import (
 
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/errkind"
 	"github.com/keyledger/keyledger/ratelimit"
 )
 
@@ -234,6 +235,10 @@ func (e *TooLargeError) Error() string {
 
 // Is makes errors.Is(err, ErrRequestTooLarge) true.
 func (e *TooLargeError) Is(target error) bool { return target == ErrRequestTooLarge }
+
+// Kind is errkind.Invalid, like ErrRequestTooLarge: no wait makes the
+// request fit, so it is not errkind.RateLimited.
+func (e *TooLargeError) Kind() errkind.Kind { return errkind.Invalid }
 
 // tooLarge returns the *TooLargeError of a refusal of g's buckets that no
 // wait can cure, or nil.

@@ -7,11 +7,7 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/keyledger/keyledger/account"
-	"github.com/keyledger/keyledger/apikey"
-	"github.com/keyledger/keyledger/credits"
-	"github.com/keyledger/keyledger/ratelimit"
-	"github.com/keyledger/keyledger/usage"
+	"github.com/keyledger/keyledger/errkind"
 )
 
 // Failure classification. Authorize tells two kinds of errors apart: the
@@ -22,30 +18,18 @@ import (
 // ErrUnavailable, so that a host answers 503 and the client retries later,
 // instead of a 500, or a wait as long as the stall.
 
-// answers are the sentinels the domains answer with. Anything else from a
-// store or limiter call is a failure of the system behind it — a service
-// closed by a shutdown included: the request may go to another instance.
-var answers = []error{
-	apikey.ErrNotFound, apikey.ErrAccountNotFound, apikey.ErrMalformed, apikey.ErrUnknown, apikey.ErrRevoked,
-	apikey.ErrDisabled, apikey.ErrExpired, apikey.ErrAccountInactive, apikey.ErrModelNotAllowed, apikey.ErrScopeNotAllowed,
-	apikey.ErrEnvironmentNotAllowed,
-	account.ErrNotFound, account.ErrSuspended, account.ErrClosed, account.ErrInvalidTimeZone,
-	credits.ErrUnknownAccount, credits.ErrInvalidAccountID, credits.ErrInvalidAmount, credits.ErrAmountPrecision,
-	credits.ErrInsufficientFunds, credits.ErrInDebt, credits.ErrMonthlyLimit, credits.ErrIdempotencyConflict,
-	credits.ErrInvalidIdempotencyKey, credits.ErrInvalidText, credits.ErrInvalidTTL, credits.ErrUnitMismatch,
-	credits.ErrHoldNotFound, credits.ErrHoldSettled, credits.ErrHoldReleased, credits.ErrHoldExpired,
-	usage.ErrUnknownModel, usage.ErrUnknownOperation,
-	ratelimit.ErrTooManyBuckets, ratelimit.ErrInvalidLimit,
-}
-
-// answer reports whether err is one of the domains' answers.
+// answer reports whether err is one of the domains' answers: an error of
+// a kind that says something about the request (invalid, not found, a
+// conflict, refused, no funds, rate limited). An error without a kind, or
+// of kind Unavailable or Internal, is a failure of the system behind the
+// call — a service closed by a shutdown included: the request may go to
+// another instance.
 func answer(err error) bool {
-	for _, a := range answers {
-		if errors.Is(err, a) {
-			return true
-		}
+	switch errkind.Of(err) {
+	case errkind.Unknown, errkind.Unavailable, errkind.Internal:
+		return false
 	}
-	return false
+	return true
 }
 
 // unavailable classifies an error of step (a store or limiter call made

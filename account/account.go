@@ -12,42 +12,43 @@ package account
 
 import (
 	"context"
-	"errors"
 	"time"
+
+	"github.com/keyledger/keyledger/errkind"
 )
 
 // Errors returned by Service and by Store implementations. Match them with
 // errors.Is.
 var (
-	ErrNotFound           = errors.New("account: not found")
-	ErrEmailTaken         = errors.New("account: email already registered")
-	ErrInvalidEmail       = errors.New("account: invalid email address")
-	ErrInvalidName        = errors.New("account: name must be 1-120 characters of valid UTF-8")
-	ErrUnknownPlan        = errors.New("account: unknown plan")
-	ErrInvalidTimeZone    = errors.New("account: invalid IANA time zone")
-	ErrInvalidStatus      = errors.New("account: invalid status")
-	ErrInvalidMetadata    = errors.New("account: invalid metadata")
-	ErrInvalidLimits      = errors.New("account: limits must be between 0 and MaxPerMinute")
-	ErrInvalidPassword    = errors.New("account: password does not meet the length policy")
-	ErrInvalidCredentials = errors.New("account: invalid email or password")
-	ErrSuspended          = errors.New("account: account is suspended")
-	ErrClosed             = errors.New("account: account is closed")
-	ErrSessionInvalid     = errors.New("account: invalid session token")
-	ErrSessionExpired     = errors.New("account: session expired")
-	ErrSessionRevoked     = errors.New("account: session revoked")
-	ErrInvalidCursor      = errors.New("account: invalid cursor")
-	ErrInvalidPlanCatalog = errors.New("account: invalid plan catalog")
-	ErrInvalidOptions     = errors.New("account: invalid options")
+	ErrNotFound           = errkind.New(errkind.NotFound, "account: not found")
+	ErrEmailTaken         = errkind.New(errkind.Conflict, "account: email already registered")
+	ErrInvalidEmail       = errkind.New(errkind.Invalid, "account: invalid email address")
+	ErrInvalidName        = errkind.New(errkind.Invalid, "account: name must be 1-120 characters of valid UTF-8")
+	ErrUnknownPlan        = errkind.New(errkind.Invalid, "account: unknown plan")
+	ErrInvalidTimeZone    = errkind.New(errkind.Invalid, "account: invalid IANA time zone")
+	ErrInvalidStatus      = errkind.New(errkind.Invalid, "account: invalid status")
+	ErrInvalidMetadata    = errkind.New(errkind.Invalid, "account: invalid metadata")
+	ErrInvalidLimits      = errkind.New(errkind.Invalid, "account: limits must be between 0 and MaxPerMinute")
+	ErrInvalidPassword    = errkind.New(errkind.Invalid, "account: password does not meet the length policy")
+	ErrInvalidCredentials = errkind.New(errkind.Unauthenticated, "account: invalid email or password")
+	ErrSuspended          = errkind.New(errkind.Forbidden, "account: account is suspended")
+	ErrClosed             = errkind.New(errkind.Forbidden, "account: account is closed")
+	ErrSessionInvalid     = errkind.New(errkind.Unauthenticated, "account: invalid session token")
+	ErrSessionExpired     = errkind.New(errkind.Unauthenticated, "account: session expired")
+	ErrSessionRevoked     = errkind.New(errkind.Unauthenticated, "account: session revoked")
+	ErrInvalidCursor      = errkind.New(errkind.Invalid, "account: invalid cursor")
+	ErrInvalidPlanCatalog = errkind.New(errkind.Invalid, "account: invalid plan catalog")
+	ErrInvalidOptions     = errkind.New(errkind.Invalid, "account: invalid options")
 	// ErrBusy reports that password hashing is at capacity: every hashing
 	// slot is running and the queue is full. Retry after BusyRetryAfter
 	// (HTTP 503 with Retry-After).
-	ErrBusy = errors.New("account: too many password checks in progress, retry shortly")
+	ErrBusy = errkind.New(errkind.Unavailable, "account: too many password checks in progress, retry shortly")
 	// ErrTokenInvalid reports a verification or reset token that is
 	// malformed, unknown, already used or expired.
-	ErrTokenInvalid = errors.New("account: invalid or expired token")
+	ErrTokenInvalid = errkind.New(errkind.Invalid, "account: invalid or expired token")
 	// ErrNoMailer reports a mail flow (verification, password reset) on a
 	// Service without Options.Mailer.
-	ErrNoMailer = errors.New("account: no mailer configured")
+	ErrNoMailer = errkind.New(errkind.Unavailable, "account: no mailer configured")
 )
 
 // Status is the lifecycle state of an account.

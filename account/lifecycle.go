@@ -149,7 +149,7 @@ func (s *Service) VerifyEmail(ctx context.Context, tok Secret) (Account, error) 
 	if a.Status == StatusClosed {
 		return Account{}, ErrClosed
 	}
-	return a, nil
+	return s.changed(ctx, a, Change{Verified: true})
 }
 
 // NotifyAlreadyRegistered mails the owner of email that someone tried to
@@ -311,7 +311,7 @@ func (s *Service) Close(ctx context.Context, accountID string) (Account, error) 
 		return Account{}, err
 	}
 	s.forgetSessions(accountID)
-	return a, nil
+	return s.changed(ctx, a, Change{Closed: true})
 }
 
 // EmailClosed reports whether an account with this email was closed (any

@@ -64,6 +64,30 @@ type Options struct {
 	// MaxConcurrentHashes by default, negative for none); callers beyond
 	// it get ErrBusy at once.
 	HashQueue int
+	// Changed, if set, is called after Update, Close or VerifyEmail changed
+	// an account, with the account after the change and what changed. Its
+	// error is returned with the account (the change itself stays
+	// committed). keyledger.New installs one that keeps the facade's caches
+	// and the account's ledger in step, so that a host calling this Service
+	// directly cannot skip that bookkeeping.
+	Changed func(ctx context.Context, a Account, c Change) error
+}
+
+// Change is what Update, Close or VerifyEmail changed, for
+// Options.Changed.
+type Change struct {
+	// Update holds the fields Update was given (nil: unchanged).
+	Update UpdateParams
+	// Closed is set by Close; Verified by VerifyEmail.
+	Closed, Verified bool
+}
+
+// changed runs Options.Changed, if any.
+func (s *Service) changed(ctx context.Context, a Account, c Change) (Account, error) {
+	if s.opt.Changed == nil {
+		return a, nil
+	}
+	return a, s.opt.Changed(ctx, a, c)
 }
 
 const (
@@ -307,7 +331,7 @@ func (s *Service) Update(ctx context.Context, id string, p UpdateParams) (Accoun
 			}
 		}
 	}
-	return a, nil
+	return s.changed(ctx, a, Change{Update: p})
 }
 
 // ListParams select a page of accounts.

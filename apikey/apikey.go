@@ -37,38 +37,39 @@ package apikey
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"time"
+
+	"github.com/keyledger/keyledger/errkind"
 )
 
 // Errors returned by Service and by Store implementations. Match them with
 // errors.Is. The denials of Verify and Permit are returned unwrapped, so
 // comparing with == also works and the hot path allocates nothing.
 var (
-	ErrNotFound        = errors.New("apikey: not found")
-	ErrAccountNotFound = errors.New("apikey: account not found")
-	ErrMalformed       = errors.New("apikey: malformed key")
-	ErrUnknown         = errors.New("apikey: unknown key")
-	ErrRevoked         = errors.New("apikey: key revoked")
-	ErrDisabled        = errors.New("apikey: key disabled")
-	ErrExpired         = errors.New("apikey: key expired")
-	ErrAccountInactive = errors.New("apikey: account is not active")
-	ErrModelNotAllowed = errors.New("apikey: model not allowed for this key")
-	ErrScopeNotAllowed = errors.New("apikey: scope not allowed for this key")
+	ErrNotFound        = errkind.New(errkind.NotFound, "apikey: not found")
+	ErrAccountNotFound = errkind.New(errkind.NotFound, "apikey: account not found")
+	ErrMalformed       = errkind.New(errkind.Unauthenticated, "apikey: malformed key")
+	ErrUnknown         = errkind.New(errkind.Unauthenticated, "apikey: unknown key")
+	ErrRevoked         = errkind.New(errkind.Unauthenticated, "apikey: key revoked")
+	ErrDisabled        = errkind.New(errkind.Unauthenticated, "apikey: key disabled")
+	ErrExpired         = errkind.New(errkind.Unauthenticated, "apikey: key expired")
+	ErrAccountInactive = errkind.New(errkind.Unauthenticated, "apikey: account is not active")
+	ErrModelNotAllowed = errkind.New(errkind.Forbidden, "apikey: model not allowed for this key")
+	ErrScopeNotAllowed = errkind.New(errkind.Forbidden, "apikey: scope not allowed for this key")
 	// ErrEnvironmentNotAllowed reports a test key acting on live keys (or
 	// creating one).
-	ErrEnvironmentNotAllowed = errors.New("apikey: a test key cannot act on live keys")
-	ErrInvalidName           = errors.New("apikey: name must be 1-120 characters of valid UTF-8")
-	ErrInvalidType           = errors.New("apikey: unknown key type")
-	ErrInvalidModels         = errors.New("apikey: invalid model list")
-	ErrInvalidScopes         = errors.New("apikey: invalid scope list")
-	ErrInvalidExpiry         = errors.New("apikey: expiry must be in the future (and before 2200)")
-	ErrInvalidGrace          = errors.New("apikey: grace period must not be negative")
-	ErrInvalidMetadata       = errors.New("apikey: invalid metadata")
-	ErrInvalidCursor         = errors.New("apikey: invalid cursor")
-	ErrInvalidFormat         = errors.New("apikey: invalid key format configuration")
-	ErrInvalidOptions        = errors.New("apikey: invalid options")
+	ErrEnvironmentNotAllowed = errkind.New(errkind.Forbidden, "apikey: a test key cannot act on live keys")
+	ErrInvalidName           = errkind.New(errkind.Invalid, "apikey: name must be 1-120 characters of valid UTF-8")
+	ErrInvalidType           = errkind.New(errkind.Invalid, "apikey: unknown key type")
+	ErrInvalidModels         = errkind.New(errkind.Invalid, "apikey: invalid model list")
+	ErrInvalidScopes         = errkind.New(errkind.Invalid, "apikey: invalid scope list")
+	ErrInvalidExpiry         = errkind.New(errkind.Invalid, "apikey: expiry must be in the future (and before 2200)")
+	ErrInvalidGrace          = errkind.New(errkind.Invalid, "apikey: grace period must not be negative")
+	ErrInvalidMetadata       = errkind.New(errkind.Invalid, "apikey: invalid metadata")
+	ErrInvalidCursor         = errkind.New(errkind.Invalid, "apikey: invalid cursor")
+	ErrInvalidFormat         = errkind.New(errkind.Invalid, "apikey: invalid key format configuration")
+	ErrInvalidOptions        = errkind.New(errkind.Invalid, "apikey: invalid options")
 )
 
 // Status is the lifecycle state of a key.

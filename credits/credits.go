@@ -99,36 +99,38 @@ package credits
 import (
 	"errors"
 	"time"
+
+	"github.com/keyledger/keyledger/errkind"
 )
 
 // Errors returned by Service and by Store implementations. Match them with
 // errors.Is.
 var (
-	ErrUnknownAccount    = errors.New("credits: unknown ledger account")
-	ErrAlreadyOpen       = errors.New("credits: ledger account already open")
-	ErrInvalidAccountID  = errors.New("credits: account ID must be 1-128 bytes of printable UTF-8")
-	ErrInvalidAmount     = errors.New("credits: invalid amount")
-	ErrAmountPrecision   = errors.New("credits: amount is not a multiple of the unit's increment")
-	ErrInsufficientFunds = errors.New("credits: insufficient funds")
+	ErrUnknownAccount    = errkind.New(errkind.NotFound, "credits: unknown ledger account")
+	ErrAlreadyOpen       = errkind.New(errkind.Conflict, "credits: ledger account already open")
+	ErrInvalidAccountID  = errkind.New(errkind.Invalid, "credits: account ID must be 1-128 bytes of printable UTF-8")
+	ErrInvalidAmount     = errkind.New(errkind.Invalid, "credits: invalid amount")
+	ErrAmountPrecision   = errkind.New(errkind.Invalid, "credits: amount is not a multiple of the unit's increment")
+	ErrInsufficientFunds = errkind.New(errkind.PaymentRequired, "credits: insufficient funds")
 	// ErrInDebt is matched (with ErrInsufficientFunds) by the *DebtError a
 	// spend of an account in debt returns.
-	ErrInDebt                = errors.New("credits: account in debt")
-	ErrMonthlyLimit          = errors.New("credits: monthly spend limit reached")
-	ErrIdempotencyConflict   = errors.New("credits: idempotency key reused with a different request")
-	ErrInvalidIdempotencyKey = errors.New("credits: idempotency key must be 1-255 bytes of UTF-8")
-	ErrInvalidText           = errors.New("credits: reference (≤255 bytes) or description (≤1024 bytes) too long or not UTF-8")
-	ErrInvalidExpiry         = errors.New("credits: grant expiry must be in the future and before 2200")
-	ErrInvalidTTL            = errors.New("credits: hold TTL must be positive and at most the maximum")
-	ErrInvalidPolicy         = errors.New("credits: invalid policy")
-	ErrInvalidUnit           = errors.New("credits: invalid unit")
-	ErrUnitMismatch          = errors.New("credits: account is kept in another unit")
-	ErrHoldNotFound          = errors.New("credits: hold not found")
-	ErrHoldSettled           = errors.New("credits: hold already settled")
-	ErrHoldReleased          = errors.New("credits: hold already released")
-	ErrHoldExpired           = errors.New("credits: hold expired")
-	ErrInvalidCursor         = errors.New("credits: invalid cursor")
-	ErrInvalidOptions        = errors.New("credits: invalid options")
-	ErrClosed                = errors.New("credits: service closed")
+	ErrInDebt                = errkind.New(errkind.PaymentRequired, "credits: account in debt")
+	ErrMonthlyLimit          = errkind.New(errkind.PaymentRequired, "credits: monthly spend limit reached")
+	ErrIdempotencyConflict   = errkind.New(errkind.Conflict, "credits: idempotency key reused with a different request")
+	ErrInvalidIdempotencyKey = errkind.New(errkind.Invalid, "credits: idempotency key must be 1-255 bytes of UTF-8")
+	ErrInvalidText           = errkind.New(errkind.Invalid, "credits: reference (≤255 bytes) or description (≤1024 bytes) too long or not UTF-8")
+	ErrInvalidExpiry         = errkind.New(errkind.Invalid, "credits: grant expiry must be in the future and before 2200")
+	ErrInvalidTTL            = errkind.New(errkind.Invalid, "credits: hold TTL must be positive and at most the maximum")
+	ErrInvalidPolicy         = errkind.New(errkind.Invalid, "credits: invalid policy")
+	ErrInvalidUnit           = errkind.New(errkind.Invalid, "credits: invalid unit")
+	ErrUnitMismatch          = errkind.New(errkind.Conflict, "credits: account is kept in another unit")
+	ErrHoldNotFound          = errkind.New(errkind.NotFound, "credits: hold not found")
+	ErrHoldSettled           = errkind.New(errkind.Conflict, "credits: hold already settled")
+	ErrHoldReleased          = errkind.New(errkind.Conflict, "credits: hold already released")
+	ErrHoldExpired           = errkind.New(errkind.Conflict, "credits: hold expired")
+	ErrInvalidCursor         = errkind.New(errkind.Invalid, "credits: invalid cursor")
+	ErrInvalidOptions        = errkind.New(errkind.Invalid, "credits: invalid options")
+	ErrClosed                = errkind.New(errkind.Internal, "credits: service closed")
 )
 
 // DebtError refuses a debit or reserve of an account whose balance is
@@ -151,6 +153,9 @@ func (e *DebtError) Error() string {
 func (e *DebtError) Is(target error) bool {
 	return target == ErrInsufficientFunds || target == ErrInDebt
 }
+
+// Kind is errkind.PaymentRequired.
+func (e *DebtError) Kind() errkind.Kind { return errkind.PaymentRequired }
 
 // Overrun says what a charge for work already delivered does with the
 // part of its cost that Available (with the overdraft) or the monthly cap

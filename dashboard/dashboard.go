@@ -58,17 +58,18 @@ import (
 
 	"github.com/keyledger/keyledger"
 	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/errkind"
 )
 
 // Errors of the package. Hooks return ErrNotFound for an id that does not
 // belong to the account; the dashboard answers 404.
 var (
-	ErrNotFound         = errors.New("dashboard: not found")
-	ErrUnauthenticated  = errors.New("dashboard: not signed in")
-	ErrInvalidOptions   = errors.New("dashboard: invalid options")
+	ErrNotFound         = errkind.New(errkind.NotFound, "dashboard: not found")
+	ErrUnauthenticated  = errkind.New(errkind.Unauthenticated, "dashboard: not signed in")
+	ErrInvalidOptions   = errkind.New(errkind.Invalid, "dashboard: invalid options")
 	errCSRF             = errors.New("dashboard: invalid CSRF token")
 	errMethodNotAllowed = errors.New("dashboard: method not allowed")
-	errBadRequest       = errors.New("dashboard: bad request")
+	errBadRequest       = errkind.New(errkind.Invalid, "dashboard: bad request")
 )
 
 // UserError is an error whose Message the dashboard shows to the person as
@@ -80,6 +81,9 @@ type UserError struct {
 }
 
 func (e *UserError) Error() string { return e.Message }
+
+// Kind is errkind.Invalid.
+func (e *UserError) Kind() errkind.Kind { return errkind.Invalid }
 
 // userErrorf returns a *UserError with a formatted message.
 func userErrorf(format string, args ...any) error {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/errkind"
 	"github.com/keyledger/keyledger/usage"
 )
 
@@ -161,15 +162,12 @@ type pageErr struct {
 	message string
 }
 
-// errorTable is the one table from errors to error pages, matched in order
-// with errors.Is. Anything else is a logged 500.
+// errorTable holds the errors whose page says more than their kind's row
+// in kindPages, matched in order with errors.Is. Other errors are answered
+// by their kind (errkind.Of); one without a kind is a logged 500.
 var errorTable = []pageErr{
-	{ErrNotFound, http.StatusNotFound, "Not found."},
-	{ErrUnauthenticated, http.StatusUnauthorized, "Sign in to see this page."},
 	{errCSRF, http.StatusForbidden, "This form expired or came from another site. Go back, reload the page and try again."},
 	{errMethodNotAllowed, http.StatusMethodNotAllowed, "Method not allowed."},
-	{errBadRequest, http.StatusBadRequest, "Bad request."},
-	{apikey.ErrNotFound, http.StatusNotFound, "Not found."},
 	{apikey.ErrRevoked, http.StatusConflict, "The key is revoked."},
 	{apikey.ErrDisabled, http.StatusConflict, "The key is disabled."},
 	{apikey.ErrExpired, http.StatusConflict, "The key has expired."},
@@ -194,7 +192,28 @@ func classify(err error) pageErr {
 			return row
 		}
 	}
-	return pageErr{err, http.StatusInternalServerError, "Something went wrong on our side. Try again in a moment."}
+	row := kindPages[errkind.Unknown]
+	if k := errkind.Of(err); int(k) < len(kindPages) && kindPages[k].status != 0 {
+		row = kindPages[k]
+	}
+	row.err = err
+	return row
+}
+
+// kindPages is the table from kinds to error pages: a new sentinel of the
+// library is answered here without an edit to the dashboard.
+var kindPages = [...]pageErr{
+	errkind.Unknown:         {nil, http.StatusInternalServerError, "Something went wrong on our side. Try again in a moment."},
+	errkind.Invalid:         {nil, http.StatusBadRequest, "Bad request."},
+	errkind.NotFound:        {nil, http.StatusNotFound, "Not found."},
+	errkind.Conflict:        {nil, http.StatusConflict, "This conflicts with a change made meanwhile. Reload the page and try again."},
+	errkind.Unauthenticated: {nil, http.StatusUnauthorized, "Sign in to see this page."},
+	errkind.Forbidden:       {nil, http.StatusForbidden, "You may not do this."},
+	errkind.PaymentRequired: {nil, http.StatusPaymentRequired, "Not enough credits: add credits to continue."},
+	errkind.RateLimited:     {nil, http.StatusTooManyRequests, "Too many attempts. Try again in a minute."},
+	errkind.TooLarge:        {nil, http.StatusRequestEntityTooLarge, "The form is too large."},
+	errkind.Unavailable:     {nil, http.StatusServiceUnavailable, "The service is busy or unavailable. Try again in a moment."},
+	errkind.Internal:        {nil, http.StatusInternalServerError, "Something went wrong on our side. Try again in a moment."},
 }
 
 // fail writes the error page of err; only unexpected errors are logged.

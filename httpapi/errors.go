@@ -12,6 +12,7 @@ import (
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/errkind"
 	"github.com/keyledger/keyledger/usage"
 )
 
@@ -43,6 +44,8 @@ const (
 	CodeBusy              = "server_busy"
 	CodeUnavailable       = "service_unavailable"
 	CodeDuplicateRequest  = "duplicate_request"
+	CodeNotFound          = "not_found"
+	CodeConflict          = "conflict"
 )
 
 // UnavailableRetryAfter is the Retry-After of a 503: how long a client
@@ -52,8 +55,11 @@ const UnavailableRetryAfter = time.Second
 
 // Classify maps an error of the hot path to what the client is told. It is
 // the one table from keyledger's errors to HTTP; ErrorWriters render its
-// result in their API's envelope. Unknown errors are 500s with a generic
-// message.
+// result in their API's envelope. Errors are classified by their kind
+// (errkind.Of, see kindErrors); the rows here are only the errors whose
+// response says more than their kind's (a typed error's details, a code or
+// message of their own). Errors without a kind are 499s when they are a
+// cancellation, else 500s with a generic message.
 func Classify(err error) Error {
 	e := Error{Err: err}
 	var (
@@ -81,8 +87,7 @@ func Classify(err error) Error {
 		e.Message = "Insufficient credits: this account owes " + debt.Debt.String() + " " + debt.Unit +
 			" for usage beyond its balance; add credits to pay it and continue."
 	case errors.As(err, &le):
-		e.Status, e.Type, e.Code = http.StatusTooManyRequests, "rate_limit_error", CodeRateLimited
-		e.Message = "Rate limit reached: too many requests or tokens per minute for this plan."
+		e = kindError(err, errkind.RateLimited)
 		e.RetryAfter = le.RetryAfter()
 		if le.Decision.RetryAfter() == 0 {
 			e.Message = "Request is larger than the plan's per-minute token limit."
@@ -97,8 +102,6 @@ func Classify(err error) Error {
 		e.Status, e.Type, e.Code, e.Message = 401, "invalid_request_error", CodeInvalidAPIKey, "This API key has been disabled."
 	case errors.Is(err, apikey.ErrAccountInactive):
 		e.Status, e.Type, e.Code, e.Message = 401, "invalid_request_error", CodeInvalidAPIKey, "The account of this API key is not active."
-	case errors.Is(err, apikey.ErrMalformed), errors.Is(err, apikey.ErrUnknown):
-		e.Status, e.Type, e.Code, e.Message = 401, "invalid_request_error", CodeInvalidAPIKey, "Incorrect API key provided."
 	case errors.Is(err, apikey.ErrModelNotAllowed):
 		e.Status, e.Type, e.Code, e.Message = 403, "permission_error", CodeModelNotAllowed, "This API key may not use this model."
 	case errors.Is(err, apikey.ErrScopeNotAllowed):
@@ -108,33 +111,60 @@ func Classify(err error) Error {
 		e.Status, e.Type, e.Code, e.Message = 403, "permission_error", CodePermissionDenied, "A test key cannot create, list or revoke live keys."
 	case errors.Is(err, usage.ErrUnknownModel):
 		e.Status, e.Type, e.Code, e.Message = 404, "invalid_request_error", CodeModelNotFound, "The model does not exist."
-	case errors.Is(err, credits.ErrInsufficientFunds):
-		e.Status, e.Type, e.Code, e.Message = 402, "insufficient_quota", CodeInsufficientQuota, "Insufficient credits: add credits to continue."
 	case errors.Is(err, credits.ErrMonthlyLimit):
 		e.Status, e.Type, e.Code, e.Message = 402, "insufficient_quota", CodeMonthlyLimit, "The monthly spend limit of this account is reached."
-	case errors.Is(err, keyledger.ErrInvalidRequest), errors.Is(err, errBadRequest):
-		e.Status, e.Type, e.Code, e.Message = 400, "invalid_request_error", CodeInvalidRequest, "The request is invalid."
-	case errors.Is(err, keyledger.ErrUnavailable):
-		// Checked before cancellation: a store timeout is a DeadlineExceeded
-		// too, but the client is still there and may retry.
-		e.Status, e.Type, e.Code = http.StatusServiceUnavailable, "server_error", CodeUnavailable
-		e.Message = "The service is temporarily unavailable: retry the request (with the same request id) shortly."
-		e.RetryAfter = UnavailableRetryAfter
 	case errors.Is(err, credits.ErrIdempotencyConflict):
 		e.Status, e.Type, e.Code = http.StatusConflict, "invalid_request_error", CodeDuplicateRequest
 		e.Message = "This request id was already used for a different request."
 	case errors.Is(err, keyledger.ErrDuplicateRequest):
 		e.Status, e.Type, e.Code = http.StatusConflict, "invalid_request_error", CodeDuplicateRequest
 		e.Message = "A request with this request id was already completed; send a new id for a new request."
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		e.Status, e.Type, e.Code, e.Message = 499, "invalid_request_error", "request_cancelled", "The request was cancelled."
 	default:
-		e.Status, e.Type, e.Code, e.Message = 500, "server_error", CodeInternal, "Internal error."
+		// By kind. Checked before cancellation: a store timeout wrapped in
+		// keyledger.ErrUnavailable is a DeadlineExceeded too, but the
+		// client is still there and may retry.
+		if k := errkind.Of(err); k != errkind.Unknown {
+			e = kindError(err, k)
+		} else if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			e.Status, e.Type, e.Code, e.Message = 499, "invalid_request_error", "request_cancelled", "The request was cancelled."
+		} else {
+			e = kindError(err, errkind.Unknown)
+		}
 	}
 	var re *RequestError
 	if errors.As(err, &re) {
 		e.Message = re.Message
 	}
+	return e
+}
+
+// kindErrors is the table from kinds to responses: what an error without a
+// row of its own in Classify is told. A new sentinel made with errkind.New
+// is classified here without an edit to this package.
+var kindErrors = [...]Error{
+	errkind.Unknown:         {Status: 500, Type: "server_error", Code: CodeInternal, Message: "Internal error."},
+	errkind.Invalid:         {Status: 400, Type: "invalid_request_error", Code: CodeInvalidRequest, Message: "The request is invalid."},
+	errkind.NotFound:        {Status: 404, Type: "invalid_request_error", Code: CodeNotFound, Message: "Not found."},
+	errkind.Conflict:        {Status: 409, Type: "invalid_request_error", Code: CodeConflict, Message: "The request conflicts with the current state."},
+	errkind.Unauthenticated: {Status: 401, Type: "invalid_request_error", Code: CodeInvalidAPIKey, Message: "Incorrect API key provided."},
+	errkind.Forbidden:       {Status: 403, Type: "permission_error", Code: CodePermissionDenied, Message: "This request is not permitted."},
+	errkind.PaymentRequired: {Status: 402, Type: "insufficient_quota", Code: CodeInsufficientQuota, Message: "Insufficient credits: add credits to continue."},
+	errkind.RateLimited: {Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: CodeRateLimited,
+		Message: "Rate limit reached: too many requests or tokens per minute for this plan."},
+	errkind.TooLarge: {Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: CodeRequestTooLarge, Message: "The request is too large."},
+	errkind.Unavailable: {Status: http.StatusServiceUnavailable, Type: "server_error", Code: CodeUnavailable,
+		Message: "The service is temporarily unavailable: retry the request (with the same request id) shortly.", RetryAfter: UnavailableRetryAfter},
+	errkind.Internal: {Status: 500, Type: "server_error", Code: CodeInternal, Message: "Internal error."},
+}
+
+// kindError is the response of kind k to err (a 500 for a kind this
+// version does not know).
+func kindError(err error, k errkind.Kind) Error {
+	e := kindErrors[errkind.Unknown]
+	if int(k) < len(kindErrors) && kindErrors[k].Status != 0 {
+		e = kindErrors[k]
+	}
+	e.Err = err
 	return e
 }
 
@@ -161,10 +191,10 @@ func group(n int64) string {
 var (
 	// ErrInvalidTrustedProxies reports a -trusted-proxies list that is not
 	// comma-separated CIDR prefixes or addresses.
-	ErrInvalidTrustedProxies = errors.New("httpapi: invalid trusted proxy list")
+	ErrInvalidTrustedProxies = errkind.New(errkind.Invalid, "httpapi: invalid trusted proxy list")
 
 	errMissingKey = errors.New("httpapi: no API key in the request")
-	errBadRequest = errors.New("httpapi: bad request")
+	errBadRequest = errkind.New(errkind.Invalid, "httpapi: bad request")
 )
 
 // RequestError is what a RequestFunc returns to refuse a request with a 400
@@ -175,6 +205,9 @@ func (e *RequestError) Error() string { return "httpapi: " + e.Message }
 
 // Is makes errors.Is(err, errBadRequest) classify it as a 400.
 func (e *RequestError) Is(target error) bool { return target == errBadRequest }
+
+// Kind is errkind.Invalid.
+func (e *RequestError) Kind() errkind.Kind { return errkind.Invalid }
 
 // ErrorWriter renders a classified error in an API's envelope.
 type ErrorWriter interface {

@@ -16,18 +16,19 @@ package ratelimit
 
 import (
 	"context"
-	"errors"
 	"time"
+
+	"github.com/keyledger/keyledger/errkind"
 )
 
 // Errors.
 var (
-	ErrTooManyBuckets = errors.New("ratelimit: too many buckets in one call")
-	ErrInvalidLimit   = errors.New("ratelimit: invalid limit")
+	ErrTooManyBuckets = errkind.New(errkind.Invalid, "ratelimit: too many buckets in one call")
+	ErrInvalidLimit   = errkind.New(errkind.Invalid, "ratelimit: invalid limit")
 	// ErrUnavailable is wrapped around the failure of a shared limiter's
 	// backend (Redis unreachable or slow) when its policy is to fail
 	// closed: the request is neither admitted nor refused.
-	ErrUnavailable = errors.New("ratelimit: limiter backend unavailable")
+	ErrUnavailable = errkind.New(errkind.Unavailable, "ratelimit: limiter backend unavailable")
 )
 
 // MaxBuckets is the most buckets one Allow or Adjust call may name: the six

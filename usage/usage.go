@@ -5,10 +5,10 @@ package usage
 
 import (
 	"encoding/json"
-	"errors"
 	"time"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/errkind"
 )
 
 // Errors returned by Service and Store implementations. Match them with
@@ -16,19 +16,19 @@ import (
 // applies (credits.ErrInsufficientFunds, credits.ErrMonthlyLimit,
 // credits.ErrUnknownAccount, credits.ErrHoldNotFound, …) unchanged.
 var (
-	ErrInvalidPrice          = errors.New("usage: invalid price")
-	ErrUnknownModel          = errors.New("usage: model has no price")
-	ErrUnknownOperation      = errors.New("usage: operation has no price")
-	ErrInvalidRecord         = errors.New("usage: invalid usage record")
-	ErrInvalidIdempotencyKey = errors.New("usage: idempotency key must be 1-255 bytes of UTF-8")
-	ErrIdempotencyConflict   = errors.New("usage: idempotency key reused with a different request")
-	ErrInvalidTimeZone       = errors.New("usage: invalid time zone")
-	ErrInvalidQuery          = errors.New("usage: invalid query")
-	ErrInvalidCursor         = errors.New("usage: invalid cursor")
-	ErrInvalidOptions        = errors.New("usage: invalid options")
-	ErrNoLedger              = errors.New("usage: charging needs Options.Credits")
-	ErrDuplicateRecord       = errors.New("usage: the account already has a record with this ID")
-	ErrClosed                = errors.New("usage: service closed")
+	ErrInvalidPrice          = errkind.New(errkind.Invalid, "usage: invalid price")
+	ErrUnknownModel          = errkind.New(errkind.NotFound, "usage: model has no price")
+	ErrUnknownOperation      = errkind.New(errkind.NotFound, "usage: operation has no price")
+	ErrInvalidRecord         = errkind.New(errkind.Invalid, "usage: invalid usage record")
+	ErrInvalidIdempotencyKey = errkind.New(errkind.Invalid, "usage: idempotency key must be 1-255 bytes of UTF-8")
+	ErrIdempotencyConflict   = errkind.New(errkind.Conflict, "usage: idempotency key reused with a different request")
+	ErrInvalidTimeZone       = errkind.New(errkind.Invalid, "usage: invalid time zone")
+	ErrInvalidQuery          = errkind.New(errkind.Invalid, "usage: invalid query")
+	ErrInvalidCursor         = errkind.New(errkind.Invalid, "usage: invalid cursor")
+	ErrInvalidOptions        = errkind.New(errkind.Invalid, "usage: invalid options")
+	ErrNoLedger              = errkind.New(errkind.Internal, "usage: charging needs Options.Credits")
+	ErrDuplicateRecord       = errkind.New(errkind.Conflict, "usage: the account already has a record with this ID")
+	ErrClosed                = errkind.New(errkind.Internal, "usage: service closed")
 )
 
 // Record is one metered request. Field names follow the seeds: OpenRush's

@@ -11,6 +11,7 @@ import (
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/errkind"
 	"github.com/keyledger/keyledger/examples/gateway/internal/openai"
 	"github.com/keyledger/keyledger/examples/gateway/internal/razorpay"
 	"github.com/keyledger/keyledger/httpapi"
@@ -19,14 +20,14 @@ import (
 
 // Errors of the gateway's own handlers.
 var (
-	errTooLarge     = errors.New("gateway: request body too large")
-	errNotFound     = errors.New("gateway: not found")
-	errNoSession    = errors.New("gateway: missing session token")
-	errOrderNotPaid = errors.New("gateway: order is not paid")
-	errBadAPIKey    = errors.New("gateway: invalid API key on the management API")
-	errSDKKey       = errors.New("gateway: SDK key on the management API")
+	errTooLarge     = errkind.New(errkind.TooLarge, "gateway: request body too large")
+	errNotFound     = errkind.New(errkind.NotFound, "gateway: not found")
+	errNoSession    = errkind.New(errkind.Unauthenticated, "gateway: missing session token")
+	errOrderNotPaid = errkind.New(errkind.Conflict, "gateway: order is not paid")
+	errBadAPIKey    = errkind.New(errkind.Unauthenticated, "gateway: invalid API key on the management API")
+	errSDKKey       = errkind.New(errkind.Forbidden, "gateway: SDK key on the management API")
 
-	errBadGitHubSignature = errors.New("gateway: leaked-key report without a valid GitHub signature")
+	errBadGitHubSignature = errkind.New(errkind.Unauthenticated, "gateway: leaked-key report without a valid GitHub signature")
 )
 
 // requestError is a 400 with a message safe to show.
@@ -44,12 +45,13 @@ type apiErr struct {
 	message string
 }
 
-// errorTable is the one table from errors to the management API's
-// responses. Rows are matched in order with errors.Is; anything else is a
-// logged 500 with a generic message.
+// errorTable holds the errors whose response is their own: a code or
+// message their kind's row in kindTable does not give. Rows are matched in
+// order with errors.Is; an error without a row is answered by its kind
+// (errkind.Of), and one without a kind is a logged 500 with a generic
+// message.
 var errorTable = []apiErr{
 	{errTooLarge, 413, "request_too_large", "The request body is larger than 1 MiB."},
-	{errNotFound, 404, "not_found", "Not found."},
 	{errNoSession, 401, "invalid_session", "Missing session token: send it as 'Authorization: Bearer <token>'."},
 	{account.ErrSessionInvalid, 401, "invalid_session", "Invalid session token."},
 	{account.ErrSessionExpired, 401, "invalid_session", "The session has expired; log in again."},
@@ -64,7 +66,6 @@ var errorTable = []apiErr{
 	{account.ErrBusy, 503, "server_busy", "Too many password checks in progress; retry in a second."},
 	{account.ErrSuspended, 403, "account_suspended", "The account is suspended."},
 	{account.ErrClosed, 403, "account_closed", "The account is closed."},
-	{account.ErrNotFound, 404, "not_found", "Not found."},
 	{account.ErrEmailTaken, 409, "email_taken", "An account with this email already exists."},
 	{account.ErrTokenInvalid, 400, "invalid_token", "The token is invalid, used or expired."},
 	{account.ErrNoMailer, 503, "mail_unavailable", "Mail is not configured on this server."},
@@ -72,7 +73,6 @@ var errorTable = []apiErr{
 	{account.ErrInvalidEmail, 400, "invalid_request", "Invalid email address."},
 	{account.ErrInvalidName, 400, "invalid_request", "The name must be 1-120 characters."},
 	{account.ErrInvalidPassword, 400, "invalid_request", "The password must be at least 8 characters."},
-	{apikey.ErrNotFound, 404, "not_found", "Not found."},
 	{apikey.ErrInvalidName, 400, "invalid_request", "The key name must be 1-120 characters."},
 	{apikey.ErrInvalidType, 400, "invalid_request", `The key type must be "sdk" or "api".`},
 	{apikey.ErrInvalidModels, 400, "invalid_request", "Invalid model list."},
@@ -86,7 +86,6 @@ var errorTable = []apiErr{
 	{credits.ErrInvalidAmount, 400, "invalid_request", "Invalid amount."},
 	{credits.ErrAmountPrecision, 400, "invalid_request", "Amounts in INR have at most 2 decimals."},
 	{credits.ErrInvalidPolicy, 400, "invalid_request", "Invalid auto-recharge settings."},
-	{credits.ErrUnknownAccount, 404, "not_found", "Not found."},
 	{razorpay.ErrInvalidSignature, 400, "invalid_signature", "The payment signature does not match."},
 	{razorpay.ErrMalformedWebhook, 400, "invalid_request", "Malformed webhook payload."},
 	{razorpay.ErrOrderMismatch, 400, "invalid_request", "The payment does not match the order."},
@@ -122,7 +121,28 @@ func classify(err error) apiErr {
 			return row
 		}
 	}
-	return apiErr{err: err, status: 500, code: "internal_error", message: "Internal error."}
+	row := kindTable[errkind.Unknown]
+	if k := errkind.Of(err); int(k) < len(kindTable) && kindTable[k].status != 0 {
+		row = kindTable[k]
+	}
+	row.err = err
+	return row
+}
+
+// kindTable answers the errors without a row in errorTable, by kind: a new
+// sentinel of the library is classified here without an edit.
+var kindTable = [...]apiErr{
+	errkind.Unknown:         {status: 500, code: "internal_error", message: "Internal error."},
+	errkind.Invalid:         {status: 400, code: "invalid_request", message: "The request is invalid."},
+	errkind.NotFound:        {status: 404, code: "not_found", message: "Not found."},
+	errkind.Conflict:        {status: 409, code: "conflict", message: "The request conflicts with the current state."},
+	errkind.Unauthenticated: {status: 401, code: "invalid_credentials", message: "Invalid or missing credentials."},
+	errkind.Forbidden:       {status: 403, code: "permission_denied", message: "This request is not permitted."},
+	errkind.PaymentRequired: {status: 402, code: "insufficient_quota", message: "Insufficient credits: add credits to continue."},
+	errkind.RateLimited:     {status: 429, code: "rate_limit_exceeded", message: "Too many requests. Retry later."},
+	errkind.TooLarge:        {status: 413, code: "request_too_large", message: "The request is too large."},
+	errkind.Unavailable:     {status: 503, code: "service_unavailable", message: "The service is temporarily unavailable; retry shortly."},
+	errkind.Internal:        {status: 500, code: "internal_error", message: "Internal error."},
 }
 
 // errorBody is the management API's error shape.

@@ -84,6 +84,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/keyledger/keyledger/errkind"
 	"github.com/keyledger/keyledger/internal/migrations"
 	"github.com/keyledger/keyledger/internal/sqlledger"
 	"github.com/keyledger/keyledger/store"
@@ -93,8 +94,8 @@ var _ store.Store = (*Store)(nil)
 
 // Errors returned by Open.
 var (
-	ErrSchemaTooNew = errors.New("pgstore: database schema is newer than this version of keyledger")
-	ErrInvalidDSN   = errors.New("pgstore: invalid connection string")
+	ErrSchemaTooNew = errkind.New(errkind.Internal, "pgstore: database schema is newer than this version of keyledger")
+	ErrInvalidDSN   = errkind.New(errkind.Invalid, "pgstore: invalid connection string")
 )
 
 //go:embed migrations/*.sql

@@ -33,6 +33,7 @@ import (
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/keyledger/keyledger/errkind"
 	"github.com/keyledger/keyledger/internal/migrations"
 	"github.com/keyledger/keyledger/internal/sqlledger"
 	"github.com/keyledger/keyledger/store"
@@ -42,8 +43,8 @@ var _ store.Store = (*Store)(nil)
 
 // Errors returned by Open.
 var (
-	ErrSchemaTooNew = errors.New("sqlitestore: database schema is newer than this version of keyledger")
-	ErrInvalidPath  = errors.New("sqlitestore: invalid database path")
+	ErrSchemaTooNew = errkind.New(errkind.Internal, "sqlitestore: database schema is newer than this version of keyledger")
+	ErrInvalidPath  = errkind.New(errkind.Invalid, "sqlitestore: invalid database path")
 )
 
 //go:embed migrations/*.sql

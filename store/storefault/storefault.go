@@ -23,7 +23,6 @@ package storefault
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -34,6 +33,7 @@ import (
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/errkind"
 	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/usage"
 )
@@ -46,7 +46,7 @@ var (
 )
 
 // ErrInjected is matched (errors.Is) by every error the wrapper injects.
-var ErrInjected = errors.New("storefault: injected fault")
+var ErrInjected = errkind.New(errkind.Unavailable, "storefault: injected fault")
 
 // Mode says how a chosen call fails.
 type Mode uint8
@@ -130,6 +130,12 @@ func (e *Error) Error() string {
 	}
 	return s
 }
+
+// Kind is the kind of the rule's Err: errkind.Unknown when it has none or
+// an unkinded one, so that an injected fault is classified like the driver
+// failure it simulates (the facade retries it, or answers 503), not by
+// ErrInjected's own kind, which only a bare ErrInjected shows.
+func (e *Error) Kind() errkind.Kind { return errkind.Of(e.Err) }
 
 // Unwrap makes errors.Is see ErrInjected, the rule's Err and, for
 // timeouts, context.DeadlineExceeded.

@@ -13,9 +13,9 @@ import (
 	"io"
 	"net/http"
 
-	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/errkind"
 	"github.com/keyledger/keyledger/httpapi"
 	"github.com/keyledger/keyledger/usage"
 )
@@ -25,10 +25,10 @@ const MaxBody = 1 << 20
 
 // Errors the servers return from their own handlers.
 var (
-	ErrTooLarge = errors.New("request body larger than 1 MiB")
-	ErrNotFound = errors.New("not found")
-	ErrConflict = errors.New("conflict")
-	ErrInvalid  = errors.New("invalid request")
+	ErrTooLarge = errkind.New(errkind.TooLarge, "request body larger than 1 MiB")
+	ErrNotFound = errkind.New(errkind.NotFound, "not found")
+	ErrConflict = errkind.New(errkind.Conflict, "conflict")
+	ErrInvalid  = errkind.New(errkind.Invalid, "invalid request")
 )
 
 // Invalid returns an error that Classify turns into a 400 with msg as the
@@ -126,55 +126,36 @@ func trim(s string, n int) string {
 
 // Error codes beyond httpapi's.
 const (
-	CodeNotFound = "not_found"
+	CodeNotFound = httpapi.CodeNotFound
 	CodeTooLarge = "request_too_large"
-	CodeConflict = "conflict"
+	CodeConflict = httpapi.CodeConflict
 )
 
 // Classify maps an error of a management route or a paid route to what the
-// client is told: the servers' own errors and the domains' validation and
-// not-found errors first, then httpapi.Classify's hot-path table.
+// client is told: the rows below for the errors whose public message is
+// this envelope's own, then httpapi.Classify, which classifies the rest by
+// kind (a not-found is 404 not_found, a validation error 400
+// invalid_request, …). A message given with Invalid replaces the generic
+// one.
 func Classify(err error) httpapi.Error {
 	e := httpapi.Error{Err: err}
-	var pe *publicError
-	msg := func(def string) string {
-		if errors.As(err, &pe) {
-			return pe.msg
-		}
-		return def
-	}
 	switch {
 	case errors.Is(err, ErrTooLarge):
 		e.Status, e.Type, e.Code, e.Message = http.StatusRequestEntityTooLarge, "invalid_request_error", CodeTooLarge, "The request body is larger than 1 MiB."
-	case errors.Is(err, ErrNotFound), errors.Is(err, apikey.ErrNotFound), errors.Is(err, account.ErrNotFound),
-		errors.Is(err, credits.ErrUnknownAccount), errors.Is(err, credits.ErrHoldNotFound):
-		e.Status, e.Type, e.Code, e.Message = http.StatusNotFound, "invalid_request_error", CodeNotFound, msg("Not found.")
-	case errors.Is(err, ErrConflict), errors.Is(err, credits.ErrIdempotencyConflict):
+	case errors.Is(err, credits.ErrIdempotencyConflict):
 		e.Status, e.Type, e.Code, e.Message = http.StatusConflict, "invalid_request_error", CodeConflict,
-			msg("The idempotency key was already used with a different request.")
-	case errors.Is(err, ErrInvalid):
-		e.Status, e.Type, e.Code, e.Message = http.StatusBadRequest, "invalid_request_error", httpapi.CodeInvalidRequest, msg("The request is invalid.")
+			"The idempotency key was already used with a different request."
 	case errors.Is(err, apikey.ErrInvalidName):
 		e.Status, e.Type, e.Code, e.Message = 400, "invalid_request_error", httpapi.CodeInvalidRequest, "name must be 1-120 characters."
 	case errors.Is(err, apikey.ErrInvalidExpiry):
 		e.Status, e.Type, e.Code, e.Message = 400, "invalid_request_error", httpapi.CodeInvalidRequest, "expires_at must be in the future."
-	case errors.Is(err, apikey.ErrInvalidType), errors.Is(err, apikey.ErrInvalidModels), errors.Is(err, apikey.ErrInvalidScopes),
-		errors.Is(err, apikey.ErrInvalidMetadata), errors.Is(err, apikey.ErrInvalidCursor),
-		errors.Is(err, usage.ErrInvalidRecord), errors.Is(err, credits.ErrInvalidAmount), errors.Is(err, credits.ErrAmountPrecision):
-		e.Status, e.Type, e.Code, e.Message = 400, "invalid_request_error", httpapi.CodeInvalidRequest, "The request is invalid."
-	case isAny(err, usageQueryErrors):
+	case errors.Is(err, usage.ErrInvalidQuery), errors.Is(err, usage.ErrInvalidCursor), errors.Is(err, usage.ErrInvalidTimeZone):
 		e.Status, e.Type, e.Code, e.Message = 400, "invalid_request_error", httpapi.CodeInvalidRequest, "Invalid query parameter: limit must be an integer and cursor a next_cursor value."
 	default:
-		return httpapi.Classify(err)
+		e = httpapi.Classify(err)
+	}
+	if pe, ok := errors.AsType[*publicError](err); ok && e.Status < 500 {
+		e.Message = pe.msg
 	}
 	return e
-}
-
-func isAny(err error, targets []error) bool {
-	for _, t := range targets {
-		if errors.Is(err, t) {
-			return true
-		}
-	}
-	return false
 }
