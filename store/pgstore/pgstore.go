@@ -41,8 +41,8 @@
 //
 // Ledger writes lock the ledger account rows they touch with SELECT … FOR
 // UPDATE (in account_id order when a batch touches several) before reading
-// anything else of those accounts, then run credits.ApplySpend,
-// credits.ApplyCredit or usage.ApplyMeter on the locked state, so spends
+// anything else of those accounts, then run ledger.ApplySpend,
+// ledger.ApplyCredit or meter.ApplyMeter on the locked state, so spends
 // from any number of pools never overspend. Group commits (credits and
 // usage batches) stage each request's writes in memory, drop a failed
 // request's writes before anything reaches the server, and send the batch's

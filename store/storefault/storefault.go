@@ -39,10 +39,10 @@ import (
 )
 
 var (
-	_ store.Store            = (*Store)(nil)
-	_ credits.GroupCommitter = (*Store)(nil)
-	_ usage.GroupCommitter   = (*Store)(nil)
-	_ apikey.ChangeNotifier  = (*Store)(nil)
+	_ store.Store                          = (*Store)(nil)
+	_ interface{ GroupCommit() bool }      = (*Store)(nil)
+	_ interface{ UsageGroupCommit() bool } = (*Store)(nil)
+	_ apikey.ChangeNotifier                = (*Store)(nil)
 )
 
 // ErrInjected is matched (errors.Is) by every error the wrapper injects.
@@ -261,16 +261,16 @@ func call0(ctx context.Context, s *Store, method string, f func() error) error {
 	return err
 }
 
-// GroupCommit implements credits.GroupCommitter as the wrapped store does.
+// GroupCommit is the group-commit capability of credits.Store as the wrapped store does.
 func (s *Store) GroupCommit() bool {
-	gc, ok := s.inner.(credits.GroupCommitter)
+	gc, ok := s.inner.(interface{ GroupCommit() bool })
 	return ok && gc.GroupCommit()
 }
 
-// UsageGroupCommit implements usage.GroupCommitter as the wrapped store
+// UsageGroupCommit is the group-commit capability of usage.Store as the wrapped store
 // does.
 func (s *Store) UsageGroupCommit() bool {
-	gc, ok := s.inner.(usage.GroupCommitter)
+	gc, ok := s.inner.(interface{ UsageGroupCommit() bool })
 	return ok && gc.UsageGroupCommit()
 }
 
@@ -388,18 +388,18 @@ func (s *Store) TouchAPIKeys(ctx context.Context, uses []apikey.Use) error {
 // credits.Store
 
 // OpenLedger implements credits.Store.
-func (s *Store) OpenLedger(ctx context.Context, st credits.AccountState) error {
-	return call0(ctx, s, "OpenLedger", func() error { return s.inner.OpenLedger(ctx, st) })
+func (s *Store) OpenLedger(ctx context.Context, id, unit string, p credits.Policy, now time.Time) (credits.Account, error) {
+	return call(ctx, s, "OpenLedger", func() (credits.Account, error) { return s.inner.OpenLedger(ctx, id, unit, p, now) })
 }
 
 // SetLedgerPolicy implements credits.Store.
-func (s *Store) SetLedgerPolicy(ctx context.Context, accountID string, p credits.Policy, now time.Time) (credits.AccountState, error) {
-	return call(ctx, s, "SetLedgerPolicy", func() (credits.AccountState, error) { return s.inner.SetLedgerPolicy(ctx, accountID, p, now) })
+func (s *Store) SetLedgerPolicy(ctx context.Context, accountID string, p credits.Policy, now time.Time) (credits.Account, error) {
+	return call(ctx, s, "SetLedgerPolicy", func() (credits.Account, error) { return s.inner.SetLedgerPolicy(ctx, accountID, p, now) })
 }
 
 // LedgerAccount implements credits.Store.
-func (s *Store) LedgerAccount(ctx context.Context, accountID string, now time.Time) (credits.AccountState, error) {
-	return call(ctx, s, "LedgerAccount", func() (credits.AccountState, error) { return s.inner.LedgerAccount(ctx, accountID, now) })
+func (s *Store) LedgerAccount(ctx context.Context, accountID string, now time.Time) (credits.Account, error) {
+	return call(ctx, s, "LedgerAccount", func() (credits.Account, error) { return s.inner.LedgerAccount(ctx, accountID, now) })
 }
 
 // LedgerCredit implements credits.Store.
@@ -408,8 +408,10 @@ func (s *Store) LedgerCredit(ctx context.Context, now time.Time, r credits.Credi
 }
 
 // LedgerEntries implements credits.Store.
-func (s *Store) LedgerEntries(ctx context.Context, q credits.EntryQuery) ([]credits.Entry, error) {
-	return call(ctx, s, "LedgerEntries", func() ([]credits.Entry, error) { return s.inner.LedgerEntries(ctx, q) })
+func (s *Store) LedgerEntries(ctx context.Context, accountID string, f credits.EntryFilter, beforeSeq int64, limit int) ([]credits.Entry, error) {
+	return call(ctx, s, "LedgerEntries", func() ([]credits.Entry, error) {
+		return s.inner.LedgerEntries(ctx, accountID, f, beforeSeq, limit)
+	})
 }
 
 // LedgerBalanceAt implements credits.Store.

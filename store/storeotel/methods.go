@@ -174,15 +174,15 @@ func (s *Store) TouchAPIKeys(ctx context.Context, uses []apikey.Use) error {
 // credits.Store
 
 // OpenLedger implements credits.Store.
-func (s *Store) OpenLedger(ctx context.Context, st credits.AccountState) error {
-	ctx, c := s.begin(ctx, opOpenLedger, accountAttr(st.ID))
-	err := s.inner.OpenLedger(ctx, st)
+func (s *Store) OpenLedger(ctx context.Context, id, unit string, p credits.Policy, now time.Time) (credits.Account, error) {
+	ctx, c := s.begin(ctx, opOpenLedger, accountAttr(id))
+	a, err := s.inner.OpenLedger(ctx, id, unit, p, now)
 	c.end(ctx, err)
-	return err
+	return a, err
 }
 
 // SetLedgerPolicy implements credits.Store.
-func (s *Store) SetLedgerPolicy(ctx context.Context, accountID string, p credits.Policy, now time.Time) (credits.AccountState, error) {
+func (s *Store) SetLedgerPolicy(ctx context.Context, accountID string, p credits.Policy, now time.Time) (credits.Account, error) {
 	ctx, c := s.begin(ctx, opSetLedgerPolicy, accountAttr(accountID))
 	st, err := s.inner.SetLedgerPolicy(ctx, accountID, p, now)
 	c.end(ctx, err)
@@ -190,7 +190,7 @@ func (s *Store) SetLedgerPolicy(ctx context.Context, accountID string, p credits
 }
 
 // LedgerAccount implements credits.Store.
-func (s *Store) LedgerAccount(ctx context.Context, accountID string, now time.Time) (credits.AccountState, error) {
+func (s *Store) LedgerAccount(ctx context.Context, accountID string, now time.Time) (credits.Account, error) {
 	ctx, c := s.begin(ctx, opLedgerAccount, accountAttr(accountID))
 	st, err := s.inner.LedgerAccount(ctx, accountID, now)
 	c.end(ctx, err)
@@ -210,9 +210,9 @@ func (s *Store) LedgerCredit(ctx context.Context, now time.Time, r credits.Credi
 }
 
 // LedgerEntries implements credits.Store.
-func (s *Store) LedgerEntries(ctx context.Context, q credits.EntryQuery) ([]credits.Entry, error) {
-	ctx, c := s.begin(ctx, opLedgerEntries, accountAttr(q.AccountID))
-	es, err := s.inner.LedgerEntries(ctx, q)
+func (s *Store) LedgerEntries(ctx context.Context, accountID string, f credits.EntryFilter, beforeSeq int64, limit int) ([]credits.Entry, error) {
+	ctx, c := s.begin(ctx, opLedgerEntries, accountAttr(accountID))
+	es, err := s.inner.LedgerEntries(ctx, accountID, f, beforeSeq, limit)
 	c.end(ctx, err)
 	return es, err
 }

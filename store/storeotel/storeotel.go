@@ -53,10 +53,10 @@ import (
 )
 
 var (
-	_ store.Store            = (*Store)(nil)
-	_ credits.GroupCommitter = (*Store)(nil)
-	_ usage.GroupCommitter   = (*Store)(nil)
-	_ apikey.ChangeNotifier  = (*Store)(nil)
+	_ store.Store                          = (*Store)(nil)
+	_ interface{ GroupCommit() bool }      = (*Store)(nil)
+	_ interface{ UsageGroupCommit() bool } = (*Store)(nil)
+	_ apikey.ChangeNotifier                = (*Store)(nil)
 )
 
 // ScopeName is the instrumentation scope of the wrapper's meter and tracer.
@@ -413,16 +413,16 @@ func (s *Store) entryOpts(typ credits.EntryType, unit string) *entryAttrs {
 func accountAttr(id string) attribute.KeyValue { return attribute.String("keyledger.account.id", id) }
 func keyAttr(id string) attribute.KeyValue     { return attribute.String("keyledger.key.id", id) }
 
-// GroupCommit implements credits.GroupCommitter as the wrapped store does.
+// GroupCommit is the group-commit capability of credits.Store as the wrapped store does.
 func (s *Store) GroupCommit() bool {
-	gc, ok := s.inner.(credits.GroupCommitter)
+	gc, ok := s.inner.(interface{ GroupCommit() bool })
 	return ok && gc.GroupCommit()
 }
 
-// UsageGroupCommit implements usage.GroupCommitter as the wrapped store
+// UsageGroupCommit is the group-commit capability of usage.Store as the wrapped store
 // does.
 func (s *Store) UsageGroupCommit() bool {
-	gc, ok := s.inner.(usage.GroupCommitter)
+	gc, ok := s.inner.(interface{ UsageGroupCommit() bool })
 	return ok && gc.UsageGroupCommit()
 }
 
