@@ -85,6 +85,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/keyledger/keyledger/internal/migrations"
+	"github.com/keyledger/keyledger/internal/sqlaccount"
 	"github.com/keyledger/keyledger/internal/sqlledger"
 	"github.com/keyledger/keyledger/store"
 )
@@ -175,6 +176,8 @@ func (o *Options) withDefaults() Options {
 // database.
 type Store struct {
 	*sqlledger.Engine // the ledger and metering rules (credits.go, usage.go)
+	// the accounts, sessions and lifecycle operations (account.go)
+	sqlaccount.Accounts
 
 	pool *pgxpool.Pool
 	cfg  *pgxpool.Config // for the listener's own connection
@@ -205,6 +208,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	}
 	s := &Store{pool: pool, cfg: cfg, opt: o, log: o.Logger}
 	s.Engine = sqlledger.New(ledgerDB{s})
+	s.Accounts = sqlaccount.New(accountDB{s}, sqlaccount.Dialect{EmailIs: `lower(email) = lower(?)`, Lock: ` FOR UPDATE`})
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("pgstore: connect: %w", err)
