@@ -1,5 +1,5 @@
 // Package sqlaccount is the account, session and lifecycle store of the two
-// SQL backends, written once: the statements (in one dialect, ? for
+// SQL backends, written once (with the API keys' JSON column codec): the statements (in one dialect, ? for
 // placeholders), the row codecs and the logic of account.Store and
 // account.LifecycleStore (read-modify-write of an account in one
 // transaction, closure with its scrub, token consumption by DELETE …
@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/account"
+	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/internal/sqlrow"
 )
 
@@ -109,6 +110,27 @@ func accountArgs(a account.Account) (limits, metadata *string, err error) {
 		}
 	}
 	return limits, metadata, nil
+}
+
+// KeyArgs encodes the JSON columns of an API key (models, scopes,
+// metadata), each NULL when empty, for both backends' inserts and updates.
+func KeyArgs(k apikey.APIKey) (models, scopes, metadata *string, err error) {
+	if len(k.Models) > 0 {
+		if models, err = jsonText(k.Models); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	if len(k.Scopes) > 0 {
+		if scopes, err = jsonText(k.Scopes); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	if len(k.Metadata) > 0 {
+		if metadata, err = jsonText(k.Metadata); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	return models, scopes, metadata, nil
 }
 
 func jsonText(v any) (*string, error) {
