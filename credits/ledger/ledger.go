@@ -25,7 +25,7 @@ import (
 // running totals and the live grant lots. Stores load it, let ApplySpend,
 // ApplyCredit and Advance change it inside their transaction, and persist
 // it in the same transaction; the methods hold every ledger rule, so that
-// all backends compute the same results. Hosts read Account instead.
+// all backends compute the same results. Hosts read credits.Account instead.
 type AccountState struct {
 	ID     string
 	Unit   string
@@ -379,7 +379,7 @@ func (st *AccountState) release(h *credits.Hold, now time.Time) {
 
 // ApplySpend runs one spend request on an open transaction: the single
 // implementation of debit, reserve, settle and release that every backend
-// uses. Expected failures are returned in SpendResult.Err with nothing
+// uses. Expected failures are returned in credits.SpendResult.Err with nothing
 // written for the request; a non-nil error is a system failure after which
 // the caller must roll back.
 //
@@ -556,7 +556,7 @@ func extendHold(ctx context.Context, tx Tx, now time.Time, st *AccountState, h c
 
 // ApplyCredit runs one grant, purchase, refund or adjustment on an open
 // transaction, with the same idempotency rules as ApplySpend. It returns
-// expected failures (ErrUnknownAccount, ErrUnitMismatch,
+// expected failures (credits.ErrUnknownAccount, ErrUnitMismatch,
 // ErrIdempotencyConflict, ErrInsufficientFunds for a negative adjustment
 // beyond the overdraft, ErrInvalidExpiry for a grant expiring at or before
 // now) with nothing written, and system failures.
@@ -617,7 +617,7 @@ type OpRecord struct {
 
 // Tx is the view of one open backend transaction that ApplySpend and
 // ApplyCredit run on. Backends implement it; hosts never see it. Methods
-// return ErrUnknownAccount / ErrHoldNotFound for missing rows and other
+// return credits.ErrUnknownAccount / ErrHoldNotFound for missing rows and other
 // errors only for system failures.
 type Tx interface {
 	// State returns the account's mutable state, loaded once per

@@ -48,10 +48,10 @@ type Tx interface {
 //
 // It claims the idempotency key (a replay returns the first result and
 // writes nothing; the same key with another request is
-// ErrIdempotencyConflict), applies the ledger spend with
+// usage.ErrIdempotencyConflict), applies the ledger spend with
 // ledger.ApplySpend, sets the record's Cost to what the spend charged, and
 // inserts the record with its rollup. Expected failures are returned in
-// MeterOutcome.Err; the backend must then roll back whatever the request
+// usage.MeterOutcome.Err; the backend must then roll back whatever the request
 // wrote (the claim). A non-nil error is a system failure, after which the
 // backend rolls back the request too.
 func ApplyMeter(ctx context.Context, tx Tx, now time.Time, r *usage.MeterRequest) (usage.MeterOutcome, error) {
