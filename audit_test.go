@@ -44,12 +44,12 @@ func auditAccount(t testing.TB, st store.Store, accountID, recordPrefix string, 
 	if err != nil {
 		t.Fatalf("audit %s: %v", accountID, err)
 	}
-	a.state = s.View()
+	a.state = s
 
 	// Entries, newest first, paged.
 	var before int64
 	for {
-		page, err := st.LedgerEntries(ctx, credits.EntryQuery{AccountID: accountID, BeforeSeq: before, Limit: 500})
+		page, err := st.LedgerEntries(ctx, accountID, credits.EntryFilter{}, before, 500)
 		if err != nil {
 			t.Fatalf("audit %s entries: %v", accountID, err)
 		}
@@ -118,7 +118,7 @@ func auditAccount(t testing.TB, st store.Store, accountID, recordPrefix string, 
 			t.Fatalf("audit %s: free record %s has debit entries %+v", accountID, r.ID, es)
 		}
 		day := usage.Day(r.CreatedAt, time.UTC)
-		k := usage.RollupFor(r, "UTC", day)
+		k := r.Rollup("UTC", day)
 		if days[k] == nil {
 			v := k
 			days[k] = &v

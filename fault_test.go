@@ -385,7 +385,7 @@ func TestPaidRechargeSurvivesStoreFailure(t *testing.T) {
 		defer fs.Close()
 		var mu sync.Mutex
 		payments := 0
-		pay := credits.RechargerFunc(func(_ context.Context, r credits.RechargeRequest) (credits.RechargeResult, error) {
+		pay := credits.Recharger(func(_ context.Context, r credits.RechargeRequest) (credits.RechargeResult, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			payments++

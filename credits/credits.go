@@ -78,15 +78,18 @@
 //   - Each account records the Unit code of the Service that opened it; a
 //     Service of another unit gets ErrUnitMismatch.
 //
-// # Backends and group commit
+// # Backends, the ledger engine and group commit
 //
-// The Store interfaces below are implemented by store/memstore,
-// store/sqlitestore and store/pgstore. The ledger rules themselves live here (ApplySpend,
-// ApplyCredit, AccountState), run by every backend inside its transaction,
-// so all backends agree. A store whose commits are expensive implements
-// GroupCommitter; the Service then coalesces concurrent Debit, Reserve,
-// Settle and Release calls into one ApplySpends call per transaction, and
-// each caller still gets its own all-or-nothing result.
+// The Store interface below is implemented by store/memstore,
+// store/sqlitestore and store/pgstore. The ledger rules themselves live in
+// the driver package credits/ledger (ApplySpend, ApplyCredit and
+// AccountState, whose methods hold every rule), run by every backend inside
+// its transaction, so all backends agree; hosts never import it (the
+// archtest guards that) and read Account instead. A store whose commits are
+// expensive has a GroupCommit method (see Store); the Service then
+// coalesces concurrent Debit, Reserve, Settle and Release calls into one
+// ApplySpends call per transaction, and each caller still gets its own
+// all-or-nothing result.
 //
 // Holds, balances and idempotency records live in the store, so processes
 // sharing a backend share them. The SQLite store serialises writers with
@@ -266,7 +269,7 @@ type Hold struct {
 	EntryID  string `json:"entry_id,omitempty"`
 	EntrySeq int64  `json:"-"`
 	// SettleFingerprint identifies the Settle request, for replays.
-	SettleFingerprint Fingerprint `json:"-"`
+	SettleFingerprint [32]byte `json:"-"`
 }
 
 // Shortfall is the part of a settlement's actual cost that was not charged.

@@ -11,7 +11,7 @@ import (
 // 2.5 encode alike), so that two requests share a fingerprint exactly when
 // all their fields are equal. Typical requests are encoded in a stack
 // buffer.
-func fingerprint(op byte, id, kind string, amt Amount, n int64, t time.Time, ref, desc string) Fingerprint {
+func fingerprint(op byte, id, kind string, amt Amount, n int64, t time.Time, ref, desc string) [32]byte {
 	var arr [256]byte
 	b := append(arr[:0], 'k', 'l', 1, op)
 	b = appendString(b, id)

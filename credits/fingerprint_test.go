@@ -24,7 +24,7 @@ func TestFingerprintIsCanonical(t *testing.T) {
 	if fingerprint('d', "", "", z1, 0, time.Time{}, "", "") != fingerprint('d', "", "", z2, 0, time.Time{}, "", "") {
 		t.Fatal("zeros differ")
 	}
-	for i, other := range []Fingerprint{
+	for i, other := range [][32]byte{
 		fingerprint('c', "acct", "debit", a, 7, at, "ref", "desc"),
 		fingerprint('d', "acct2", "debit", a, 7, at, "ref", "desc"),
 		fingerprint('d', "acct", "grant", a, 7, at, "ref", "desc"),

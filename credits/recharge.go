@@ -10,19 +10,9 @@ import (
 // Razorpay charge of a saved mandate). The Service calls it in its own
 // goroutine, once per threshold crossing, with a context bounded by
 // Options.RechargeTimeout; it must charge at most once per IdempotencyKey.
-type Recharger interface {
-	// Recharge charges the customer for r.Amount and returns the payment's
-	// reference, or an error if no money was taken.
-	Recharge(ctx context.Context, r RechargeRequest) (RechargeResult, error)
-}
-
-// RechargerFunc adapts a function to the Recharger interface.
-type RechargerFunc func(ctx context.Context, r RechargeRequest) (RechargeResult, error)
-
-// Recharge calls f.
-func (f RechargerFunc) Recharge(ctx context.Context, r RechargeRequest) (RechargeResult, error) {
-	return f(ctx, r)
-}
+// It charges the customer for r.Amount and returns the payment's
+// reference, or an error if no money was taken.
+type Recharger func(ctx context.Context, r RechargeRequest) (RechargeResult, error)
 
 // RechargeRequest asks the host to buy credit after a threshold crossing.
 type RechargeRequest struct {
@@ -89,7 +79,7 @@ func (s *Service) startRecharge(rr *RechargeRequest) {
 func (s *Service) recharge(rr RechargeRequest) {
 	ctx, cancel := context.WithTimeout(s.life, s.opt.RechargeTimeout)
 	defer cancel()
-	res, err := s.opt.Recharger.Recharge(ctx, rr)
+	res, err := s.opt.Recharger(ctx, rr)
 	if err == nil {
 		p := CreditParams{
 			AccountID: rr.AccountID, Amount: rr.Amount, Reference: res.Reference,

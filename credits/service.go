@@ -36,8 +36,8 @@ type Options struct {
 	// recharge fails. Optional.
 	OnRechargeError func(RechargeRequest, error)
 	// MaxBatch bounds the spends of one group commit (256 by default);
-	// 1 disables group commit. It applies only to stores that implement
-	// GroupCommitter.
+	// 1 disables group commit. It applies only to stores that group-commit
+	// (see Store).
 	MaxBatch int
 	// MaxWait is how long a group commit waits for more spends once the
 	// queue is empty (0 by default: commit as soon as the writer is free;
@@ -140,7 +140,7 @@ func NewService(st Store, opts *Options) (*Service, error) {
 	s := &Service{store: st, opt: o, ids: id.NewGenerator(o.Now)}
 	s.ones.New = func() any { return new(oneSpend) }
 	s.life, s.cancel = context.WithCancel(context.Background())
-	if gc, ok := st.(GroupCommitter); ok && gc.GroupCommit() && o.MaxBatch > 1 {
+	if gc, ok := st.(interface{ GroupCommit() bool }); ok && gc.GroupCommit() && o.MaxBatch > 1 {
 		// The loop starts each committed spend's auto-recharge itself, so a
 		// crossing is never lost to a caller that stopped waiting.
 		s.batch = groupcommit.New(groupcommit.Config[SpendRequest, SpendResult]{
@@ -205,11 +205,7 @@ func (s *Service) Open(ctx context.Context, accountID string, p Policy) (Account
 	if err != nil {
 		return Account{}, err
 	}
-	st := NewAccountState(accountID, s.opt.Unit.Code, p, s.opt.Now())
-	if err := s.store.OpenLedger(ctx, st); err != nil {
-		return Account{}, err
-	}
-	return st.View(), nil
+	return s.store.OpenLedger(ctx, accountID, s.opt.Unit.Code, p, s.opt.Now())
 }
 
 // SetPolicy replaces an account's policy. It returns ErrUnknownAccount or
@@ -222,11 +218,7 @@ func (s *Service) SetPolicy(ctx context.Context, accountID string, p Policy) (Ac
 	if err != nil {
 		return Account{}, err
 	}
-	st, err := s.store.SetLedgerPolicy(ctx, accountID, p, s.opt.Now())
-	if err != nil {
-		return Account{}, err
-	}
-	return st.View(), nil
+	return s.store.SetLedgerPolicy(ctx, accountID, p, s.opt.Now())
 }
 
 func (s *Service) normalizePolicy(p Policy) (Policy, error) {
@@ -257,11 +249,7 @@ func (s *Service) Account(ctx context.Context, accountID string) (Account, error
 	if !validID(accountID) {
 		return Account{}, ErrUnknownAccount
 	}
-	st, err := s.store.LedgerAccount(ctx, accountID, s.opt.Now())
-	if err != nil {
-		return Account{}, err
-	}
-	return st.View(), nil
+	return s.store.LedgerAccount(ctx, accountID, s.opt.Now())
 }
 
 // Balance returns the account's balance now (expiries due by now
@@ -330,9 +318,7 @@ func (s *Service) Entries(ctx context.Context, accountID string, f EntryFilter, 
 	if err := s.materialise(ctx, accountID); err != nil {
 		return EntryPage{}, err
 	}
-	es, err := s.store.LedgerEntries(ctx, EntryQuery{
-		AccountID: accountID, Types: f.Types, From: f.From, To: f.To, BeforeSeq: before, Limit: limit + 1,
-	})
+	es, err := s.store.LedgerEntries(ctx, accountID, f, before, limit+1)
 	if err != nil {
 		return EntryPage{}, err
 	}

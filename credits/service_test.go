@@ -278,7 +278,7 @@ func TestCloseCancelsRecharges(t *testing.T) {
 	started := make(chan struct{})
 	var failures []error
 	var mu sync.Mutex
-	rech := credits.RechargerFunc(func(ctx context.Context, r credits.RechargeRequest) (credits.RechargeResult, error) {
+	rech := credits.Recharger(func(ctx context.Context, r credits.RechargeRequest) (credits.RechargeResult, error) {
 		close(started)
 		<-ctx.Done()
 		return credits.RechargeResult{}, ctx.Err()
@@ -322,7 +322,7 @@ func TestRechargeResultKeyCreditsOnce(t *testing.T) {
 		return credits.CreditParams{AccountID: r.AccountID, Amount: r.Amount, Reference: "order_1",
 			Description: "order order_1", IdempotencyKey: "order:order_1"}
 	}
-	webhookFirst := credits.RechargerFunc(func(ctx context.Context, r credits.RechargeRequest) (credits.RechargeResult, error) {
+	webhookFirst := credits.Recharger(func(ctx context.Context, r credits.RechargeRequest) (credits.RechargeResult, error) {
 		p := params(r)
 		_, err := svc.Purchase(ctx, p) // the webhook wins the race
 		close(paid)
@@ -389,7 +389,7 @@ func TestRechargeStartsWhenCallerLeaves(t *testing.T) {
 	var calls sync.WaitGroup
 	var n int
 	var mu sync.Mutex
-	rech := credits.RechargerFunc(func(ctx context.Context, r credits.RechargeRequest) (credits.RechargeResult, error) {
+	rech := credits.Recharger(func(ctx context.Context, r credits.RechargeRequest) (credits.RechargeResult, error) {
 		mu.Lock()
 		n++
 		mu.Unlock()
@@ -437,7 +437,7 @@ func TestRechargeStartsWhenCallerLeaves(t *testing.T) {
 func TestRechargesRacingClose(t *testing.T) {
 	const accounts = 64
 	var closedErrs atomic.Int64
-	rech := credits.RechargerFunc(func(ctx context.Context, r credits.RechargeRequest) (credits.RechargeResult, error) {
+	rech := credits.Recharger(func(ctx context.Context, r credits.RechargeRequest) (credits.RechargeResult, error) {
 		return credits.RechargeResult{Reference: "pay_" + r.AccountID}, nil
 	})
 	svc, err := credits.NewService(memstore.New(), &credits.Options{Recharger: rech, Logger: quiet(),

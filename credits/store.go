@@ -5,10 +5,6 @@ import (
 	"time"
 )
 
-// Fingerprint is the SHA-256 of a request's canonical fields. A store keeps
-// it with an idempotency key to tell a replay from a conflicting reuse.
-type Fingerprint [32]byte
-
 // SpendKind selects what a SpendRequest does.
 type SpendKind uint8
 
@@ -46,7 +42,10 @@ type SpendRequest struct {
 	// IdempotencyKey scopes debits and reserves; settles and releases are
 	// idempotent through their hold.
 	IdempotencyKey string
-	Fingerprint    Fingerprint
+	// Fingerprint is the SHA-256 of the request's canonical fields; a
+	// store keeps it with the idempotency key to tell a replay from a
+	// conflicting reuse.
+	Fingerprint [32]byte
 	// EntryID is the ID of the debit entry a debit or settle may write.
 	EntryID string
 	// Overrun is what a debit or settle does with the part of Amount that
@@ -79,54 +78,48 @@ type CreditRequest struct {
 	ExpiresAt              time.Time
 	Reference, Description string
 	IdempotencyKey         string
-	Fingerprint            Fingerprint
+	Fingerprint            [32]byte // as in SpendRequest
 	EntryID                string
 }
 
-// EntryQuery selects a page of an account's entries, newest first.
-type EntryQuery struct {
-	AccountID string
-	Types     []EntryType // empty: all
-	From, To  time.Time   // CreatedAt in [From, To); zero: unbounded
-	BeforeSeq int64       // only entries with Seq < BeforeSeq; 0: from the newest
-	Limit     int
-}
-
-// AccountStore keeps ledger accounts. Implementations are safe for
-// concurrent use and receive values the Service has already validated.
-type AccountStore interface {
-	// OpenLedger stores a newly opened account, or returns ErrAlreadyOpen.
-	// Of concurrent opens of one ID exactly one succeeds.
-	OpenLedger(ctx context.Context, st AccountState) error
+// Store is what the credits Service needs from a backend. Implementations
+// are safe for concurrent use, receive values the Service has already
+// validated, and run the ledger rules with the engine of
+// credits/ledger (ledger.ApplySpend, ledger.ApplyCredit,
+// ledger.AccountState) inside their transactions.
+//
+// A store whose commit is expensive (a durable database) may also have a
+// method GroupCommit() bool that returns true; the Service then coalesces
+// concurrent spends into one ApplySpends call per transaction (group
+// commit). In-memory stores do without it and receive one request per call.
+type Store interface {
+	// OpenLedger opens the account id in unit with policy p at now
+	// (ledger.NewAccountState) and returns it, or ErrAlreadyOpen. Of
+	// concurrent opens of one ID exactly one succeeds.
+	OpenLedger(ctx context.Context, id, unit string, p Policy, now time.Time) (Account, error)
 	// SetLedgerPolicy replaces an account's policy (AccountState.SetPolicy,
-	// after Advance to now) and returns the new state, or
-	// ErrUnknownAccount.
-	SetLedgerPolicy(ctx context.Context, accountID string, p Policy, now time.Time) (AccountState, error)
-	// LedgerAccount returns the account's state as of now — Advance applied
-	// in memory, nothing written — or ErrUnknownAccount.
-	LedgerAccount(ctx context.Context, accountID string, now time.Time) (AccountState, error)
-}
+	// after Advance to now) and returns the account, or ErrUnknownAccount.
+	SetLedgerPolicy(ctx context.Context, accountID string, p Policy, now time.Time) (Account, error)
+	// LedgerAccount returns the account as of now — Advance applied in
+	// memory, nothing written — or ErrUnknownAccount.
+	LedgerAccount(ctx context.Context, accountID string, now time.Time) (Account, error)
 
-// EntryStore writes credits and reads entries.
-type EntryStore interface {
-	// LedgerCredit applies one credit with ApplyCredit in one transaction.
-	// Expected failures (those of ApplyCredit) are returned as they are,
-	// with nothing written.
+	// LedgerCredit applies one credit with ledger.ApplyCredit in one
+	// transaction. Expected failures (those of ApplyCredit) are returned as
+	// they are, with nothing written.
 	LedgerCredit(ctx context.Context, now time.Time, r CreditRequest) (Entry, error)
-	// LedgerEntries returns up to q.Limit entries matching q in descending
-	// Seq order, or ErrUnknownAccount.
-	LedgerEntries(ctx context.Context, q EntryQuery) ([]Entry, error)
+	// LedgerEntries returns up to limit entries of the account matching f
+	// with Seq < beforeSeq (0: from the newest) in descending Seq order, or
+	// ErrUnknownAccount.
+	LedgerEntries(ctx context.Context, accountID string, f EntryFilter, beforeSeq int64, limit int) ([]Entry, error)
 	// LedgerBalanceAt returns the balance at time t, read in one snapshot:
 	// the BalanceAfter of the last entry created at or before t (0 if none)
 	// minus the remainders of grant lots that expired at or before t but
 	// whose expiry entry is not written yet. It returns ErrUnknownAccount.
 	LedgerBalanceAt(ctx context.Context, accountID string, t time.Time) (Amount, error)
-}
 
-// SpendStore applies spends and reads holds.
-type SpendStore interface {
-	// ApplySpends applies reqs in order with ApplySpend and stores each
-	// outcome in res[i] (len(res) == len(reqs)). Each request is
+	// ApplySpends applies reqs in order with ledger.ApplySpend and stores
+	// each outcome in res[i] (len(res) == len(reqs)). Each request is
 	// all-or-nothing on its own: an expected failure (ErrInsufficientFunds,
 	// ErrMonthlyLimit, ErrIdempotencyConflict, ErrUnknownAccount,
 	// ErrUnitMismatch, ErrHoldNotFound, ErrHoldSettled, ErrHoldReleased,
@@ -153,64 +146,4 @@ type ExpiryReport struct {
 	Accounts int // accounts touched
 	Entries  int // expiry entries written
 	Holds    int // holds marked expired
-}
-
-// Store is what the credits Service needs from a backend.
-type Store interface {
-	AccountStore
-	EntryStore
-	SpendStore
-}
-
-// GroupCommitter is an optional Store capability. A store whose commit is
-// expensive (a durable database) implements it to return true, and the
-// Service then coalesces concurrent spends into one ApplySpends call per
-// transaction (group commit). In-memory stores do without it and receive
-// one request per call.
-type GroupCommitter interface {
-	GroupCommit() bool
-}
-
-// OpKind tells which kind of request an idempotency record belongs to.
-type OpKind uint8
-
-// Operation kinds stored with idempotency keys.
-const (
-	OpCredit OpKind = iota + 1
-	OpDebit
-	OpReserve
-)
-
-// OpRecord is what a store keeps under an idempotency key: the request's
-// fingerprint and a pointer to its first result.
-type OpRecord struct {
-	Kind        OpKind
-	Fingerprint Fingerprint
-	EntrySeq    int64  // OpCredit, OpDebit: the entry written
-	HoldID      string // OpReserve: the hold created
-}
-
-// Tx is the view of one open backend transaction that ApplySpend and
-// ApplyCredit run on. Backends implement it; hosts never see it. Methods
-// return ErrUnknownAccount / ErrHoldNotFound for missing rows and other
-// errors only for system failures.
-type Tx interface {
-	// State returns the account's mutable state, loaded once per
-	// transaction and already advanced to the transaction's now (due grant
-	// expiries written as entries, due holds marked expired). The backend
-	// persists the state when the transaction commits.
-	State(ctx context.Context, accountID string) (*AccountState, error)
-	// Hold returns a copy of the hold with the given ID.
-	Hold(ctx context.Context, holdID string) (Hold, error)
-	// Op returns the idempotency record of (accountID, key), if any.
-	Op(ctx context.Context, accountID, key string) (OpRecord, bool, error)
-	// ClaimOp stores rec under (accountID, key) unless a record exists; it
-	// returns the existing record and false in that case.
-	ClaimOp(ctx context.Context, accountID, key string, rec OpRecord) (OpRecord, bool, error)
-	// Entry returns the account's entry with the given Seq.
-	Entry(ctx context.Context, accountID string, seq int64) (Entry, error)
-	// AddEntry appends an entry.
-	AddEntry(ctx context.Context, e Entry) error
-	// PutHold inserts or replaces a hold.
-	PutHold(ctx context.Context, h Hold) error
 }

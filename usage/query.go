@@ -246,7 +246,7 @@ func (s *Service) Summary(ctx context.Context, q SummaryQuery) ([]SummaryRow, er
 	rq := RecordQuery{AccountID: q.AccountID, KeyID: q.KeyID, Model: q.Model, Endpoint: q.Endpoint, From: start, To: end}
 	var one Rollup
 	err = s.store.ScanUsage(ctx, rq, func(r *Record) error {
-		one = RollupFor(r, tz, Day(r.CreatedAt, loc))
+		one = r.Rollup(tz, Day(r.CreatedAt, loc))
 		one.Add(r)
 		g.add(acc, &one)
 		return nil

@@ -34,8 +34,8 @@ type Options struct {
 	// It must run over the same store as the usage Service.
 	Credits *credits.Service
 	// MaxBatch bounds the requests of one group commit (512 by default); 1
-	// disables group commit. It applies only to stores that implement
-	// GroupCommitter.
+	// disables group commit. It applies only to stores that group-commit
+	// (see Store).
 	MaxBatch int
 	// MaxWait is how long a group commit waits for more requests once the
 	// queue is empty (0 by default: commit as soon as the writer is free;
@@ -144,7 +144,7 @@ func NewService(st Store, opts *Options) (*Service, error) {
 	}
 	s := &Service{store: st, opt: o, ids: id.NewGenerator(o.Now)}
 	s.ones.New = func() any { return new(oneMeter) }
-	if gc, ok := st.(GroupCommitter); ok && gc.UsageGroupCommit() && o.MaxBatch > 1 {
+	if gc, ok := st.(interface{ UsageGroupCommit() bool }); ok && gc.UsageGroupCommit() && o.MaxBatch > 1 {
 		// The loop runs each committed request's post-commit work (the
 		// ledger's auto-recharge) itself, so it is never lost to a caller
 		// that stopped waiting.
@@ -488,7 +488,7 @@ func printable(s string, n int) bool {
 // every record field, length-prefixed, amounts by value, metadata in key
 // order, plus the hold, the time zone and the overrun policy (only when
 // set, so that fingerprints stored before it existed still match).
-func fingerprint(r *Record, holdID, tz string, ov credits.Overrun) credits.Fingerprint {
+func fingerprint(r *Record, holdID, tz string, ov credits.Overrun) [32]byte {
 	var arr [512]byte
 	b := append(arr[:0], 'u', 'm', 1)
 	for _, f := range []string{r.ID, r.AccountID, r.KeyID, r.AuthSource, r.Endpoint, r.Method, r.Model,

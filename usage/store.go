@@ -19,7 +19,7 @@ type MeterRequest struct {
 	// IdempotencyKey scopes the request per account; Fingerprint
 	// identifies the request for replays.
 	IdempotencyKey string
-	Fingerprint    credits.Fingerprint
+	Fingerprint    [32]byte
 	// Spend is the ledger spend (debit, settle or release) to apply in the
 	// same transaction; its Kind is 0 when nothing is charged or released.
 	Spend credits.SpendRequest
@@ -39,14 +39,6 @@ type MeterOutcome struct {
 	Err error
 }
 
-// MeterOp is what a store keeps under a meter idempotency key.
-type MeterOp struct {
-	Fingerprint credits.Fingerprint
-	RecordID    string
-	HoldID      string // the settled or released hold, if any
-	CreatedAt   time.Time
-}
-
 // Rollup is one daily rollup row: the totals of an account's records of
 // one local day (in TimeZone), model, key and endpoint.
 type Rollup struct {
@@ -55,6 +47,12 @@ type Rollup struct {
 	PromptTokens, CompletionTokens                   int64
 	Units, CachedUnits                               int64
 	Cost                                             credits.Amount
+}
+
+// Rollup returns the empty rollup row that r belongs to in time zone tz
+// on day ("2006-01-02").
+func (r *Record) Rollup(tz, day string) Rollup {
+	return Rollup{AccountID: r.AccountID, TimeZone: tz, Day: day, Model: r.Model, KeyID: r.KeyID, Endpoint: r.Endpoint}
 }
 
 // Add adds r's totals to the row.
@@ -83,11 +81,6 @@ func (ro *Rollup) Merge(o *Rollup) {
 	if !o.Cost.IsZero() {
 		ro.Cost = ro.Cost.Add(o.Cost)
 	}
-}
-
-// RollupFor returns the empty rollup row that r belongs to.
-func RollupFor(r *Record, tz, day string) Rollup {
-	return Rollup{AccountID: r.AccountID, TimeZone: tz, Day: day, Model: r.Model, KeyID: r.KeyID, Endpoint: r.Endpoint}
 }
 
 // RecordQuery selects an account's records, newest first: ordered by
@@ -126,9 +119,16 @@ type RollupQuery struct {
 type Grouping struct{ Day, Model, Key, Endpoint bool }
 
 // Store is what the usage Service needs from a backend. Implementations
-// are safe for concurrent use and receive values the Service has validated.
+// are safe for concurrent use, receive values the Service has validated,
+// and run each meter request with usage/meter.ApplyMeter inside their
+// transaction.
+//
+// A store whose commit is expensive may also have a method
+// UsageGroupCommit() bool that returns true; the Service's Recorder then
+// coalesces concurrent Meter calls into one MeterUsage call per
+// transaction. Stores without it receive one request per call.
 type Store interface {
-	// MeterUsage applies reqs in order with ApplyMeter and stores each
+	// MeterUsage applies reqs in order with meter.ApplyMeter and stores each
 	// outcome in res[i] (len(res) == len(reqs)). Each request is
 	// all-or-nothing on its own: a request whose outcome has Err set wrote
 	// nothing (the backend rolls back what ApplyMeter wrote for it) and
@@ -153,31 +153,4 @@ type Store interface {
 	// accounts, keeping rollups and idempotency records, and returns how
 	// many it deleted.
 	DeleteUsageBefore(ctx context.Context, t time.Time) (int, error)
-}
-
-// GroupCommitter is an optional Store capability. A store whose commit is
-// expensive implements it to return true, and the Service's Recorder then
-// coalesces concurrent Meter calls into one MeterUsage call per
-// transaction. Stores without it receive one request per call.
-type GroupCommitter interface {
-	UsageGroupCommit() bool
-}
-
-// Tx is the view of one open backend transaction that ApplyMeter runs on:
-// the ledger's transaction (credits.Tx, for the spend) plus the usage
-// tables. Backends implement it; hosts never see it. Methods return errors
-// only for system failures.
-type Tx interface {
-	credits.Tx
-	// ClaimMeter stores op under (accountID, key) unless a record exists;
-	// it returns the existing one and false in that case.
-	ClaimMeter(ctx context.Context, accountID, key string, op MeterOp) (MeterOp, bool, error)
-	// UsageRecord returns the account's record with the given ID and
-	// creation time, and false if there is none (never written, or deleted
-	// by retention).
-	UsageRecord(ctx context.Context, accountID, id string, createdAt time.Time) (Record, bool, error)
-	// AddUsage inserts the record and adds it to its rollup row (tz, day).
-	// It returns ErrDuplicateRecord if the account has a record with that
-	// ID, whatever its creation time: a record ID is unique per account.
-	AddUsage(ctx context.Context, r *Record, tz, day string) error
 }

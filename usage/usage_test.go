@@ -179,7 +179,7 @@ func TestRechargeStartsWhenMeterCallerLeaves(t *testing.T) {
 	st := &stallStore{Store: memstore.New(), entered: make(chan struct{}), release: make(chan struct{})}
 	var mu sync.Mutex
 	n := 0
-	rech := credits.RechargerFunc(func(ctx context.Context, r credits.RechargeRequest) (credits.RechargeResult, error) {
+	rech := credits.Recharger(func(ctx context.Context, r credits.RechargeRequest) (credits.RechargeResult, error) {
 		mu.Lock()
 		n++
 		mu.Unlock()

@@ -343,7 +343,7 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 		Now: now, Logger: log, Prices: cat.prices, Limiter: limiter, HoldTTL: srv.limits.holdTTL, StoreTimeout: c.storeTimeout,
 		Accounts: &account.Options{Mailer: mailer},
 		Keys:     &apikey.Options{Format: format},
-		Credits:  &credits.Options{Unit: credits.INR(), Recharger: credits.RechargerFunc(srv.recharge)},
+		Credits:  &credits.Options{Unit: credits.INR(), Recharger: srv.recharge},
 
 		MeterProvider: tel.MeterProvider, TracerProvider: tel.Tracing(),
 	})

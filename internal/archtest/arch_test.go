@@ -174,7 +174,7 @@ func TestDashboardStaysALibrary(t *testing.T) {
 
 // sqlEngine are the shared SQL engine packages: they hold the ledger and
 // metering rules and row codecs of the SQL backends, and no driver.
-var sqlEngine = []string{"internal/sqlledger", "internal/sqlrow"}
+var sqlEngine = []string{"internal/sqlledger", "internal/sqlaccount", "internal/sqlrow"}
 
 // sqlEngineUsers are the only packages that may import the engine.
 var sqlEngineUsers = []string{"store/sqlitestore", "store/pgstore"}
@@ -202,7 +202,7 @@ func TestSQLEngineStaysDriverFree(t *testing.T) {
 		f := strings.Fields(line)
 		pkg := strings.TrimPrefix(f[0], module+"/")
 		for _, imp := range f[1:] {
-			if imp != module+"/internal/sqlledger" {
+			if imp != module+"/internal/sqlledger" && imp != module+"/internal/sqlaccount" {
 				continue
 			}
 			ok := false
@@ -210,7 +210,83 @@ func TestSQLEngineStaysDriverFree(t *testing.T) {
 				ok = ok || pkg == u
 			}
 			if !ok {
-				t.Errorf("%s imports internal/sqlledger; only %v may", pkg, sqlEngineUsers)
+				t.Errorf("%s imports %s; only %v may", pkg, imp, sqlEngineUsers)
+			}
+		}
+	}
+}
+
+// driverPkgs are the driver packages (Go CDK style): the ledger and metering
+// engines that backends run inside their transactions. They sit beside their
+// domain, import only what a domain may, and are imported only by backends
+// (store/…) and the engines under internal/ — never by a host-facing package
+// (the facade, httpapi, dashboard, the examples), which use the domains'
+// services instead.
+var driverPkgs = []string{"credits/ledger", "usage/meter"}
+
+// driverUsers are the import path prefixes (below the module) that may
+// import a driver package, besides the driver packages themselves.
+var driverUsers = []string{"store/", "internal/"}
+
+// TestDriverPackagesStayBelowHosts checks both rules: a driver package
+// depends only on the standard library (no net/http, no database/sql), the
+// modules a domain may use and the domains, and no package outside
+// driverUsers imports one, not even in its tests.
+func TestDriverPackagesStayBelowHosts(t *testing.T) {
+	root := repoRoot(t)
+	isDriver := func(pkg string) bool {
+		for _, d := range driverPkgs {
+			if pkg == d {
+				return true
+			}
+		}
+		return false
+	}
+	for _, pkg := range driverPkgs {
+		for _, dep := range deps(t, root, pkg) {
+			ok := isDriver(strings.TrimPrefix(dep, module+"/"))
+			for _, a := range allowed {
+				ok = ok || dep == strings.TrimSuffix(a, "/") || strings.HasPrefix(dep, a)
+			}
+			for _, d := range domains {
+				ok = ok || dep == module+"/"+d
+			}
+			if !ok {
+				t.Errorf("driver package %s depends on %s; it may import only what a domain may, and the domains", pkg, dep)
+			}
+		}
+		cmd := exec.Command(goTool(t), "list", "-deps", "./"+pkg)
+		cmd.Dir = root
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Fields(string(out)) {
+			if l == "net/http" || l == "database/sql" {
+				t.Errorf("driver package %s depends on %s", pkg, l)
+			}
+		}
+	}
+	cmd := exec.Command(goTool(t), "list", "-f",
+		`{{.ImportPath}} {{join .Imports " "}} {{join .TestImports " "}} {{join .XTestImports " "}}`, "./...")
+	cmd.Dir = root
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		pkg := strings.TrimPrefix(f[0], module+"/")
+		if isDriver(pkg) {
+			continue
+		}
+		user := false
+		for _, u := range driverUsers {
+			user = user || strings.HasPrefix(pkg, u)
+		}
+		for _, imp := range f[1:] {
+			if !user && isDriver(strings.TrimPrefix(imp, module+"/")) {
+				t.Errorf("%s imports the driver package %s; only packages under %v may (hosts use the services)", pkg, imp, driverUsers)
 			}
 		}
 	}

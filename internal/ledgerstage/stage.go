@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/credits/ledger"
 )
 
 // OpKey is an idempotency key within its account.
@@ -24,7 +25,7 @@ type EntryKey struct {
 // Op is a staged idempotency claim.
 type Op struct {
 	K   OpKey
-	Rec credits.OpRecord
+	Rec ledger.OpRecord
 }
 
 // Hold is a staged version of a hold.
@@ -66,16 +67,16 @@ func (s *Stage) Entry(acct string, seq int64) (credits.Entry, bool) {
 }
 
 // ClaimOp stages the claim of k, which must not be staged yet.
-func (s *Stage) ClaimOp(k OpKey, rec credits.OpRecord) {
+func (s *Stage) ClaimOp(k OpKey, rec ledger.OpRecord) {
 	s.OpIdx[k] = len(s.Ops)
 	s.Ops = append(s.Ops, Op{K: k, Rec: rec})
 }
 
 // Op returns the staged claim of k.
-func (s *Stage) Op(k OpKey) (credits.OpRecord, bool) {
+func (s *Stage) Op(k OpKey) (ledger.OpRecord, bool) {
 	i, ok := s.OpIdx[k]
 	if !ok {
-		return credits.OpRecord{}, false
+		return ledger.OpRecord{}, false
 	}
 	return s.Ops[i].Rec, true
 }
@@ -132,7 +133,7 @@ func (s *Stage) Rollback(m Mark) {
 // Account is a ledger account loaded into a transaction: its state as the
 // transaction changes it, and what was read, to write back only changes.
 type Account struct {
-	St      credits.AccountState
+	St      ledger.AccountState
 	Version int64                     // as read
 	Lots    map[string]credits.Amount // lot ID → remaining, as read
 	// HoldDue is the lower bound of active hold deadlines to store;
@@ -145,7 +146,7 @@ func (a *Account) Changed() bool { return a.St.Version != a.Version || a.HoldDue
 
 // LotChanges returns the lots to insert, the lots whose remainder changed,
 // and the IDs of lots that are gone, against what was read.
-func (a *Account) LotChanges() (added, changed []credits.Lot, gone []string) {
+func (a *Account) LotChanges() (added, changed []ledger.Lot, gone []string) {
 	live := make(map[string]bool, len(a.St.Lots))
 	for _, l := range a.St.Lots {
 		live[l.ID] = true
@@ -185,7 +186,7 @@ func NewLedger(now time.Time) Ledger {
 // to now, expiring due (its active holds past their deadline) and its due
 // lots, and stages the expiries. holdDue is the new lower bound of its
 // active hold deadlines, holdDue0 the stored one.
-func (l *Ledger) Install(st credits.AccountState, due []credits.Hold, holdDue, holdDue0 int64) *credits.AccountState {
+func (l *Ledger) Install(st ledger.AccountState, due []credits.Hold, holdDue, holdDue0 int64) *ledger.AccountState {
 	a := &Account{St: st, Version: st.Version, HoldDue: holdDue, HoldDue0: holdDue0}
 	if len(a.St.Lots) > 0 {
 		a.Lots = make(map[string]credits.Amount, len(a.St.Lots))

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/credits/ledger"
 )
 
 // TestRollback stages writes, marks, stages more (including a second
@@ -12,12 +13,12 @@ import (
 func TestRollback(t *testing.T) {
 	s := New()
 	s.AddEntry(credits.Entry{AccountID: "a", Seq: 1})
-	s.ClaimOp(OpKey{Acct: "a", Key: "k1"}, credits.OpRecord{EntrySeq: 1})
+	s.ClaimOp(OpKey{Acct: "a", Key: "k1"}, ledger.OpRecord{EntrySeq: 1})
 	s.PutHold(credits.Hold{ID: "h1", State: credits.HoldActive})
 	m := s.Mark()
 
 	s.AddEntry(credits.Entry{AccountID: "a", Seq: 2})
-	s.ClaimOp(OpKey{Acct: "a", Key: "k2"}, credits.OpRecord{EntrySeq: 2})
+	s.ClaimOp(OpKey{Acct: "a", Key: "k2"}, ledger.OpRecord{EntrySeq: 2})
 	s.PutHold(credits.Hold{ID: "h1", State: credits.HoldSettled})
 	s.PutHold(credits.Hold{ID: "h2", State: credits.HoldActive})
 	s.Expire = append(s.Expire, "h0")
@@ -51,14 +52,14 @@ func TestRollback(t *testing.T) {
 func TestLedgerRollbackRestoresAccounts(t *testing.T) {
 	now := time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)
 	l := NewLedger(now)
-	l.Install(credits.AccountState{ID: "a", Version: 1, Balance: credits.AmountFromInt(5)}, nil, 0, 0)
+	l.Install(ledger.AccountState{ID: "a", Version: 1, Balance: credits.AmountFromInt(5)}, nil, 0, 0)
 	m := l.MarkAccount("a")
 	v0 := l.Accts["a"].St.Version // Install advanced it to now
 
 	st := l.Accts["a"]
 	st.St.Balance, st.St.Version = credits.AmountFromInt(4), v0+1
 	l.StageHold(credits.Hold{ID: "h", AccountID: "a", State: credits.HoldActive, ExpiresAt: now.Add(time.Minute)})
-	l.Install(credits.AccountState{ID: "b", Version: 1}, nil, 0, 0)
+	l.Install(ledger.AccountState{ID: "b", Version: 1}, nil, 0, 0)
 	if st.HoldDue != now.Add(time.Minute).UnixNano() {
 		t.Fatalf("account a not marked changed: %+v", st)
 	}
@@ -78,7 +79,7 @@ func TestLedgerRollbackRestoresAccounts(t *testing.T) {
 
 func TestLotChanges(t *testing.T) {
 	a := Account{
-		St:   credits.AccountState{Lots: []credits.Lot{{ID: "keep", Remaining: credits.AmountFromInt(1)}, {ID: "spent", Remaining: credits.AmountFromMinor(5, 1)}, {ID: "new", Remaining: credits.AmountFromInt(2)}}},
+		St:   ledger.AccountState{Lots: []ledger.Lot{{ID: "keep", Remaining: credits.AmountFromInt(1)}, {ID: "spent", Remaining: credits.AmountFromMinor(5, 1)}, {ID: "new", Remaining: credits.AmountFromInt(2)}}},
 		Lots: map[string]credits.Amount{"keep": credits.AmountFromMinor(10, 1), "spent": credits.AmountFromInt(1), "gone": credits.AmountFromInt(3)},
 	}
 	added, changed, gone := a.LotChanges()

@@ -10,8 +10,10 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/credits/ledger"
 	"github.com/keyledger/keyledger/internal/sqlrow"
 	"github.com/keyledger/keyledger/usage"
+	"github.com/keyledger/keyledger/usage/meter"
 )
 
 // Row codecs shared by the SQL backends. Money is exact decimal text
@@ -141,9 +143,9 @@ func ScanHold(row sqlrow.Scanner) (credits.Hold, error) {
 }
 
 // ScanLot scans id, expires_at, remaining.
-func ScanLot(row sqlrow.Scanner) (credits.Lot, error) {
+func ScanLot(row sqlrow.Scanner) (ledger.Lot, error) {
 	var (
-		lot credits.Lot
+		lot ledger.Lot
 		exp int64
 		rem string
 	)
@@ -172,9 +174,9 @@ func ScanDueHold(row sqlrow.Scanner, acct string) (credits.Hold, error) {
 
 // ScanOp scans key, account_id, kind, fingerprint, entry_seq, hold_id
 // (the key columns only if k is set).
-func ScanOp(row sqlrow.Scanner, k *OpKey) (credits.OpRecord, error) {
+func ScanOp(row sqlrow.Scanner, k *OpKey) (ledger.OpRecord, error) {
 	var (
-		rec credits.OpRecord
+		rec ledger.OpRecord
 		fp  []byte
 	)
 	dest := []any{&rec.Kind, &fp, &rec.EntrySeq, &rec.HoldID}
@@ -188,9 +190,9 @@ func ScanOp(row sqlrow.Scanner, k *OpKey) (credits.OpRecord, error) {
 
 // ScanMeter scans account_id, key, fingerprint, record_id, hold_id,
 // created_at (the key columns only if k is set).
-func ScanMeter(row sqlrow.Scanner, k *OpKey) (usage.MeterOp, error) {
+func ScanMeter(row sqlrow.Scanner, k *OpKey) (meter.MeterOp, error) {
 	var (
-		op      usage.MeterOp
+		op      meter.MeterOp
 		fp      []byte
 		created int64
 	)

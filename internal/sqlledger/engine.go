@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/credits/ledger"
 	"github.com/keyledger/keyledger/usage"
+	"github.com/keyledger/keyledger/usage/meter"
 )
 
 // Engine implements the ledger and metering methods of credits.Store and
@@ -21,18 +23,18 @@ type Engine struct{ db DB }
 func New(db DB) *Engine { return &Engine{db: db} }
 
 var (
-	_ credits.GroupCommitter = (*Engine)(nil)
-	_ usage.GroupCommitter   = (*Engine)(nil)
+	_ interface{ GroupCommit() bool }      = (*Engine)(nil)
+	_ interface{ UsageGroupCommit() bool } = (*Engine)(nil)
 )
 
-// GroupCommit implements credits.GroupCommitter: a commit (a WAL write or
+// GroupCommit is the group-commit capability of credits.Store: a commit (a WAL write or
 // flush, and round trips) dominates a spend, so the Service batches them.
 func (e *Engine) GroupCommit() bool { return true }
 
-// UsageGroupCommit implements usage.GroupCommitter, for the same reason.
+// UsageGroupCommit is the group-commit capability of usage.Store, for the same reason.
 func (e *Engine) UsageGroupCommit() bool { return true }
 
-// ApplySpends implements credits.SpendStore: many callers' spends in one
+// ApplySpends implements credits.Store: many callers' spends in one
 // transaction. The ledger rules check before they write, so a request that
 // fails leaves nothing staged and its batch mates commit; a request's
 // system failure (which may abort the transaction) runs the requests again
@@ -51,7 +53,7 @@ func (e *Engine) applySpends(ctx context.Context, now time.Time, reqs []credits.
 			return err
 		}
 		for i := range reqs {
-			r, err := credits.ApplySpend(ctx, t, now, reqs[i])
+			r, err := ledger.ApplySpend(ctx, t, now, reqs[i])
 			if err != nil {
 				return &requestFailure{err}
 			}
@@ -64,7 +66,7 @@ func (e *Engine) applySpends(ctx context.Context, now time.Time, reqs []credits.
 // MeterUsage implements usage.Store: a batch of meter requests in one
 // transaction. It first loads the ledger accounts the batch charges and
 // looks up what the requests will check; each request then runs
-// usage.ApplyMeter on the Tx, whose writes are staged in memory: the stage
+// meter.ApplyMeter on the Tx, whose writes are staged in memory: the stage
 // is the savepoint of each request. A request that fails (an expected
 // failure such as insufficient funds) is rolled back to its mark before
 // anything reaches the database, so its batch mates commit unaffected.
@@ -111,7 +113,7 @@ func (e *Engine) meterUsage(ctx context.Context, now time.Time, reqs []usage.Met
 // again as the replay it is.
 func (t *Tx) apply(ctx context.Context, now time.Time, r *usage.MeterRequest) (usage.MeterOutcome, error) {
 	m := t.mark(r.Record.AccountID)
-	out, err := usage.ApplyMeter(ctx, t, now, r)
+	out, err := meter.ApplyMeter(ctx, t, now, r)
 	if err != nil || out.Err == nil {
 		return out, err
 	}
@@ -123,31 +125,31 @@ func (t *Tx) apply(ctx context.Context, now time.Time, r *usage.MeterRequest) (u
 	if s, err := t.lookMeter(ctx, k); err != nil || !s.found {
 		return out, err
 	}
-	out, err = usage.ApplyMeter(ctx, t, now, r)
+	out, err = meter.ApplyMeter(ctx, t, now, r)
 	if err == nil && out.Err != nil {
 		t.rollback(m)
 	}
 	return out, err
 }
 
-// SetLedgerPolicy implements credits.AccountStore.
-func (e *Engine) SetLedgerPolicy(ctx context.Context, id string, p credits.Policy, now time.Time) (credits.AccountState, error) {
-	var out credits.AccountState
+// SetLedgerPolicy implements credits.Store.
+func (e *Engine) SetLedgerPolicy(ctx context.Context, id string, p credits.Policy, now time.Time) (credits.Account, error) {
+	var out credits.Account
 	err := e.db.Write(ctx, "set ledger policy", now, func(t *Tx) error {
 		st, err := t.State(ctx, id)
 		if err != nil {
 			return err
 		}
 		st.SetPolicy(p, now)
-		out = st.Clone()
+		out = st.View()
 		return t.conn.Flush(ctx, t)
 	})
 	return out, err
 }
 
-// LedgerAccount implements credits.AccountStore: one snapshot, no lock.
-func (e *Engine) LedgerAccount(ctx context.Context, id string, now time.Time) (credits.AccountState, error) {
-	var st credits.AccountState
+// LedgerAccount implements credits.Store: one snapshot, no lock.
+func (e *Engine) LedgerAccount(ctx context.Context, id string, now time.Time) (credits.Account, error) {
+	var st ledger.AccountState
 	err := e.db.Read(ctx, "ledger account", now, func(t *Tx) error {
 		l, err := t.load(ctx, id)
 		if err != nil {
@@ -157,15 +159,18 @@ func (e *Engine) LedgerAccount(ctx context.Context, id string, now time.Time) (c
 		st.Advance(now, l.Due)
 		return nil
 	})
-	return st, err
+	if err != nil {
+		return credits.Account{}, err
+	}
+	return st.View(), nil
 }
 
-// LedgerCredit implements credits.EntryStore.
+// LedgerCredit implements credits.Store.
 func (e *Engine) LedgerCredit(ctx context.Context, now time.Time, r credits.CreditRequest) (credits.Entry, error) {
 	var out credits.Entry
 	err := e.db.Write(ctx, "ledger credit", now, func(t *Tx) error {
 		var err error
-		if out, err = credits.ApplyCredit(ctx, t, now, r); err != nil {
+		if out, err = ledger.ApplyCredit(ctx, t, now, r); err != nil {
 			return err
 		}
 		return t.conn.Flush(ctx, t)
@@ -210,7 +215,7 @@ func (t *Tx) Rollups() []usage.Rollup {
 	out := make([]usage.Rollup, 0, 16)
 	for i := range t.Records {
 		sr := &t.Records[i]
-		k := usage.RollupFor(sr.R, sr.TZ, sr.Day)
+		k := sr.R.Rollup(sr.TZ, sr.Day)
 		j, ok := sums[k]
 		if !ok {
 			j = len(out)

@@ -38,13 +38,13 @@ func (w *Where) And(cond string, v any) {
 // String returns the clause.
 func (w *Where) String() string { return w.sql.String() }
 
-// EntriesQuery returns the SELECT of credits.EntryStore.LedgerEntries and
-// its arguments.
-func EntriesQuery(q *credits.EntryQuery, dollar bool) (string, []any) {
+// EntriesQuery returns the SELECT of credits.Store.LedgerEntries and its
+// arguments.
+func EntriesQuery(accountID string, q *credits.EntryFilter, beforeSeq int64, limit int, dollar bool) (string, []any) {
 	w := Where{Dollar: dollar}
-	w.And(`account_id = `, q.AccountID)
-	if q.BeforeSeq > 0 {
-		w.And(`seq < `, q.BeforeSeq)
+	w.And(`account_id = `, accountID)
+	if beforeSeq > 0 {
+		w.And(`seq < `, beforeSeq)
 	}
 	if len(q.Types) > 0 {
 		ph := make([]string, len(q.Types))
@@ -60,7 +60,7 @@ func EntriesQuery(q *credits.EntryQuery, dollar bool) (string, []any) {
 		w.And(`created_at < `, Nanos(q.To))
 	}
 	return `SELECT ` + EntryColumns + ` FROM credit_entries WHERE ` + w.String() +
-		` ORDER BY seq DESC LIMIT ` + w.Arg(q.Limit), w.Args
+		` ORDER BY seq DESC LIMIT ` + w.Arg(limit), w.Args
 }
 
 // RecordsWhere returns the WHERE clause of a record query (the position
@@ -116,7 +116,7 @@ func EachRecord(rows sqlrow.Rows, fn func(*usage.Record) error, wrap func(op str
 	return wrap("scan usage", err)
 }
 
-// BalanceAt is the balance of credits.EntryStore.LedgerBalanceAt: last, the
+// BalanceAt is the balance of credits.Store.LedgerBalanceAt: last, the
 // balance after the last entry by then ("" if none), less the remainders
 // of the lots in expired, which had expired by then without an entry yet.
 func BalanceAt(last string, expired sqlrow.Rows) (credits.Amount, error) {

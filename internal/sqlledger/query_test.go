@@ -10,7 +10,7 @@ import (
 
 func TestEntriesQueryPlaceholders(t *testing.T) {
 	from := time.Unix(0, 5)
-	q := credits.EntryQuery{AccountID: "a", BeforeSeq: 9, Types: []credits.EntryType{"grant", "debit"}, From: from, Limit: 10}
+	q := credits.EntryFilter{Types: []credits.EntryType{"grant", "debit"}, From: from}
 	for _, tc := range []struct {
 		dollar bool
 		want   string
@@ -18,7 +18,7 @@ func TestEntriesQueryPlaceholders(t *testing.T) {
 		{true, `SELECT ` + EntryColumns + ` FROM credit_entries WHERE account_id = $1 AND seq < $2 AND type IN ($3, $4) AND created_at >= $5 ORDER BY seq DESC LIMIT $6`},
 		{false, `SELECT ` + EntryColumns + ` FROM credit_entries WHERE account_id = ? AND seq < ? AND type IN (?, ?) AND created_at >= ? ORDER BY seq DESC LIMIT ?`},
 	} {
-		got, args := EntriesQuery(&q, tc.dollar)
+		got, args := EntriesQuery("a", &q, 9, 10, tc.dollar)
 		if got != tc.want {
 			t.Errorf("dollar=%v:\n got %s\nwant %s", tc.dollar, got, tc.want)
 		}

@@ -1,6 +1,6 @@
 // Package sqlledger is the ledger and metering engine of the SQL backends
 // (store/sqlitestore, store/pgstore), written once. It runs
-// credits.ApplySpend, credits.ApplyCredit and usage.ApplyMeter on a Tx —
+// ledger.ApplySpend, ledger.ApplyCredit and meter.ApplyMeter on a Tx —
 // the in-memory side of one write transaction: the accounts it loaded, the
 // idempotency records, holds, meter keys and record IDs it looked up, and
 // the stage of its writes (internal/ledgerstage) — and owns the batch
@@ -22,8 +22,10 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/credits/ledger"
 	"github.com/keyledger/keyledger/internal/ledgerstage"
 	"github.com/keyledger/keyledger/usage"
+	"github.com/keyledger/keyledger/usage/meter"
 )
 
 // OpKey is an idempotency (or meter) key within its account.
@@ -36,7 +38,7 @@ type RecKey struct{ Acct, ID string }
 // number of lots the row says it has, and the stored lower bound of its
 // active hold deadlines (0: no active hold).
 type Row struct {
-	St      credits.AccountState
+	St      ledger.AccountState
 	Lots    int64
 	HoldDue int64
 }
@@ -48,7 +50,7 @@ type Conn interface {
 	// database locks rows — or returns credits.ErrUnknownAccount.
 	Account(ctx context.Context, id string) (Row, error)
 	// Lots reads an account's grant lots, earliest expiry first.
-	Lots(ctx context.Context, id string) ([]credits.Lot, error)
+	Lots(ctx context.Context, id string) ([]ledger.Lot, error)
 	// DueHolds reads an account's active holds with a deadline at or
 	// before now (unix nanoseconds), and the earliest deadline of its
 	// other active holds (0 if none).
@@ -60,11 +62,11 @@ type Conn interface {
 	// Hold reads a hold or returns credits.ErrHoldNotFound.
 	Hold(ctx context.Context, id string) (credits.Hold, error)
 	// Op reads an idempotency record.
-	Op(ctx context.Context, k OpKey) (credits.OpRecord, bool, error)
+	Op(ctx context.Context, k OpKey) (ledger.OpRecord, bool, error)
 	// Entry reads a ledger entry.
 	Entry(ctx context.Context, acct string, seq int64) (credits.Entry, error)
 	// Meter reads a meter key.
-	Meter(ctx context.Context, k OpKey) (usage.MeterOp, bool, error)
+	Meter(ctx context.Context, k OpKey) (meter.MeterOp, bool, error)
 	// Record reads a usage record by account, ID and creation time.
 	Record(ctx context.Context, acct, id string, createdAt time.Time) (usage.Record, bool, error)
 	// RecordExists reports whether the account has a record with the ID.

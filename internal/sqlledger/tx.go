@@ -6,15 +6,17 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/credits/ledger"
 	"github.com/keyledger/keyledger/internal/ledgerstage"
 	"github.com/keyledger/keyledger/usage"
+	"github.com/keyledger/keyledger/usage/meter"
 )
 
 // Loaded is an account as read into a transaction: its row with its lots,
 // its active holds due by the transaction's now, the new lower bound of its
 // other active hold deadlines, and the stored one.
 type Loaded struct {
-	St                credits.AccountState
+	St                ledger.AccountState
 	Due               []credits.Hold
 	HoldDue, HoldDue0 int64
 }
@@ -22,7 +24,7 @@ type Loaded struct {
 // Meter is a staged meter key.
 type Meter struct {
 	K  OpKey
-	Op usage.MeterOp
+	Op meter.MeterOp
 }
 
 // Record is a staged usage record with its rollup row's zone and day. R is
@@ -33,16 +35,16 @@ type Record struct {
 }
 
 type opSeen struct {
-	rec   credits.OpRecord
+	rec   ledger.OpRecord
 	found bool
 }
 
 type meterSeen struct {
-	op    usage.MeterOp
+	op    meter.MeterOp
 	found bool
 }
 
-// Tx is a credits.Tx and a usage.Tx on one write transaction. Its writes
+// Tx is a ledger.Tx and a meter.Tx on one write transaction. Its writes
 // are staged in memory (the embedded Ledger, Meters and Records) and
 // written by the Conn's Flush at the end; reads look at the stage first,
 // then at what the transaction read, then at the database.
@@ -75,8 +77,8 @@ type Tx struct {
 }
 
 var (
-	_ credits.Tx = (*Tx)(nil)
-	_ usage.Tx   = (*Tx)(nil)
+	_ ledger.Tx = (*Tx)(nil)
+	_ meter.Tx  = (*Tx)(nil)
 )
 
 // NewTx returns a Tx at now on c. locks says whether c's database locks the
@@ -120,13 +122,13 @@ func (t *Tx) load(ctx context.Context, id string) (Loaded, error) {
 
 // install makes a loaded account part of the transaction (see
 // ledgerstage.Ledger.Install).
-func (t *Tx) install(l Loaded) *credits.AccountState {
+func (t *Tx) install(l Loaded) *ledger.AccountState {
 	return t.Install(l.St, l.Due, l.HoldDue, l.HoldDue0)
 }
 
-// State implements credits.Tx: the first call for an account loads (and
+// State implements ledger.Tx: the first call for an account loads (and
 // locks) it, advances it to now and stages the expiries that are due.
-func (t *Tx) State(ctx context.Context, id string) (*credits.AccountState, error) {
+func (t *Tx) State(ctx context.Context, id string) (*ledger.AccountState, error) {
 	if a, ok := t.Accts[id]; ok {
 		return &a.St, nil
 	}
@@ -172,10 +174,10 @@ func (f *Fetch) FoundAccount(r Row) {
 func (f *Fetch) FoundHold(h credits.Hold) { f.t.holds[h.ID] = h }
 
 // FoundOp reports an idempotency record read.
-func (f *Fetch) FoundOp(k OpKey, rec credits.OpRecord) { f.t.ops[k] = opSeen{rec: rec, found: true} }
+func (f *Fetch) FoundOp(k OpKey, rec ledger.OpRecord) { f.t.ops[k] = opSeen{rec: rec, found: true} }
 
 // FoundMeter reports a meter key read.
-func (f *Fetch) FoundMeter(k OpKey, op usage.MeterOp) {
+func (f *Fetch) FoundMeter(k OpKey, op meter.MeterOp) {
 	f.t.meterSeen[k] = meterSeen{op: op, found: true}
 }
 
@@ -258,7 +260,7 @@ func (f *Fetch) spendTargets(reqs []credits.SpendRequest) {
 	}
 }
 
-// Hold implements credits.Tx. Where the database locks rows, a hold is
+// Hold implements ledger.Tx. Where the database locks rows, a hold is
 // read again once its account is locked, so that its state cannot change
 // before commit.
 func (t *Tx) Hold(ctx context.Context, id string) (credits.Hold, error) {
@@ -287,8 +289,8 @@ func (t *Tx) Hold(ctx context.Context, id string) (credits.Hold, error) {
 	return h, nil
 }
 
-// Op implements credits.Tx.
-func (t *Tx) Op(ctx context.Context, accountID, key string) (credits.OpRecord, bool, error) {
+// Op implements ledger.Tx.
+func (t *Tx) Op(ctx context.Context, accountID, key string) (ledger.OpRecord, bool, error) {
 	k := OpKey{Acct: accountID, Key: key}
 	if rec, ok := t.Stage.Op(k); ok {
 		return rec, true, nil
@@ -304,12 +306,12 @@ func (t *Tx) Op(ctx context.Context, accountID, key string) (credits.OpRecord, b
 	return rec, found, nil
 }
 
-// ClaimOp implements credits.Tx. A key found absent stays absent until
+// ClaimOp implements ledger.Tx. A key found absent stays absent until
 // commit: the account is locked, or the transaction is the only writer.
 // An optimistic transaction reads only what it has staged or already read:
 // if the key is in the table, the claim fails at flush and the batch runs
 // again with lookups.
-func (t *Tx) ClaimOp(ctx context.Context, accountID, key string, rec credits.OpRecord) (credits.OpRecord, bool, error) {
+func (t *Tx) ClaimOp(ctx context.Context, accountID, key string, rec ledger.OpRecord) (ledger.OpRecord, bool, error) {
 	k := OpKey{Acct: accountID, Key: key}
 	if t.Optimistic {
 		if prev, ok := t.Stage.Op(k); ok {
@@ -325,7 +327,7 @@ func (t *Tx) ClaimOp(ctx context.Context, accountID, key string, rec credits.OpR
 	return rec, true, nil
 }
 
-// Entry implements credits.Tx.
+// Entry implements ledger.Tx.
 func (t *Tx) Entry(ctx context.Context, accountID string, seq int64) (credits.Entry, error) {
 	if e, ok := t.Stage.Entry(accountID, seq); ok {
 		return e, nil
@@ -333,20 +335,20 @@ func (t *Tx) Entry(ctx context.Context, accountID string, seq int64) (credits.En
 	return t.conn.Entry(ctx, accountID, seq)
 }
 
-// AddEntry implements credits.Tx.
+// AddEntry implements ledger.Tx.
 func (t *Tx) AddEntry(_ context.Context, e credits.Entry) error {
 	t.Stage.AddEntry(e)
 	return nil
 }
 
-// PutHold implements credits.Tx.
+// PutHold implements ledger.Tx.
 func (t *Tx) PutHold(_ context.Context, h credits.Hold) error {
 	t.StageHold(h)
 	return nil
 }
 
-// ClaimMeter implements usage.Tx.
-func (t *Tx) ClaimMeter(ctx context.Context, accountID, key string, op usage.MeterOp) (usage.MeterOp, bool, error) {
+// ClaimMeter implements meter.Tx.
+func (t *Tx) ClaimMeter(ctx context.Context, accountID, key string, op meter.MeterOp) (meter.MeterOp, bool, error) {
 	k := OpKey{Acct: accountID, Key: key}
 	if i, ok := t.meterIdx[k]; ok {
 		return t.Meters[i].Op, false, nil
@@ -377,7 +379,7 @@ func (t *Tx) lookMeter(ctx context.Context, k OpKey) (meterSeen, error) {
 	return s, nil
 }
 
-// UsageRecord implements usage.Tx.
+// UsageRecord implements meter.Tx.
 func (t *Tx) UsageRecord(ctx context.Context, accountID, id string, createdAt time.Time) (usage.Record, bool, error) {
 	if i, ok := t.recIdx[RecKey{accountID, id}]; ok && t.Records[i].R.CreatedAt.Equal(createdAt) {
 		return *t.Records[i].R, true, nil
@@ -385,7 +387,7 @@ func (t *Tx) UsageRecord(ctx context.Context, accountID, id string, createdAt ti
 	return t.conn.Record(ctx, accountID, id, createdAt)
 }
 
-// AddUsage implements usage.Tx: the record is staged (r must stay alive
+// AddUsage implements meter.Tx: the record is staged (r must stay alive
 // until the flush); its rollup is summed with its batch mates' at flush.
 func (t *Tx) AddUsage(ctx context.Context, r *usage.Record, tz, day string) error {
 	k := RecKey{r.AccountID, r.ID}

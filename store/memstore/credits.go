@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/credits/ledger"
 )
 
 // ledgers is the credits part of the Store. Each account has its own mutex,
@@ -66,7 +67,7 @@ type ledgerAcct struct {
 	num     int32 // in ledgers.list
 	mu      sync.Mutex
 	tx      memTx // reused by every operation under mu
-	st      credits.AccountState
+	st      ledger.AccountState
 	strs    arena            // the strings of the rows below (pack.go); never rebuilt
 	recent  ledgerRecent     // in strs
 	entries chunkLog[pentry] // entry i has Seq i+1
@@ -90,12 +91,12 @@ type pentry struct {
 	expires, created              int64
 }
 
-// pop is a credits.OpRecord and the key it was claimed under.
+// pop is a ledger.OpRecord and the key it was claimed under.
 type pop struct {
 	key  sref
 	hold sref
-	kind credits.OpKind
-	fp   credits.Fingerprint
+	kind ledger.OpKind
+	fp   [32]byte
 	seq  int64
 }
 
@@ -105,7 +106,7 @@ type phold struct {
 	amount, actual, charged      pamt
 	created, expires, resolved   int64
 	entrySeq                     int64
-	fp                           credits.Fingerprint
+	fp                           [32]byte
 }
 
 // packEntry packs e. Its key is usually that of the op just claimed, and
@@ -166,9 +167,9 @@ func (a *ledgerAcct) addEntry(e *credits.Entry) {
 	a.entries.add(&p)
 }
 
-func (a *ledgerAcct) op(i int32) credits.OpRecord {
+func (a *ledgerAcct) op(i int32) ledger.OpRecord {
 	p := a.opLog.at(int(i))
-	return credits.OpRecord{Kind: p.kind, Fingerprint: p.fp, EntrySeq: p.seq, HoldID: a.strs.get(p.hold)}
+	return ledger.OpRecord{Kind: p.kind, Fingerprint: p.fp, EntrySeq: p.seq, HoldID: a.strs.get(p.hold)}
 }
 
 // packHold packs h; old, if not nil, is its previous row, whose strings are
@@ -316,7 +317,7 @@ func (a *ledgerAcct) resetNextDue() {
 }
 
 // snapshot returns a copy of the state as of now, nothing persisted.
-func (a *ledgerAcct) snapshot(now time.Time) credits.AccountState {
+func (a *ledgerAcct) snapshot(now time.Time) ledger.AccountState {
 	st := a.st.Clone()
 	st.Advance(now, a.dueHolds(now))
 	return st
@@ -329,7 +330,7 @@ func (a *ledgerAcct) begin(l *ledgers, now time.Time) *memTx {
 	return &a.tx
 }
 
-// memTx is a credits.Tx over one locked account.
+// memTx is a ledger.Tx over one locked account.
 type memTx struct {
 	l        *ledgers
 	a        *ledgerAcct
@@ -362,7 +363,7 @@ func (c *lookup) set(key string, row int32) {
 	*c = lookup{key: key, row: row, found: true, valid: true}
 }
 
-func (t *memTx) State(_ context.Context, id string) (*credits.AccountState, error) {
+func (t *memTx) State(_ context.Context, id string) (*ledger.AccountState, error) {
 	if id != t.a.st.ID {
 		return nil, credits.ErrUnknownAccount
 	}
@@ -381,15 +382,15 @@ func (t *memTx) Hold(_ context.Context, id string) (credits.Hold, error) {
 	return t.a.hold(i), nil
 }
 
-func (t *memTx) Op(_ context.Context, _, key string) (credits.OpRecord, bool, error) {
+func (t *memTx) Op(_ context.Context, _, key string) (ledger.OpRecord, bool, error) {
 	i, ok := t.op.get(&t.a.ops, (*opKeys)(t.a), key)
 	if !ok {
-		return credits.OpRecord{}, false, nil
+		return ledger.OpRecord{}, false, nil
 	}
 	return t.a.op(i), true, nil
 }
 
-func (t *memTx) ClaimOp(_ context.Context, _, key string, rec credits.OpRecord) (credits.OpRecord, bool, error) {
+func (t *memTx) ClaimOp(_ context.Context, _, key string, rec ledger.OpRecord) (ledger.OpRecord, bool, error) {
 	a := t.a
 	if i, ok := t.op.get(&a.ops, (*opKeys)(a), key); ok {
 		return a.op(i), false, nil
@@ -439,13 +440,14 @@ func (t *memTx) PutHold(_ context.Context, h credits.Hold) error {
 	return nil
 }
 
-// OpenLedger implements credits.AccountStore.
-func (s *Store) OpenLedger(_ context.Context, st credits.AccountState) error {
+// OpenLedger implements credits.Store.
+func (s *Store) OpenLedger(_ context.Context, id, unit string, p credits.Policy, now time.Time) (credits.Account, error) {
+	st := ledger.NewAccountState(id, unit, p, now)
 	l := s.ledger
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if _, ok := l.accts[st.ID]; ok {
-		return credits.ErrAlreadyOpen
+		return credits.Account{}, credits.ErrAlreadyOpen
 	}
 	a := &ledgerAcct{
 		st: st.Clone(), ops: newStrIndex(l.seed, l.mask), holds: newStrIndex(l.seed, l.mask), active: make(map[int32]int64),
@@ -453,34 +455,35 @@ func (s *Store) OpenLedger(_ context.Context, st credits.AccountState) error {
 	}
 	l.accts[st.ID] = a
 	l.list = append(l.list, a)
-	return nil
+	return st.View(), nil
 }
 
-// SetLedgerPolicy implements credits.AccountStore.
-func (s *Store) SetLedgerPolicy(_ context.Context, id string, p credits.Policy, now time.Time) (credits.AccountState, error) {
+// SetLedgerPolicy implements credits.Store.
+func (s *Store) SetLedgerPolicy(_ context.Context, id string, p credits.Policy, now time.Time) (credits.Account, error) {
 	a, err := s.ledger.acct(id)
 	if err != nil {
-		return credits.AccountState{}, err
+		return credits.Account{}, err
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.advance(now)
 	a.st.SetPolicy(p, now)
-	return a.st.Clone(), nil
+	return a.st.View(), nil
 }
 
-// LedgerAccount implements credits.AccountStore.
-func (s *Store) LedgerAccount(_ context.Context, id string, now time.Time) (credits.AccountState, error) {
+// LedgerAccount implements credits.Store.
+func (s *Store) LedgerAccount(_ context.Context, id string, now time.Time) (credits.Account, error) {
 	a, err := s.ledger.acct(id)
 	if err != nil {
-		return credits.AccountState{}, err
+		return credits.Account{}, err
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.snapshot(now), nil
+	st := a.snapshot(now)
+	return st.View(), nil
 }
 
-// LedgerCredit implements credits.EntryStore.
+// LedgerCredit implements credits.Store.
 func (s *Store) LedgerCredit(ctx context.Context, now time.Time, r credits.CreditRequest) (credits.Entry, error) {
 	a, err := s.ledger.acct(r.AccountID)
 	if err != nil {
@@ -488,23 +491,23 @@ func (s *Store) LedgerCredit(ctx context.Context, now time.Time, r credits.Credi
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return credits.ApplyCredit(ctx, a.begin(s.ledger, now), now, r)
+	return ledger.ApplyCredit(ctx, a.begin(s.ledger, now), now, r)
 }
 
-// LedgerEntries implements credits.EntryStore.
-func (s *Store) LedgerEntries(_ context.Context, q credits.EntryQuery) ([]credits.Entry, error) {
-	a, err := s.ledger.acct(q.AccountID)
+// LedgerEntries implements credits.Store.
+func (s *Store) LedgerEntries(_ context.Context, id string, q credits.EntryFilter, beforeSeq int64, limit int) ([]credits.Entry, error) {
+	a, err := s.ledger.acct(id)
 	if err != nil {
 		return nil, err
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	i := a.entries.n
-	if q.BeforeSeq > 0 && q.BeforeSeq-1 < int64(i) {
-		i = int(q.BeforeSeq - 1)
+	if beforeSeq > 0 && beforeSeq-1 < int64(i) {
+		i = int(beforeSeq - 1)
 	}
 	var out []credits.Entry
-	for i--; i >= 0 && len(out) < q.Limit; i-- {
+	for i--; i >= 0 && len(out) < limit; i-- {
 		e := a.entry(i)
 		if (len(q.Types) > 0 && !slices.Contains(q.Types, e.Type)) ||
 			(!q.From.IsZero() && e.CreatedAt.Before(q.From)) || (!q.To.IsZero() && !e.CreatedAt.Before(q.To)) {
@@ -515,7 +518,7 @@ func (s *Store) LedgerEntries(_ context.Context, q credits.EntryQuery) ([]credit
 	return out, nil
 }
 
-// LedgerBalanceAt implements credits.EntryStore.
+// LedgerBalanceAt implements credits.Store.
 func (s *Store) LedgerBalanceAt(_ context.Context, id string, t time.Time) (credits.Amount, error) {
 	a, err := s.ledger.acct(id)
 	if err != nil {
@@ -538,7 +541,7 @@ func (s *Store) LedgerBalanceAt(_ context.Context, id string, t time.Time) (cred
 	return bal, nil
 }
 
-// ApplySpends implements credits.SpendStore. Requests are applied one by
+// ApplySpends implements credits.Store. Requests are applied one by
 // one, each under its account's lock.
 func (s *Store) ApplySpends(ctx context.Context, now time.Time, reqs []credits.SpendRequest, res []credits.SpendResult) error {
 	for i := range reqs {
@@ -566,10 +569,10 @@ func (s *Store) applySpend(ctx context.Context, now time.Time, r credits.SpendRe
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return credits.ApplySpend(ctx, a.begin(s.ledger, now), now, r)
+	return ledger.ApplySpend(ctx, a.begin(s.ledger, now), now, r)
 }
 
-// LedgerHold implements credits.SpendStore.
+// LedgerHold implements credits.Store.
 func (s *Store) LedgerHold(_ context.Context, id string) (credits.Hold, error) {
 	a, err := s.ledger.holdAcct(id)
 	if err != nil {
@@ -584,7 +587,7 @@ func (s *Store) LedgerHold(_ context.Context, id string) (credits.Hold, error) {
 	return a.hold(i), nil
 }
 
-// ExpireLedgers implements credits.SpendStore.
+// ExpireLedgers implements credits.Store.
 func (s *Store) ExpireLedgers(_ context.Context, now time.Time, accountID string, limit int) (credits.ExpiryReport, error) {
 	var accts []*ledgerAcct
 	if accountID != "" {

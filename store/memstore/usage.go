@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/credits/ledger"
 	"github.com/keyledger/keyledger/usage"
+	"github.com/keyledger/keyledger/usage/meter"
 )
 
 // usageData is the usage part of the Store, kept per account. A meter
@@ -97,10 +99,10 @@ func countsOf(r *usage.Record) counts {
 	return counts{int64(r.StatusCode), r.RequestBytes, r.ResponseBytes, r.PromptTokens, r.CompletionTokens, r.Units, r.CachedUnits}
 }
 
-// pmop is a usage.MeterOp and the key it was claimed under.
+// pmop is a meter.MeterOp and the key it was claimed under.
 type pmop struct {
 	key, recordID, holdID sref
-	fp                    credits.Fingerprint
+	fp                    [32]byte
 	created               int64
 }
 
@@ -271,7 +273,7 @@ func (u *usageData) all() []*usageAcct {
 	return out
 }
 
-// usageTx is a usage.Tx over one locked usage account; the ledger account
+// usageTx is a meter.Tx over one locked usage account; the ledger account
 // of the record is locked on first use.
 type usageTx struct {
 	s       *Store
@@ -305,7 +307,7 @@ func (t *usageTx) unlock() {
 	}
 }
 
-func (t *usageTx) State(ctx context.Context, id string) (*credits.AccountState, error) {
+func (t *usageTx) State(ctx context.Context, id string) (*ledger.AccountState, error) {
 	mt, err := t.bind()
 	if err != nil {
 		return nil, err
@@ -324,15 +326,15 @@ func (t *usageTx) Hold(ctx context.Context, id string) (credits.Hold, error) {
 	return mt.Hold(ctx, id)
 }
 
-func (t *usageTx) Op(ctx context.Context, acct, key string) (credits.OpRecord, bool, error) {
+func (t *usageTx) Op(ctx context.Context, acct, key string) (ledger.OpRecord, bool, error) {
 	mt, err := t.bind()
 	if err != nil {
-		return credits.OpRecord{}, false, err
+		return ledger.OpRecord{}, false, err
 	}
 	return mt.Op(ctx, acct, key)
 }
 
-func (t *usageTx) ClaimOp(ctx context.Context, acct, key string, rec credits.OpRecord) (credits.OpRecord, bool, error) {
+func (t *usageTx) ClaimOp(ctx context.Context, acct, key string, rec ledger.OpRecord) (ledger.OpRecord, bool, error) {
 	mt, err := t.bind()
 	if err != nil {
 		return rec, false, err
@@ -364,7 +366,7 @@ func (t *usageTx) PutHold(ctx context.Context, h credits.Hold) error {
 	return mt.PutHold(ctx, h)
 }
 
-func (t *usageTx) ClaimMeter(_ context.Context, _, key string, op usage.MeterOp) (usage.MeterOp, bool, error) {
+func (t *usageTx) ClaimMeter(_ context.Context, _, key string, op meter.MeterOp) (meter.MeterOp, bool, error) {
 	a := t.ua
 	if i, ok := t.op.get(&a.ops, (*mopKeys)(a), key); ok {
 		return a.meterOp(i), false, nil
@@ -378,9 +380,9 @@ func (t *usageTx) ClaimMeter(_ context.Context, _, key string, op usage.MeterOp)
 	return op, true, nil
 }
 
-func (a *usageAcct) meterOp(i int32) usage.MeterOp {
+func (a *usageAcct) meterOp(i int32) meter.MeterOp {
 	p, s := a.opLog.at(int(i)), &a.opStrs
-	return usage.MeterOp{Fingerprint: p.fp, RecordID: s.get(p.recordID), HoldID: s.get(p.holdID), CreatedAt: unpackTime(p.created)}
+	return meter.MeterOp{Fingerprint: p.fp, RecordID: s.get(p.recordID), HoldID: s.get(p.holdID), CreatedAt: unpackTime(p.created)}
 }
 
 func (t *usageTx) UsageRecord(_ context.Context, _, id string, createdAt time.Time) (usage.Record, bool, error) {
@@ -405,7 +407,7 @@ func (t *usageTx) AddUsage(_ context.Context, r *usage.Record, tz, day string) e
 	k := rollupKey{tz: tz, day: day, model: r.Model, key: r.KeyID, endpoint: r.Endpoint}
 	ro := a.rollups[k]
 	if ro == nil {
-		v := usage.RollupFor(r, tz, day)
+		v := r.Rollup(tz, day)
 		ro = &v
 		a.rollups[k] = ro
 	}
@@ -436,7 +438,7 @@ func (s *Store) meterOne(ctx context.Context, now time.Time, r *usage.MeterReque
 		}
 	}
 	defer t.unlock()
-	out, err := usage.ApplyMeter(ctx, t, now, r)
+	out, err := meter.ApplyMeter(ctx, t, now, r)
 	if err != nil {
 		out = usage.MeterOutcome{Err: err}
 	}

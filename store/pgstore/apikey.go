@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/internal/sqlaccount"
 	"github.com/keyledger/keyledger/internal/sqlrow"
 )
 
@@ -45,33 +46,9 @@ func scanKey(row pgx.Row, extra ...any) (apikey.APIKey, error) {
 	return k, nil
 }
 
-// jsonColumn encodes a list or map as JSON text, NULL when empty.
-func jsonColumn[T any](v T, n int) (*string, error) {
-	if n == 0 {
-		return nil, nil
-	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil, err
-	}
-	s := string(b)
-	return &s, nil
-}
-
-func keyArgs(k apikey.APIKey) (models, scopes, metadata *string, err error) {
-	if models, err = jsonColumn(k.Models, len(k.Models)); err != nil {
-		return
-	}
-	if scopes, err = jsonColumn(k.Scopes, len(k.Scopes)); err != nil {
-		return
-	}
-	metadata, err = jsonColumn(k.Metadata, len(k.Metadata))
-	return
-}
-
 // CreateAPIKey implements apikey.Store.
 func (s *Store) CreateAPIKey(ctx context.Context, k apikey.APIKey, hash [32]byte) error {
-	models, scopes, metadata, err := keyArgs(k)
+	models, scopes, metadata, err := sqlaccount.KeyArgs(k)
 	if err != nil {
 		return wrap("create api key", err)
 	}
@@ -146,7 +123,7 @@ func (s *Store) UpdateAPIKey(ctx context.Context, accountID, keyID string, u api
 			return err
 		}
 		out = u.Apply(k, now)
-		models, scopes, metadata, err := keyArgs(out)
+		models, scopes, metadata, err := sqlaccount.KeyArgs(out)
 		if err != nil {
 			return wrap("update api key", err)
 		}

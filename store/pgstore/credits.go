@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/credits/ledger"
 	"github.com/keyledger/keyledger/internal/ledgerstage"
 	"github.com/keyledger/keyledger/internal/sqlledger"
 	"github.com/keyledger/keyledger/internal/sqlrow"
@@ -41,7 +42,7 @@ const ledgerAccountSelect = `account_id, unit, balance::text, held::text, seq, v
 	month_start, month_end, month_spent::text, opened_at, updated_at, lots, hold_due`
 
 // Store group-commits ledger spends (sqlledger.Engine.GroupCommit).
-var _ credits.GroupCommitter = (*Store)(nil)
+var _ interface{ GroupCommit() bool } = (*Store)(nil)
 
 // ledgerDB runs the engine's transactions on the pool (sqlledger.DB).
 type ledgerDB struct{ s *Store }
@@ -96,12 +97,12 @@ func (c *ledgerConn) Account(ctx context.Context, id string) (sqlledger.Row, err
 }
 
 // Lots implements sqlledger.Conn.
-func (c *ledgerConn) Lots(ctx context.Context, id string) ([]credits.Lot, error) {
+func (c *ledgerConn) Lots(ctx context.Context, id string) ([]ledger.Lot, error) {
 	rows, err := c.tx.Query(ctx, `SELECT id, expires_at, remaining::text FROM credit_lots WHERE account_id = $1 ORDER BY expires_at, id`, id)
 	if err != nil {
 		return nil, wrap("ledger lots", err)
 	}
-	lots, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (credits.Lot, error) { return sqlledger.ScanLot(r) })
+	lots, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ledger.Lot, error) { return sqlledger.ScanLot(r) })
 	return lots, wrap("ledger lots", err)
 }
 
@@ -196,7 +197,7 @@ func (c *ledgerConn) Hold(ctx context.Context, id string) (credits.Hold, error) 
 }
 
 // Op implements sqlledger.Conn.
-func (c *ledgerConn) Op(ctx context.Context, k sqlledger.OpKey) (credits.OpRecord, bool, error) {
+func (c *ledgerConn) Op(ctx context.Context, k sqlledger.OpKey) (ledger.OpRecord, bool, error) {
 	rec, err := sqlledger.ScanOp(c.tx.QueryRow(ctx, `SELECT kind, fingerprint, entry_seq, hold_id FROM credit_ops
 		WHERE key = $1 AND account_id = $2`, k.Key, k.Acct), nil)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -404,8 +405,9 @@ func queueLots(b *pgx.Batch, a *ledgerstage.Account) int {
 	return n
 }
 
-// OpenLedger implements credits.AccountStore.
-func (s *Store) OpenLedger(ctx context.Context, st credits.AccountState) error {
+// OpenLedger implements credits.Store.
+func (s *Store) OpenLedger(ctx context.Context, id, unit string, pol credits.Policy, now time.Time) (credits.Account, error) {
+	st := ledger.NewAccountState(id, unit, pol, now)
 	p, ar := st.Policy, st.Policy.AutoRecharge
 	_, err := s.pool.Exec(ctx, `INSERT INTO credit_accounts (`+sqlledger.AccountColumns+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`,
@@ -414,9 +416,12 @@ func (s *Store) OpenLedger(ctx context.Context, st credits.AccountState) error {
 		st.RechargeArmed, st.Recharges, toNanos(st.MonthStart), toNanos(st.MonthEnd), st.MonthSpent.String(),
 		toNanos(st.OpenedAt), toNanos(st.UpdatedAt))
 	if isUnique(err) {
-		return credits.ErrAlreadyOpen
+		return credits.Account{}, credits.ErrAlreadyOpen
 	}
-	return wrap("open ledger", err)
+	if err != nil {
+		return credits.Account{}, wrap("open ledger", err)
+	}
+	return st.View(), nil
 }
 
 // ledgerExists reports credits.ErrUnknownAccount for a missing account.
@@ -429,15 +434,15 @@ func ledgerExists(ctx context.Context, q querier, id string) error {
 	return wrap("ledger account", err)
 }
 
-// LedgerEntries implements credits.EntryStore.
-func (s *Store) LedgerEntries(ctx context.Context, q credits.EntryQuery) ([]credits.Entry, error) {
+// LedgerEntries implements credits.Store.
+func (s *Store) LedgerEntries(ctx context.Context, id string, f credits.EntryFilter, beforeSeq int64, limit int) ([]credits.Entry, error) {
 	var out []credits.Entry
 	err := s.read(ctx, "ledger entries", func(tx pgx.Tx) error {
 		out = nil
-		if err := ledgerExists(ctx, tx, q.AccountID); err != nil {
+		if err := ledgerExists(ctx, tx, id); err != nil {
 			return err
 		}
-		query, args := sqlledger.EntriesQuery(&q, true)
+		query, args := sqlledger.EntriesQuery(id, &f, beforeSeq, limit, true)
 		rows, err := tx.Query(ctx, query, args...)
 		if err != nil {
 			return wrap("ledger entries", err)
@@ -449,7 +454,7 @@ func (s *Store) LedgerEntries(ctx context.Context, q credits.EntryQuery) ([]cred
 	return out, err
 }
 
-// LedgerBalanceAt implements credits.EntryStore.
+// LedgerBalanceAt implements credits.Store.
 func (s *Store) LedgerBalanceAt(ctx context.Context, id string, t time.Time) (credits.Amount, error) {
 	var bal credits.Amount
 	err := s.read(ctx, "ledger balance at", func(tx pgx.Tx) error {
@@ -473,7 +478,7 @@ func (s *Store) LedgerBalanceAt(ctx context.Context, id string, t time.Time) (cr
 	return bal, err
 }
 
-// LedgerHold implements credits.SpendStore.
+// LedgerHold implements credits.Store.
 func (s *Store) LedgerHold(ctx context.Context, id string) (credits.Hold, error) {
 	h, err := sqlledger.ScanHold(s.pool.QueryRow(ctx, `SELECT `+sqlledger.HoldColumns+` FROM credit_holds WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -482,7 +487,7 @@ func (s *Store) LedgerHold(ctx context.Context, id string) (credits.Hold, error)
 	return h, wrap("ledger hold", err)
 }
 
-// ExpireLedgers implements credits.SpendStore. It finds due accounts
+// ExpireLedgers implements credits.Store. It finds due accounts
 // first without locking, so a sweep with nothing due writes nothing.
 func (s *Store) ExpireLedgers(ctx context.Context, now time.Time, accountID string, limit int) (credits.ExpiryReport, error) {
 	q := `SELECT account_id FROM credit_lots WHERE expires_at <= $1

@@ -41,8 +41,8 @@
 //
 // Ledger writes lock the ledger account rows they touch with SELECT … FOR
 // UPDATE (in account_id order when a batch touches several) before reading
-// anything else of those accounts, then run credits.ApplySpend,
-// credits.ApplyCredit or usage.ApplyMeter on the locked state, so spends
+// anything else of those accounts, then run ledger.ApplySpend,
+// ledger.ApplyCredit or meter.ApplyMeter on the locked state, so spends
 // from any number of pools never overspend. Group commits (credits and
 // usage batches) stage each request's writes in memory, drop a failed
 // request's writes before anything reaches the server, and send the batch's
@@ -86,6 +86,7 @@ import (
 
 	"github.com/keyledger/keyledger/errkind"
 	"github.com/keyledger/keyledger/internal/migrations"
+	"github.com/keyledger/keyledger/internal/sqlaccount"
 	"github.com/keyledger/keyledger/internal/sqlledger"
 	"github.com/keyledger/keyledger/store"
 )
@@ -176,6 +177,8 @@ func (o *Options) withDefaults() Options {
 // database.
 type Store struct {
 	*sqlledger.Engine // the ledger and metering rules (credits.go, usage.go)
+	// the accounts, sessions and lifecycle operations (account.go)
+	sqlaccount.Accounts
 
 	pool *pgxpool.Pool
 	cfg  *pgxpool.Config // for the listener's own connection
@@ -206,6 +209,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	}
 	s := &Store{pool: pool, cfg: cfg, opt: o, log: o.Logger}
 	s.Engine = sqlledger.New(ledgerDB{s})
+	s.Accounts = sqlaccount.New(accountDB{s}, sqlaccount.Dialect{EmailIs: `lower(email) = lower(?)`, Lock: ` FOR UPDATE`})
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("pgstore: connect: %w", err)

@@ -12,6 +12,7 @@ import (
 	"github.com/keyledger/keyledger/internal/sqlledger"
 	"github.com/keyledger/keyledger/internal/sqlrow"
 	"github.com/keyledger/keyledger/usage"
+	"github.com/keyledger/keyledger/usage/meter"
 )
 
 // Usage metering on PostgreSQL: the SQL side of sqlledger.Engine's
@@ -29,10 +30,10 @@ const rollupColumns = `account_id, tz, day, model, key_id, endpoint, requests, e
 	completion_tokens, units, cached_units, cost`
 
 // Store group-commits meter requests (sqlledger.Engine.UsageGroupCommit).
-var _ usage.GroupCommitter = (*Store)(nil)
+var _ interface{ UsageGroupCommit() bool } = (*Store)(nil)
 
 // Meter implements sqlledger.Conn.
-func (c *ledgerConn) Meter(ctx context.Context, k sqlledger.OpKey) (usage.MeterOp, bool, error) {
+func (c *ledgerConn) Meter(ctx context.Context, k sqlledger.OpKey) (meter.MeterOp, bool, error) {
 	op, err := sqlledger.ScanMeter(c.tx.QueryRow(ctx, `SELECT fingerprint, record_id, hold_id, created_at FROM usage_ops
 		WHERE key = $1 AND account_id = $2`, k.Key, k.Acct), nil)
 	if errors.Is(err, pgx.ErrNoRows) {

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/credits/ledger"
 	"github.com/keyledger/keyledger/internal/sqlledger"
 )
 
@@ -46,7 +46,7 @@ const maxCachedAccounts = 100_000
 // acctSnap is an account as committed: its state (a private copy) and the
 // stored lower bound of its active hold deadlines.
 type acctSnap struct {
-	st      credits.AccountState
+	st      ledger.AccountState
 	holdDue int64
 }
 

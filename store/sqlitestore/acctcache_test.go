@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/credits/ledger"
 )
 
 // TestAcctCacheOnlyServesConfirmedStates walks the cache's protocol: states
@@ -14,7 +14,7 @@ import (
 func TestAcctCacheOnlyServesConfirmedStates(t *testing.T) {
 	now := time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)
 	snap := func(id string, v int64) acctSnap {
-		return acctSnap{st: credits.AccountState{ID: id, Version: v}}
+		return acctSnap{st: ledger.AccountState{ID: id, Version: v}}
 	}
 	version := func(c *acctCache, id string) int64 {
 		l, ok := c.get(id, now)
@@ -54,7 +54,7 @@ func TestAcctCacheOnlyServesConfirmedStates(t *testing.T) {
 	}
 
 	// An account with an active hold due is never served.
-	due := acctSnap{st: credits.AccountState{ID: "d", Version: 1}, holdDue: now.UnixNano()}
+	due := acctSnap{st: ledger.AccountState{ID: "d", Version: 1}, holdDue: now.UnixNano()}
 	c.confirm(c.put(c.begin(), []acctSnap{due}))
 	if version(&c, "d") != -1 {
 		t.Fatal("served an account with a hold due")

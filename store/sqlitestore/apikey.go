@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/internal/sqlaccount"
 	"github.com/keyledger/keyledger/internal/sqlrow"
 )
 
@@ -44,29 +45,9 @@ func scanKey(row scanner, extra ...any) (apikey.APIKey, error) {
 	return k, nil
 }
 
-// jsonColumn encodes a list or map as JSON, NULL when empty.
-func jsonColumn[T any](v T, n int) (sql.NullString, error) {
-	if n == 0 {
-		return sql.NullString{}, nil
-	}
-	b, err := json.Marshal(v)
-	return sql.NullString{String: string(b), Valid: err == nil}, err
-}
-
-func keyArgs(k apikey.APIKey) (models, scopes, metadata sql.NullString, err error) {
-	if models, err = jsonColumn(k.Models, len(k.Models)); err != nil {
-		return
-	}
-	if scopes, err = jsonColumn(k.Scopes, len(k.Scopes)); err != nil {
-		return
-	}
-	metadata, err = jsonColumn(k.Metadata, len(k.Metadata))
-	return
-}
-
 // CreateAPIKey implements apikey.Store.
 func (s *Store) CreateAPIKey(ctx context.Context, k apikey.APIKey, hash [32]byte) error {
-	models, scopes, metadata, err := keyArgs(k)
+	models, scopes, metadata, err := sqlaccount.KeyArgs(k)
 	if err != nil {
 		return wrap("create api key", err)
 	}
@@ -141,7 +122,7 @@ func (s *Store) UpdateAPIKey(ctx context.Context, accountID, keyID string, u api
 			return err
 		}
 		out = u.Apply(k, now)
-		models, scopes, metadata, err := keyArgs(out)
+		models, scopes, metadata, err := sqlaccount.KeyArgs(out)
 		if err != nil {
 			return wrap("update api key", err)
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/credits/ledger"
 	"github.com/keyledger/keyledger/internal/ledgerstage"
 	"github.com/keyledger/keyledger/internal/sqlledger"
 	"github.com/keyledger/keyledger/internal/sqlrow"
@@ -154,7 +155,7 @@ func (s *Store) read(ctx context.Context, op string, fn func(*binder) error) err
 }
 
 // Store group-commits ledger spends (sqlledger.Engine.GroupCommit).
-var _ credits.GroupCommitter = (*Store)(nil)
+var _ interface{ GroupCommit() bool } = (*Store)(nil)
 
 // ledgerDB runs the engine's transactions on the writer (sqlledger.DB).
 type ledgerDB struct{ s *Store }
@@ -228,7 +229,7 @@ func (c *ledgerConn) Account(_ context.Context, id string) (sqlledger.Row, error
 }
 
 // Lots implements sqlledger.Conn.
-func (c *ledgerConn) Lots(_ context.Context, id string) ([]credits.Lot, error) {
+func (c *ledgerConn) Lots(_ context.Context, id string) ([]ledger.Lot, error) {
 	rows, err := c.stmt(sLots).QueryContext(c.ctx, id)
 	if err != nil {
 		return nil, wrap("ledger lots", err)
@@ -306,7 +307,7 @@ func (c *ledgerConn) Hold(_ context.Context, id string) (credits.Hold, error) {
 }
 
 // Op implements sqlledger.Conn.
-func (c *ledgerConn) Op(_ context.Context, k sqlledger.OpKey) (credits.OpRecord, bool, error) {
+func (c *ledgerConn) Op(_ context.Context, k sqlledger.OpKey) (ledger.OpRecord, bool, error) {
 	rec, err := sqlledger.ScanOp(c.stmt(sOp).QueryRowContext(c.ctx, k.Key, k.Acct), nil)
 	if errors.Is(err, sql.ErrNoRows) {
 		return rec, false, nil
@@ -419,8 +420,9 @@ func (c *ledgerConn) flushLots(a *ledgerstage.Account) error {
 	return nil
 }
 
-// OpenLedger implements credits.AccountStore.
-func (s *Store) OpenLedger(ctx context.Context, st credits.AccountState) error {
+// OpenLedger implements credits.Store.
+func (s *Store) OpenLedger(ctx context.Context, id, unit string, pol credits.Policy, now time.Time) (credits.Account, error) {
+	st := ledger.NewAccountState(id, unit, pol, now)
 	p, ar := st.Policy, st.Policy.AutoRecharge
 	_, err := s.w.ExecContext(ctx, `INSERT INTO credit_accounts (`+sqlledger.AccountColumns+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -429,9 +431,12 @@ func (s *Store) OpenLedger(ctx context.Context, st credits.AccountState) error {
 		boolInt(st.RechargeArmed), st.Recharges, toNanos(st.MonthStart), toNanos(st.MonthEnd), st.MonthSpent.String(),
 		toNanos(st.OpenedAt), toNanos(st.UpdatedAt))
 	if isUnique(err) {
-		return credits.ErrAlreadyOpen
+		return credits.Account{}, credits.ErrAlreadyOpen
 	}
-	return wrap("open ledger", err)
+	if err != nil {
+		return credits.Account{}, wrap("open ledger", err)
+	}
+	return st.View(), nil
 }
 
 // ledgerExists reports credits.ErrUnknownAccount for a missing account.
@@ -444,14 +449,14 @@ func ledgerExists(b *binder, id string) error {
 	return wrap("ledger account", err)
 }
 
-// LedgerEntries implements credits.EntryStore.
-func (s *Store) LedgerEntries(ctx context.Context, q credits.EntryQuery) ([]credits.Entry, error) {
+// LedgerEntries implements credits.Store.
+func (s *Store) LedgerEntries(ctx context.Context, id string, f credits.EntryFilter, beforeSeq int64, limit int) ([]credits.Entry, error) {
 	var out []credits.Entry
 	err := s.read(ctx, "ledger entries", func(b *binder) error {
-		if err := ledgerExists(b, q.AccountID); err != nil {
+		if err := ledgerExists(b, id); err != nil {
 			return err
 		}
-		query, args := sqlledger.EntriesQuery(&q, false)
+		query, args := sqlledger.EntriesQuery(id, &f, beforeSeq, limit, false)
 		rows, err := b.tx.QueryContext(ctx, query, args...)
 		if err != nil {
 			return wrap("ledger entries", err)
@@ -462,7 +467,7 @@ func (s *Store) LedgerEntries(ctx context.Context, q credits.EntryQuery) ([]cred
 	return out, err
 }
 
-// LedgerBalanceAt implements credits.EntryStore.
+// LedgerBalanceAt implements credits.Store.
 func (s *Store) LedgerBalanceAt(ctx context.Context, id string, t time.Time) (credits.Amount, error) {
 	var bal credits.Amount
 	err := s.read(ctx, "ledger balance at", func(b *binder) error {
@@ -515,7 +520,7 @@ func flushed(optimistic bool, err error) error {
 	return sqlledger.RequestFailure(err)
 }
 
-// LedgerHold implements credits.SpendStore.
+// LedgerHold implements credits.Store.
 func (s *Store) LedgerHold(ctx context.Context, id string) (credits.Hold, error) {
 	h, err := sqlledger.ScanHold(s.lr[sHold].QueryRowContext(ctx, id))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -524,7 +529,7 @@ func (s *Store) LedgerHold(ctx context.Context, id string) (credits.Hold, error)
 	return h, wrap("ledger hold", err)
 }
 
-// ExpireLedgers implements credits.SpendStore. It finds due accounts on the
+// ExpireLedgers implements credits.Store. It finds due accounts on the
 // reader pool first, so a sweep with nothing due costs no write.
 func (s *Store) ExpireLedgers(ctx context.Context, now time.Time, accountID string, limit int) (credits.ExpiryReport, error) {
 	q := `SELECT account_id FROM credit_lots WHERE expires_at <= ?1

@@ -21,7 +21,7 @@ func TestGroupCommitIsolatesAFailingRequest(t *testing.T) {
 	}
 	defer s.Close()
 	now := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-	if err := s.OpenLedger(ctx, credits.NewAccountState("acct_1", "INR", credits.Policy{TimeZone: "UTC"}, now)); err != nil {
+	if _, err := s.OpenLedger(ctx, "acct_1", "INR", credits.Policy{TimeZone: "UTC"}, now); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.LedgerCredit(ctx, now, credits.CreditRequest{Unit: "INR", AccountID: "acct_1", Type: credits.EntryPurchase,
@@ -46,7 +46,11 @@ func TestGroupCommitIsolatesAFailingRequest(t *testing.T) {
 		t.Fatalf("results %+v", res)
 	}
 	st, err := s.LedgerAccount(ctx, "acct_1", now)
-	if err != nil || !st.Balance.Equal(credits.AmountFromInt(8)) || st.Seq != 3 {
-		t.Fatalf("state %+v, %v", st, err)
+	var seq int64
+	if err == nil {
+		err = s.r.QueryRowContext(ctx, `SELECT seq FROM credit_accounts WHERE account_id = 'acct_1'`).Scan(&seq)
+	}
+	if err != nil || !st.Balance.Equal(credits.AmountFromInt(8)) || seq != 3 {
+		t.Fatalf("state %+v, seq %d, %v", st, seq, err)
 	}
 }

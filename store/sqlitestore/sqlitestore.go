@@ -35,6 +35,7 @@ import (
 
 	"github.com/keyledger/keyledger/errkind"
 	"github.com/keyledger/keyledger/internal/migrations"
+	"github.com/keyledger/keyledger/internal/sqlaccount"
 	"github.com/keyledger/keyledger/internal/sqlledger"
 	"github.com/keyledger/keyledger/store"
 )
@@ -94,6 +95,8 @@ type Store struct {
 	rstmt stmts // prepared statements on r
 
 	*sqlledger.Engine // the ledger and metering rules (credits.go, usage.go)
+	// the accounts, sessions and lifecycle operations (account.go)
+	sqlaccount.Accounts
 
 	lw, lr *ledgerStmts // prepared ledger and usage statements on w and r (credits.go)
 	mw     *multiStmts  // multi-row statements on w (multirow.go)
@@ -152,6 +155,7 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 	w.SetConnMaxIdleTime(0)
 	s := &Store{w: w, log: o.Logger, mw: newMultiStmts()}
 	s.Engine = sqlledger.New(ledgerDB{s})
+	s.Accounts = sqlaccount.New(accountDB{s}, sqlaccount.Dialect{EmailIs: `email = ?`})
 	if err := s.migrateRetrying(ctx, o.BusyTimeout); err != nil {
 		w.Close()
 		return nil, err

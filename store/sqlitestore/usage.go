@@ -14,6 +14,7 @@ import (
 	"github.com/keyledger/keyledger/internal/sqlledger"
 	"github.com/keyledger/keyledger/internal/sqlrow"
 	"github.com/keyledger/keyledger/usage"
+	"github.com/keyledger/keyledger/usage/meter"
 )
 
 // Usage metering on SQLite: the SQL side of sqlledger.Engine's MeterUsage
@@ -24,13 +25,13 @@ import (
 // (account, zone, day, model, key, endpoint).
 
 // Store group-commits meter requests (sqlledger.Engine.UsageGroupCommit).
-var _ usage.GroupCommitter = (*Store)(nil)
+var _ interface{ UsageGroupCommit() bool } = (*Store)(nil)
 
 const rollupColumns = `account_id, tz, day, model, key_id, endpoint, requests, errors, prompt_tokens,
 	completion_tokens, units, cached_units, cost_units, cost_atto`
 
 // Meter implements sqlledger.Conn.
-func (c *ledgerConn) Meter(_ context.Context, k sqlledger.OpKey) (usage.MeterOp, bool, error) {
+func (c *ledgerConn) Meter(_ context.Context, k sqlledger.OpKey) (meter.MeterOp, bool, error) {
 	op, err := sqlledger.ScanMeter(c.stmt(sMeter).QueryRowContext(c.ctx, k.Acct, k.Key), nil)
 	if errors.Is(err, sql.ErrNoRows) {
 		return op, false, nil

@@ -34,15 +34,16 @@ import (
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/errkind"
+	"github.com/keyledger/keyledger/internal/storewrap"
 	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/usage"
 )
 
 var (
-	_ store.Store            = (*Store)(nil)
-	_ credits.GroupCommitter = (*Store)(nil)
-	_ usage.GroupCommitter   = (*Store)(nil)
-	_ apikey.ChangeNotifier  = (*Store)(nil)
+	_ store.Store                          = (*Store)(nil)
+	_ interface{ GroupCommit() bool }      = (*Store)(nil)
+	_ interface{ UsageGroupCommit() bool } = (*Store)(nil)
+	_ apikey.ChangeNotifier                = (*Store)(nil)
 )
 
 // ErrInjected is matched (errors.Is) by every error the wrapper injects.
@@ -164,7 +165,9 @@ func WriteMethods() []string {
 // the others to the wrapped store. It is safe for concurrent use; rules
 // may be replaced while calls run.
 type Store struct {
-	inner store.Store
+	// the wrapped store (Inner, never failed: Close) and the capabilities
+	// it has (group commit, apikey.ChangeNotifier)
+	storewrap.Base
 
 	mu    sync.Mutex
 	rules []ruleState
@@ -184,13 +187,10 @@ func New(inner store.Store, opts *Options) *Store {
 	if opts != nil {
 		o = *opts
 	}
-	s := &Store{inner: inner, rng: rand.New(rand.NewPCG(o.Seed, o.Seed^0x9e3779b97f4a7c15))}
+	s := &Store{Base: storewrap.Base{Store: inner}, rng: rand.New(rand.NewPCG(o.Seed, o.Seed^0x9e3779b97f4a7c15))}
 	s.SetRules(o.Rules...)
 	return s
 }
-
-// Inner returns the wrapped store, for checks that must not be failed.
-func (s *Store) Inner() store.Store { return s.inner }
 
 // SetRules replaces the rules and restarts their counts; no rules lets
 // every call through.
@@ -267,166 +267,143 @@ func call0(ctx context.Context, s *Store, method string, f func() error) error {
 	return err
 }
 
-// GroupCommit implements credits.GroupCommitter as the wrapped store does.
-func (s *Store) GroupCommit() bool {
-	gc, ok := s.inner.(credits.GroupCommitter)
-	return ok && gc.GroupCommit()
-}
-
-// UsageGroupCommit implements usage.GroupCommitter as the wrapped store
-// does.
-func (s *Store) UsageGroupCommit() bool {
-	gc, ok := s.inner.(usage.GroupCommitter)
-	return ok && gc.UsageGroupCommit()
-}
-
-// WatchKeyChanges implements apikey.ChangeNotifier with the wrapped
-// store's notifications; over a store that has none it reports nothing.
-func (s *Store) WatchKeyChanges(fn func(apikey.Change)) (stop func()) {
-	if cn, ok := s.inner.(apikey.ChangeNotifier); ok {
-		return cn.WatchKeyChanges(fn)
-	}
-	return func() {}
-}
-
-// Close closes the wrapped store; it is never failed.
-func (s *Store) Close() error { return s.inner.Close() }
-
 // account.Store
 
 // CreateAccount implements account.Store.
 func (s *Store) CreateAccount(ctx context.Context, a account.Account, passwordHash string) error {
-	return call0(ctx, s, "CreateAccount", func() error { return s.inner.CreateAccount(ctx, a, passwordHash) })
+	return call0(ctx, s, "CreateAccount", func() error { return s.Store.CreateAccount(ctx, a, passwordHash) })
 }
 
 // Account implements account.Store.
 func (s *Store) Account(ctx context.Context, id string) (account.Account, error) {
-	return call(ctx, s, "Account", func() (account.Account, error) { return s.inner.Account(ctx, id) })
+	return call(ctx, s, "Account", func() (account.Account, error) { return s.Store.Account(ctx, id) })
 }
 
 // AccountByEmail implements account.Store.
 func (s *Store) AccountByEmail(ctx context.Context, email string) (account.Account, error) {
-	return call(ctx, s, "AccountByEmail", func() (account.Account, error) { return s.inner.AccountByEmail(ctx, email) })
+	return call(ctx, s, "AccountByEmail", func() (account.Account, error) { return s.Store.AccountByEmail(ctx, email) })
 }
 
 // UpdateAccount implements account.Store.
 func (s *Store) UpdateAccount(ctx context.Context, id string, u account.Update, now time.Time) (account.Account, error) {
-	return call(ctx, s, "UpdateAccount", func() (account.Account, error) { return s.inner.UpdateAccount(ctx, id, u, now) })
+	return call(ctx, s, "UpdateAccount", func() (account.Account, error) { return s.Store.UpdateAccount(ctx, id, u, now) })
 }
 
 // ListAccounts implements account.Store.
 func (s *Store) ListAccounts(ctx context.Context, afterID string, limit int) ([]account.Account, error) {
-	return call(ctx, s, "ListAccounts", func() ([]account.Account, error) { return s.inner.ListAccounts(ctx, afterID, limit) })
+	return call(ctx, s, "ListAccounts", func() ([]account.Account, error) { return s.Store.ListAccounts(ctx, afterID, limit) })
 }
 
 // PasswordHash implements account.Store.
 func (s *Store) PasswordHash(ctx context.Context, id string) (string, error) {
-	return call(ctx, s, "PasswordHash", func() (string, error) { return s.inner.PasswordHash(ctx, id) })
+	return call(ctx, s, "PasswordHash", func() (string, error) { return s.Store.PasswordHash(ctx, id) })
 }
 
 // SetPasswordHash implements account.Store.
 func (s *Store) SetPasswordHash(ctx context.Context, id, hash string, now time.Time) error {
-	return call0(ctx, s, "SetPasswordHash", func() error { return s.inner.SetPasswordHash(ctx, id, hash, now) })
+	return call0(ctx, s, "SetPasswordHash", func() error { return s.Store.SetPasswordHash(ctx, id, hash, now) })
 }
 
 // CreateSession implements account.Store.
 func (s *Store) CreateSession(ctx context.Context, sess account.Session) error {
-	return call0(ctx, s, "CreateSession", func() error { return s.inner.CreateSession(ctx, sess) })
+	return call0(ctx, s, "CreateSession", func() error { return s.Store.CreateSession(ctx, sess) })
 }
 
 // Session implements account.Store.
 func (s *Store) Session(ctx context.Context, tokenHash [32]byte) (account.Session, error) {
-	return call(ctx, s, "Session", func() (account.Session, error) { return s.inner.Session(ctx, tokenHash) })
+	return call(ctx, s, "Session", func() (account.Session, error) { return s.Store.Session(ctx, tokenHash) })
 }
 
 // RevokeSession implements account.Store.
 func (s *Store) RevokeSession(ctx context.Context, tokenHash [32]byte, at time.Time) error {
-	return call0(ctx, s, "RevokeSession", func() error { return s.inner.RevokeSession(ctx, tokenHash, at) })
+	return call0(ctx, s, "RevokeSession", func() error { return s.Store.RevokeSession(ctx, tokenHash, at) })
 }
 
 // RevokeSessions implements account.Store.
 func (s *Store) RevokeSessions(ctx context.Context, accountID string, at time.Time) (int, error) {
-	return call(ctx, s, "RevokeSessions", func() (int, error) { return s.inner.RevokeSessions(ctx, accountID, at) })
+	return call(ctx, s, "RevokeSessions", func() (int, error) { return s.Store.RevokeSessions(ctx, accountID, at) })
 }
 
 // DeleteExpiredSessions implements account.Store.
 func (s *Store) DeleteExpiredSessions(ctx context.Context, before time.Time) (int, error) {
-	return call(ctx, s, "DeleteExpiredSessions", func() (int, error) { return s.inner.DeleteExpiredSessions(ctx, before) })
+	return call(ctx, s, "DeleteExpiredSessions", func() (int, error) { return s.Store.DeleteExpiredSessions(ctx, before) })
 }
 
 // apikey.Store
 
 // CreateAPIKey implements apikey.Store.
 func (s *Store) CreateAPIKey(ctx context.Context, k apikey.APIKey, hash [32]byte) error {
-	return call0(ctx, s, "CreateAPIKey", func() error { return s.inner.CreateAPIKey(ctx, k, hash) })
+	return call0(ctx, s, "CreateAPIKey", func() error { return s.Store.CreateAPIKey(ctx, k, hash) })
 }
 
 // APIKey implements apikey.Store.
 func (s *Store) APIKey(ctx context.Context, accountID, keyID string) (apikey.APIKey, error) {
-	return call(ctx, s, "APIKey", func() (apikey.APIKey, error) { return s.inner.APIKey(ctx, accountID, keyID) })
+	return call(ctx, s, "APIKey", func() (apikey.APIKey, error) { return s.Store.APIKey(ctx, accountID, keyID) })
 }
 
 // ListAPIKeys implements apikey.Store.
 func (s *Store) ListAPIKeys(ctx context.Context, accountID, afterID string, limit int) ([]apikey.APIKey, error) {
-	return call(ctx, s, "ListAPIKeys", func() ([]apikey.APIKey, error) { return s.inner.ListAPIKeys(ctx, accountID, afterID, limit) })
+	return call(ctx, s, "ListAPIKeys", func() ([]apikey.APIKey, error) { return s.Store.ListAPIKeys(ctx, accountID, afterID, limit) })
 }
 
 // APIKeyByHash implements apikey.Store.
 func (s *Store) APIKeyByHash(ctx context.Context, hash [32]byte) (apikey.Match, error) {
-	return call(ctx, s, "APIKeyByHash", func() (apikey.Match, error) { return s.inner.APIKeyByHash(ctx, hash) })
+	return call(ctx, s, "APIKeyByHash", func() (apikey.Match, error) { return s.Store.APIKeyByHash(ctx, hash) })
 }
 
 // UpdateAPIKey implements apikey.Store.
 func (s *Store) UpdateAPIKey(ctx context.Context, accountID, keyID string, u apikey.Update, now time.Time) (apikey.APIKey, error) {
-	return call(ctx, s, "UpdateAPIKey", func() (apikey.APIKey, error) { return s.inner.UpdateAPIKey(ctx, accountID, keyID, u, now) })
+	return call(ctx, s, "UpdateAPIKey", func() (apikey.APIKey, error) { return s.Store.UpdateAPIKey(ctx, accountID, keyID, u, now) })
 }
 
 // RotateAPIKey implements apikey.Store.
 func (s *Store) RotateAPIKey(ctx context.Context, accountID, keyID string, r apikey.Rotation, now time.Time) (apikey.APIKey, error) {
-	return call(ctx, s, "RotateAPIKey", func() (apikey.APIKey, error) { return s.inner.RotateAPIKey(ctx, accountID, keyID, r, now) })
+	return call(ctx, s, "RotateAPIKey", func() (apikey.APIKey, error) { return s.Store.RotateAPIKey(ctx, accountID, keyID, r, now) })
 }
 
 // TouchAPIKeys implements apikey.Store.
 func (s *Store) TouchAPIKeys(ctx context.Context, uses []apikey.Use) error {
-	return call0(ctx, s, "TouchAPIKeys", func() error { return s.inner.TouchAPIKeys(ctx, uses) })
+	return call0(ctx, s, "TouchAPIKeys", func() error { return s.Store.TouchAPIKeys(ctx, uses) })
 }
 
 // credits.Store
 
 // OpenLedger implements credits.Store.
-func (s *Store) OpenLedger(ctx context.Context, st credits.AccountState) error {
-	return call0(ctx, s, "OpenLedger", func() error { return s.inner.OpenLedger(ctx, st) })
+func (s *Store) OpenLedger(ctx context.Context, id, unit string, p credits.Policy, now time.Time) (credits.Account, error) {
+	return call(ctx, s, "OpenLedger", func() (credits.Account, error) { return s.Store.OpenLedger(ctx, id, unit, p, now) })
 }
 
 // SetLedgerPolicy implements credits.Store.
-func (s *Store) SetLedgerPolicy(ctx context.Context, accountID string, p credits.Policy, now time.Time) (credits.AccountState, error) {
-	return call(ctx, s, "SetLedgerPolicy", func() (credits.AccountState, error) { return s.inner.SetLedgerPolicy(ctx, accountID, p, now) })
+func (s *Store) SetLedgerPolicy(ctx context.Context, accountID string, p credits.Policy, now time.Time) (credits.Account, error) {
+	return call(ctx, s, "SetLedgerPolicy", func() (credits.Account, error) { return s.Store.SetLedgerPolicy(ctx, accountID, p, now) })
 }
 
 // LedgerAccount implements credits.Store.
-func (s *Store) LedgerAccount(ctx context.Context, accountID string, now time.Time) (credits.AccountState, error) {
-	return call(ctx, s, "LedgerAccount", func() (credits.AccountState, error) { return s.inner.LedgerAccount(ctx, accountID, now) })
+func (s *Store) LedgerAccount(ctx context.Context, accountID string, now time.Time) (credits.Account, error) {
+	return call(ctx, s, "LedgerAccount", func() (credits.Account, error) { return s.Store.LedgerAccount(ctx, accountID, now) })
 }
 
 // LedgerCredit implements credits.Store.
 func (s *Store) LedgerCredit(ctx context.Context, now time.Time, r credits.CreditRequest) (credits.Entry, error) {
-	return call(ctx, s, "LedgerCredit", func() (credits.Entry, error) { return s.inner.LedgerCredit(ctx, now, r) })
+	return call(ctx, s, "LedgerCredit", func() (credits.Entry, error) { return s.Store.LedgerCredit(ctx, now, r) })
 }
 
 // LedgerEntries implements credits.Store.
-func (s *Store) LedgerEntries(ctx context.Context, q credits.EntryQuery) ([]credits.Entry, error) {
-	return call(ctx, s, "LedgerEntries", func() ([]credits.Entry, error) { return s.inner.LedgerEntries(ctx, q) })
+func (s *Store) LedgerEntries(ctx context.Context, accountID string, f credits.EntryFilter, beforeSeq int64, limit int) ([]credits.Entry, error) {
+	return call(ctx, s, "LedgerEntries", func() ([]credits.Entry, error) {
+		return s.Store.LedgerEntries(ctx, accountID, f, beforeSeq, limit)
+	})
 }
 
 // LedgerBalanceAt implements credits.Store.
 func (s *Store) LedgerBalanceAt(ctx context.Context, accountID string, t time.Time) (credits.Amount, error) {
-	return call(ctx, s, "LedgerBalanceAt", func() (credits.Amount, error) { return s.inner.LedgerBalanceAt(ctx, accountID, t) })
+	return call(ctx, s, "LedgerBalanceAt", func() (credits.Amount, error) { return s.Store.LedgerBalanceAt(ctx, accountID, t) })
 }
 
 // ApplySpends implements credits.Store. A failure of the After kind comes
 // after the wrapped store applied every request; res is then cleared.
 func (s *Store) ApplySpends(ctx context.Context, now time.Time, reqs []credits.SpendRequest, res []credits.SpendResult) error {
-	err := call0(ctx, s, "ApplySpends", func() error { return s.inner.ApplySpends(ctx, now, reqs, res) })
+	err := call0(ctx, s, "ApplySpends", func() error { return s.Store.ApplySpends(ctx, now, reqs, res) })
 	if err != nil {
 		clear(res)
 	}
@@ -435,12 +412,12 @@ func (s *Store) ApplySpends(ctx context.Context, now time.Time, reqs []credits.S
 
 // LedgerHold implements credits.Store.
 func (s *Store) LedgerHold(ctx context.Context, holdID string) (credits.Hold, error) {
-	return call(ctx, s, "LedgerHold", func() (credits.Hold, error) { return s.inner.LedgerHold(ctx, holdID) })
+	return call(ctx, s, "LedgerHold", func() (credits.Hold, error) { return s.Store.LedgerHold(ctx, holdID) })
 }
 
 // ExpireLedgers implements credits.Store.
 func (s *Store) ExpireLedgers(ctx context.Context, now time.Time, accountID string, limit int) (credits.ExpiryReport, error) {
-	return call(ctx, s, "ExpireLedgers", func() (credits.ExpiryReport, error) { return s.inner.ExpireLedgers(ctx, now, accountID, limit) })
+	return call(ctx, s, "ExpireLedgers", func() (credits.ExpiryReport, error) { return s.Store.ExpireLedgers(ctx, now, accountID, limit) })
 }
 
 // usage.Store
@@ -448,7 +425,7 @@ func (s *Store) ExpireLedgers(ctx context.Context, now time.Time, accountID stri
 // MeterUsage implements usage.Store. A failure of the After kind comes
 // after the wrapped store applied every request; res is then cleared.
 func (s *Store) MeterUsage(ctx context.Context, now time.Time, reqs []usage.MeterRequest, res []usage.MeterOutcome) error {
-	err := call0(ctx, s, "MeterUsage", func() error { return s.inner.MeterUsage(ctx, now, reqs, res) })
+	err := call0(ctx, s, "MeterUsage", func() error { return s.Store.MeterUsage(ctx, now, reqs, res) })
 	if err != nil {
 		clear(res)
 	}
@@ -457,12 +434,12 @@ func (s *Store) MeterUsage(ctx context.Context, now time.Time, reqs []usage.Mete
 
 // UsageRecords implements usage.Store.
 func (s *Store) UsageRecords(ctx context.Context, q usage.RecordQuery) ([]usage.Record, error) {
-	return call(ctx, s, "UsageRecords", func() ([]usage.Record, error) { return s.inner.UsageRecords(ctx, q) })
+	return call(ctx, s, "UsageRecords", func() ([]usage.Record, error) { return s.Store.UsageRecords(ctx, q) })
 }
 
 // ScanUsage implements usage.Store.
 func (s *Store) ScanUsage(ctx context.Context, q usage.RecordQuery, fn func(*usage.Record) error) error {
-	return call0(ctx, s, "ScanUsage", func() error { return s.inner.ScanUsage(ctx, q, fn) })
+	return call0(ctx, s, "ScanUsage", func() error { return s.Store.ScanUsage(ctx, q, fn) })
 }
 
 // rollups is the result of UsageRollups.
@@ -474,7 +451,7 @@ type rollups struct {
 // UsageRollups implements usage.Store.
 func (s *Store) UsageRollups(ctx context.Context, q usage.RollupQuery) ([]usage.Rollup, bool, error) {
 	r, err := call(ctx, s, "UsageRollups", func() (rollups, error) {
-		rows, other, err := s.inner.UsageRollups(ctx, q)
+		rows, other, err := s.Store.UsageRollups(ctx, q)
 		return rollups{rows, other}, err
 	})
 	return r.rows, r.otherZones, err
@@ -482,25 +459,25 @@ func (s *Store) UsageRollups(ctx context.Context, q usage.RollupQuery) ([]usage.
 
 // DeleteUsageBefore implements usage.Store.
 func (s *Store) DeleteUsageBefore(ctx context.Context, t time.Time) (int, error) {
-	return call(ctx, s, "DeleteUsageBefore", func() (int, error) { return s.inner.DeleteUsageBefore(ctx, t) })
+	return call(ctx, s, "DeleteUsageBefore", func() (int, error) { return s.Store.DeleteUsageBefore(ctx, t) })
 }
 
 // CreateToken implements account.Store.
 func (s *Store) CreateToken(ctx context.Context, t account.Token) error {
-	return call0(ctx, s, "CreateToken", func() error { return s.inner.CreateToken(ctx, t) })
+	return call0(ctx, s, "CreateToken", func() error { return s.Store.CreateToken(ctx, t) })
 }
 
 // ConsumeToken implements account.Store.
 func (s *Store) ConsumeToken(ctx context.Context, kind account.TokenKind, h [32]byte, at time.Time) (account.Token, error) {
-	return call(ctx, s, "ConsumeToken", func() (account.Token, error) { return s.inner.ConsumeToken(ctx, kind, h, at) })
+	return call(ctx, s, "ConsumeToken", func() (account.Token, error) { return s.Store.ConsumeToken(ctx, kind, h, at) })
 }
 
 // CloseAccount implements account.Store.
 func (s *Store) CloseAccount(ctx context.Context, id string, now time.Time) (account.Account, error) {
-	return call(ctx, s, "CloseAccount", func() (account.Account, error) { return s.inner.CloseAccount(ctx, id, now) })
+	return call(ctx, s, "CloseAccount", func() (account.Account, error) { return s.Store.CloseAccount(ctx, id, now) })
 }
 
 // EmailClosed implements account.Store.
 func (s *Store) EmailClosed(ctx context.Context, h [32]byte) (bool, error) {
-	return call(ctx, s, "EmailClosed", func() (bool, error) { return s.inner.EmailClosed(ctx, h) })
+	return call(ctx, s, "EmailClosed", func() (bool, error) { return s.Store.EmailClosed(ctx, h) })
 }

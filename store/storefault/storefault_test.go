@@ -46,7 +46,8 @@ func TestRules(t *testing.T) {
 	ctx := context.Background()
 	st := storefault.New(memstore.New(), &storefault.Options{Seed: 1})
 	open := func(id string) error {
-		return st.OpenLedger(ctx, credits.NewAccountState(id, "INR", credits.Policy{TimeZone: "UTC"}, time.Now()))
+		_, err := st.OpenLedger(ctx, id, "INR", credits.Policy{TimeZone: "UTC"}, time.Now())
+		return err
 	}
 	has := func(id string) bool {
 		_, err := st.Inner().LedgerAccount(ctx, id, time.Now())
@@ -86,7 +87,7 @@ func TestRules(t *testing.T) {
 	st.SetRules(storefault.Rule{Methods: []string{"OpenLedger"}, Mode: storefault.TimeoutBefore, Err: errDisk, Delay: time.Hour})
 	cctx, cancel := context.WithCancel(ctx)
 	cancel() // the delay ends with the context
-	err := st.OpenLedger(cctx, credits.NewAccountState("d", "INR", credits.Policy{TimeZone: "UTC"}, time.Now()))
+	_, err := st.OpenLedger(cctx, "d", "INR", credits.Policy{TimeZone: "UTC"}, time.Now())
 	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, errDisk) || !errors.Is(err, storefault.ErrInjected) || has("d") {
 		t.Fatalf("timeout: %v", err)
 	}

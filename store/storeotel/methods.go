@@ -15,7 +15,7 @@ import (
 // CreateAccount implements account.Store.
 func (s *Store) CreateAccount(ctx context.Context, a account.Account, passwordHash string) error {
 	ctx, c := s.begin(ctx, opCreateAccount, accountAttr(a.ID))
-	err := s.inner.CreateAccount(ctx, a, passwordHash)
+	err := s.Store.CreateAccount(ctx, a, passwordHash)
 	c.end(ctx, err)
 	return err
 }
@@ -23,7 +23,7 @@ func (s *Store) CreateAccount(ctx context.Context, a account.Account, passwordHa
 // Account implements account.Store.
 func (s *Store) Account(ctx context.Context, id string) (account.Account, error) {
 	ctx, c := s.begin(ctx, opAccount, accountAttr(id))
-	a, err := s.inner.Account(ctx, id)
+	a, err := s.Store.Account(ctx, id)
 	c.end(ctx, err)
 	return a, err
 }
@@ -31,7 +31,7 @@ func (s *Store) Account(ctx context.Context, id string) (account.Account, error)
 // AccountByEmail implements account.Store. The email is not recorded.
 func (s *Store) AccountByEmail(ctx context.Context, email string) (account.Account, error) {
 	ctx, c := s.begin(ctx, opAccountByEmail)
-	a, err := s.inner.AccountByEmail(ctx, email)
+	a, err := s.Store.AccountByEmail(ctx, email)
 	c.end(ctx, err)
 	return a, err
 }
@@ -39,7 +39,7 @@ func (s *Store) AccountByEmail(ctx context.Context, email string) (account.Accou
 // UpdateAccount implements account.Store.
 func (s *Store) UpdateAccount(ctx context.Context, id string, u account.Update, now time.Time) (account.Account, error) {
 	ctx, c := s.begin(ctx, opUpdateAccount, accountAttr(id))
-	a, err := s.inner.UpdateAccount(ctx, id, u, now)
+	a, err := s.Store.UpdateAccount(ctx, id, u, now)
 	c.end(ctx, err)
 	return a, err
 }
@@ -47,7 +47,7 @@ func (s *Store) UpdateAccount(ctx context.Context, id string, u account.Update, 
 // ListAccounts implements account.Store.
 func (s *Store) ListAccounts(ctx context.Context, afterID string, limit int) ([]account.Account, error) {
 	ctx, c := s.begin(ctx, opListAccounts)
-	as, err := s.inner.ListAccounts(ctx, afterID, limit)
+	as, err := s.Store.ListAccounts(ctx, afterID, limit)
 	c.end(ctx, err)
 	return as, err
 }
@@ -55,7 +55,7 @@ func (s *Store) ListAccounts(ctx context.Context, afterID string, limit int) ([]
 // PasswordHash implements account.Store. The hash is not recorded.
 func (s *Store) PasswordHash(ctx context.Context, id string) (string, error) {
 	ctx, c := s.begin(ctx, opPasswordHash, accountAttr(id))
-	h, err := s.inner.PasswordHash(ctx, id)
+	h, err := s.Store.PasswordHash(ctx, id)
 	c.end(ctx, err)
 	return h, err
 }
@@ -63,7 +63,7 @@ func (s *Store) PasswordHash(ctx context.Context, id string) (string, error) {
 // SetPasswordHash implements account.Store. The hash is not recorded.
 func (s *Store) SetPasswordHash(ctx context.Context, id, hash string, now time.Time) error {
 	ctx, c := s.begin(ctx, opSetPasswordHash, accountAttr(id))
-	err := s.inner.SetPasswordHash(ctx, id, hash, now)
+	err := s.Store.SetPasswordHash(ctx, id, hash, now)
 	c.end(ctx, err)
 	return err
 }
@@ -71,7 +71,7 @@ func (s *Store) SetPasswordHash(ctx context.Context, id, hash string, now time.T
 // CreateSession implements account.Store. The token hash is not recorded.
 func (s *Store) CreateSession(ctx context.Context, sess account.Session) error {
 	ctx, c := s.begin(ctx, opCreateSession, accountAttr(sess.AccountID))
-	err := s.inner.CreateSession(ctx, sess)
+	err := s.Store.CreateSession(ctx, sess)
 	c.end(ctx, err)
 	return err
 }
@@ -79,7 +79,7 @@ func (s *Store) CreateSession(ctx context.Context, sess account.Session) error {
 // Session implements account.Store. The token hash is not recorded.
 func (s *Store) Session(ctx context.Context, tokenHash [32]byte) (account.Session, error) {
 	ctx, c := s.begin(ctx, opSession)
-	sess, err := s.inner.Session(ctx, tokenHash)
+	sess, err := s.Store.Session(ctx, tokenHash)
 	c.end(ctx, err)
 	return sess, err
 }
@@ -87,7 +87,7 @@ func (s *Store) Session(ctx context.Context, tokenHash [32]byte) (account.Sessio
 // RevokeSession implements account.Store.
 func (s *Store) RevokeSession(ctx context.Context, tokenHash [32]byte, at time.Time) error {
 	ctx, c := s.begin(ctx, opRevokeSession)
-	err := s.inner.RevokeSession(ctx, tokenHash, at)
+	err := s.Store.RevokeSession(ctx, tokenHash, at)
 	c.end(ctx, err)
 	return err
 }
@@ -95,7 +95,7 @@ func (s *Store) RevokeSession(ctx context.Context, tokenHash [32]byte, at time.T
 // RevokeSessions implements account.Store.
 func (s *Store) RevokeSessions(ctx context.Context, accountID string, at time.Time) (int, error) {
 	ctx, c := s.begin(ctx, opRevokeSessions, accountAttr(accountID))
-	n, err := s.inner.RevokeSessions(ctx, accountID, at)
+	n, err := s.Store.RevokeSessions(ctx, accountID, at)
 	c.end(ctx, err)
 	return n, err
 }
@@ -103,7 +103,7 @@ func (s *Store) RevokeSessions(ctx context.Context, accountID string, at time.Ti
 // DeleteExpiredSessions implements account.Store.
 func (s *Store) DeleteExpiredSessions(ctx context.Context, before time.Time) (int, error) {
 	ctx, c := s.begin(ctx, opDeleteExpiredSessions)
-	n, err := s.inner.DeleteExpiredSessions(ctx, before)
+	n, err := s.Store.DeleteExpiredSessions(ctx, before)
 	c.end(ctx, err)
 	return n, err
 }
@@ -113,7 +113,7 @@ func (s *Store) DeleteExpiredSessions(ctx context.Context, before time.Time) (in
 // CreateAPIKey implements apikey.Store. The hash is not recorded.
 func (s *Store) CreateAPIKey(ctx context.Context, k apikey.APIKey, hash [32]byte) error {
 	ctx, c := s.begin(ctx, opCreateAPIKey, accountAttr(k.AccountID), keyAttr(k.ID))
-	err := s.inner.CreateAPIKey(ctx, k, hash)
+	err := s.Store.CreateAPIKey(ctx, k, hash)
 	c.end(ctx, err)
 	return err
 }
@@ -121,7 +121,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, k apikey.APIKey, hash [32]byte
 // APIKey implements apikey.Store.
 func (s *Store) APIKey(ctx context.Context, accountID, keyID string) (apikey.APIKey, error) {
 	ctx, c := s.begin(ctx, opAPIKey, accountAttr(accountID), keyAttr(keyID))
-	k, err := s.inner.APIKey(ctx, accountID, keyID)
+	k, err := s.Store.APIKey(ctx, accountID, keyID)
 	c.end(ctx, err)
 	return k, err
 }
@@ -129,7 +129,7 @@ func (s *Store) APIKey(ctx context.Context, accountID, keyID string) (apikey.API
 // ListAPIKeys implements apikey.Store.
 func (s *Store) ListAPIKeys(ctx context.Context, accountID, afterID string, limit int) ([]apikey.APIKey, error) {
 	ctx, c := s.begin(ctx, opListAPIKeys, accountAttr(accountID))
-	ks, err := s.inner.ListAPIKeys(ctx, accountID, afterID, limit)
+	ks, err := s.Store.ListAPIKeys(ctx, accountID, afterID, limit)
 	c.end(ctx, err)
 	return ks, err
 }
@@ -138,7 +138,7 @@ func (s *Store) ListAPIKeys(ctx context.Context, accountID, afterID string, limi
 // not recorded; the key found is.
 func (s *Store) APIKeyByHash(ctx context.Context, hash [32]byte) (apikey.Match, error) {
 	ctx, c := s.begin(ctx, opAPIKeyByHash)
-	m, err := s.inner.APIKeyByHash(ctx, hash)
+	m, err := s.Store.APIKeyByHash(ctx, hash)
 	if c.span != nil && err == nil {
 		c.span.SetAttributes(accountAttr(m.Key.AccountID), keyAttr(m.Key.ID))
 	}
@@ -149,7 +149,7 @@ func (s *Store) APIKeyByHash(ctx context.Context, hash [32]byte) (apikey.Match, 
 // UpdateAPIKey implements apikey.Store.
 func (s *Store) UpdateAPIKey(ctx context.Context, accountID, keyID string, u apikey.Update, now time.Time) (apikey.APIKey, error) {
 	ctx, c := s.begin(ctx, opUpdateAPIKey, accountAttr(accountID), keyAttr(keyID))
-	k, err := s.inner.UpdateAPIKey(ctx, accountID, keyID, u, now)
+	k, err := s.Store.UpdateAPIKey(ctx, accountID, keyID, u, now)
 	c.end(ctx, err)
 	return k, err
 }
@@ -157,7 +157,7 @@ func (s *Store) UpdateAPIKey(ctx context.Context, accountID, keyID string, u api
 // RotateAPIKey implements apikey.Store.
 func (s *Store) RotateAPIKey(ctx context.Context, accountID, keyID string, r apikey.Rotation, now time.Time) (apikey.APIKey, error) {
 	ctx, c := s.begin(ctx, opRotateAPIKey, accountAttr(accountID), keyAttr(keyID))
-	k, err := s.inner.RotateAPIKey(ctx, accountID, keyID, r, now)
+	k, err := s.Store.RotateAPIKey(ctx, accountID, keyID, r, now)
 	c.end(ctx, err)
 	return k, err
 }
@@ -166,7 +166,7 @@ func (s *Store) RotateAPIKey(ctx context.Context, accountID, keyID string, r api
 func (s *Store) TouchAPIKeys(ctx context.Context, uses []apikey.Use) error {
 	ctx, c := s.begin(ctx, opTouchAPIKeys)
 	c.batched(ctx, len(uses))
-	err := s.inner.TouchAPIKeys(ctx, uses)
+	err := s.Store.TouchAPIKeys(ctx, uses)
 	c.end(ctx, err)
 	return err
 }
@@ -174,25 +174,25 @@ func (s *Store) TouchAPIKeys(ctx context.Context, uses []apikey.Use) error {
 // credits.Store
 
 // OpenLedger implements credits.Store.
-func (s *Store) OpenLedger(ctx context.Context, st credits.AccountState) error {
-	ctx, c := s.begin(ctx, opOpenLedger, accountAttr(st.ID))
-	err := s.inner.OpenLedger(ctx, st)
+func (s *Store) OpenLedger(ctx context.Context, id, unit string, p credits.Policy, now time.Time) (credits.Account, error) {
+	ctx, c := s.begin(ctx, opOpenLedger, accountAttr(id))
+	a, err := s.Store.OpenLedger(ctx, id, unit, p, now)
 	c.end(ctx, err)
-	return err
+	return a, err
 }
 
 // SetLedgerPolicy implements credits.Store.
-func (s *Store) SetLedgerPolicy(ctx context.Context, accountID string, p credits.Policy, now time.Time) (credits.AccountState, error) {
+func (s *Store) SetLedgerPolicy(ctx context.Context, accountID string, p credits.Policy, now time.Time) (credits.Account, error) {
 	ctx, c := s.begin(ctx, opSetLedgerPolicy, accountAttr(accountID))
-	st, err := s.inner.SetLedgerPolicy(ctx, accountID, p, now)
+	st, err := s.Store.SetLedgerPolicy(ctx, accountID, p, now)
 	c.end(ctx, err)
 	return st, err
 }
 
 // LedgerAccount implements credits.Store.
-func (s *Store) LedgerAccount(ctx context.Context, accountID string, now time.Time) (credits.AccountState, error) {
+func (s *Store) LedgerAccount(ctx context.Context, accountID string, now time.Time) (credits.Account, error) {
 	ctx, c := s.begin(ctx, opLedgerAccount, accountAttr(accountID))
-	st, err := s.inner.LedgerAccount(ctx, accountID, now)
+	st, err := s.Store.LedgerAccount(ctx, accountID, now)
 	c.end(ctx, err)
 	return st, err
 }
@@ -201,7 +201,7 @@ func (s *Store) LedgerAccount(ctx context.Context, accountID string, now time.Ti
 // counted in the ledger metrics.
 func (s *Store) LedgerCredit(ctx context.Context, now time.Time, r credits.CreditRequest) (credits.Entry, error) {
 	ctx, c := s.begin(ctx, opLedgerCredit, accountAttr(r.AccountID))
-	e, err := s.inner.LedgerCredit(ctx, now, r)
+	e, err := s.Store.LedgerCredit(ctx, now, r)
 	if err == nil && e.ID == r.EntryID {
 		s.entry(ctx, &e, r.Unit)
 	}
@@ -210,9 +210,9 @@ func (s *Store) LedgerCredit(ctx context.Context, now time.Time, r credits.Credi
 }
 
 // LedgerEntries implements credits.Store.
-func (s *Store) LedgerEntries(ctx context.Context, q credits.EntryQuery) ([]credits.Entry, error) {
-	ctx, c := s.begin(ctx, opLedgerEntries, accountAttr(q.AccountID))
-	es, err := s.inner.LedgerEntries(ctx, q)
+func (s *Store) LedgerEntries(ctx context.Context, accountID string, f credits.EntryFilter, beforeSeq int64, limit int) ([]credits.Entry, error) {
+	ctx, c := s.begin(ctx, opLedgerEntries, accountAttr(accountID))
+	es, err := s.Store.LedgerEntries(ctx, accountID, f, beforeSeq, limit)
 	c.end(ctx, err)
 	return es, err
 }
@@ -220,7 +220,7 @@ func (s *Store) LedgerEntries(ctx context.Context, q credits.EntryQuery) ([]cred
 // LedgerBalanceAt implements credits.Store.
 func (s *Store) LedgerBalanceAt(ctx context.Context, accountID string, t time.Time) (credits.Amount, error) {
 	ctx, c := s.begin(ctx, opLedgerBalanceAt, accountAttr(accountID))
-	a, err := s.inner.LedgerBalanceAt(ctx, accountID, t)
+	a, err := s.Store.LedgerBalanceAt(ctx, accountID, t)
 	c.end(ctx, err)
 	return a, err
 }
@@ -233,7 +233,7 @@ func (s *Store) ApplySpends(ctx context.Context, now time.Time, reqs []credits.S
 	if c.span != nil && len(reqs) == 1 {
 		c.span.SetAttributes(accountAttr(reqs[0].AccountID))
 	}
-	err := s.inner.ApplySpends(ctx, now, reqs, res)
+	err := s.Store.ApplySpends(ctx, now, reqs, res)
 	if err == nil && s.entries != nil {
 		for i := range res {
 			if e := &res[i].Entry; res[i].Err == nil && e.ID != "" && e.ID == reqs[i].EntryID {
@@ -248,7 +248,7 @@ func (s *Store) ApplySpends(ctx context.Context, now time.Time, reqs []credits.S
 // LedgerHold implements credits.Store.
 func (s *Store) LedgerHold(ctx context.Context, holdID string) (credits.Hold, error) {
 	ctx, c := s.begin(ctx, opLedgerHold)
-	h, err := s.inner.LedgerHold(ctx, holdID)
+	h, err := s.Store.LedgerHold(ctx, holdID)
 	c.end(ctx, err)
 	return h, err
 }
@@ -257,7 +257,7 @@ func (s *Store) LedgerHold(ctx context.Context, holdID string) (credits.Hold, er
 // counted (their amounts are not reported by the store).
 func (s *Store) ExpireLedgers(ctx context.Context, now time.Time, accountID string, limit int) (credits.ExpiryReport, error) {
 	ctx, c := s.begin(ctx, opExpireLedgers)
-	r, err := s.inner.ExpireLedgers(ctx, now, accountID, limit)
+	r, err := s.Store.ExpireLedgers(ctx, now, accountID, limit)
 	if err == nil && r.Entries > 0 && s.entries != nil {
 		s.entries.Add(ctx, int64(r.Entries), s.expiryAttrs())
 	}
@@ -275,7 +275,7 @@ func (s *Store) MeterUsage(ctx context.Context, now time.Time, reqs []usage.Mete
 	if c.span != nil && len(reqs) == 1 {
 		c.span.SetAttributes(accountAttr(reqs[0].Record.AccountID), keyAttr(reqs[0].Record.KeyID))
 	}
-	err := s.inner.MeterUsage(ctx, now, reqs, res)
+	err := s.Store.MeterUsage(ctx, now, reqs, res)
 	if err == nil && s.entries != nil {
 		for i := range res {
 			if o := &res[i]; o.Err == nil && !o.Replayed && o.Entry.ID != "" {
@@ -290,7 +290,7 @@ func (s *Store) MeterUsage(ctx context.Context, now time.Time, reqs []usage.Mete
 // UsageRecords implements usage.Store.
 func (s *Store) UsageRecords(ctx context.Context, q usage.RecordQuery) ([]usage.Record, error) {
 	ctx, c := s.begin(ctx, opUsageRecords, accountAttr(q.AccountID))
-	rs, err := s.inner.UsageRecords(ctx, q)
+	rs, err := s.Store.UsageRecords(ctx, q)
 	c.end(ctx, err)
 	return rs, err
 }
@@ -298,7 +298,7 @@ func (s *Store) UsageRecords(ctx context.Context, q usage.RecordQuery) ([]usage.
 // ScanUsage implements usage.Store; the duration includes fn's.
 func (s *Store) ScanUsage(ctx context.Context, q usage.RecordQuery, fn func(*usage.Record) error) error {
 	ctx, c := s.begin(ctx, opScanUsage, accountAttr(q.AccountID))
-	err := s.inner.ScanUsage(ctx, q, fn)
+	err := s.Store.ScanUsage(ctx, q, fn)
 	c.end(ctx, err)
 	return err
 }
@@ -306,7 +306,7 @@ func (s *Store) ScanUsage(ctx context.Context, q usage.RecordQuery, fn func(*usa
 // UsageRollups implements usage.Store.
 func (s *Store) UsageRollups(ctx context.Context, q usage.RollupQuery) ([]usage.Rollup, bool, error) {
 	ctx, c := s.begin(ctx, opUsageRollups, accountAttr(q.AccountID))
-	rs, other, err := s.inner.UsageRollups(ctx, q)
+	rs, other, err := s.Store.UsageRollups(ctx, q)
 	c.end(ctx, err)
 	return rs, other, err
 }
@@ -314,7 +314,7 @@ func (s *Store) UsageRollups(ctx context.Context, q usage.RollupQuery) ([]usage.
 // DeleteUsageBefore implements usage.Store.
 func (s *Store) DeleteUsageBefore(ctx context.Context, t time.Time) (int, error) {
 	ctx, c := s.begin(ctx, opDeleteUsageBefore)
-	n, err := s.inner.DeleteUsageBefore(ctx, t)
+	n, err := s.Store.DeleteUsageBefore(ctx, t)
 	c.end(ctx, err)
 	return n, err
 }

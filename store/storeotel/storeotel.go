@@ -48,15 +48,16 @@ import (
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/internal/storewrap"
 	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/usage"
 )
 
 var (
-	_ store.Store            = (*Store)(nil)
-	_ credits.GroupCommitter = (*Store)(nil)
-	_ usage.GroupCommitter   = (*Store)(nil)
-	_ apikey.ChangeNotifier  = (*Store)(nil)
+	_ store.Store                          = (*Store)(nil)
+	_ interface{ GroupCommit() bool }      = (*Store)(nil)
+	_ interface{ UsageGroupCommit() bool } = (*Store)(nil)
+	_ apikey.ChangeNotifier                = (*Store)(nil)
 )
 
 // ScopeName is the instrumentation scope of the wrapper's meter and tracer.
@@ -79,13 +80,12 @@ type Options struct {
 	RootSpans bool
 }
 
-// inner is the embedded wrapped store: methods this package does not
-// instrument (none today) pass straight through.
-type inner = store.Store
-
 // Store is an instrumented store.Store. It is safe for concurrent use.
 type Store struct {
-	inner
+	// the wrapped store (Inner; methods this package does not instrument,
+	// Close, pass straight through) and the capabilities it has (group
+	// commit, apikey.ChangeNotifier)
+	storewrap.Base
 
 	backend   string
 	tracer    trace.Tracer // nil: no spans
@@ -116,7 +116,7 @@ func New(st store.Store, opts *Options) (*Store, error) {
 	if o.Backend == "" {
 		o.Backend = BackendName(st)
 	}
-	s := &Store{inner: st, backend: o.Backend, rootSpans: o.RootSpans, backendKV: attribute.String("backend", o.Backend)}
+	s := &Store{Base: storewrap.Base{Store: st}, backend: o.Backend, rootSpans: o.RootSpans, backendKV: attribute.String("backend", o.Backend)}
 	if o.TracerProvider != nil {
 		s.tracer = o.TracerProvider.Tracer(ScopeName)
 	}
@@ -195,9 +195,6 @@ func BackendName(st store.Store) string {
 	}
 	return pkg
 }
-
-// Inner returns the wrapped store.
-func (s *Store) Inner() store.Store { return s.inner }
 
 // Backend returns the backend name the wrapper reports.
 func (s *Store) Backend() string { return s.backend }
@@ -412,31 +409,6 @@ func (s *Store) entryOpts(typ credits.EntryType, unit string) *entryAttrs {
 
 func accountAttr(id string) attribute.KeyValue { return attribute.String("keyledger.account.id", id) }
 func keyAttr(id string) attribute.KeyValue     { return attribute.String("keyledger.key.id", id) }
-
-// GroupCommit implements credits.GroupCommitter as the wrapped store does.
-func (s *Store) GroupCommit() bool {
-	gc, ok := s.inner.(credits.GroupCommitter)
-	return ok && gc.GroupCommit()
-}
-
-// UsageGroupCommit implements usage.GroupCommitter as the wrapped store
-// does.
-func (s *Store) UsageGroupCommit() bool {
-	gc, ok := s.inner.(usage.GroupCommitter)
-	return ok && gc.UsageGroupCommit()
-}
-
-// WatchKeyChanges implements apikey.ChangeNotifier with the wrapped
-// store's notifications; over a store that has none it reports nothing.
-func (s *Store) WatchKeyChanges(fn func(apikey.Change)) (stop func()) {
-	if cn, ok := s.inner.(apikey.ChangeNotifier); ok {
-		return cn.WatchKeyChanges(fn)
-	}
-	return func() {}
-}
-
-// Close closes the wrapped store.
-func (s *Store) Close() error { return s.inner.Close() }
 
 // expiryAttrs are the attributes of counted expiry entries.
 func (s *Store) expiryAttrs() metric.AddOption {

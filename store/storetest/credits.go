@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/credits/ledger"
 )
 
 func runCredits(t *testing.T, newStore NewStoreFunc) {
@@ -548,7 +549,7 @@ func testLedgerExpiry(t *testing.T, newStore NewStoreFunc) {
 	es := ledgerSum(t, svc, "acct_1") // Entries writes the due expiry first
 	x := es[0]
 	if x.Type != credits.EntryExpiry || !x.Amount.Equal(amt(t, "-8")) || !x.BalanceAfter.Equal(amt(t, "10")) || x.Reference != late.ID ||
-		!x.CreatedAt.Equal(t0.Add(48*time.Hour)) || x.ID != credits.ExpiryEntryID(late.ID) || len(es) != 5 {
+		!x.CreatedAt.Equal(t0.Add(48*time.Hour)) || x.ID != ledger.ExpiryEntryID(late.ID) || len(es) != 5 {
 		t.Fatalf("expiry entry %+v of %d", x, len(es))
 	}
 	if got, _ := svc.BalanceAt(ctx(), "acct_1", t0.Add(47*time.Hour)); !got.Equal(amt(t, "18")) {
@@ -892,7 +893,7 @@ func testLedgerRecharge(t *testing.T, newStore NewStoreFunc) {
 	e := newEnv(t, newStore, nil)
 	rec := &recorder{calls: make(chan credits.RechargeRequest, 10), verdict: make(chan error)}
 	var hookErrs atomic.Int64
-	opts := &credits.Options{Recharger: rec, OnRechargeError: func(credits.RechargeRequest, error) { hookErrs.Add(1) }}
+	opts := &credits.Options{Recharger: rec.Recharge, OnRechargeError: func(credits.RechargeRequest, error) { hookErrs.Add(1) }}
 	svc := e.ledger(t, opts)
 	ar := credits.AutoRecharge{Enabled: true, Threshold: amt(t, "20"), Amount: amt(t, "100")}
 	openLedger(t, svc, "acct_1", credits.Policy{AutoRecharge: ar})

@@ -4,7 +4,7 @@ package storetest
 // into grants, purchases, debits, negative adjustments, reserves, settles,
 // releases, clock advances, expiry sweeps, replays and conflicting key
 // reuses — against one or more backends and against a deliberately simple
-// model of the ledger written independently of credits.AccountState, and
+// model of the ledger written independently of ledger.AccountState, and
 // after every step checks:
 //
 //  1. Σ entries == balance (all pages of Entries), and BalanceAt(now) ==

@@ -1,26 +1,40 @@
-package credits
+// Package ledger is the credits ledger engine that backends run inside their
+// transactions: AccountState (one account's policy, running totals and live
+// grant lots, whose methods hold every ledger rule), ApplySpend and
+// ApplyCredit (one request on a backend's Tx), and the idempotency records
+// (OpRecord) a backend keeps.
+//
+// It is a driver package in the Go CDK sense: store/memstore,
+// store/sqlitestore, store/pgstore and the SQL engine in internal/sqlledger
+// import it; hosts use credits.Service and never import it (internal/archtest
+// guards that). It imports credits for the vocabulary (Amount, Entry, Hold,
+// Policy, the requests and the sentinel errors); credits does not import it.
+package ledger
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/keyledger/keyledger/credits"
 )
 
 // AccountState is one ledger account as a Store keeps it: the policy, the
 // running totals and the live grant lots. Stores load it, let ApplySpend,
 // ApplyCredit and Advance change it inside their transaction, and persist
 // it in the same transaction; the methods hold every ledger rule, so that
-// all backends compute the same results. Hosts read Account instead.
+// all backends compute the same results. Hosts read credits.Account instead.
 type AccountState struct {
 	ID     string
 	Unit   string
-	Policy Policy
+	Policy credits.Policy
 	// Balance is the sum of all entries written so far.
-	Balance Amount
+	Balance credits.Amount
 	// Held is the sum of holds in state active (some may be past their
 	// deadline until Advance runs).
-	Held Amount
+	Held credits.Amount
 	// Seq is the Seq of the last entry (0 before the first).
 	Seq int64
 	// Version increases with every change; backends may use it as an
@@ -29,7 +43,7 @@ type AccountState struct {
 	// MonthStart and MonthEnd bound the calendar month (policy time zone)
 	// that MonthSpent counts.
 	MonthStart, MonthEnd time.Time
-	MonthSpent           Amount
+	MonthSpent           credits.Amount
 	// RechargeArmed is true while the balance has been at or above the
 	// auto-recharge threshold since the last recharge; Recharges counts the
 	// crossings so far (and names their idempotency keys).
@@ -45,11 +59,11 @@ type AccountState struct {
 type Lot struct {
 	ID        string // the grant entry's ID
 	ExpiresAt time.Time
-	Remaining Amount // > 0
+	Remaining credits.Amount // > 0
 }
 
 // NewAccountState returns the state of an account opened at now.
-func NewAccountState(id, unit string, p Policy, now time.Time) AccountState {
+func NewAccountState(id, unit string, p credits.Policy, now time.Time) AccountState {
 	st := AccountState{ID: id, Unit: unit, Policy: p, OpenedAt: now, UpdatedAt: now, Version: 1}
 	st.MonthStart, st.MonthEnd = monthBounds(now, p.TimeZone)
 	st.RechargeArmed = !p.AutoRecharge.Threshold.IsPositive()
@@ -89,22 +103,22 @@ func monthBounds(now time.Time, tz string) (time.Time, time.Time) {
 // lots that expired at or before now are removed, each with an expiry entry
 // for its remainder dated at its expiry, returned in ledger order for the
 // caller to write; and the cap month rolls forward if now is past it.
-func (st *AccountState) Advance(now time.Time, due []Hold) []Entry {
+func (st *AccountState) Advance(now time.Time, due []credits.Hold) []credits.Entry {
 	changed := false
 	for _, h := range due {
-		if h.State == HoldActive && !now.Before(h.ExpiresAt) {
+		if h.State == credits.HoldActive && !now.Before(h.ExpiresAt) {
 			st.Held = st.Held.Sub(h.Amount)
 			changed = true
 		}
 	}
-	var out []Entry
+	var out []credits.Entry
 	for len(st.Lots) > 0 && !now.Before(st.Lots[0].ExpiresAt) {
 		l := st.Lots[0]
 		st.Lots = st.Lots[1:]
 		st.Balance = st.Balance.Sub(l.Remaining)
 		st.Seq++
-		out = append(out, Entry{
-			ID: ExpiryEntryID(l.ID), AccountID: st.ID, Seq: st.Seq, Type: EntryExpiry,
+		out = append(out, credits.Entry{
+			ID: ExpiryEntryID(l.ID), AccountID: st.ID, Seq: st.Seq, Type: credits.EntryExpiry,
 			Amount: l.Remaining.Neg(), BalanceAfter: st.Balance, Reference: l.ID,
 			Description: "grant expired", CreatedAt: l.ExpiresAt,
 		})
@@ -112,7 +126,7 @@ func (st *AccountState) Advance(now time.Time, due []Hold) []Entry {
 	}
 	if !now.Before(st.MonthEnd) {
 		st.MonthStart, st.MonthEnd = monthBounds(now, st.Policy.TimeZone)
-		st.MonthSpent = Amount{}
+		st.MonthSpent = credits.Amount{}
 		changed = true
 	}
 	if changed {
@@ -125,7 +139,7 @@ func (st *AccountState) Advance(now time.Time, due []Hold) []Entry {
 // SetPolicy replaces the policy. A new time zone re-bounds the current cap
 // month (spend so far carries over); the auto-recharge trigger re-arms if
 // the balance is at or above the new threshold.
-func (st *AccountState) SetPolicy(p Policy, now time.Time) {
+func (st *AccountState) SetPolicy(p credits.Policy, now time.Time) {
 	if p.TimeZone != st.Policy.TimeZone {
 		st.MonthStart, st.MonthEnd = monthBounds(now, p.TimeZone)
 	}
@@ -135,8 +149,8 @@ func (st *AccountState) SetPolicy(p Policy, now time.Time) {
 }
 
 // View returns the account as hosts see it. st must be advanced to now.
-func (st *AccountState) View() Account {
-	return Account{
+func (st *AccountState) View() credits.Account {
+	return credits.Account{
 		ID: st.ID, Unit: st.Unit, Policy: st.Policy,
 		Balance: st.Balance, Held: st.Held, Available: st.Balance.Sub(st.Held), Debt: st.debt(),
 		UsedThisMonth: st.MonthSpent, OpenedAt: st.OpenedAt, UpdatedAt: st.UpdatedAt,
@@ -149,7 +163,7 @@ func (st *AccountState) touch(now time.Time) {
 }
 
 // room is how much more may be spent or held: Balance − Held + Overdraft.
-func (st *AccountState) room() Amount {
+func (st *AccountState) room() credits.Amount {
 	r := st.Balance
 	if !st.Held.IsZero() {
 		r = r.Sub(st.Held)
@@ -161,41 +175,41 @@ func (st *AccountState) room() Amount {
 }
 
 // capRoom is how much more the monthly cap allows, and whether there is a cap.
-func (st *AccountState) capRoom() (Amount, bool) {
+func (st *AccountState) capRoom() (credits.Amount, bool) {
 	c := st.Policy.MonthlyCap
 	if !c.IsPositive() {
-		return Amount{}, false
+		return credits.Amount{}, false
 	}
 	return c.Sub(st.MonthSpent).Sub(st.Held), true
 }
 
 // debt is how far the balance is below −Overdraft (zero if it is not).
-func (st *AccountState) debt() Amount {
+func (st *AccountState) debt() credits.Amount {
 	d := st.Balance.Add(st.Policy.Overdraft)
 	if !d.IsNegative() {
-		return Amount{}
+		return credits.Amount{}
 	}
 	return d.Neg()
 }
 
 // canSpend checks a debit, reserve or hold extension of amt against funds
 // and the cap. An account in debt gets a *DebtError naming it.
-func (st *AccountState) canSpend(amt Amount) error {
+func (st *AccountState) canSpend(amt credits.Amount) error {
 	if st.room().Cmp(amt) < 0 {
 		if d := st.debt(); d.IsPositive() {
-			return &DebtError{Debt: d, Unit: st.Unit}
+			return &credits.DebtError{Debt: d, Unit: st.Unit}
 		}
-		return ErrInsufficientFunds
+		return credits.ErrInsufficientFunds
 	}
 	if c, ok := st.capRoom(); ok && c.Cmp(amt) < 0 {
-		return ErrMonthlyLimit
+		return credits.ErrMonthlyLimit
 	}
 	return nil
 }
 
 // withdraw lowers the balance by amt > 0, drawing on the earliest-expiring
 // lots first.
-func (st *AccountState) withdraw(amt Amount) {
+func (st *AccountState) withdraw(amt credits.Amount) {
 	st.Balance = st.Balance.Sub(amt)
 	rest := amt
 	for len(st.Lots) > 0 && rest.IsPositive() {
@@ -222,31 +236,31 @@ func (st *AccountState) addLot(l Lot) {
 	st.Lots = slices.Insert(slices.Clip(st.Lots), i, l)
 }
 
-func (st *AccountState) entry(id string, t EntryType, amt Amount, now time.Time) Entry {
+func (st *AccountState) entry(id string, t credits.EntryType, amt credits.Amount, now time.Time) credits.Entry {
 	st.Seq++
 	st.touch(now)
-	return Entry{ID: id, AccountID: st.ID, Seq: st.Seq, Type: t, Amount: amt, BalanceAfter: st.Balance, CreatedAt: now}
+	return credits.Entry{ID: id, AccountID: st.ID, Seq: st.Seq, Type: t, Amount: amt, BalanceAfter: st.Balance, CreatedAt: now}
 }
 
 // spend charges amt > 0 as a debit entry and counts it as monthly spend.
-func (st *AccountState) spend(r *SpendRequest, amt Amount, now time.Time) Entry {
+func (st *AccountState) spend(r *credits.SpendRequest, amt credits.Amount, now time.Time) credits.Entry {
 	st.withdraw(amt)
 	st.MonthSpent = st.MonthSpent.Add(amt)
-	e := st.entry(r.EntryID, EntryDebit, amt.Neg(), now)
+	e := st.entry(r.EntryID, credits.EntryDebit, amt.Neg(), now)
 	e.Reference, e.Description = r.Reference, r.Description
 	return e
 }
 
 // afterSpend disarms the auto-recharge trigger and returns a request when
 // the balance has just crossed below the threshold.
-func (st *AccountState) afterSpend() *RechargeRequest {
+func (st *AccountState) afterSpend() *credits.RechargeRequest {
 	ar := st.Policy.AutoRecharge
 	if !ar.Enabled || !st.RechargeArmed || st.Balance.Cmp(ar.Threshold) >= 0 {
 		return nil
 	}
 	st.RechargeArmed = false
 	st.Recharges++
-	return &RechargeRequest{
+	return &credits.RechargeRequest{
 		AccountID: st.ID, Amount: ar.Amount, Crossing: st.Recharges,
 		IdempotencyKey: "auto-recharge:" + strconv.FormatInt(st.Recharges, 10),
 	}
@@ -258,7 +272,7 @@ func (st *AccountState) afterCredit() {
 	}
 }
 
-func (st *AccountState) credit(r *CreditRequest, now time.Time) Entry {
+func (st *AccountState) credit(r *credits.CreditRequest, now time.Time) credits.Entry {
 	if r.Amount.IsNegative() {
 		st.withdraw(r.Amount.Neg())
 	} else {
@@ -269,7 +283,7 @@ func (st *AccountState) credit(r *CreditRequest, now time.Time) Entry {
 		rem := r.Amount
 		if debt.IsPositive() {
 			if debt.Cmp(rem) >= 0 {
-				rem = Amount{}
+				rem = credits.Amount{}
 			} else {
 				rem = rem.Sub(debt)
 			}
@@ -284,18 +298,18 @@ func (st *AccountState) credit(r *CreditRequest, now time.Time) Entry {
 	return e
 }
 
-func (st *AccountState) reserve(r *SpendRequest, now time.Time) Hold {
+func (st *AccountState) reserve(r *credits.SpendRequest, now time.Time) credits.Hold {
 	st.Held = st.Held.Add(r.Amount)
 	st.touch(now)
-	return Hold{
-		ID: r.HoldID, AccountID: st.ID, Amount: r.Amount, State: HoldActive, Reference: r.Reference,
+	return credits.Hold{
+		ID: r.HoldID, AccountID: st.ID, Amount: r.Amount, State: credits.HoldActive, Reference: r.Reference,
 		IdempotencyKey: r.IdempotencyKey, CreatedAt: now, ExpiresAt: now.Add(r.TTL),
 	}
 }
 
 // coverable is the part of amt that funds (with overdraft) and the
 // monthly cap allow to charge.
-func (st *AccountState) coverable(amt Amount) Amount {
+func (st *AccountState) coverable(amt credits.Amount) credits.Amount {
 	if room := st.room(); room.Cmp(amt) < 0 {
 		amt = room
 	}
@@ -303,7 +317,7 @@ func (st *AccountState) coverable(amt Amount) Amount {
 		amt = c
 	}
 	if amt.IsNegative() {
-		return Amount{}
+		return credits.Amount{}
 	}
 	return amt
 }
@@ -311,7 +325,7 @@ func (st *AccountState) coverable(amt Amount) Amount {
 // extend raises the active hold h to r.Amount if that is more (checked
 // against funds and the cap like a reserve of the difference) and moves its
 // deadline to now + r.TTL if that is later. It reports whether h changed.
-func (st *AccountState) extend(h *Hold, r *SpendRequest, now time.Time) (bool, error) {
+func (st *AccountState) extend(h *credits.Hold, r *credits.SpendRequest, now time.Time) (bool, error) {
 	changed := false
 	if d := r.Amount.Sub(h.Amount); d.IsPositive() {
 		if err := st.canSpend(d); err != nil {
@@ -334,16 +348,16 @@ func (st *AccountState) extend(h *Hold, r *SpendRequest, now time.Time) (bool, e
 // settle resolves the active hold h with the actual cost r.Amount: it frees
 // the hold and charges the whole cost (OverrunDebt, the default), or as
 // much of it as funds and the cap allow (OverrunWriteOff).
-func (st *AccountState) settle(h *Hold, r *SpendRequest, now time.Time) (Entry, *RechargeRequest) {
+func (st *AccountState) settle(h *credits.Hold, r *credits.SpendRequest, now time.Time) (credits.Entry, *credits.RechargeRequest) {
 	st.Held = st.Held.Sub(h.Amount)
 	charge := r.Amount
-	if r.Overrun == OverrunWriteOff {
+	if r.Overrun == credits.OverrunWriteOff {
 		charge = st.coverable(charge)
 	}
-	h.State, h.ResolvedAt, h.Actual, h.Charged, h.SettleFingerprint = HoldSettled, now, r.Amount, charge, r.Fingerprint
+	h.State, h.ResolvedAt, h.Actual, h.Charged, h.SettleFingerprint = credits.HoldSettled, now, r.Amount, charge, r.Fingerprint
 	st.touch(now)
 	if charge.IsZero() {
-		return Entry{}, nil
+		return credits.Entry{}, nil
 	}
 	ref := r.Reference
 	if ref == "" {
@@ -357,59 +371,59 @@ func (st *AccountState) settle(h *Hold, r *SpendRequest, now time.Time) (Entry, 
 	return e, st.afterSpend()
 }
 
-func (st *AccountState) release(h *Hold, now time.Time) {
+func (st *AccountState) release(h *credits.Hold, now time.Time) {
 	st.Held = st.Held.Sub(h.Amount)
-	h.State, h.ResolvedAt = HoldReleased, now
+	h.State, h.ResolvedAt = credits.HoldReleased, now
 	st.touch(now)
 }
 
 // ApplySpend runs one spend request on an open transaction: the single
 // implementation of debit, reserve, settle and release that every backend
-// uses. Expected failures are returned in SpendResult.Err with nothing
+// uses. Expected failures are returned in credits.SpendResult.Err with nothing
 // written for the request; a non-nil error is a system failure after which
 // the caller must roll back.
 //
 // Checks precede writes: a request either fails before it writes anything
 // or claims its idempotency key and then writes its entry or hold, so a
 // batch of requests in one transaction needs no savepoints.
-func ApplySpend(ctx context.Context, tx Tx, now time.Time, r SpendRequest) (SpendResult, error) {
+func ApplySpend(ctx context.Context, tx Tx, now time.Time, r credits.SpendRequest) (credits.SpendResult, error) {
 	res, err := applySpend(ctx, tx, now, &r)
 	if err != nil {
 		if isDomainError(err) {
-			return SpendResult{Err: err}, nil
+			return credits.SpendResult{Err: err}, nil
 		}
-		return SpendResult{}, err
+		return credits.SpendResult{}, err
 	}
 	return res, nil
 }
 
-func applySpend(ctx context.Context, tx Tx, now time.Time, r *SpendRequest) (SpendResult, error) {
+func applySpend(ctx context.Context, tx Tx, now time.Time, r *credits.SpendRequest) (credits.SpendResult, error) {
 	switch r.Kind {
-	case SpendDebit, SpendReserve:
+	case credits.SpendDebit, credits.SpendReserve:
 		return debitOrReserve(ctx, tx, now, r)
-	case SpendSettle, SpendRelease, SpendExtend:
+	case credits.SpendSettle, credits.SpendRelease, credits.SpendExtend:
 		return resolveHold(ctx, tx, now, r)
 	}
-	return SpendResult{}, ErrInvalidOptions
+	return credits.SpendResult{}, credits.ErrInvalidOptions
 }
 
-func debitOrReserve(ctx context.Context, tx Tx, now time.Time, r *SpendRequest) (SpendResult, error) {
+func debitOrReserve(ctx context.Context, tx Tx, now time.Time, r *credits.SpendRequest) (credits.SpendResult, error) {
 	st, err := tx.State(ctx, r.AccountID)
 	if err != nil {
-		return SpendResult{}, err
+		return credits.SpendResult{}, err
 	}
 	if st.Unit != r.Unit {
-		return SpendResult{}, ErrUnitMismatch
+		return credits.SpendResult{}, credits.ErrUnitMismatch
 	}
 	kind := OpDebit
-	if r.Kind == SpendReserve {
+	if r.Kind == credits.SpendReserve {
 		kind = OpReserve
 	}
 	amount := r.Amount
 	switch {
 	case kind == OpReserve || r.Overrun == 0:
 		err = st.canSpend(amount)
-	case r.Overrun == OverrunWriteOff:
+	case r.Overrun == credits.OverrunWriteOff:
 		// Delivered work: charge what funds and the cap cover; nothing at
 		// all is a refusal, so that the op always names a written entry.
 		if amount = st.coverable(amount); amount.IsZero() {
@@ -421,7 +435,7 @@ func debitOrReserve(ctx context.Context, tx Tx, now time.Time, r *SpendRequest) 
 		// even though the same request would fail now.
 		prev, ok, err2 := tx.Op(ctx, st.ID, r.IdempotencyKey)
 		if err2 != nil || !ok {
-			return SpendResult{}, cmpErr(err2, err)
+			return credits.SpendResult{}, cmpErr(err2, err)
 		}
 		return replay(ctx, tx, now, st.ID, prev, kind, r.Fingerprint)
 	}
@@ -433,21 +447,21 @@ func debitOrReserve(ctx context.Context, tx Tx, now time.Time, r *SpendRequest) 
 	}
 	prev, claimed, err := tx.ClaimOp(ctx, st.ID, r.IdempotencyKey, rec)
 	if err != nil {
-		return SpendResult{}, err
+		return credits.SpendResult{}, err
 	}
 	if !claimed {
 		return replay(ctx, tx, now, st.ID, prev, kind, r.Fingerprint)
 	}
 	if kind == OpReserve {
 		h := st.reserve(r, now)
-		return SpendResult{Hold: h}, tx.PutHold(ctx, h)
+		return credits.SpendResult{Hold: h}, tx.PutHold(ctx, h)
 	}
 	e := st.spend(r, amount, now)
 	e.IdempotencyKey = r.IdempotencyKey
 	if err := tx.AddEntry(ctx, e); err != nil {
-		return SpendResult{}, err
+		return credits.SpendResult{}, err
 	}
-	return SpendResult{Entry: e, Recharge: st.afterSpend()}, nil
+	return credits.SpendResult{Entry: e, Recharge: st.afterSpend()}, nil
 }
 
 // cmpErr returns sys if it is set, else domain.
@@ -458,63 +472,63 @@ func cmpErr(sys, domain error) error {
 	return domain
 }
 
-func replay(ctx context.Context, tx Tx, now time.Time, accountID string, prev OpRecord, kind OpKind, fp Fingerprint) (SpendResult, error) {
+func replay(ctx context.Context, tx Tx, now time.Time, accountID string, prev OpRecord, kind OpKind, fp [32]byte) (credits.SpendResult, error) {
 	if prev.Kind != kind || prev.Fingerprint != fp {
-		return SpendResult{}, ErrIdempotencyConflict
+		return credits.SpendResult{}, credits.ErrIdempotencyConflict
 	}
 	if kind == OpReserve {
 		h, err := tx.Hold(ctx, prev.HoldID)
-		return SpendResult{Hold: h.at(now)}, err
+		return credits.SpendResult{Hold: holdAt(h, now)}, err
 	}
 	e, err := tx.Entry(ctx, accountID, prev.EntrySeq)
-	return SpendResult{Entry: e}, err
+	return credits.SpendResult{Entry: e}, err
 }
 
-func resolveHold(ctx context.Context, tx Tx, now time.Time, r *SpendRequest) (SpendResult, error) {
+func resolveHold(ctx context.Context, tx Tx, now time.Time, r *credits.SpendRequest) (credits.SpendResult, error) {
 	h, err := tx.Hold(ctx, r.HoldID)
 	if err != nil {
-		return SpendResult{}, err
+		return credits.SpendResult{}, err
 	}
 	st, err := tx.State(ctx, h.AccountID) // may expire h in storage; h.at sees the same
 	if err != nil {
-		return SpendResult{}, err
+		return credits.SpendResult{}, err
 	}
 	if st.Unit != r.Unit {
-		return SpendResult{}, ErrUnitMismatch
+		return credits.SpendResult{}, credits.ErrUnitMismatch
 	}
-	h = h.at(now)
-	if r.Kind == SpendExtend {
+	h = holdAt(h, now)
+	if r.Kind == credits.SpendExtend {
 		return extendHold(ctx, tx, now, st, h, r)
 	}
-	settle := r.Kind == SpendSettle
+	settle := r.Kind == credits.SpendSettle
 	switch h.State {
-	case HoldSettled:
+	case credits.HoldSettled:
 		if !settle {
-			return SpendResult{}, ErrHoldSettled
+			return credits.SpendResult{}, credits.ErrHoldSettled
 		}
 		if h.SettleFingerprint != r.Fingerprint {
-			return SpendResult{}, ErrHoldSettled
+			return credits.SpendResult{}, credits.ErrHoldSettled
 		}
-		res := SpendResult{Hold: h}
+		res := credits.SpendResult{Hold: h}
 		if h.EntrySeq > 0 {
 			res.Entry, err = tx.Entry(ctx, h.AccountID, h.EntrySeq)
 		}
 		return res, err
-	case HoldReleased, HoldExpired:
+	case credits.HoldReleased, credits.HoldExpired:
 		if !settle {
-			return SpendResult{Hold: h}, nil // already free: Release is idempotent
+			return credits.SpendResult{Hold: h}, nil // already free: Release is idempotent
 		}
-		if h.State == HoldReleased {
-			return SpendResult{}, ErrHoldReleased
+		if h.State == credits.HoldReleased {
+			return credits.SpendResult{}, credits.ErrHoldReleased
 		}
-		return SpendResult{}, ErrHoldExpired
+		return credits.SpendResult{}, credits.ErrHoldExpired
 	}
-	var res SpendResult
+	var res credits.SpendResult
 	if settle {
 		res.Entry, res.Recharge = st.settle(&h, r, now)
 		if res.Entry.ID != "" {
 			if err := tx.AddEntry(ctx, res.Entry); err != nil {
-				return SpendResult{}, err
+				return credits.SpendResult{}, err
 			}
 		}
 	} else {
@@ -524,47 +538,47 @@ func resolveHold(ctx context.Context, tx Tx, now time.Time, r *SpendRequest) (Sp
 	return res, tx.PutHold(ctx, h)
 }
 
-func extendHold(ctx context.Context, tx Tx, now time.Time, st *AccountState, h Hold, r *SpendRequest) (SpendResult, error) {
+func extendHold(ctx context.Context, tx Tx, now time.Time, st *AccountState, h credits.Hold, r *credits.SpendRequest) (credits.SpendResult, error) {
 	switch h.State {
-	case HoldSettled:
-		return SpendResult{}, ErrHoldSettled
-	case HoldReleased:
-		return SpendResult{}, ErrHoldReleased
-	case HoldExpired:
-		return SpendResult{}, ErrHoldExpired
+	case credits.HoldSettled:
+		return credits.SpendResult{}, credits.ErrHoldSettled
+	case credits.HoldReleased:
+		return credits.SpendResult{}, credits.ErrHoldReleased
+	case credits.HoldExpired:
+		return credits.SpendResult{}, credits.ErrHoldExpired
 	}
 	changed, err := st.extend(&h, r, now)
 	if err != nil || !changed {
-		return SpendResult{Hold: h}, err
+		return credits.SpendResult{Hold: h}, err
 	}
-	return SpendResult{Hold: h}, tx.PutHold(ctx, h)
+	return credits.SpendResult{Hold: h}, tx.PutHold(ctx, h)
 }
 
 // ApplyCredit runs one grant, purchase, refund or adjustment on an open
 // transaction, with the same idempotency rules as ApplySpend. It returns
-// expected failures (ErrUnknownAccount, ErrUnitMismatch,
+// expected failures (credits.ErrUnknownAccount, ErrUnitMismatch,
 // ErrIdempotencyConflict, ErrInsufficientFunds for a negative adjustment
 // beyond the overdraft, ErrInvalidExpiry for a grant expiring at or before
 // now) with nothing written, and system failures.
-func ApplyCredit(ctx context.Context, tx Tx, now time.Time, r CreditRequest) (Entry, error) {
+func ApplyCredit(ctx context.Context, tx Tx, now time.Time, r credits.CreditRequest) (credits.Entry, error) {
 	st, err := tx.State(ctx, r.AccountID)
 	if err != nil {
-		return Entry{}, err
+		return credits.Entry{}, err
 	}
 	if st.Unit != r.Unit {
-		return Entry{}, ErrUnitMismatch
+		return credits.Entry{}, credits.ErrUnitMismatch
 	}
 	var fail error
 	switch {
 	case r.Amount.IsNegative() && st.room().Cmp(r.Amount.Neg()) < 0:
-		fail = ErrInsufficientFunds
+		fail = credits.ErrInsufficientFunds
 	case !r.ExpiresAt.IsZero() && !r.ExpiresAt.After(now):
-		fail = ErrInvalidExpiry // checked here, so that a replay after the expiry still replays
+		fail = credits.ErrInvalidExpiry // checked here, so that a replay after the expiry still replays
 	}
 	if fail != nil {
 		prev, ok, err2 := tx.Op(ctx, st.ID, r.IdempotencyKey)
 		if err2 != nil || !ok {
-			return Entry{}, cmpErr(err2, fail)
+			return credits.Entry{}, cmpErr(err2, fail)
 		}
 		res, err := replay(ctx, tx, now, st.ID, prev, OpCredit, r.Fingerprint)
 		return res.Entry, err
@@ -572,7 +586,7 @@ func ApplyCredit(ctx context.Context, tx Tx, now time.Time, r CreditRequest) (En
 	rec := OpRecord{Kind: OpCredit, Fingerprint: r.Fingerprint, EntrySeq: st.Seq + 1}
 	prev, claimed, err := tx.ClaimOp(ctx, st.ID, r.IdempotencyKey, rec)
 	if err != nil {
-		return Entry{}, err
+		return credits.Entry{}, err
 	}
 	if !claimed {
 		res, err := replay(ctx, tx, now, st.ID, prev, OpCredit, r.Fingerprint)
@@ -580,4 +594,73 @@ func ApplyCredit(ctx context.Context, tx Tx, now time.Time, r CreditRequest) (En
 	}
 	e := st.credit(&r, now)
 	return e, tx.AddEntry(ctx, e)
+}
+
+// OpKind tells which kind of request an idempotency record belongs to.
+type OpKind uint8
+
+// Operation kinds stored with idempotency keys.
+const (
+	OpCredit OpKind = iota + 1
+	OpDebit
+	OpReserve
+)
+
+// OpRecord is what a store keeps under an idempotency key: the request's
+// fingerprint and a pointer to its first result.
+type OpRecord struct {
+	Kind        OpKind
+	Fingerprint [32]byte
+	EntrySeq    int64  // OpCredit, OpDebit: the entry written
+	HoldID      string // OpReserve: the hold created
+}
+
+// Tx is the view of one open backend transaction that ApplySpend and
+// ApplyCredit run on. Backends implement it; hosts never see it. Methods
+// return credits.ErrUnknownAccount / ErrHoldNotFound for missing rows and other
+// errors only for system failures.
+type Tx interface {
+	// State returns the account's mutable state, loaded once per
+	// transaction and already advanced to the transaction's now (due grant
+	// expiries written as entries, due holds marked expired). The backend
+	// persists the state when the transaction commits.
+	State(ctx context.Context, accountID string) (*AccountState, error)
+	// Hold returns a copy of the hold with the given ID.
+	Hold(ctx context.Context, holdID string) (credits.Hold, error)
+	// Op returns the idempotency record of (accountID, key), if any.
+	Op(ctx context.Context, accountID, key string) (OpRecord, bool, error)
+	// ClaimOp stores rec under (accountID, key) unless a record exists; it
+	// returns the existing record and false in that case.
+	ClaimOp(ctx context.Context, accountID, key string, rec OpRecord) (OpRecord, bool, error)
+	// Entry returns the account's entry with the given Seq.
+	Entry(ctx context.Context, accountID string, seq int64) (credits.Entry, error)
+	// AddEntry appends an entry.
+	AddEntry(ctx context.Context, e credits.Entry) error
+	// PutHold inserts or replaces a hold.
+	PutHold(ctx context.Context, h credits.Hold) error
+}
+
+// holdAt returns h as seen at now: an active hold past its deadline is
+// expired (credits.Service reads holds the same way).
+func holdAt(h credits.Hold, now time.Time) credits.Hold {
+	if h.State == credits.HoldActive && !now.Before(h.ExpiresAt) {
+		h.State, h.ResolvedAt = credits.HoldExpired, h.ExpiresAt
+	}
+	return h
+}
+
+// isDomainError reports whether err is an expected outcome of a request (a
+// credits sentinel the engine returns) rather than a system failure.
+func isDomainError(err error) bool {
+	for _, e := range []error{
+		credits.ErrUnknownAccount, credits.ErrInsufficientFunds, credits.ErrMonthlyLimit,
+		credits.ErrIdempotencyConflict, credits.ErrHoldNotFound, credits.ErrHoldSettled,
+		credits.ErrHoldReleased, credits.ErrHoldExpired, credits.ErrAlreadyOpen,
+		credits.ErrUnitMismatch, credits.ErrInvalidTTL,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,0 +1,43 @@
+// Package storewrap is the forwarding base of the store.Store wrappers
+// (store/storefault, store/storeotel): the wrapped store, embedded so that
+// what a wrapper does not override (Close) passes through, and the
+// optional capabilities the services look for, forwarded as the wrapped
+// store has them, so that the services take the same paths over a wrapper
+// as over the store itself.
+package storewrap
+
+import (
+	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/store"
+)
+
+// Base is embedded by a wrapper; its Store field is the wrapped store.
+type Base struct {
+	store.Store
+}
+
+// Inner returns the wrapped store.
+func (b Base) Inner() store.Store { return b.Store }
+
+// GroupCommit reports the credits group-commit capability (see
+// credits.Store) of the wrapped store.
+func (b Base) GroupCommit() bool {
+	gc, ok := b.Store.(interface{ GroupCommit() bool })
+	return ok && gc.GroupCommit()
+}
+
+// UsageGroupCommit reports the usage group-commit capability (see
+// usage.Store) of the wrapped store.
+func (b Base) UsageGroupCommit() bool {
+	gc, ok := b.Store.(interface{ UsageGroupCommit() bool })
+	return ok && gc.UsageGroupCommit()
+}
+
+// WatchKeyChanges implements apikey.ChangeNotifier with the wrapped
+// store's notifications; over a store that has none it reports nothing.
+func (b Base) WatchKeyChanges(fn func(apikey.Change)) (stop func()) {
+	if cn, ok := b.Store.(apikey.ChangeNotifier); ok {
+		return cn.WatchKeyChanges(fn)
+	}
+	return func() {}
+}
