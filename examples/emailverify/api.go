@@ -14,6 +14,7 @@ import (
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/examples/internal/jsonapi"
 	"github.com/keyledger/keyledger/examples/internal/profiles"
+	"github.com/keyledger/keyledger/examples/internal/subscription"
 	"github.com/keyledger/keyledger/httpapi"
 	"github.com/keyledger/keyledger/internal/cache"
 )
@@ -26,6 +27,12 @@ type api struct {
 	check   *checker
 	results *cache.Cache[string, Result] // account + address → result, 24 hours
 	jobs    *jobs
+	// subs grants each account's plan credits for the current month,
+	// ensured on every authenticated request (nil: none, in some tests).
+	subs *subscription.Renewer
+	// subCursor is where the sweeper's pass over the accounts stands
+	// (only the sweeper goroutine uses it).
+	subCursor string
 }
 
 // resultTTL is how long a verified address is served from the cache at the
@@ -113,6 +120,12 @@ func (s *api) auth(h func(http.ResponseWriter, *http.Request, caller)) http.Hand
 		}
 		v, err := s.kl.Keys.Verify(r.Context(), apikey.RawKey(raw))
 		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		// The month's credits before anything reads or spends them: a
+		// failure is an error response, never a silently missing grant.
+		if err := s.subs.EnsureID(r.Context(), v.AccountID, v.Plan); err != nil {
 			s.fail(w, r, err)
 			return
 		}

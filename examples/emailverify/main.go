@@ -24,6 +24,7 @@ import (
 
 	"github.com/keyledger/keyledger/examples/internal/profiles"
 	"github.com/keyledger/keyledger/examples/internal/server"
+	"github.com/keyledger/keyledger/examples/internal/subscription"
 	"github.com/keyledger/keyledger/internal/cache"
 )
 
@@ -99,6 +100,14 @@ func runConfig(ctx context.Context, c config, stdout io.Writer) (err error) {
 	if res == nil {
 		res = net.DefaultResolver
 	}
+	prof, err := profiles.Get(profiles.EmailVerify)
+	if err != nil {
+		return err
+	}
+	subs, err := subscription.New(kl, prof.MonthlyGrants, now)
+	if err != nil {
+		return err
+	}
 	chk := newChecker(res, now)
 	chk.timeout = c.dnsTimeout
 	var store *jobStore
@@ -112,9 +121,11 @@ func runConfig(ctx context.Context, c config, stdout io.Writer) (err error) {
 	}
 	defer func() { err = errors.Join(err, store.Close()) }()
 	jobCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
-	s := &api{kl: kl, log: log, now: now, check: chk, results: cache.New[string, Result](1_000_000, now), jobs: newJobs(jobCtx, now, store)}
+	s := &api{kl: kl, log: log, now: now, check: chk, results: cache.New[string, Result](1_000_000, now), jobs: newJobs(jobCtx, now, store), subs: subs}
 	var sweeping sync.WaitGroup
-	sweeping.Go(func() { s.sweeper(jobCtx) }) // resumes the jobs a stopped instance left
+	// resumes the jobs a stopped instance left, and grants the month's
+	// credits to accounts not used since the month began
+	sweeping.Go(func() { s.sweeper(jobCtx) })
 	defer func() {
 		stopJobs()
 		sweeping.Wait()
