@@ -238,10 +238,11 @@ func (s *api) resume(ctx context.Context, id string) error {
 }
 
 // sweep deletes expired jobs, pruneBatch rows a statement, resumes up to
-// staleBatch jobs whose lease ended, and ensures the monthly grants of the
-// next subSweepBatch accounts. One part failing does not stop the others.
+// staleBatch jobs whose lease ended, prunes the verification cache, and
+// ensures the monthly grants of the next subSweepBatch accounts. One part
+// failing does not stop the others.
 func (s *api) sweep(ctx context.Context) error {
-	return errors.Join(s.sweepJobs(ctx), s.sweepGrants(ctx))
+	return errors.Join(s.sweepJobs(ctx), s.jobs.store.sweepResults(ctx, s.now()), s.sweepGrants(ctx))
 }
 
 func (s *api) sweepJobs(ctx context.Context) error {
@@ -517,7 +518,7 @@ func (s *api) process(ctx context.Context, j *job, holds []credits.Hold) {
 				return
 			}
 			if res.Result != Unknown {
-				s.results.Set(j.AccountID+"\x00"+email, res, resultTTL)
+				s.cacheResult(ctx, j.AccountID, email, res)
 			}
 			var err error
 			charged, err = s.meterBatchItem(j, i, res, holds[i])

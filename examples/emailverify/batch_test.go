@@ -13,7 +13,6 @@ import (
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/examples/internal/profiles"
-	"github.com/keyledger/keyledger/internal/cache"
 	"github.com/keyledger/keyledger/store/sqlitestore"
 	"github.com/keyledger/keyledger/usage"
 )
@@ -73,7 +72,7 @@ func newBatchAPI(t *testing.T, emails ...string) (*api, *faultStore, *job) {
 	}
 	t.Cleanup(func() { store.Close() })
 	s := &api{kl: kl, log: quiet, now: time.Now, check: newChecker(newFakeDNS(t), time.Now),
-		results: cache.New[string, Result](1000, time.Now), jobs: newJobs(ctx, time.Now, store)}
+		jobs: newJobs(ctx, time.Now, store)}
 	j := &job{ID: s.jobs.ids.New("job_"), AccountID: a.ID, TimeZone: "UTC", Emails: emails, CreatedAt: time.Now(),
 		done: make(chan struct{}), status: JobProcessing}
 	if ok, _, err := s.jobs.admit(ctx, j); !ok || err != nil {

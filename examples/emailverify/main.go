@@ -25,7 +25,6 @@ import (
 	"github.com/keyledger/keyledger/examples/internal/profiles"
 	"github.com/keyledger/keyledger/examples/internal/server"
 	"github.com/keyledger/keyledger/examples/internal/subscription"
-	"github.com/keyledger/keyledger/internal/cache"
 )
 
 func main() {
@@ -121,7 +120,7 @@ func runConfig(ctx context.Context, c config, stdout io.Writer) (err error) {
 	}
 	defer func() { err = errors.Join(err, store.Close()) }()
 	jobCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
-	s := &api{kl: kl, log: log, now: now, check: chk, results: cache.New[string, Result](1_000_000, now), jobs: newJobs(jobCtx, now, store), subs: subs}
+	s := &api{kl: kl, log: log, now: now, check: chk, jobs: newJobs(jobCtx, now, store), subs: subs}
 	var sweeping sync.WaitGroup
 	// resumes the jobs a stopped instance left, and grants the month's
 	// credits to accounts not used since the month began

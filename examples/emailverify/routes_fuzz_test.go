@@ -20,7 +20,6 @@ import (
 	"github.com/keyledger/keyledger/examples/internal/profiles"
 	"github.com/keyledger/keyledger/examples/internal/server"
 	"github.com/keyledger/keyledger/examples/internal/subscription"
-	"github.com/keyledger/keyledger/internal/cache"
 )
 
 // staticDNS answers example.com with two MX hosts and every other name
@@ -76,7 +75,7 @@ func openInproc(tb testing.TB, path, dsn string, logs io.Writer, now func() time
 	}
 	jobCtx, stopJobs := context.WithCancel(ctx)
 	s := &api{kl: env.KL, log: env.Log, now: now, check: newChecker(staticDNS{}, now),
-		results: cache.New[string, Result](100_000, now), jobs: newJobs(jobCtx, now, store), subs: subs}
+		jobs: newJobs(jobCtx, now, store), subs: subs}
 	var once sync.Once
 	closeAll := func() {
 		once.Do(func() {
