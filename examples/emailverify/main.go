@@ -1,8 +1,10 @@
 // Command emailverify is an email-verification API on keyledger: every
 // response in a {success, data} envelope, live and test keys (kw_live_,
 // kw_test_), half-credit pricing (1 credit a verification, 0.5 for a
-// result cached within 24 hours, 1 per email in a batch), monthly limits
-// per plan, and MX lookups bounded to 2 seconds.
+// result cached within 24 hours, 1 per email in a batch; the cache is
+// shared by every instance on the database), plan credits granted each
+// month and expiring at its end, monthly limits per plan, and MX lookups
+// bounded to 2 seconds.
 //
 //	go run ./examples/emailverify
 //	go run ./examples/keyctl -db emailverify.db -profile emailverify account create -name Ada -email ada@example.com -plan professional
