@@ -175,10 +175,20 @@ func (s *server) checkoutCallback(w http.ResponseWriter, r *http.Request) {
 		// payment is known (and recorded), never from the form's text.
 		in.OrderID, in.PaymentID = f.Get("error[metadata][order_id]"), f.Get("error[metadata][payment_id]")
 		msg := "The payment was not completed."
-		if o, err := s.bill.order(r.Context(), in.OrderID); err == nil && razorpay.ValidPaymentID(in.PaymentID) && o.Status != "paid" {
-			if _, err := s.confirmPayment(r.Context(), o, in.PaymentID); err != nil {
-				msg = "The payment was not completed: " + customerMessage(err)
+		o, err := s.bill.order(r.Context(), in.OrderID)
+		if err == nil && o.Status == "paid" && o.PaymentID != "" && o.PaymentID == in.PaymentID { // credited already
+			http.Redirect(w, r, dashboardPath+"/balance?done=purchased", http.StatusSeeOther)
+			return
+		}
+		if err == nil && razorpay.ValidPaymentID(in.PaymentID) && o.Status != "paid" {
+			_, err := s.confirmPayment(r.Context(), o, in.PaymentID)
+			if err == nil { // Razorpay says it was captured after all: credit it (once, as the webhook would)
+				if _, _, err = s.creditOrder(r.Context(), o, in.PaymentID); err == nil {
+					http.Redirect(w, r, dashboardPath+"/balance?done=purchased", http.StatusSeeOther)
+					return
+				}
 			}
+			msg = "The payment was not completed: " + customerMessage(err)
 		}
 		s.writeCallbackPage(w, r, http.StatusPaymentRequired, msg)
 		return

@@ -121,6 +121,21 @@ func TestDashboardLiveRazorpayCheckout(t *testing.T) {
 		t.Fatalf("balance %s after a failed payment", got)
 	}
 
+	// Error fields posted for a payment Razorpay reports captured (the
+	// browser lost the success): the fetched payment decides, credited once.
+	_, fields = liveCheckoutForm(t, b, "100")
+	late := fields.Get("order_id")
+	r3, _, _ := f.Pay(late, razorpay.PaymentCaptured)
+	lost := url.Values{"error[code]": {"GATEWAY_ERROR"}, "error[metadata][order_id]": {late}, "error[metadata][payment_id]": {r3.PaymentID}}
+	for range 2 {
+		if st, _, loc := razorpayPost(lost); st != http.StatusSeeOther || loc != "/dashboard/balance?done=purchased" {
+			t.Fatalf("captured payment behind error fields: %d %q", st, loc)
+		}
+	}
+	if got := balanceOf(t, b); got != "650.00" {
+		t.Fatalf("balance %s after a captured payment reported as an error, want 650.00", got)
+	}
+
 	// Another customer's order paid with Asha's payment: the signature
 	// binds the payment to its order, so the post is refused.
 	eve := newFormClient(t, g.base)
