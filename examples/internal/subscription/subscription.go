@@ -24,7 +24,14 @@
 // policy); the next period is granted at the lower plan.
 //
 // Suspended and closed accounts get no grants; an account reactivated
-// within a period gets that period's grant on its next use.
+// within a period gets that period's grant on its next use. An account
+// signed up with the email of a closed account gets no grant for the month
+// it signed up in (as keyledger gives it no signup grant: a close and a new
+// sign-up must not refill the month), and is granted from the next month.
+//
+// A process remembers which period it granted until the period ends; an
+// account whose time zone changes within a period keeps that period's
+// grant and expiry, and its next period follows the new zone.
 package subscription
 
 import (
@@ -186,8 +193,16 @@ func (r *Renewer) Ensure(ctx context.Context, a account.Account) error {
 	if e, ok := r.done.Get(a.ID); ok && e == want {
 		return nil
 	}
-	if err := r.grant(ctx, a, p); err != nil {
-		return err
+	skip := false
+	if !a.CreatedAt.Before(p.Start) { // its first month: was the email a closed account's?
+		if skip, err = r.kl.Accounts.EmailClosed(ctx, a.Email); err != nil {
+			return fmt.Errorf("subscription: %w", err)
+		}
+	}
+	if !skip {
+		if err := r.grant(ctx, a, p); err != nil {
+			return err
+		}
 	}
 	r.done.Set(a.ID, want, p.End.Sub(now))
 	return nil

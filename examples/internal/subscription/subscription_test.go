@@ -376,3 +376,31 @@ func TestSweepPages(t *testing.T) {
 		}
 	}
 }
+
+// Closing an account and signing up again with its email does not refill
+// the month: the new account is granted from the next month.
+func TestClosedEmailResignup(t *testing.T) {
+	ctx := context.Background()
+	f := open(t, "2026-12-10T00:00:00Z")
+	a, err := f.kl.Signup(ctx, account.CreateParams{Name: "Ada", Email: "ada@example.com", Plan: "free"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEnsure(t, f.r, a)
+	if _, err := f.kl.Accounts.Close(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	b, err := f.kl.Signup(ctx, account.CreateParams{Name: "Ada", Email: "ADA@example.com", Plan: "free"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEnsure(t, f.r, b)
+	if bal := f.balance(t, b.ID); !bal.IsZero() {
+		t.Fatalf("re-signup granted %s in the closed account's month", bal)
+	}
+	f.clk.set(at("2027-01-01T00:00:00Z"))
+	mustEnsure(t, f.r, b)
+	if bal := f.balance(t, b.ID); !bal.Equal(amt(100)) {
+		t.Fatalf("next month: balance %s, want 100", bal)
+	}
+}
