@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,12 +19,20 @@ import (
 )
 
 // faultStore is the SQLite store with hooks: onSpends runs before every
-// ApplySpends (the ledger's group commit), and meterErr, if set, fails
-// every MeterUsage without writing.
+// ApplySpends (the ledger's group commit), meterErr, if set, fails every
+// MeterUsage without writing, and creditErr every LedgerCredit.
 type faultStore struct {
 	*sqlitestore.Store
-	onSpends func()
-	meterErr error
+	onSpends  func()
+	meterErr  error
+	creditErr atomic.Pointer[error] // if set, every LedgerCredit fails with it
+}
+
+func (f *faultStore) LedgerCredit(ctx context.Context, now time.Time, r credits.CreditRequest) (credits.Entry, error) {
+	if e := f.creditErr.Load(); e != nil {
+		return credits.Entry{}, *e
+	}
+	return f.Store.LedgerCredit(ctx, now, r)
 }
 
 func (f *faultStore) ApplySpends(ctx context.Context, now time.Time, reqs []credits.SpendRequest, res []credits.SpendResult) error {

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,6 +17,7 @@ import (
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/examples/internal/e2e"
+	"github.com/keyledger/keyledger/examples/internal/profiles"
 	"github.com/keyledger/keyledger/examples/internal/subscription"
 )
 
@@ -186,4 +189,64 @@ func TestMonthlyCreditsSweep(t *testing.T) {
 	if gr := subGrants(t, g, a.ID, credits.Amount{}); len(gr) != 2 || !gr[subscription.Key(a.ID, "2027-01")].Equal(credits.AmountFromInt(25_000)) {
 		t.Fatalf("grants after the sweep %v", gr)
 	}
+}
+
+// A month's grant that cannot be written fails the request (nothing is
+// charged, the failure is logged) instead of serving it without the
+// month's credits; the next request after the ledger recovers is granted
+// and served.
+func TestMonthlyGrantFailureIsLoud(t *testing.T) {
+	s, fs, _ := newBatchAPI(t)
+	var logs strings.Builder
+	var mu sync.Mutex
+	s.log = slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
+	prof, _ := profiles.Get(profiles.EmailVerify)
+	subs, err := subscription.New(s.kl, prof.MonthlyGrants, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.subs = subs
+	h := s.routes()
+	ctx := context.Background()
+	a, err := s.kl.Signup(ctx, account.CreateParams{Name: "Bo", Email: "bo@example.com", Plan: "starter"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _, err := s.kl.Keys.Create(ctx, apikey.CreateParams{AccountID: a.ID, Name: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := errors.New("ledger unavailable")
+	fs.creditErr.Store(&down)
+	rec := e2e.Serve(h, "POST", "/v1/verify", "", "Bearer "+raw.Reveal(), []byte(`{"email":"a@example.com"}`))
+	if rec.Code < 500 || !strings.Contains(rec.Body.String(), `"success":false`) {
+		t.Fatalf("verify with the grant failing: %d %s", rec.Code, rec.Body)
+	}
+	mu.Lock()
+	logged := strings.Contains(logs.String(), "ledger unavailable")
+	mu.Unlock()
+	if !logged {
+		t.Fatalf("the failed grant was not logged:\n%s", logs.String())
+	}
+	if b, _ := s.kl.Credits.Balance(ctx, a.ID); !b.IsZero() {
+		t.Fatalf("balance %s", b)
+	}
+	fs.creditErr.Store(nil)
+	if r := verifyOn(t, &inproc{s: s, h: h}, raw.Reveal(), "a@example.com"); !r.CreditsCharged.Equal(credits.AmountFromInt(1)) {
+		t.Fatalf("after recovery: %+v", r)
+	}
+	if b, _ := s.kl.Credits.Balance(ctx, a.ID); !b.Equal(credits.AmountFromInt(4_999)) {
+		t.Fatalf("balance %s after recovery, want 4999", b)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
