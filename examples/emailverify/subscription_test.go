@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/keyledger/keyledger/examples/internal/e2e"
 	"github.com/keyledger/keyledger/examples/internal/profiles"
 	"github.com/keyledger/keyledger/examples/internal/subscription"
+	"github.com/keyledger/keyledger/internal/pgtest"
 )
 
 // monthlyTenant is an account on plan, created without any credit (the
@@ -249,4 +251,51 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// Two instances on one database (SQLite file; PostgreSQL when
+// KEYLEDGER_TEST_POSTGRES is set): 100 concurrent first requests of a new
+// month, split between them, write exactly one grant, and the ledger
+// reconciles.
+func TestMonthlyGrantTwoInstances(t *testing.T) {
+	for _, db := range []string{"sqlite", "postgres"} {
+		t.Run(db, func(t *testing.T) {
+			path, dsn := "", ""
+			if db == "postgres" {
+				if os.Getenv(pgtest.Env) == "" {
+					t.Skip(pgtest.Env + " is not set; skipping the two-instance grant on PostgreSQL (set it to e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)")
+				}
+				dsn = pgtest.DSN(t)
+			} else {
+				path = filepath.Join(t.TempDir(), "ev.db")
+			}
+			c := newClock(time.Date(2026, 12, 31, 23, 0, 0, 0, time.UTC))
+			insts := [2]*inproc{openInproc(t, path, dsn, io.Discard, c.now), openInproc(t, path, dsn, io.Discard, c.now)}
+			a, key := monthlyTenant(t, insts[0], "twice@example.com", "professional")
+			var charged credits.Amount
+			var mu sync.Mutex
+			burst := func(prefix string) {
+				var wg sync.WaitGroup
+				for i := range 100 {
+					wg.Go(func() {
+						ch := verifyCharge(t, insts[i%2], key, fmt.Sprintf("%s%d@example.com", prefix, i))
+						mu.Lock()
+						charged = charged.Add(ch)
+						mu.Unlock()
+					})
+				}
+				wg.Wait()
+			}
+			burst("dec")
+			c.advance(time.Hour) // January
+			burst("jan")
+			gr := subGrants(t, insts[1], a.ID, charged)
+			if len(gr) != 2 || !gr[subscription.Key(a.ID, "2026-12")].Equal(credits.AmountFromInt(25_000)) || !gr[subscription.Key(a.ID, "2027-01")].Equal(credits.AmountFromInt(25_000)) {
+				t.Fatalf("grants %v, want one for December and one for January", gr)
+			}
+			if cr := getCredits(t, insts[0], key); !cr.Balance.Equal(credits.AmountFromInt(24_900)) || !charged.Equal(credits.AmountFromInt(200)) {
+				t.Fatalf("January: %+v after charging %s", cr, charged)
+			}
+		})
+	}
 }
