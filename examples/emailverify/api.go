@@ -14,23 +14,26 @@ import (
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/examples/internal/jsonapi"
 	"github.com/keyledger/keyledger/examples/internal/profiles"
+	"github.com/keyledger/keyledger/examples/internal/subscription"
 	"github.com/keyledger/keyledger/httpapi"
-	"github.com/keyledger/keyledger/internal/cache"
 )
 
 // api serves the email-verification routes.
 type api struct {
-	kl      *keyledger.KeyLedger
-	log     *slog.Logger
-	now     func() time.Time
-	check   *checker
-	results *cache.Cache[string, Result] // account + address → result, 24 hours
-	jobs    *jobs
+	kl    *keyledger.KeyLedger
+	log   *slog.Logger
+	now   func() time.Time
+	check *checker
+	// jobs runs batch jobs; its store also keeps the verification cache
+	// (ev_results), shared by every instance on the database.
+	jobs *jobs
+	// subs grants each account's plan credits for the current month,
+	// ensured on every authenticated request (nil: none, in some tests).
+	subs *subscription.Renewer
+	// subCursor is where the sweeper's pass over the accounts stands
+	// (only the sweeper goroutine uses it).
+	subCursor string
 }
-
-// resultTTL is how long a verified address is served from the cache at the
-// cached price.
-const resultTTL = 24 * time.Hour
 
 // envelope is every response: {success, data} or {success:false, error}.
 type envelope struct {
@@ -113,6 +116,12 @@ func (s *api) auth(h func(http.ResponseWriter, *http.Request, caller)) http.Hand
 		}
 		v, err := s.kl.Keys.Verify(r.Context(), apikey.RawKey(raw))
 		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		// The month's credits before anything reads or spends them: a
+		// failure is an error response, never a silently missing grant.
+		if err := s.subs.EnsureID(r.Context(), v.AccountID, v.Plan); err != nil {
 			s.fail(w, r, err)
 			return
 		}
@@ -317,8 +326,13 @@ func (s *api) verify(w http.ResponseWriter, r *http.Request, c caller) {
 		s.ok(w, http.StatusOK, verifyResponse{Result: testResult(email)})
 		return
 	}
-	ck := c.AccountID + "\x00" + email
-	cached, hit := s.results.Get(ck)
+	// The cache is read before authorizing: if it cannot be read, the
+	// request fails uncharged rather than at a price that may be wrong.
+	cached, hit, err := s.jobs.store.cachedResult(r.Context(), c.AccountID, email, s.now())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	req := keyledger.Request{Endpoint: profiles.OpVerify, Method: r.Method, Units: 1}
 	if hit {
 		req.CachedUnits = 1
@@ -333,7 +347,7 @@ func (s *api) verify(w http.ResponseWriter, r *http.Request, c caller) {
 	if !hit {
 		res = s.check.Verify(g.Context(), email)
 		if res.Result != Unknown {
-			s.results.Set(ck, res, resultTTL)
+			s.cacheResult(r.Context(), c.AccountID, email, res)
 		}
 	}
 	out := keyledger.Outcome{StatusCode: http.StatusOK, Units: 1, RequestBytes: int64(len(b)), Latency: s.now().Sub(start)}
@@ -351,6 +365,17 @@ func (s *api) verify(w http.ResponseWriter, r *http.Request, c caller) {
 	}
 	resp.CreditsCharged = mr.Charged
 	s.ok(w, http.StatusOK, resp)
+}
+
+// cacheResult stores a fresh result in the shared cache. A failure is
+// logged, not returned: the result was charged at the full price, and the
+// next verification of the address is a miss, charged in full again.
+func (s *api) cacheResult(ctx context.Context, accountID, email string, res Result) {
+	ctx, cancel := dbctx(ctx)
+	defer cancel()
+	if err := s.jobs.store.cacheResult(ctx, accountID, email, res, s.now()); err != nil {
+		s.log.WarnContext(ctx, "caching a verification result failed", "account_id", accountID, "error", err)
+	}
 }
 
 // testTraffic passes a test key's request through the plan's rate limits

@@ -46,6 +46,9 @@ const (
 	jobSweep   = 15 * time.Second
 	pruneBatch = 500
 	staleBatch = 50
+	// subSweepBatch is how many accounts a sweep ensures the monthly
+	// grant of (see subscription.Renewer.Sweep).
+	subSweepBatch = 200
 )
 
 // Job states. A job is failed only when its instance died before its
@@ -234,9 +237,15 @@ func (s *api) resume(ctx context.Context, id string) error {
 	return nil
 }
 
-// sweep deletes expired jobs, pruneBatch rows a statement, and resumes up
-// to staleBatch jobs whose lease ended.
+// sweep deletes expired jobs, pruneBatch rows a statement, resumes up to
+// staleBatch jobs whose lease ended, prunes the verification cache, and
+// ensures the monthly grants of the next subSweepBatch accounts. One part
+// failing does not stop the others.
 func (s *api) sweep(ctx context.Context) error {
+	return errors.Join(s.sweepJobs(ctx), s.jobs.store.sweepResults(ctx, s.now()), s.sweepGrants(ctx))
+}
+
+func (s *api) sweepJobs(ctx context.Context) error {
 	now := s.now()
 	for {
 		n, err := s.jobs.store.prune(ctx, now, pruneBatch)
@@ -258,13 +267,22 @@ func (s *api) sweep(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// sweepGrants ensures the month's credits of the next page of accounts (a
+// full pass takes accounts/subSweepBatch sweeps, then starts again), for
+// the accounts not used since the month began.
+func (s *api) sweepGrants(ctx context.Context) error {
+	next, err := s.subs.Sweep(ctx, s.subCursor, subSweepBatch)
+	s.subCursor = next
+	return err
+}
+
 // sweeper sweeps at start and then every jobSweep until ctx ends.
 func (s *api) sweeper(ctx context.Context) {
 	t := time.NewTicker(jobSweep)
 	defer t.Stop()
 	for {
 		if err := s.sweep(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("sweeping batch jobs failed", "error", err)
+			s.log.Error("sweep failed", "error", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -500,7 +518,7 @@ func (s *api) process(ctx context.Context, j *job, holds []credits.Hold) {
 				return
 			}
 			if res.Result != Unknown {
-				s.results.Set(j.AccountID+"\x00"+email, res, resultTTL)
+				s.cacheResult(ctx, j.AccountID, email, res)
 			}
 			var err error
 			charged, err = s.meterBatchItem(j, i, res, holds[i])

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,18 +14,25 @@ import (
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/examples/internal/profiles"
-	"github.com/keyledger/keyledger/internal/cache"
 	"github.com/keyledger/keyledger/store/sqlitestore"
 	"github.com/keyledger/keyledger/usage"
 )
 
 // faultStore is the SQLite store with hooks: onSpends runs before every
-// ApplySpends (the ledger's group commit), and meterErr, if set, fails
-// every MeterUsage without writing.
+// ApplySpends (the ledger's group commit), meterErr, if set, fails every
+// MeterUsage without writing, and creditErr every LedgerCredit.
 type faultStore struct {
 	*sqlitestore.Store
-	onSpends func()
-	meterErr error
+	onSpends  func()
+	meterErr  error
+	creditErr atomic.Pointer[error] // if set, every LedgerCredit fails with it
+}
+
+func (f *faultStore) LedgerCredit(ctx context.Context, now time.Time, r credits.CreditRequest) (credits.Entry, error) {
+	if e := f.creditErr.Load(); e != nil {
+		return credits.Entry{}, *e
+	}
+	return f.Store.LedgerCredit(ctx, now, r)
 }
 
 func (f *faultStore) ApplySpends(ctx context.Context, now time.Time, reqs []credits.SpendRequest, res []credits.SpendResult) error {
@@ -73,7 +81,7 @@ func newBatchAPI(t *testing.T, emails ...string) (*api, *faultStore, *job) {
 	}
 	t.Cleanup(func() { store.Close() })
 	s := &api{kl: kl, log: quiet, now: time.Now, check: newChecker(newFakeDNS(t), time.Now),
-		results: cache.New[string, Result](1000, time.Now), jobs: newJobs(ctx, time.Now, store)}
+		jobs: newJobs(ctx, time.Now, store)}
 	j := &job{ID: s.jobs.ids.New("job_"), AccountID: a.ID, TimeZone: "UTC", Emails: emails, CreatedAt: time.Now(),
 		done: make(chan struct{}), status: JobProcessing}
 	if ok, _, err := s.jobs.admit(ctx, j); !ok || err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/examples/internal/e2e"
 	"github.com/keyledger/keyledger/examples/internal/profiles"
+	"github.com/keyledger/keyledger/examples/internal/subscription"
 	"github.com/keyledger/keyledger/store/sqlitestore"
 )
 
@@ -96,12 +97,22 @@ func start(t *testing.T) *env {
 	return &env{srv: srv, kl: kl, dns: dns}
 }
 
-// user creates an account on plan with balance credits (the plan's signup
+// user creates an account on plan with balance credits (the month's
 // grant adjusted) and a live key.
 func (e *env) user(t *testing.T, email, plan, balance string) (account.Account, string) {
 	t.Helper()
 	ctx := context.Background()
 	a, err := e.kl.Signup(ctx, account.CreateParams{Name: "Ada Lovelace", Email: email, Plan: plan})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The month's grant first (the server ensures it again on the first
+	// request: a replay), then the adjustment to the balance wanted.
+	prof, _ := profiles.Get(profiles.EmailVerify)
+	subs, err := subscription.New(e.kl, prof.MonthlyGrants, nil)
+	if err == nil {
+		err = subs.Ensure(ctx, a)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,10 +27,19 @@ import (
 // named by owner may keep processing a running job without renewing it.
 // Emails, hold IDs, results and per-result costs are JSON arrays; costs
 // and charged are decimal text (credits.Amount), never floats.
+//
+// The same store keeps the verification cache, ev_results (see
+// resultstore.go).
 type jobStore struct {
 	db *sql.DB
 	pg bool // PostgreSQL: $n placeholders instead of ?
+	// maxResults bounds ev_results (maxCachedResults; tests lower it).
+	maxResults int
 }
+
+// migrations are the example's tables, created in order at open; each is
+// idempotent (CREATE … IF NOT EXISTS) and ends with a semicolon.
+func migrations() []string { return []string{jobsSchema, resultsSchema} }
 
 const jobsSchema = `
 CREATE TABLE IF NOT EXISTS ev_jobs (
@@ -67,11 +76,13 @@ func openJobStore(ctx context.Context, path string) (*jobStore, error) {
 		return nil, fmt.Errorf("job table: %w", err)
 	}
 	db.SetMaxOpenConns(1)
-	if _, err := db.ExecContext(ctx, jobsSchema); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("job table: %w", err)
+	for _, schema := range migrations() {
+		if _, err := db.ExecContext(ctx, schema); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("job table: %w", err)
+		}
 	}
-	return &jobStore{db: db}, nil
+	return &jobStore{db: db, maxResults: maxCachedResults}, nil
 }
 
 // openJobStorePG opens ev_jobs in the PostgreSQL database of dsn (the one
@@ -84,7 +95,7 @@ func openJobStorePG(ctx context.Context, dsn string) (*jobStore, error) {
 	}
 	db.SetMaxOpenConns(8)
 	db.SetMaxIdleConns(2)
-	for stmt := range strings.SplitSeq(jobsSchema, ";") {
+	for stmt := range strings.SplitSeq(strings.Join(migrations(), ""), ";") {
 		if strings.TrimSpace(stmt) == "" {
 			continue
 		}
@@ -93,7 +104,7 @@ func openJobStorePG(ctx context.Context, dsn string) (*jobStore, error) {
 			return nil, fmt.Errorf("job table: %w", err)
 		}
 	}
-	return &jobStore{db: db, pg: true}, nil
+	return &jobStore{db: db, pg: true, maxResults: maxCachedResults}, nil
 }
 
 func (st *jobStore) Close() error { return st.db.Close() }

@@ -1,8 +1,10 @@
 // Command emailverify is an email-verification API on keyledger: every
 // response in a {success, data} envelope, live and test keys (kw_live_,
 // kw_test_), half-credit pricing (1 credit a verification, 0.5 for a
-// result cached within 24 hours, 1 per email in a batch), monthly limits
-// per plan, and MX lookups bounded to 2 seconds.
+// result cached within 24 hours, 1 per email in a batch; the cache is
+// shared by every instance on the database), plan credits granted each
+// month and expiring at its end, monthly limits per plan, and MX lookups
+// bounded to 2 seconds.
 //
 //	go run ./examples/emailverify
 //	go run ./examples/keyctl -db emailverify.db -profile emailverify account create -name Ada -email ada@example.com -plan professional
@@ -24,7 +26,7 @@ import (
 
 	"github.com/keyledger/keyledger/examples/internal/profiles"
 	"github.com/keyledger/keyledger/examples/internal/server"
-	"github.com/keyledger/keyledger/internal/cache"
+	"github.com/keyledger/keyledger/examples/internal/subscription"
 )
 
 func main() {
@@ -99,6 +101,14 @@ func runConfig(ctx context.Context, c config, stdout io.Writer) (err error) {
 	if res == nil {
 		res = net.DefaultResolver
 	}
+	prof, err := profiles.Get(profiles.EmailVerify)
+	if err != nil {
+		return err
+	}
+	subs, err := subscription.New(kl, prof.MonthlyGrants, now)
+	if err != nil {
+		return err
+	}
 	chk := newChecker(res, now)
 	chk.timeout = c.dnsTimeout
 	var store *jobStore
@@ -112,9 +122,11 @@ func runConfig(ctx context.Context, c config, stdout io.Writer) (err error) {
 	}
 	defer func() { err = errors.Join(err, store.Close()) }()
 	jobCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
-	s := &api{kl: kl, log: log, now: now, check: chk, results: cache.New[string, Result](1_000_000, now), jobs: newJobs(jobCtx, now, store)}
+	s := &api{kl: kl, log: log, now: now, check: chk, jobs: newJobs(jobCtx, now, store), subs: subs}
 	var sweeping sync.WaitGroup
-	sweeping.Go(func() { s.sweeper(jobCtx) }) // resumes the jobs a stopped instance left
+	// resumes the jobs a stopped instance left, and grants the month's
+	// credits to accounts not used since the month began
+	sweeping.Go(func() { s.sweeper(jobCtx) })
 	defer func() {
 		stopJobs()
 		sweeping.Wait()

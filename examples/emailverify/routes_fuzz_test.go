@@ -19,7 +19,7 @@ import (
 	"github.com/keyledger/keyledger/examples/internal/e2e"
 	"github.com/keyledger/keyledger/examples/internal/profiles"
 	"github.com/keyledger/keyledger/examples/internal/server"
-	"github.com/keyledger/keyledger/internal/cache"
+	"github.com/keyledger/keyledger/examples/internal/subscription"
 )
 
 // staticDNS answers example.com with two MX hosts and every other name
@@ -68,9 +68,14 @@ func openInproc(tb testing.TB, path, dsn string, logs io.Writer, now func() time
 	if err != nil {
 		tb.Fatal(err)
 	}
+	prof, _ := profiles.Get(profiles.EmailVerify)
+	subs, err := subscription.New(env.KL, prof.MonthlyGrants, now)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	jobCtx, stopJobs := context.WithCancel(ctx)
 	s := &api{kl: env.KL, log: env.Log, now: now, check: newChecker(staticDNS{}, now),
-		results: cache.New[string, Result](100_000, now), jobs: newJobs(jobCtx, now, store)}
+		jobs: newJobs(jobCtx, now, store), subs: subs}
 	var once sync.Once
 	closeAll := func() {
 		once.Do(func() {

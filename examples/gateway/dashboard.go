@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"errors"
+	"html/template"
 	"net/http"
 	"net/url"
+	"strconv"
 
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/dashboard"
@@ -74,13 +76,16 @@ func publicError(err error) error {
 	return err
 }
 
-// StartPurchase creates a Razorpay order. The gateway's checkout is
-// simulated: the Simulator "pays" the order and the form carries the signed
-// checkout response that Razorpay Checkout would post, which
-// CompletePurchase verifies on the production path.
+// StartPurchase creates a Razorpay order. With a real key id (live mode)
+// the order is created through Razorpay's REST API and the form posts to
+// Razorpay's hosted checkout, which returns the payment to
+// checkoutCallback. In demo mode the checkout is simulated: the Simulator
+// "pays" the order and the form carries the signed checkout response that
+// Razorpay Checkout would post, which CompletePurchase verifies on the
+// production path.
 func (d *dashBilling) StartPurchase(ctx context.Context, acct string, a credits.Amount) (dashboard.Checkout, error) {
-	if d.s.rzpSim == nil {
-		return dashboard.Checkout{}, &dashboard.UserError{Message: "Buy credits with Razorpay Checkout through the API: POST /v1/accounts/{id}/credits, then POST …/credits/verify with Checkout's response. The dashboard's checkout is the demo's simulated one."}
+	if d.s.live != nil {
+		return d.liveCheckout(ctx, acct, a)
 	}
 	paise, err := razorpay.CheckAmount(a.Decimal(), 0)
 	if err != nil {
@@ -104,6 +109,139 @@ func (d *dashBilling) StartPurchase(ctx context.Context, acct string, a credits.
 		Button: "Pay with Razorpay",
 		Note:   "Test mode: Razorpay Checkout is simulated (key " + d.s.rzpKeyID + "); no card is charged. The payment is verified by its signature as in production.",
 	}, nil
+}
+
+// checkoutCallbackPath is where Razorpay's hosted checkout returns the
+// browser with the payment (live mode).
+const checkoutCallbackPath = dashboardPath + "/razorpay/callback"
+
+// liveCheckout creates the order through Razorpay's Orders API (with the
+// account's Razorpay customer, so that the payment saves a token for
+// auto-recharge) and returns the hosted checkout form.
+func (d *dashBilling) liveCheckout(ctx context.Context, acct string, a credits.Amount) (dashboard.Checkout, error) {
+	if d.s.publicURL == "" {
+		return dashboard.Checkout{}, &dashboard.UserError{Message: "Buying credits here needs the gateway's -public-url, where Razorpay Checkout returns; meanwhile buy through the API: POST /v1/accounts/{id}/credits, then POST …/credits/verify with Checkout's response."}
+	}
+	paise, err := razorpay.CheckAmount(a.Decimal(), 0)
+	if err != nil {
+		return dashboard.Checkout{}, publicError(err)
+	}
+	o, err := d.s.newOrder(ctx, acct, paise, "")
+	if err != nil {
+		return dashboard.Checkout{}, err
+	}
+	ac, err := d.s.kl.Accounts.Get(ctx, acct)
+	if err != nil {
+		return dashboard.Checkout{}, err
+	}
+	f := []dashboard.Field{
+		{Name: "key_id", Value: d.s.rzpKeyID},
+		{Name: "order_id", Value: o.ID},
+		{Name: "amount", Value: strconv.FormatInt(int64(o.Amount), 10)},
+		{Name: "currency", Value: o.Currency},
+		{Name: "name", Value: "Forii"},
+		{Name: "description", Value: "Forii credits"},
+		{Name: "prefill[name]", Value: ac.Name},
+		{Name: "prefill[email]", Value: ac.Email},
+		{Name: "callback_url", Value: d.s.publicURL + checkoutCallbackPath},
+		{Name: "cancel_url", Value: d.s.publicURL + dashboardPath + "/credits"},
+	}
+	if o.CustomerID != "" { // saves a token for auto-recharge
+		f = append(f, dashboard.Field{Name: "customer_id", Value: o.CustomerID}, dashboard.Field{Name: "recurring", Value: "1"})
+	}
+	return dashboard.Checkout{
+		OrderID: o.ID, Amount: credits.NewAmount(o.Amount.INR()), Action: d.s.rzpCheckout, Fields: f,
+		Button: "Pay with Razorpay",
+		Note:   "You pay on Razorpay's page; the credits are added when the gateway has checked the payment with Razorpay.",
+	}, nil
+}
+
+// checkoutCallback receives the browser back from Razorpay's hosted
+// checkout. It has no session (the POST is cross-site) and needs none: the
+// signature proves Razorpay signed this order's payment with the key
+// secret, the payment is fetched from Razorpay and must be this order's,
+// for its amount and captured, and the credits go to the order's own
+// account, once (a replay or a forged post changes nothing). Success goes
+// on to the balance page; a failure is a short page that says why.
+func (s *server) checkoutCallback(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		s.writeCallbackPage(w, r, http.StatusBadRequest, "The payment response could not be read.")
+		return
+	}
+	f := r.PostForm
+	in := razorpay.CheckoutResponse{OrderID: f.Get("razorpay_order_id"), PaymentID: f.Get("razorpay_payment_id"), Signature: f.Get("razorpay_signature")}
+	if in.PaymentID == "" && f.Get("error[code]") != "" {
+		// Unsigned: the failure is taken from Razorpay itself when the
+		// payment is known (and recorded), never from the form's text.
+		in.OrderID, in.PaymentID = f.Get("error[metadata][order_id]"), f.Get("error[metadata][payment_id]")
+		msg := "The payment was not completed."
+		o, err := s.bill.order(r.Context(), in.OrderID)
+		if err == nil && o.Status == "paid" && o.PaymentID != "" && o.PaymentID == in.PaymentID { // credited already
+			http.Redirect(w, r, dashboardPath+"/balance?done=purchased", http.StatusSeeOther)
+			return
+		}
+		if err == nil && razorpay.ValidPaymentID(in.PaymentID) && o.Status != "paid" {
+			_, err := s.confirmPayment(r.Context(), o, in.PaymentID)
+			if err == nil { // Razorpay says it was captured after all: credit it (once, as the webhook would)
+				if _, _, err = s.creditOrder(r.Context(), o, in.PaymentID); err == nil {
+					http.Redirect(w, r, dashboardPath+"/balance?done=purchased", http.StatusSeeOther)
+					return
+				}
+			}
+			msg = "The payment was not completed: " + customerMessage(err)
+		}
+		s.writeCallbackPage(w, r, http.StatusPaymentRequired, msg)
+		return
+	}
+	if !razorpay.ValidOrderID(in.OrderID) {
+		s.writeCallbackPage(w, r, http.StatusBadRequest, "The payment response names no order.")
+		return
+	}
+	o, err := s.bill.order(r.Context(), in.OrderID)
+	if err == nil {
+		_, _, err = s.completeCheckout(r.Context(), o.AccountID, in)
+	}
+	if err == nil {
+		http.Redirect(w, r, dashboardPath+"/balance?done=purchased", http.StatusSeeOther)
+		return
+	}
+	e := classify(err)
+	if e.status >= 500 {
+		s.log.ErrorContext(r.Context(), "razorpay checkout callback failed", "order_id", in.OrderID, "error", err)
+	}
+	msg := e.message
+	switch {
+	case errors.Is(err, errNotFound):
+		msg = "No such order."
+	case errors.Is(err, razorpay.ErrInvalidSignature):
+		msg = "The payment response is not signed by Razorpay."
+	case e.status == http.StatusPaymentRequired || e.status >= 500 || errors.Is(err, errPaymentPending):
+		msg = customerMessage(err)
+	}
+	s.writeCallbackPage(w, r, e.status, msg)
+}
+
+// callbackPage is the page of a checkout that did not complete (rare: it
+// is parsed when needed).
+const callbackPage = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Payment — Forii</title></head>
+<body><main><h1>Payment not completed</h1><p>{{.Message}}</p><p><a href="{{.Back}}">Back to Buy credits</a></p></main></body></html>
+`
+
+func (s *server) writeCallbackPage(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Security-Policy", "default-src 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	t, err := template.New("callback").Parse(callbackPage)
+	if err == nil {
+		err = t.Execute(w, struct{ Message, Back string }{msg, dashboardPath + "/credits"})
+	}
+	if err != nil {
+		s.log.DebugContext(r.Context(), "writing the checkout callback page failed", "error", err)
+	}
 }
 
 // CompletePurchase verifies the checkout response and credits the order

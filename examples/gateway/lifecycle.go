@@ -52,7 +52,7 @@ func addAbuseFlags(fs *flag.FlagSet, c *abuseConfig) {
 	fs.BoolVar(&c.demo, "demo", false, "allow demo mode (the simulated Razorpay checkout with its documented test secrets, used when no -razorpay-key-id is given) on a non-loopback -addr; on loopback it is always allowed")
 	fs.StringVar(&c.githubKeysFile, "github-keys", "", "file of GitHub's secret scanning public keys (the JSON of https://api.github.com/meta/public_keys/secret_scanning); /v1/leaked-keys then needs GitHub's signature")
 	fs.StringVar(&c.githubKeysURL, "github-keys-url", "", "URL of GitHub's secret scanning public keys, fetched and cached (e.g. https://api.github.com/meta/public_keys/secret_scanning); /v1/leaked-keys then needs GitHub's signature")
-	fs.StringVar(&c.publicURL, "public-url", "", "public base URL for links in mails, e.g. https://api.example.com (default: http://-addr)")
+	fs.StringVar(&c.publicURL, "public-url", "", "public base URL for links in mails and, with a real -razorpay-key-id, where the dashboard's Razorpay Checkout returns, e.g. https://api.example.com (default for mails: http://-addr; the dashboard sells no credits in live mode without it)")
 }
 
 // check validates the flags once parsed.

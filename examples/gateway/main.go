@@ -210,6 +210,9 @@ func runWithClock(ctx context.Context, args []string, stdout io.Writer, now func
 		fmt.Fprintln(stdout, "payments: simulated Razorpay checkout, demo mode (set -razorpay-key-id, -razorpay-secret and -razorpay-webhook-secret for real payments)")
 	} else {
 		fmt.Fprintf(stdout, "payments: Razorpay API %s, key %s\n", c.rzpAPI, c.rzpKeyID)
+		if c.abuse.publicURL == "" {
+			fmt.Fprintln(stdout, "payments: the dashboard sells no credits until -public-url names this gateway (Razorpay Checkout returns to it); the API's checkout works")
+		}
 	}
 	dbName := c.db
 	if c.postgres != "" {
@@ -290,7 +293,7 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 
 	srv := &server{
 		log: log, cat: cat, bill: bill, rzpKeyID: c.rzpKeyID, rzpSecret: c.rzpSecret,
-		rzpWebhookSecret: c.rzpWebhook, now: now, supplier: demoSupplier(),
+		rzpWebhookSecret: c.rzpWebhook, publicURL: strings.TrimRight(c.abuse.publicURL, "/"), now: now, supplier: demoSupplier(),
 		limits: c.limits.orDefaults(),
 	}
 	if c.rzpKeyID == defaultRazorpayKeyID || c.rzpKeyID == "" {
@@ -305,6 +308,7 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 		if srv.live, err = razorpay.NewClient(c.rzpKeyID, c.rzpSecret, &razorpay.ClientOptions{BaseURL: api}); err != nil {
 			return nil, nil, fmt.Errorf("-razorpay-api: %w", err)
 		}
+		srv.rzpCheckout = strings.TrimRight(api, "/") + razorpay.HostedCheckoutPath
 	}
 	if srv.sim, err = simmodel.New(&simmodel.Options{Now: now}); err != nil {
 		return nil, nil, err

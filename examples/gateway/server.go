@@ -34,7 +34,11 @@ type server struct {
 	rzpSim                                *razorpay.Simulator // demo mode: plays Razorpay; nil with a real key id
 	live                                  paymentsAPI         // Razorpay's REST API; nil in demo mode
 	rzpKeyID, rzpSecret, rzpWebhookSecret string
-	supplier                              invoice.Supplier
+	// rzpCheckout is Razorpay's hosted checkout (live mode), publicURL the
+	// gateway's address for its callback ("" sells no credits in the
+	// dashboard in live mode).
+	rzpCheckout, publicURL string
+	supplier               invoice.Supplier
 
 	dash http.Handler // the customer dashboard, at dashboardPath
 
@@ -107,6 +111,11 @@ func (s *server) handler() http.Handler {
 	}
 	if s.dash != nil {
 		mux.Handle(dashboardPath+"/", s.dash)
+		if s.live != nil {
+			// Razorpay's hosted checkout posts the payment back here: a
+			// cross-site POST that carries no session cookie or CSRF token.
+			mux.HandleFunc("POST "+checkoutCallbackPath, s.checkoutCallback)
+		}
 	}
 	// Anything no route serves (an unknown path, a method the path does
 	// not serve, an id holding an escaped "/") is a JSON 404 like every

@@ -43,6 +43,7 @@ import (
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/examples/internal/profiles"
 	"github.com/keyledger/keyledger/examples/internal/server"
+	"github.com/keyledger/keyledger/examples/internal/subscription"
 	"github.com/keyledger/keyledger/internal/id"
 )
 
@@ -274,6 +275,9 @@ func (c *cli) accountCreate(args []string) (func(context.Context) error, error) 
 		if err != nil {
 			return err
 		}
+		if err := c.renew(ctx, a); err != nil {
+			return err
+		}
 		return c.printAccount(ctx, a)
 	}, nil
 }
@@ -327,8 +331,23 @@ func (c *cli) accountSetPlan(args []string) (func(context.Context) error, error)
 		if err != nil {
 			return err
 		}
+		if err := c.renew(ctx, a); err != nil {
+			return err
+		}
 		return c.printAccount(ctx, a)
 	}, nil
+}
+
+// renew grants the account's subscription credits for the current period
+// on profiles whose plans renew monthly (emailverify): at creation, and the
+// difference at an upgrade. The servers ensure the same grant idempotently
+// on the account's next use, so this only makes the balance right at once.
+func (c *cli) renew(ctx context.Context, a account.Account) error {
+	r, err := subscription.New(c.kl, c.profile.MonthlyGrants, nil)
+	if err != nil {
+		return err
+	}
+	return r.Ensure(ctx, a)
 }
 
 // planIDs lists the profile's plans.

@@ -66,6 +66,11 @@ type Profile struct {
 	// TimeZone is the IANA zone of the accounts the system's sign-ups make
 	// ("" is UTC): the gateway's are IST, Asia/Kolkata.
 	TimeZone string
+	// MonthlyGrants are subscription credits by plan ID: granted at the
+	// start of each calendar month of the account's time zone and expiring
+	// at its end (see examples/internal/subscription). Plans listed here
+	// have no signup grant. Nil for profiles without subscriptions.
+	MonthlyGrants map[string]decimal.Decimal
 }
 
 // Get returns the named profile.
@@ -165,9 +170,12 @@ func emailVerify() (Profile, error) {
 		return Profile{}, err
 	}
 	lim := account.Limits{RequestsPerMinute: 600}
+	// Plans renew their credits monthly (MonthlyGrants) instead of a
+	// one-off signup grant; the monthly limit equals the month's grant.
+	grants := map[string]decimal.Decimal{}
 	plan := func(id, name string, grant, monthly int64) account.Plan {
-		return account.Plan{ID: id, Name: name, Limits: lim,
-			SignupGrant: decimal.NewFromInt(grant), MonthlyCap: decimal.NewFromInt(monthly)}
+		grants[id] = decimal.NewFromInt(grant)
+		return account.Plan{ID: id, Name: name, Limits: lim, MonthlyCap: decimal.NewFromInt(monthly)}
 	}
 	cat, err := account.NewCatalog("free",
 		plan("free", "Free", 100, 100),
@@ -188,6 +196,6 @@ func emailVerify() (Profile, error) {
 		Name: EmailVerify, Unit: credits.HalfCredits(), Catalog: cat,
 		Format: f, DefaultKeyType: "live",
 		AccountIDPrefix: "usr_", KeyIDPrefix: "key_", UsageIDPrefix: "ver_",
-		Prices: pb,
+		Prices: pb, MonthlyGrants: grants,
 	}, nil
 }

@@ -16,6 +16,13 @@ import (
 // DefaultBaseURL is Razorpay's API.
 const DefaultBaseURL = "https://api.razorpay.com"
 
+// HostedCheckoutPath is Razorpay's hosted checkout under the API base: a
+// page the browser POSTs the checkout options to as form fields (key_id,
+// order_id, amount, callback_url, …), no JavaScript needed. Razorpay then
+// POSTs razorpay_payment_id, razorpay_order_id and razorpay_signature (or
+// error[…] fields) to callback_url.
+const HostedCheckoutPath = "/v1/checkout/embedded"
+
 // Errors of the REST client. Match them with errors.Is; an *APIError
 // carries Razorpay's code and description.
 var (
