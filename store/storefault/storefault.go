@@ -481,11 +481,3 @@ func (s *Store) CloseAccount(ctx context.Context, id string, now time.Time) (acc
 func (s *Store) EmailClosed(ctx context.Context, h [32]byte) (bool, error) {
 	return call(ctx, s, "EmailClosed", func() (bool, error) { return s.Store.EmailClosed(ctx, h) })
 }
-
-// CommitLoops forwards the wrapped store's capability (1 if it has none).
-func (s *Store) CommitLoops() int {
-	if c, ok := s.inner.(interface{ CommitLoops() int }); ok {
-		return c.CommitLoops()
-	}
-	return 1
-}

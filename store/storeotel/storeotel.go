@@ -414,11 +414,3 @@ func keyAttr(id string) attribute.KeyValue     { return attribute.String("keyled
 func (s *Store) expiryAttrs() metric.AddOption {
 	return metric.WithAttributes(attribute.String("type", string(credits.EntryExpiry)), s.backendKV)
 }
-
-// CommitLoops forwards the wrapped store's capability (1 if it has none).
-func (s *Store) CommitLoops() int {
-	if c, ok := s.inner.(interface{ CommitLoops() int }); ok {
-		return c.CommitLoops()
-	}
-	return 1
-}
