@@ -84,7 +84,7 @@ func ledgerStatements() [nLedgerStmts]string {
 
 // readOnly marks the statements the reader pool prepares too.
 func readOnly(i int) bool {
-	return i == sAccount || i == sLots || i == sDueHolds || i == sNextHoldDue || i == sEntry || i == sHold
+	return i == sAccount || i == sLots || i == sDueHolds || i == sNextHoldDue || i == sEntry || i == sHold || i == sOp
 }
 
 type ledgerStmts [nLedgerStmts]*sql.Stmt
@@ -172,6 +172,12 @@ func (s *Store) newConn(ctx context.Context, tx *sql.Tx) *ledgerConn {
 // account cache, run again after an optimistic claim of a taken key or (a
 // few times) a stale cached account.
 func (d ledgerDB) Batch(ctx context.Context, op string, now time.Time, fn func(*sqlledger.Tx) error) error {
+	if !d.s.processHolds {
+		if err := d.s.spend.share(); err != nil {
+			return err
+		}
+		defer d.s.spend.unshare()
+	}
 	for attempt := 0; ; attempt++ {
 		err := d.s.cachedWrite(ctx, op, func(tx *sql.Tx) (*sqlledger.Tx, error) {
 			c := d.s.newConn(ctx, tx)
