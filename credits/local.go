@@ -67,6 +67,9 @@ const (
 	localKeep = 10 * time.Minute
 	// localMaxKept bounds the resolved holds kept, whatever their age.
 	localMaxKept = 1 << 16
+	// localMaxAccts is how many accounts' snapshots the book keeps before
+	// it drops those nothing of this process refers to.
+	localMaxAccts = 1 << 16
 )
 
 // book is the Service's process holds: a snapshot per account and the
@@ -165,6 +168,17 @@ func (b *book) drop(id string, a *localAcct) {
 	}
 }
 
+// evict drops the snapshots of the accounts with no holds, pending debits
+// or reads of this process, so that the book stays bounded however many
+// accounts pass through it. The caller holds b.mu.
+func (b *book) evict() {
+	for id, a := range b.accts {
+		if a.users == 0 && a.reading == 0 {
+			delete(b.accts, id)
+		}
+	}
+}
+
 // keep keeps a resolved hold until localKeep after now; a pending debit
 // leaves at once.
 func (b *book) keep(lh *localHold, now time.Time) {
@@ -222,6 +236,9 @@ func (s *Service) localAcct(ctx context.Context, id string, now time.Time, force
 	b.sweep(now)
 	a := b.accts[id]
 	if a == nil {
+		if len(b.accts) >= localMaxAccts {
+			b.evict()
+		}
 		a = &localAcct{}
 		b.accts[id] = a
 	}

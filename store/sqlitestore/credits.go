@@ -564,3 +564,17 @@ func (s *Store) ExpireLedgers(ctx context.Context, now time.Time, accountID stri
 	}
 	return s.Expire(ctx, now, ids)
 }
+
+// LedgerCredit is the engine's, except that a negative adjustment is a
+// spend: while another process keeps holds in memory
+// (Options.ProcessHolds) it fails with ErrSpendLocked, as it could take
+// funds that process holds.
+func (s *Store) LedgerCredit(ctx context.Context, now time.Time, r credits.CreditRequest) (credits.Entry, error) {
+	if r.Amount.IsNegative() && !s.processHolds {
+		if err := s.spend.share(); err != nil {
+			return credits.Entry{}, err
+		}
+		defer s.spend.unshare()
+	}
+	return s.Engine.LedgerCredit(ctx, now, r)
+}

@@ -98,9 +98,9 @@ type Options struct {
 	// request costs one write transaction instead of two. Open takes the
 	// file's spend lock ("<path>-spend.lock") exclusively, waiting up to
 	// BusyTimeout, or fails with ErrSpendLocked; while it is held, other
-	// processes may read, credit and adjust, but their debits, reserves
-	// and metering fail with ErrSpendLocked — so that nobody spends funds
-	// this process holds. A crashed process's holds vanish with its
+	// processes may read and credit, but their debits, reserves, metering
+	// and negative adjustments fail with ErrSpendLocked — so that nobody
+	// spends funds this process holds. A crashed process's holds vanish with its
 	// requests (the kernel drops the lock). See DESIGN.md, "Process holds".
 	ProcessHolds bool
 }
