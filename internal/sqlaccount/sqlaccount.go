@@ -146,7 +146,9 @@ func toNanos(t time.Time) int64 { return t.UnixNano() }
 
 func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
 
-func toNullNanos(t time.Time) *int64 {
+// ToNullNanos is t as unix nanoseconds, nil for the zero time (a NULL
+// column); FromNullNanos is its inverse. Both SQL backends store times so.
+func ToNullNanos(t time.Time) *int64 {
 	if t.IsZero() {
 		return nil
 	}
@@ -154,7 +156,8 @@ func toNullNanos(t time.Time) *int64 {
 	return &n
 }
 
-func fromNullNanos(n *int64) time.Time {
+// FromNullNanos is the time of a nullable unix-nanosecond column.
+func FromNullNanos(n *int64) time.Time {
 	if n == nil {
 		return time.Time{}
 	}
@@ -267,7 +270,7 @@ func (e *Accounts) affectedOne(n int64, err error, op string, notFound error) er
 func (e *Accounts) CreateSession(ctx context.Context, sess account.Session) error {
 	_, err := e.db.Writer().Exec(ctx, `INSERT INTO sessions (token_hash, account_id, created_at, expires_at, revoked_at)
 		VALUES (?, ?, ?, ?, ?)`, sess.TokenHash[:], sess.AccountID, toNanos(sess.CreatedAt), toNanos(sess.ExpiresAt),
-		toNullNanos(sess.RevokedAt))
+		ToNullNanos(sess.RevokedAt))
 	if e.db.ForeignKey(err) {
 		return account.ErrNotFound
 	}
@@ -287,7 +290,7 @@ func (e *Accounts) Session(ctx context.Context, h [32]byte) (account.Session, er
 	if err != nil {
 		return account.Session{}, e.db.Wrap("session", err)
 	}
-	sess.CreatedAt, sess.ExpiresAt, sess.RevokedAt = fromNanos(created), fromNanos(expires), fromNullNanos(revoked)
+	sess.CreatedAt, sess.ExpiresAt, sess.RevokedAt = fromNanos(created), fromNanos(expires), FromNullNanos(revoked)
 	return sess, nil
 }
 

@@ -41,8 +41,8 @@ func scanKey(row pgx.Row, extra ...any) (apikey.APIKey, error) {
 		}
 	}
 	k.CreatedAt, k.UpdatedAt = fromNanos(created), fromNanos(updated)
-	k.GraceUntil, k.RotatedAt = fromNullNanos(grace), fromNullNanos(rotated)
-	k.LastUsedAt, k.ExpiresAt = fromNullNanos(used), fromNullNanos(expires)
+	k.GraceUntil, k.RotatedAt = sqlaccount.FromNullNanos(grace), sqlaccount.FromNullNanos(rotated)
+	k.LastUsedAt, k.ExpiresAt = sqlaccount.FromNullNanos(used), sqlaccount.FromNullNanos(expires)
 	return k, nil
 }
 
@@ -56,7 +56,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, k apikey.APIKey, hash [32]byte
 		models, scopes, status, metadata, created_at, updated_at, expires_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
 		k.ID, k.AccountID, k.Name, k.Type, string(k.Environment), k.Prefix, k.Hint, hash[:],
-		models, scopes, string(k.Status), metadata, toNanos(k.CreatedAt), toNanos(k.UpdatedAt), toNullNanos(k.ExpiresAt))
+		models, scopes, string(k.Status), metadata, toNanos(k.CreatedAt), toNanos(k.UpdatedAt), sqlaccount.ToNullNanos(k.ExpiresAt))
 	if isForeignKey(err) {
 		return apikey.ErrAccountNotFound
 	}
@@ -127,11 +127,11 @@ func (s *Store) UpdateAPIKey(ctx context.Context, accountID, keyID string, u api
 		if err != nil {
 			return wrap("update api key", err)
 		}
-		grace := toNullNanos(out.GraceUntil)
+		grace := sqlaccount.ToNullNanos(out.GraceUntil)
 		if _, err = tx.Exec(ctx, `UPDATE api_keys SET name = $1, models = $2, scopes = $3, status = $4, metadata = $5,
 			expires_at = $6, updated_at = $7, prev_until = $8, prev_hash = CASE WHEN $8::bigint IS NULL THEN NULL ELSE prev_hash END
 			WHERE id = $9`,
-			out.Name, models, scopes, string(out.Status), metadata, toNullNanos(out.ExpiresAt), toNanos(now), grace, keyID); err != nil {
+			out.Name, models, scopes, string(out.Status), metadata, sqlaccount.ToNullNanos(out.ExpiresAt), toNanos(now), grace, keyID); err != nil {
 			return wrap("update api key", err)
 		}
 		return s.notifyKey(ctx, tx, keyID)
@@ -152,7 +152,7 @@ func (s *Store) RotateAPIKey(ctx context.Context, accountID, keyID string, r api
 		if out, err = r.Apply(k, now); err != nil {
 			return err
 		}
-		grace := toNullNanos(r.GraceUntil)
+		grace := sqlaccount.ToNullNanos(r.GraceUntil)
 		if _, err = tx.Exec(ctx, `UPDATE api_keys SET prev_hash = CASE WHEN $1::bigint IS NULL THEN NULL ELSE hash END,
 			prev_until = $1, hash = $2, hint = $3, rotated_at = $4, updated_at = $4 WHERE id = $5`,
 			grace, r.Hash[:], out.Hint, toNanos(now), keyID); err != nil {

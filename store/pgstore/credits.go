@@ -12,6 +12,7 @@ import (
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/credits/ledger"
 	"github.com/keyledger/keyledger/internal/ledgerstage"
+	"github.com/keyledger/keyledger/internal/sqlaccount"
 	"github.com/keyledger/keyledger/internal/sqlledger"
 	"github.com/keyledger/keyledger/internal/sqlrow"
 )
@@ -266,7 +267,7 @@ func queueLedger(b *pgx.Batch, t *sqlledger.Tx) func(pgx.BatchResults) error {
 		for i, e := range st.Entries {
 			acct[i], seq[i], id[i], typ[i], amt[i], bal[i] = e.AccountID, e.Seq, e.ID, string(e.Type), e.Amount.String(), e.BalanceAfter.String()
 			ref[i], desc[i], idem[i], hold[i], expires[i], created[i] = e.Reference, e.Description, e.IdempotencyKey, e.HoldID,
-				toNullNanos(e.ExpiresAt), toNanos(e.CreatedAt)
+				sqlaccount.ToNullNanos(e.ExpiresAt), toNanos(e.CreatedAt)
 		}
 		b.Queue(`INSERT INTO credit_entries (`+sqlledger.EntryColumns+`)
 			SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[]::numeric[], $6::text[]::numeric[], $7::text[],
@@ -300,7 +301,7 @@ func queueLedger(b *pgx.Batch, t *sqlledger.Tx) func(pgx.BatchResults) error {
 			fp := h.SettleFingerprint
 			ids[i] = h.ID
 			acct[i], amt[i], state[i], ref[i], idem[i] = h.AccountID, h.Amount.String(), string(h.State), h.Reference, h.IdempotencyKey
-			created[i], expires[i], resolved[i] = toNanos(h.CreatedAt), toNanos(h.ExpiresAt), toNullNanos(h.ResolvedAt)
+			created[i], expires[i], resolved[i] = toNanos(h.CreatedAt), toNanos(h.ExpiresAt), sqlaccount.ToNullNanos(h.ResolvedAt)
 			actual[i], charged[i], entry[i], seq[i], fps[i] = h.Actual.String(), h.Charged.String(), h.EntryID, h.EntrySeq, fp[:]
 		}
 		b.Queue(`INSERT INTO credit_holds (`+sqlledger.HoldColumns+`)
