@@ -303,10 +303,7 @@ func TestCrashChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	// Every other child keeps its holds in the process: killed, they
-	// vanish with its requests, and the kernel drops its spend lock (the
-	// parent's replays below spend on the file).
-	st, err := sqlitestore.Open(ctx, db, &sqlitestore.Options{Logger: slog.New(slog.DiscardHandler), ProcessHolds: run%2 == 1})
+	st, err := sqlitestore.Open(ctx, db, &sqlitestore.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

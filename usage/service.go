@@ -151,6 +151,7 @@ func NewService(st Store, opts *Options) (*Service, error) {
 		s.rec = groupcommit.New(groupcommit.Config[MeterRequest, MeterOutcome]{
 			Ctx: context.Background(), Apply: st.MeterUsage, After: s.afterCommit, Now: o.Now,
 			MaxBatch: o.MaxBatch, MaxWait: o.MaxWait, Queue: o.MaxBatch * 2, Stats: &s.stats.batch,
+			Loops: commitLoops(st),
 		})
 	}
 	return s, nil
@@ -293,34 +294,27 @@ func (s *Service) meter(ctx context.Context, p MeterParams) (MeterOutcome, error
 	if err != nil {
 		return MeterOutcome{}, err
 	}
-	var out MeterOutcome
 	if s.rec != nil {
-		out, err = s.rec.Do(ctx, req, ErrClosed)
-	} else {
-		one := s.ones.Get().(*oneMeter)
-		one.req[0] = req
-		err = s.store.MeterUsage(ctx, now, one.req[:], one.res[:])
-		out = one.res[0]
-		*one = oneMeter{}
-		s.ones.Put(one)
-		if err == nil {
-			s.afterCommit(out)
-		}
+		return s.rec.Do(ctx, req, ErrClosed)
 	}
-	if (err != nil || out.Err != nil) && s.opt.Credits != nil {
-		s.opt.Credits.AbortSpend(req.Spend)
+	one := s.ones.Get().(*oneMeter)
+	one.req[0] = req
+	err = s.store.MeterUsage(ctx, now, one.req[:], one.res[:])
+	out := one.res[0]
+	*one = oneMeter{}
+	s.ones.Put(one)
+	if err == nil {
+		s.afterCommit(out)
 	}
 	return out, err
 }
 
 // afterCommit runs the post-commit work of a committed request: the
 // ledger's auto-recharge of a debit or settlement that crossed the
-// threshold, and the release of the process hold it settled (a replay
-// carries the settled hold and entry, as the first commit may have been
-// reported as a failure). The group commit calls it for every result,
-// whether or not the caller still waits.
+// threshold. The group commit calls it for every result, whether or not
+// the caller still waits.
 func (s *Service) afterCommit(out MeterOutcome) {
-	if out.Err == nil && s.opt.Credits != nil {
+	if out.Err == nil && !out.Replayed && s.opt.Credits != nil {
 		s.opt.Credits.AfterSpend(out.Spend)
 	}
 }
@@ -534,4 +528,14 @@ func fingerprint(r *Record, holdID, tz string, ov credits.Overrun) [32]byte {
 		b = append(b, 'o', byte(ov))
 	}
 	return sha256.Sum256(b)
+}
+
+// commitLoops is how many group commits may run at once on st: what its
+// optional CommitLoops method says (a database with concurrent writers
+// overlaps one commit's flush with the next batch), else 1.
+func commitLoops(st any) int {
+	if c, ok := st.(interface{ CommitLoops() int }); ok {
+		return max(1, c.CommitLoops())
+	}
+	return 1
 }

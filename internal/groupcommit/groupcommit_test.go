@@ -68,3 +68,51 @@ func TestAfterRunsWithoutCaller(t *testing.T) {
 		t.Fatalf("after %v, batches %d", after, st.Batches.Load())
 	}
 }
+
+// With Loops = 3, three batches are in Apply at once: each Apply below
+// waits until three are inside, which one loop alone would never reach.
+// Every request is answered once, and Close waits for all loops.
+func TestLoopsCommitConcurrently(t *testing.T) {
+	const loops = 3
+	var st groupcommit.Stats
+	var mu sync.Mutex
+	inside, peak := 0, 0
+	all := make(chan struct{})
+	c := groupcommit.New(groupcommit.Config[int, int]{
+		Ctx: context.Background(), Now: time.Now, MaxBatch: 1, Loops: loops, Queue: 64, Stats: &st,
+		Apply: func(_ context.Context, _ time.Time, reqs, res []int) error {
+			mu.Lock()
+			inside++
+			peak = max(peak, inside)
+			if inside == loops {
+				close(all)
+			}
+			mu.Unlock()
+			select {
+			case <-all:
+			case <-time.After(time.Second): // one loop only: never three inside
+			}
+			mu.Lock()
+			inside--
+			mu.Unlock()
+			copy(res, reqs)
+			return nil
+		},
+	})
+	var wg sync.WaitGroup
+	for i := range 30 {
+		wg.Go(func() {
+			if r, err := c.Do(context.Background(), i, errClosed); err != nil || r != i {
+				t.Errorf("Do(%d) = %d, %v", i, r, err)
+			}
+		})
+	}
+	wg.Wait()
+	c.Close()
+	if peak != loops {
+		t.Fatalf("at most %d batches were in Apply at once, want %d", peak, loops)
+	}
+	if got := st.Items.Load(); got != 30 {
+		t.Fatalf("%d items applied, want 30", got)
+	}
+}
