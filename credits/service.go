@@ -145,7 +145,7 @@ func NewService(st Store, opts *Options) (*Service, error) {
 		// crossing is never lost to a caller that stopped waiting.
 		s.batch = groupcommit.New(groupcommit.Config[SpendRequest, SpendResult]{
 			Ctx: s.life, Apply: st.ApplySpends, After: s.AfterSpend, Now: o.Now,
-			MaxBatch: o.MaxBatch, MaxWait: o.MaxWait, Stats: &s.stats.batch, Loops: commitLoops(st),
+			MaxBatch: o.MaxBatch, MaxWait: o.MaxWait, Stats: &s.stats.batch,
 		})
 	}
 	return s, nil
@@ -685,14 +685,4 @@ func validText(ref, desc string) error {
 		return ErrInvalidText
 	}
 	return nil
-}
-
-// commitLoops is how many group commits may run at once on st: what its
-// optional CommitLoops method says (a database with concurrent writers
-// overlaps one commit's flush with the next batch), else 1.
-func commitLoops(st any) int {
-	if c, ok := st.(interface{ CommitLoops() int }); ok {
-		return max(1, c.CommitLoops())
-	}
-	return 1
 }

@@ -151,7 +151,6 @@ func NewService(st Store, opts *Options) (*Service, error) {
 		s.rec = groupcommit.New(groupcommit.Config[MeterRequest, MeterOutcome]{
 			Ctx: context.Background(), Apply: st.MeterUsage, After: s.afterCommit, Now: o.Now,
 			MaxBatch: o.MaxBatch, MaxWait: o.MaxWait, Queue: o.MaxBatch * 2, Stats: &s.stats.batch,
-			Loops: commitLoops(st),
 		})
 	}
 	return s, nil
@@ -528,14 +527,4 @@ func fingerprint(r *Record, holdID, tz string, ov credits.Overrun) [32]byte {
 		b = append(b, 'o', byte(ov))
 	}
 	return sha256.Sum256(b)
-}
-
-// commitLoops is how many group commits may run at once on st: what its
-// optional CommitLoops method says (a database with concurrent writers
-// overlaps one commit's flush with the next batch), else 1.
-func commitLoops(st any) int {
-	if c, ok := st.(interface{ CommitLoops() int }); ok {
-		return max(1, c.CommitLoops())
-	}
-	return 1
 }

@@ -52,13 +52,6 @@ type Config[Req, Res any] struct {
 	MaxWait  time.Duration
 	// Queue is the queue's capacity (MaxBatch if 0).
 	Queue int
-	// Loops is how many batches may commit at once (1 if 0). A database
-	// that runs concurrent transactions and makes each commit wait for a
-	// flush (PostgreSQL) overlaps one batch's flush with the next batch's
-	// work; a single-writer database (SQLite) keeps 1. Batches then commit
-	// in any order, so Apply and After must not depend on the order of
-	// requests across batches.
-	Loops int
 	// Stats receives the counters (required).
 	Stats *Stats
 }
@@ -87,18 +80,8 @@ func New[Req, Res any](cfg Config[Req, Res]) *Committer[Req, Res] {
 	if cfg.Queue <= 0 {
 		cfg.Queue = cfg.MaxBatch
 	}
-	if cfg.Loops <= 0 {
-		cfg.Loops = 1
-	}
 	c := &Committer[Req, Res]{cfg: cfg, in: make(chan *pending[Req, Res], cfg.Queue), exited: make(chan struct{})}
-	var wg sync.WaitGroup
-	for range cfg.Loops {
-		wg.Go(c.loop)
-	}
-	go func() {
-		wg.Wait()
-		close(c.exited)
-	}()
+	go c.loop()
 	return c
 }
 
@@ -144,6 +127,7 @@ func (c *Committer[Req, Res]) Close() {
 }
 
 func (c *Committer[Req, Res]) loop() {
+	defer close(c.exited)
 	batch := make([]*pending[Req, Res], 0, c.cfg.MaxBatch)
 	reqs := make([]Req, 0, c.cfg.MaxBatch)
 	res := make([]Res, c.cfg.MaxBatch)
@@ -168,11 +152,8 @@ func (c *Committer[Req, Res]) loop() {
 		err := c.cfg.Apply(c.cfg.Ctx, c.cfg.Now(), reqs, out)
 		c.cfg.Stats.Batches.Add(1)
 		c.cfg.Stats.Items.Add(int64(len(reqs)))
-		for n := int64(len(reqs)); ; {
-			m := c.cfg.Stats.MaxBatch.Load()
-			if n <= m || c.cfg.Stats.MaxBatch.CompareAndSwap(m, n) {
-				break
-			}
+		if n := int64(len(reqs)); n > c.cfg.Stats.MaxBatch.Load() {
+			c.cfg.Stats.MaxBatch.Store(n) // only this goroutine writes it
 		}
 		for i, p := range live {
 			if err != nil {

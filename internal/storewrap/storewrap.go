@@ -26,15 +26,6 @@ func (b Base) GroupCommit() bool {
 	return ok && gc.GroupCommit()
 }
 
-// CommitLoops reports how many group commits the wrapped store takes at
-// once (1 if it does not say).
-func (b Base) CommitLoops() int {
-	if c, ok := b.Store.(interface{ CommitLoops() int }); ok {
-		return c.CommitLoops()
-	}
-	return 1
-}
-
 // UsageGroupCommit reports the usage group-commit capability (see
 // usage.Store) of the wrapped store.
 func (b Base) UsageGroupCommit() bool {

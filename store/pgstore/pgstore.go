@@ -108,15 +108,6 @@ type Options struct {
 	// 4 and the number of CPUs, if 0). The change listener uses one more
 	// connection of its own.
 	MaxConns int32
-	// CommitLoops is how many group commits of spends, and of metered
-	// usage, may be in flight at once (4 by default; at most MaxConns/2).
-	// PostgreSQL makes every commit wait for its WAL flush; with several
-	// batches in flight one batch's flush overlaps the next one's work,
-	// and concurrent flushes share one fsync. Batches that touch the same
-	// accounts wait for each other's row locks (a deadlock between two of
-	// them is retried like one between instances), so this trades nothing
-	// in correctness. 1 commits one batch at a time.
-	CommitLoops int
 	// Logger receives migration progress and listener reconnects
 	// (slog.Default if nil).
 	Logger *slog.Logger
@@ -464,14 +455,4 @@ func wrap(op string, err error) error {
 		return nil
 	}
 	return fmt.Errorf("pgstore: %s: %w", op, err)
-}
-
-// CommitLoops is the number of group commits the credits and usage
-// services may run at once on this store (Options.CommitLoops).
-func (s *Store) CommitLoops() int {
-	n := s.opt.CommitLoops
-	if n == 0 {
-		n = 4
-	}
-	return max(1, min(n, int(s.pool.Config().MaxConns)/2))
 }

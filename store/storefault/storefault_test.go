@@ -121,7 +121,6 @@ type capable struct {
 
 func (c *capable) GroupCommit() bool      { return true }
 func (c *capable) UsageGroupCommit() bool { return true }
-func (c *capable) CommitLoops() int       { return 3 }
 func (c *capable) WatchKeyChanges(fn func(apikey.Change)) (stop func()) {
 	c.watching = fn
 	return func() { c.stopped = true }
@@ -132,14 +131,14 @@ func (c *capable) WatchKeyChanges(fn func(apikey.Change)) (stop func()) {
 // would without it) and key change notifications.
 func TestCapabilitiesForwarded(t *testing.T) {
 	plain := storefault.New(memstore.New(), nil)
-	if plain.GroupCommit() || plain.UsageGroupCommit() || plain.CommitLoops() != 1 {
+	if plain.GroupCommit() || plain.UsageGroupCommit() {
 		t.Fatal("memstore has no group commit; the wrapper must not claim it")
 	}
 	plain.WatchKeyChanges(func(apikey.Change) { t.Error("memstore reports no key changes") })()
 
 	inner := &capable{Store: memstore.New()}
 	st := storefault.New(inner, nil)
-	if !st.GroupCommit() || !st.UsageGroupCommit() || st.CommitLoops() != 3 {
+	if !st.GroupCommit() || !st.UsageGroupCommit() {
 		t.Fatal("the wrapped store's group commit is hidden by the wrapper")
 	}
 	var got []apikey.Change
