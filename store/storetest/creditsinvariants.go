@@ -504,8 +504,11 @@ func (e *engine) reuse(step int, a, b byte) {
 }
 
 func (e *engine) check(step int, allHolds bool) {
-	if e.m.bal.Cmp(e.m.od.Neg()) >= 0 {
-		e.m.overshoot = decimal.Zero // the debt is paid
+	if e.m.bal.Sub(e.m.held).Cmp(e.m.od.Neg()) >= 0 {
+		// Available is back above −overdraft: the overshoot is paid. (An
+		// overshoot may take funds other holds set aside before it takes
+		// the balance below −overdraft, so Available decides, not Balance.)
+		e.m.overshoot = decimal.Zero
 	}
 	now := e.clk.Now()
 	e.m.advance(now)
