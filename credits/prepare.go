@@ -14,6 +14,11 @@ import (
 // PrepareDebit validates p like Debit and returns the request Debit would
 // apply. It returns ErrClosed, ErrUnknownAccount, ErrInvalidAmount,
 // ErrAmountPrecision, ErrInvalidIdempotencyKey or ErrInvalidText.
+//
+// With process holds (see Reserve) the debit counts as pending until
+// AfterSpend receives its commit or AbortSpend its failure (or for a
+// minute), and the store checks it with this process's holds counted as
+// held.
 func (s *Service) PrepareDebit(p DebitParams) (SpendRequest, error) {
 	if err := s.checkSpend(p.AccountID, p.Amount, p.IdempotencyKey, p.Reference, p.Description); err != nil {
 		return SpendRequest{}, err
@@ -21,12 +26,18 @@ func (s *Service) PrepareDebit(p DebitParams) (SpendRequest, error) {
 	if p.Overrun > OverrunWriteOff {
 		return SpendRequest{}, ErrInvalidOptions
 	}
-	return SpendRequest{
+	r := SpendRequest{
 		Kind: SpendDebit, Unit: s.opt.Unit.Code, AccountID: p.AccountID, Amount: p.Amount,
 		Reference: p.Reference, Description: p.Description, IdempotencyKey: p.IdempotencyKey,
 		Fingerprint: fingerprint('d', p.AccountID, "", p.Amount, int64(p.Overrun), time.Time{}, p.Reference, p.Description),
 		EntryID:     s.ids.New(s.opt.EntryIDPrefix), Overrun: p.Overrun,
-	}, nil
+	}
+	if s.local != nil {
+		if err := s.pendLocal(&r); err != nil {
+			return SpendRequest{}, err
+		}
+	}
+	return r, nil
 }
 
 // PrepareSettle validates p like Settle and returns the request Settle
@@ -53,12 +64,18 @@ func (s *Service) PrepareSettle(p SettleParams) (SpendRequest, error) {
 	default:
 		return SpendRequest{}, ErrInvalidOptions
 	}
-	return SpendRequest{
+	r := SpendRequest{
 		Kind: SpendSettle, Unit: s.opt.Unit.Code, HoldID: p.HoldID, Amount: p.Actual,
 		Reference: p.Reference, Description: p.Description,
 		Fingerprint: fingerprint('s', p.HoldID, "", p.Actual, int64(ov), time.Time{}, p.Reference, p.Description),
 		EntryID:     s.ids.New(s.opt.EntryIDPrefix), Overrun: ov,
-	}, nil
+	}
+	if s.local != nil {
+		if _, err := s.settleLocal(&r); err != nil {
+			return SpendRequest{}, err
+		}
+	}
+	return r, nil
 }
 
 // PrepareRelease returns the request Release would apply. It returns
@@ -69,6 +86,12 @@ func (s *Service) PrepareRelease(holdID string) (SpendRequest, error) {
 	}
 	if s.closed.Load() {
 		return SpendRequest{}, ErrClosed
+	}
+	if s.local != nil {
+		if _, ok, err := s.releaseLocal(holdID); ok {
+			// Freed now; the caller's transaction has nothing to write.
+			return SpendRequest{}, err
+		}
 	}
 	return SpendRequest{Kind: SpendRelease, Unit: s.opt.Unit.Code, HoldID: holdID}, nil
 }
@@ -83,6 +106,9 @@ func (s *Service) CheckSpendAmount(amt Amount) error { return s.checkAmount(amt,
 // settlement that crossed the account's threshold. Call it once per
 // committed result, never for a rolled-back one.
 func (s *Service) AfterSpend(res SpendResult) {
+	if res.Err == nil && s.local != nil {
+		s.committedLocal(res)
+	}
 	if res.Err == nil && res.Recharge != nil {
 		s.startRecharge(res.Recharge)
 	}

@@ -293,27 +293,34 @@ func (s *Service) meter(ctx context.Context, p MeterParams) (MeterOutcome, error
 	if err != nil {
 		return MeterOutcome{}, err
 	}
+	var out MeterOutcome
 	if s.rec != nil {
-		return s.rec.Do(ctx, req, ErrClosed)
+		out, err = s.rec.Do(ctx, req, ErrClosed)
+	} else {
+		one := s.ones.Get().(*oneMeter)
+		one.req[0] = req
+		err = s.store.MeterUsage(ctx, now, one.req[:], one.res[:])
+		out = one.res[0]
+		*one = oneMeter{}
+		s.ones.Put(one)
+		if err == nil {
+			s.afterCommit(out)
+		}
 	}
-	one := s.ones.Get().(*oneMeter)
-	one.req[0] = req
-	err = s.store.MeterUsage(ctx, now, one.req[:], one.res[:])
-	out := one.res[0]
-	*one = oneMeter{}
-	s.ones.Put(one)
-	if err == nil {
-		s.afterCommit(out)
+	if (err != nil || out.Err != nil) && s.opt.Credits != nil {
+		s.opt.Credits.AbortSpend(req.Spend)
 	}
 	return out, err
 }
 
 // afterCommit runs the post-commit work of a committed request: the
 // ledger's auto-recharge of a debit or settlement that crossed the
-// threshold. The group commit calls it for every result, whether or not
-// the caller still waits.
+// threshold, and the release of the process hold it settled (a replay
+// carries the settled hold and entry, as the first commit may have been
+// reported as a failure). The group commit calls it for every result,
+// whether or not the caller still waits.
 func (s *Service) afterCommit(out MeterOutcome) {
-	if out.Err == nil && !out.Replayed && s.opt.Credits != nil {
+	if out.Err == nil && s.opt.Credits != nil {
 		s.opt.Credits.AfterSpend(out.Spend)
 	}
 }
