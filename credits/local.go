@@ -58,9 +58,16 @@ const (
 	// localRecheck is the age past which a refusal reads the account again
 	// before it refuses.
 	localRecheck = 50 * time.Millisecond
-	// localPendingTTL is how long a direct debit counts as pending if its
-	// commit is never reported (its transaction failed).
-	localPendingTTL = time.Minute
+	// localPendingTTL is how long a direct debit counts as pending at most:
+	// a safety net, as every prepared spend's outcome is reported
+	// (AfterSpend or AbortSpend) when its transaction ends.
+	localPendingTTL = time.Hour
+	// localWait bounds how long PrepareRelease, which has no context,
+	// waits for a settle in flight.
+	localWait = 5 * time.Second
+	// localMaxDone bounds the charges a snapshot remembers having taken in;
+	// past it the account is read again.
+	localMaxDone = 4096
 	// localKeep is how long a resolved hold stays readable, and its
 	// idempotency key answered, after it was settled, released or expired.
 	// A settled hold stays readable from the store afterwards.
@@ -101,16 +108,21 @@ type localAcct struct {
 	// read taken before their commit lacks.
 	reading int
 	pend    map[int64]Amount
+	// gen counts the changes a read cannot account for (a credit or
+	// adjustment, a write whose outcome is unknown): a read that began
+	// under an older gen is not installed.
+	gen uint64
 }
 
 type localHold struct {
 	h       Hold
 	fp      [32]byte
-	pending bool // a direct debit counted until it commits (h.ID is its entry ID)
-	// settling: a settle of it was prepared, so it may have committed
-	// unreported (an ambiguous failure); if it then expires, the account's
-	// snapshot is read again, as it may lack the charge.
-	settling bool
+	pending bool // a direct debit or negative adjustment counted until it ends (h.ID is its entry ID)
+	// settling counts the settles of it in flight (prepared, outcome not
+	// reported): meanwhile it neither expires nor is released, and wait
+	// is closed when the last one ends.
+	settling int
+	wait     chan struct{}
 	forget   time.Time // resolved: when it leaves the book
 	idx      int       // in book.due; -1 when not queued
 }
@@ -127,9 +139,6 @@ func newBook() *book {
 func (b *book) sweep(now time.Time) {
 	for len(b.due) > 0 && !now.Before(b.due[0].h.ExpiresAt) {
 		lh := heap.Pop(&b.due).(*localHold)
-		if a := b.accts[lh.h.AccountID]; lh.settling || lh.pending {
-			a.readAt = time.Time{}
-		}
 		b.free(lh)
 		lh.h.State, lh.h.ResolvedAt = HoldExpired, lh.h.ExpiresAt
 		b.keep(lh, now)
@@ -205,7 +214,9 @@ func (b *book) keep(lh *localHold, now time.Time) {
 
 // resolve marks an active hold settled or released. The caller holds b.mu.
 func (b *book) resolve(lh *localHold, state HoldState, now time.Time) {
-	heap.Remove(&b.due, lh.idx)
+	if lh.idx >= 0 {
+		heap.Remove(&b.due, lh.idx)
+	}
 	b.free(lh)
 	lh.h.State, lh.h.ResolvedAt = state, now
 	b.keep(lh, now)
@@ -242,22 +253,32 @@ func (s *Service) localAcct(ctx context.Context, id string, now time.Time, force
 		a = &localAcct{}
 		b.accts[id] = a
 	}
-	if a.fresh(now) && !force {
-		return a, nil
-	}
-	a.reading++
-	b.mu.Unlock()
-	st, err := s.store.LedgerAccount(ctx, id, now)
-	b.mu.Lock()
-	a.reading--
-	if err != nil {
-		if a.reading == 0 {
-			a.pend = nil
-		}
-		b.drop(id, a)
+	for !a.fresh(now) || force {
+		gen := a.gen
+		a.reading++
 		b.mu.Unlock()
-		return nil, err
+		st, err := s.store.LedgerAccount(ctx, id, now)
+		b.mu.Lock()
+		a.reading--
+		if err != nil {
+			if a.reading == 0 {
+				a.pend = nil
+			}
+			b.drop(id, a)
+			b.mu.Unlock()
+			return nil, err
+		}
+		if a.gen != gen {
+			continue // a change the read may lack: read again
+		}
+		a.install(st, now)
+		force = false
 	}
+	return a, nil
+}
+
+// install makes st, read at now, a's snapshot. The caller holds b.mu.
+func (a *localAcct) install(st Account, now time.Time) {
 	// The charges this process committed while the account was read and
 	// that the read lacks (Seq after the read's).
 	for seq, charge := range a.pend { // a replay repeats a Seq: a map keeps one
@@ -269,7 +290,6 @@ func (s *Service) localAcct(ctx context.Context, id string, now time.Time, force
 		a.pend = nil
 	}
 	a.snap, a.readAt, a.base, a.done = &st, now, st.Seq, nil
-	return a, nil
 }
 
 // localCheck runs the funds check of amt on account id, reading the
@@ -312,6 +332,10 @@ func (s *Service) reserveLocal(ctx context.Context, p ReserveParams, fp [32]byte
 			return Hold{}, ErrIdempotencyConflict
 		}
 		return lh.h.at(now), nil
+	}
+	if len(b.pend[opKey{p.AccountID, p.IdempotencyKey}]) > 0 {
+		b.mu.Unlock()
+		return Hold{}, ErrIdempotencyConflict // a pending debit has the key
 	}
 	b.mu.Unlock()
 	// The key may name a write of the store: a debit or credit (a
@@ -427,28 +451,46 @@ func (s *Service) moveDeadline(lh *localHold, ttl time.Duration, now time.Time) 
 }
 
 // releaseLocal is Release on a process hold; ok false means id is not one.
-func (s *Service) releaseLocal(id string) (Hold, bool, error) {
-	now := s.opt.Now()
+// A hold with a settle in flight is released only if that settle did not
+// commit: releaseLocal waits for its outcome (or ctx).
+func (s *Service) releaseLocal(ctx context.Context, id string) (Hold, bool, error) {
 	b := s.local
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.sweep(now)
-	lh := b.holds[id]
-	if lh == nil || lh.pending {
-		return Hold{}, false, nil
+	for {
+		now := s.opt.Now()
+		b.sweep(now)
+		lh := b.holds[id]
+		if lh == nil || lh.pending {
+			return Hold{}, false, nil
+		}
+		if lh.settling > 0 {
+			wait := lh.wait
+			b.mu.Unlock()
+			select {
+			case <-wait:
+			case <-ctx.Done():
+				b.mu.Lock()
+				return Hold{}, true, ctx.Err()
+			}
+			b.mu.Lock()
+			continue
+		}
+		switch lh.h.State {
+		case HoldSettled:
+			return Hold{}, true, ErrHoldSettled
+		case HoldActive:
+			b.resolve(lh, HoldReleased, now)
+		}
+		return lh.h, true, nil
 	}
-	switch lh.h.State {
-	case HoldSettled:
-		return Hold{}, true, ErrHoldSettled
-	case HoldActive:
-		b.resolve(lh, HoldReleased, now)
-	}
-	return lh.h, true, nil
 }
 
 // settleLocal completes the settle request r of a process hold: the store
 // writes the hold, settled, with the charge. ok false means r's hold is
 // not one. A hold resolved here already fails like a stored one would.
+// From here until its outcome is reported (AfterSpend, AbortSpend) the
+// hold neither expires nor is released.
 func (s *Service) settleLocal(r *SpendRequest) (bool, error) {
 	b := s.local
 	b.mu.Lock()
@@ -457,14 +499,6 @@ func (s *Service) settleLocal(r *SpendRequest) (bool, error) {
 	lh := b.holds[r.HoldID]
 	if lh == nil || lh.pending {
 		return false, nil
-	}
-	if lh.settling && lh.h.State != HoldSettled {
-		// An earlier settle may have committed unreported: the store
-		// answers, replaying it if it did; if not, the hold as it is here
-		// decides (released or expired fail there as here).
-		h := lh.h
-		r.Held, r.ReserveFingerprint = &h, lh.fp
-		return true, nil
 	}
 	switch lh.h.State {
 	case HoldReleased:
@@ -477,7 +511,13 @@ func (s *Service) settleLocal(r *SpendRequest) (bool, error) {
 	h := lh.h
 	r.Held, r.ReserveFingerprint = &h, lh.fp
 	r.HeldOthers = b.accts[h.AccountID].held.Sub(h.Amount)
-	lh.settling = true
+	if lh.settling == 0 {
+		if lh.idx >= 0 {
+			heap.Remove(&b.due, lh.idx)
+		}
+		lh.wait = make(chan struct{})
+	}
+	lh.settling++
 	return true, nil
 }
 
@@ -488,39 +528,79 @@ func (s *Service) settleLocal(r *SpendRequest) (bool, error) {
 // outcome known — a replay of a debit that committed needs no funds, and
 // debits are ordered by their commits.
 func (s *Service) pendLocal(r *SpendRequest) error {
-	now := s.opt.Now()
 	b := s.local
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.sweep(now)
+	b.sweep(s.opt.Now())
 	if b.keys[opKey{r.AccountID, r.IdempotencyKey}] != nil {
 		return ErrIdempotencyConflict // a process reserve has the key
 	}
-	a := b.accts[r.AccountID]
-	if a == nil {
-		a = &localAcct{}
-		b.accts[r.AccountID] = a
-	}
-	lh := &localHold{pending: true, h: Hold{
-		ID: r.EntryID, AccountID: r.AccountID, Amount: r.Amount, State: HoldActive, CreatedAt: now,
-		ExpiresAt: now.Add(localPendingTTL), IdempotencyKey: r.IdempotencyKey,
-	}}
-	r.HeldOthers = a.held
-	a.pended = a.pended.Add(r.Amount)
-	a.users++
-	heap.Push(&b.due, lh)
-	b.holds[lh.h.ID] = lh
-	k := opKey{r.AccountID, r.IdempotencyKey}
-	b.pend[k] = append(b.pend[k], lh)
+	r.HeldOthers = b.pendAdd(r.AccountID, r.EntryID, r.IdempotencyKey, r.Amount, s.opt.Now())
 	return nil
 }
 
-// AbortSpend tells the Service that the transaction of a prepared spend r
-// (PrepareDebit, PrepareSettle) failed, or may have: its caller got an
-// error. With process holds, a pending debit stops counting and the
-// account is read again before its next check, so that a charge that did
-// commit is seen. Otherwise it does nothing. A spend whose commit is
-// reported later still reaches AfterSpend.
+// pendAdd counts amt on account acct as pending under id (and key) and
+// returns what the process's holds set aside there. The caller holds b.mu.
+func (b *book) pendAdd(acct, id, key string, amt Amount, now time.Time) Amount {
+	a := b.accts[acct]
+	if a == nil {
+		a = &localAcct{}
+		b.accts[acct] = a
+	}
+	lh := &localHold{pending: true, h: Hold{
+		ID: id, AccountID: acct, Amount: amt, State: HoldActive, CreatedAt: now,
+		ExpiresAt: now.Add(localPendingTTL), IdempotencyKey: key,
+	}}
+	before := a.held // pending debits are ordered by the store itself
+	a.pended = a.pended.Add(amt)
+	a.users++
+	heap.Push(&b.due, lh)
+	b.holds[id] = lh
+	k := opKey{acct, key}
+	b.pend[k] = append(b.pend[k], lh)
+	return before
+}
+
+// adjustLocal counts a negative adjustment r as pending while the store
+// applies it, so that no reserve takes the funds it may remove; the
+// returned func ends that once the store call returned, whatever it
+// answered, and has the account read again.
+func (s *Service) adjustLocal(r *CreditRequest) func() {
+	if s.local == nil || !r.Amount.IsNegative() {
+		return func() {}
+	}
+	b := s.local
+	b.mu.Lock()
+	r.HeldOthers = b.pendAdd(r.AccountID, r.EntryID, "", r.Amount.Neg(), s.opt.Now())
+	b.mu.Unlock()
+	return func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if lh := b.holds[r.EntryID]; lh != nil && lh.pending && lh.h.State == HoldActive {
+			b.resolve(lh, HoldReleased, s.opt.Now())
+		}
+		b.changed(r.AccountID)
+	}
+}
+
+// changed marks account id as changed in a way a read in flight may lack:
+// its snapshot is dropped and such a read is not installed. The caller
+// holds b.mu.
+func (b *book) changed(id string) {
+	if a := b.accts[id]; a != nil {
+		a.snap, a.done = nil, nil
+		a.gen++
+		b.drop(id, a)
+	}
+}
+
+// AbortSpend reports that a prepared spend r (PrepareDebit, PrepareSettle)
+// was not applied, or that its transaction ended without a known outcome
+// (the store call returned an error): call it once for such a request,
+// and AfterSpend for one that committed or was refused. With process
+// holds a pending debit stops counting, a settled hold is active again
+// (or expires), and the account is read again before its next check, so
+// that a charge that did commit is seen. Otherwise it does nothing.
 func (s *Service) AbortSpend(r SpendRequest) {
 	if s.local == nil || r.Kind == 0 {
 		return
@@ -528,36 +608,50 @@ func (s *Service) AbortSpend(r SpendRequest) {
 	b := s.local
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	s.outcomeLocal(&r, SpendResult{}, false)
 	acct := r.AccountID
 	if r.Held != nil {
 		acct = r.Held.AccountID
 	}
-	if lh := b.holds[r.EntryID]; r.Kind == SpendDebit && lh != nil && lh.pending && lh.h.State == HoldActive {
-		b.resolve(lh, HoldReleased, s.opt.Now())
-	}
-	if a := b.accts[acct]; a != nil {
-		a.readAt = time.Time{}
-	}
+	b.changed(acct)
 }
 
-// committedLocal takes a committed spend into the book: its process hold or
-// pending debit leaves, and its charge enters the account's snapshot.
-func (s *Service) committedLocal(res SpendResult) {
-	now := s.opt.Now()
+// outcomeLocal takes the outcome of a prepared spend r into the book:
+// applied (res is its committed result or its refusal) or not. Its
+// pending debit leaves, its settling hold is settled or active again, and
+// a committed charge enters the account's snapshot. The caller holds b.mu.
+func (s *Service) outcomeLocal(r *SpendRequest, res SpendResult, applied bool) {
 	b := s.local
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	e := res.Entry
-	if id := res.Hold.ID; id != "" {
-		if lh := b.holds[id]; lh != nil && !lh.pending && lh.h.State == HoldActive {
+	now := s.opt.Now()
+	switch {
+	case r.Held != nil:
+		lh := b.holds[r.HoldID]
+		if lh == nil || lh.pending || lh.settling == 0 {
+			break
+		}
+		lh.settling--
+		if applied && res.Err == nil && lh.h.State == HoldActive {
 			b.resolve(lh, HoldSettled, now)
 			lh.h = res.Hold
 		}
-	} else if l := b.pend[opKey{e.AccountID, e.IdempotencyKey}]; e.ID != "" && len(l) > 0 {
-		b.resolve(l[0], HoldSettled, now) // a debit under this key committed or replayed
+		if lh.settling > 0 {
+			break
+		}
+		close(lh.wait)
+		if lh.h.State == HoldActive {
+			heap.Push(&b.due, lh) // not settled: it expires at its deadline again
+		}
+	case r.Kind == SpendDebit:
+		if lh := b.holds[r.EntryID]; lh != nil && lh.pending && lh.h.State == HoldActive {
+			b.resolve(lh, HoldReleased, now)
+		}
+	}
+	e := res.Entry
+	if !applied || res.Err != nil || e.ID == "" {
+		return
 	}
 	a := b.accts[e.AccountID]
-	if e.ID == "" || a == nil {
+	if a == nil {
 		return
 	}
 	charge := e.Amount.Neg()
@@ -568,6 +662,10 @@ func (s *Service) committedLocal(res SpendResult) {
 		a.pend[e.Seq] = charge
 	}
 	if a.snap != nil && e.Seq > a.base && !a.done[e.Seq] {
+		if len(a.done) >= localMaxDone {
+			b.changed(e.AccountID) // read it again rather than remember more
+			return
+		}
 		if a.done == nil {
 			a.done = make(map[int64]bool)
 		}
@@ -585,10 +683,7 @@ func (s *Service) forgetLocal(id string) {
 	b := s.local
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if a := b.accts[id]; a != nil {
-		a.snap = nil
-		b.drop(id, a)
-	}
+	b.changed(id)
 }
 
 // keyLocal reports whether a process reserve has the key (accountID, key).

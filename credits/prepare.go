@@ -1,6 +1,7 @@
 package credits
 
 import (
+	"context"
 	"time"
 )
 
@@ -88,7 +89,9 @@ func (s *Service) PrepareRelease(holdID string) (SpendRequest, error) {
 		return SpendRequest{}, ErrClosed
 	}
 	if s.local != nil {
-		if _, ok, err := s.releaseLocal(holdID); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), localWait)
+		defer cancel()
+		if _, ok, err := s.releaseLocal(ctx, holdID); ok {
 			// Freed now; the caller's transaction has nothing to write.
 			return SpendRequest{}, err
 		}
@@ -101,13 +104,17 @@ func (s *Service) PrepareRelease(holdID string) (SpendRequest, error) {
 // returns ErrInvalidAmount or ErrAmountPrecision.
 func (s *Service) CheckSpendAmount(amt Amount) error { return s.checkAmount(amt, true) }
 
-// AfterSpend runs the post-commit work of a prepared spend that its
-// caller's transaction committed: today, the auto-recharge of a debit or
-// settlement that crossed the account's threshold. Call it once per
-// committed result, never for a rolled-back one.
-func (s *Service) AfterSpend(res SpendResult) {
-	if res.Err == nil && s.local != nil {
-		s.committedLocal(res)
+// AfterSpend runs the post-commit work of a prepared spend r whose
+// caller's transaction committed, with res its result — or its refusal
+// (res.Err), which wrote nothing: the auto-recharge of a debit or
+// settlement that crossed the account's threshold, and with process
+// holds the end of r's hold or pending debit. Call it once per such
+// request, and AbortSpend for one that was not applied.
+func (s *Service) AfterSpend(r SpendRequest, res SpendResult) {
+	if s.local != nil && r.Kind != 0 {
+		s.local.mu.Lock()
+		s.outcomeLocal(&r, res, true)
+		s.local.mu.Unlock()
 	}
 	if res.Err == nil && res.Recharge != nil {
 		s.startRecharge(res.Recharge)

@@ -148,7 +148,7 @@ func NewService(st Store, opts *Options) (*Service, error) {
 		// The loop starts each committed spend's auto-recharge itself, so a
 		// crossing is never lost to a caller that stopped waiting.
 		s.batch = groupcommit.New(groupcommit.Config[SpendRequest, SpendResult]{
-			Ctx: s.life, Apply: st.ApplySpends, After: s.AfterSpend, Now: o.Now,
+			Ctx: s.life, Apply: st.ApplySpends, After: s.AfterSpend, Failed: s.AbortSpend, Now: o.Now,
 			MaxBatch: o.MaxBatch, MaxWait: o.MaxWait, Stats: &s.stats.batch,
 		})
 	}
@@ -450,12 +450,15 @@ func (s *Service) credit(ctx context.Context, t EntryType, p CreditParams, now t
 	if s.keyLocal(p.AccountID, p.IdempotencyKey) {
 		return Entry{}, ErrIdempotencyConflict // a process reserve has the key
 	}
-	e, err := s.store.LedgerCredit(ctx, now, CreditRequest{
+	r := CreditRequest{
 		Unit: s.opt.Unit.Code, AccountID: p.AccountID, Type: t, Amount: p.Amount, ExpiresAt: p.ExpiresAt,
 		Reference: p.Reference, Description: p.Description, IdempotencyKey: p.IdempotencyKey,
-		Fingerprint: fp, EntryID: s.ids.New(s.opt.EntryIDPrefix), HeldOthers: s.heldLocal(p.AccountID),
-	})
-	s.forgetLocal(p.AccountID) // even on error: the outcome may be unknown
+		Fingerprint: fp, EntryID: s.ids.New(s.opt.EntryIDPrefix),
+	}
+	done := s.adjustLocal(&r) // a negative adjustment counts as pending
+	e, err := s.store.LedgerCredit(ctx, now, r)
+	done()
+	s.forgetLocal(p.AccountID) // the snapshot is read again, whatever the outcome
 	return e, err
 }
 
@@ -495,9 +498,6 @@ func (s *Service) Debit(ctx context.Context, p DebitParams) (Entry, error) {
 		return Entry{}, err
 	}
 	res, err := s.spend(ctx, r)
-	if err != nil {
-		s.AbortSpend(r)
-	}
 	return res.Entry, err
 }
 
@@ -567,7 +567,6 @@ func (s *Service) Settle(ctx context.Context, p SettleParams) (Settlement, error
 	}
 	res, err := s.spend(ctx, r)
 	if err != nil {
-		s.AbortSpend(r)
 		return Settlement{}, err
 	}
 	return Settlement{Hold: res.Hold, Entry: res.Entry, Charged: res.Hold.Charged, Shortfall: res.Hold.Shortfall()}, nil
@@ -626,7 +625,7 @@ func (s *Service) Release(ctx context.Context, holdID string) (Hold, error) {
 		return Hold{}, ErrClosed
 	}
 	if s.local != nil {
-		if h, ok, err := s.releaseLocal(holdID); ok {
+		if h, ok, err := s.releaseLocal(ctx, holdID); ok {
 			return h, err
 		}
 	}
@@ -693,9 +692,10 @@ func (s *Service) spend(ctx context.Context, r SpendRequest) (SpendResult, error
 	*one = oneSpend{}
 	s.ones.Put(one)
 	if err != nil {
+		s.AbortSpend(r) // the call returned: applied or not, it is over
 		return SpendResult{}, err
 	}
-	s.AfterSpend(res)
+	s.AfterSpend(r, res)
 	return res, res.Err
 }
 

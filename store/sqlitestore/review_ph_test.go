@@ -2,6 +2,7 @@ package sqlitestore_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"path/filepath"
 	"sync"
@@ -292,12 +293,21 @@ func TestReviewReleaseDuringSettle(t *testing.T) {
 	<-ss.entered
 	cancel()
 	t.Logf("settle: %v", <-done)
-	rh, err := svc.Release(ctx, h.ID)
+	// Release waits for the settle in flight: here until its own deadline.
+	rctx, rcancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	rh, err := svc.Release(rctx, h.ID)
+	rcancel()
 	t.Logf("release: %v %v", rh.State, err)
+	if err == nil {
+		t.Fatalf("release answered %s while a settle of the hold was in flight", rh.State)
+	}
 	h2, err := svc.Reserve(ctx, credits.ReserveParams{AccountID: "a", Amount: inr(10), TTL: time.Minute, IdempotencyKey: "r2"})
 	t.Logf("reserve: %v", err)
 	close(ss.release)
 	time.Sleep(100 * time.Millisecond)
+	if _, err := svc.Release(ctx, h.ID); !errors.Is(err, credits.ErrHoldSettled) {
+		t.Fatalf("release once the settle committed: %v, want ErrHoldSettled", err)
+	}
 	if err == nil {
 		svc.Settle(ctx, credits.SettleParams{HoldID: h2.ID, Actual: inr(10)})
 	}
