@@ -3,6 +3,7 @@ package credits
 import (
 	"container/heap"
 	"context"
+	"github.com/keyledger/keyledger/errkind"
 	"sync"
 	"time"
 )
@@ -404,6 +405,16 @@ func (s *Service) extendLocal(ctx context.Context, p ExtendParams) (Hold, bool, 
 			b.mu.Unlock()
 			return Hold{}, false, nil
 		}
+		if lh.settling > 0 { // its settle decides first
+			wait := lh.wait
+			b.mu.Unlock()
+			select {
+			case <-wait:
+			case <-ctx.Done():
+				return Hold{}, true, ctx.Err()
+			}
+			continue
+		}
 		switch lh.h.State {
 		case HoldSettled:
 			b.mu.Unlock()
@@ -428,7 +439,7 @@ func (s *Service) extendLocal(ctx context.Context, p ExtendParams) (Hold, bool, 
 		if err != nil {
 			return Hold{}, true, err
 		}
-		if lh.h.State != HoldActive || !lh.h.Amount.Equal(amount) {
+		if lh.h.State != HoldActive || lh.settling > 0 || !lh.h.Amount.Equal(amount) {
 			b.mu.Unlock() // changed while the account was read: again
 			continue
 		}
@@ -509,8 +520,15 @@ func (s *Service) settleLocal(r *SpendRequest) (bool, error) {
 		return false, nil // the store has it: a replay is answered there
 	}
 	h := lh.h
+	a := b.accts[h.AccountID]
 	r.Held, r.ReserveFingerprint = &h, lh.fp
-	r.HeldOthers = b.accts[h.AccountID].held.Sub(h.Amount)
+	r.HeldOthers = a.held.Sub(h.Amount)
+	if over := r.Amount.Sub(h.Amount); over.IsPositive() {
+		// The charge above the hold counts as pending until the settle
+		// ends, so that no reserve takes the funds it may charge.
+		a.pended = a.pended.Add(over)
+		a.users++
+	}
 	if lh.settling == 0 {
 		if lh.idx >= 0 {
 			heap.Remove(&b.due, lh.idx)
@@ -623,6 +641,15 @@ func (s *Service) AbortSpend(r SpendRequest) {
 func (s *Service) outcomeLocal(r *SpendRequest, res SpendResult, applied bool) {
 	b := s.local
 	now := s.opt.Now()
+	if r.Held != nil {
+		if over := r.Amount.Sub(r.Held.Amount); over.IsPositive() {
+			if a := b.accts[r.Held.AccountID]; a != nil {
+				a.pended = a.pended.Sub(over)
+				a.users--
+				defer b.drop(r.Held.AccountID, a)
+			}
+		}
+	}
 	switch {
 	case r.Held != nil:
 		lh := b.holds[r.HoldID]
@@ -751,4 +778,14 @@ func (a *Account) charge(c Amount) {
 	a.Available = a.Balance.Sub(a.Held)
 	a.UsedThisMonth = a.UsedThisMonth.Add(c)
 	a.Debt = a.debt()
+}
+
+// systemFailure tells a failure of the store (no kind, Unavailable,
+// Internal) from a refusal of the ledger's rules, which writes nothing.
+func systemFailure(err error) bool {
+	switch errkind.Of(err) {
+	case errkind.Unknown, errkind.Unavailable, errkind.Internal:
+		return true
+	}
+	return false
 }

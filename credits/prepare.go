@@ -112,9 +112,15 @@ func (s *Service) CheckSpendAmount(amt Amount) error { return s.checkAmount(amt,
 // request, and AbortSpend for one that was not applied.
 func (s *Service) AfterSpend(r SpendRequest, res SpendResult) {
 	if s.local != nil && r.Kind != 0 {
-		s.local.mu.Lock()
-		s.outcomeLocal(&r, res, true)
-		s.local.mu.Unlock()
+		if res.Err != nil && systemFailure(res.Err) {
+			// A store that isolates a request's own system failure reports
+			// it here: whether it committed is not known.
+			s.AbortSpend(r)
+		} else {
+			s.local.mu.Lock()
+			s.outcomeLocal(&r, res, true)
+			s.local.mu.Unlock()
+		}
 	}
 	if res.Err == nil && res.Recharge != nil {
 		s.startRecharge(res.Recharge)

@@ -1,3 +1,7 @@
+// Interleavings in which process holds once overspent (found by two
+// adversarial reviews): a spend still in flight while the book moved on.
+// Each test blocks one store call on a channel to hold the interleaving.
+
 package sqlitestore_test
 
 import (
