@@ -408,9 +408,11 @@ func (g *Grant) complete(ctx context.Context, o Outcome) (usage.MeterResult, err
 	}
 	p := usage.MeterParams{Record: rec, HoldID: g.Hold.ID, IdempotencyKey: g.ID, TimeZone: g.tz, Overrun: kl.overrun}
 	res, err := kl.meter(ctx, p)
-	if p.HoldID != "" && (errors.Is(err, credits.ErrHoldExpired) || errors.Is(err, credits.ErrHoldReleased)) {
-		// The request outlived its hold: charge the delivered work
-		// directly, under the same overrun policy (into debt by default).
+	if p.HoldID != "" && (errors.Is(err, credits.ErrHoldExpired) || errors.Is(err, credits.ErrHoldReleased) ||
+		errors.Is(err, credits.ErrHoldNotFound)) {
+		// The request outlived its hold (a process hold resolved long ago
+		// is not found at all): charge the delivered work directly, under
+		// the same overrun policy (into debt by default).
 		p.HoldID = ""
 		res, err = kl.meter(ctx, p)
 	}

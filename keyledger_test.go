@@ -3,6 +3,7 @@ package keyledger_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,16 @@ var backends = []backend{
 	{"memory", func(testing.TB) store.Store { return memstore.New() }},
 	{"sqlite", func(t testing.TB) store.Store {
 		st, err := sqlitestore.Open(context.Background(), filepath.Join(t.TempDir(), "k.db"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}},
+	// Holds kept in the process (sqlitestore.Options.ProcessHolds): every
+	// test of the facade runs on them too.
+	{"sqlite-process-holds", func(t testing.TB) store.Store {
+		st, err := sqlitestore.Open(context.Background(), filepath.Join(t.TempDir(), "k.db"),
+			&sqlitestore.Options{ProcessHolds: true, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -310,8 +310,8 @@ func attrMap(kvs []attribute.KeyValue) map[string]string {
 
 // label is the backend attribute storeotel reports for b.
 func (b backend) label() string {
-	if b.name == "postgres" {
-		return "postgres"
+	if b.name == "sqlite-process-holds" {
+		return "sqlite"
 	}
 	return b.name
 }

@@ -320,10 +320,49 @@ type Account struct {
 	// cost more than its hold and the funds (OverrunDebt). Zero normally.
 	Debt Amount `json:"debt"`
 	// UsedThisMonth is spend in the current calendar month of the policy's
-	// time zone.
+	// time zone, which ends at MonthEnds.
 	UsedThisMonth Amount    `json:"used_this_month"`
-	OpenedAt      time.Time `json:"opened_at"`
-	UpdatedAt     time.Time `json:"updated_at"`
+	MonthEnds     time.Time `json:"month_ends"`
+	// NextExpiry is when the earliest-expiring grant with credit left
+	// expires (zero if none does).
+	NextExpiry time.Time `json:"next_expiry,omitzero"`
+	// Seq is the sequence number of the account's last entry.
+	Seq       int64     `json:"seq"`
+	OpenedAt  time.Time `json:"opened_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// CanSpend reports whether amt more may be debited or held now: the ledger's
+// one funds rule. Available less amt may not fall below −Overdraft
+// (ErrInsufficientFunds, or a *DebtError naming an account's debt), and
+// spend plus holds may not pass the monthly cap (ErrMonthlyLimit).
+func (a *Account) CanSpend(amt Amount) error {
+	room := a.Balance
+	if !a.Held.IsZero() {
+		room = room.Sub(a.Held)
+	}
+	if od := a.Policy.Overdraft; !od.IsZero() {
+		room = room.Add(od)
+	}
+	if room.Cmp(amt) < 0 {
+		if d := a.debt(); d.IsPositive() {
+			return &DebtError{Debt: d, Unit: a.Unit}
+		}
+		return ErrInsufficientFunds
+	}
+	if c := a.Policy.MonthlyCap; c.IsPositive() && c.Sub(a.UsedThisMonth).Sub(a.Held).Cmp(amt) < 0 {
+		return ErrMonthlyLimit
+	}
+	return nil
+}
+
+// debt is how far the balance is below −Overdraft (zero if it is not).
+func (a *Account) debt() Amount {
+	d := a.Balance.Add(a.Policy.Overdraft)
+	if !d.IsNegative() {
+		return Amount{}
+	}
+	return d.Neg()
 }
 
 // Settlement is the result of Settle.

@@ -11,15 +11,22 @@ import (
 	"github.com/keyledger/keyledger/store/storetest"
 )
 
-// bothBackends returns a memstore and a SQLite store shared by the runs of
+// bothBackends returns a memstore, a SQLite store and a SQLite store with
+// process holds (sqlitestore.Options.ProcessHolds), shared by the runs of
 // one test; each run of the engine opens its own account.
 func bothBackends(t testing.TB) []credits.Store {
-	sq, err := sqlitestore.Open(context.Background(), filepath.Join(t.TempDir(), "ledger.db"), nil)
+	dir := t.TempDir()
+	sq, err := sqlitestore.Open(context.Background(), filepath.Join(dir, "ledger.db"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sq.Close() })
-	return []credits.Store{memstore.New(), sq}
+	ph, err := sqlitestore.Open(context.Background(), filepath.Join(dir, "process.db"), &sqlitestore.Options{ProcessHolds: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ph.Close() })
+	return []credits.Store{memstore.New(), sq, ph}
 }
 
 // TestLedgerInvariants runs seeded random programs against memstore,

@@ -122,6 +122,7 @@ type Service struct {
 	rclosed   bool
 	recharges sync.WaitGroup
 	ones      sync.Pool // *oneSpend, for spends without group commit
+	local     *book     // process holds (local.go), if the store allows them
 }
 
 // oneSpend carries a single spend to ApplySpends without allocating.
@@ -138,13 +139,16 @@ func NewService(st Store, opts *Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{store: st, opt: o, ids: id.NewGenerator(o.Now)}
+	if ph, ok := st.(processHolds); ok && ph.ProcessHolds() {
+		s.local = ph.Shared(bookKey{}, func() any { return newBook() }).(*book)
+	}
 	s.ones.New = func() any { return new(oneSpend) }
 	s.life, s.cancel = context.WithCancel(context.Background())
 	if gc, ok := st.(interface{ GroupCommit() bool }); ok && gc.GroupCommit() && o.MaxBatch > 1 {
 		// The loop starts each committed spend's auto-recharge itself, so a
 		// crossing is never lost to a caller that stopped waiting.
 		s.batch = groupcommit.New(groupcommit.Config[SpendRequest, SpendResult]{
-			Ctx: s.life, Apply: st.ApplySpends, After: s.AfterSpend, Now: o.Now,
+			Ctx: s.life, Apply: st.ApplySpends, After: s.AfterSpend, Failed: s.AbortSpend, Now: o.Now,
 			MaxBatch: o.MaxBatch, MaxWait: o.MaxWait, Stats: &s.stats.batch,
 		})
 	}
@@ -218,7 +222,12 @@ func (s *Service) SetPolicy(ctx context.Context, accountID string, p Policy) (Ac
 	if err != nil {
 		return Account{}, err
 	}
-	return s.store.SetLedgerPolicy(ctx, accountID, p, s.opt.Now())
+	a, err := s.store.SetLedgerPolicy(ctx, accountID, p, s.opt.Now())
+	s.forgetLocal(accountID)
+	if err != nil {
+		return Account{}, err
+	}
+	return s.withLocal(a), nil
 }
 
 func (s *Service) normalizePolicy(p Policy) (Policy, error) {
@@ -249,7 +258,11 @@ func (s *Service) Account(ctx context.Context, accountID string) (Account, error
 	if !validID(accountID) {
 		return Account{}, ErrUnknownAccount
 	}
-	return s.store.LedgerAccount(ctx, accountID, s.opt.Now())
+	a, err := s.store.LedgerAccount(ctx, accountID, s.opt.Now())
+	if err != nil {
+		return Account{}, err
+	}
+	return s.withLocal(a), nil
 }
 
 // Balance returns the account's balance now (expiries due by now
@@ -434,11 +447,19 @@ func (s *Service) credit(ctx context.Context, t EntryType, p CreditParams, now t
 		return Entry{}, err
 	}
 	fp := fingerprint('c', p.AccountID, string(t), p.Amount, 0, p.ExpiresAt, p.Reference, p.Description)
-	return s.store.LedgerCredit(ctx, now, CreditRequest{
+	if s.keyLocal(p.AccountID, p.IdempotencyKey) {
+		return Entry{}, ErrIdempotencyConflict // a process reserve has the key
+	}
+	r := CreditRequest{
 		Unit: s.opt.Unit.Code, AccountID: p.AccountID, Type: t, Amount: p.Amount, ExpiresAt: p.ExpiresAt,
 		Reference: p.Reference, Description: p.Description, IdempotencyKey: p.IdempotencyKey,
 		Fingerprint: fp, EntryID: s.ids.New(s.opt.EntryIDPrefix),
-	})
+	}
+	done := s.adjustLocal(&r) // a negative adjustment counts as pending
+	e, err := s.store.LedgerCredit(ctx, now, r)
+	done()
+	s.forgetLocal(p.AccountID) // the snapshot is read again, whatever the outcome
+	return e, err
 }
 
 // DebitParams are the inputs of Debit.
@@ -505,6 +526,9 @@ func (s *Service) Reserve(ctx context.Context, p ReserveParams) (Hold, error) {
 		return Hold{}, err
 	}
 	fp := fingerprint('r', p.AccountID, "", p.Amount, int64(p.TTL), time.Time{}, p.Reference, "")
+	if s.local != nil {
+		return s.reserveLocal(ctx, p, fp)
+	}
 	res, err := s.spend(ctx, SpendRequest{
 		Kind: SpendReserve, Unit: s.opt.Unit.Code, AccountID: p.AccountID, HoldID: s.ids.New(s.opt.HoldIDPrefix),
 		Amount: p.Amount, TTL: p.TTL, Reference: p.Reference, IdempotencyKey: p.IdempotencyKey, Fingerprint: fp,
@@ -581,6 +605,11 @@ func (s *Service) Extend(ctx context.Context, p ExtendParams) (Hold, error) {
 	if err := s.checkAmount(p.Amount, true); err != nil {
 		return Hold{}, err
 	}
+	if s.local != nil {
+		if h, ok, err := s.extendLocal(ctx, p); ok {
+			return h, err
+		}
+	}
 	res, err := s.spend(ctx, SpendRequest{Kind: SpendExtend, Unit: s.opt.Unit.Code, HoldID: p.HoldID, Amount: p.Amount, TTL: p.TTL})
 	return res.Hold, err
 }
@@ -595,6 +624,11 @@ func (s *Service) Release(ctx context.Context, holdID string) (Hold, error) {
 	if s.closed.Load() {
 		return Hold{}, ErrClosed
 	}
+	if s.local != nil {
+		if h, ok, err := s.releaseLocal(ctx, holdID); ok {
+			return h, err
+		}
+	}
 	res, err := s.spend(ctx, SpendRequest{Kind: SpendRelease, Unit: s.opt.Unit.Code, HoldID: holdID})
 	return res.Hold, err
 }
@@ -604,6 +638,9 @@ func (s *Service) Release(ctx context.Context, holdID string) (Hold, error) {
 func (s *Service) Hold(ctx context.Context, holdID string) (Hold, error) {
 	if holdID == "" || len(holdID) > maxIDLen {
 		return Hold{}, ErrHoldNotFound
+	}
+	if h, ok := s.localHold(holdID); ok {
+		return h.at(s.opt.Now()), nil
 	}
 	h, err := s.store.LedgerHold(ctx, holdID)
 	if err != nil {
@@ -655,9 +692,10 @@ func (s *Service) spend(ctx context.Context, r SpendRequest) (SpendResult, error
 	*one = oneSpend{}
 	s.ones.Put(one)
 	if err != nil {
+		s.AbortSpend(r) // the call returned: applied or not, it is over
 		return SpendResult{}, err
 	}
-	s.AfterSpend(res)
+	s.AfterSpend(r, res)
 	return res, res.Err
 }
 

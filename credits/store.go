@@ -53,6 +53,20 @@ type SpendRequest struct {
 	// OverrunDebt; a debit treats zero as a refusal (ErrInsufficientFunds,
 	// ErrMonthlyLimit).
 	Overrun Overrun
+	// Held is set on the settle of a process hold (see ProcessHolds on
+	// Service): the active hold, which the store has never seen. The
+	// settle writes it, settled, with its charge; the account's stored Held
+	// never included it. A replay finds the settled hold in the store.
+	Held *Hold
+	// HeldOthers is what the process holds on the account besides Held
+	// (its other process holds and pending debits): the checks and a
+	// write-off count it as held, so that a charge never takes funds set
+	// aside for other requests of the process.
+	HeldOthers Amount
+	// ReserveFingerprint is, with Held, the fingerprint of the reserve
+	// that made the hold: the settle stores the reserve's idempotency
+	// record, so that its key keeps meeting the keys of other writes.
+	ReserveFingerprint [32]byte
 }
 
 // SpendResult is the outcome of one SpendRequest.
@@ -80,6 +94,10 @@ type CreditRequest struct {
 	IdempotencyKey         string
 	Fingerprint            [32]byte // as in SpendRequest
 	EntryID                string
+	// HeldOthers is what the Service's process holds (see
+	// SpendRequest.HeldOthers) set aside on the account: a negative
+	// adjustment may not take it.
+	HeldOthers Amount
 }
 
 // Store is what the credits Service needs from a backend. Implementations

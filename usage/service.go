@@ -149,7 +149,7 @@ func NewService(st Store, opts *Options) (*Service, error) {
 		// ledger's auto-recharge) itself, so it is never lost to a caller
 		// that stopped waiting.
 		s.rec = groupcommit.New(groupcommit.Config[MeterRequest, MeterOutcome]{
-			Ctx: context.Background(), Apply: st.MeterUsage, After: s.afterCommit, Now: o.Now,
+			Ctx: context.Background(), Apply: st.MeterUsage, After: s.afterCommit, Failed: s.notApplied, Now: o.Now,
 			MaxBatch: o.MaxBatch, MaxWait: o.MaxWait, Queue: o.MaxBatch * 2, Stats: &s.stats.batch,
 		})
 	}
@@ -293,29 +293,49 @@ func (s *Service) meter(ctx context.Context, p MeterParams) (MeterOutcome, error
 	if err != nil {
 		return MeterOutcome{}, err
 	}
+	var out MeterOutcome
 	if s.rec != nil {
-		return s.rec.Do(ctx, req, ErrClosed)
-	}
-	one := s.ones.Get().(*oneMeter)
-	one.req[0] = req
-	err = s.store.MeterUsage(ctx, now, one.req[:], one.res[:])
-	out := one.res[0]
-	*one = oneMeter{}
-	s.ones.Put(one)
-	if err == nil {
-		s.afterCommit(out)
+		out, err = s.rec.Do(ctx, req, ErrClosed)
+	} else {
+		one := s.ones.Get().(*oneMeter)
+		one.req[0] = req
+		err = s.store.MeterUsage(ctx, now, one.req[:], one.res[:])
+		out = one.res[0]
+		*one = oneMeter{}
+		s.ones.Put(one)
+		if err == nil {
+			s.afterCommit(req, out)
+		} else {
+			s.notApplied(req) // the call returned: applied or not, it is over
+		}
 	}
 	return out, err
 }
 
-// afterCommit runs the post-commit work of a committed request: the
-// ledger's auto-recharge of a debit or settlement that crossed the
-// threshold. The group commit calls it for every result, whether or not
-// the caller still waits.
-func (s *Service) afterCommit(out MeterOutcome) {
-	if out.Err == nil && !out.Replayed && s.opt.Credits != nil {
-		s.opt.Credits.AfterSpend(out.Spend)
+// notApplied reports a request whose transaction failed, or that never
+// reached the store, to the ledger (credits.Service.AbortSpend).
+func (s *Service) notApplied(req MeterRequest) {
+	if s.opt.Credits != nil {
+		s.opt.Credits.AbortSpend(req.Spend)
 	}
+}
+
+// afterCommit reports a request of a committed transaction to the ledger:
+// its spend committed (AfterSpend: the auto-recharge of a debit or
+// settlement that crossed the threshold, the end of a process hold; a
+// replay carries the settled hold and entry, as the first commit may have
+// been reported as a failure), or it failed and was rolled back to its
+// mark (AbortSpend). The group commit calls it for every request, whether
+// or not the caller still waits.
+func (s *Service) afterCommit(req MeterRequest, out MeterOutcome) {
+	if s.opt.Credits == nil {
+		return
+	}
+	if out.Err != nil {
+		s.opt.Credits.AbortSpend(req.Spend)
+		return
+	}
+	s.opt.Credits.AfterSpend(req.Spend, out.Spend)
 }
 
 // prepare validates p and builds the store request.

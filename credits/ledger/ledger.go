@@ -150,11 +150,16 @@ func (st *AccountState) SetPolicy(p credits.Policy, now time.Time) {
 
 // View returns the account as hosts see it. st must be advanced to now.
 func (st *AccountState) View() credits.Account {
-	return credits.Account{
+	a := credits.Account{
 		ID: st.ID, Unit: st.Unit, Policy: st.Policy,
 		Balance: st.Balance, Held: st.Held, Available: st.Balance.Sub(st.Held), Debt: st.debt(),
-		UsedThisMonth: st.MonthSpent, OpenedAt: st.OpenedAt, UpdatedAt: st.UpdatedAt,
+		UsedThisMonth: st.MonthSpent, MonthEnds: st.MonthEnd, Seq: st.Seq,
+		OpenedAt: st.OpenedAt, UpdatedAt: st.UpdatedAt,
 	}
+	if len(st.Lots) > 0 {
+		a.NextExpiry = st.Lots[0].ExpiresAt
+	}
+	return a
 }
 
 func (st *AccountState) touch(now time.Time) {
@@ -195,16 +200,8 @@ func (st *AccountState) debt() credits.Amount {
 // canSpend checks a debit, reserve or hold extension of amt against funds
 // and the cap. An account in debt gets a *DebtError naming it.
 func (st *AccountState) canSpend(amt credits.Amount) error {
-	if st.room().Cmp(amt) < 0 {
-		if d := st.debt(); d.IsPositive() {
-			return &credits.DebtError{Debt: d, Unit: st.Unit}
-		}
-		return credits.ErrInsufficientFunds
-	}
-	if c, ok := st.capRoom(); ok && c.Cmp(amt) < 0 {
-		return credits.ErrMonthlyLimit
-	}
-	return nil
+	a := credits.Account{Unit: st.Unit, Policy: st.Policy, Balance: st.Balance, Held: st.Held, UsedThisMonth: st.MonthSpent}
+	return a.CanSpend(amt)
 }
 
 // withdraw lowers the balance by amt > 0, drawing on the earliest-expiring
@@ -420,6 +417,7 @@ func debitOrReserve(ctx context.Context, tx Tx, now time.Time, r *credits.SpendR
 		kind = OpReserve
 	}
 	amount := r.Amount
+	st.Held = st.Held.Add(r.HeldOthers) // counted, not stored: taken off below
 	switch {
 	case kind == OpReserve || r.Overrun == 0:
 		err = st.canSpend(amount)
@@ -430,6 +428,7 @@ func debitOrReserve(ctx context.Context, tx Tx, now time.Time, r *credits.SpendR
 			err = st.canSpend(r.Amount)
 		}
 	}
+	st.Held = st.Held.Sub(r.HeldOthers)
 	if err != nil {
 		// A replay of a request that succeeded returns its first result,
 		// even though the same request would fail now.
@@ -486,6 +485,12 @@ func replay(ctx context.Context, tx Tx, now time.Time, accountID string, prev Op
 
 func resolveHold(ctx context.Context, tx Tx, now time.Time, r *credits.SpendRequest) (credits.SpendResult, error) {
 	h, err := tx.Hold(ctx, r.HoldID)
+	// A process hold (credits.SpendRequest.Held) is in the store only once
+	// a settle of it committed: then this is that settle's replay.
+	process := false
+	if r.Held != nil && r.Kind == credits.SpendSettle && errors.Is(err, credits.ErrHoldNotFound) {
+		h, err, process = *r.Held, nil, true
+	}
 	if err != nil {
 		return credits.SpendResult{}, err
 	}
@@ -525,7 +530,22 @@ func resolveHold(ctx context.Context, tx Tx, now time.Time, r *credits.SpendRequ
 	}
 	var res credits.SpendResult
 	if settle {
+		if process { // st.settle frees it from Held, which never had it
+			st.Held = st.Held.Add(h.Amount).Add(r.HeldOthers)
+		}
 		res.Entry, res.Recharge = st.settle(&h, r, now)
+		if process {
+			st.Held = st.Held.Sub(r.HeldOthers)
+			if h.IdempotencyKey != "" {
+				// The reserve's record, written with the hold: its key keeps
+				// meeting the keys of other writes. A key another write took
+				// meanwhile stays with that write.
+				rec := OpRecord{Kind: OpReserve, Fingerprint: r.ReserveFingerprint, HoldID: h.ID}
+				if _, _, err := tx.ClaimOp(ctx, st.ID, h.IdempotencyKey, rec); err != nil {
+					return credits.SpendResult{}, err
+				}
+			}
+		}
 		if res.Entry.ID != "" {
 			if err := tx.AddEntry(ctx, res.Entry); err != nil {
 				return credits.SpendResult{}, err
@@ -570,7 +590,7 @@ func ApplyCredit(ctx context.Context, tx Tx, now time.Time, r credits.CreditRequ
 	}
 	var fail error
 	switch {
-	case r.Amount.IsNegative() && st.room().Cmp(r.Amount.Neg()) < 0:
+	case r.Amount.IsNegative() && st.room().Sub(r.HeldOthers).Cmp(r.Amount.Neg()) < 0:
 		fail = credits.ErrInsufficientFunds
 	case !r.ExpiresAt.IsZero() && !r.ExpiresAt.After(now):
 		fail = credits.ErrInvalidExpiry // checked here, so that a replay after the expiry still replays

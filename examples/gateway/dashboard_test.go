@@ -218,9 +218,10 @@ func TestDashboardWithoutJavaScript(t *testing.T) {
 func TestDashboardCSRFSecretAcrossInstances(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "gw.db")
 	secret := strings.Repeat("s", 32)
-	a := e2e.Start(t, run, "-db", db, "-dashboard-csrf-secret", secret)
-	b := e2e.Start(t, run, "-db", db, "-dashboard-csrf-secret", secret)
-	c := e2e.Start(t, run, "-db", db) // a random secret
+	// Several processes on one file keep their holds in it (-shared-db).
+	a := e2e.Start(t, run, "-db", db, "-shared-db", "-dashboard-csrf-secret", secret)
+	b := e2e.Start(t, run, "-db", db, "-shared-db", "-dashboard-csrf-secret", secret)
+	c := e2e.Start(t, run, "-db", db, "-shared-db") // a random secret
 
 	ca := newFormClient(t, a.URL)
 	ca.submit("/dashboard/signup", "/dashboard/signup", url.Values{"name": {"Asha"}, "email": {"asha@example.com"}, "password": {"correct horse battery"}})

@@ -296,8 +296,9 @@ func TestRedisSharedLimits(t *testing.T) {
 			rdb.Del(ctx, iter.Val())
 		}
 	})
-	a := startGatewayAt(t, clock.Now, db, "-redis", addr, "-redis-prefix", prefix)
-	b := startGatewayAt(t, clock.Now, db, "-redis", addr, "-redis-prefix", prefix)
+	// Two processes on one file keep their holds in it (-shared-db).
+	a := startGatewayAt(t, clock.Now, db, "-shared-db", "-redis", addr, "-redis-prefix", prefix)
+	b := startGatewayAt(t, clock.Now, db, "-shared-db", "-redis", addr, "-redis-prefix", prefix)
 	u := a.signup("Shared")
 	for i := 1; i <= 60; i++ {
 		g := a

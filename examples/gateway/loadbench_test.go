@@ -40,7 +40,8 @@ import (
 //
 // It runs only with KEYLEDGER_LOADBENCH=1 (it is a measurement, not a
 // test); LOADBENCH_DURATION (default 5s) is each phase's length,
-// LOADBENCH_STORE=sqlite,postgres the stores to run the gateway on (postgres
+// LOADBENCH_STORE=sqlite,sqlite-shared,postgres the stores to run the gateway on
+// (sqlite keeps holds in the process, sqlite-shared runs -shared-db; postgres
 // needs KEYLEDGER_TEST_POSTGRES) and LOADBENCH_OUT a file for the Markdown
 // table.
 func TestLoadBench(t *testing.T) {
@@ -229,7 +230,9 @@ func newLoadGateway(t *testing.T, store, upstream string) *loadGateway {
 	c := config{db: filepath.Join(t.TempDir(), "gw.db"), upstream: upstream,
 		rzpKeyID: defaultRazorpayKeyID, rzpSecret: defaultRazorpaySecret, rzpWebhook: defaultRazorpayWebhookSecret}
 	switch store {
-	case "sqlite":
+	case "sqlite": // holds in this process (the gateway's default)
+	case "sqlite-shared": // -shared-db: every hold written to the file
+		c.sharedDB = true
 	case "postgres":
 		c.postgres = pgtest.DSN(t)
 	default:

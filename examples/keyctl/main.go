@@ -146,7 +146,7 @@ type cli struct {
 
 func (c *cli) open(ctx context.Context, db, pg string) error {
 	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	st, err := server.OpenStore(ctx, db, pg, log)
+	st, err := server.OpenStore(ctx, db, pg, false, log)
 	if err != nil {
 		return err
 	}

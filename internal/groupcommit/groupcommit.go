@@ -40,10 +40,16 @@ type Config[Req, Res any] struct {
 	// Apply writes reqs in one transaction and fills res (len(res) ==
 	// len(reqs)). An error fails the whole batch.
 	Apply func(ctx context.Context, now time.Time, reqs []Req, res []Res) error
-	// After, if set, runs in the loop for every result of a committed batch
+	// After, if set, runs in the loop for every request of a committed batch
 	// before its caller is answered, whether or not the caller still waits:
 	// the post-commit work of a write must not depend on its caller.
-	After func(Res)
+	After func(Req, Res)
+	// Failed, if set, runs for every request that was not applied: its
+	// batch failed, or it was never queued or was skipped because its
+	// caller left first. With After, exactly one of them runs for every
+	// Do, whatever the caller saw (a caller whose context ended learns
+	// nothing; the hooks learn the outcome).
+	Failed func(Req)
 	// Now is the clock.
 	Now func() time.Time
 	// MaxBatch (at least 1) bounds a batch; MaxWait is how long a batch
@@ -94,12 +100,14 @@ func (c *Committer[Req, Res]) Do(ctx context.Context, req Req, closedErr error) 
 	c.mu.RLock()
 	if c.closed {
 		c.mu.RUnlock()
+		c.failed(req)
 		return zero, closedErr
 	}
 	select {
 	case c.in <- p:
 	case <-ctx.Done():
 		c.mu.RUnlock()
+		c.failed(req)
 		return zero, ctx.Err()
 	}
 	c.mu.RUnlock()
@@ -139,6 +147,7 @@ func (c *Committer[Req, Res]) loop() {
 		for _, p := range batch {
 			if err := p.ctx.Err(); err != nil { // caller gone before the write: skip it
 				p.err = err
+				c.failed(p.req)
 				close(p.done)
 				continue
 			}
@@ -158,10 +167,11 @@ func (c *Committer[Req, Res]) loop() {
 		for i, p := range live {
 			if err != nil {
 				p.err = err
+				c.failed(p.req)
 			} else {
 				p.res = out[i]
 				if c.cfg.After != nil {
-					c.cfg.After(out[i])
+					c.cfg.After(p.req, out[i])
 				}
 			}
 			close(p.done)
@@ -212,4 +222,11 @@ func (c *Committer[Req, Res]) fill(batch []*pending[Req, Res], timer **time.Time
 		batch = append(batch, p)
 	}
 	return batch
+}
+
+// failed runs the Failed hook, if any, for a request that was not applied.
+func (c *Committer[Req, Res]) failed(req Req) {
+	if c.cfg.Failed != nil {
+		c.cfg.Failed(req)
+	}
 }

@@ -231,3 +231,18 @@ func (t *Tx) Rollups() []usage.Rollup {
 	})
 	return out
 }
+
+// LedgerReserveKey reads the idempotency record of (accountID, key) in one
+// snapshot, for the credits Service's process holds: whether it exists,
+// and if it is a reserve's, the reserve's fingerprint and hold.
+func (e *Engine) LedgerReserveKey(ctx context.Context, accountID, key string) (fp [32]byte, holdID string, found bool, err error) {
+	err = e.db.Read(ctx, "ledger reserve key", time.Time{}, func(t *Tx) error {
+		rec, ok, err := t.Op(ctx, accountID, key)
+		if ok && rec.Kind == ledger.OpReserve {
+			fp, holdID = rec.Fingerprint, rec.HoldID
+		}
+		found = ok
+		return err
+	})
+	return fp, holdID, found, err
+}

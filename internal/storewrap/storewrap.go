@@ -7,6 +7,7 @@
 package storewrap
 
 import (
+	"context"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/store"
 )
@@ -40,4 +41,30 @@ func (b Base) WatchKeyChanges(fn func(apikey.Change)) (stop func()) {
 		return cn.WatchKeyChanges(fn)
 	}
 	return func() {}
+}
+
+// ProcessHolds reports the wrapped store's process holds (see
+// sqlitestore.Options.ProcessHolds).
+func (b Base) ProcessHolds() bool {
+	p, ok := b.Store.(interface{ ProcessHolds() bool })
+	return ok && p.ProcessHolds()
+}
+
+// Shared forwards to the wrapped store, which has it if it has process
+// holds; otherwise the value is the wrapper's caller's alone.
+func (b Base) Shared(key any, mk func() any) any {
+	if sh, ok := b.Store.(interface{ Shared(any, func() any) any }); ok {
+		return sh.Shared(key, mk)
+	}
+	return mk()
+}
+
+// LedgerReserveKey forwards to the wrapped store (process holds need it).
+func (b Base) LedgerReserveKey(ctx context.Context, accountID, key string) ([32]byte, string, bool, error) {
+	if l, ok := b.Store.(interface {
+		LedgerReserveKey(context.Context, string, string) ([32]byte, string, bool, error)
+	}); ok {
+		return l.LedgerReserveKey(ctx, accountID, key)
+	}
+	return [32]byte{}, "", false, nil
 }

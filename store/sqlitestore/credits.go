@@ -84,7 +84,7 @@ func ledgerStatements() [nLedgerStmts]string {
 
 // readOnly marks the statements the reader pool prepares too.
 func readOnly(i int) bool {
-	return i == sAccount || i == sLots || i == sDueHolds || i == sNextHoldDue || i == sEntry || i == sHold
+	return i == sAccount || i == sLots || i == sDueHolds || i == sNextHoldDue || i == sEntry || i == sHold || i == sOp
 }
 
 type ledgerStmts [nLedgerStmts]*sql.Stmt
@@ -172,6 +172,12 @@ func (s *Store) newConn(ctx context.Context, tx *sql.Tx) *ledgerConn {
 // account cache, run again after an optimistic claim of a taken key or (a
 // few times) a stale cached account.
 func (d ledgerDB) Batch(ctx context.Context, op string, now time.Time, fn func(*sqlledger.Tx) error) error {
+	if !d.s.processHolds {
+		if err := d.s.spend.share(); err != nil {
+			return err
+		}
+		defer d.s.spend.unshare()
+	}
 	for attempt := 0; ; attempt++ {
 		err := d.s.cachedWrite(ctx, op, func(tx *sql.Tx) (*sqlledger.Tx, error) {
 			c := d.s.newConn(ctx, tx)
@@ -557,4 +563,18 @@ func (s *Store) ExpireLedgers(ctx context.Context, now time.Time, accountID stri
 		return credits.ExpiryReport{}, wrap("find due ledgers", err)
 	}
 	return s.Expire(ctx, now, ids)
+}
+
+// LedgerCredit is the engine's, except that a negative adjustment is a
+// spend: while another process keeps holds in memory
+// (Options.ProcessHolds) it fails with ErrSpendLocked, as it could take
+// funds that process holds.
+func (s *Store) LedgerCredit(ctx context.Context, now time.Time, r credits.CreditRequest) (credits.Entry, error) {
+	if r.Amount.IsNegative() && !s.processHolds {
+		if err := s.spend.share(); err != nil {
+			return credits.Entry{}, err
+		}
+		defer s.spend.unshare()
+	}
+	return s.Engine.LedgerCredit(ctx, now, r)
 }

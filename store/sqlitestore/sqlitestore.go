@@ -46,6 +46,13 @@ var _ store.Store = (*Store)(nil)
 var (
 	ErrSchemaTooNew = errkind.New(errkind.Internal, "sqlitestore: database schema is newer than this version of keyledger")
 	ErrInvalidPath  = errkind.New(errkind.Invalid, "sqlitestore: invalid database path")
+	// ErrSpendLocked: another process keeps its holds in memory
+	// (Options.ProcessHolds) on this file, so this one may not spend from
+	// it — or, at Open with ProcessHolds, another process already does.
+	ErrSpendLocked = errkind.New(errkind.Unavailable, "sqlitestore: another process spends from this database with process holds")
+	// ErrProcessHoldsUnsupported: Options.ProcessHolds needs advisory file
+	// locks (flock), which this platform lacks.
+	ErrProcessHoldsUnsupported = errkind.New(errkind.Invalid, "sqlitestore: process holds need flock, which this platform lacks")
 )
 
 //go:embed migrations/*.sql
@@ -85,6 +92,17 @@ type Options struct {
 	// checkpoints itself when the background checkpointer runs (8,000 by
 	// default, 32 MiB of 4 KiB pages).
 	WALRestartPages int
+	// ProcessHolds makes this process the only one that spends from the
+	// file, and lets the credits Service keep its holds in memory: a
+	// reserve, an extend and a release then write nothing, and a metered
+	// request costs one write transaction instead of two. Open takes the
+	// file's spend lock ("<path>-spend.lock") exclusively, waiting up to
+	// BusyTimeout, or fails with ErrSpendLocked; while it is held, other
+	// processes may read and credit, but their debits, reserves, metering
+	// and negative adjustments fail with ErrSpendLocked — so that nobody
+	// spends funds this process holds. A crashed process's holds vanish with its
+	// requests (the kernel drops the lock). See DESIGN.md, "Process holds".
+	ProcessHolds bool
 }
 
 // Store is a store.Store on one SQLite file.
@@ -101,6 +119,11 @@ type Store struct {
 	lw, lr *ledgerStmts // prepared ledger and usage statements on w and r (credits.go)
 	mw     *multiStmts  // multi-row statements on w (multirow.go)
 	accts  acctCache    // committed ledger account states (acctcache.go)
+
+	spend        *spendLock // the file's spend lock (spendlock_unix.go)
+	processHolds bool       // spend is held exclusively (Options.ProcessHolds)
+	sharedMu     sync.Mutex
+	shared       map[any]any // Shared
 
 	ckpt     *sql.DB       // background checkpointer (CheckpointInterval), or nil
 	stopCkpt chan struct{} // closed by Close, once
@@ -136,6 +159,13 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 	if path == "" || strings.ContainsAny(path, "?#") || path == ":memory:" {
 		return nil, fmt.Errorf("%w: %q (a file name without '?' or '#')", ErrInvalidPath, path)
 	}
+	if o.ProcessHolds && !processHoldsSupported {
+		return nil, ErrProcessHoldsUnsupported
+	}
+	lock, err := openSpendLock(path, o.ProcessHolds, o.BusyTimeout)
+	if err != nil {
+		return nil, err
+	}
 	base := "file:" + path + "?_pragma=busy_timeout(" + strconv.FormatInt(o.BusyTimeout.Milliseconds(), 10) + ")" +
 		"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
 	if o.CacheSizeKiB > 0 {
@@ -147,22 +177,25 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 	}
 	w, err := sql.Open("sqlite", wdsn)
 	if err != nil {
+		lock.close()
 		return nil, fmt.Errorf("sqlitestore: open: %w", err)
 	}
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
-	s := &Store{w: w, log: o.Logger, mw: newMultiStmts()}
+	s := &Store{w: w, log: o.Logger, mw: newMultiStmts(), spend: lock, processHolds: o.ProcessHolds}
 	s.Engine = sqlledger.New(ledgerDB{s})
 	s.Accounts = sqlaccount.New(accountDB{s}, sqlaccount.Dialect{EmailIs: `email = ?`})
 	if err := s.migrateRetrying(ctx, o.BusyTimeout); err != nil {
 		w.Close()
+		lock.close()
 		return nil, err
 	}
 	r, err := sql.Open("sqlite", base+"&_pragma=query_only(1)")
 	if err != nil {
 		w.Close()
+		lock.close()
 		return nil, fmt.Errorf("sqlitestore: open readers: %w", err)
 	}
 	r.SetMaxOpenConns(o.Readers)
@@ -224,8 +257,30 @@ func (s *Store) Close() error {
 			ck = s.ckpt.Close()
 		})
 	}
-	return errors.Join(s.rstmt.close(), s.closeLedger(), s.mw.close(), ck, s.r.Close(), s.w.Close())
+	return errors.Join(s.rstmt.close(), s.closeLedger(), s.mw.close(), ck, s.r.Close(), s.w.Close(), s.spend.close())
 }
+
+// Shared returns the value kept under key for the domain services on this
+// store, created by mk on first use: the credits Services of one process
+// share their process holds through it.
+func (s *Store) Shared(key any, mk func() any) any {
+	s.sharedMu.Lock()
+	defer s.sharedMu.Unlock()
+	if v, ok := s.shared[key]; ok {
+		return v
+	}
+	if s.shared == nil {
+		s.shared = make(map[any]any)
+	}
+	v := mk()
+	s.shared[key] = v
+	return v
+}
+
+// ProcessHolds reports whether this process is the only one spending from
+// the file (Options.ProcessHolds): the credits Service then keeps its
+// holds in memory.
+func (s *Store) ProcessHolds() bool { return s.processHolds }
 
 type migration = migrations.Migration
 

@@ -23,4 +23,17 @@ func newStore(t testing.TB) store.Store {
 
 func TestConformance(t *testing.T) { storetest.Run(t, newStore) }
 
+// TestConformanceProcessHolds runs the suite with holds kept in the
+// process (Options.ProcessHolds), which its Service-level tests use.
+func TestConformanceProcessHolds(t *testing.T) {
+	storetest.Run(t, func(t testing.TB) store.Store {
+		st, err := sqlitestore.Open(context.Background(), filepath.Join(t.TempDir(), "keyledger.db"),
+			&sqlitestore.Options{Logger: slog.New(slog.DiscardHandler), ProcessHolds: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	})
+}
+
 func BenchmarkStore(b *testing.B) { storetest.Bench(b, newStore) }

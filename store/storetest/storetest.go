@@ -89,3 +89,13 @@ func (e *env) accounts(t testing.TB, opts *account.Options) *account.Service {
 	}
 	return svc
 }
+
+// processHolds reports whether st lets the credits Service keep holds in
+// its process (sqlitestore.Options.ProcessHolds). The suite then expects
+// what DESIGN.md ("Process holds") documents: reserve idempotency keys
+// live in the process, a released or expired hold is forgotten after a
+// while, and the expiry sweep finds no stored holds to expire.
+func processHolds(st any) bool {
+	ph, ok := st.(interface{ ProcessHolds() bool })
+	return ok && ph.ProcessHolds()
+}

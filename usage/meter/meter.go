@@ -69,7 +69,10 @@ func ApplyMeter(ctx context.Context, tx Tx, now time.Time, r *usage.MeterRequest
 	}
 	var out usage.MeterOutcome
 	if s := &r.Spend; s.Kind != 0 {
-		if s.Kind == credits.SpendSettle || s.Kind == credits.SpendRelease {
+		if s.Held != nil && s.Held.AccountID != rec.AccountID {
+			return usage.MeterOutcome{Err: credits.ErrHoldNotFound}, nil
+		}
+		if s.Held == nil && (s.Kind == credits.SpendSettle || s.Kind == credits.SpendRelease) {
 			// A hold of another account is not this record's to resolve.
 			h, err := tx.Hold(ctx, s.HoldID)
 			if errors.Is(err, credits.ErrHoldNotFound) || (err == nil && h.AccountID != rec.AccountID) {
@@ -127,6 +130,7 @@ func replayMeter(ctx context.Context, tx Tx, accountID, key string, prev MeterOp
 			return usage.MeterOutcome{}, err
 		}
 		seq = h.EntrySeq
+		out.Spend.Hold = h
 		if h.State == credits.HoldSettled {
 			out.Charged, out.Shortfall = h.Charged, h.Shortfall()
 		}
@@ -146,6 +150,7 @@ func replayMeter(ctx context.Context, tx Tx, accountID, key string, prev MeterOp
 		if prev.HoldID == "" {
 			out.Charged = out.Entry.Amount.Neg()
 		}
+		out.Spend.Entry = out.Entry
 	}
 	if !ok {
 		rec.Cost = out.Charged

@@ -57,7 +57,7 @@ func Open(ctx context.Context, c Config) (_ *Env, err error) {
 		return nil, err
 	}
 	e.closers = append(e.closers, e.Tel.Shutdown) // closed last: the KeyLedger reports until it closes
-	st, err := OpenStore(ctx, c.DB, c.Postgres, e.Log)
+	st, err := OpenStore(ctx, c.DB, c.Postgres, false, e.Log)
 	if err != nil {
 		return nil, err
 	}

@@ -24,8 +24,10 @@ import (
 )
 
 // OpenStore opens the PostgreSQL database of postgresDSN when it is set
-// (many instances on one database), else the SQLite file path.
-func OpenStore(ctx context.Context, path, postgresDSN string, log *slog.Logger) (store.Store, error) {
+// (many instances on one database), else the SQLite file path — with
+// process holds if processHolds is set (sqlitestore.Options.ProcessHolds:
+// this process is then the only one that spends from the file).
+func OpenStore(ctx context.Context, path, postgresDSN string, processHolds bool, log *slog.Logger) (store.Store, error) {
 	if postgresDSN != "" {
 		st, err := pgstore.Open(ctx, postgresDSN, &pgstore.Options{Logger: log})
 		if err != nil {
@@ -36,7 +38,7 @@ func OpenStore(ctx context.Context, path, postgresDSN string, log *slog.Logger) 
 	if path == "" {
 		return nil, errors.New("-db: a SQLite file name is required")
 	}
-	st, err := sqlitestore.Open(ctx, path, &sqlitestore.Options{Logger: log})
+	st, err := sqlitestore.Open(ctx, path, &sqlitestore.Options{Logger: log, ProcessHolds: processHolds})
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}

@@ -31,7 +31,7 @@ func TestTelemetryHandler(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tel.Shutdown(ctx)
-	st, err := OpenStore(ctx, filepath.Join(t.TempDir(), "k.db"), "", log)
+	st, err := OpenStore(ctx, filepath.Join(t.TempDir(), "k.db"), "", false, log)
 	if err != nil {
 		t.Fatal(err)
 	}

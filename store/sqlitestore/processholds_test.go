@@ -1,0 +1,111 @@
+package sqlitestore_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/store/sqlitestore"
+)
+
+// One process keeps holds in memory; another process on the same file
+// (here: a second Store, which has a lock file description of its own) may
+// read and credit but not debit or adjust down, and a second owner cannot
+// open. The owner sees the other's top-up before it refuses a reserve, and
+// its own holds count against its adjustments.
+func TestProcessHoldsOwnTheFile(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "k.db")
+	quiet := slog.New(slog.DiscardHandler)
+	owner, err := sqlitestore.Open(ctx, path, &sqlitestore.Options{Logger: quiet, ProcessHolds: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer owner.Close()
+	if _, err := sqlitestore.Open(ctx, path, &sqlitestore.Options{Logger: quiet, ProcessHolds: true, BusyTimeout: 50 * time.Millisecond}); !errors.Is(err, sqlitestore.ErrSpendLocked) {
+		t.Fatalf("second owner: %v, want ErrSpendLocked", err)
+	}
+	other, err := sqlitestore.Open(ctx, path, &sqlitestore.Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+
+	opts := &credits.Options{Unit: credits.INR(), Logger: quiet}
+	svc, err := credits.NewService(owner, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close(ctx)
+	admin, err := credits.NewService(other, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := svc.Open(ctx, "acct_1", credits.Policy{}); err != nil {
+		t.Fatal(err)
+	}
+	inr := credits.AmountFromInt
+	if _, err := admin.Purchase(ctx, credits.CreditParams{AccountID: "acct_1", Amount: inr(10), IdempotencyKey: "p1"}); err != nil {
+		t.Fatal(err)
+	}
+	h, err := svc.Reserve(ctx, credits.ReserveParams{AccountID: "acct_1", Amount: inr(8), TTL: time.Minute, IdempotencyKey: "r1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The other process may not spend: it cannot see the 8 held here.
+	if _, err := admin.Debit(ctx, credits.DebitParams{AccountID: "acct_1", Amount: inr(5), IdempotencyKey: "d1"}); !errors.Is(err, sqlitestore.ErrSpendLocked) {
+		t.Fatalf("debit by another process: %v, want ErrSpendLocked", err)
+	}
+	// Nor take funds by a negative adjustment; a positive one is fine.
+	if _, err := admin.Adjust(ctx, credits.CreditParams{AccountID: "acct_1", Amount: inr(-1), IdempotencyKey: "a0"}); !errors.Is(err, sqlitestore.ErrSpendLocked) {
+		t.Fatalf("negative adjustment by another process: %v, want ErrSpendLocked", err)
+	}
+	// The owner's own adjustment may not take the held funds (2 are free).
+	if _, err := svc.Adjust(ctx, credits.CreditParams{AccountID: "acct_1", Amount: inr(-2), IdempotencyKey: "a1"}); err != nil {
+		t.Fatalf("adjustment within the free funds: %v", err)
+	}
+	if _, err := svc.Adjust(ctx, credits.CreditParams{AccountID: "acct_1", Amount: inr(-1), IdempotencyKey: "a2"}); !errors.Is(err, credits.ErrInsufficientFunds) {
+		t.Fatalf("adjustment into held funds: %v, want ErrInsufficientFunds", err)
+	}
+	// … and a reserve past the funds is refused until the other process
+	// tops up, which the owner reads before it refuses.
+	if _, err := svc.Reserve(ctx, credits.ReserveParams{AccountID: "acct_1", Amount: inr(5), TTL: time.Minute, IdempotencyKey: "r2"}); !errors.Is(err, credits.ErrInsufficientFunds) {
+		t.Fatalf("reserve past the funds: %v", err)
+	}
+	if _, err := admin.Purchase(ctx, credits.CreditParams{AccountID: "acct_1", Amount: inr(5), IdempotencyKey: "p2"}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(60 * time.Millisecond) // past the re-read threshold of a refusal
+	if _, err := svc.Reserve(ctx, credits.ReserveParams{AccountID: "acct_1", Amount: inr(5), TTL: time.Minute, IdempotencyKey: "r2"}); err != nil {
+		t.Fatalf("reserve after the other process's top-up: %v", err)
+	}
+	// The settle writes the hold, settled, with its charge; the other
+	// process reads it.
+	if _, err := svc.Settle(ctx, credits.SettleParams{HoldID: h.ID, Actual: inr(6)}); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := admin.Hold(ctx, h.ID)
+	if err != nil || stored.State != credits.HoldSettled || !stored.Charged.Equal(inr(6)) {
+		t.Fatalf("the settled hold as the other process reads it: %+v %v", stored, err)
+	}
+	a, err := admin.Account(ctx, "acct_1")
+	if err != nil || !a.Balance.Equal(inr(7)) || !a.Held.IsZero() {
+		t.Fatalf("account as stored: %+v %v; want balance 7 (10 − 2 + 5 − 6), nothing held in the file", a, err)
+	}
+	if a, err := svc.Account(ctx, "acct_1"); err != nil || !a.Held.Equal(inr(5)) || !a.Available.Equal(inr(2)) {
+		t.Fatalf("account as the owner sees it: %+v %v; want 5 held in the process", a, err)
+	}
+	// Closing the owner frees the file for the other process's spends.
+	svc.Close(ctx)
+	if err := owner.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Debit(ctx, credits.DebitParams{AccountID: "acct_1", Amount: inr(5), IdempotencyKey: "d1"}); err != nil {
+		t.Fatalf("debit once the owner closed: %v", err)
+	}
+}
