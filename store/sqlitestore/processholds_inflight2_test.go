@@ -7,34 +7,19 @@ package sqlitestore_test
 import (
 	"context"
 	"errors"
-	"log/slog"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/keyledger/keyledger/credits"
-	"github.com/keyledger/keyledger/store/sqlitestore"
 )
 
 // Extend of a hold whose settle is in flight (idx -1 in the heap).
 func TestReview2ExtendWhileSettling(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "k.db")
-	quiet := slog.New(slog.DiscardHandler)
-	st, err := sqlitestore.Open(ctx, path, &sqlitestore.Options{Logger: quiet, ProcessHolds: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := processHoldsStore(t)
 	ss := &slowStore{Store: st, entered: make(chan struct{}), release: make(chan struct{})}
-	svc, err := credits.NewService(ss, &credits.Options{Unit: credits.INR(), Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close(ctx)
+	svc := inflightLedger(t, ss, nil, 100)
 	inr := credits.AmountFromInt
-	svc.Open(ctx, "a", credits.Policy{})
-	svc.Purchase(ctx, credits.CreditParams{AccountID: "a", Amount: inr(100), IdempotencyKey: "p"})
 	h1, err := svc.Reserve(ctx, credits.ReserveParams{AccountID: "a", Amount: inr(10), TTL: time.Minute, IdempotencyKey: "r1"})
 	if err != nil {
 		t.Fatal(err)
@@ -69,24 +54,10 @@ func TestReview2ExtendWhileSettling(t *testing.T) {
 // check) takes the same funds. ov selects OverrunWriteOff or OverrunDebt.
 func review2Overshoot(t *testing.T, ov credits.Overrun) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "k.db")
-	quiet := slog.New(slog.DiscardHandler)
-	st, err := sqlitestore.Open(ctx, path, &sqlitestore.Options{Logger: quiet, ProcessHolds: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := processHoldsStore(t)
 	ss := &slowStore{Store: st, entered: make(chan struct{}), release: make(chan struct{})}
-	svc, err := credits.NewService(ss, &credits.Options{Unit: credits.INR(), Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close(ctx)
+	svc := inflightLedger(t, ss, nil, 100)
 	inr := credits.AmountFromInt
-	svc.Open(ctx, "a", credits.Policy{})
-	if _, err := svc.Purchase(ctx, credits.CreditParams{AccountID: "a", Amount: inr(100), IdempotencyKey: "p"}); err != nil {
-		t.Fatal(err)
-	}
 	h1, err := svc.Reserve(ctx, credits.ReserveParams{AccountID: "a", Amount: inr(10), TTL: time.Minute, IdempotencyKey: "r1"})
 	if err != nil {
 		t.Fatal(err)

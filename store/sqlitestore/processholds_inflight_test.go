@@ -17,6 +17,38 @@ import (
 	"github.com/keyledger/keyledger/store/sqlitestore"
 )
 
+// processHoldsStore opens a SQLite store with process holds in a
+// temporary directory, closed when t ends.
+func processHoldsStore(t *testing.T) *sqlitestore.Store {
+	t.Helper()
+	st, err := sqlitestore.Open(context.Background(), filepath.Join(t.TempDir(), "k.db"),
+		&sqlitestore.Options{Logger: slog.New(slog.DiscardHandler), ProcessHolds: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+// inflightLedger is a credits Service over st (now nil: the real clock)
+// with account "a" opened and funded with amount.
+func inflightLedger(t *testing.T, st credits.Store, now func() time.Time, amount int64) *credits.Service {
+	t.Helper()
+	ctx := context.Background()
+	svc, err := credits.NewService(st, &credits.Options{Unit: credits.INR(), Logger: slog.New(slog.DiscardHandler), Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Close(ctx) })
+	if _, err := svc.Open(ctx, "a", credits.Policy{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Purchase(ctx, credits.CreditParams{AccountID: "a", Amount: credits.AmountFromInt(amount), IdempotencyKey: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	return svc
+}
+
 // slowStore blocks the first ApplySpends until release is closed.
 type slowStore struct {
 	*sqlitestore.Store
@@ -38,26 +70,10 @@ func (s *slowStore) ApplySpends(ctx context.Context, now time.Time, reqs []credi
 // the same funds.
 func TestReviewCancelledDebitOverspend(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "k.db")
-	quiet := slog.New(slog.DiscardHandler)
-	st, err := sqlitestore.Open(ctx, path, &sqlitestore.Options{Logger: quiet, ProcessHolds: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := processHoldsStore(t)
 	ss := &slowStore{Store: st, entered: make(chan struct{}), release: make(chan struct{})}
-	svc, err := credits.NewService(ss, &credits.Options{Unit: credits.INR(), Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close(ctx)
+	svc := inflightLedger(t, ss, nil, 10)
 	inr := credits.AmountFromInt
-	if _, err := svc.Open(ctx, "a", credits.Policy{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.Purchase(ctx, credits.CreditParams{AccountID: "a", Amount: inr(10), IdempotencyKey: "p"}); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := svc.Account(ctx, "a"); err != nil { // snapshot
 		t.Fatal(err)
 	}
@@ -105,26 +121,10 @@ func (s *slowCredit) LedgerCredit(ctx context.Context, now time.Time, r credits.
 // re-checked against holds taken while it commits.
 func TestReviewAdjustRacesReserve(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "k.db")
-	quiet := slog.New(slog.DiscardHandler)
-	st, err := sqlitestore.Open(ctx, path, &sqlitestore.Options{Logger: quiet, ProcessHolds: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := processHoldsStore(t)
 	ss := &slowCredit{Store: st, entered: make(chan struct{}), release: make(chan struct{})}
-	svc, err := credits.NewService(ss, &credits.Options{Unit: credits.INR(), Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close(ctx)
+	svc := inflightLedger(t, ss, nil, 10)
 	inr := credits.AmountFromInt
-	if _, err := svc.Open(ctx, "a", credits.Policy{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.Purchase(ctx, credits.CreditParams{AccountID: "a", Amount: inr(10), IdempotencyKey: "p"}); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := svc.Reserve(ctx, credits.ReserveParams{AccountID: "a", Amount: inr(1), TTL: time.Minute, IdempotencyKey: "warm"}); err != nil {
 		t.Fatal(err)
 	}
@@ -171,26 +171,10 @@ func (s *slowRead) LedgerAccount(ctx context.Context, id string, now time.Time) 
 // change) and lands after it survives forgetLocal for localRefresh.
 func TestReviewStaleReadAfterAdjust(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "k.db")
-	quiet := slog.New(slog.DiscardHandler)
-	st, err := sqlitestore.Open(ctx, path, &sqlitestore.Options{Logger: quiet, ProcessHolds: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := processHoldsStore(t)
 	ss := &slowRead{Store: st, entered: make(chan struct{}), release: make(chan struct{})}
-	svc, err := credits.NewService(ss, &credits.Options{Unit: credits.INR(), Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close(ctx)
+	svc := inflightLedger(t, ss, nil, 10)
 	inr := credits.AmountFromInt
-	if _, err := svc.Open(ctx, "a", credits.Policy{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.Purchase(ctx, credits.CreditParams{AccountID: "a", Amount: inr(10), IdempotencyKey: "p"}); err != nil {
-		t.Fatal(err)
-	}
 	ss.block = true
 	done := make(chan error, 1)
 	go func() {
@@ -216,29 +200,13 @@ func TestReviewStaleReadAfterAdjust(t *testing.T) {
 // the book expired the hold and let a reserve take its funds.
 func TestReviewSettleAcrossExpiry(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "k.db")
-	quiet := slog.New(slog.DiscardHandler)
-	st, err := sqlitestore.Open(ctx, path, &sqlitestore.Options{Logger: quiet, ProcessHolds: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := processHoldsStore(t)
 	ss := &slowStore{Store: st, entered: make(chan struct{}), release: make(chan struct{}), first: true}
 	var mu sync.Mutex
 	clock := time.Now()
 	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
-	svc, err := credits.NewService(ss, &credits.Options{Unit: credits.INR(), Logger: quiet, Now: now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close(ctx)
+	svc := inflightLedger(t, ss, now, 10)
 	inr := credits.AmountFromInt
-	if _, err := svc.Open(ctx, "a", credits.Policy{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.Purchase(ctx, credits.CreditParams{AccountID: "a", Amount: inr(10), IdempotencyKey: "p"}); err != nil {
-		t.Fatal(err)
-	}
 	h, err := svc.Reserve(ctx, credits.ReserveParams{AccountID: "a", Amount: inr(10), TTL: time.Second, IdempotencyKey: "r1"})
 	if err != nil {
 		t.Fatal(err)
@@ -267,22 +235,10 @@ func TestReviewSettleAcrossExpiry(t *testing.T) {
 // Settle times out (ctx), client releases the hold, the settle commits.
 func TestReviewReleaseDuringSettle(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "k.db")
-	quiet := slog.New(slog.DiscardHandler)
-	st, err := sqlitestore.Open(ctx, path, &sqlitestore.Options{Logger: quiet, ProcessHolds: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := processHoldsStore(t)
 	ss := &slowStore{Store: st, entered: make(chan struct{}), release: make(chan struct{}), first: true}
-	svc, err := credits.NewService(ss, &credits.Options{Unit: credits.INR(), Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close(ctx)
+	svc := inflightLedger(t, ss, nil, 10)
 	inr := credits.AmountFromInt
-	svc.Open(ctx, "a", credits.Policy{})
-	svc.Purchase(ctx, credits.CreditParams{AccountID: "a", Amount: inr(10), IdempotencyKey: "p"})
 	h, err := svc.Reserve(ctx, credits.ReserveParams{AccountID: "a", Amount: inr(10), TTL: time.Minute, IdempotencyKey: "r1"})
 	if err != nil {
 		t.Fatal(err)
