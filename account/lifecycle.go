@@ -93,6 +93,15 @@ func Scrubbed(a Account) bool {
 }
 
 // newOneTimeToken makes a token of kind for an account and stores its hash.
+// mailToken creates a one-time token of kind for a and mails it as mk.
+func (s *Service) mailToken(ctx context.Context, kind TokenKind, mk MessageKind, a Account) error {
+	tok, t, err := s.newOneTimeToken(ctx, kind, a.ID)
+	if err != nil {
+		return err
+	}
+	return s.opt.Mailer.SendMail(ctx, Message{Kind: mk, To: a.Email, AccountID: a.ID, Token: tok, ExpiresAt: t.ExpiresAt})
+}
+
 func (s *Service) newOneTimeToken(ctx context.Context, kind TokenKind, accountID string) (Secret, Token, error) {
 	tok := newToken(s.opt.OneTimeTokenPrefix)
 	h, _ := hashToken(s.opt.OneTimeTokenPrefix, tok)
@@ -127,11 +136,7 @@ func (s *Service) SendVerification(ctx context.Context, accountID string) error 
 	if a.Status == StatusClosed {
 		return ErrClosed
 	}
-	tok, t, err := s.newOneTimeToken(ctx, TokenVerifyEmail, a.ID)
-	if err != nil {
-		return err
-	}
-	return s.opt.Mailer.SendMail(ctx, Message{Kind: MailVerifyEmail, To: a.Email, AccountID: a.ID, Token: tok, ExpiresAt: t.ExpiresAt})
+	return s.mailToken(ctx, TokenVerifyEmail, MailVerifyEmail, a)
 }
 
 // VerifyEmail consumes a verification token and returns its account. A
@@ -196,11 +201,7 @@ func (s *Service) RequestPasswordReset(ctx context.Context, email string) error 
 	if a.Status == StatusClosed {
 		return nil
 	}
-	tok, t, err := s.newOneTimeToken(ctx, TokenPasswordReset, a.ID)
-	if err != nil {
-		return err
-	}
-	return s.opt.Mailer.SendMail(ctx, Message{Kind: MailPasswordReset, To: a.Email, AccountID: a.ID, Token: tok, ExpiresAt: t.ExpiresAt})
+	return s.mailToken(ctx, TokenPasswordReset, MailPasswordReset, a)
 }
 
 // ResetPassword consumes a reset token and sets the new password, revoking
