@@ -268,7 +268,13 @@ func TestMeterBatchLargerThanAChunk(t *testing.T) {
 // Under a steady write load the WAL stays bounded: the background
 // checkpointer copies it and the writer restarts it past WALRestartPages.
 func TestWALStaysBounded(t *testing.T) {
-	for _, interval := range []time.Duration{0, -1} {
+	// An hour keeps the background checkpointer out of the way, so the
+	// writer's own restart at WALRestartPages is measured alone; the
+	// default (0: every 20ms) adds the background checkpoints, which a
+	// loaded machine may schedule so that they meet the writer's and make
+	// it skip a few (SQLite runs one checkpoint at a time); -1 is SQLite's
+	// own scheme. With no restart at all the WAL reaches ~3,400 pages.
+	for _, interval := range []time.Duration{time.Hour, 0, -1} {
 		t.Run(fmt.Sprint(interval), func(t *testing.T) {
 			ctx := context.Background()
 			path := filepath.Join(t.TempDir(), "k.db")
@@ -295,7 +301,10 @@ func TestWALStaysBounded(t *testing.T) {
 				t.Fatal(err)
 			}
 			limit := int64(400) // past WALRestartPages, with one transaction's frames
-			if interval < 0 {
+			switch {
+			case interval == 0:
+				limit = 1000 // a few skipped restarts, far below no restart
+			case interval < 0:
 				limit = 1100 // SQLite's own scheme restarts past 1,000 pages
 			}
 			if pages := fi.Size() / 4120; pages > limit {
