@@ -3,15 +3,18 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"html/template"
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/dashboard"
 	"github.com/keyledger/keyledger/examples/gateway/internal/invoice"
 	"github.com/keyledger/keyledger/examples/gateway/internal/razorpay"
+	"github.com/keyledger/keyledger/ratelimit"
 )
 
 // dashboardPath is where the gateway mounts the customer dashboard.
@@ -181,6 +184,12 @@ func (s *server) checkoutCallback(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if err == nil && razorpay.ValidPaymentID(in.PaymentID) && o.Status != "paid" {
+			// Unsigned, so anyone who knows an order id can post it: each
+			// such post costs a call to Razorpay, bounded per address.
+			if wait, terr := s.throttleUnsignedCallback(r); terr != nil || wait > 0 {
+				s.writeCallbackPage(w, r, http.StatusTooManyRequests, unsignedCallbackRefusal(wait, terr))
+				return
+			}
 			_, err := s.confirmPayment(r.Context(), o, in.PaymentID)
 			if err == nil { // Razorpay says it was captured after all: credit it (once, as the webhook would)
 				if _, _, err = s.creditOrder(r.Context(), o, in.PaymentID); err == nil {
@@ -227,6 +236,36 @@ const callbackPage = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Payment — Forii</title></head>
 <body><main><h1>Payment not completed</h1><p>{{.Message}}</p><p><a href="{{.Back}}">Back to Buy credits</a></p></main></body></html>
 `
+
+// unsignedCallbacksPerHour bounds, per client address, the unsigned
+// failure posts of the checkout callback that make the gateway ask Razorpay
+// about a payment (a customer retrying a declined card posts a few).
+const unsignedCallbacksPerHour = 30
+
+// throttleUnsignedCallback charges one unsigned callback to the client's
+// address: the wait before the next is allowed, or 0.
+func (s *server) throttleUnsignedCallback(r *http.Request) (time.Duration, error) {
+	d, err := s.kl.Limiter.Allow(r.Context(), ratelimit.Request{
+		Key: "rzp-callback:" + s.clientAddr(r), Limit: ratelimit.Limit{Rate: unsignedCallbacksPerHour, Period: time.Hour}, Cost: 1,
+	})
+	if err != nil {
+		return 0, err
+	}
+	if d.Allowed {
+		return 0, nil
+	}
+	return min(max(d.RetryAfter(), time.Second), time.Hour), nil
+}
+
+// unsignedCallbackRefusal is the page text of a throttled (or unthrottlable)
+// unsigned callback.
+func unsignedCallbackRefusal(wait time.Duration, err error) string {
+	if err != nil {
+		return "The payment's status could not be checked right now; your balance page shows it once Razorpay confirms it."
+	}
+	return fmt.Sprintf("Too many payment responses from your address (at most %d an hour); try again in %s. Your balance page shows the payment once Razorpay confirms it.",
+		unsignedCallbacksPerHour, wait.Round(time.Second))
+}
 
 func (s *server) writeCallbackPage(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	h := w.Header()

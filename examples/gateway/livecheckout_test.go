@@ -163,3 +163,57 @@ func TestDashboardLiveCheckoutNeedsPublicURL(t *testing.T) {
 		t.Fatalf("purchase without -public-url: %d\n%s", st, body)
 	}
 }
+
+// TestDashboardUnsignedCallbackThrottled: the callback's unsigned failure
+// posts make the gateway ask Razorpay about the payment, and anyone who
+// knows an order id can send them; past unsignedCallbacksPerHour from one
+// address they are refused (429) without a call to Razorpay, and nothing is
+// credited either way.
+func TestDashboardUnsignedCallbackThrottled(t *testing.T) {
+	g, f := startLive(t, "-public-url", "https://forii.test/")
+	b := newFormClient(t, g.base)
+	if st, _, _ := b.submit("/dashboard/signup", "/dashboard/signup", url.Values{"name": {"Asha"}, "email": {"asha@example.com"}, "password": {"correct horse battery"}}); st != http.StatusSeeOther {
+		t.Fatalf("sign up: %d", st)
+	}
+	before := balanceOf(t, b)
+	_, fields := liveCheckoutForm(t, b, "250")
+	order := fields.Get("order_id")
+	r, _, err := f.Pay(order, razorpay.PaymentFailed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	form := url.Values{"error[code]": {"BAD_REQUEST_ERROR"}, "error[metadata][order_id]": {order}, "error[metadata][payment_id]": {r.PaymentID}}
+	attacker := newFormClient(t, g.base)
+	refusedAt := 0
+	for i := 1; i <= unsignedCallbacksPerHour+5; i++ {
+		st, body, _ := attacker.send("POST", checkoutCallbackPath, form)
+		if st == http.StatusTooManyRequests {
+			if !strings.Contains(body, "at most 30 an hour") {
+				t.Fatalf("refusal page does not name the limit:\n%s", body)
+			}
+			refusedAt = i
+			break
+		}
+		if st != http.StatusPaymentRequired {
+			t.Fatalf("post %d: %d\n%s", i, st, body)
+		}
+	}
+	if refusedAt == 0 || refusedAt > unsignedCallbacksPerHour+1 {
+		t.Fatalf("unsigned callbacks refused at post %d, want by %d", refusedAt, unsignedCallbacksPerHour+1)
+	}
+	fetches := f.Calls(razorpaytest.RouteFetchPayment)
+	for range 5 {
+		if st, _, _ := attacker.send("POST", checkoutCallbackPath, form); st != http.StatusTooManyRequests {
+			t.Fatalf("post past the limit: %d, want 429", st)
+		}
+	}
+	if got := f.Calls(razorpaytest.RouteFetchPayment); got != fetches {
+		t.Fatalf("refused posts still asked Razorpay: %d fetches, then %d", fetches, got)
+	}
+	if fetches > unsignedCallbacksPerHour {
+		t.Fatalf("%d fetches for unsigned posts, want at most %d", fetches, unsignedCallbacksPerHour)
+	}
+	if got := balanceOf(t, b); got != before {
+		t.Fatalf("balance %s after declined-payment posts, want %s", got, before)
+	}
+}
