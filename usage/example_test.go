@@ -34,7 +34,7 @@ func Example() {
 		Model: "forii/deepseek-v3", PromptPerMillion: decimal.RequireFromString("250"),
 		CompletionPerMillion: decimal.RequireFromString("645"),
 	}}, nil))
-	meter := must(usage.NewService(st, &usage.Options{Now: clock, Prices: prices, Credits: ledger}))
+	meter := must(usage.NewService(st, &usage.Options{Now: clock, Credits: ledger}))
 	defer meter.Close(ctx)
 
 	must(ledger.Open(ctx, "acct_asha", credits.Policy{TimeZone: "Asia/Kolkata"}))
@@ -42,6 +42,10 @@ func Example() {
 
 	call := usage.Record{AccountID: "acct_asha", KeyID: "key_1", Endpoint: "/v1/chat/completions", Method: "POST",
 		Model: "forii/deepseek-v3", StatusCode: 200, PromptTokens: 1250, CompletionTokens: 340}
+	call.CreatedAt = now
+	if err := prices.Rate(&call); err != nil { // the one pricing step
+		panic(err)
+	}
 	for range 2 { // the client retries with the same key
 		r := must(meter.Meter(ctx, usage.MeterParams{Record: call, IdempotencyKey: "chatcmpl-1", TimeZone: "Asia/Kolkata"}))
 		fmt.Println("charged", r.Charged, "replayed", r.Replayed)

@@ -92,11 +92,14 @@ func testUsageMeter(t *testing.T, newStore NewStoreFunc) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	led, svc := e.metering(t, &credits.Options{Unit: credits.WholeCredits()}, &usage.Options{Prices: pb})
+	led, svc := e.metering(t, &credits.Options{Unit: credits.WholeCredits()}, nil)
 	fundedAccount(t, led, "acct_or", "10", credits.Policy{})
 	rec := usage.Record{AccountID: "acct_or", KeyID: "cred_1", AuthSource: "api_key", Endpoint: "/v1/tools/inspect_domain",
 		Method: "POST", StatusCode: 200, ResponseTime: 842 * time.Millisecond, RequestBytes: 52, ResponseBytes: 4096,
 		Metadata: map[string]string{"tool": "inspect_domain"}}
+	if err := pb.Rate(&rec); err != nil {
+		t.Fatal(err)
+	}
 	res := mustMeter(t, svc, usage.MeterParams{Record: rec, IdempotencyKey: "req-1"})
 	if res.Replayed || !res.Charged.Equal(amt(t, "3")) || !res.Record.Cost.Equal(amt(t, "3")) || res.Entry.ID == "" {
 		t.Fatalf("first meter: %+v", res)
