@@ -103,6 +103,18 @@ func TestCachedReasoningAndStreamingAreChargedExactly(t *testing.T) {
 	if err != nil || len(rows) != 1 || !rows[0].Cost.Equal(spent) || rows[0].CachedPromptTokens != 5+5+5+7+7 || rows[0].ReasoningTokens != 4+4+4+10+10 {
 		t.Fatalf("summary %+v %v", rows, err)
 	}
+	// The usage API shows the parts.
+	day := time.Now().In(must(time.LoadLocation("Asia/Kolkata"))).Format(time.DateOnly)
+	st, _, b := g.do("GET", "/v1/accounts/"+u.id+"/usage?start="+day+"&end="+day, u.token, nil)
+	var body struct {
+		Data []struct {
+			Cached    int64 `json:"cached_prompt_tokens"`
+			Reasoning int64 `json:"reasoning_tokens"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(b, &body); st != 200 || err != nil || len(body.Data) != 1 || body.Data[0].Cached != 29 || body.Data[0].Reasoning != 32 {
+		t.Fatalf("usage API: %d %s", st, short(b))
+	}
 }
 
 func must[T any](v T, err error) T {
