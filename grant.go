@@ -296,10 +296,11 @@ func clampTokenParts(r *usage.Record) bool {
 		return false
 	}
 	p, q := max(r.PromptTokens, 0), max(r.CompletionTokens, 0)
-	r.CachedPromptTokens = min(max(c, 0), p)
-	r.CacheWriteTokens = min(max(w, 0), p-r.CachedPromptTokens)
-	r.ReasoningTokens = min(max(rs, 0), q)
-	return r.CachedPromptTokens != c || r.CacheWriteTokens != w || r.ReasoningTokens != rs
+	nc := min(max(c, 0), p)
+	nw := min(max(w, 0), p-nc)
+	nr := min(max(rs, 0), q)
+	r.CachedPromptTokens, r.CacheWriteTokens, r.ReasoningTokens = nc, nw, nr
+	return nc != c || nw != w || nr != rs
 }
 
 // priced reports whether a record has a price: model records always do
