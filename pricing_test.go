@@ -155,3 +155,63 @@ func TestBadTokenPartsAreClampedNeverFreeNeverDouble(t *testing.T) {
 		}
 	})
 }
+
+// Concurrent requests with cached and reasoning tokens on every backend:
+// each record's cost is exactly the dated book's price of its stored
+// counts at its time, and the ledger equals the sum of the records.
+func TestConcurrentTokenPartsReconcile(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		change := time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC)
+		pb := datedPrices(t, change)
+		e := newEnvWith(t, b, func(o *keyledger.Options) { o.Catalog = bigCatalog(t); o.Prices = pb })
+		ctx := context.Background()
+		a, raw, _ := e.signup(t, "conc@example.com", "big")
+		if _, err := e.kl.Credits.Purchase(ctx, credits.CreditParams{AccountID: a.ID, Amount: credits.NewAmount(d("10000")), IdempotencyKey: "top-up"}); err != nil {
+			t.Fatal(err)
+		}
+		const n = 24
+		errs := make(chan error, n)
+		for i := range n {
+			go func() {
+				g, err := e.kl.Authorize(ctx, raw, keyledger.Request{Model: "llm", PromptTokens: 8, MaxCompletionTokens: 6, Endpoint: "/v1/chat/completions"})
+				if err != nil {
+					errs <- err
+					return
+				}
+				// Some parts in range, some not (clamped).
+				_, err = g.Complete(ctx, keyledger.Outcome{StatusCode: 200, PromptTokens: 8, CompletionTokens: 6,
+					CachedPromptTokens: int64(i % 10), CacheWriteTokens: int64(i % 3), ReasoningTokens: int64(i%8) - 1})
+				errs <- err
+			}()
+		}
+		for range n {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		sum := credits.Amount{}
+		for cursor := ""; ; {
+			pg, err := e.kl.Usage.List(ctx, usage.ListQuery{AccountID: a.ID, Cursor: cursor, Limit: 500})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range pg.Records {
+				want, err := pb.Cost(r)
+				if err != nil || !r.Cost.Equal(want) || r.Cost.IsZero() || !r.PriceFrom.Equal(change) {
+					t.Fatalf("record %+v: cost %s, the book says %s (%v)", r, r.Cost, want, err)
+				}
+				sum = sum.Add(r.Cost)
+			}
+			if cursor = pg.NextCursor; cursor == "" {
+				break
+			}
+		}
+		acct, err := e.kl.Credits.Account(ctx, a.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := credits.NewAmount(d("10050")).Sub(sum); !acct.Balance.Equal(want) || !acct.Held.IsZero() {
+			t.Fatalf("balance %s held %s, want %s and nothing held", acct.Balance, acct.Held, want)
+		}
+	})
+}
