@@ -49,8 +49,14 @@ type Request struct {
 type Outcome struct {
 	StatusCode                     int
 	PromptTokens, CompletionTokens int64
-	Units, CachedUnits             int64
-	RequestBytes, ResponseBytes    int64
+	// CachedPromptTokens (cache reads) and CacheWriteTokens are parts of
+	// PromptTokens, ReasoningTokens a part of CompletionTokens (see
+	// usage.Record). Complete clamps a part that is negative or larger than
+	// its whole (an upstream's bad report) into range and logs it: the
+	// whole is always charged, never a token twice.
+	CachedPromptTokens, CacheWriteTokens, ReasoningTokens int64
+	Units, CachedUnits                                    int64
+	RequestBytes, ResponseBytes                           int64
 	// Latency is the time the request took (measured from Authorize when zero).
 	Latency time.Duration
 	// ErrorType and ErrorMessage describe a failure; a request with an error
@@ -272,12 +278,29 @@ func (kl *KeyLedger) estimate(req Request) (credits.Amount, error) {
 		if h := req.HoldCompletionTokens; h > 0 && h < completion {
 			completion = h
 		}
-		return kl.Prices.TokenCost(req.Model, req.PromptTokens, completion)
+		return kl.Prices.Estimate(req.Model, kl.now(), req.PromptTokens, completion)
 	}
 	if _, ok := kl.Prices.Operation(req.Endpoint); !ok {
 		return credits.Amount{}, nil // unpriced operations are free
 	}
 	return kl.Prices.OperationCost(req.Endpoint, req.Units, req.CachedUnits)
+}
+
+// clampTokenParts brings a record's cached, cache-write and reasoning
+// token counts into range — none negative, cached + cache-write at most
+// the prompt tokens, reasoning at most the completion tokens — and reports
+// whether it changed any. The totals are never changed.
+func clampTokenParts(r *usage.Record) bool {
+	c, w, rs := r.CachedPromptTokens, r.CacheWriteTokens, r.ReasoningTokens
+	if c|w|rs == 0 {
+		return false
+	}
+	p, q := max(r.PromptTokens, 0), max(r.CompletionTokens, 0)
+	nc := min(max(c, 0), p)
+	nw := min(max(w, 0), p-nc)
+	nr := min(max(rs, 0), q)
+	r.CachedPromptTokens, r.CacheWriteTokens, r.ReasoningTokens = nc, nw, nr
+	return nc != c || nw != w || nr != rs
 }
 
 // priced reports whether a record has a price: model records always do
@@ -396,14 +419,23 @@ func (g *Grant) complete(ctx context.Context, o Outcome) (usage.MeterResult, err
 		ResponseTime: o.Latency, RequestBytes: o.RequestBytes, ResponseBytes: o.ResponseBytes,
 		PromptTokens: o.PromptTokens, CompletionTokens: o.CompletionTokens, Units: units, CachedUnits: o.CachedUnits,
 		UpstreamCost: o.UpstreamCost, ErrorType: o.ErrorType, ErrorMessage: o.ErrorMessage, Metadata: o.Metadata,
+		CachedPromptTokens: o.CachedPromptTokens, CacheWriteTokens: o.CacheWriteTokens, ReasoningTokens: o.ReasoningTokens,
+	}
+	if clampTokenParts(&rec) {
+		kl.log.WarnContext(ctx, "keyledger: token parts out of range, clamped to their totals", "request_id", g.ID,
+			"prompt_tokens", o.PromptTokens, "cached_prompt_tokens", o.CachedPromptTokens, "cache_write_tokens", o.CacheWriteTokens,
+			"completion_tokens", o.CompletionTokens, "reasoning_tokens", o.ReasoningTokens)
 	}
 	if rec.Billable() && kl.Prices != nil && kl.priced(rec) {
-		cost, err := kl.Prices.Cost(rec)
-		switch {
+		// The one pricing site: the version in force now, recorded on the
+		// record (PriceFrom) so that a later price change never re-prices it.
+		priced := rec
+		priced.CreatedAt = kl.now()
+		switch err := kl.Prices.Rate(&priced); {
 		case err != nil:
 			rec.ErrorType, rec.ErrorMessage = "pricing_error", err.Error()
 		default:
-			rec.Cost = cost
+			rec.Cost, rec.PriceFrom = priced.Cost, priced.PriceFrom
 		}
 	}
 	p := usage.MeterParams{Record: rec, HoldID: g.Hold.ID, IdempotencyKey: g.ID, TimeZone: g.tz, Overrun: kl.overrun}

@@ -97,11 +97,10 @@ func (e *LimitError) RetryAfter() time.Duration { return e.Decision.RetryAfter()
 // wins for that service, and New fills only the fields left zero — Now and
 // Logger from the fields here (so a host may give one service a clock or
 // logger of its own), Accounts.Catalog from Catalog. The facade itself
-// uses one plan catalog and one price book, so Accounts.Catalog and
-// Usage.Prices, if set, are adopted as Catalog and Prices when those are
-// nil, and are ErrInvalidOptions when both are set and differ. Prices are
-// applied once, by the facade (Authorize reserves and Complete charges
-// with them): the usage service of a KeyLedger is given none of its own.
+// uses one plan catalog, so Accounts.Catalog, if set, is adopted as
+// Catalog when that is nil, and is ErrInvalidOptions when both are set and
+// differ. Prices are applied in one place, the facade: Authorize reserves
+// with Prices and Complete charges with them (usage.PriceBook.Rate).
 // Usage.Credits must be nil: the facade meters onto its own credits
 // service.
 type Options struct {
@@ -301,12 +300,6 @@ func mergeOptions(o *Options, ao *account.Options, ko *apikey.Options, co *credi
 	case ao.Catalog != nil && ao.Catalog != o.Catalog:
 		return fmt.Errorf("%w: Catalog and Accounts.Catalog differ", ErrInvalidOptions)
 	}
-	switch {
-	case o.Prices == nil:
-		o.Prices = uo.Prices
-	case uo.Prices != nil && uo.Prices != o.Prices:
-		return fmt.Errorf("%w: Prices and Usage.Prices differ", ErrInvalidOptions)
-	}
 	if uo.Credits != nil {
 		return fmt.Errorf("%w: Usage.Credits is the facade's own credits service", ErrInvalidOptions)
 	}
@@ -315,10 +308,6 @@ func mergeOptions(o *Options, ao *account.Options, ko *apikey.Options, co *credi
 	fill(&ko.Now, &ko.Logger, o)
 	fill(&co.Now, &co.Logger, o)
 	fill(&uo.Now, &uo.Logger, o)
-	// One pricing site: the facade prices every request (Authorize's hold,
-	// Complete's charge; unpriced operations are free), so the usage
-	// service, which would price a record left at zero cost, gets no book.
-	uo.Prices = nil
 	return nil
 }
 

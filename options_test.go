@@ -95,11 +95,7 @@ func TestOptionsMergeCredits(t *testing.T) {
 }
 
 func TestOptionsMergeUsage(t *testing.T) {
-	pb := prices(t)
-	kl := newMerged(t, &keyledger.Options{Usage: &usage.Options{Now: hostNow, Prices: pb}})
-	if kl.Prices != pb {
-		t.Error("Usage.Prices was not adopted as the facade's price book")
-	}
+	kl := newMerged(t, &keyledger.Options{Usage: &usage.Options{Now: hostNow}})
 	ctx := context.Background()
 	if _, err := kl.Credits.Open(ctx, "acct_1", credits.Policy{}); err != nil {
 		t.Fatal(err)
@@ -120,7 +116,6 @@ func TestOptionsMergeConflicts(t *testing.T) {
 	other := bigCatalog(t)
 	for name, o := range map[string]*keyledger.Options{
 		"catalogs": {Catalog: account.DefaultCatalog(), Accounts: &account.Options{Catalog: other}},
-		"prices":   {Prices: prices(t), Usage: &usage.Options{Prices: prices(t)}},
 		"credits":  {Usage: &usage.Options{Credits: &credits.Service{}}},
 	} {
 		if _, err := keyledger.New(memstore.New(), o); !errors.Is(err, keyledger.ErrInvalidOptions) {

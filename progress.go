@@ -128,7 +128,7 @@ func (g *Grant) limit() int64 { return limitOf(&g.req) }
 func (g *Grant) costAt(d Delivered, m int64) (credits.Amount, error) {
 	p := g.kl.Prices
 	if g.req.Model != "" {
-		return p.TokenCost(g.req.Model, max(g.req.PromptTokens, d.PromptTokens), m)
+		return p.Estimate(g.req.Model, g.kl.now(), max(g.req.PromptTokens, d.PromptTokens), m)
 	}
 	return p.OperationCost(g.req.Endpoint, m, g.req.CachedUnits)
 }

@@ -441,14 +441,14 @@ func TestUsagePageChartAndCSV(t *testing.T) {
 		t.Fatalf("disposition %q", cd)
 	}
 	lines := strings.Split(strings.TrimSpace(r.body), "\n")
-	if lines[0] != "date,key_id,key_name,requests,errors,prompt_tokens,completion_tokens,total_tokens,cost_inr" || len(lines) != 4 {
+	if lines[0] != "date,key_id,key_name,requests,errors,prompt_tokens,completion_tokens,total_tokens,cost_inr,cached_prompt_tokens,cache_write_tokens,reasoning_tokens" || len(lines) != 4 {
 		t.Fatalf("csv:\n%s", r.body)
 	}
 	if !strings.Contains(r.body, `'=cmd|' /C calc'!A0`) {
 		t.Fatalf("formula not defused:\n%s", r.body)
 	}
 	r = b.mustGet("/dashboard/usage.csv", http.StatusOK)
-	if !strings.Contains(r.body, "2026-03-10,forii/deepseek-v3,2,0,2000,400,2400,0.09") {
+	if !strings.Contains(r.body, "2026-03-10,forii/deepseek-v3,2,0,2000,400,2400,0.09,0,0,0") {
 		t.Fatalf("csv by model:\n%s", r.body)
 	}
 

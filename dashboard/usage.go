@@ -43,6 +43,7 @@ func (h *Handler) readUsageQuery(r *http.Request, v *viewer) (usageQuery, error)
 type usageRow struct {
 	Label                                string
 	Requests, Errors, Prompt, Completion int64
+	Cached, Reasoning                    int64 // parts of Prompt and Completion
 	Total                                int64
 	Cost                                 credits.Amount
 	KeyID                                string // the key's filter link (group by key)
@@ -93,7 +94,7 @@ func (h *Handler) summary(r *http.Request, v *viewer, uq usageQuery, group ...us
 
 func toRow(s usage.SummaryRow, label string) usageRow {
 	return usageRow{Label: label, Requests: s.Requests, Errors: s.Errors, Prompt: s.PromptTokens, Completion: s.CompletionTokens,
-		Total: s.TotalTokens, Cost: s.Cost, KeyID: s.KeyID, Model: s.Model, Date: s.Date}
+		Cached: s.CachedPromptTokens, Reasoning: s.ReasoningTokens, Total: s.TotalTokens, Cost: s.Cost, KeyID: s.KeyID, Model: s.Model, Date: s.Date}
 }
 
 // rowLabel names a summary row's group for people.
@@ -145,6 +146,8 @@ func (h *Handler) usagePage(w http.ResponseWriter, r *http.Request, v *viewer) e
 		d.Totals.Errors += row.Errors
 		d.Totals.Prompt += row.Prompt
 		d.Totals.Completion += row.Completion
+		d.Totals.Cached += row.Cached
+		d.Totals.Reasoning += row.Reasoning
 		d.Totals.Total += row.Total
 		d.Totals.Cost = d.Totals.Cost.Add(row.Cost)
 	}
@@ -197,7 +200,8 @@ func (h *Handler) usageCSV(w http.ResponseWriter, r *http.Request, v *viewer) er
 	case usage.GroupModel:
 		head = append(head, "model")
 	}
-	head = append(head, "requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost_"+strings.ToLower(h.kl.Credits.Unit().Code))
+	head = append(head, "requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost_"+strings.ToLower(h.kl.Credits.Unit().Code),
+		"cached_prompt_tokens", "cache_write_tokens", "reasoning_tokens")
 	_ = cw.Write(head)
 	for _, s := range rows {
 		rec := []string{s.Date}
@@ -208,7 +212,8 @@ func (h *Handler) usageCSV(w http.ResponseWriter, r *http.Request, v *viewer) er
 			rec = append(rec, csvCell(s.Model))
 		}
 		rec = append(rec, strconv.FormatInt(s.Requests, 10), strconv.FormatInt(s.Errors, 10), strconv.FormatInt(s.PromptTokens, 10),
-			strconv.FormatInt(s.CompletionTokens, 10), strconv.FormatInt(s.TotalTokens, 10), s.Cost.Decimal().String())
+			strconv.FormatInt(s.CompletionTokens, 10), strconv.FormatInt(s.TotalTokens, 10), s.Cost.Decimal().String(),
+			strconv.FormatInt(s.CachedPromptTokens, 10), strconv.FormatInt(s.CacheWriteTokens, 10), strconv.FormatInt(s.ReasoningTokens, 10))
 		_ = cw.Write(rec)
 	}
 	cw.Flush()
@@ -221,6 +226,7 @@ type requestRow struct {
 	Status                        int
 	LatencyMS                     int64
 	Prompt, Completion            int64
+	Cached, Reasoning             int64
 	Cost                          credits.Amount
 	Failed                        bool
 }
@@ -266,7 +272,8 @@ func (h *Handler) requestsPage(w http.ResponseWriter, r *http.Request, v *viewer
 	for _, rec := range p.Records {
 		row := requestRow{Time: rec.CreatedAt.In(v.loc).Format("2006-01-02 15:04:05"), KeyID: rec.KeyID, Key: names[rec.KeyID],
 			What: rec.Model, Status: rec.StatusCode, LatencyMS: rec.ResponseTime.Milliseconds(),
-			Prompt: rec.PromptTokens, Completion: rec.CompletionTokens, Cost: rec.Cost, Failed: !rec.Billable()}
+			Prompt: rec.PromptTokens, Completion: rec.CompletionTokens, Cached: rec.CachedPromptTokens, Reasoning: rec.ReasoningTokens,
+			Cost: rec.Cost, Failed: !rec.Billable()}
 		if row.What == "" {
 			row.What = strings.TrimSpace(rec.Method + " " + rec.Endpoint)
 		}

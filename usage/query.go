@@ -164,18 +164,27 @@ type SummaryQuery struct {
 // SummaryRow is one group of a summary. The dimensions not grouped by are
 // empty.
 type SummaryRow struct {
-	Date             string         `json:"date,omitempty"`
-	Model            string         `json:"model,omitempty"`
-	KeyID            string         `json:"key_id,omitempty"`
-	Endpoint         string         `json:"endpoint,omitempty"`
-	Requests         int64          `json:"requests"`
-	Errors           int64          `json:"errors"`
-	PromptTokens     int64          `json:"prompt_tokens"`
-	CompletionTokens int64          `json:"completion_tokens"`
-	TotalTokens      int64          `json:"total_tokens"`
-	Units            int64          `json:"units"`
-	CachedUnits      int64          `json:"cached_units"`
-	Cost             credits.Amount `json:"cost"`
+	Date             string `json:"date,omitempty"`
+	Model            string `json:"model,omitempty"`
+	KeyID            string `json:"key_id,omitempty"`
+	Endpoint         string `json:"endpoint,omitempty"`
+	Requests         int64  `json:"requests"`
+	Errors           int64  `json:"errors"`
+	PromptTokens     int64  `json:"prompt_tokens"`
+	CompletionTokens int64  `json:"completion_tokens"`
+	TotalTokens      int64  `json:"total_tokens"`
+	Units            int64  `json:"units"`
+	CachedUnits      int64  `json:"cached_units"`
+	// CachedPromptTokens, CacheWriteTokens and ReasoningTokens are parts of
+	// PromptTokens and CompletionTokens.
+	CachedPromptTokens int64          `json:"cached_prompt_tokens"`
+	CacheWriteTokens   int64          `json:"cache_write_tokens"`
+	ReasoningTokens    int64          `json:"reasoning_tokens"`
+	Cost               credits.Amount `json:"cost"`
+	// Rerated is what another price book would have charged and Difference
+	// is Rerated − Cost; only Rerate fills them.
+	Rerated    credits.Amount `json:"rerated,omitzero"`
+	Difference credits.Amount `json:"difference,omitzero"`
 }
 
 // Summary totals the account's usage over the days From..To of TimeZone,
@@ -287,6 +296,7 @@ func (g Grouping) rows(acc map[Rollup]*Rollup) []SummaryRow {
 			Date: k.Day, Model: k.Model, KeyID: k.KeyID, Endpoint: k.Endpoint,
 			Requests: t.Requests, Errors: t.Errors, PromptTokens: t.PromptTokens, CompletionTokens: t.CompletionTokens,
 			TotalTokens: t.PromptTokens + t.CompletionTokens, Units: t.Units, CachedUnits: t.CachedUnits, Cost: t.Cost,
+			CachedPromptTokens: t.CachedPromptTokens, CacheWriteTokens: t.CacheWriteTokens, ReasoningTokens: t.ReasoningTokens,
 		})
 	}
 	slices.SortFunc(out, func(a, b SummaryRow) int {

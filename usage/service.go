@@ -25,8 +25,6 @@ type Options struct {
 	Now func() time.Time
 	// IDPrefix starts record IDs ("log_" by default, as OpenRush shows).
 	IDPrefix string
-	// Prices, if set, prices a billable record whose Cost is zero.
-	Prices *PriceBook
 	// Credits charges metered records: Meter builds each debit, settle or
 	// release through it (credits.Service.PrepareDebit and friends) and
 	// the store applies it in the record's transaction. Without it, Meter
@@ -211,10 +209,11 @@ func (s *Service) Close(ctx context.Context) error {
 // MeterParams are the inputs of Meter.
 type MeterParams struct {
 	// Record is the request to meter. AccountID is required; ID and
-	// CreatedAt are filled in when zero. Cost is what to charge: if it is
-	// zero, the record is billable and Options.Prices is set, the PriceBook
-	// prices it. Records that are not billable (Record.Billable) are
-	// stored with zero cost whatever Cost says.
+	// CreatedAt are filled in when zero. Cost is what to charge, as priced
+	// by the caller (PriceBook.Rate: the facade prices every record it
+	// meters; a host using the Service alone calls Rate before Meter).
+	// Records that are not billable (Record.Billable) are stored with zero
+	// cost whatever Cost says.
 	Record Record
 	// HoldID, if set, is the credits hold this request was reserved under:
 	// Meter settles it with the cost (freeing the rest), or releases it for
@@ -362,15 +361,12 @@ func (s *Service) prepare(p MeterParams, now time.Time) (MeterRequest, error) {
 		r.CreatedAt = now
 	}
 	r.CreatedAt = r.CreatedAt.UTC()
+	if !r.PriceFrom.IsZero() {
+		r.PriceFrom = r.PriceFrom.UTC()
+	}
 	req.Day = s.dayOf(r.CreatedAt, loc)
 	if !r.Billable() {
-		r.Cost = credits.Amount{}
-	} else if r.Cost.IsZero() && s.opt.Prices != nil {
-		c, err := s.opt.Prices.Cost(r)
-		if err != nil {
-			return MeterRequest{}, err
-		}
-		r.Cost = c
+		r.Cost, r.PriceFrom = credits.Amount{}, time.Time{}
 	}
 	req.Record = r
 	spend, err := s.spendFor(&r, p.HoldID, p.IdempotencyKey, p.Overrun)
@@ -475,11 +471,17 @@ func validRecord(r *Record) error {
 	if r.CachedUnits > max(r.Units, 1) {
 		return bad("cached units exceed units")
 	}
-	if r.PromptTokens > 1<<50 || r.CompletionTokens > 1<<50 || r.Units > 1<<50 {
+	if r.Units > maxCount {
 		return bad("counts out of range")
+	}
+	if err := validTokens(r); err != nil {
+		return err
 	}
 	if r.Cost.IsNegative() || r.UpstreamCost.IsNegative() {
 		return bad("costs must not be negative")
+	}
+	if !r.PriceFrom.IsZero() && (r.PriceFrom.Year() < 1700 || r.PriceFrom.Year() >= 2200) {
+		return bad("price_effective_from must be between 1700 and 2200")
 	}
 	if !r.CreatedAt.IsZero() && (r.CreatedAt.Year() < 1700 || r.CreatedAt.Year() >= 2200) {
 		// Backends keep times as int64 unix nanoseconds (1677-2262).
@@ -545,6 +547,16 @@ func fingerprint(r *Record, holdID, tz string, ov credits.Overrun) [32]byte {
 	}
 	if ov != 0 {
 		b = append(b, 'o', byte(ov))
+	}
+	if r.CachedPromptTokens != 0 || r.CacheWriteTokens != 0 || r.ReasoningTokens != 0 || !r.PriceFrom.IsZero() {
+		var from int64
+		if !r.PriceFrom.IsZero() {
+			from = r.PriceFrom.UnixNano()
+		}
+		b = append(b, 't')
+		for _, n := range [...]int64{r.CachedPromptTokens, r.CacheWriteTokens, r.ReasoningTokens, from} {
+			b = binary.AppendVarint(b, n)
+		}
 	}
 	return sha256.Sum256(b)
 }

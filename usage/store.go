@@ -46,7 +46,10 @@ type Rollup struct {
 	Requests, Errors                                 int64
 	PromptTokens, CompletionTokens                   int64
 	Units, CachedUnits                               int64
-	Cost                                             credits.Amount
+	// CachedPromptTokens, CacheWriteTokens and ReasoningTokens are parts of
+	// PromptTokens and CompletionTokens, as in Record.
+	CachedPromptTokens, CacheWriteTokens, ReasoningTokens int64
+	Cost                                                  credits.Amount
 }
 
 // Rollup returns the empty rollup row that r belongs to in time zone tz
@@ -65,6 +68,9 @@ func (ro *Rollup) Add(r *Record) {
 	ro.CompletionTokens += r.CompletionTokens
 	ro.Units += r.Units
 	ro.CachedUnits += r.CachedUnits
+	ro.CachedPromptTokens += r.CachedPromptTokens
+	ro.CacheWriteTokens += r.CacheWriteTokens
+	ro.ReasoningTokens += r.ReasoningTokens
 	if !r.Cost.IsZero() {
 		ro.Cost = ro.Cost.Add(r.Cost)
 	}
@@ -78,6 +84,9 @@ func (ro *Rollup) Merge(o *Rollup) {
 	ro.CompletionTokens += o.CompletionTokens
 	ro.Units += o.Units
 	ro.CachedUnits += o.CachedUnits
+	ro.CachedPromptTokens += o.CachedPromptTokens
+	ro.CacheWriteTokens += o.CacheWriteTokens
+	ro.ReasoningTokens += o.ReasoningTokens
 	if !o.Cost.IsZero() {
 		ro.Cost = ro.Cost.Add(o.Cost)
 	}

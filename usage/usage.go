@@ -51,6 +51,15 @@ type Record struct {
 	ResponseBytes    int64         `json:"response_bytes"`
 	PromptTokens     int64         `json:"prompt_tokens"`
 	CompletionTokens int64         `json:"completion_tokens"`
+	// CachedPromptTokens (cache reads) and CacheWriteTokens are parts of
+	// PromptTokens, ReasoningTokens a part of CompletionTokens: OpenAI's
+	// prompt_tokens already include cached_tokens; from Anthropic's usage,
+	// PromptTokens is input_tokens + cache_creation_input_tokens +
+	// cache_read_input_tokens. A part larger than its whole is
+	// ErrInvalidRecord.
+	CachedPromptTokens int64 `json:"cached_prompt_tokens"`
+	CacheWriteTokens   int64 `json:"cache_write_tokens"`
+	ReasoningTokens    int64 `json:"reasoning_tokens"`
 	// Units counts generic work (verifications, tool calls); CachedUnits of
 	// them were served from a cache.
 	Units       int64 `json:"units"`
@@ -60,7 +69,12 @@ type Record struct {
 	UpstreamCost credits.Amount `json:"upstream_cost"`
 	// Cost is what the account was charged, in the ledger's unit: exact,
 	// marshalled as a JSON number literal (3, 0.0000125).
-	Cost         credits.Amount    `json:"credits_charged"`
+	Cost credits.Amount `json:"credits_charged"`
+	// PriceFrom is the EffectiveFrom of the model price version that set
+	// Cost (see PriceBook.Rate): with Model it names the price applied, so a
+	// later price change never re-prices the record. Zero for the undated
+	// version, operations and unpriced records.
+	PriceFrom    time.Time         `json:"price_effective_from,omitzero"`
 	ErrorType    string            `json:"error_type,omitempty"`
 	ErrorMessage string            `json:"error_message,omitempty"`
 	CreatedAt    time.Time         `json:"created_at"`

@@ -39,6 +39,13 @@ type stubConfig struct {
 	hangAfter int64
 	// hangHeaders: the server never answers until the gateway gives up.
 	hangHeaders bool
+	// cached and reasoning are the usage details reported, as OpenAI
+	// does (prompt_tokens_details.cached_tokens,
+	// completion_tokens_details.reasoning_tokens): parts of the prompt and
+	// completion counts. rawUsage, if set, is sent verbatim as the usage
+	// object instead (an upstream's adversarial report).
+	cached, reasoning int64
+	rawUsage          json.RawMessage
 }
 
 // openAIStub is an OpenAI-compatible server that behaves like a real
@@ -47,8 +54,9 @@ type stubConfig struct {
 // "llama…" (as some Ollama and llama.cpp servers do), else
 // max_completion_tokens, rejecting a request carrying both as OpenAI does;
 // and, by configuration, ignores limits, omits usage or hangs. A request
-// may set its own answer length, ignore_limits and omit_usage in an
-// "x_stub" object (the gateway forwards unknown fields).
+// may set its own answer length, ignore_limits, omit_usage, cached,
+// reasoning and raw_usage in an "x_stub" object (the gateway forwards
+// unknown fields). Usage always carries the token details, zero unless set.
 type openAIStub struct {
 	*httptest.Server
 	cfg stubConfig
@@ -103,15 +111,19 @@ func (s *openAIStub) serve(w http.ResponseWriter, r *http.Request) {
 	cfg := s.cfg
 	if o, ok := body["x_stub"]; ok { // per-request behaviour, passed through by the gateway
 		var x struct {
-			Answer       int64 `json:"answer"`
-			IgnoreLimits bool  `json:"ignore_limits"`
-			OmitUsage    bool  `json:"omit_usage"`
+			Answer       int64           `json:"answer"`
+			IgnoreLimits bool            `json:"ignore_limits"`
+			OmitUsage    bool            `json:"omit_usage"`
+			Cached       int64           `json:"cached"`
+			Reasoning    int64           `json:"reasoning"`
+			RawUsage     json.RawMessage `json:"raw_usage"`
 		}
 		if err := json.Unmarshal(o, &x); err != nil {
 			stubError(w, 400, "x_stub", "bad x_stub")
 			return
 		}
 		cfg.answer, cfg.ignoreLimits, cfg.omitUsage = max(x.Answer, 1), x.IgnoreLimits, x.OmitUsage
+		cfg.cached, cfg.reasoning, cfg.rawUsage = x.Cached, x.Reasoning, x.RawUsage
 	}
 	var req struct {
 		Model         string `json:"model"`
@@ -151,6 +163,8 @@ func (s *openAIStub) serve(w http.ResponseWriter, r *http.Request) {
 		n = *req.N
 	}
 	usage := openai.NewUsage(stubPromptTokens, n*tokens)
+	usage.PromptTokensDetails = &openai.PromptTokensDetails{CachedTokens: openai.PartCount(cfg.cached)}
+	usage.CompletionTokensDetails = &openai.CompletionTokensDetails{ReasoningTokens: openai.PartCount(cfg.reasoning)}
 	if !req.Stream {
 		cc := openai.ChatCompletion{ID: "stub-1", Object: openai.ObjectChatCompletion, Created: 1, Model: req.Model}
 		for i := range n {
@@ -161,7 +175,7 @@ func (s *openAIStub) serve(w http.ResponseWriter, r *http.Request) {
 			cc.Usage = &usage
 		}
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(cc)
+		_, _ = w.Write(withRawUsage(cc, cfg.rawUsage))
 		return
 	}
 	sse := openai.NewSSEWriter(w)
@@ -189,9 +203,25 @@ func (s *openAIStub) serve(w http.ResponseWriter, r *http.Request) {
 		_ = chunk([]openai.ChunkChoice{{Index: int(i), FinishReason: &finish}}, nil)
 	}
 	if req.StreamOptions.IncludeUsage && !cfg.omitUsage {
-		_ = chunk([]openai.ChunkChoice{}, &usage)
+		last := openai.ChatCompletionChunk{ID: "stub-2", Object: openai.ObjectChatCompletionChunk, Created: 1, Model: req.Model,
+			Choices: []openai.ChunkChoice{}, Usage: &usage}
+		_ = sse.WriteData(withRawUsage(last, cfg.rawUsage))
 	}
 	_ = sse.WriteDone()
+}
+
+// withRawUsage is v as JSON, with its usage replaced by raw when raw is
+// set.
+func withRawUsage(v any, raw json.RawMessage) []byte {
+	b, _ := json.Marshal(v)
+	if raw == nil {
+		return b
+	}
+	var m map[string]json.RawMessage
+	_ = json.Unmarshal(b, &m)
+	m["usage"] = raw
+	b, _ = json.Marshal(m)
+	return b
 }
 
 // stubCatalog writes a -models file of two models proxied to the stub:

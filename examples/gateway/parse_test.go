@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/examples/gateway/internal/openai"
+	"github.com/keyledger/keyledger/usage"
 )
 
 var kolkata = func() *time.Location {
@@ -118,6 +119,8 @@ func FuzzParseCatalog(f *testing.F) {
 	f.Add([]byte(`{"models":[],"extra":1}`))
 	f.Add([]byte(`{"models":[{"id":"a","prompt_inr_per_1m":1,"completion_inr_per_1m":1,"upstream_limit_field":"max_tokens"}]}`))
 	f.Add([]byte(`{"models":[{"id":"a","prompt_inr_per_1m":1,"completion_inr_per_1m":1,"upstream_limit_field":"max_new_tokens"}]}`))
+	f.Add([]byte(`{"models":[{"id":"a","prompt_inr_per_1m":1,"completion_inr_per_1m":1,"cached_prompt_inr_per_1m":0.25,"cache_write_inr_per_1m":1.25,"reasoning_inr_per_1m":4,"request_fee_inr":0.01,"prices":[{"effective_from":"2027-01-01T00:00:00+05:30","prompt_inr_per_1m":2,"completion_inr_per_1m":2}]}]}`))
+	f.Add([]byte(`{"models":[{"id":"a","prompt_inr_per_1m":1,"completion_inr_per_1m":1,"prices":[{"prompt_inr_per_1m":2,"completion_inr_per_1m":2},{"effective_from":"2027-01-01T00:00:00Z","prompt_inr_per_1m":2,"completion_inr_per_1m":2,"reasoning_inr_per_1m":-1}]}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		cf, err := parseCatalog(b)
 		if err != nil {
@@ -130,6 +133,17 @@ func FuzzParseCatalog(f *testing.F) {
 		for _, m := range c.models {
 			if _, ok := c.prices.Model(m.ID); !ok {
 				t.Fatalf("model %q has no price", m.ID)
+			}
+			// Every version prices any split of its tokens without error.
+			for _, v := range append([]catalogDatedPrice{{}}, m.Prices...) {
+				r := usage.Record{Model: m.ID, CreatedAt: v.EffectiveFrom, PromptTokens: 10, CompletionTokens: 5, CachedPromptTokens: 3,
+					CacheWriteTokens: 2, ReasoningTokens: 4}
+				if r.CreatedAt.IsZero() {
+					r.CreatedAt = time.Date(1800, 1, 1, 0, 0, 0, 0, time.UTC)
+				}
+				if c, err := c.prices.Cost(r); err != nil || c.IsNegative() {
+					t.Fatalf("model %q at %v: cost %s %v", m.ID, r.CreatedAt, c, err)
+				}
 			}
 			// Every accepted limit field rewrites an upstream body.
 			if _, err := openai.RewriteUpstreamBody([]byte(`{"model":"x"}`), openai.UpstreamOptions{Limit: 1, LimitField: m.UpstreamLimitField}); err != nil {

@@ -124,7 +124,9 @@ func (s *server) endStream(r *http.Request, info *httpapi.Info, st *streamState,
 	// Even with nothing written the prompt was read (the model or the
 	// upstream had started answering): it is charged, never the whole
 	// reservation.
-	info.Report(keyledger.Outcome{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, Metadata: meta})
+	out := outcomeOf(u)
+	out.Metadata = meta
+	info.Report(out)
 }
 
 // finish writes the end of a stream cut short: finish_reason "length" for

@@ -93,10 +93,20 @@ func (s *server) proxy(w http.ResponseWriter, r *http.Request, call *chatCall, i
 		u = openai.NewUsage(call.promptTokens, tokensOf(n))
 		meta["usage"] = "estimated"
 	}
-	info.Report(keyledger.Outcome{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, Metadata: meta})
+	out := outcomeOf(u)
+	out.Metadata = meta
+	info.Report(out)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(raw)
+}
+
+// outcomeOf is the outcome of an upstream's usage: the totals and their
+// cached and reasoning parts (keyledger prices each part at its own price
+// and clamps a part above its total).
+func outcomeOf(u openai.Usage) keyledger.Outcome {
+	return keyledger.Outcome{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens,
+		CachedPromptTokens: u.CachedTokens(), ReasoningTokens: u.ReasoningTokens()}
 }
 
 // proxyStream relays the upstream's SSE events as they come and meters the
@@ -170,7 +180,7 @@ func (s *server) proxyStream(w http.ResponseWriter, r *http.Request, call *chatC
 		s.upstreamFailed(w, r, info, streamErr)
 		return
 	}
-	out := keyledger.Outcome{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens}
+	out := outcomeOf(u)
 	if estimated {
 		out.Metadata = map[string]string{"usage": "estimated"}
 	}

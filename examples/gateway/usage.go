@@ -90,14 +90,18 @@ func (s *server) getUsage(w http.ResponseWriter, r *http.Request, acct string) e
 		return err
 	}
 	type rowJSON struct {
-		Date             string         `json:"date"`
-		Model            string         `json:"model,omitempty"`
-		KeyID            string         `json:"key_id,omitempty"`
-		Requests         int64          `json:"requests"`
-		PromptTokens     int64          `json:"prompt_tokens"`
-		CompletionTokens int64          `json:"completion_tokens"`
-		TotalTokens      int64          `json:"total_tokens"`
-		CostINR          openai.Decimal `json:"cost_inr"`
+		Date             string `json:"date"`
+		Model            string `json:"model,omitempty"`
+		KeyID            string `json:"key_id,omitempty"`
+		Requests         int64  `json:"requests"`
+		PromptTokens     int64  `json:"prompt_tokens"`
+		CompletionTokens int64  `json:"completion_tokens"`
+		// Parts of the prompt and completion tokens, priced on their own.
+		CachedPromptTokens int64          `json:"cached_prompt_tokens"`
+		CacheWriteTokens   int64          `json:"cache_write_tokens"`
+		ReasoningTokens    int64          `json:"reasoning_tokens"`
+		TotalTokens        int64          `json:"total_tokens"`
+		CostINR            openai.Decimal `json:"cost_inr"`
 	}
 	out := struct {
 		Data []rowJSON `json:"data"`
@@ -105,6 +109,7 @@ func (s *server) getUsage(w http.ResponseWriter, r *http.Request, acct string) e
 	for _, row := range rows {
 		out.Data = append(out.Data, rowJSON{Date: row.Date, Model: row.Model, KeyID: row.KeyID, Requests: row.Requests,
 			PromptTokens: row.PromptTokens, CompletionTokens: row.CompletionTokens, TotalTokens: row.TotalTokens,
+			CachedPromptTokens: row.CachedPromptTokens, CacheWriteTokens: row.CacheWriteTokens, ReasoningTokens: row.ReasoningTokens,
 			CostINR: openai.NewDecimal(row.Cost.Decimal())})
 	}
 	writeJSON(w, http.StatusOK, out)

@@ -148,10 +148,13 @@ var migrationTables = []table{
 			"entry_id entry_seq:i settle_fp:b")},
 	{name: "usage_records", key: []string{"account_id", "created_at", "id"},
 		cols: cols("account_id created_at:i id key_id auth_source endpoint method model status_code:i32 response_time:i request_bytes:i " +
-			"response_bytes:i prompt_tokens:i completion_tokens:i units:i cached_units:i upstream_cost:m cost:m error_type error_message metadata")},
+			"response_bytes:i prompt_tokens:i completion_tokens:i units:i cached_units:i upstream_cost:m cost:m error_type error_message metadata " +
+			"cached_prompt_tokens:i cache_write_tokens:i reasoning_tokens:i price_from:i")},
 	{name: "usage_rollups", key: []string{"account_id", "tz", "day", "model", "key_id", "endpoint"},
-		cols:    cols("account_id tz day model key_id endpoint requests:i errors:i prompt_tokens:i completion_tokens:i units:i cached_units:i cost_units:i cost_atto:i"),
-		dstCols: cols("account_id tz day model key_id endpoint requests:i errors:i prompt_tokens:i completion_tokens:i units:i cached_units:i cost:m")},
+		cols: cols("account_id tz day model key_id endpoint requests:i errors:i prompt_tokens:i completion_tokens:i units:i cached_units:i " +
+			"cached_prompt_tokens:i cache_write_tokens:i reasoning_tokens:i cost_units:i cost_atto:i"),
+		dstCols: cols("account_id tz day model key_id endpoint requests:i errors:i prompt_tokens:i completion_tokens:i units:i cached_units:i " +
+			"cached_prompt_tokens:i cache_write_tokens:i reasoning_tokens:i cost:m")},
 	{name: "usage_ops", key: []string{"key", "account_id"},
 		cols: cols("key account_id fingerprint:b record_id hold_id created_at:i")},
 	{name: "gw_orders", key: []string{"order_id"}, optional: true, ddl: gwOrdersDDL,

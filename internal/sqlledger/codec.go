@@ -31,7 +31,7 @@ const (
 	actual, charged, entry_id, entry_seq, settle_fp`
 	RecordColumns = `account_id, created_at, id, key_id, auth_source, endpoint, method, model, status_code, response_time,
 	request_bytes, response_bytes, prompt_tokens, completion_tokens, units, cached_units, upstream_cost, cost,
-	error_type, error_message, metadata`
+	error_type, error_message, metadata, cached_prompt_tokens, cache_write_tokens, reasoning_tokens, price_from`
 )
 
 // ParseAmount reads stored decimal text. A database may return a NUMERIC
@@ -214,13 +214,15 @@ func ScanRecord(row sqlrow.Scanner) (usage.Record, error) {
 		status         int64
 		upstream, cost string
 		meta           sql.NullString
+		priceFrom      sql.NullInt64
 	)
 	err := row.Scan(&r.AccountID, &created, &r.ID, &r.KeyID, &r.AuthSource, &r.Endpoint, &r.Method, &r.Model, &status,
 		&rt, &r.RequestBytes, &r.ResponseBytes, &r.PromptTokens, &r.CompletionTokens, &r.Units, &r.CachedUnits, &upstream,
-		&cost, &r.ErrorType, &r.ErrorMessage, &meta)
+		&cost, &r.ErrorType, &r.ErrorMessage, &meta, &r.CachedPromptTokens, &r.CacheWriteTokens, &r.ReasoningTokens, &priceFrom)
 	if err != nil {
 		return r, err
 	}
+	r.PriceFrom = NullTime(priceFrom)
 	var p Amounts
 	r.StatusCode = int(status)
 	r.UpstreamCost, r.Cost = p.Parse(upstream), p.Parse(cost)

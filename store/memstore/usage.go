@@ -65,19 +65,26 @@ type recStrs struct {
 // pdims is the low-cardinality part of a record: who called what, how
 // and with which outcome. Consecutive records mostly share it, so a record
 // row holds only its number.
-type pdims struct{ key, auth, endpoint, method, model, errType sref }
+// The status code and priceFrom (the record's PriceFrom, packed: one per
+// model price version) change as rarely, so they live here too.
+type pdims struct {
+	key, auth, endpoint, method, model, errType sref
+	priceFrom                                   int64
+	status                                      int32
+}
 
 // precord is a usage.Record without pointers (its AccountID is the
 // account's; metadata, rare, is kept aside in usageAcct.meta). id is in
 // usageAcct.opStrs, the other strings in usageAcct.strs. The counts take
-// 32 bits each; a record with one that does not fit (a 5 GB response) has
-// them all in usageAcct.wide instead, and zero here.
+// 32 bits each but the status code, which is the dims row's; a record with
+// one that does not fit (a 5 GB response) has them all in usageAcct.wide
+// instead, and zero here.
 type precord struct {
 	id, errMsg        sref
 	created, respTime int64
 	upstream, cost    pamt
 	dims              int32 // row in strs.dims
-	small             [nCounts]uint32
+	small             [nCounts - 1]uint32
 }
 
 // counts are a record's integer fields other than its response time, in
@@ -92,11 +99,15 @@ const (
 	cCompletion
 	cUnits
 	cCached
+	cCachedPrompt
+	cCacheWrite
+	cReasoning
 	nCounts
 )
 
 func countsOf(r *usage.Record) counts {
-	return counts{int64(r.StatusCode), r.RequestBytes, r.ResponseBytes, r.PromptTokens, r.CompletionTokens, r.Units, r.CachedUnits}
+	return counts{int64(r.StatusCode), r.RequestBytes, r.ResponseBytes, r.PromptTokens, r.CompletionTokens, r.Units, r.CachedUnits,
+		r.CachedPromptTokens, r.CacheWriteTokens, r.ReasoningTokens}
 }
 
 // pmop is a meter.MeterOp and the key it was claimed under.
@@ -117,13 +128,15 @@ func (a *mopKeys) keyAt(i int32) string { return a.opStrs.get(a.opLog.at(int(i))
 // putDims returns the dims row of r: one of the recently used ones if it
 // matches, else a new row.
 func (s *recStrs) putDims(r *usage.Record) int32 {
+	from := packTime(r.PriceFrom)
 	for i, n := range s.recentDims {
 		if n == 0 {
 			break
 		}
 		d := s.dims.at(int(n - 1))
 		if s.holds(d.key, r.KeyID) && s.holds(d.auth, r.AuthSource) && s.holds(d.endpoint, r.Endpoint) &&
-			s.holds(d.method, r.Method) && s.holds(d.model, r.Model) && s.holds(d.errType, r.ErrorType) {
+			s.holds(d.method, r.Method) && s.holds(d.model, r.Model) && s.holds(d.errType, r.ErrorType) && d.priceFrom == from &&
+			d.status == int32(r.StatusCode) {
 			copy(s.recentDims[1:i+1], s.recentDims[:i])
 			s.recentDims[0] = n
 			return n - 1
@@ -132,7 +145,8 @@ func (s *recStrs) putDims(r *usage.Record) int32 {
 	d := pdims{
 		key: s.putRecent(&s.key, r.KeyID), auth: s.putRecent(&s.auth, r.AuthSource),
 		endpoint: s.putRecent(&s.endpoint, r.Endpoint), method: s.putRecent(&s.method, r.Method),
-		model: s.putRecent(&s.model, r.Model), errType: s.putRecent(&s.errType, r.ErrorType),
+		model: s.putRecent(&s.model, r.Model), errType: s.putRecent(&s.errType, r.ErrorType), priceFrom: from,
+		status: int32(r.StatusCode), // 0-999 (usage validates it)
 	}
 	row := int32(s.dims.add(&d))
 	copy(s.recentDims[1:], s.recentDims[:len(s.recentDims)-1])
@@ -149,9 +163,10 @@ func (a *usageAcct) packRecord(r *usage.Record, id sref) (p precord, wide bool) 
 		respTime: int64(r.ResponseTime), upstream: s.putAmount(r.UpstreamCost), cost: s.putAmount(r.Cost),
 		dims: s.putDims(r),
 	}
-	for i, n := range countsOf(r) {
+	c := countsOf(r)
+	for i, n := range c[cStatus+1:] {
 		if n < 0 || n > math.MaxUint32 {
-			p.small = [nCounts]uint32{}
+			p.small = [nCounts - 1]uint32{}
 			return p, true
 		}
 		p.small[i] = uint32(n)
@@ -168,8 +183,9 @@ func (a *usageAcct) record(i int32) usage.Record {
 	if w, ok := a.wide[i]; ok {
 		c = w
 	} else {
+		c[cStatus] = int64(d.status)
 		for j, n := range p.small {
-			c[j] = int64(n)
+			c[cStatus+1+j] = int64(n)
 		}
 	}
 	r := usage.Record{
@@ -178,6 +194,8 @@ func (a *usageAcct) record(i int32) usage.Record {
 		RequestBytes: c[cReqBytes], ResponseBytes: c[cRespBytes], PromptTokens: c[cPrompt], CompletionTokens: c[cCompletion],
 		Units: c[cUnits], CachedUnits: c[cCached], UpstreamCost: s.amount(p.upstream), Cost: s.amount(p.cost),
 		ErrorType: s.get(d.errType), ErrorMessage: s.get(p.errMsg), CreatedAt: unpackTime(p.created),
+		CachedPromptTokens: c[cCachedPrompt], CacheWriteTokens: c[cCacheWrite], ReasoningTokens: c[cReasoning],
+		PriceFrom: unpackTime(d.priceFrom),
 	}
 	if m := a.meta[i]; m != nil {
 		r.Metadata = maps.Clone(m)

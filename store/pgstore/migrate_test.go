@@ -124,7 +124,7 @@ func TestUpgradeFromVersion5(t *testing.T) {
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
-	exec(t, dsn, `DROP TABLE account_tokens`, `DROP TABLE closed_emails`, `DELETE FROM schema_migrations WHERE version > 5`)
+	exec(t, dsn, append(storetest.UpgradeTokenPartsSQL, `DROP TABLE account_tokens`, `DROP TABLE closed_emails`, `DELETE FROM schema_migrations WHERE version > 5`)...)
 
 	st = open(t, dsn, nil)
 	svc, _ = account.NewService(st, nil)
@@ -135,6 +135,27 @@ func TestUpgradeFromVersion5(t *testing.T) {
 	if closed, err := svc.EmailClosed(ctx, "old@example.com"); err != nil || !closed {
 		t.Fatalf("EmailClosed after upgrade: %v %v", closed, err)
 	}
+	var n int
+	query(t, dsn, `SELECT count(*) FROM schema_migrations`, &n)
+	if n != pgstore.LatestVersion() {
+		t.Fatalf("%d migrations recorded, want %d", n, pgstore.LatestVersion())
+	}
+}
+
+// A database made by schema version 6 (today's main, before migration 0008
+// added token parts and the applied price) opens and is upgraded in place:
+// its records and rollups read with zero parts, and new records add to them.
+func TestUpgradeFromVersion6TokenParts(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	st := open(t, dsn, nil)
+	storetest.SeedUsageBeforeUpgrade(t, st)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	exec(t, dsn, storetest.UpgradeTokenPartsSQL...)
+	st = open(t, dsn, nil)
+	defer st.Close()
+	storetest.CheckUsageAfterUpgrade(t, st)
 	var n int
 	query(t, dsn, `SELECT count(*) FROM schema_migrations`, &n)
 	if n != pgstore.LatestVersion() {

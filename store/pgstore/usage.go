@@ -27,7 +27,7 @@ import (
 // replaying) that claim.
 
 const rollupColumns = `account_id, tz, day, model, key_id, endpoint, requests, errors, prompt_tokens,
-	completion_tokens, units, cached_units, cost`
+	completion_tokens, units, cached_units, cost, cached_prompt_tokens, cache_write_tokens, reasoning_tokens`
 
 // Store group-commits meter requests (sqlledger.Engine.UsageGroupCommit).
 var _ interface{ UsageGroupCommit() bool } = (*Store)(nil)
@@ -134,8 +134,10 @@ func queueRecords(b *pgx.Batch, recs []sqlledger.Record) error {
 			make([]string, n), make([]string, n), make([]string, n)
 		created, rt, reqB, respB, prompt, completion, units, cached = make([]int64, n), make([]int64, n), make([]int64, n),
 			make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
-		status = make([]int32, n)
-		meta   = make([]*string, n)
+		status                              = make([]int32, n)
+		meta                                = make([]*string, n)
+		cachedPrompt, cacheWrite, reasoning = make([]int64, n), make([]int64, n), make([]int64, n)
+		priceFrom                           = make([]*int64, n)
 	)
 	for i := range recs {
 		r := recs[i].R
@@ -144,6 +146,11 @@ func queueRecords(b *pgx.Batch, recs []sqlledger.Record) error {
 		status[i], rt[i], reqB[i], respB[i], prompt[i], completion[i], units[i], cached[i] = int32(r.StatusCode),
 			int64(r.ResponseTime), r.RequestBytes, r.ResponseBytes, r.PromptTokens, r.CompletionTokens, r.Units, r.CachedUnits
 		upstream[i], cost[i], errType[i], errMsg[i] = r.UpstreamCost.String(), r.Cost.String(), r.ErrorType, r.ErrorMessage
+		cachedPrompt[i], cacheWrite[i], reasoning[i] = r.CachedPromptTokens, r.CacheWriteTokens, r.ReasoningTokens
+		if !r.PriceFrom.IsZero() {
+			from := toNanos(r.PriceFrom)
+			priceFrom[i] = &from
+		}
 		m, err := sqlledger.Metadata(r)
 		if err != nil {
 			return wrap("add usage", err)
@@ -155,9 +162,10 @@ func queueRecords(b *pgx.Batch, recs []sqlledger.Record) error {
 	b.Queue(`INSERT INTO usage_records (`+sqlledger.RecordColumns+`)
 		SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
 			$9::integer[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[],
-			$17::text[]::numeric[], $18::text[]::numeric[], $19::text[], $20::text[], $21::text[])`,
+			$17::text[]::numeric[], $18::text[]::numeric[], $19::text[], $20::text[], $21::text[], $22::bigint[], $23::bigint[],
+			$24::bigint[], $25::bigint[])`,
 		acct, created, id, key, auth, endpoint, method, model, status, rt, reqB, respB, prompt, completion, units, cached,
-		upstream, cost, errType, errMsg, meta)
+		upstream, cost, errType, errMsg, meta, cachedPrompt, cacheWrite, reasoning, priceFrom)
 	return nil
 }
 
@@ -169,22 +177,28 @@ func queueRollups(b *pgx.Batch, sums []usage.Rollup) {
 			make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		reqs, errs, prompt, completion, units, cached = make([]int64, n), make([]int64, n), make([]int64, n),
 			make([]int64, n), make([]int64, n), make([]int64, n)
+		cachedPrompt, cacheWrite, reasoning = make([]int64, n), make([]int64, n), make([]int64, n)
 	)
 	for i, ro := range sums {
 		acct[i], tz[i], day[i], model[i], key[i], endpoint[i] = ro.AccountID, ro.TimeZone, ro.Day, ro.Model, ro.KeyID, ro.Endpoint
 		reqs[i], errs[i], prompt[i], completion[i], units[i], cached[i], cost[i] = ro.Requests, ro.Errors, ro.PromptTokens,
 			ro.CompletionTokens, ro.Units, ro.CachedUnits, ro.Cost.String()
+		cachedPrompt[i], cacheWrite[i], reasoning[i] = ro.CachedPromptTokens, ro.CacheWriteTokens, ro.ReasoningTokens
 	}
 	b.Queue(`INSERT INTO usage_rollups AS r (`+rollupColumns+`)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[],
-			$9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::text[]::numeric[])
+			$9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::text[]::numeric[], $14::bigint[], $15::bigint[],
+			$16::bigint[])
 		ON CONFLICT (account_id, tz, day, model, key_id, endpoint) DO UPDATE SET
 			requests = r.requests + excluded.requests, errors = r.errors + excluded.errors,
 			prompt_tokens = r.prompt_tokens + excluded.prompt_tokens,
 			completion_tokens = r.completion_tokens + excluded.completion_tokens,
 			units = r.units + excluded.units, cached_units = r.cached_units + excluded.cached_units,
-			cost = r.cost + excluded.cost`,
-		acct, tz, day, model, key, endpoint, reqs, errs, prompt, completion, units, cached, cost)
+			cost = r.cost + excluded.cost,
+			cached_prompt_tokens = r.cached_prompt_tokens + excluded.cached_prompt_tokens,
+			cache_write_tokens = r.cache_write_tokens + excluded.cache_write_tokens,
+			reasoning_tokens = r.reasoning_tokens + excluded.reasoning_tokens`,
+		acct, tz, day, model, key, endpoint, reqs, errs, prompt, completion, units, cached, cost, cachedPrompt, cacheWrite, reasoning)
 }
 
 // UsageRecords implements usage.Store.
@@ -251,7 +265,8 @@ func (s *Store) UsageRollups(ctx context.Context, q usage.RollupQuery) ([]usage.
 			var r usage.Rollup
 			var cost string
 			if err := rows.Scan(&r.AccountID, &r.TimeZone, &r.Day, &r.Model, &r.KeyID, &r.Endpoint, &r.Requests, &r.Errors,
-				&r.PromptTokens, &r.CompletionTokens, &r.Units, &r.CachedUnits, &cost); err != nil {
+				&r.PromptTokens, &r.CompletionTokens, &r.Units, &r.CachedUnits, &cost,
+				&r.CachedPromptTokens, &r.CacheWriteTokens, &r.ReasoningTokens); err != nil {
 				return wrap("usage rollups", err)
 			}
 			r.Cost = p.Parse(cost)
@@ -272,7 +287,8 @@ func groupedRollupQuery(keep usage.Grouping, where string) string {
 	sel, group := sqlledger.GroupBy(keep)
 	sel, group = append([]string{"account_id", "tz"}, sel...), append([]string{"account_id", "tz"}, group...)
 	return `SELECT ` + strings.Join(sel, ", ") + `, SUM(requests)::bigint, SUM(errors)::bigint, SUM(prompt_tokens)::bigint,
-		SUM(completion_tokens)::bigint, SUM(units)::bigint, SUM(cached_units)::bigint, SUM(cost)::text
+		SUM(completion_tokens)::bigint, SUM(units)::bigint, SUM(cached_units)::bigint, SUM(cost)::text,
+		SUM(cached_prompt_tokens)::bigint, SUM(cache_write_tokens)::bigint, SUM(reasoning_tokens)::bigint
 		FROM usage_rollups WHERE ` + where + ` GROUP BY ` + strings.Join(group, ", ")
 }
 

@@ -111,7 +111,7 @@ func TestUpgradeFromVersion5(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []string{`DROP TABLE account_tokens`, `DROP TABLE closed_emails`, `DELETE FROM schema_migrations WHERE version > 5`} {
+	for _, q := range append(storetest.UpgradeTokenPartsSQL, `DROP TABLE account_tokens`, `DROP TABLE closed_emails`, `DELETE FROM schema_migrations WHERE version > 5`) {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatal(err)
 		}
@@ -131,4 +131,34 @@ func TestUpgradeFromVersion5(t *testing.T) {
 	if closed, err := svc.EmailClosed(ctx, "old@example.com"); err != nil || !closed {
 		t.Fatalf("EmailClosed after upgrade: %v %v", closed, err)
 	}
+}
+
+// A database made by schema version 6 (today's main, before migration 0008
+// added token parts and the applied price) opens and is upgraded in place:
+// its records and rollups read with zero parts, and new records add to them.
+func TestUpgradeFromVersion6TokenParts(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "v6.db")
+	st, err := sqlitestore.Open(ctx, path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	storetest.SeedUsageBeforeUpgrade(t, st)
+	st.Close()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range storetest.UpgradeTokenPartsSQL {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+	st, err = sqlitestore.Open(ctx, path, nil)
+	if err != nil {
+		t.Fatalf("open a version-6 database: %v", err)
+	}
+	defer st.Close()
+	storetest.CheckUsageAfterUpgrade(t, st)
 }

@@ -140,13 +140,16 @@ func newMultiStmts() *multiStmts {
 		meters: newMultiRow(`INSERT OR ROLLBACK INTO usage_ops (account_id, key, fingerprint, record_id, hold_id, created_at) VALUES `, 6, ``),
 		metersFind: newMultiRow(`SELECT account_id, key, fingerprint, record_id, hold_id, created_at FROM usage_ops
 			WHERE (key, account_id) IN (VALUES `, 2, `)`),
-		records:     newMultiRow(`INSERT OR ROLLBACK INTO usage_records (`+sqlledger.RecordColumns+`) VALUES `, 21, ``),
+		records:     newMultiRow(`INSERT OR ROLLBACK INTO usage_records (`+sqlledger.RecordColumns+`) VALUES `, 25, ``),
 		recordsFind: newMultiRow(`SELECT account_id, id FROM usage_records WHERE (account_id, id) IN (VALUES `, 2, `)`),
-		rollups: newMultiRow(`INSERT OR ROLLBACK INTO usage_rollups (`+rollupColumns+`) VALUES `, 14, `
+		rollups: newMultiRow(`INSERT OR ROLLBACK INTO usage_rollups (`+rollupColumns+`) VALUES `, 17, `
 			ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, errors = errors + excluded.errors,
 			prompt_tokens = prompt_tokens + excluded.prompt_tokens,
 			completion_tokens = completion_tokens + excluded.completion_tokens,
 			units = units + excluded.units, cached_units = cached_units + excluded.cached_units,
+			cached_prompt_tokens = cached_prompt_tokens + excluded.cached_prompt_tokens,
+			cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
+			reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
 			cost_units = cost_units + excluded.cost_units + (cost_atto + excluded.cost_atto) / 1000000000000000000,
 			cost_atto = (cost_atto + excluded.cost_atto) % 1000000000000000000`),
 	}

@@ -28,7 +28,7 @@ import (
 var _ interface{ UsageGroupCommit() bool } = (*Store)(nil)
 
 const rollupColumns = `account_id, tz, day, model, key_id, endpoint, requests, errors, prompt_tokens,
-	completion_tokens, units, cached_units, cost_units, cost_atto`
+	completion_tokens, units, cached_units, cost_units, cost_atto, cached_prompt_tokens, cache_write_tokens, reasoning_tokens`
 
 // Meter implements sqlledger.Conn.
 func (c *ledgerConn) Meter(_ context.Context, k sqlledger.OpKey) (meter.MeterOp, bool, error) {
@@ -110,7 +110,8 @@ func (c *ledgerConn) flushUsage(t *sqlledger.Tx) error {
 		}
 		args = append(args, r.AccountID, toNanos(r.CreatedAt), r.ID, r.KeyID, r.AuthSource, r.Endpoint, r.Method, r.Model,
 			int64(r.StatusCode), int64(r.ResponseTime), r.RequestBytes, r.ResponseBytes, r.PromptTokens, r.CompletionTokens,
-			r.Units, r.CachedUnits, r.UpstreamCost.String(), r.Cost.String(), r.ErrorType, r.ErrorMessage, meta)
+			r.Units, r.CachedUnits, r.UpstreamCost.String(), r.Cost.String(), r.ErrorType, r.ErrorMessage, meta,
+			r.CachedPromptTokens, r.CacheWriteTokens, r.ReasoningTokens, sqlledger.NullNanos(r.PriceFrom))
 	}
 	if err := c.execRows(c.ms.records, args, nil); err != nil {
 		if isUnique(err) {
@@ -125,7 +126,8 @@ func (c *ledgerConn) flushUsage(t *sqlledger.Tx) error {
 			return wrap("write rollup", err)
 		}
 		args = append(args, r.AccountID, r.TimeZone, r.Day, r.Model, r.KeyID, r.Endpoint,
-			r.Requests, r.Errors, r.PromptTokens, r.CompletionTokens, r.Units, r.CachedUnits, units, atto)
+			r.Requests, r.Errors, r.PromptTokens, r.CompletionTokens, r.Units, r.CachedUnits, units, atto,
+			r.CachedPromptTokens, r.CacheWriteTokens, r.ReasoningTokens)
 	}
 	c.args = args[:0]
 	return wrap("write rollups", c.execRows(c.ms.rollups, args, nil))
@@ -224,7 +226,8 @@ func (s *Store) UsageRollups(ctx context.Context, q usage.RollupQuery) ([]usage.
 		var r usage.Rollup
 		var units, attos int64
 		if err := rows.Scan(&r.AccountID, &r.TimeZone, &r.Day, &r.Model, &r.KeyID, &r.Endpoint, &r.Requests, &r.Errors,
-			&r.PromptTokens, &r.CompletionTokens, &r.Units, &r.CachedUnits, &units, &attos); err != nil {
+			&r.PromptTokens, &r.CompletionTokens, &r.Units, &r.CachedUnits, &units, &attos,
+			&r.CachedPromptTokens, &r.CacheWriteTokens, &r.ReasoningTokens); err != nil {
 			return nil, false, wrap("usage rollups", err)
 		}
 		r.Cost = joinCost(units, attos)
@@ -242,7 +245,8 @@ func groupedRollups(ctx context.Context, tx *sql.Tx, q usage.RollupQuery, where 
 	sel, group := sqlledger.GroupBy(q.Keep)
 	query := `SELECT ` + strings.Join(sel, ", ") + `, SUM(requests), SUM(errors), SUM(prompt_tokens), SUM(completion_tokens),
 		SUM(units), SUM(cached_units), SUM(cost_units / 1000000000), SUM(cost_units % 1000000000),
-		SUM(cost_atto / 1000000000), SUM(cost_atto % 1000000000)
+		SUM(cost_atto / 1000000000), SUM(cost_atto % 1000000000),
+		SUM(cached_prompt_tokens), SUM(cache_write_tokens), SUM(reasoning_tokens)
 		FROM usage_rollups WHERE ` + where
 	if len(group) > 0 {
 		query += ` GROUP BY ` + strings.Join(group, ", ")
@@ -259,7 +263,8 @@ func groupedRollups(ctx context.Context, tx *sql.Tx, q usage.RollupQuery, where 
 		r := usage.Rollup{AccountID: q.AccountID, TimeZone: q.TimeZone}
 		var cost [4]int64 // units / 10^9, units % 10^9, attos / 10^9, attos % 10^9
 		if err := rows.Scan(&r.Day, &r.Model, &r.KeyID, &r.Endpoint, &r.Requests, &r.Errors, &r.PromptTokens,
-			&r.CompletionTokens, &r.Units, &r.CachedUnits, &cost[0], &cost[1], &cost[2], &cost[3]); err != nil {
+			&r.CompletionTokens, &r.Units, &r.CachedUnits, &cost[0], &cost[1], &cost[2], &cost[3],
+			&r.CachedPromptTokens, &r.CacheWriteTokens, &r.ReasoningTokens); err != nil {
 			return nil, wrap("usage rollups", err)
 		}
 		d := decimal.New(cost[0], 9).Add(decimal.New(cost[1], 0))

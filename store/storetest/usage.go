@@ -28,6 +28,7 @@ func runUsage(t *testing.T, newStore NewStoreFunc) {
 	t.Run("LimitClamps", func(t *testing.T) { testUsageLimits(t, newStore) })
 	t.Run("CountersAndRetention", func(t *testing.T) { testUsageCountersRetention(t, newStore) })
 	t.Run("DuplicateRecordIDs", func(t *testing.T) { testUsageDuplicateIDs(t, newStore) })
+	t.Run("TokenPartsAndDatedPrices", func(t *testing.T) { testUsageTokenParts(t, newStore) })
 }
 
 // metering returns a credits and a usage Service over e's store and clock;
@@ -92,11 +93,14 @@ func testUsageMeter(t *testing.T, newStore NewStoreFunc) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	led, svc := e.metering(t, &credits.Options{Unit: credits.WholeCredits()}, &usage.Options{Prices: pb})
+	led, svc := e.metering(t, &credits.Options{Unit: credits.WholeCredits()}, nil)
 	fundedAccount(t, led, "acct_or", "10", credits.Policy{})
 	rec := usage.Record{AccountID: "acct_or", KeyID: "cred_1", AuthSource: "api_key", Endpoint: "/v1/tools/inspect_domain",
 		Method: "POST", StatusCode: 200, ResponseTime: 842 * time.Millisecond, RequestBytes: 52, ResponseBytes: 4096,
 		Metadata: map[string]string{"tool": "inspect_domain"}}
+	if err := pb.Rate(&rec); err != nil {
+		t.Fatal(err)
+	}
 	res := mustMeter(t, svc, usage.MeterParams{Record: rec, IdempotencyKey: "req-1"})
 	if res.Replayed || !res.Charged.Equal(amt(t, "3")) || !res.Record.Cost.Equal(amt(t, "3")) || res.Entry.ID == "" {
 		t.Fatalf("first meter: %+v", res)
@@ -138,7 +142,6 @@ func testUsageMeter(t *testing.T, newStore NewStoreFunc) {
 		{Record: usage.Record{}, IdempotencyKey: "k"},                                       // no account
 		{Record: usage.Record{AccountID: "acct_or", PromptTokens: -1}, IdempotencyKey: "k"}, // negative
 		{Record: usage.Record{AccountID: "acct_or"}, IdempotencyKey: "k", TimeZone: "Mars/Base"},
-		{Record: usage.Record{AccountID: "acct_or", Endpoint: "/unpriced"}, IdempotencyKey: "k"},
 		{Record: usage.Record{AccountID: "acct_or", CreatedAt: time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)}, IdempotencyKey: "k"}, // beyond int64 nanoseconds
 	} {
 		if _, err := svc.Meter(ctx(), p); err == nil {
@@ -147,6 +150,11 @@ func testUsageMeter(t *testing.T, newStore NewStoreFunc) {
 	}
 	if n := len(allRecords(t, svc, "acct_or")); n != 2 {
 		t.Fatalf("invalid meters wrote records: %d", n)
+	}
+	// Pricing is the caller's step: an operation the book does not list
+	// is refused there, before anything is metered.
+	if err := pb.Rate(&usage.Record{AccountID: "acct_or", Endpoint: "/unpriced"}); !errors.Is(err, usage.ErrUnknownOperation) {
+		t.Fatalf("Rate(/unpriced) = %v, want ErrUnknownOperation", err)
 	}
 }
 
@@ -432,6 +440,11 @@ func testUsageSummaryProperty(t *testing.T, newStore NewStoreFunc) {
 		if r.Units > 0 {
 			r.CachedUnits = rng.Int64N(r.Units + 1)
 		}
+		if rng.IntN(2) == 0 { // token parts within their wholes
+			r.CachedPromptTokens = rng.Int64N(r.PromptTokens + 1)
+			r.CacheWriteTokens = rng.Int64N(r.PromptTokens - r.CachedPromptTokens + 1)
+			r.ReasoningTokens = rng.Int64N(r.CompletionTokens + 1)
+		}
 		recs = append(recs, mustMeter(t, svc, usage.MeterParams{Record: r, IdempotencyKey: fmt.Sprint("p", i), TimeZone: tz}).Record)
 	}
 	from, to := "2026-03-02", "2026-03-05"
@@ -499,6 +512,9 @@ func bruteSummary(recs []usage.Record, loc *time.Location, from, to string, g []
 		row.TotalTokens += r.PromptTokens + r.CompletionTokens
 		row.Units += r.Units
 		row.CachedUnits += r.CachedUnits
+		row.CachedPromptTokens += r.CachedPromptTokens
+		row.CacheWriteTokens += r.CacheWriteTokens
+		row.ReasoningTokens += r.ReasoningTokens
 		row.Cost = row.Cost.Add(r.Cost)
 	}
 	out := make([]usage.SummaryRow, 0, len(m))

@@ -3,6 +3,7 @@ package openai
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 )
 
 // maxUsageTokens bounds each usage count accepted from an upstream, so sums
@@ -69,11 +70,61 @@ func outputBytes(content, refusal, reasoning string, calls []ToolCall) int64 {
 	return n
 }
 
-// Usage counts the tokens of one request.
+// Usage counts the tokens of one request. The details say which of them
+// were served from the provider's prompt cache and which were reasoning:
+// parts of PromptTokens and CompletionTokens, priced differently.
 type Usage struct {
-	PromptTokens     int64 `json:"prompt_tokens"`
-	CompletionTokens int64 `json:"completion_tokens"`
-	TotalTokens      int64 `json:"total_tokens"`
+	PromptTokens            int64                    `json:"prompt_tokens"`
+	CompletionTokens        int64                    `json:"completion_tokens"`
+	TotalTokens             int64                    `json:"total_tokens"`
+	PromptTokensDetails     *PromptTokensDetails     `json:"prompt_tokens_details,omitempty"`
+	CompletionTokensDetails *CompletionTokensDetails `json:"completion_tokens_details,omitempty"`
+}
+
+// PromptTokensDetails is OpenAI's usage.prompt_tokens_details (its other
+// fields, such as audio_tokens, are ignored).
+type PromptTokensDetails struct {
+	CachedTokens PartCount `json:"cached_tokens"`
+}
+
+// CompletionTokensDetails is OpenAI's usage.completion_tokens_details (its
+// other fields are ignored).
+type CompletionTokensDetails struct {
+	ReasoningTokens PartCount `json:"reasoning_tokens"`
+}
+
+// PartCount is a token count that is part of a total. It only selects a
+// price, so an upstream's bad value must not fail the response the
+// upstream already delivered: a negative, fractional, huge (beyond 2^40)
+// or non-numeric value decodes as 0 (the tokens are billed at the plain
+// price). A value above its total is left for keyledger, which clamps it.
+type PartCount int64
+
+// UnmarshalJSON reads a count, leniently (see PartCount).
+func (p *PartCount) UnmarshalJSON(b []byte) error {
+	*p = 0
+	n, err := strconv.ParseInt(string(b), 10, 64)
+	if err == nil && n >= 0 && n <= maxUsageTokens {
+		*p = PartCount(n)
+	}
+	return nil
+}
+
+// CachedTokens is prompt_tokens_details.cached_tokens (0 if absent).
+func (u *Usage) CachedTokens() int64 {
+	if u.PromptTokensDetails == nil {
+		return 0
+	}
+	return int64(u.PromptTokensDetails.CachedTokens)
+}
+
+// ReasoningTokens is completion_tokens_details.reasoning_tokens (0 if
+// absent).
+func (u *Usage) ReasoningTokens() int64 {
+	if u.CompletionTokensDetails == nil {
+		return 0
+	}
+	return int64(u.CompletionTokensDetails.ReasoningTokens)
 }
 
 // NewUsage returns a Usage with TotalTokens = prompt + completion.
@@ -188,4 +239,10 @@ type Model struct {
 type Pricing struct {
 	PromptINRPer1M     Decimal `json:"prompt_inr_per_1m"`
 	CompletionINRPer1M Decimal `json:"completion_inr_per_1m"`
+	// The optional prices of the model's undated version (see the
+	// gateway's -models file); absent ones bill at the plain prices.
+	CachedPromptINRPer1M *Decimal `json:"cached_prompt_inr_per_1m,omitempty"`
+	CacheWriteINRPer1M   *Decimal `json:"cache_write_inr_per_1m,omitempty"`
+	ReasoningINRPer1M    *Decimal `json:"reasoning_inr_per_1m,omitempty"`
+	RequestFeeINR        *Decimal `json:"request_fee_inr,omitempty"`
 }

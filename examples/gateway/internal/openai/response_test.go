@@ -18,8 +18,21 @@ func TestParseChatCompletion(t *testing.T) {
 		want *Usage
 		err  error
 	}{
-		{name: "ok", body: `{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`, want: &Usage{3, 2, 5}},
-		{name: "total filled", body: `{"object":"chat.completion","usage":{"prompt_tokens":3,"completion_tokens":2}}`, want: &Usage{3, 2, 5}},
+		{name: "ok", body: `{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`, want: &Usage{PromptTokens: 3, CompletionTokens: 2, TotalTokens: 5}},
+		{name: "total filled", body: `{"object":"chat.completion","usage":{"prompt_tokens":3,"completion_tokens":2}}`, want: &Usage{PromptTokens: 3, CompletionTokens: 2, TotalTokens: 5}},
+		// OpenAI's details (LiteLLM #11364, #18599): parts of the totals.
+		{name: "cached and reasoning", body: `{"object":"chat.completion","usage":{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":256,"audio_tokens":0,"accepted_prediction_tokens":0}}}`,
+			want: &Usage{PromptTokens: 2006, CompletionTokens: 300, TotalTokens: 2306, PromptTokensDetails: &PromptTokensDetails{CachedTokens: 1920}, CompletionTokensDetails: &CompletionTokensDetails{ReasoningTokens: 256}}},
+		// A bad part never fails the response: it reads as 0 (plain price).
+		{name: "parts bad", body: `{"object":"chat.completion","usage":{"prompt_tokens":3,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":-1},"completion_tokens_details":{"reasoning_tokens":1e30}}}`,
+			want: &Usage{PromptTokens: 3, CompletionTokens: 2, TotalTokens: 5}},
+		{name: "parts not numbers", body: `{"object":"chat.completion","usage":{"prompt_tokens":3,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":"7"},"completion_tokens_details":{"reasoning_tokens":1.5}}}`,
+			want: &Usage{PromptTokens: 3, CompletionTokens: 2, TotalTokens: 5}},
+		{name: "parts null", body: `{"object":"chat.completion","usage":{"prompt_tokens":3,"completion_tokens":2,"prompt_tokens_details":null,"completion_tokens_details":{"reasoning_tokens":null}}}`,
+			want: &Usage{PromptTokens: 3, CompletionTokens: 2, TotalTokens: 5}},
+		// Above its total a part is kept: keyledger clamps it and logs.
+		{name: "part above total", body: `{"object":"chat.completion","usage":{"prompt_tokens":3,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":9}}}`,
+			want: &Usage{PromptTokens: 3, CompletionTokens: 2, TotalTokens: 5, PromptTokensDetails: &PromptTokensDetails{CachedTokens: 9}}},
 		{name: "no usage", body: `{"object":"chat.completion","choices":[]}`},
 		{name: "null content", body: `{"object":"chat.completion","choices":[{"message":{"role":"assistant","content":null}}]}`},
 		{name: "wrong object", body: `{"object":"list"}`, err: ErrMalformedResponse},
@@ -37,14 +50,21 @@ func TestParseChatCompletion(t *testing.T) {
 			if err != nil {
 				return
 			}
-			if (c.Usage == nil) != (tt.want == nil) || (c.Usage != nil && *c.Usage != *tt.want) {
+			if (c.Usage == nil) != (tt.want == nil) || (c.Usage != nil && !sameUsage(*c.Usage, *tt.want)) {
 				t.Fatalf("usage %+v, want %+v", c.Usage, tt.want)
 			}
 		})
 	}
 }
 
+// sameUsage compares counts, details included (absent details are zero).
+func sameUsage(a, b Usage) bool {
+	return a.PromptTokens == b.PromptTokens && a.CompletionTokens == b.CompletionTokens && a.TotalTokens == b.TotalTokens &&
+		a.CachedTokens() == b.CachedTokens() && a.ReasoningTokens() == b.ReasoningTokens()
+}
+
 func FuzzParseChatCompletion(f *testing.F) {
+	f.Add([]byte(`{"object":"chat.completion","usage":{"prompt_tokens":3,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens_details":{"reasoning_tokens":-4e99}}}`))
 	f.Add([]byte(`{"object":"chat.completion","choices":[{"message":{"content":"x"}}],"usage":{"prompt_tokens":3,"completion_tokens":2}}`))
 	f.Add([]byte(`{"object":"chat.completion","choices":[{"message":{"content":null,"refusal":"no","reasoning_content":"hm","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]}}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -56,6 +76,9 @@ func FuzzParseChatCompletion(f *testing.F) {
 			if n := ch.Message.OutputBytes(); n < int64(len(ch.Message.Content)+len(ch.Message.Refusal)) {
 				t.Fatalf("output bytes %d, below the content and refusal", n)
 			}
+		}
+		if u := c.Usage; u != nil && (u.CachedTokens() < 0 || u.CachedTokens() > maxUsageTokens || u.ReasoningTokens() < 0 || u.ReasoningTokens() > maxUsageTokens) {
+			t.Fatalf("usage parts out of range: %+v", u)
 		}
 		if u := c.Usage; u != nil && (u.PromptTokens < 0 || u.CompletionTokens < 0 || u.TotalTokens < 0 || u.TotalTokens == 0 && u.PromptTokens+u.CompletionTokens != 0) {
 			t.Fatalf("bad usage %+v", u)

@@ -26,13 +26,14 @@ func Example() {
 
 	resp, _ := model.Complete(context.Background(), req)
 	fmt.Printf("%q\n", resp.Choices[0].Message.Content)
-	fmt.Printf("%+v\n", *resp.Usage)
+	u := resp.Usage
+	fmt.Printf("prompt %d, completion %d, total %d tokens\n", u.PromptTokens, u.CompletionTokens, u.TotalTokens)
 
 	chunks, _ := model.Stream(context.Background(), req)
 	fmt.Println(len(chunks), "chunks, last carries usage:", chunks[len(chunks)-1].Usage.TotalTokens)
 	// Output:
 	// reserve 12 prompt tokens
 	// "Words limits be of without limits."
-	// {PromptTokens:12 CompletionTokens:6 TotalTokens:18}
+	// prompt 12, completion 6, total 18 tokens
 	// 9 chunks, last carries usage: 18
 }
