@@ -46,13 +46,13 @@ import (
 // The manifest types are repeated in upgrade_test.go (this file is not part
 // of any package).
 type Manifest struct {
-	About         string  `json:"about"`
-	SchemaVersion int     `json:"schema_version"`
-	Made          string  `json:"made"`
-	Clock         string  `json:"clock"`
-	Password      string  `json:"password"`
-	PGSchema      string  `json:"pg_schema,omitempty"`
-	SQLite        Dataset `json:"sqlite"`
+	About         string   `json:"about"`
+	SchemaVersion int      `json:"schema_version"`
+	Made          string   `json:"made"`
+	Clock         string   `json:"clock"`
+	Password      string   `json:"password"`
+	PGSchema      string   `json:"pg_schema,omitempty"`
+	SQLite        Dataset  `json:"sqlite"`
 	Postgres      *Dataset `json:"postgres,omitempty"`
 }
 
@@ -61,7 +61,7 @@ type Dataset struct {
 }
 
 type AccountFix struct {
-	ID, Email, Plan, Status string
+	ID, Email, Plan, Status  string
 	Balance, Held, Available string
 	UsageRequests            int64
 	UsageCost                string
