@@ -534,7 +534,10 @@ func (s *Service) Reserve(ctx context.Context, p ReserveParams) (Hold, error) {
 	}
 	fp := fingerprint('r', p.AccountID, "", p.Amount, int64(p.TTL), time.Time{}, p.Reference, "")
 	if s.local != nil {
-		return s.reserveLocal(ctx, p, fp)
+		if !s.keyLimitedLocal(ctx, p.AccountID, p.KeyID) {
+			return s.reserveLocal(ctx, p, fp)
+		}
+		return s.reserveKeyed(ctx, p, fp)
 	}
 	res, err := s.spend(ctx, SpendRequest{
 		Kind: SpendReserve, Unit: s.opt.Unit.Code, AccountID: p.AccountID, HoldID: s.ids.New(s.opt.HoldIDPrefix),
@@ -618,7 +621,11 @@ func (s *Service) Extend(ctx context.Context, p ExtendParams) (Hold, error) {
 			return h, err
 		}
 	}
-	res, err := s.spend(ctx, SpendRequest{Kind: SpendExtend, Unit: s.opt.Unit.Code, HoldID: p.HoldID, Amount: p.Amount, TTL: p.TTL})
+	r := SpendRequest{Kind: SpendExtend, Unit: s.opt.Unit.Code, HoldID: p.HoldID, Amount: p.Amount, TTL: p.TTL}
+	if s.local != nil {
+		return s.extendKeyed(ctx, r)
+	}
+	res, err := s.spend(ctx, r)
 	return res.Hold, err
 }
 

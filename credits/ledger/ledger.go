@@ -600,7 +600,9 @@ func extendHold(ctx context.Context, tx Tx, now time.Time, st *AccountState, h c
 	case credits.HoldExpired:
 		return credits.SpendResult{}, credits.ErrHoldExpired
 	}
+	st.Held = st.Held.Add(r.HeldOthers) // counted, not stored
 	changed, err := st.extend(&h, r, now)
+	st.Held = st.Held.Sub(r.HeldOthers)
 	if err != nil || !changed {
 		return credits.SpendResult{Hold: h}, err
 	}
