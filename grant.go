@@ -196,6 +196,7 @@ func (kl *KeyLedger) authorize(ctx context.Context, raw apikey.RawKey, req Reque
 		// request with the same ID (the replay of "hold:"+ID).
 		g.Hold, err = kl.Credits.Reserve(sctx, credits.ReserveParams{
 			AccountID: v.AccountID, Amount: estimate, TTL: kl.holdTTL, Reference: g.ID, IdempotencyKey: "hold:" + g.ID,
+			KeyID: v.KeyID,
 		})
 		if err != nil {
 			kl.refund(ctx, g, true)
