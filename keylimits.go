@@ -2,7 +2,10 @@ package keyledger
 
 import (
 	"context"
+	"fmt"
 
+	"github.com/keyledger/keyledger/account"
+	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
 )
 
@@ -61,4 +64,52 @@ func (kl *KeyLedger) KeySpends(ctx context.Context, accountID string) (map[strin
 		out[k.KeyID] = k
 	}
 	return out, nil
+}
+
+// keyLimits returns the limits of a key's own buckets: the plan's l,
+// lowered by the key's own limits where they are set and lower (a plan
+// lowered below a key's limit wins).
+func keyLimits(l account.Limits, k apikey.RateLimits) account.Limits {
+	lower := func(plan, key int64) int64 {
+		if key > 0 && (plan <= 0 || key < plan) {
+			return key
+		}
+		return plan
+	}
+	return account.Limits{
+		RequestsPerMinute:         lower(l.RequestsPerMinute, k.RequestsPerMinute),
+		PromptTokensPerMinute:     lower(l.PromptTokensPerMinute, k.PromptTokensPerMinute),
+		CompletionTokensPerMinute: lower(l.CompletionTokensPerMinute, k.CompletionTokensPerMinute),
+	}
+}
+
+// SetKeyRateLimits sets the account's key keyID's own per-minute limits
+// (zero fields: the plan's). Each must be below the account's plan limit
+// (or its custom limits), else ErrKeyRateLimitAbovePlan naming it; the
+// limiter step of Authorize then applies the key's limit to the key's
+// buckets and the plan's to the account's. It returns apikey.ErrNotFound
+// for a key of another account and apikey.ErrInvalidRateLimits for a
+// negative or absurd value.
+func (kl *KeyLedger) SetKeyRateLimits(ctx context.Context, accountID, keyID string, l apikey.RateLimits) (apikey.APIKey, error) {
+	if _, err := kl.Keys.Get(ctx, accountID, keyID); err != nil {
+		return apikey.APIKey{}, err
+	}
+	a, err := kl.Accounts.Get(ctx, accountID)
+	if err != nil {
+		return apikey.APIKey{}, err
+	}
+	plan := kl.limits(a.Plan, accountInfo{limits: a.Limits})
+	for _, c := range []struct {
+		name      string
+		key, plan int64
+	}{
+		{"requests_per_minute", l.RequestsPerMinute, plan.RequestsPerMinute},
+		{"prompt_tokens_per_minute", l.PromptTokensPerMinute, plan.PromptTokensPerMinute},
+		{"completion_tokens_per_minute", l.CompletionTokensPerMinute, plan.CompletionTokensPerMinute},
+	} {
+		if c.key > 0 && c.plan > 0 && c.key > c.plan {
+			return apikey.APIKey{}, fmt.Errorf("%w: %s %d is above the plan's %d", ErrKeyRateLimitAbovePlan, c.name, c.key, c.plan)
+		}
+	}
+	return kl.Keys.Update(ctx, accountID, keyID, apikey.UpdateParams{RateLimits: &l})
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"strings"
 	"testing"
 	"time"
 
@@ -130,6 +131,65 @@ func TestKeySpendLimitInAuthorizeAndStreams(t *testing.T) {
 		}
 		if _, ok, err := e.kl.KeySpend(ctx, a.ID, k.ID); ok || err != nil {
 			t.Fatalf("removed limit: %v, %v", ok, err)
+		}
+	})
+}
+
+// A key's own rate limits apply below the plan's; one above is refused
+// naming the limit; zero restores the plan's.
+func TestKeyRateLimitsBelowThePlan(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, nil) // free plan: 60 requests a minute
+		ctx := context.Background()
+		a, raw, k := e.signup(t, "rpm@example.com", "free")
+		_, err := e.kl.SetKeyRateLimits(ctx, a.ID, k.ID, apikey.RateLimits{RequestsPerMinute: 61})
+		if !errors.Is(err, keyledger.ErrKeyRateLimitAbovePlan) || errkind.Of(err) != errkind.Invalid || !strings.Contains(err.Error(), "requests_per_minute 61") {
+			t.Fatalf("above the plan: %v", err)
+		}
+		if _, err := e.kl.SetKeyRateLimits(ctx, a.ID, k.ID, apikey.RateLimits{RequestsPerMinute: -1}); !errors.Is(err, apikey.ErrInvalidRateLimits) {
+			t.Fatalf("negative: %v", err)
+		}
+		got, err := e.kl.SetKeyRateLimits(ctx, a.ID, k.ID, apikey.RateLimits{RequestsPerMinute: 3})
+		if err != nil || got.RateLimits.RequestsPerMinute != 3 {
+			t.Fatalf("set: %+v %v", got, err)
+		}
+		if g, _ := e.kl.Keys.Get(ctx, a.ID, k.ID); g.RateLimits.RequestsPerMinute != 3 {
+			t.Fatalf("stored: %+v", g.RateLimits)
+		}
+		free := keyledger.Request{Endpoint: "/v1/free", Method: "GET"}
+		for i := range 3 {
+			g, err := e.kl.Authorize(ctx, raw, free)
+			if err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+			_ = g.Cancel(ctx)
+		}
+		_, err = e.kl.Authorize(ctx, raw, free)
+		var le *keyledger.LimitError
+		if !errors.As(err, &le) || le.Budget.Requests.Limit != 3 {
+			t.Fatalf("4th request under a key limit of 3: %v", err)
+		}
+		// Another key of the account still has the plan's 60.
+		raw2, _, err := e.kl.Keys.Create(ctx, apikey.CreateParams{AccountID: a.ID, Name: "other"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g, err := e.kl.Authorize(ctx, raw2, free); err != nil {
+			t.Fatalf("other key: %v", err)
+		} else if g.Budget.Requests.Limit != 60 {
+			t.Fatalf("other key's budget %+v", g.Budget.Requests)
+		}
+		if _, err := e.kl.SetKeyRateLimits(ctx, a.ID, k.ID, apikey.RateLimits{}); err != nil {
+			t.Fatal(err)
+		}
+		if g, err := e.kl.Authorize(ctx, raw, free); err != nil {
+			t.Fatalf("after clearing the key's limit: %v", err)
+		} else {
+			_ = g.Cancel(ctx)
+		}
+		other, _, _ := e.signup(t, "rpm2@example.com", "free")
+		if _, err := e.kl.SetKeyRateLimits(ctx, other.ID, k.ID, apikey.RateLimits{}); !errors.Is(err, apikey.ErrNotFound) {
+			t.Fatalf("another account's key: %v", err)
 		}
 	})
 }

@@ -273,9 +273,10 @@ func (kl *KeyLedger) Budget(ctx context.Context, v apikey.Verified) (Budget, err
 		return Budget{}, err
 	}
 	l := kl.limits(v.Plan, info)
-	names := kl.bucketNames(&v, l, now)
-	per := [6]int64{l.RequestsPerMinute, l.RequestsPerMinute, l.PromptTokensPerMinute, l.PromptTokensPerMinute,
-		l.CompletionTokensPerMinute, l.CompletionTokensPerMinute}
+	k := keyLimits(l, v.RateLimits)
+	names := kl.bucketNames(&v, l, k, now)
+	per := [6]int64{k.RequestsPerMinute, l.RequestsPerMinute, k.PromptTokensPerMinute, l.PromptTokensPerMinute,
+		k.CompletionTokensPerMinute, l.CompletionTokensPerMinute}
 	var reqs [6]ratelimit.Request
 	for i := range reqs {
 		reqs[i] = ratelimit.Request{Key: names[i], Limit: ratelimit.PerMinute(per[i])}

@@ -6,3 +6,6 @@
 ALTER TABLE credit_accounts ADD COLUMN key_limits TEXT NOT NULL DEFAULT '';
 ALTER TABLE credit_holds ADD COLUMN key_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE credit_holds ADD COLUMN key_epoch INTEGER NOT NULL DEFAULT 0;
+
+-- Per-key rate limits below the plan (issue 21): JSON, NULL for none.
+ALTER TABLE api_keys ADD COLUMN rate_limits TEXT;
