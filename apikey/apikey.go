@@ -128,10 +128,10 @@ type APIKey struct {
 	// and applies the lower of the two.
 	RateLimits RateLimits `json:"rate_limits,omitzero"`
 	CreatedAt  time.Time  `json:"created_at"`
-	UpdatedAt  time.Time         `json:"updated_at"`
-	RotatedAt  time.Time         `json:"rotated_at,omitzero"`   // zero if never rotated
-	LastUsedAt time.Time         `json:"last_used_at,omitzero"` // zero if never used; written in batches
-	ExpiresAt  time.Time         `json:"expires_at,omitzero"`   // zero: never expires
+	UpdatedAt  time.Time  `json:"updated_at"`
+	RotatedAt  time.Time  `json:"rotated_at,omitzero"`   // zero if never rotated
+	LastUsedAt time.Time  `json:"last_used_at,omitzero"` // zero if never used; written in batches
+	ExpiresAt  time.Time  `json:"expires_at,omitzero"`   // zero: never expires
 }
 
 // RateLimits are per-minute limits of one key; zero means no limit of the
