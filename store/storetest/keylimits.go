@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/errkind"
 )
@@ -22,6 +23,80 @@ func runKeyLimits(t *testing.T, newStore NewStoreFunc) {
 	t.Run("Lifetime", func(t *testing.T) { testKeyLimitLifetime(t, newStore) })
 	t.Run("LoweredBelowSpend", func(t *testing.T) { testKeyLimitLowered(t, newStore) })
 	t.Run("OtherAccount", func(t *testing.T) { testKeyLimitOtherAccount(t, newStore) })
+	t.Run("KeyRateLimits", func(t *testing.T) { testKeyRateLimits(t, newStore) })
+	t.Run("Persisted", func(t *testing.T) { testKeyLimitPersisted(t, newStore) })
+}
+
+// testKeyRateLimits: a key's own rate limits are stored, read back by ID,
+// list and hash (Verify, from a second service standing in for another
+// process), and cleared.
+func testKeyRateLimits(t *testing.T, newStore NewStoreFunc) {
+	e := newKeyEnv(t, newStore, nil)
+	a := e.account(t, "rl@example.com")
+	raw, k := e.create(t, apikey.CreateParams{AccountID: a.ID, Name: "rl"})
+	if k.RateLimits != (apikey.RateLimits{}) {
+		t.Fatalf("new key has rate limits %+v", k.RateLimits)
+	}
+	rl := apikey.RateLimits{RequestsPerMinute: 5, CompletionTokensPerMinute: 700}
+	if _, err := e.keys.Update(ctx(), a.ID, k.ID, apikey.UpdateParams{RateLimits: &rl}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.keys.Get(ctx(), a.ID, k.ID)
+	if err != nil || got.RateLimits != rl {
+		t.Fatalf("Get: %+v, %v", got.RateLimits, err)
+	}
+	page, err := e.keys.List(ctx(), a.ID, apikey.ListParams{})
+	if err != nil || len(page.Keys) != 1 || page.Keys[0].RateLimits != rl {
+		t.Fatalf("List: %+v, %v", page.Keys, err)
+	}
+	v, err := e.service(t, nil).Verify(ctx(), raw)
+	if err != nil || v.RateLimits != rl {
+		t.Fatalf("Verify: %+v, %v", v.RateLimits, err)
+	}
+	bad := apikey.RateLimits{PromptTokensPerMinute: -1}
+	if _, err := e.keys.Update(ctx(), a.ID, k.ID, apikey.UpdateParams{RateLimits: &bad}); !errors.Is(err, apikey.ErrInvalidRateLimits) {
+		t.Fatalf("negative limit: %v", err)
+	}
+	zero := apikey.RateLimits{}
+	if _, err := e.keys.Update(ctx(), a.ID, k.ID, apikey.UpdateParams{RateLimits: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.keys.Get(ctx(), a.ID, k.ID); got.RateLimits != zero {
+		t.Fatalf("cleared: %+v", got.RateLimits)
+	}
+}
+
+// testKeyLimitPersisted: the limit, the counters and a hold's key survive
+// a new service (another process) on the same store, and the hold's
+// release still frees the key.
+func testKeyLimitPersisted(t *testing.T, newStore NewStoreFunc) {
+	e := newEnv(t, newStore, nil)
+	svc := keyLedger(t, e, "acct-p", "100", "Asia/Kolkata")
+	setKeyLimit(t, svc, "acct-p", "key-1", "10", credits.PeriodMonth)
+	setKeyLimit(t, svc, "acct-p", "key-0", "3", credits.PeriodLifetime)
+	if _, err := svc.Debit(ctx(), credits.DebitParams{AccountID: "acct-p", KeyID: "key-1", Amount: amt(t, "2.5"), IdempotencyKey: "p-1"}); err != nil {
+		t.Fatal(err)
+	}
+	h, err := reserveKey(svc, "acct-p", "key-1", amt(t, "4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := e.ledger(t, nil)
+	ks := keySpend(t, other, "acct-p", "key-1")
+	wantAmount(t, "spent", ks.Spent, "2.5")
+	wantAmount(t, "held", ks.Held, "4")
+	wantAmount(t, "remaining", ks.Remaining, "3.5")
+	if ks.Period != credits.PeriodMonth || !ks.ResetsAt.Equal(time.Date(2026, 3, 31, 18, 30, 0, 0, time.UTC)) {
+		t.Fatalf("persisted period: %+v", ks)
+	}
+	if _, err := other.Release(ctx(), h.ID); err != nil {
+		t.Fatal(err)
+	}
+	wantAmount(t, "held after release by another service", keySpend(t, svc, "acct-p", "key-1").Held, "0")
+	a, err := other.Account(ctx(), "acct-p")
+	if err != nil || len(a.Keys) != 2 || a.Keys[0].KeyID != "key-0" || a.Keys[1].KeyID != "key-1" {
+		t.Fatalf("Account.Keys: %+v, %v", a.Keys, err)
+	}
 }
 
 // keyLedger opens account acct with balance in zone tz and returns the
