@@ -169,13 +169,16 @@ func (kl *KeyLedger) authorize(ctx context.Context, raw apikey.RawKey, req Reque
 	}
 	limits := kl.limits(v.Plan, info)
 	rpm, ptpm, ctpm := limits.RequestsPerMinute, limits.PromptTokensPerMinute, limits.CompletionTokensPerMinute
-	names := kl.bucketNames(&v, limits, start.UnixNano())
+	// The key's own limits, where lower, bound its buckets; the account's
+	// stay at the plan's.
+	kr := keyLimits(limits, v.RateLimits)
+	names := kl.bucketNames(&v, limits, kr, start.UnixNano())
 	g.buckets = [6]ratelimit.Request{
-		{Key: names[0], Limit: ratelimit.PerMinute(rpm), Cost: 1},
+		{Key: names[0], Limit: ratelimit.PerMinute(kr.RequestsPerMinute), Cost: 1},
 		{Key: names[1], Limit: ratelimit.PerMinute(rpm), Cost: 1},
-		{Key: names[2], Limit: ratelimit.PerMinute(ptpm), Cost: req.PromptTokens},
+		{Key: names[2], Limit: ratelimit.PerMinute(kr.PromptTokensPerMinute), Cost: req.PromptTokens},
 		{Key: names[3], Limit: ratelimit.PerMinute(ptpm), Cost: req.PromptTokens},
-		{Key: names[4], Limit: ratelimit.PerMinute(ctpm), Cost: req.MaxCompletionTokens},
+		{Key: names[4], Limit: ratelimit.PerMinute(kr.CompletionTokensPerMinute), Cost: req.MaxCompletionTokens},
 		{Key: names[5], Limit: ratelimit.PerMinute(ctpm), Cost: req.MaxCompletionTokens},
 	}
 	d, err := kl.Limiter.Allow(sctx, g.buckets[:]...)
@@ -196,6 +199,7 @@ func (kl *KeyLedger) authorize(ctx context.Context, raw apikey.RawKey, req Reque
 		// request with the same ID (the replay of "hold:"+ID).
 		g.Hold, err = kl.Credits.Reserve(sctx, credits.ReserveParams{
 			AccountID: v.AccountID, Amount: estimate, TTL: kl.holdTTL, Reference: g.ID, IdempotencyKey: "hold:" + g.ID,
+			KeyID: v.KeyID,
 		})
 		if err != nil {
 			kl.refund(ctx, g, true)
@@ -220,23 +224,23 @@ func (kl *KeyLedger) authorize(ctx context.Context, raw apikey.RawKey, req Reque
 // keyBuckets are the six bucket names of one key at one set of limits,
 // cached per key ID so that admitting a request builds no strings.
 type keyBuckets struct {
-	account string
-	limits  account.Limits
-	names   [6]string
+	account     string
+	limits, key account.Limits
+	names       [6]string
 }
 
 // bucketNames returns the bucket names of v's key and account at limits:
 // requests, prompt tokens and completion tokens, each per key then per
 // account.
-func (kl *KeyLedger) bucketNames(v *apikey.Verified, l account.Limits, now int64) *[6]string {
-	if b, ok := kl.buckets.GetAt(v.KeyID, now); ok && b.account == v.AccountID && b.limits == l {
+func (kl *KeyLedger) bucketNames(v *apikey.Verified, l, k account.Limits, now int64) *[6]string {
+	if b, ok := kl.buckets.GetAt(v.KeyID, now); ok && b.account == v.AccountID && b.limits == l && b.key == k {
 		return &b.names
 	}
 	rpm, ptpm, ctpm := l.RequestsPerMinute, l.PromptTokensPerMinute, l.CompletionTokensPerMinute
-	b := &keyBuckets{account: v.AccountID, limits: l, names: [6]string{
-		bucketKey("k:r:", rpm, v.KeyID), bucketKey("a:r:", rpm, v.AccountID),
-		bucketKey("k:p:", ptpm, v.KeyID), bucketKey("a:p:", ptpm, v.AccountID),
-		bucketKey("k:c:", ctpm, v.KeyID), bucketKey("a:c:", ctpm, v.AccountID),
+	b := &keyBuckets{account: v.AccountID, limits: l, key: k, names: [6]string{
+		bucketKey("k:r:", k.RequestsPerMinute, v.KeyID), bucketKey("a:r:", rpm, v.AccountID),
+		bucketKey("k:p:", k.PromptTokensPerMinute, v.KeyID), bucketKey("a:p:", ptpm, v.AccountID),
+		bucketKey("k:c:", k.CompletionTokensPerMinute, v.KeyID), bucketKey("a:c:", ctpm, v.AccountID),
 	}}
 	kl.buckets.Set(v.KeyID, b, bucketNamesTTL)
 	return &b.names

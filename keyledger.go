@@ -68,6 +68,9 @@ var (
 	// later (httpapi: 503 with Retry-After). Nothing was served, so nothing
 	// is owed.
 	ErrUnavailable = errkind.New(errkind.Unavailable, "keyledger: store or rate limiter unavailable")
+	// ErrKeyRateLimitAbovePlan refuses a key rate limit above its
+	// account's plan (SetKeyRateLimits); the error names the limit.
+	ErrKeyRateLimitAbovePlan = errkind.New(errkind.Invalid, "keyledger: a key's rate limit must be below its plan's")
 )
 
 // LimitError is returned by Authorize when a rate limit refuses a request.

@@ -85,7 +85,15 @@ func (g *Grant) Progress(ctx context.Context, d Delivered) error {
 	if refused(err) && amount.Cmp(g.Hold.Amount) > 0 {
 		// Not a whole step: take what is left, if anything.
 		if a, aerr := kl.Credits.Account(ctx, g.Key.AccountID); aerr == nil && a.Available.IsPositive() {
-			h, err = kl.Credits.Extend(ctx, credits.ExtendParams{HoldID: g.Hold.ID, Amount: g.Hold.Amount.Add(a.Available), TTL: kl.holdTTL})
+			left := a.Available
+			for _, k := range a.Keys { // a key's spend limit bounds it too
+				if k.KeyID == g.Key.KeyID && k.Remaining.Cmp(left) < 0 {
+					left = k.Remaining
+				}
+			}
+			if left.IsPositive() {
+				h, err = kl.Credits.Extend(ctx, credits.ExtendParams{HoldID: g.Hold.ID, Amount: g.Hold.Amount.Add(left), TTL: kl.holdTTL})
+			}
 		}
 	}
 	switch {
@@ -108,7 +116,8 @@ func (g *Grant) Progress(ctx context.Context, d Delivered) error {
 
 // refused reports a spend the ledger refused for lack of funds or cap.
 func refused(err error) bool {
-	return errors.Is(err, credits.ErrInsufficientFunds) || errors.Is(err, credits.ErrMonthlyLimit)
+	return errors.Is(err, credits.ErrInsufficientFunds) || errors.Is(err, credits.ErrMonthlyLimit) ||
+		errors.Is(err, credits.ErrKeyBudgetExceeded)
 }
 
 // measure is the quantity the hold pays for: completion tokens of a model
@@ -264,9 +273,10 @@ func (kl *KeyLedger) Budget(ctx context.Context, v apikey.Verified) (Budget, err
 		return Budget{}, err
 	}
 	l := kl.limits(v.Plan, info)
-	names := kl.bucketNames(&v, l, now)
-	per := [6]int64{l.RequestsPerMinute, l.RequestsPerMinute, l.PromptTokensPerMinute, l.PromptTokensPerMinute,
-		l.CompletionTokensPerMinute, l.CompletionTokensPerMinute}
+	k := keyLimits(l, v.RateLimits)
+	names := kl.bucketNames(&v, l, k, now)
+	per := [6]int64{k.RequestsPerMinute, l.RequestsPerMinute, k.PromptTokensPerMinute, l.PromptTokensPerMinute,
+		k.CompletionTokensPerMinute, l.CompletionTokensPerMinute}
 	var reqs [6]ratelimit.Request
 	for i := range reqs {
 		reqs[i] = ratelimit.Request{Key: names[i], Limit: ratelimit.PerMinute(per[i])}

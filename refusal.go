@@ -19,7 +19,7 @@ import (
 // not.
 func RecordableRefusal(err error) bool {
 	for _, e := range []error{usage.ErrUnknownModel, apikey.ErrModelNotAllowed, apikey.ErrScopeNotAllowed,
-		credits.ErrInsufficientFunds, credits.ErrMonthlyLimit} {
+		credits.ErrInsufficientFunds, credits.ErrMonthlyLimit, credits.ErrKeyBudgetExceeded, credits.ErrKeyLimitExceeded} {
 		if errors.Is(err, e) {
 			return true
 		}

@@ -66,6 +66,7 @@ var (
 	ErrInvalidScopes         = errkind.New(errkind.Invalid, "apikey: invalid scope list")
 	ErrInvalidExpiry         = errkind.New(errkind.Invalid, "apikey: expiry must be in the future (and before 2200)")
 	ErrInvalidGrace          = errkind.New(errkind.Invalid, "apikey: grace period must not be negative")
+	ErrInvalidRateLimits     = errkind.New(errkind.Invalid, "apikey: rate limits must be from 0 to 1000000000 a minute")
 	ErrInvalidMetadata       = errkind.New(errkind.Invalid, "apikey: invalid metadata")
 	ErrInvalidCursor         = errkind.New(errkind.Invalid, "apikey: invalid cursor")
 	ErrInvalidFormat         = errkind.New(errkind.Invalid, "apikey: invalid key format configuration")
@@ -122,11 +123,31 @@ type APIKey struct {
 	// working; zero when there is none.
 	GraceUntil time.Time         `json:"grace_until,omitzero"`
 	Metadata   map[string]string `json:"metadata,omitempty"`
-	CreatedAt  time.Time         `json:"created_at"`
-	UpdatedAt  time.Time         `json:"updated_at"`
-	RotatedAt  time.Time         `json:"rotated_at,omitzero"`   // zero if never rotated
-	LastUsedAt time.Time         `json:"last_used_at,omitzero"` // zero if never used; written in batches
-	ExpiresAt  time.Time         `json:"expires_at,omitzero"`   // zero: never expires
+	// RateLimits are the key's own per-minute limits (zero fields: the
+	// plan's). The keyledger facade allows only limits below the plan's
+	// and applies the lower of the two.
+	RateLimits RateLimits `json:"rate_limits,omitzero"`
+	CreatedAt  time.Time  `json:"created_at"`
+	UpdatedAt  time.Time  `json:"updated_at"`
+	RotatedAt  time.Time  `json:"rotated_at,omitzero"`   // zero if never rotated
+	LastUsedAt time.Time  `json:"last_used_at,omitzero"` // zero if never used; written in batches
+	ExpiresAt  time.Time  `json:"expires_at,omitzero"`   // zero: never expires
+}
+
+// RateLimits are per-minute limits of one key; zero means no limit of the
+// key's own.
+type RateLimits struct {
+	RequestsPerMinute         int64 `json:"requests_per_minute,omitempty"`
+	PromptTokensPerMinute     int64 `json:"prompt_tokens_per_minute,omitempty"`
+	CompletionTokensPerMinute int64 `json:"completion_tokens_per_minute,omitempty"`
+}
+
+// maxPerMinute bounds a key's rate limits (as account.MaxPerMinute).
+const maxPerMinute = 1_000_000_000
+
+func (l RateLimits) valid() bool {
+	ok := func(n int64) bool { return n >= 0 && n <= maxPerMinute }
+	return ok(l.RequestsPerMinute) && ok(l.PromptTokensPerMinute) && ok(l.CompletionTokensPerMinute)
 }
 
 // Clone returns a deep copy of k, so that stores can hand out values that
@@ -163,6 +184,8 @@ type Update struct {
 	ExpiresAt *time.Time
 	// Metadata replaces the whole metadata map when non-nil.
 	Metadata map[string]string
+	// RateLimits replaces the key's own rate limits.
+	RateLimits *RateLimits
 	// Status moves the key to StatusRevoked or StatusDisabled. Transitions
 	// are one-way: revoked is final, disabled can only become revoked,
 	// nothing becomes active again.
@@ -191,6 +214,9 @@ func (u Update) Apply(k APIKey, now time.Time) APIKey {
 		if len(k.Metadata) == 0 {
 			k.Metadata = nil
 		}
+	}
+	if u.RateLimits != nil {
+		k.RateLimits = *u.RateLimits
 	}
 	if u.Status != nil {
 		switch {

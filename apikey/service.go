@@ -300,6 +300,11 @@ type UpdateParams struct {
 	// zero time for none.
 	ExpiresAt *time.Time
 	Metadata  map[string]string // replaces the whole map when non-nil
+	// RateLimits replaces the key's own per-minute limits (zero fields:
+	// none of its own). Checked here only for range (ErrInvalidRateLimits);
+	// the keyledger facade's SetKeyRateLimits also keeps them below the
+	// plan's.
+	RateLimits *RateLimits
 }
 
 // Update validates p and applies it atomically. It returns ErrNotFound,
@@ -346,6 +351,13 @@ func (s *Service) Update(ctx context.Context, accountID, keyID string, p UpdateP
 			u.Metadata = cloneMap(p.Metadata)
 			u.Metadata[ParentMetadataKey] = parent
 		}
+	}
+	if p.RateLimits != nil {
+		if !p.RateLimits.valid() {
+			return APIKey{}, ErrInvalidRateLimits
+		}
+		rl := *p.RateLimits
+		u.RateLimits = &rl
 	}
 	now := s.opt.Now()
 	if p.ExpiresAt != nil {

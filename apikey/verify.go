@@ -28,6 +28,8 @@ type Verified struct {
 	Environment Environment
 	Models      []string // allowed models; empty allows all
 	Scopes      []string // allowed scopes; empty allows all
+	// RateLimits are the key's own per-minute limits (zero: the plan's).
+	RateLimits RateLimits
 	// ExpiresAt is when the presented secret stops working: the key's
 	// expiry, or the end of the grace period of a rotated secret if that is
 	// earlier. Zero means never.
@@ -66,7 +68,7 @@ func newEntry(h [32]byte, m Match) *entry {
 	k := m.Key
 	e := &entry{hash: h, notAfter: math.MaxInt64, inactive: m.AccountStatus != AccountActive, v: Verified{
 		KeyID: k.ID, AccountID: k.AccountID, Plan: m.AccountPlan, Type: k.Type, Environment: k.Environment,
-		Models: k.Models, Scopes: k.Scopes, ExpiresAt: k.ExpiresAt,
+		Models: k.Models, Scopes: k.Scopes, ExpiresAt: k.ExpiresAt, RateLimits: k.RateLimits,
 	}}
 	switch k.Status {
 	case StatusActive:

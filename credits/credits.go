@@ -134,6 +134,13 @@ var (
 	ErrInvalidCursor         = errkind.New(errkind.Invalid, "credits: invalid cursor")
 	ErrInvalidOptions        = errkind.New(errkind.Invalid, "credits: invalid options")
 	ErrClosed                = errkind.New(errkind.Internal, "credits: service closed")
+	// ErrKeyBudgetExceeded is matched by the *KeyBudgetError of a request
+	// larger than what remains of its key's spend limit this period.
+	ErrKeyBudgetExceeded = errkind.New(errkind.PaymentRequired, "credits: key spend limit reached for this period")
+	// ErrKeyLimitExceeded is matched by the *KeyBudgetError of a request
+	// larger than its key's whole period limit.
+	ErrKeyLimitExceeded = errkind.New(errkind.Invalid, "credits: request exceeds the key's spend limit")
+	ErrInvalidKeyLimit  = errkind.New(errkind.Invalid, "credits: key spend limit needs a key ID, a positive amount and a period of day, week, month or lifetime")
 )
 
 // DebtError refuses a debit or reserve of an account whose balance is
@@ -183,7 +190,7 @@ func isDomainError(err error) bool {
 	for _, e := range []error{
 		ErrUnknownAccount, ErrInsufficientFunds, ErrMonthlyLimit, ErrIdempotencyConflict,
 		ErrHoldNotFound, ErrHoldSettled, ErrHoldReleased, ErrHoldExpired, ErrAlreadyOpen, ErrUnitMismatch,
-		ErrInvalidTTL,
+		ErrInvalidTTL, ErrKeyBudgetExceeded, ErrKeyLimitExceeded,
 	} {
 		if errors.Is(err, e) {
 			return true
@@ -270,6 +277,11 @@ type Hold struct {
 	EntrySeq int64  `json:"-"`
 	// SettleFingerprint identifies the Settle request, for replays.
 	SettleFingerprint [32]byte `json:"-"`
+	// KeyID is the API key the hold was reserved for ("" if none).
+	KeyID string `json:"key_id,omitempty"`
+	// KeyEpoch names the key-limit period whose counters include the hold
+	// (0: none do); the ledger engine sets it.
+	KeyEpoch int64 `json:"-"`
 }
 
 // Shortfall is the part of a settlement's actual cost that was not charged.
@@ -326,6 +338,9 @@ type Account struct {
 	// NextExpiry is when the earliest-expiring grant with credit left
 	// expires (zero if none does).
 	NextExpiry time.Time `json:"next_expiry,omitzero"`
+	// Keys are the spend limits of the account's keys that have one, by
+	// key ID, with their use in the current period.
+	Keys []KeySpend `json:"keys,omitempty"`
 	// Seq is the sequence number of the account's last entry.
 	Seq       int64     `json:"seq"`
 	OpenedAt  time.Time `json:"opened_at"`

@@ -789,3 +789,91 @@ func systemFailure(err error) bool {
 	}
 	return false
 }
+
+// Keys with a spend limit under process holds.
+//
+// A key's limit is enforced by the store, whose counters must include every
+// hold of the key. So a reserve for a key that has a limit (as the
+// account's snapshot says) is written to the store like one without
+// process holds, counted meanwhile as pending in the book (so that no
+// process reserve takes its funds) and checked there with the process's
+// holds counted as held; the account is read again afterwards. Its settle,
+// release and extension go to the store too. Keys without a limit keep
+// process holds.
+
+// keyLimitedLocal reports whether keyID has a spend limit on account id
+// according to the snapshot (read if needed).
+func (s *Service) keyLimitedLocal(ctx context.Context, id, keyID string) bool {
+	if keyID == "" {
+		return false
+	}
+	a, err := s.localAcct(ctx, id, s.opt.Now(), false)
+	if err != nil {
+		return false // reserveLocal meets the error again
+	}
+	defer s.local.mu.Unlock()
+	for _, k := range a.snap.Keys {
+		if k.KeyID == keyID {
+			return true
+		}
+	}
+	return false
+}
+
+// reserveKeyed is Reserve of a key with a limit under process holds.
+func (s *Service) reserveKeyed(ctx context.Context, p ReserveParams, fp [32]byte) (Hold, error) {
+	now := s.opt.Now()
+	b := s.local
+	b.mu.Lock()
+	b.sweep(now)
+	if b.keys[opKey{p.AccountID, p.IdempotencyKey}] != nil {
+		b.mu.Unlock()
+		return s.reserveLocal(ctx, p, fp) // its replay
+	}
+	r := SpendRequest{
+		Kind: SpendReserve, Unit: s.opt.Unit.Code, AccountID: p.AccountID, HoldID: s.ids.New(s.opt.HoldIDPrefix),
+		Amount: p.Amount, TTL: p.TTL, Reference: p.Reference, IdempotencyKey: p.IdempotencyKey, Fingerprint: fp,
+		KeyID: p.KeyID,
+	}
+	r.HeldOthers = b.pendAdd(p.AccountID, r.HoldID, "", p.Amount, now)
+	b.mu.Unlock()
+	res, err := s.spend(ctx, r)
+	b.mu.Lock()
+	if lh := b.holds[r.HoldID]; lh != nil && lh.pending && lh.h.State == HoldActive {
+		b.resolve(lh, HoldReleased, s.opt.Now())
+	}
+	b.changed(p.AccountID)
+	b.mu.Unlock()
+	return res.Hold, err
+}
+
+// extendKeyed is Extend of a stored hold under process holds: the raise is
+// pending in the book meanwhile and checked with the process's holds.
+func (s *Service) extendKeyed(ctx context.Context, r SpendRequest) (Hold, error) {
+	h, err := s.store.LedgerHold(ctx, r.HoldID)
+	if err != nil {
+		return Hold{}, err
+	}
+	d := r.Amount.Sub(h.Amount)
+	if !d.IsPositive() {
+		res, err := s.spend(ctx, r)
+		return res.Hold, err
+	}
+	b := s.local
+	b.mu.Lock()
+	b.sweep(s.opt.Now())
+	pendID := "extend:" + r.HoldID + ":" + r.Amount.String()
+	if b.holds[pendID] != nil {
+		pendID += ":" + s.ids.New("")
+	}
+	r.HeldOthers = b.pendAdd(h.AccountID, pendID, "", d, s.opt.Now())
+	b.mu.Unlock()
+	res, err := s.spend(ctx, r)
+	b.mu.Lock()
+	if lh := b.holds[pendID]; lh != nil && lh.pending && lh.h.State == HoldActive {
+		b.resolve(lh, HoldReleased, s.opt.Now())
+	}
+	b.changed(h.AccountID)
+	b.mu.Unlock()
+	return res.Hold, err
+}

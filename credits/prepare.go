@@ -31,7 +31,7 @@ func (s *Service) PrepareDebit(p DebitParams) (SpendRequest, error) {
 		Kind: SpendDebit, Unit: s.opt.Unit.Code, AccountID: p.AccountID, Amount: p.Amount,
 		Reference: p.Reference, Description: p.Description, IdempotencyKey: p.IdempotencyKey,
 		Fingerprint: fingerprint('d', p.AccountID, "", p.Amount, int64(p.Overrun), time.Time{}, p.Reference, p.Description),
-		EntryID:     s.ids.New(s.opt.EntryIDPrefix), Overrun: p.Overrun,
+		EntryID:     s.ids.New(s.opt.EntryIDPrefix), Overrun: p.Overrun, KeyID: p.KeyID,
 	}
 	if s.local != nil {
 		if err := s.pendLocal(&r); err != nil {

@@ -475,6 +475,10 @@ type DebitParams struct {
 	// the cap do not cover it); OverrunDebt or OverrunWriteOff charge
 	// delivered work in full or as far as funds go.
 	Overrun Overrun
+	// KeyID is the API key spending, if any: a debit with Overrun zero is
+	// refused beyond the key's spend limit (*KeyBudgetError); every debit
+	// counts toward it.
+	KeyID string
 }
 
 // Debit charges the account. It fails with ErrInsufficientFunds if
@@ -512,6 +516,9 @@ type ReserveParams struct {
 	TTL            time.Duration
 	Reference      string
 	IdempotencyKey string
+	// KeyID is the API key the hold is for, if any: a reserve beyond the
+	// key's spend limit fails with *KeyBudgetError.
+	KeyID string
 }
 
 // Reserve sets funds aside before work starts and returns the active hold.
@@ -527,11 +534,15 @@ func (s *Service) Reserve(ctx context.Context, p ReserveParams) (Hold, error) {
 	}
 	fp := fingerprint('r', p.AccountID, "", p.Amount, int64(p.TTL), time.Time{}, p.Reference, "")
 	if s.local != nil {
-		return s.reserveLocal(ctx, p, fp)
+		if !s.keyLimitedLocal(ctx, p.AccountID, p.KeyID) {
+			return s.reserveLocal(ctx, p, fp)
+		}
+		return s.reserveKeyed(ctx, p, fp)
 	}
 	res, err := s.spend(ctx, SpendRequest{
 		Kind: SpendReserve, Unit: s.opt.Unit.Code, AccountID: p.AccountID, HoldID: s.ids.New(s.opt.HoldIDPrefix),
 		Amount: p.Amount, TTL: p.TTL, Reference: p.Reference, IdempotencyKey: p.IdempotencyKey, Fingerprint: fp,
+		KeyID: p.KeyID,
 	})
 	return res.Hold, err
 }
@@ -610,7 +621,11 @@ func (s *Service) Extend(ctx context.Context, p ExtendParams) (Hold, error) {
 			return h, err
 		}
 	}
-	res, err := s.spend(ctx, SpendRequest{Kind: SpendExtend, Unit: s.opt.Unit.Code, HoldID: p.HoldID, Amount: p.Amount, TTL: p.TTL})
+	r := SpendRequest{Kind: SpendExtend, Unit: s.opt.Unit.Code, HoldID: p.HoldID, Amount: p.Amount, TTL: p.TTL}
+	if s.local != nil {
+		return s.extendKeyed(ctx, r)
+	}
+	res, err := s.spend(ctx, r)
 	return res.Hold, err
 }
 

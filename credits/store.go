@@ -36,6 +36,12 @@ type SpendRequest struct {
 	HoldID string
 	// Amount is the debit, the reserved amount, or the settle's actual cost.
 	Amount Amount
+	// KeyID is the API key a debit or reserve spends for: its spend limit,
+	// if it has one, is checked and counted (see SetKeyLimit).
+	KeyID string
+	// KeyHeldOthers is, with process holds, what the process holds for
+	// KeyID besides this request: the key-limit check counts it.
+	KeyHeldOthers Amount
 	// TTL is how long a reserved hold lives.
 	TTL                    time.Duration
 	Reference, Description string
@@ -157,6 +163,11 @@ type Store interface {
 	// limit accounts means nothing else is due at now. An account with
 	// nothing due is left untouched (and costs no write transaction).
 	ExpireLedgers(ctx context.Context, now time.Time, accountID string, limit int) (ExpiryReport, error)
+	// SetKeyLimit sets (a positive limit and a valid p) or removes (p == "")
+	// the spend limit of the key keyID on the account at now
+	// (ledger.AccountState.SetKeyLimit, after Advance, persisted) and
+	// returns the key's spend (zero when removed), or ErrUnknownAccount.
+	SetKeyLimit(ctx context.Context, accountID, keyID string, limit Amount, p Period, now time.Time) (KeySpend, error)
 }
 
 // ExpiryReport counts what one expiry sweep did.

@@ -368,6 +368,7 @@ func (h *Handler) routes() {
 		m.HandleFunc("GET /keys/new", h.authed(h.newKeyPage))
 		m.HandleFunc("GET /keys/{id}", h.authed(h.editKeyPage))
 		m.HandleFunc("POST /keys/{id}", h.authedPost(h.updateKey))
+		m.HandleFunc("POST /keys/{id}/limit", h.authedPost(h.setKeyLimit))
 		m.HandleFunc("GET /keys/{id}/rotate", h.authed(h.rotateKeyPage))
 		m.HandleFunc("POST /keys/{id}/rotate", h.authedPost(h.rotateKey))
 		m.HandleFunc("GET /keys/{id}/revoke", h.authed(h.revokeKeyPage))

@@ -112,3 +112,19 @@ func FuzzParseNext(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseSpendLimit(f *testing.F) {
+	for _, s := range [][2]string{{"5", "day"}, {"₹5.00", "week"}, {"0", "month"}, {"1e3", "lifetime"}, {"5", "year"}, {"", ""}} {
+		f.Add(s[0], s[1])
+	}
+	u := credits.INR()
+	f.Fuzz(func(t *testing.T, amount, period string) {
+		l, err := parseSpendLimit(amount, period, u, "INR")
+		if err != nil {
+			return
+		}
+		if !l.Amount.IsPositive() || !l.Amount.MultipleOf(u.Increment) || !l.Period.Valid() {
+			t.Fatalf("%q %q parsed to %+v", amount, period, l)
+		}
+	})
+}

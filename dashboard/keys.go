@@ -6,7 +6,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyledger/keyledger"
 	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/errkind"
 )
 
 // timeLayout shows times in the account's zone.
@@ -31,6 +34,33 @@ type keyRow struct {
 	Created, LastUsed, Expires   string
 	GraceUntil                   string
 	Active                       bool
+	// Limit is the key's spend limit ("" if none), with its use in the
+	// current period.
+	Limit, Period, Spent, Remaining, Resets string
+}
+
+// withSpend fills the spend-limit columns of row from ks.
+func (h *Handler) withSpend(row *keyRow, ks credits.KeySpend, v *viewer) {
+	u := h.kl.Credits.Unit()
+	row.Limit, row.Period = u.Format(ks.Limit), string(ks.Period)
+	row.Spent, row.Remaining = u.Format(ks.Spent.Add(ks.Held)), u.Format(ks.Remaining)
+	if !ks.ResetsAt.IsZero() {
+		row.Resets = ks.ResetsAt.In(v.loc).Format(timeLayout)
+	}
+}
+
+// keyRowSpend is keyRow with the key's spend limit, if it has one.
+func (h *Handler) keyRowSpend(r *http.Request, k apikey.APIKey, v *viewer) (keyRow, error) {
+	row := h.keyRow(k, v)
+	if h.kl.Credits == nil {
+		return row, nil
+	}
+	ks, ok, err := h.kl.KeySpend(r.Context(), v.Account.ID, k.ID)
+	if err != nil || !ok {
+		return row, err
+	}
+	h.withSpend(&row, ks, v)
+	return row, nil
 }
 
 func (h *Handler) keyRow(k apikey.APIKey, v *viewer) keyRow {
@@ -107,8 +137,18 @@ func (h *Handler) showKeys(w http.ResponseWriter, r *http.Request, v *viewer, st
 	}
 	d := keysData{Cursor: cursor, Next: p.NextCursor, Form: f, Types: h.keyTypes, TypeNotes: h.typeNotes(), ModelChoices: h.models,
 		Today: h.o.Now().In(v.loc).Format(dateLayout)}
+	var spends map[string]credits.KeySpend
+	if h.kl.Credits != nil {
+		if spends, err = h.kl.KeySpends(r.Context(), v.Account.ID); err != nil {
+			return err
+		}
+	}
 	for _, k := range p.Keys {
-		d.Keys = append(d.Keys, h.keyRow(k, v))
+		row := h.keyRow(k, v)
+		if ks, ok := spends[k.ID]; ok {
+			h.withSpend(&row, ks, v)
+		}
+		d.Keys = append(d.Keys, row)
 	}
 	return h.renderWithError(w, r, v, status, "keys", "API keys", d, errMsg)
 }
@@ -237,6 +277,29 @@ type editKeyData struct {
 	Form         keyForm
 	ModelChoices []string
 	Graces       any
+	// LimitForm is the spend-limit form; Periods its choices; Ledger
+	// whether the dashboard has a ledger to keep limits in.
+	LimitForm limitForm
+	Periods   any
+	Ledger    bool
+	Currency  string
+}
+
+// limitForm is the input of the spend-limit form, echoed back when it is
+// refused.
+type limitForm struct{ Amount, Period string }
+
+func (h *Handler) editData(r *http.Request, k apikey.APIKey, v *viewer, f keyForm) (editKeyData, error) {
+	row, err := h.keyRowSpend(r, k, v)
+	if err != nil {
+		return editKeyData{}, err
+	}
+	lf := limitForm{Period: "day"}
+	if row.Limit != "" {
+		lf = limitForm{Amount: row.Limit, Period: row.Period}
+	}
+	return editKeyData{Key: row, Form: f, ModelChoices: h.models, LimitForm: lf, Periods: periodChoices,
+		Ledger: h.kl.Credits != nil, Currency: h.o.Currency}, nil
 }
 
 func (h *Handler) editKeyPage(w http.ResponseWriter, r *http.Request, v *viewer) error {
@@ -248,7 +311,58 @@ func (h *Handler) editKeyPage(w http.ResponseWriter, r *http.Request, v *viewer)
 	if len(h.models) == 0 {
 		f.ModelsText = strings.Join(k.Models, ", ")
 	}
-	return h.render(w, r, v, http.StatusOK, "editkey", "Edit key", editKeyData{Key: h.keyRow(k, v), Form: f, ModelChoices: h.models})
+	d, err := h.editData(r, k, v, f)
+	if err != nil {
+		return err
+	}
+	return h.render(w, r, v, http.StatusOK, "editkey", "Edit key", d)
+}
+
+// setKeyLimit sets (action "set") or removes (action "clear") a key's
+// spend limit from the edit page's form.
+func (h *Handler) setKeyLimit(w http.ResponseWriter, r *http.Request, v *viewer) error {
+	k, err := h.kl.Keys.Get(r.Context(), v.Account.ID, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if h.kl.Credits == nil {
+		return ErrNotFound
+	}
+	var l *keyledger.SpendLimit
+	lf := limitForm{Amount: r.PostForm.Get("amount"), Period: r.PostForm.Get("period")}
+	if r.PostForm.Get("action") != "clear" {
+		sl, perr := parseSpendLimit(lf.Amount, lf.Period, h.kl.Credits.Unit(), h.o.Currency)
+		if perr != nil {
+			err = perr
+		} else {
+			l = &sl
+		}
+	}
+	if err == nil {
+		_, err = h.kl.SetKeySpendLimit(r.Context(), v.Account.ID, k.ID, l)
+	}
+	if err != nil {
+		msg := keyError(err)
+		if msg == "" && errkind.Of(err) == errkind.Invalid {
+			msg = "Enter a positive amount and choose a period."
+		}
+		if msg == "" {
+			return err
+		}
+		f := keyForm{ID: k.ID, Name: k.Name, Models: k.Models}
+		d, derr := h.editData(r, k, v, f)
+		if derr != nil {
+			return derr
+		}
+		d.LimitForm = lf
+		return h.renderWithError(w, r, v, http.StatusBadRequest, "editkey", "Edit key", d, msg)
+	}
+	done := "limit"
+	if l == nil {
+		done = "limit-removed"
+	}
+	h.redirect(w, r, "/keys?done="+done)
+	return nil
 }
 
 func (h *Handler) updateKey(w http.ResponseWriter, r *http.Request, v *viewer) error {
@@ -266,8 +380,11 @@ func (h *Handler) updateKey(w http.ResponseWriter, r *http.Request, v *viewer) e
 	}
 	if err != nil {
 		if msg := keyError(err); msg != "" {
-			return h.renderWithError(w, r, v, http.StatusBadRequest, "editkey", "Edit key",
-				editKeyData{Key: h.keyRow(k, v), Form: f, ModelChoices: h.models}, msg)
+			d, derr := h.editData(r, k, v, f)
+			if derr != nil {
+				return derr
+			}
+			return h.renderWithError(w, r, v, http.StatusBadRequest, "editkey", "Edit key", d, msg)
 		}
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/keyledger/keyledger"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/usage"
 )
@@ -149,6 +150,25 @@ func parseAmount(s string, u credits.Unit, label string) (credits.Amount, error)
 		return credits.Amount{}, userErrorf("The amount must be a multiple of %s.", inc.Decimal().String())
 	}
 	return a, nil
+}
+
+// periodChoices are the spend-limit periods the key form offers.
+var periodChoices = []struct{ Value, Label string }{
+	{"day", "per day"}, {"week", "per week (from Monday)"}, {"month", "per calendar month"}, {"lifetime", "for the key's lifetime"},
+}
+
+// parseSpendLimit reads a key's spend-limit form: a positive amount (as
+// parseAmount) and one of periodChoices.
+func parseSpendLimit(amount, period string, u credits.Unit, label string) (keyledger.SpendLimit, error) {
+	p := credits.Period(period)
+	if !p.Valid() {
+		return keyledger.SpendLimit{}, userErrorf("Choose a period: day, week, month or lifetime.")
+	}
+	a, err := parseAmount(amount, u, label)
+	if err != nil {
+		return keyledger.SpendLimit{}, err
+	}
+	return keyledger.SpendLimit{Amount: a, Period: p}, nil
 }
 
 // graceChoices are the grace periods a rotation offers, by form value.

@@ -38,6 +38,8 @@ type view struct {
 var notices = map[string]string{
 	"welcome":       "Welcome! Your account is ready. Create an API key to get started.",
 	"updated":       "The key was updated.",
+	"limit":         "The key's spend limit was saved.",
+	"limit-removed": "The key's spend limit was removed.",
 	"revoked":       "The key was revoked. Requests with it now fail.",
 	"shown":         "A new key's secret is shown only once; that page has been used. If you did not copy the secret, rotate the key.",
 	"purchased":     "Payment received. The credits were added to your balance.",

@@ -25,6 +25,11 @@ type Error struct {
 	Message string
 	// RetryAfter is set on 429s and on 503s that say when to come back.
 	RetryAfter time.Duration
+	// KeyBudgetReset is set on a 402 key_budget_exceeded: when the key's
+	// spend-limit period starts over (zero for a lifetime limit). Writers
+	// send it as Retry-After (an HTTP date) and X-Key-Budget-Reset
+	// (RFC 3339), and in the body.
+	KeyBudgetReset time.Time
 	// Err is the error classified (for logging; never shown).
 	Err error
 }
@@ -37,6 +42,8 @@ const (
 	CodeModelNotFound     = "model_not_found"
 	CodeInsufficientQuota = "insufficient_quota"
 	CodeMonthlyLimit      = "monthly_limit_exceeded"
+	CodeKeyBudget         = "key_budget_exceeded"
+	CodeKeyLimit          = "key_limit_exceeded"
 	CodeRateLimited       = "rate_limit_exceeded"
 	CodeRequestTooLarge   = "request_too_large"
 	CodeInvalidRequest    = "invalid_request"
@@ -67,8 +74,24 @@ func Classify(err error) Error {
 		big  *keyledger.TooLargeError
 		debt *credits.DebtError
 		te   *keyledger.ThrottleError
+		kb   *credits.KeyBudgetError
 	)
 	switch {
+	case errors.As(err, &kb) && kb.Whole:
+		e.Status, e.Type, e.Code = http.StatusBadRequest, "invalid_request_error", CodeKeyLimit
+		e.Message = "This request reserves more than this API key's " + string(kb.Period) + " spend limit of " +
+			kb.Limit.String() + " " + kb.Unit + ": lower max_tokens (or the input), or raise the key's limit."
+	case errors.As(err, &kb):
+		// Never a 429: only the period's end or a higher limit helps.
+		e.Status, e.Type, e.Code = http.StatusPaymentRequired, "insufficient_quota", CodeKeyBudget
+		e.Message = "This API key's " + string(kb.Period) + " spend limit of " + kb.Limit.String() + " " + kb.Unit +
+			" is reached (" + kb.Remaining.String() + " left)"
+		if kb.ResetAt.IsZero() {
+			e.Message += "; the limit is for the key's lifetime: raise it to continue."
+		} else {
+			e.Message += "; it resets at " + kb.ResetAt.UTC().Format(time.RFC3339) + "."
+			e.KeyBudgetReset = kb.ResetAt
+		}
 	case errors.As(err, &te):
 		e.Status, e.Type, e.Code = http.StatusTooManyRequests, "rate_limit_error", CodeRateLimited
 		e.Message = "Too many attempts: at most " + te.Limit + ". Retry later."
@@ -230,10 +253,16 @@ func writeOpenAIError(w http.ResponseWriter, _ *http.Request, e Error) {
 		Type    string  `json:"type"`
 		Code    string  `json:"code"`
 		Param   *string `json:"param"`
+		// ResetsAt: key_budget_exceeded only.
+		ResetsAt string `json:"resets_at,omitempty"`
+	}
+	b := body{Message: e.Message, Type: e.Type, Code: e.Code}
+	if !e.KeyBudgetReset.IsZero() {
+		b.ResetsAt = e.KeyBudgetReset.UTC().Format(time.RFC3339)
 	}
 	WriteJSON(w, e, struct {
 		Error body `json:"error"`
-	}{body{Message: e.Message, Type: e.Type, Code: e.Code}})
+	}{b})
 }
 
 // WriteJSON writes v as the JSON body of a response with e's status, and
@@ -245,6 +274,11 @@ func WriteJSON(w http.ResponseWriter, e Error, v any) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	if e.Status == http.StatusTooManyRequests || e.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.FormatInt(retrySeconds(e.RetryAfter), 10))
+	} else if !e.KeyBudgetReset.IsZero() {
+		h.Set("Retry-After", e.KeyBudgetReset.UTC().Format(http.TimeFormat))
+	}
+	if !e.KeyBudgetReset.IsZero() {
+		h.Set("X-Key-Budget-Reset", e.KeyBudgetReset.UTC().Format(time.RFC3339))
 	}
 	w.WriteHeader(e.Status)
 	_ = json.NewEncoder(w).Encode(v)

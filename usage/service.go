@@ -404,7 +404,7 @@ func (s *Service) spendFor(r *Record, holdID, key string, ov credits.Overrun) (c
 	case holdID != "":
 		sr, err = led.PrepareSettle(credits.SettleParams{HoldID: holdID, Actual: r.Cost, Reference: r.ID, Description: desc, Overrun: ov})
 	default:
-		sr, err = led.PrepareDebit(credits.DebitParams{AccountID: r.AccountID, Amount: r.Cost, Reference: r.ID, Description: desc, IdempotencyKey: key, Overrun: ov})
+		sr, err = led.PrepareDebit(credits.DebitParams{AccountID: r.AccountID, KeyID: r.KeyID, Amount: r.Cost, Reference: r.ID, Description: desc, IdempotencyKey: key, Overrun: ov})
 	}
 	return sr, err
 }

@@ -50,7 +50,9 @@ type AccountState struct {
 	RechargeArmed bool
 	Recharges     int64
 	// Lots are the unspent parts of expiring grants, earliest expiry first.
-	Lots      []Lot
+	Lots []Lot
+	// Keys are the spend limits of the account's keys, sorted by KeyID.
+	Keys      []KeyState
 	OpenedAt  time.Time
 	UpdatedAt time.Time
 }
@@ -73,6 +75,7 @@ func NewAccountState(id, unit string, p credits.Policy, now time.Time) AccountSt
 // Clone returns a copy of st that shares no memory with it.
 func (st AccountState) Clone() AccountState {
 	st.Lots = slices.Clone(st.Lots)
+	st.Keys = slices.Clone(st.Keys)
 	return st
 }
 
@@ -108,6 +111,7 @@ func (st *AccountState) Advance(now time.Time, due []credits.Hold) []credits.Ent
 	for _, h := range due {
 		if h.State == credits.HoldActive && !now.Before(h.ExpiresAt) {
 			st.Held = st.Held.Sub(h.Amount)
+			st.unhold(&h)
 			changed = true
 		}
 	}
@@ -129,9 +133,13 @@ func (st *AccountState) Advance(now time.Time, due []credits.Hold) []credits.Ent
 		st.MonthSpent = credits.Amount{}
 		changed = true
 	}
+	if st.advanceKeys(now) {
+		changed = true
+	}
 	if changed {
 		st.Version++
 		st.UpdatedAt = now
+		st.setEpochs()
 	}
 	return out
 }
@@ -158,6 +166,12 @@ func (st *AccountState) View() credits.Account {
 	}
 	if len(st.Lots) > 0 {
 		a.NextExpiry = st.Lots[0].ExpiresAt
+	}
+	if len(st.Keys) > 0 {
+		a.Keys = make([]credits.KeySpend, len(st.Keys))
+		for i := range st.Keys {
+			a.Keys[i] = st.Keys[i].view()
+		}
 	}
 	return a
 }
@@ -239,10 +253,14 @@ func (st *AccountState) entry(id string, t credits.EntryType, amt credits.Amount
 	return credits.Entry{ID: id, AccountID: st.ID, Seq: st.Seq, Type: t, Amount: amt, BalanceAfter: st.Balance, CreatedAt: now}
 }
 
-// spend charges amt > 0 as a debit entry and counts it as monthly spend.
-func (st *AccountState) spend(r *credits.SpendRequest, amt credits.Amount, now time.Time) credits.Entry {
+// spend charges amt > 0 as a debit entry and counts it as monthly spend
+// and as spend of the key keyID.
+func (st *AccountState) spend(r *credits.SpendRequest, keyID string, amt credits.Amount, now time.Time) credits.Entry {
 	st.withdraw(amt)
 	st.MonthSpent = st.MonthSpent.Add(amt)
+	if k := st.key(keyID); k != nil {
+		k.Spent = k.Spent.Add(amt)
+	}
 	e := st.entry(r.EntryID, credits.EntryDebit, amt.Neg(), now)
 	e.Reference, e.Description = r.Reference, r.Description
 	return e
@@ -298,10 +316,15 @@ func (st *AccountState) credit(r *credits.CreditRequest, now time.Time) credits.
 func (st *AccountState) reserve(r *credits.SpendRequest, now time.Time) credits.Hold {
 	st.Held = st.Held.Add(r.Amount)
 	st.touch(now)
-	return credits.Hold{
+	h := credits.Hold{
 		ID: r.HoldID, AccountID: st.ID, Amount: r.Amount, State: credits.HoldActive, Reference: r.Reference,
-		IdempotencyKey: r.IdempotencyKey, CreatedAt: now, ExpiresAt: now.Add(r.TTL),
+		IdempotencyKey: r.IdempotencyKey, CreatedAt: now, ExpiresAt: now.Add(r.TTL), KeyID: r.KeyID,
 	}
+	if k := st.key(r.KeyID); k != nil {
+		k.Held = k.Held.Add(r.Amount)
+		h.KeyEpoch = k.Epoch
+	}
+	return h
 }
 
 // coverable is the part of amt that funds (with overdraft) and the
@@ -328,6 +351,9 @@ func (st *AccountState) extend(h *credits.Hold, r *credits.SpendRequest, now tim
 		if err := st.canSpend(d); err != nil {
 			return false, err
 		}
+		if err := st.keyExtend(h, d); err != nil {
+			return false, err
+		}
 		st.Held = st.Held.Add(d)
 		h.Amount = r.Amount
 		changed = true
@@ -347,6 +373,7 @@ func (st *AccountState) extend(h *credits.Hold, r *credits.SpendRequest, now tim
 // much of it as funds and the cap allow (OverrunWriteOff).
 func (st *AccountState) settle(h *credits.Hold, r *credits.SpendRequest, now time.Time) (credits.Entry, *credits.RechargeRequest) {
 	st.Held = st.Held.Sub(h.Amount)
+	st.unhold(h)
 	charge := r.Amount
 	if r.Overrun == credits.OverrunWriteOff {
 		charge = st.coverable(charge)
@@ -362,7 +389,7 @@ func (st *AccountState) settle(h *credits.Hold, r *credits.SpendRequest, now tim
 	}
 	rr := *r
 	rr.Reference = ref
-	e := st.spend(&rr, charge, now)
+	e := st.spend(&rr, h.KeyID, charge, now)
 	e.HoldID = h.ID
 	h.EntryID, h.EntrySeq = e.ID, e.Seq
 	return e, st.afterSpend()
@@ -370,6 +397,7 @@ func (st *AccountState) settle(h *credits.Hold, r *credits.SpendRequest, now tim
 
 func (st *AccountState) release(h *credits.Hold, now time.Time) {
 	st.Held = st.Held.Sub(h.Amount)
+	st.unhold(h)
 	h.State, h.ResolvedAt = credits.HoldReleased, now
 	st.touch(now)
 }
@@ -429,6 +457,11 @@ func debitOrReserve(ctx context.Context, tx Tx, now time.Time, r *credits.SpendR
 		}
 	}
 	st.Held = st.Held.Sub(r.HeldOthers)
+	if err == nil && (kind == OpReserve || r.Overrun == 0) {
+		// Delivered work (a debit with Overrun) is charged whatever the
+		// key's limit; the key's counter records it.
+		err = st.keyCheck(r.KeyID, amount, r.KeyHeldOthers)
+	}
 	if err != nil {
 		// A replay of a request that succeeded returns its first result,
 		// even though the same request would fail now.
@@ -455,7 +488,7 @@ func debitOrReserve(ctx context.Context, tx Tx, now time.Time, r *credits.SpendR
 		h := st.reserve(r, now)
 		return credits.SpendResult{Hold: h}, tx.PutHold(ctx, h)
 	}
-	e := st.spend(r, amount, now)
+	e := st.spend(r, r.KeyID, amount, now)
 	e.IdempotencyKey = r.IdempotencyKey
 	if err := tx.AddEntry(ctx, e); err != nil {
 		return credits.SpendResult{}, err
@@ -567,7 +600,9 @@ func extendHold(ctx context.Context, tx Tx, now time.Time, st *AccountState, h c
 	case credits.HoldExpired:
 		return credits.SpendResult{}, credits.ErrHoldExpired
 	}
+	st.Held = st.Held.Add(r.HeldOthers) // counted, not stored
 	changed, err := st.extend(&h, r, now)
+	st.Held = st.Held.Sub(r.HeldOthers)
 	if err != nil || !changed {
 		return credits.SpendResult{Hold: h}, err
 	}
@@ -676,7 +711,7 @@ func isDomainError(err error) bool {
 		credits.ErrUnknownAccount, credits.ErrInsufficientFunds, credits.ErrMonthlyLimit,
 		credits.ErrIdempotencyConflict, credits.ErrHoldNotFound, credits.ErrHoldSettled,
 		credits.ErrHoldReleased, credits.ErrHoldExpired, credits.ErrAlreadyOpen,
-		credits.ErrUnitMismatch, credits.ErrInvalidTTL,
+		credits.ErrUnitMismatch, credits.ErrInvalidTTL, credits.ErrKeyBudgetExceeded, credits.ErrKeyLimitExceeded,
 	} {
 		if errors.Is(err, e) {
 			return true

@@ -116,6 +116,11 @@ func classify(err error) apiErr {
 		return apiErr{err: err, status: 429, code: "rate_limit_exceeded",
 			message: "Too many attempts: at most " + te.Limit + ". Retry later."}
 	}
+	var kb *credits.KeyBudgetError
+	if errors.As(err, &kb) { // the OpenAI table's wording: one message for both envelopes
+		he := httpapi.Classify(err)
+		return apiErr{err: err, status: he.Status, code: he.Code, message: he.Message}
+	}
 	for _, row := range errorTable {
 		if errors.Is(err, row.err) {
 			return row
@@ -150,6 +155,8 @@ type errorBody struct {
 	Error struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
+		// ResetsAt: key_budget_exceeded only.
+		ResetsAt string `json:"resets_at,omitempty"`
 	} `json:"error"`
 }
 
@@ -170,7 +177,14 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	var b errorBody
 	b.Error.Code, b.Error.Message = e.code, e.message
-	httpapi.WriteJSON(w, httpapi.Error{Status: e.status, RetryAfter: retryAfter(err)}, b)
+	var reset time.Time
+	if kb := (*credits.KeyBudgetError)(nil); errors.As(err, &kb) && !kb.Whole {
+		reset = kb.ResetAt
+	}
+	if !reset.IsZero() {
+		b.Error.ResetsAt = reset.UTC().Format(time.RFC3339)
+	}
+	httpapi.WriteJSON(w, httpapi.Error{Status: e.status, RetryAfter: retryAfter(err), KeyBudgetReset: reset}, b)
 }
 
 // retryAfter is the wait a throttled (429) or busy (503) answer asks for.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"time"
@@ -24,6 +25,9 @@ type keyJSON struct {
 	// GraceUntil is when the previous secret of a rotated key stops
 	// working.
 	GraceUntil *string `json:"grace_until,omitempty"`
+	// SpendLimit is the key's spend limit and its use this period; null
+	// when it has none.
+	SpendLimit *spendLimitJSON `json:"spend_limit"`
 }
 
 func keyView(k apikey.APIKey, now time.Time) keyJSON {
@@ -45,15 +49,20 @@ func keyView(k apikey.APIKey, now time.Time) keyJSON {
 	return v
 }
 
-// POST /v1/accounts/{id}/apiKeys {name, type?, models?, expires?}
+// POST /v1/accounts/{id}/apiKeys {name, type?, models?, expires?, spend_limit?}
 func (s *server) createKey(w http.ResponseWriter, r *http.Request, acct string) error {
 	var in struct {
-		Name    string     `json:"name"`
-		Type    string     `json:"type"`
-		Models  []string   `json:"models"`
-		Expires *time.Time `json:"expires"`
+		Name       string          `json:"name"`
+		Type       string          `json:"type"`
+		Models     []string        `json:"models"`
+		Expires    *time.Time      `json:"expires"`
+		SpendLimit json.RawMessage `json:"spend_limit"`
 	}
 	if err := decodeJSON(r, &in, false); err != nil {
+		return err
+	}
+	_, limit, err := parseSpendLimit(in.SpendLimit)
+	if err != nil {
 		return err
 	}
 	if in.Type == "" {
@@ -68,7 +77,6 @@ func (s *server) createKey(w http.ResponseWriter, r *http.Request, acct string) 
 	}
 	var raw apikey.RawKey
 	var k apikey.APIKey
-	var err error
 	if parent, ok := callerKey(r.Context()); ok {
 		// Made by an API key: within its scopes and models, revoked with it.
 		raw, k, err = s.kl.Keys.CreateChild(r.Context(), parent, p)
@@ -79,6 +87,13 @@ func (s *server) createKey(w http.ResponseWriter, r *http.Request, acct string) 
 		return err
 	}
 	v := keyView(k, s.now())
+	if limit != nil {
+		ks, err := s.kl.SetKeySpendLimit(r.Context(), acct, k.ID, limit)
+		if err != nil {
+			return err
+		}
+		v.SpendLimit = spendLimitView(ks)
+	}
 	v.Key = raw.Reveal()
 	writeJSON(w, http.StatusCreated, v)
 	return nil
@@ -105,13 +120,21 @@ func (s *server) listKeys(w http.ResponseWriter, r *http.Request, acct string) e
 	if err != nil {
 		return err
 	}
+	spends, err := s.kl.KeySpends(r.Context(), acct)
+	if err != nil {
+		return err
+	}
 	now := s.now()
 	out := struct {
 		Data       []keyJSON `json:"data"`
 		NextCursor *string   `json:"next_cursor"`
 	}{Data: make([]keyJSON, 0, len(page.Keys))}
 	for _, k := range page.Keys {
-		out.Data = append(out.Data, keyView(k, now))
+		v := keyView(k, now)
+		if ks, ok := spends[k.ID]; ok {
+			v.SpendLimit = spendLimitView(ks)
+		}
+		out.Data = append(out.Data, v)
 	}
 	if page.NextCursor != "" {
 		out.NextCursor = &page.NextCursor
@@ -132,13 +155,19 @@ func parseLimit(s string) (int, error) {
 	return n, nil
 }
 
-// PATCH /v1/accounts/{id}/apiKeys/{key_id} {name?, models?}
+// PATCH /v1/accounts/{id}/apiKeys/{key_id} {name?, models?, spend_limit?}:
+// spend_limit null removes the key's limit.
 func (s *server) updateKey(w http.ResponseWriter, r *http.Request, acct string) error {
 	var in struct {
-		Name   *string   `json:"name"`
-		Models *[]string `json:"models"`
+		Name       *string         `json:"name"`
+		Models     *[]string       `json:"models"`
+		SpendLimit json.RawMessage `json:"spend_limit"`
 	}
 	if err := decodeJSON(r, &in, false); err != nil {
+		return err
+	}
+	setLimit, limit, err := parseSpendLimit(in.SpendLimit)
+	if err != nil {
 		return err
 	}
 	if in.Models != nil {
@@ -146,11 +175,25 @@ func (s *server) updateKey(w http.ResponseWriter, r *http.Request, acct string) 
 			return err
 		}
 	}
-	k, err := s.kl.Keys.Update(r.Context(), acct, r.PathValue("key_id"), apikey.UpdateParams{Name: in.Name, Models: in.Models})
+	var k apikey.APIKey
+	if in.Name != nil || in.Models != nil || !setLimit {
+		k, err = s.kl.Keys.Update(r.Context(), acct, r.PathValue("key_id"), apikey.UpdateParams{Name: in.Name, Models: in.Models})
+	} else {
+		k, err = s.kl.Keys.Get(r.Context(), acct, r.PathValue("key_id"))
+	}
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, keyView(k, s.now()))
+	if setLimit {
+		if _, err := s.kl.SetKeySpendLimit(r.Context(), acct, k.ID, limit); err != nil {
+			return err
+		}
+	}
+	v, err := s.withSpend(r, acct, keyView(k, s.now()))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
 	return nil
 }
 
@@ -183,7 +226,10 @@ func (s *server) rotateKey(w http.ResponseWriter, r *http.Request, acct string) 
 	if err != nil {
 		return err
 	}
-	v := keyView(k, s.now())
+	v, err := s.withSpend(r, acct, keyView(k, s.now()))
+	if err != nil {
+		return err
+	}
 	v.Key = raw.Reveal()
 	writeJSON(w, http.StatusOK, v)
 	return nil

@@ -70,6 +70,7 @@ func (s *server) routes() []route {
 
 		{"POST", "/v1/accounts/{id}/apiKeys", s.owner(s.createKey)},
 		{"GET", "/v1/accounts/{id}/apiKeys", s.owner(s.listKeys)},
+		{"GET", "/v1/accounts/{id}/apiKeys/{key_id}", s.owner(s.getKey)},
 		{"PATCH", "/v1/accounts/{id}/apiKeys/{key_id}", s.owner(s.updateKey)},
 		{"DELETE", "/v1/accounts/{id}/apiKeys/{key_id}", s.owner(s.revokeKey)},
 		{"POST", "/v1/accounts/{id}/apiKeys/{key_id}/rotate", s.owner(s.rotateKey)},

@@ -14,6 +14,7 @@
 //	key create -account ID -name N [-models m1,m2] [-scopes s1,s2] [-type T] [-expires RFC3339]
 //	key list -account ID
 //	key revoke -account ID KEYID
+//	key limit -account ID (-amount X -period day|week|month|lifetime | -clear) KEYID
 //	credits grant|adjust -account ID -amount X -reason R [-idempotency-key K]
 //	balance -account ID
 //	usage -account ID [-from YYYY-MM-DD -to YYYY-MM-DD -group-by date,model,key,endpoint]
@@ -75,6 +76,7 @@ commands:
   key create -account ID -name N [-models m1,m2] [-type T] [-expires RFC3339]
   key list -account ID
   key revoke -account ID KEYID
+  key limit -account ID (-amount X -period day|week|month|lifetime | -clear) KEYID
   credits grant|adjust -account ID -amount X -reason R [-idempotency-key K] [-expires RFC3339]
   balance -account ID
   usage -account ID [-from YYYY-MM-DD] [-to YYYY-MM-DD] [-group-by date,model,key,endpoint]
@@ -197,6 +199,7 @@ func lookup(args []string) (command, bool) {
 		"key create":       (*cli).keyCreate,
 		"key list":         (*cli).keyList,
 		"key revoke":       (*cli).keyRevoke,
+		"key limit":        (*cli).keyLimit,
 		"credits grant":    func(c *cli, a []string) (func(context.Context) error, error) { return c.creditsChange(a, "grant") },
 		"credits adjust":   func(c *cli, a []string) (func(context.Context) error, error) { return c.creditsChange(a, "adjust") },
 	}
@@ -481,6 +484,50 @@ func (c *cli) keyRevoke(args []string) (func(context.Context) error, error) {
 			return err
 		}
 		return c.print(k)
+	}, nil
+}
+
+// keyLimit sets or removes (-clear) a key's spend limit and prints the
+// key's spend now: its limit, spent this period, remaining and reset time.
+func (c *cli) keyLimit(args []string) (func(context.Context) error, error) {
+	fs := c.flags("key limit")
+	acct := fs.String("account", "", "account ID of the key")
+	amount := fs.String("amount", "", "limit per period, in the profile's unit ("+c.profile.Unit.Code+")")
+	period := fs.String("period", "", "day, week, month (calendar, in the account's time zone) or lifetime")
+	clear := fs.Bool("clear", false, "remove the key's limit")
+	pos, err := parse(fs, args)
+	if err == nil {
+		err = required("account", *acct)
+	}
+	if err == nil && len(pos) != 1 {
+		err = usageErr("key limit takes one key ID")
+	}
+	if err == nil && *clear == (*amount != "" || *period != "") {
+		err = usageErr("key limit takes -amount and -period, or -clear")
+	}
+	if err != nil {
+		return nil, err
+	}
+	var l *keyledger.SpendLimit
+	if !*clear {
+		amt, err := credits.ParseAmount(*amount)
+		if err != nil {
+			return nil, usageErr("-amount %q: %v", *amount, err)
+		}
+		if !credits.Period(*period).Valid() {
+			return nil, usageErr("-period must be day, week, month or lifetime")
+		}
+		l = &keyledger.SpendLimit{Amount: amt, Period: credits.Period(*period)}
+	}
+	return func(ctx context.Context) error {
+		ks, err := c.kl.SetKeySpendLimit(ctx, *acct, pos[0], l)
+		if err != nil {
+			return err
+		}
+		if l == nil {
+			return c.print(map[string]any{"key_id": pos[0], "spend_limit": nil})
+		}
+		return c.print(ks)
 	}, nil
 }
 

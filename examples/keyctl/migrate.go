@@ -132,11 +132,11 @@ var migrationTables = []table{
 		cols: cols("email_hash:b closed_at:i")},
 	{name: "api_keys", key: []string{"id"},
 		cols: cols("id account_id name type environment prefix hint hash:b prev_hash:b prev_until:i models scopes status metadata " +
-			"created_at:i updated_at:i rotated_at:i last_used_at:i expires_at:i")},
+			"created_at:i updated_at:i rotated_at:i last_used_at:i expires_at:i rate_limits")},
 	{name: "credit_accounts", key: []string{"account_id"},
 		cols: cols("account_id unit balance:m held:m seq:i version:i overdraft:m monthly_cap:m time_zone recharge_enabled:bool " +
 			"recharge_threshold:m recharge_amount:m recharge_armed:bool recharges:i month_start:i month_end:i month_spent:m " +
-			"lots:i hold_due:i opened_at:i updated_at:i")},
+			"lots:i hold_due:i opened_at:i updated_at:i key_limits")},
 	{name: "credit_entries", key: []string{"account_id", "seq"},
 		cols: cols("account_id seq:i id type amount:m balance_after:m reference description idem_key hold_id expires_at:i created_at:i")},
 	{name: "credit_ops", key: []string{"key", "account_id"},
@@ -145,7 +145,7 @@ var migrationTables = []table{
 		cols: cols("id account_id expires_at:i remaining:m")},
 	{name: "credit_holds", key: []string{"id"},
 		cols: cols("id account_id amount:m state reference idem_key created_at:i expires_at:i resolved_at:i actual:m charged:m " +
-			"entry_id entry_seq:i settle_fp:b")},
+			"entry_id entry_seq:i settle_fp:b key_id key_epoch:i")},
 	{name: "usage_records", key: []string{"account_id", "created_at", "id"},
 		cols: cols("account_id created_at:i id key_id auth_source endpoint method model status_code:i32 response_time:i request_bytes:i " +
 			"response_bytes:i prompt_tokens:i completion_tokens:i units:i cached_units:i upstream_cost:m cost:m error_type error_message metadata " +

@@ -112,6 +112,15 @@ func accountArgs(a account.Account) (limits, metadata *string, err error) {
 	return limits, metadata, nil
 }
 
+// KeyRateLimits encodes an API key's rate_limits column: JSON, NULL when
+// the key has none of its own.
+func KeyRateLimits(k apikey.APIKey) (*string, error) {
+	if k.RateLimits == (apikey.RateLimits{}) {
+		return nil, nil
+	}
+	return jsonText(k.RateLimits)
+}
+
 // KeyArgs encodes the JSON columns of an API key (models, scopes,
 // metadata), each NULL when empty, for both backends' inserts and updates.
 func KeyArgs(k apikey.APIKey) (models, scopes, metadata *string, err error) {

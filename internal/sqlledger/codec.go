@@ -28,7 +28,7 @@ const (
 	month_start, month_end, month_spent, opened_at, updated_at`
 	EntryColumns = `account_id, seq, id, type, amount, balance_after, reference, description, idem_key, hold_id, expires_at, created_at`
 	HoldColumns  = `id, account_id, amount, state, reference, idem_key, created_at, expires_at, resolved_at,
-	actual, charged, entry_id, entry_seq, settle_fp`
+	actual, charged, entry_id, entry_seq, settle_fp, key_id, key_epoch`
 	RecordColumns = `account_id, created_at, id, key_id, auth_source, endpoint, method, model, status_code, response_time,
 	request_bytes, response_bytes, prompt_tokens, completion_tokens, units, cached_units, upstream_cost, cost,
 	error_type, error_message, metadata, cached_prompt_tokens, cache_write_tokens, reasoning_tokens, price_from`
@@ -79,7 +79,21 @@ func NullNanos(t time.Time) sql.NullInt64 {
 	return sql.NullInt64{Int64: t.UnixNano(), Valid: true}
 }
 
-// ScanRow scans an account row: AccountColumns, then lots and hold_due.
+// KeyLimits is the key_limits column of an account: its keys' spend
+// limits and counters as JSON, "" when it has none.
+func KeyLimits(st *ledger.AccountState) (string, error) {
+	if len(st.Keys) == 0 {
+		return "", nil
+	}
+	b, err := json.Marshal(st.Keys)
+	if err != nil {
+		return "", fmt.Errorf("key limits of %s: %w", st.ID, err)
+	}
+	return string(b), nil
+}
+
+// ScanRow scans an account row: AccountColumns, then lots, hold_due and
+// key_limits.
 func ScanRow(row sqlrow.Scanner) (Row, error) {
 	var (
 		r                                         Row
@@ -87,11 +101,17 @@ func ScanRow(row sqlrow.Scanner) (Row, error) {
 		bal, held, od, limit, thr, ramt, spent    string
 		monthStart, monthEnd, openedAt, updatedAt int64
 		enabled, armed                            bool
+		keys                                      string
 	)
 	if err := row.Scan(&st.ID, &st.Unit, &bal, &held, &st.Seq, &st.Version, &od, &limit, &st.Policy.TimeZone,
 		&enabled, &thr, &ramt, &armed, &st.Recharges, &monthStart, &monthEnd, &spent, &openedAt, &updatedAt,
-		&r.Lots, &r.HoldDue); err != nil {
+		&r.Lots, &r.HoldDue, &keys); err != nil {
 		return r, err
+	}
+	if keys != "" {
+		if err := json.Unmarshal([]byte(keys), &st.Keys); err != nil {
+			return r, fmt.Errorf("stored key limits of %s: %w", st.ID, err)
+		}
 	}
 	var p Amounts
 	st.Balance, st.Held, st.MonthSpent = p.Parse(bal), p.Parse(held), p.Parse(spent)
@@ -131,7 +151,7 @@ func ScanHold(row sqlrow.Scanner) (credits.Hold, error) {
 		fp                          []byte
 	)
 	if err := row.Scan(&h.ID, &h.AccountID, &amt, &state, &h.Reference, &h.IdempotencyKey, &created, &expires,
-		&resolved, &actual, &charged, &h.EntryID, &h.EntrySeq, &fp); err != nil {
+		&resolved, &actual, &charged, &h.EntryID, &h.EntrySeq, &fp, &h.KeyID, &h.KeyEpoch); err != nil {
 		return h, err
 	}
 	var p Amounts
@@ -157,14 +177,15 @@ func ScanLot(row sqlrow.Scanner) (ledger.Lot, error) {
 	return lot, p.Err
 }
 
-// ScanDueHold scans id, amount, expires_at of an active hold of acct.
+// ScanDueHold scans id, amount, expires_at, key_id, key_epoch of an active
+// hold of acct.
 func ScanDueHold(row sqlrow.Scanner, acct string) (credits.Hold, error) {
 	h := credits.Hold{AccountID: acct, State: credits.HoldActive}
 	var (
 		amt string
 		exp int64
 	)
-	if err := row.Scan(&h.ID, &amt, &exp); err != nil {
+	if err := row.Scan(&h.ID, &amt, &exp, &h.KeyID, &h.KeyEpoch); err != nil {
 		return h, err
 	}
 	var p Amounts

@@ -147,6 +147,20 @@ func (e *Engine) SetLedgerPolicy(ctx context.Context, id string, p credits.Polic
 	return out, err
 }
 
+// SetKeyLimit implements credits.Store.
+func (e *Engine) SetKeyLimit(ctx context.Context, id, keyID string, limit credits.Amount, p credits.Period, now time.Time) (credits.KeySpend, error) {
+	var out credits.KeySpend
+	err := e.db.Write(ctx, "set key limit", now, func(t *Tx) error {
+		st, err := t.State(ctx, id)
+		if err != nil {
+			return err
+		}
+		out = st.SetKeyLimit(keyID, limit, p, now)
+		return t.conn.Flush(ctx, t)
+	})
+	return out, err
+}
+
 // LedgerAccount implements credits.Store: one snapshot, no lock.
 func (e *Engine) LedgerAccount(ctx context.Context, id string, now time.Time) (credits.Account, error) {
 	var st ledger.AccountState

@@ -81,7 +81,7 @@ type ledgerAcct struct {
 
 // ledgerRecent is the recent values of the low-cardinality fields of a
 // ledger account's rows (see putRecent).
-type ledgerRecent struct{ typ, desc, state recent }
+type ledgerRecent struct{ typ, desc, state, keyID recent }
 
 // pentry is a credits.Entry without pointers; its Seq is its row + 1 and
 // its AccountID the account's.
@@ -102,11 +102,11 @@ type pop struct {
 
 // phold is a credits.Hold without pointers.
 type phold struct {
-	id, state, ref, key, entryID sref
-	amount, actual, charged      pamt
-	created, expires, resolved   int64
-	entrySeq                     int64
-	fp                           [32]byte
+	id, state, ref, key, entryID, keyID sref
+	amount, actual, charged             pamt
+	created, expires, resolved          int64
+	entrySeq, keyEpoch                  int64
+	fp                                  [32]byte
 }
 
 // packEntry packs e. Its key is usually that of the op just claimed, and
@@ -189,6 +189,7 @@ func (a *ledgerAcct) packHold(h *credits.Hold, old *phold) phold {
 		amount: s.putAmount(h.Amount), actual: s.putAmount(h.Actual),
 		charged: s.putAmount(h.Charged), created: packTime(h.CreatedAt), expires: packTime(h.ExpiresAt),
 		resolved: packTime(h.ResolvedAt), entrySeq: h.EntrySeq, fp: h.SettleFingerprint,
+		keyID: s.putRecent(&a.recent.keyID, h.KeyID), keyEpoch: h.KeyEpoch,
 	}
 }
 
@@ -199,6 +200,7 @@ func (a *ledgerAcct) hold(i int32) credits.Hold {
 		Reference: s.get(p.ref), IdempotencyKey: s.get(p.key), CreatedAt: unpackTime(p.created),
 		ExpiresAt: unpackTime(p.expires), ResolvedAt: unpackTime(p.resolved), Actual: s.amount(p.actual),
 		Charged: s.amount(p.charged), EntryID: s.get(p.entryID), EntrySeq: p.entrySeq, SettleFingerprint: p.fp,
+		KeyID: s.get(p.keyID), KeyEpoch: p.keyEpoch,
 	}
 }
 
@@ -469,6 +471,18 @@ func (s *Store) SetLedgerPolicy(_ context.Context, id string, p credits.Policy, 
 	a.advance(now)
 	a.st.SetPolicy(p, now)
 	return a.st.View(), nil
+}
+
+// SetKeyLimit implements credits.Store.
+func (s *Store) SetKeyLimit(_ context.Context, id, keyID string, limit credits.Amount, p credits.Period, now time.Time) (credits.KeySpend, error) {
+	a, err := s.ledger.acct(id)
+	if err != nil {
+		return credits.KeySpend{}, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.advance(now)
+	return a.st.SetKeyLimit(keyID, limit, p, now), nil
 }
 
 // LedgerAccount implements credits.Store.

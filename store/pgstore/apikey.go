@@ -14,26 +14,27 @@ import (
 )
 
 const keyColumns = `k.id, k.account_id, k.name, k.type, k.environment, k.prefix, k.hint, k.models, k.scopes,
-	k.status, k.metadata, k.prev_until, k.created_at, k.updated_at, k.rotated_at, k.last_used_at, k.expires_at`
+	k.status, k.metadata, k.prev_until, k.created_at, k.updated_at, k.rotated_at, k.last_used_at, k.expires_at, k.rate_limits`
 
 // scanKey scans keyColumns followed by extra destinations.
 func scanKey(row pgx.Row, extra ...any) (apikey.APIKey, error) {
 	var (
 		k                        apikey.APIKey
 		models, scopes, metadata *string
+		rateLimits               *string
 		created, updated         int64
 		grace, rotated, used     *int64
 		expires                  *int64
 	)
 	dest := append([]any{&k.ID, &k.AccountID, &k.Name, &k.Type, &k.Environment, &k.Prefix, &k.Hint, &models, &scopes,
-		&k.Status, &metadata, &grace, &created, &updated, &rotated, &used, &expires}, extra...)
+		&k.Status, &metadata, &grace, &created, &updated, &rotated, &used, &expires, &rateLimits}, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return k, err
 	}
 	for _, c := range []struct {
 		src *string
 		dst any
-	}{{models, &k.Models}, {scopes, &k.Scopes}, {metadata, &k.Metadata}} {
+	}{{models, &k.Models}, {scopes, &k.Scopes}, {metadata, &k.Metadata}, {rateLimits, &k.RateLimits}} {
 		if c.src != nil {
 			if err := json.Unmarshal([]byte(*c.src), c.dst); err != nil {
 				return k, err
@@ -127,11 +128,15 @@ func (s *Store) UpdateAPIKey(ctx context.Context, accountID, keyID string, u api
 		if err != nil {
 			return wrap("update api key", err)
 		}
+		rl, err := sqlaccount.KeyRateLimits(out)
+		if err != nil {
+			return wrap("update api key", err)
+		}
 		grace := sqlaccount.ToNullNanos(out.GraceUntil)
 		if _, err = tx.Exec(ctx, `UPDATE api_keys SET name = $1, models = $2, scopes = $3, status = $4, metadata = $5,
-			expires_at = $6, updated_at = $7, prev_until = $8, prev_hash = CASE WHEN $8::bigint IS NULL THEN NULL ELSE prev_hash END
-			WHERE id = $9`,
-			out.Name, models, scopes, string(out.Status), metadata, sqlaccount.ToNullNanos(out.ExpiresAt), toNanos(now), grace, keyID); err != nil {
+			expires_at = $6, updated_at = $7, prev_until = $8, prev_hash = CASE WHEN $8::bigint IS NULL THEN NULL ELSE prev_hash END,
+			rate_limits = $10 WHERE id = $9`,
+			out.Name, models, scopes, string(out.Status), metadata, sqlaccount.ToNullNanos(out.ExpiresAt), toNanos(now), grace, keyID, rl); err != nil {
 			return wrap("update api key", err)
 		}
 		return s.notifyKey(ctx, tx, keyID)

@@ -40,7 +40,7 @@ import (
 // and hold_due columns.
 const ledgerAccountSelect = `account_id, unit, balance::text, held::text, seq, version, overdraft::text, monthly_cap::text,
 	time_zone, recharge_enabled, recharge_threshold::text, recharge_amount::text, recharge_armed, recharges,
-	month_start, month_end, month_spent::text, opened_at, updated_at, lots, hold_due`
+	month_start, month_end, month_spent::text, opened_at, updated_at, lots, hold_due, key_limits`
 
 // Store group-commits ledger spends (sqlledger.Engine.GroupCommit).
 var _ interface{ GroupCommit() bool } = (*Store)(nil)
@@ -109,7 +109,7 @@ func (c *ledgerConn) Lots(ctx context.Context, id string) ([]ledger.Lot, error) 
 
 // DueHolds implements sqlledger.Conn.
 func (c *ledgerConn) DueHolds(ctx context.Context, id string, now int64) ([]credits.Hold, int64, error) {
-	rows, err := c.tx.Query(ctx, `SELECT id, amount::text, expires_at FROM credit_holds
+	rows, err := c.tx.Query(ctx, `SELECT id, amount::text, expires_at, key_id, key_epoch FROM credit_holds
 		WHERE account_id = $1 AND state = 'active' AND expires_at <= $2 ORDER BY id`, id, now)
 	if err != nil {
 		return nil, 0, wrap("ledger due holds", err)
@@ -318,6 +318,7 @@ func queueLedger(b *pgx.Batch, t *sqlledger.Tx) func(pgx.BatchResults) error {
 			created, expires, seq = make([]int64, n), make([]int64, n), make([]int64, n)
 			resolved              = make([]*int64, n)
 			fps                   = make([][]byte, n)
+			keyIDs, epochs        = make([]string, n), make([]int64, n)
 		)
 		for i, h := range holds {
 			fp := h.SettleFingerprint
@@ -325,14 +326,15 @@ func queueLedger(b *pgx.Batch, t *sqlledger.Tx) func(pgx.BatchResults) error {
 			acct[i], amt[i], state[i], ref[i], idem[i] = h.AccountID, h.Amount.String(), string(h.State), h.Reference, h.IdempotencyKey
 			created[i], expires[i], resolved[i] = toNanos(h.CreatedAt), toNanos(h.ExpiresAt), sqlaccount.ToNullNanos(h.ResolvedAt)
 			actual[i], charged[i], entry[i], seq[i], fps[i] = h.Actual.String(), h.Charged.String(), h.EntryID, h.EntrySeq, fp[:]
+			keyIDs[i], epochs[i] = h.KeyID, h.KeyEpoch
 		}
 		b.Queue(`INSERT INTO credit_holds (`+sqlledger.HoldColumns+`)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[]::numeric[], $4::text[], $5::text[], $6::text[], $7::bigint[],
-				$8::bigint[], $9::bigint[], $10::text[]::numeric[], $11::text[]::numeric[], $12::text[], $13::bigint[], $14::bytea[])
+				$8::bigint[], $9::bigint[], $10::text[]::numeric[], $11::text[]::numeric[], $12::text[], $13::bigint[], $14::bytea[], $15::text[], $16::bigint[])
 			ON CONFLICT (id) DO UPDATE SET amount = excluded.amount, expires_at = excluded.expires_at,
 			state = excluded.state, resolved_at = excluded.resolved_at, actual = excluded.actual, charged = excluded.charged, entry_id = excluded.entry_id,
-			entry_seq = excluded.entry_seq, settle_fp = excluded.settle_fp`,
-			ids, acct, amt, state, ref, idem, created, expires, resolved, actual, charged, entry, seq, fps)
+			entry_seq = excluded.entry_seq, settle_fp = excluded.settle_fp, key_epoch = excluded.key_epoch`,
+			ids, acct, amt, state, ref, idem, created, expires, resolved, actual, charged, entry, seq, fps, keyIDs, epochs)
 		checks = append(checks, execOK)
 	}
 	if c := queueAccounts(b, t); c != nil {
@@ -363,8 +365,13 @@ func queueAccounts(b *pgx.Batch, t *sqlledger.Tx) func(pgx.BatchResults) error {
 		seq, version, recharges, mStart, mEnd, updated, lots, holdDue, oldVersion = make([]int64, n), make([]int64, n),
 			make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
 		enabled, armed = make([]bool, n), make([]bool, n)
+		keys           = make([]string, n)
 	)
 	for i, a := range changed {
+		var err error
+		if keys[i], err = sqlledger.KeyLimits(&a.St); err != nil {
+			return func(pgx.BatchResults) error { return err }
+		}
 		st := &a.St
 		p, ar := st.Policy, st.Policy.AutoRecharge
 		id[i], bal[i], held[i], seq[i], version[i] = st.ID, st.Balance.String(), st.Held.String(), st.Seq, st.Version
@@ -378,16 +385,16 @@ func queueAccounts(b *pgx.Batch, t *sqlledger.Tx) func(pgx.BatchResults) error {
 		overdraft = u.overdraft, monthly_cap = u.monthly_cap, time_zone = u.time_zone, recharge_enabled = u.recharge_enabled,
 		recharge_threshold = u.recharge_threshold, recharge_amount = u.recharge_amount, recharge_armed = u.recharge_armed,
 		recharges = u.recharges, month_start = u.month_start, month_end = u.month_end, month_spent = u.month_spent,
-		updated_at = u.updated_at, lots = u.lots, hold_due = u.hold_due
+		updated_at = u.updated_at, lots = u.lots, hold_due = u.hold_due, key_limits = u.key_limits
 		FROM unnest($1::text[], $2::text[]::numeric[], $3::text[]::numeric[], $4::bigint[], $5::bigint[], $6::text[]::numeric[], $7::text[]::numeric[],
 			$8::text[], $9::boolean[], $10::text[]::numeric[], $11::text[]::numeric[], $12::boolean[], $13::bigint[], $14::bigint[],
-			$15::bigint[], $16::text[]::numeric[], $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[])
+			$15::bigint[], $16::text[]::numeric[], $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[], $21::text[])
 			AS u(account_id, balance, held, seq, version, overdraft, monthly_cap, time_zone, recharge_enabled,
 			recharge_threshold, recharge_amount, recharge_armed, recharges, month_start, month_end, month_spent,
-			updated_at, lots, hold_due, old_version)
+			updated_at, lots, hold_due, old_version, key_limits)
 		WHERE c.account_id = u.account_id AND c.version = u.old_version`,
 		id, bal, held, seq, version, od, limit, tz, enabled, thr, ramt, armed, recharges, mStart, mEnd, spent,
-		updated, lots, holdDue, oldVersion)
+		updated, lots, holdDue, oldVersion, keys)
 	nLots := 0
 	for _, a := range changed {
 		nLots += queueLots(b, a)

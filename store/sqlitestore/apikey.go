@@ -13,26 +13,27 @@ import (
 )
 
 const keyColumns = `k.id, k.account_id, k.name, k.type, k.environment, k.prefix, k.hint, k.models, k.scopes,
-	k.status, k.metadata, k.prev_until, k.created_at, k.updated_at, k.rotated_at, k.last_used_at, k.expires_at`
+	k.status, k.metadata, k.prev_until, k.created_at, k.updated_at, k.rotated_at, k.last_used_at, k.expires_at, k.rate_limits`
 
 // scanKey scans keyColumns followed by extra destinations.
 func scanKey(row scanner, extra ...any) (apikey.APIKey, error) {
 	var (
 		k                        apikey.APIKey
 		models, scopes, metadata sql.NullString
+		rateLimits               sql.NullString
 		created, updated         int64
 		grace, rotated, used     sql.NullInt64
 		expires                  sql.NullInt64
 	)
 	dest := append([]any{&k.ID, &k.AccountID, &k.Name, &k.Type, &k.Environment, &k.Prefix, &k.Hint, &models, &scopes,
-		&k.Status, &metadata, &grace, &created, &updated, &rotated, &used, &expires}, extra...)
+		&k.Status, &metadata, &grace, &created, &updated, &rotated, &used, &expires, &rateLimits}, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return k, err
 	}
 	for _, c := range []struct {
 		src sql.NullString
 		dst any
-	}{{models, &k.Models}, {scopes, &k.Scopes}, {metadata, &k.Metadata}} {
+	}{{models, &k.Models}, {scopes, &k.Scopes}, {metadata, &k.Metadata}, {rateLimits, &k.RateLimits}} {
 		if c.src.Valid {
 			if err := json.Unmarshal([]byte(c.src.String), c.dst); err != nil {
 				return k, err
@@ -126,11 +127,15 @@ func (s *Store) UpdateAPIKey(ctx context.Context, accountID, keyID string, u api
 		if err != nil {
 			return wrap("update api key", err)
 		}
+		rl, err := sqlaccount.KeyRateLimits(out)
+		if err != nil {
+			return wrap("update api key", err)
+		}
 		grace := toNullNanos(out.GraceUntil)
 		_, err = tx.ExecContext(ctx, `UPDATE api_keys SET name = ?, models = ?, scopes = ?, status = ?, metadata = ?,
-			expires_at = ?, updated_at = ?, prev_until = ?, prev_hash = CASE WHEN ? IS NULL THEN NULL ELSE prev_hash END
-			WHERE id = ?`,
-			out.Name, models, scopes, out.Status, metadata, toNullNanos(out.ExpiresAt), toNanos(now), grace, grace, keyID)
+			expires_at = ?, updated_at = ?, prev_until = ?, prev_hash = CASE WHEN ? IS NULL THEN NULL ELSE prev_hash END,
+			rate_limits = ? WHERE id = ?`,
+			out.Name, models, scopes, out.Status, metadata, toNullNanos(out.ExpiresAt), toNanos(now), grace, grace, rl, keyID)
 		return wrap("update api key", err)
 	})
 	return out, err

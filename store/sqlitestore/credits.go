@@ -55,24 +55,24 @@ const (
 
 func ledgerStatements() [nLedgerStmts]string {
 	return [nLedgerStmts]string{
-		sAccount: `SELECT ` + sqlledger.AccountColumns + `, lots, hold_due FROM credit_accounts WHERE account_id = ?`,
-		sAccounts: `SELECT ` + sqlledger.AccountColumns + `, lots, hold_due FROM credit_accounts
+		sAccount: `SELECT ` + sqlledger.AccountColumns + `, lots, hold_due, key_limits FROM credit_accounts WHERE account_id = ?`,
+		sAccounts: `SELECT ` + sqlledger.AccountColumns + `, lots, hold_due, key_limits FROM credit_accounts
 			WHERE account_id IN (SELECT value FROM json_each(?))`,
 		sLots:        `SELECT id, expires_at, remaining FROM credit_lots WHERE account_id = ? ORDER BY expires_at, id`,
-		sDueHolds:    `SELECT id, amount, expires_at FROM credit_holds WHERE account_id = ? AND state = 'active' AND expires_at <= ?`,
+		sDueHolds:    `SELECT id, amount, expires_at, key_id, key_epoch FROM credit_holds WHERE account_id = ? AND state = 'active' AND expires_at <= ?`,
 		sNextHoldDue: `SELECT min(expires_at) FROM credit_holds WHERE account_id = ? AND state = 'active' AND expires_at > ?`,
 		sExpireHold:  `UPDATE credit_holds SET state = 'expired', resolved_at = expires_at WHERE id = ? AND state = 'active'`,
 		sOp:          `SELECT kind, fingerprint, entry_seq, hold_id FROM credit_ops WHERE key = ? AND account_id = ?`,
 		sEntry:       `SELECT ` + sqlledger.EntryColumns + ` FROM credit_entries WHERE account_id = ? AND seq = ?`,
 		sHold:        `SELECT ` + sqlledger.HoldColumns + ` FROM credit_holds WHERE id = ?`,
-		sPutHold: `INSERT INTO credit_holds (` + sqlledger.HoldColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		sPutHold: `INSERT INTO credit_holds (` + sqlledger.HoldColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET amount = excluded.amount, expires_at = excluded.expires_at,
 			state = excluded.state, resolved_at = excluded.resolved_at, actual = excluded.actual, charged = excluded.charged, entry_id = excluded.entry_id,
-			entry_seq = excluded.entry_seq, settle_fp = excluded.settle_fp`,
+			entry_seq = excluded.entry_seq, settle_fp = excluded.settle_fp, key_epoch = excluded.key_epoch`,
 		sUpdateAccount: `UPDATE credit_accounts SET balance = ?, held = ?, seq = ?, version = ?, overdraft = ?,
 			monthly_cap = ?, time_zone = ?, recharge_enabled = ?, recharge_threshold = ?, recharge_amount = ?,
 			recharge_armed = ?, recharges = ?, month_start = ?, month_end = ?, month_spent = ?, updated_at = ?,
-			lots = ?, hold_due = ? WHERE account_id = ? AND version = ?`,
+			lots = ?, hold_due = ?, key_limits = ? WHERE account_id = ? AND version = ?`,
 		sInsertLot: `INSERT INTO credit_lots (id, account_id, expires_at, remaining) VALUES (?, ?, ?, ?)`,
 		sUpdateLot: `UPDATE credit_lots SET remaining = ? WHERE id = ?`,
 		sDeleteLot: `DELETE FROM credit_lots WHERE id = ?`,
@@ -373,7 +373,7 @@ func (c *ledgerConn) flushLedger(t *sqlledger.Tx) error {
 		{
 			if _, err := c.stmt(sPutHold).ExecContext(c.ctx, h.ID, h.AccountID, h.Amount.String(), string(h.State),
 				h.Reference, h.IdempotencyKey, toNanos(h.CreatedAt), toNanos(h.ExpiresAt), toNullNanos(h.ResolvedAt),
-				h.Actual.String(), h.Charged.String(), h.EntryID, h.EntrySeq, h.SettleFingerprint[:]); err != nil {
+				h.Actual.String(), h.Charged.String(), h.EntryID, h.EntrySeq, h.SettleFingerprint[:], h.KeyID, h.KeyEpoch); err != nil {
 				return wrap("put hold", err)
 			}
 		}
@@ -383,10 +383,14 @@ func (c *ledgerConn) flushLedger(t *sqlledger.Tx) error {
 	for _, a := range changed {
 		st := &a.St
 		p, ar := st.Policy, st.Policy.AutoRecharge
+		keys, err := sqlledger.KeyLimits(st)
+		if err != nil {
+			return err
+		}
 		args = append(args, st.ID, st.Balance.String(), st.Held.String(), st.Seq, st.Version,
 			p.Overdraft.String(), p.MonthlyCap.String(), p.TimeZone, boolInt(ar.Enabled), ar.Threshold.String(),
 			ar.Amount.String(), boolInt(st.RechargeArmed), st.Recharges, toNanos(st.MonthStart), toNanos(st.MonthEnd),
-			st.MonthSpent.String(), toNanos(st.UpdatedAt), int64(len(st.Lots)), a.HoldDue, a.Version)
+			st.MonthSpent.String(), toNanos(st.UpdatedAt), int64(len(st.Lots)), a.HoldDue, keys, a.Version)
 	}
 	c.args = args[:0]
 	err := c.execRows(c.ms.accounts, args, func(res sql.Result, n int) error {

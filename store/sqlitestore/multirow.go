@@ -135,8 +135,9 @@ func newMultiStmts() *multiStmts {
 			version = v.column5, overdraft = v.column6, monthly_cap = v.column7, time_zone = v.column8,
 			recharge_enabled = v.column9, recharge_threshold = v.column10, recharge_amount = v.column11,
 			recharge_armed = v.column12, recharges = v.column13, month_start = v.column14, month_end = v.column15,
-			month_spent = v.column16, updated_at = v.column17, lots = v.column18, hold_due = v.column19
-			FROM (VALUES `, 20, `) AS v WHERE credit_accounts.account_id = v.column1 AND credit_accounts.version = v.column20`),
+			month_spent = v.column16, updated_at = v.column17, lots = v.column18, hold_due = v.column19,
+			key_limits = v.column20
+			FROM (VALUES `, 21, `) AS v WHERE credit_accounts.account_id = v.column1 AND credit_accounts.version = v.column21`),
 		meters: newMultiRow(`INSERT OR ROLLBACK INTO usage_ops (account_id, key, fingerprint, record_id, hold_id, created_at) VALUES `, 6, ``),
 		metersFind: newMultiRow(`SELECT account_id, key, fingerprint, record_id, hold_id, created_at FROM usage_ops
 			WHERE (key, account_id) IN (VALUES `, 2, `)`),

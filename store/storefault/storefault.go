@@ -156,7 +156,7 @@ func WriteMethods() []string {
 	return []string{
 		"CreateAccount", "UpdateAccount", "SetPasswordHash", "CreateSession", "RevokeSession", "RevokeSessions",
 		"DeleteExpiredSessions", "CreateToken", "ConsumeToken", "CloseAccount", "CreateAPIKey", "UpdateAPIKey", "RotateAPIKey", "TouchAPIKeys",
-		"OpenLedger", "SetLedgerPolicy", "LedgerCredit", "ApplySpends", "ExpireLedgers",
+		"OpenLedger", "SetLedgerPolicy", "LedgerCredit", "ApplySpends", "ExpireLedgers", "SetKeyLimit",
 		"MeterUsage", "DeleteUsageBefore",
 	}
 }
@@ -376,6 +376,11 @@ func (s *Store) OpenLedger(ctx context.Context, id, unit string, p credits.Polic
 // SetLedgerPolicy implements credits.Store.
 func (s *Store) SetLedgerPolicy(ctx context.Context, accountID string, p credits.Policy, now time.Time) (credits.Account, error) {
 	return call(ctx, s, "SetLedgerPolicy", func() (credits.Account, error) { return s.Store.SetLedgerPolicy(ctx, accountID, p, now) })
+}
+
+// SetKeyLimit implements credits.Store.
+func (s *Store) SetKeyLimit(ctx context.Context, accountID, keyID string, limit credits.Amount, p credits.Period, now time.Time) (credits.KeySpend, error) {
+	return call(ctx, s, "SetKeyLimit", func() (credits.KeySpend, error) { return s.Store.SetKeyLimit(ctx, accountID, keyID, limit, p, now) })
 }
 
 // LedgerAccount implements credits.Store.

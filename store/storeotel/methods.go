@@ -189,6 +189,14 @@ func (s *Store) SetLedgerPolicy(ctx context.Context, accountID string, p credits
 	return st, err
 }
 
+// SetKeyLimit implements credits.Store.
+func (s *Store) SetKeyLimit(ctx context.Context, accountID, keyID string, limit credits.Amount, p credits.Period, now time.Time) (credits.KeySpend, error) {
+	ctx, c := s.begin(ctx, opSetKeyLimit, accountAttr(accountID))
+	ks, err := s.Store.SetKeyLimit(ctx, accountID, keyID, limit, p, now)
+	c.end(ctx, err)
+	return ks, err
+}
+
 // LedgerAccount implements credits.Store.
 func (s *Store) LedgerAccount(ctx context.Context, accountID string, now time.Time) (credits.Account, error) {
 	ctx, c := s.begin(ctx, opLedgerAccount, accountAttr(accountID))

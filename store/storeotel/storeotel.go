@@ -231,6 +231,7 @@ const (
 	opApplySpends
 	opLedgerHold
 	opExpireLedgers
+	opSetKeyLimit
 	opMeterUsage
 	opUsageRecords
 	opScanUsage
@@ -244,7 +245,7 @@ var opNames = [numOps]string{
 	"SetPasswordHash", "CreateSession", "Session", "RevokeSession", "RevokeSessions", "DeleteExpiredSessions",
 	"CreateAPIKey", "APIKey", "ListAPIKeys", "APIKeyByHash", "UpdateAPIKey", "RotateAPIKey", "TouchAPIKeys",
 	"OpenLedger", "SetLedgerPolicy", "LedgerAccount", "LedgerCredit", "LedgerEntries", "LedgerBalanceAt",
-	"ApplySpends", "LedgerHold", "ExpireLedgers",
+	"ApplySpends", "LedgerHold", "ExpireLedgers", "SetKeyLimit",
 	"MeterUsage", "UsageRecords", "ScanUsage", "UsageRollups", "DeleteUsageBefore",
 }
 

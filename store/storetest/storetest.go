@@ -32,6 +32,7 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 	t.Run("APIKeys", func(t *testing.T) { runAPIKeys(t, newStore) })
 	t.Run("KeyScopes", func(t *testing.T) { runKeyScopes(t, newStore) })
 	t.Run("Credits", func(t *testing.T) { runCredits(t, newStore) })
+	t.Run("KeyLimits", func(t *testing.T) { runKeyLimits(t, newStore) })
 	t.Run("Usage", func(t *testing.T) { runUsage(t, newStore) })
 }
 
