@@ -18,6 +18,7 @@ import (
 // accounts have one RWMutex that is never held while an account is being
 // locked (lock order: account, then maps).
 type ledgers struct {
+	outbox *outboxData // events written with ledger changes (events.go)
 	mu    sync.RWMutex
 	accts map[string]*ledgerAcct
 	list  []*ledgerAcct         // by ledgerAcct.num
