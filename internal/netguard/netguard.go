@@ -8,14 +8,14 @@
 package netguard
 
 import (
-	"errors"
+	"github.com/keyledger/keyledger/errkind"
 	"net"
 	"net/netip"
 	"syscall"
 )
 
 // ErrBlocked is returned (wrapped with the address) for a refused address.
-var ErrBlocked = errors.New("netguard: address not allowed")
+var ErrBlocked = errkind.New(errkind.Forbidden, "netguard: address not allowed")
 
 // blockedPrefixes are the special-purpose ranges (RFC 6890 and friends)
 // that the netip predicates do not cover.

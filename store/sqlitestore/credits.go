@@ -11,6 +11,7 @@ import (
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/credits/ledger"
 	"github.com/keyledger/keyledger/internal/ledgerstage"
+	"github.com/keyledger/keyledger/internal/sqlevents"
 	"github.com/keyledger/keyledger/internal/sqlledger"
 	"github.com/keyledger/keyledger/internal/sqlrow"
 )
@@ -225,6 +226,16 @@ func boolInt(b bool) int64 {
 	return 0
 }
 
+// AlertThresholds implements sqlledger.ThresholdConn.
+func (c *ledgerConn) AlertThresholds(_ context.Context, acct string) (string, error) {
+	var v string
+	err := c.tx.QueryRowContext(c.ctx, sqlevents.ThresholdsQuery, acct).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return v, wrap("alert thresholds", err)
+}
+
 // Account implements sqlledger.Conn.
 func (c *ledgerConn) Account(_ context.Context, id string) (sqlledger.Row, error) {
 	r, err := sqlledger.ScanRow(c.stmt(sAccount).QueryRowContext(c.ctx, id))
@@ -335,6 +346,10 @@ func (c *ledgerConn) Flush(_ context.Context, t *sqlledger.Tx) error {
 	err := c.flushLedger(t)
 	if err == nil {
 		err = c.flushUsage(t)
+	}
+	for i := 0; err == nil && i < len(t.Events); i++ {
+		_, err = c.tx.ExecContext(c.ctx, sqlevents.InsertEvent, sqlevents.EventArgs(&t.Events[i])...)
+		err = wrap("add outbox events", err)
 	}
 	if c.batch {
 		return flushed(t.Optimistic, err)
