@@ -19,12 +19,12 @@ import (
 // locked (lock order: account, then maps).
 type ledgers struct {
 	outbox *outboxData // events written with ledger changes (events.go)
-	mu    sync.RWMutex
-	accts map[string]*ledgerAcct
-	list  []*ledgerAcct         // by ledgerAcct.num
-	holds [holdShards]holdShard // hold ID → owning account's num, sharded by ID
-	seed  maphash.Seed
-	mask  uint32 // for the indexes (see strIndex)
+	mu     sync.RWMutex
+	accts  map[string]*ledgerAcct
+	list   []*ledgerAcct         // by ledgerAcct.num
+	holds  [holdShards]holdShard // hold ID → owning account's num, sharded by ID
+	seed   maphash.Seed
+	mask   uint32 // for the indexes (see strIndex)
 }
 
 // holdShards spreads the hold index over locks, so that reserves on
