@@ -101,7 +101,9 @@ func (e *env) dispatcher(t testing.TB, c *collector, o outbox.Options) *outbox.D
 
 func (e *env) eventsService() *events.Service {
 	return events.NewService(e.st, &events.Options{Now: e.clk.Now,
-		LookupIP: func(context.Context, string) ([]netip.Addr, error) { return []netip.Addr{netip.MustParseAddr("93.184.216.34")}, nil }})
+		LookupIP: func(context.Context, string) ([]netip.Addr, error) {
+			return []netip.Addr{netip.MustParseAddr("93.184.216.34")}, nil
+		}})
 }
 
 func testEventEndpoints(t *testing.T, newStore NewStoreFunc) {
