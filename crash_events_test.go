@@ -138,7 +138,7 @@ func TestCrashEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen := map[string]bool{}
-	got := map[string]int{}         // key ID → times delivered (after de-dup: 1)
+	got := map[string]int{}        // key ID → times delivered (after de-dup: 1)
 	order := map[string][]string{} // account → key IDs in delivery order
 	lines, dups := 0, 0
 	for _, l := range strings.Split(string(b), "\n") {
