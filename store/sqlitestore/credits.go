@@ -51,6 +51,7 @@ const (
 	sMeter
 	sRecord
 	sRecordID
+	sThresholds
 	nLedgerStmts
 )
 
@@ -74,12 +75,13 @@ func ledgerStatements() [nLedgerStmts]string {
 			monthly_cap = ?, time_zone = ?, recharge_enabled = ?, recharge_threshold = ?, recharge_amount = ?,
 			recharge_armed = ?, recharges = ?, month_start = ?, month_end = ?, month_spent = ?, updated_at = ?,
 			lots = ?, hold_due = ? WHERE account_id = ? AND version = ?`,
-		sInsertLot: `INSERT INTO credit_lots (id, account_id, expires_at, remaining) VALUES (?, ?, ?, ?)`,
-		sUpdateLot: `UPDATE credit_lots SET remaining = ? WHERE id = ?`,
-		sDeleteLot: `DELETE FROM credit_lots WHERE id = ?`,
-		sMeter:     `SELECT fingerprint, record_id, hold_id, created_at FROM usage_ops WHERE key = ?2 AND account_id = ?1`,
-		sRecord:    `SELECT ` + sqlledger.RecordColumns + ` FROM usage_records WHERE account_id = ? AND created_at = ? AND id = ?`,
-		sRecordID:  `SELECT 1 FROM usage_records WHERE account_id = ? AND id = ?`,
+		sInsertLot:  `INSERT INTO credit_lots (id, account_id, expires_at, remaining) VALUES (?, ?, ?, ?)`,
+		sUpdateLot:  `UPDATE credit_lots SET remaining = ? WHERE id = ?`,
+		sDeleteLot:  `DELETE FROM credit_lots WHERE id = ?`,
+		sMeter:      `SELECT fingerprint, record_id, hold_id, created_at FROM usage_ops WHERE key = ?2 AND account_id = ?1`,
+		sRecord:     `SELECT ` + sqlledger.RecordColumns + ` FROM usage_records WHERE account_id = ? AND created_at = ? AND id = ?`,
+		sRecordID:   `SELECT 1 FROM usage_records WHERE account_id = ? AND id = ?`,
+		sThresholds: sqlevents.ThresholdsQuery,
 	}
 }
 
@@ -229,7 +231,7 @@ func boolInt(b bool) int64 {
 // AlertThresholds implements sqlledger.ThresholdConn.
 func (c *ledgerConn) AlertThresholds(_ context.Context, acct string) (string, error) {
 	var v string
-	err := c.tx.QueryRowContext(c.ctx, sqlevents.ThresholdsQuery, acct).Scan(&v)
+	err := c.stmt(sThresholds).QueryRowContext(c.ctx, acct).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}
