@@ -56,6 +56,10 @@ type Options struct {
 	// ExpiryBatch bounds one scan (100).
 	ExpiryWindow time.Duration
 	ExpiryBatch  int
+	// Housekeeping is the least time between two expiring-key scans and
+	// between two prunes (1 min), so that an idle dispatcher polling
+	// often does not write each time.
+	Housekeeping time.Duration
 }
 
 // maxResponse bounds how much of a webhook response is read.
@@ -66,6 +70,9 @@ type Dispatcher struct {
 	st   Store
 	opt  Options
 	wake chan struct{}
+
+	mu                  sync.Mutex
+	lastScan, lastPrune time.Time // zero: never yet
 }
 
 // New returns a Dispatcher over st.
@@ -121,6 +128,9 @@ func New(st Store, opt Options) *Dispatcher {
 	}
 	if opt.ExpiryBatch <= 0 {
 		opt.ExpiryBatch = 100
+	}
+	if opt.Housekeeping <= 0 {
+		opt.Housekeeping = time.Minute
 	}
 	return &Dispatcher{st: st, opt: opt, wake: make(chan struct{}, 1)}
 }
@@ -182,8 +192,14 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
 	now := d.opt.Now()
 	var errs []error
-	if _, err := d.st.NoticeExpiringKeys(ctx, now, now.Add(d.opt.ExpiryWindow), d.opt.ExpiryBatch); err != nil {
-		errs = append(errs, fmt.Errorf("expiring keys: %w", err))
+	if d.due(&d.lastScan, now) {
+		n, err := d.st.NoticeExpiringKeys(ctx, now, now.Add(d.opt.ExpiryWindow), d.opt.ExpiryBatch)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("expiring keys: %w", err))
+		}
+		if n == d.opt.ExpiryBatch || err != nil {
+			d.undue(&d.lastScan) // more to do: scan again next round
+		}
 	}
 	var tok [12]byte
 	_, _ = rand.Read(tok[:])
@@ -208,10 +224,35 @@ func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
 		}()
 	}
 	wg.Wait()
-	if _, err := d.st.PruneEvents(ctx, now.Add(-d.opt.Retention), d.opt.PruneBatch); err != nil {
-		errs = append(errs, fmt.Errorf("prune: %w", err))
+	if d.due(&d.lastPrune, now) {
+		n, err := d.st.PruneEvents(ctx, now.Add(-d.opt.Retention), d.opt.PruneBatch)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("prune: %w", err))
+		}
+		if n >= d.opt.PruneBatch || err != nil {
+			d.undue(&d.lastPrune)
+		}
 	}
 	return len(ps), errors.Join(errs...)
+}
+
+// due reports whether a housekeeping task last run at *last is due at
+// now, and if so marks it run.
+func (d *Dispatcher) due(last *time.Time, now time.Time) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !last.IsZero() && now.Sub(*last) < d.opt.Housekeeping {
+		return false
+	}
+	*last = now
+	return true
+}
+
+// undue makes a housekeeping task due again at the next round.
+func (d *Dispatcher) undue(last *time.Time) {
+	d.mu.Lock()
+	*last = time.Time{}
+	d.mu.Unlock()
 }
 
 // deliver runs one round for a claimed event: every target not yet done.

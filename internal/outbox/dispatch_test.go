@@ -127,3 +127,43 @@ func TestDeliveryBlockedThenDead(t *testing.T) {
 		t.Fatalf("hook saw %v", got)
 	}
 }
+
+// Delivered events and their delivery log are kept for Retention, then
+// pruned by the dispatcher's housekeeping; a pending event is never pruned.
+func TestRetention(t *testing.T) {
+	st, acct, clk, g := setup(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	ctx := context.Background()
+	d := outbox.New(st, outbox.Options{Now: clk.Now, Guard: g, Retention: 24 * time.Hour})
+	if n, err := d.RunOnce(ctx); err != nil || n != 1 {
+		t.Fatalf("RunOnce = %d, %v", n, err)
+	}
+	if log, _ := st.WebhookDeliveries(ctx, acct, 10); len(log) != 1 {
+		t.Fatalf("log %+v", log)
+	}
+	clk.Advance(23 * time.Hour)
+	_, _ = d.RunOnce(ctx)
+	if log, _ := st.WebhookDeliveries(ctx, acct, 10); len(log) != 1 {
+		t.Fatal("pruned before the retention period")
+	}
+	clk.Advance(2 * time.Hour)
+	if _, err := d.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if log, _ := st.WebhookDeliveries(ctx, acct, 10); len(log) != 0 {
+		t.Fatalf("delivery log kept past retention: %+v", log)
+	}
+	if n, _ := st.PruneEvents(ctx, clk.Now(), 100); n != 0 {
+		t.Fatalf("%d rows were left for a second prune", n)
+	}
+	// A pending event is never pruned, however old.
+	old := events.Event{ID: "evt_old", Type: events.KeyCreated, AccountID: "acct_other", Time: clk.Now(), Data: json.RawMessage(`{}`)}
+	if err := st.AppendEvents(ctx, []events.Event{old}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := st.PruneEvents(ctx, clk.Now().Add(1000*time.Hour), 100); n != 0 {
+		t.Fatalf("pruned %d pending rows", n)
+	}
+	if p, _ := st.ClaimEvents(ctx, clk.Now(), clk.Now().Add(time.Minute), "c", 10); len(p) != 1 || p[0].ID != "evt_old" {
+		t.Fatalf("pending event after prune: %+v", p)
+	}
+}
