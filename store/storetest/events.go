@@ -30,6 +30,7 @@ func runEvents(t *testing.T, newStore NewStoreFunc) {
 	t.Run("ExpiringKeysOnce", func(t *testing.T) { testEventExpiring(t, newStore) })
 	t.Run("LedgerCrossings", func(t *testing.T) { testEventCrossings(t, newStore) })
 	t.Run("MeteredCrossing", func(t *testing.T) { testEventMetered(t, newStore) })
+	t.Run("ConcurrentSpendsCrossOnce", func(t *testing.T) { testEventConcurrentCrossing(t, newStore) })
 	t.Run("ClaimLeaseRetryPrune", func(t *testing.T) { testEventClaim(t, newStore) })
 	t.Run("ConcurrentDispatchersKeepOrder", func(t *testing.T) { testEventConcurrentDispatch(t, newStore) })
 }
@@ -439,5 +440,42 @@ func testEventConcurrentDispatch(t *testing.T, newStore NewStoreFunc) {
 			t.Fatalf("account %s: %s delivered after %s", ev.AccountID, ev.ID, last[ev.AccountID])
 		}
 		last[ev.AccountID] = ev.ID
+	}
+}
+
+// Concurrent debits that together cross thresholds write each crossing
+// exactly once: no lost event, no duplicate (the crossing is decided on
+// the state inside the transaction that makes it).
+func testEventConcurrentCrossing(t *testing.T, newStore NewStoreFunc) {
+	e := newEnv(t, newStore, nil)
+	a := mustCreate(t, e.acc, account.CreateParams{Name: "C", Email: "conc@example.com"})
+	svc := e.ledger(t, nil)
+	openLedger(t, svc, a.ID, credits.Policy{MonthlyCap: amt(t, "100")})
+	if _, err := e.eventsService().SetAlertThresholds(ctx(), a.ID, []decimal.Decimal{decimal.NewFromInt(75), decimal.NewFromInt(30)}); err != nil {
+		t.Fatal(err)
+	}
+	mustCredit(t, svc.Grant, credits.CreditParams{AccountID: a.ID, Amount: amt(t, "100"), IdempotencyKey: "g"})
+	var wg sync.WaitGroup
+	for i := range 25 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := svc.Debit(ctx(), credits.DebitParams{AccountID: a.ID, Amount: amt(t, "4"), IdempotencyKey: fmt.Sprintf("c%d", i)})
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	wantBalance(t, svc, a.ID, "0")
+	c := &collector{}
+	drain(t, e.dispatcher(t, c, outbox.Options{}))
+	count := map[events.Type]int{}
+	for _, ty := range c.types(a.ID) {
+		count[ty]++
+	}
+	want := map[events.Type]int{events.BalanceLow: 2, events.BudgetThreshold: 3, events.MonthlyCapReached: 1}
+	if fmt.Sprint(count) != fmt.Sprint(want) {
+		t.Fatalf("events %v, want %v", count, want)
 	}
 }
