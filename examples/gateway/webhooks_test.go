@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/events/webhook"
+	"github.com/keyledger/keyledger/internal/pgtest"
 )
 
 // hookReceiver is a customer's webhook endpoint: it verifies each request's
@@ -65,10 +67,24 @@ func (h *hookReceiver) find(typ events.Type) (events.Event, bool) {
 // takes the balance below it and a leaked-key report disables the key; the
 // receiver gets balance.low and key.leaked with valid signatures.
 func TestWebhooksEndToEnd(t *testing.T) {
+	webhooksEndToEnd(t, startGateway(t, "-webhook-allow", "127.0.0.1"))
+}
+
+// TestWebhooksEndToEndPostgres is the same on two gateway instances sharing
+// PostgreSQL: both run a dispatcher on the one outbox, and the receiver
+// still gets each event with a valid signature (once after de-duplication).
+func TestWebhooksEndToEndPostgres(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	unused := filepath.Join(t.TempDir(), "unused.db")
+	g := startGatewayAt(t, time.Now, unused, "-postgres", dsn, "-webhook-allow", "127.0.0.1")
+	startGatewayAt(t, time.Now, unused, "-postgres", dsn, "-webhook-allow", "127.0.0.1") // a second dispatcher
+	webhooksEndToEnd(t, g)
+}
+
+func webhooksEndToEnd(t *testing.T, g *gw) {
 	rcv := &hookReceiver{seen: map[string]bool{}}
 	srv := httptest.NewServer(rcv)
 	defer srv.Close()
-	g := startGateway(t, "-webhook-allow", "127.0.0.1")
 	u := g.signup("Hooked")
 
 	// Refusals name the limit, and store nothing.
