@@ -31,6 +31,7 @@ import (
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/errkind"
+	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/internal/cache"
 	"github.com/keyledger/keyledger/internal/id"
 	"github.com/keyledger/keyledger/ratelimit"
@@ -164,6 +165,8 @@ type Options struct {
 	Keys     *apikey.Options
 	Credits  *credits.Options
 	Usage    *usage.Options
+	// Events configures webhooks and event delivery (Webhooks, Dispatcher).
+	Events *EventOptions
 }
 
 // KeyLedger is the composed library. Its domain services are exported for
@@ -195,6 +198,9 @@ type KeyLedger struct {
 
 	storeTimeout    time.Duration // ≤ 0: unbounded
 	completeTimeout time.Duration
+
+	webhooks *events.Service // webhooks.go
+	dispatch *Dispatcher
 }
 
 // accountInfo is what Authorize needs of an account beyond the verified
@@ -274,6 +280,7 @@ func New(st store.Store, opts *Options) (*KeyLedger, error) {
 	if kl.Keys, err = apikey.NewService(tel.keyStore(st), &ko); err != nil {
 		return nil, err
 	}
+	kl.webhooks, kl.dispatch = newEvents(st, o.Events, o.Now, o.Logger, &co)
 	if kl.Credits, err = credits.NewService(st, &co); err != nil {
 		_ = kl.Keys.Close(context.Background())
 		return nil, err

@@ -102,13 +102,16 @@ const (
 	SectionCredits      Section = "credits" // buying credits (needs Options.Payments)
 	SectionAutoRecharge Section = "auto-recharge"
 	SectionInvoices     Section = "invoices" // needs Options.Invoices
+	// SectionWebhooks manages webhook endpoints and low-balance alerts
+	// (KeyLedger.Webhooks) and shows recent deliveries.
+	SectionWebhooks Section = "webhooks"
 	// SectionBillingDetails edits the customer's tax details (GSTIN, legal
 	// name, address, state); needs Options.BillingDetails.
 	SectionBillingDetails Section = "billing-details"
 )
 
 // allSections is the navigation order.
-var allSections = []Section{SectionKeys, SectionUsage, SectionRequests, SectionBalance, SectionCredits, SectionAutoRecharge, SectionInvoices, SectionBillingDetails}
+var allSections = []Section{SectionKeys, SectionUsage, SectionRequests, SectionBalance, SectionCredits, SectionAutoRecharge, SectionInvoices, SectionBillingDetails, SectionWebhooks}
 
 // Options configure New. nil means defaults.
 type Options struct {
@@ -227,7 +230,7 @@ type navItem struct {
 
 var sectionLabels = map[Section]string{
 	SectionKeys: "API keys", SectionUsage: "Usage", SectionRequests: "Requests", SectionBalance: "Balance",
-	SectionCredits: "Buy credits", SectionAutoRecharge: "Auto-recharge", SectionInvoices: "Invoices", SectionBillingDetails: "Billing details",
+	SectionCredits: "Buy credits", SectionAutoRecharge: "Auto-recharge", SectionInvoices: "Invoices", SectionBillingDetails: "Billing details", SectionWebhooks: "Webhooks",
 }
 
 // New returns the dashboard of kl. It returns ErrInvalidOptions for a
@@ -396,6 +399,13 @@ func (h *Handler) routes() {
 	if h.sections[SectionBillingDetails] {
 		m.HandleFunc("GET /billing-details", h.authed(h.billingDetailsPage))
 		m.HandleFunc("POST /billing-details", h.authedPost(h.saveBillingDetails))
+	}
+	if h.sections[SectionWebhooks] {
+		m.HandleFunc("GET /webhooks", h.authed(h.webhooksPage))
+		m.HandleFunc("POST /webhooks", h.authedPost(h.createWebhook))
+		m.HandleFunc("GET /webhooks/new", h.authed(h.newWebhookPage))
+		m.HandleFunc("POST /webhooks/{id}/delete", h.authedPost(h.deleteWebhook))
+		m.HandleFunc("POST /webhooks/thresholds", h.authedPost(h.saveThresholds))
 	}
 	if h.sections[SectionInvoices] {
 		m.HandleFunc("GET /invoices", h.authed(h.invoicesPage))

@@ -36,16 +36,19 @@ type view struct {
 // notices are the confirmations a redirect after a successful form shows,
 // chosen by the "done" query parameter (never text from the URL).
 var notices = map[string]string{
-	"welcome":       "Welcome! Your account is ready. Create an API key to get started.",
-	"updated":       "The key was updated.",
-	"limit":         "The key's spend limit was saved.",
-	"limit-removed": "The key's spend limit was removed.",
-	"revoked":       "The key was revoked. Requests with it now fail.",
-	"shown":         "A new key's secret is shown only once; that page has been used. If you did not copy the secret, rotate the key.",
-	"purchased":     "Payment received. The credits were added to your balance.",
-	"auto-recharge": "Auto-recharge settings saved.",
-	"billing":       "Billing details saved. Invoices issued from now on carry them.",
-	"password":      "Your password was changed; every other session was signed out.",
+	"welcome":         "Welcome! Your account is ready. Create an API key to get started.",
+	"updated":         "The key was updated.",
+	"limit":           "The key's spend limit was saved.",
+	"limit-removed":   "The key's spend limit was removed.",
+	"revoked":         "The key was revoked. Requests with it now fail.",
+	"shown":           "A new key's secret is shown only once; that page has been used. If you did not copy the secret, rotate the key.",
+	"purchased":       "Payment received. The credits were added to your balance.",
+	"auto-recharge":   "Auto-recharge settings saved.",
+	"billing":         "Billing details saved. Invoices issued from now on carry them.",
+	"password":        "Your password was changed; every other session was signed out.",
+	"webhook-deleted": "The webhook endpoint was deleted.",
+	"webhook-shown":   "A new endpoint's secret is shown only once; that page has been used. If you did not copy it, delete the endpoint and add it again.",
+	"thresholds":      "Low-balance alerts saved.",
 }
 
 // parseTemplates parses every page with the layout.

@@ -15,6 +15,7 @@ import (
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/usage"
 )
 
@@ -24,6 +25,7 @@ type Store interface {
 	apikey.Store
 	credits.Store
 	usage.Store
+	events.Store
 
 	// Close releases the backend's resources. Calls after Close fail.
 	Close() error

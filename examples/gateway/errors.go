@@ -12,6 +12,7 @@ import (
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/errkind"
+	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/examples/gateway/internal/openai"
 	"github.com/keyledger/keyledger/examples/gateway/internal/razorpay"
 	"github.com/keyledger/keyledger/httpapi"
@@ -99,6 +100,11 @@ var errorTable = []apiErr{
 	{razorpay.ErrRejected, 502, "payment_provider_error", "Razorpay refused the request."},
 	{razorpay.ErrMalformedResponse, 502, "payment_provider_error", "Razorpay answered with an unexpected response."},
 	{usage.ErrInvalidQuery, 400, "invalid_request", "Invalid usage query."},
+	{events.ErrInvalidURL, 400, "invalid_webhook_url", "The webhook url must be an https:// URL (at most 2048 bytes, no user:password) whose host resolves."},
+	{events.ErrBlockedAddress, 400, "webhook_address_not_allowed", "The webhook host is or resolves to a loopback, private, link-local, CGNAT or metadata address."},
+	{events.ErrTooManyEndpoints, 400, "too_many_webhooks", "An account has at most 10 webhook endpoints: delete one first."},
+	{events.ErrInvalidThreshold, 400, "invalid_request", "low_balance_inr takes at most 5 distinct positive amounts."},
+	{events.ErrNotFound, 404, "webhook_not_found", "No such webhook endpoint."},
 }
 
 // classify finds the table row of err.

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
@@ -75,6 +76,8 @@ type config struct {
 	redisPolicy  redislimit.Policy
 	redisPrefix  string
 
+	webhookAllow []netip.Prefix // -webhook-allow: test receivers on private addresses (webhooks.go)
+
 	limits requestLimits // -hold-ttl, -max-request-duration (limits.go)
 	abuse  abuseConfig   // lifecycle.go
 }
@@ -101,6 +104,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.redisPrefix, "redis-prefix", "kl:rl:", "prefix of the gateway's Redis keys (several deployments on one Redis need different ones)")
 	redisPolicy := fs.String("redis-unavailable", "fail-closed", "while Redis is unreachable: fail-closed (503) or fallback-memory (per-instance limits: up to N instances × the limit)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	allow := fs.String("webhook-allow", "", "TESTS ONLY: comma-separated IPs or CIDR prefixes webhooks may reach although private or loopback, over http too (default: none; endpoints must be public https)")
 	c.limits.register(fs)
 	addAbuseFlags(fs, &c.abuse)
 	if err := fs.Parse(args); err != nil {
@@ -118,6 +122,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
+	wa, err := parseAllow(*allow)
+	if err != nil {
+		return c, err
+	}
+	c.webhookAllow = wa
 	if err := c.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return c, fmt.Errorf("-log-level: %w", err)
 	}
@@ -350,6 +359,7 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 		Accounts: &account.Options{Mailer: mailer},
 		Keys:     &apikey.Options{Format: format},
 		Credits:  &credits.Options{Unit: credits.INR(), Recharger: srv.recharge},
+		Events:   &keyledger.EventOptions{Allow: c.webhookAllow, Poll: webhookPoll},
 
 		MeterProvider: tel.MeterProvider, TracerProvider: tel.Tracing(),
 	})
@@ -358,6 +368,7 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 	}
 	closers = append(closers, kl.Close)
 	srv.kl = kl
+	closers = append(closers, srv.startDispatcher(ctx)) // stopped before kl closes
 	if err := srv.setupAbuse(c.abuse); err != nil {
 		return nil, nil, err
 	}

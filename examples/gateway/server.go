@@ -90,6 +90,13 @@ func (s *server) routes() []route {
 		{"GET", "/v1/accounts/{id}/invoices/{invoice_id}", s.owner(s.getInvoice)},
 		{"POST", "/v1/leaked-keys", s.api(s.leakedKeys)},
 
+		{"GET", "/v1/accounts/{id}/webhooks", s.owner(s.listWebhooks)},
+		{"POST", "/v1/accounts/{id}/webhooks", s.owner(s.createWebhook)},
+		{"DELETE", "/v1/accounts/{id}/webhooks/{webhook_id}", s.owner(s.deleteWebhook)},
+		{"GET", "/v1/accounts/{id}/webhooks/deliveries", s.owner(s.listDeliveries)},
+		{"GET", "/v1/accounts/{id}/alert_thresholds", s.owner(s.getThresholds)},
+		{"PUT", "/v1/accounts/{id}/alert_thresholds", s.owner(s.putThresholds)},
+
 		{"GET", "/v1/verify-email", s.api(s.verifyEmail)},
 		{"POST", "/v1/verify-email", s.api(s.verifyEmail)},
 		{"POST", "/v1/password/forgot", s.api(s.forgotPassword)},

@@ -5,8 +5,12 @@ import (
 	"slices"
 	"time"
 
+	"github.com/shopspring/decimal"
+
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/credits/ledger"
+	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/internal/id"
 	"github.com/keyledger/keyledger/internal/ledgerstage"
 	"github.com/keyledger/keyledger/usage"
 	"github.com/keyledger/keyledger/usage/meter"
@@ -53,6 +57,9 @@ type Tx struct {
 	// Meters and Records are the staged meter keys and usage records.
 	Meters  []Meter
 	Records []Record
+	// Events are the outbox events of the ledger's movements (Moved),
+	// written by the flush in the same transaction.
+	Events []events.Event
 
 	conn Conn
 	// locks: the database locks rows (PostgreSQL), so a hold is trusted
@@ -74,6 +81,8 @@ type Tx struct {
 	recSeen   map[RecKey]bool
 	meterIdx  map[OpKey]int
 	recIdx    map[RecKey]int
+	low       map[string][]decimal.Decimal // alert thresholds read (events.go)
+	ids       *id.Generator                // event IDs, made on first use
 }
 
 var (
@@ -411,12 +420,12 @@ func (t *Tx) AddUsage(ctx context.Context, r *usage.Record, tz, day string) erro
 
 // mark is the state of a transaction before one meter request.
 type mark struct {
-	ledger          ledgerstage.LedgerMark
-	meters, records int
+	ledger                  ledgerstage.LedgerMark
+	meters, records, events int
 }
 
 func (t *Tx) mark(acct string) mark {
-	return mark{ledger: t.MarkAccount(acct), meters: len(t.Meters), records: len(t.Records)}
+	return mark{ledger: t.MarkAccount(acct), meters: len(t.Meters), records: len(t.Records), events: len(t.Events)}
 }
 
 // rollback drops what was staged since m (see ledgerstage.RollbackTo).
@@ -430,6 +439,7 @@ func (t *Tx) rollback(m mark) {
 		delete(t.recIdx, RecKey{sr.R.AccountID, sr.R.ID})
 	}
 	t.Records = t.Records[:m.records]
+	t.Events = t.Events[:m.events]
 }
 
 // Changed returns the accounts whose rows the flush must write, in load

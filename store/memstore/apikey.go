@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/internal/outbox"
 )
 
 type keyRow struct {
@@ -32,6 +34,7 @@ func (s *Store) CreateAPIKey(_ context.Context, k apikey.APIKey, hash [32]byte) 
 	ids := s.keyIDs[k.AccountID]
 	i, _ := slices.BinarySearch(ids, k.ID)
 	s.keyIDs[k.AccountID] = slices.Insert(ids, i, k.ID)
+	s.keyEvent(events.KeyCreated, k, k.CreatedAt)
 	return nil
 }
 
@@ -99,7 +102,9 @@ func (s *Store) UpdateAPIKey(_ context.Context, accountID, keyID string, u apike
 	if err != nil {
 		return apikey.APIKey{}, err
 	}
+	old := r.k
 	r.k = u.Apply(r.k, now)
+	s.keyEvent(outbox.UpdateEvent(old, r.k), r.k, now)
 	if r.k.GraceUntil.IsZero() && r.hasPrev {
 		delete(s.keysByHash, r.prev)
 		r.hasPrev = false
@@ -129,6 +134,7 @@ func (s *Store) RotateAPIKey(_ context.Context, accountID, keyID string, rot api
 	r.hash = rot.Hash
 	s.keysByHash[rot.Hash] = r
 	r.k = k
+	s.keyEvent(events.KeyRotated, k, now)
 	return k.Clone(), nil
 }
 

@@ -18,12 +18,13 @@ import (
 // accounts have one RWMutex that is never held while an account is being
 // locked (lock order: account, then maps).
 type ledgers struct {
-	mu    sync.RWMutex
-	accts map[string]*ledgerAcct
-	list  []*ledgerAcct         // by ledgerAcct.num
-	holds [holdShards]holdShard // hold ID → owning account's num, sharded by ID
-	seed  maphash.Seed
-	mask  uint32 // for the indexes (see strIndex)
+	outbox *outboxData // events written with ledger changes (events.go)
+	mu     sync.RWMutex
+	accts  map[string]*ledgerAcct
+	list   []*ledgerAcct         // by ledgerAcct.num
+	holds  [holdShards]holdShard // hold ID → owning account's num, sharded by ID
+	seed   maphash.Seed
+	mask   uint32 // for the indexes (see strIndex)
 }
 
 // holdShards spreads the hold index over locks, so that reserves on

@@ -34,6 +34,7 @@ type Store struct {
 	keyIDs     map[string][]string  // account ID -> its key IDs, sorted
 	ledger     *ledgers             // credits; locked separately (see credits.go)
 	usage      *usageData           // usage; locked per account (see usage.go)
+	outbox     *outboxData          // events (events.go); its lock is taken last
 }
 
 type accountRow struct {
@@ -43,7 +44,7 @@ type accountRow struct {
 
 // New returns an empty Store.
 func New() *Store {
-	return &Store{
+	s := &Store{
 		accounts: make(map[string]*accountRow),
 		byEmail:  make(map[string]string),
 		sessions: make(map[[32]byte]account.Session),
@@ -56,6 +57,9 @@ func New() *Store {
 		ledger:     newLedgers(),
 		usage:      newUsageData(maphash.MakeSeed()),
 	}
+	s.outbox = newOutbox()
+	s.ledger.outbox = s.outbox
+	return s
 }
 
 // Close implements store.Store; the data stays readable in memory.

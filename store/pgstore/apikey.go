@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/internal/outbox"
 	"github.com/keyledger/keyledger/internal/sqlaccount"
 	"github.com/keyledger/keyledger/internal/sqlrow"
 )
@@ -53,15 +55,20 @@ func (s *Store) CreateAPIKey(ctx context.Context, k apikey.APIKey, hash [32]byte
 	if err != nil {
 		return wrap("create api key", err)
 	}
-	_, err = s.pool.Exec(ctx, `INSERT INTO api_keys (id, account_id, name, type, environment, prefix, hint, hash,
-		models, scopes, status, metadata, created_at, updated_at, expires_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
-		k.ID, k.AccountID, k.Name, k.Type, string(k.Environment), k.Prefix, k.Hint, hash[:],
-		models, scopes, string(k.Status), metadata, toNanos(k.CreatedAt), toNanos(k.UpdatedAt), sqlaccount.ToNullNanos(k.ExpiresAt))
-	if isForeignKey(err) {
-		return apikey.ErrAccountNotFound
-	}
-	return wrap("create api key", err)
+	return s.write(ctx, "create api key", func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO api_keys (id, account_id, name, type, environment, prefix, hint, hash,
+			models, scopes, status, metadata, created_at, updated_at, expires_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+			k.ID, k.AccountID, k.Name, k.Type, string(k.Environment), k.Prefix, k.Hint, hash[:],
+			models, scopes, string(k.Status), metadata, toNanos(k.CreatedAt), toNanos(k.UpdatedAt), sqlaccount.ToNullNanos(k.ExpiresAt))
+		if isForeignKey(err) {
+			return apikey.ErrAccountNotFound
+		}
+		if err == nil { // the event commits with the key (transactional outbox)
+			err = s.Events.KeyEvent(ctx, accountConn{tx}, events.KeyCreated, k, k.CreatedAt)
+		}
+		return wrap("create api key", err)
+	})
 }
 
 // APIKey implements apikey.Store.
@@ -139,6 +146,9 @@ func (s *Store) UpdateAPIKey(ctx context.Context, accountID, keyID string, u api
 			out.Name, models, scopes, string(out.Status), metadata, sqlaccount.ToNullNanos(out.ExpiresAt), toNanos(now), grace, keyID, rl); err != nil {
 			return wrap("update api key", err)
 		}
+		if err := s.Events.KeyEvent(ctx, accountConn{tx}, outbox.UpdateEvent(k, out), out, now); err != nil {
+			return wrap("update api key", err)
+		}
 		return s.notifyKey(ctx, tx, keyID)
 	})
 	return out, err
@@ -161,6 +171,9 @@ func (s *Store) RotateAPIKey(ctx context.Context, accountID, keyID string, r api
 		if _, err = tx.Exec(ctx, `UPDATE api_keys SET prev_hash = CASE WHEN $1::bigint IS NULL THEN NULL ELSE hash END,
 			prev_until = $1, hash = $2, hint = $3, rotated_at = $4, updated_at = $4 WHERE id = $5`,
 			grace, r.Hash[:], out.Hint, toNanos(now), keyID); err != nil {
+			return wrap("rotate api key", err)
+		}
+		if err := s.Events.KeyEvent(ctx, accountConn{tx}, events.KeyRotated, out, now); err != nil {
 			return wrap("rotate api key", err)
 		}
 		return s.notifyKey(ctx, tx, keyID)

@@ -13,6 +13,7 @@ import (
 	"github.com/keyledger/keyledger/credits/ledger"
 	"github.com/keyledger/keyledger/internal/ledgerstage"
 	"github.com/keyledger/keyledger/internal/sqlaccount"
+	"github.com/keyledger/keyledger/internal/sqlevents"
 	"github.com/keyledger/keyledger/internal/sqlledger"
 	"github.com/keyledger/keyledger/internal/sqlrow"
 )
@@ -82,6 +83,16 @@ type ledgerConn struct {
 	// out with the prefetch and its COMMIT with the flush (see
 	// Store.pipelined), saving two round trips per batch.
 	pipelined, begun bool
+}
+
+// AlertThresholds implements sqlledger.ThresholdConn.
+func (c *ledgerConn) AlertThresholds(ctx context.Context, acct string) (string, error) {
+	var v string
+	err := c.tx.QueryRow(ctx, sqlaccount.Rebind(sqlevents.ThresholdsQuery), acct).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	return v, wrap("alert thresholds", err)
 }
 
 // Account implements sqlledger.Conn.
@@ -221,6 +232,10 @@ func (c *ledgerConn) Flush(ctx context.Context, t *sqlledger.Tx) error {
 	checks := []func(pgx.BatchResults) error{queueLedger(&b, t)}
 	if err := queueUsage(&b, t, &checks); err != nil {
 		return err
+	}
+	for i := range t.Events { // the outbox rows of the ledger's movements
+		b.Queue(sqlaccount.Rebind(sqlevents.InsertEvent), sqlevents.EventArgs(&t.Events[i])...)
+		checks = append(checks, execOK)
 	}
 	if b.Len() > 0 && !movesMoney(t) {
 		// Holds only (reserve, extend, release): see movesMoney.

@@ -87,6 +87,7 @@ import (
 	"github.com/keyledger/keyledger/errkind"
 	"github.com/keyledger/keyledger/internal/migrations"
 	"github.com/keyledger/keyledger/internal/sqlaccount"
+	"github.com/keyledger/keyledger/internal/sqlevents"
 	"github.com/keyledger/keyledger/internal/sqlledger"
 	"github.com/keyledger/keyledger/store"
 )
@@ -179,6 +180,7 @@ type Store struct {
 	*sqlledger.Engine // the ledger and metering rules (credits.go, usage.go)
 	// the accounts, sessions and lifecycle operations (account.go)
 	sqlaccount.Accounts
+	sqlevents.Events // the event outbox, endpoints, thresholds (internal/sqlevents)
 
 	pool *pgxpool.Pool
 	cfg  *pgxpool.Config // for the listener's own connection
@@ -210,6 +212,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	s := &Store{pool: pool, cfg: cfg, opt: o, log: o.Logger}
 	s.Engine = sqlledger.New(ledgerDB{s})
 	s.Accounts = sqlaccount.New(accountDB{s}, sqlaccount.Dialect{EmailIs: `lower(email) = lower(?)`, Lock: ` FOR UPDATE`})
+	s.Events = sqlevents.New(accountDB{s}, sqlevents.Dialect{SkipLocked: ` FOR UPDATE SKIP LOCKED`})
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("pgstore: connect: %w", err)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/internal/outbox"
 	"github.com/keyledger/keyledger/internal/sqlaccount"
 	"github.com/keyledger/keyledger/internal/sqlrow"
 )
@@ -52,15 +54,20 @@ func (s *Store) CreateAPIKey(ctx context.Context, k apikey.APIKey, hash [32]byte
 	if err != nil {
 		return wrap("create api key", err)
 	}
-	_, err = s.w.ExecContext(ctx, `INSERT INTO api_keys (id, account_id, name, type, environment, prefix, hint, hash,
-		models, scopes, status, metadata, created_at, updated_at, expires_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		k.ID, k.AccountID, k.Name, k.Type, k.Environment, k.Prefix, k.Hint, hash[:],
-		models, scopes, k.Status, metadata, toNanos(k.CreatedAt), toNanos(k.UpdatedAt), toNullNanos(k.ExpiresAt))
-	if isForeignKey(err) {
-		return apikey.ErrAccountNotFound
-	}
-	return wrap("create api key", err)
+	return s.write(ctx, "create api key", func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO api_keys (id, account_id, name, type, environment, prefix, hint, hash,
+			models, scopes, status, metadata, created_at, updated_at, expires_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			k.ID, k.AccountID, k.Name, k.Type, k.Environment, k.Prefix, k.Hint, hash[:],
+			models, scopes, k.Status, metadata, toNanos(k.CreatedAt), toNanos(k.UpdatedAt), toNullNanos(k.ExpiresAt))
+		if isForeignKey(err) {
+			return apikey.ErrAccountNotFound
+		}
+		if err == nil { // the event commits with the key (transactional outbox)
+			err = s.Events.KeyEvent(ctx, accountConn{tx}, events.KeyCreated, k, k.CreatedAt)
+		}
+		return wrap("create api key", err)
+	})
 }
 
 // APIKey implements apikey.Store.
@@ -136,6 +143,9 @@ func (s *Store) UpdateAPIKey(ctx context.Context, accountID, keyID string, u api
 			expires_at = ?, updated_at = ?, prev_until = ?, prev_hash = CASE WHEN ? IS NULL THEN NULL ELSE prev_hash END,
 			rate_limits = ? WHERE id = ?`,
 			out.Name, models, scopes, out.Status, metadata, toNullNanos(out.ExpiresAt), toNanos(now), grace, grace, rl, keyID)
+		if err == nil {
+			err = s.Events.KeyEvent(ctx, accountConn{tx}, outbox.UpdateEvent(k, out), out, now)
+		}
 		return wrap("update api key", err)
 	})
 	return out, err
@@ -157,6 +167,9 @@ func (s *Store) RotateAPIKey(ctx context.Context, accountID, keyID string, r api
 		_, err = tx.ExecContext(ctx, `UPDATE api_keys SET prev_hash = CASE WHEN ? IS NULL THEN NULL ELSE hash END,
 			prev_until = ?, hash = ?, hint = ?, rotated_at = ?, updated_at = ? WHERE id = ?`,
 			grace, grace, r.Hash[:], out.Hint, toNanos(now), toNanos(now), keyID)
+		if err == nil {
+			err = s.Events.KeyEvent(ctx, accountConn{tx}, events.KeyRotated, out, now)
+		}
 		return wrap("rotate api key", err)
 	})
 	return out, err

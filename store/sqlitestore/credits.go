@@ -11,6 +11,7 @@ import (
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/credits/ledger"
 	"github.com/keyledger/keyledger/internal/ledgerstage"
+	"github.com/keyledger/keyledger/internal/sqlevents"
 	"github.com/keyledger/keyledger/internal/sqlledger"
 	"github.com/keyledger/keyledger/internal/sqlrow"
 )
@@ -50,6 +51,7 @@ const (
 	sMeter
 	sRecord
 	sRecordID
+	sThresholds
 	nLedgerStmts
 )
 
@@ -73,12 +75,13 @@ func ledgerStatements() [nLedgerStmts]string {
 			monthly_cap = ?, time_zone = ?, recharge_enabled = ?, recharge_threshold = ?, recharge_amount = ?,
 			recharge_armed = ?, recharges = ?, month_start = ?, month_end = ?, month_spent = ?, updated_at = ?,
 			lots = ?, hold_due = ?, key_limits = ? WHERE account_id = ? AND version = ?`,
-		sInsertLot: `INSERT INTO credit_lots (id, account_id, expires_at, remaining) VALUES (?, ?, ?, ?)`,
-		sUpdateLot: `UPDATE credit_lots SET remaining = ? WHERE id = ?`,
-		sDeleteLot: `DELETE FROM credit_lots WHERE id = ?`,
-		sMeter:     `SELECT fingerprint, record_id, hold_id, created_at FROM usage_ops WHERE key = ?2 AND account_id = ?1`,
-		sRecord:    `SELECT ` + sqlledger.RecordColumns + ` FROM usage_records WHERE account_id = ? AND created_at = ? AND id = ?`,
-		sRecordID:  `SELECT 1 FROM usage_records WHERE account_id = ? AND id = ?`,
+		sInsertLot:  `INSERT INTO credit_lots (id, account_id, expires_at, remaining) VALUES (?, ?, ?, ?)`,
+		sUpdateLot:  `UPDATE credit_lots SET remaining = ? WHERE id = ?`,
+		sDeleteLot:  `DELETE FROM credit_lots WHERE id = ?`,
+		sMeter:      `SELECT fingerprint, record_id, hold_id, created_at FROM usage_ops WHERE key = ?2 AND account_id = ?1`,
+		sRecord:     `SELECT ` + sqlledger.RecordColumns + ` FROM usage_records WHERE account_id = ? AND created_at = ? AND id = ?`,
+		sRecordID:   `SELECT 1 FROM usage_records WHERE account_id = ? AND id = ?`,
+		sThresholds: sqlevents.ThresholdsQuery,
 	}
 }
 
@@ -225,6 +228,16 @@ func boolInt(b bool) int64 {
 	return 0
 }
 
+// AlertThresholds implements sqlledger.ThresholdConn.
+func (c *ledgerConn) AlertThresholds(_ context.Context, acct string) (string, error) {
+	var v string
+	err := c.stmt(sThresholds).QueryRowContext(c.ctx, acct).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return v, wrap("alert thresholds", err)
+}
+
 // Account implements sqlledger.Conn.
 func (c *ledgerConn) Account(_ context.Context, id string) (sqlledger.Row, error) {
 	r, err := sqlledger.ScanRow(c.stmt(sAccount).QueryRowContext(c.ctx, id))
@@ -335,6 +348,10 @@ func (c *ledgerConn) Flush(_ context.Context, t *sqlledger.Tx) error {
 	err := c.flushLedger(t)
 	if err == nil {
 		err = c.flushUsage(t)
+	}
+	for i := 0; err == nil && i < len(t.Events); i++ {
+		_, err = c.tx.ExecContext(c.ctx, sqlevents.InsertEvent, sqlevents.EventArgs(&t.Events[i])...)
+		err = wrap("add outbox events", err)
 	}
 	if c.batch {
 		return flushed(t.Optimistic, err)

@@ -36,6 +36,7 @@ import (
 	"github.com/keyledger/keyledger/errkind"
 	"github.com/keyledger/keyledger/internal/migrations"
 	"github.com/keyledger/keyledger/internal/sqlaccount"
+	"github.com/keyledger/keyledger/internal/sqlevents"
 	"github.com/keyledger/keyledger/internal/sqlledger"
 	"github.com/keyledger/keyledger/store"
 )
@@ -115,6 +116,7 @@ type Store struct {
 	*sqlledger.Engine // the ledger and metering rules (credits.go, usage.go)
 	// the accounts, sessions and lifecycle operations (account.go)
 	sqlaccount.Accounts
+	sqlevents.Events // the event outbox, endpoints, thresholds (internal/sqlevents)
 
 	lw, lr *ledgerStmts // prepared ledger and usage statements on w and r (credits.go)
 	mw     *multiStmts  // multi-row statements on w (multirow.go)
@@ -187,6 +189,7 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 	s := &Store{w: w, log: o.Logger, mw: newMultiStmts(), spend: lock, processHolds: o.ProcessHolds}
 	s.Engine = sqlledger.New(ledgerDB{s})
 	s.Accounts = sqlaccount.New(accountDB{s}, sqlaccount.Dialect{EmailIs: `email = ?`})
+	s.Events = sqlevents.New(accountDB{s}, sqlevents.Dialect{})
 	if err := s.migrateRetrying(ctx, o.BusyTimeout); err != nil {
 		w.Close()
 		lock.close()

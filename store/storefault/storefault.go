@@ -34,6 +34,8 @@ import (
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/errkind"
+	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/internal/outbox"
 	"github.com/keyledger/keyledger/internal/storewrap"
 	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/usage"
@@ -485,4 +487,25 @@ func (s *Store) CloseAccount(ctx context.Context, id string, now time.Time) (acc
 // EmailClosed implements account.Store.
 func (s *Store) EmailClosed(ctx context.Context, h [32]byte) (bool, error) {
 	return call(ctx, s, "EmailClosed", func() (bool, error) { return s.Store.EmailClosed(ctx, h) })
+}
+
+// The event outbox (internal/outbox.Store): the dispatcher's calls can be
+// failed like any other, to show that an event survives a failed claim or
+// a failed finish (it is delivered again, never lost).
+
+// ClaimEvents implements the outbox's claim.
+func (s *Store) ClaimEvents(ctx context.Context, now, leaseUntil time.Time, claim string, limit int) ([]outbox.Pending, error) {
+	return call(ctx, s, "ClaimEvents", func() ([]outbox.Pending, error) {
+		return s.Base.ClaimEvents(ctx, now, leaseUntil, claim, limit)
+	})
+}
+
+// FinishEvent implements the outbox's finish.
+func (s *Store) FinishEvent(ctx context.Context, now time.Time, r outbox.Result) error {
+	return call0(ctx, s, "FinishEvent", func() error { return s.Base.FinishEvent(ctx, now, r) })
+}
+
+// AppendEvents implements events.Store.
+func (s *Store) AppendEvents(ctx context.Context, evs []events.Event) error {
+	return call0(ctx, s, "AppendEvents", func() error { return s.Store.AppendEvents(ctx, evs) })
 }

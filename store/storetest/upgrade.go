@@ -15,6 +15,13 @@ import (
 // 0008 added token parts and the applied price), in the order to run them:
 // both SQL backends drop the same columns.
 var UpgradeTokenPartsSQL = []string{
+	// Migration 0010 (events).
+	`DROP INDEX api_keys_expiring`,
+	`DROP TABLE key_expiry_notices`,
+	`DROP TABLE alert_thresholds`,
+	`DROP TABLE webhook_deliveries`,
+	`DROP TABLE webhook_endpoints`,
+	`DROP TABLE outbox_events`,
 	`ALTER TABLE usage_records DROP COLUMN cached_prompt_tokens`,
 	`ALTER TABLE usage_records DROP COLUMN cache_write_tokens`,
 	`ALTER TABLE usage_records DROP COLUMN reasoning_tokens`,
