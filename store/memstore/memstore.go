@@ -34,6 +34,7 @@ type Store struct {
 	keyIDs     map[string][]string  // account ID -> its key IDs, sorted
 	ledger     *ledgers             // credits; locked separately (see credits.go)
 	usage      *usageData           // usage; locked per account (see usage.go)
+	audit      *auditData           // audit log; locked separately (see audit.go)
 }
 
 type accountRow struct {
@@ -55,6 +56,7 @@ func New() *Store {
 		keyIDs:     make(map[string][]string),
 		ledger:     newLedgers(),
 		usage:      newUsageData(maphash.MakeSeed()),
+		audit:      newAuditData(),
 	}
 }
 

@@ -179,6 +179,7 @@ type Store struct {
 	*sqlledger.Engine // the ledger and metering rules (credits.go, usage.go)
 	// the accounts, sessions and lifecycle operations (account.go)
 	sqlaccount.Accounts
+	sqlaccount.AuditLog
 
 	pool *pgxpool.Pool
 	cfg  *pgxpool.Config // for the listener's own connection
@@ -210,6 +211,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	s := &Store{pool: pool, cfg: cfg, opt: o, log: o.Logger}
 	s.Engine = sqlledger.New(ledgerDB{s})
 	s.Accounts = sqlaccount.New(accountDB{s}, sqlaccount.Dialect{EmailIs: `lower(email) = lower(?)`, Lock: ` FOR UPDATE`})
+	s.AuditLog = sqlaccount.NewAuditLog(accountDB{s})
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("pgstore: connect: %w", err)

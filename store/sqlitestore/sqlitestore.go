@@ -115,6 +115,7 @@ type Store struct {
 	*sqlledger.Engine // the ledger and metering rules (credits.go, usage.go)
 	// the accounts, sessions and lifecycle operations (account.go)
 	sqlaccount.Accounts
+	sqlaccount.AuditLog
 
 	lw, lr *ledgerStmts // prepared ledger and usage statements on w and r (credits.go)
 	mw     *multiStmts  // multi-row statements on w (multirow.go)
@@ -187,6 +188,7 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 	s := &Store{w: w, log: o.Logger, mw: newMultiStmts(), spend: lock, processHolds: o.ProcessHolds}
 	s.Engine = sqlledger.New(ledgerDB{s})
 	s.Accounts = sqlaccount.New(accountDB{s}, sqlaccount.Dialect{EmailIs: `email = ?`})
+	s.AuditLog = sqlaccount.NewAuditLog(accountDB{s})
 	if err := s.migrateRetrying(ctx, o.BusyTimeout); err != nil {
 		w.Close()
 		lock.close()

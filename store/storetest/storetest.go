@@ -33,6 +33,7 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 	t.Run("KeyScopes", func(t *testing.T) { runKeyScopes(t, newStore) })
 	t.Run("Credits", func(t *testing.T) { runCredits(t, newStore) })
 	t.Run("Usage", func(t *testing.T) { runUsage(t, newStore) })
+	t.Run("Audit", func(t *testing.T) { runAudit(t, newStore) })
 }
 
 // Bench runs the shared benchmarks against the backend.

@@ -15,6 +15,7 @@ import (
 // 0008 added token parts and the applied price), in the order to run them:
 // both SQL backends drop the same columns.
 var UpgradeTokenPartsSQL = []string{
+	`DROP TABLE IF EXISTS audit_entries`, // migration 0011
 	`ALTER TABLE usage_records DROP COLUMN cached_prompt_tokens`,
 	`ALTER TABLE usage_records DROP COLUMN cache_write_tokens`,
 	`ALTER TABLE usage_records DROP COLUMN reasoning_tokens`,
