@@ -29,6 +29,7 @@ import (
 
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/auditlog"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/errkind"
 	"github.com/keyledger/keyledger/internal/cache"
@@ -161,6 +162,9 @@ type Options struct {
 	Keys     *apikey.Options
 	Credits  *credits.Options
 	Usage    *usage.Options
+	// Audit configures the audit log (retention, prune batches); its Now
+	// and Logger are filled from the fields here like the others'.
+	Audit *auditlog.Options
 }
 
 // KeyLedger is the composed library. Its domain services are exported for
@@ -174,9 +178,15 @@ type KeyLedger struct {
 	Keys     *apikey.Service
 	Credits  *credits.Service
 	Usage    *usage.Service
-	Limiter  ratelimit.Limiter
-	Prices   *usage.PriceBook
-	Catalog  *account.Catalog
+	// Audit is the audit log. The facade appends an entry after every
+	// management change made through Accounts, Keys or Credits (see
+	// DESIGN.md, "Audit log"); a host appends its own actions with
+	// Audit.Append, reads with Audit.List and calls Audit.Prune
+	// periodically.
+	Audit   *auditlog.Service
+	Limiter ratelimit.Limiter
+	Prices  *usage.PriceBook
+	Catalog *account.Catalog
 
 	now      func() time.Time
 	log      *slog.Logger
@@ -265,13 +275,21 @@ func New(st store.Store, opts *Options) (*KeyLedger, error) {
 	if m, ok := st.(store.InMemory); ok && m.InMemory() {
 		kl.storeTimeout = -1 // nothing to stall: no timer per call
 	}
-	if kl.Accounts, err = account.NewService(st, &ao); err != nil {
+	auo := derefOr(o.Audit)
+	fill(&auo.Now, &auo.Logger, &o)
+	if kl.Audit, err = auditlog.NewService(st, &auo); err != nil {
+		return nil, fmt.Errorf("%w: audit: %w", ErrInvalidOptions, err)
+	}
+	// The management services write through the audit wrapper; usage
+	// (the hot path only) does not.
+	ast, keyStore := newAuditStore(st, kl.Audit, o.Logger)
+	if kl.Accounts, err = account.NewService(ast, &ao); err != nil {
 		return nil, err
 	}
-	if kl.Keys, err = apikey.NewService(tel.keyStore(st), &ko); err != nil {
+	if kl.Keys, err = apikey.NewService(tel.keyStore(keyStore), &ko); err != nil {
 		return nil, err
 	}
-	if kl.Credits, err = credits.NewService(st, &co); err != nil {
+	if kl.Credits, err = credits.NewService(ast, &co); err != nil {
 		_ = kl.Keys.Close(context.Background())
 		return nil, err
 	}

@@ -29,6 +29,9 @@ var (
 	// ErrInvalidEntry reports an Entry without an account, action or
 	// actor kind, or with a field past its length limit.
 	ErrInvalidEntry = errkind.New(errkind.Invalid, "auditlog: invalid entry")
+	// ErrDuplicateEntry reports an Entry whose ID the store already holds
+	// (an action recorded once already, such as a replayed credit).
+	ErrDuplicateEntry = errkind.New(errkind.Conflict, "auditlog: duplicate entry")
 	// ErrInvalidCursor reports a cursor List did not issue.
 	ErrInvalidCursor = errkind.New(errkind.Invalid, "auditlog: invalid cursor")
 	// ErrInvalidQuery reports a filter that cannot match (an unknown actor
@@ -197,7 +200,7 @@ type Store interface {
 	// larger than every Seq the store handed out before, so that a page
 	// read with BeforeSeq never shows an entry twice or skips one that
 	// existed when the first page was read. A duplicate ID is
-	// ErrInvalidEntry.
+	// ErrDuplicateEntry, and changes nothing.
 	AppendAudit(ctx context.Context, e Entry) (Entry, error)
 	// ListAudit returns up to q.Limit entries of q.AccountID matching the
 	// filters with Seq < q.BeforeSeq (all when 0), by Seq descending. An
@@ -269,3 +272,28 @@ func ClientFrom(ctx context.Context) (ip, userAgent string) {
 	c, _ := ctx.Value(clientKey).(client)
 	return c.ip, c.ua
 }
+
+// The actions the keyledger facade records. A host's own actions follow the
+// same "noun.verb" form (webhook.create, limit.update, …).
+const (
+	ActionAccountCreate   = "account.create"
+	ActionAccountUpdate   = "account.update"
+	ActionAccountClose    = "account.close"
+	ActionPlanChange      = "plan.change"
+	ActionPasswordChange  = "password.change"
+	ActionPasswordReset   = "password.reset_request"
+	ActionEmailVerifySent = "email.verification_send"
+	ActionSessionCreate   = "session.create"
+	ActionSessionRevoke   = "session.revoke"
+	ActionSessionsRevoke  = "session.revoke_all"
+	ActionKeyCreate       = "key.create"
+	ActionKeyUpdate       = "key.update"
+	ActionKeyRevoke       = "key.revoke"
+	ActionKeyDisable      = "key.disable"
+	ActionKeyExpire       = "key.expire"
+	ActionKeyRotate       = "key.rotate"
+	ActionCreditsPolicy   = "credits.policy_change"
+	// Credits are "credits." + the entry type: credits.grant,
+	// credits.purchase, credits.refund, credits.adjustment.
+	ActionCreditsPrefix = "credits."
+)

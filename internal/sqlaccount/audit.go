@@ -41,7 +41,7 @@ func (l AuditLog) AppendAudit(ctx context.Context, e auditlog.Entry) (auditlog.E
 		e.Target.Type, e.Target.ID, changes, e.ClientIP, e.UserAgent).Scan(&e.Seq)
 	if err != nil {
 		if l.db.Unique(err) {
-			return auditlog.Entry{}, auditlog.ErrInvalidEntry
+			return auditlog.Entry{}, auditlog.ErrDuplicateEntry
 		}
 		return auditlog.Entry{}, l.db.Wrap("AppendAudit", err)
 	}

@@ -37,7 +37,7 @@ func (s *Store) AppendAudit(ctx context.Context, e auditlog.Entry) (auditlog.Ent
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if _, dup := a.ids[e.ID]; dup {
-		return auditlog.Entry{}, auditlog.ErrInvalidEntry
+		return auditlog.Entry{}, auditlog.ErrDuplicateEntry
 	}
 	a.seq++
 	e.Seq = a.seq

@@ -86,7 +86,7 @@ func runAudit(t *testing.T, newStore NewStoreFunc) {
 		if p2.Entries[1].Changes[0].After != "new ✓" {
 			t.Error("stored entry changed through a returned slice")
 		}
-		if _, err := svc.Append(ctx, auditlog.Entry{ID: got.ID, AccountID: "acct_a", Action: "x.y"}); !errors.Is(err, auditlog.ErrInvalidEntry) {
+		if _, err := svc.Append(ctx, auditlog.Entry{ID: got.ID, AccountID: "acct_a", Action: "x.y"}); !errors.Is(err, auditlog.ErrDuplicateEntry) {
 			t.Errorf("duplicate ID: %v", err)
 		}
 		for _, bad := range []auditlog.Entry{{Action: "x.y"}, {AccountID: "acct_a"}, {AccountID: "acct_a", Action: "x.y", Actor: auditlog.Actor{Kind: "root"}}} {
