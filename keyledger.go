@@ -424,6 +424,10 @@ func (kl *KeyLedger) accountChanged(ctx context.Context, a account.Account, c ac
 	case c.Closed:
 		err = kl.revokeKeys(ctx, a.ID)
 	case c.Verified:
+		if _, aerr := kl.Audit.Append(context.WithoutCancel(ctx), auditlog.Entry{AccountID: a.ID, Action: auditlog.ActionEmailVerify,
+			Target: auditlog.Target{Type: "account", ID: a.ID}}); aerr != nil {
+			kl.log.ErrorContext(ctx, "keyledger: audit entry not recorded", "action", auditlog.ActionEmailVerify, "account", a.ID, "err", aerr)
+		}
 		err = kl.EnsureLedger(ctx, a)
 	case c.Update.Plan != nil || c.Update.TimeZone != nil:
 		err = kl.syncPolicy(ctx, a)

@@ -283,6 +283,7 @@ const (
 	ActionPasswordChange  = "password.change"
 	ActionPasswordReset   = "password.reset_request"
 	ActionEmailVerifySent = "email.verification_send"
+	ActionEmailVerify     = "email.verify"
 	ActionSessionCreate   = "session.create"
 	ActionSessionRevoke   = "session.revoke"
 	ActionSessionsRevoke  = "session.revoke_all"

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"github.com/keyledger/keyledger/auditlog"
 	"net/http"
 	"strings"
 	"time"
@@ -99,6 +100,8 @@ var errorTable = []apiErr{
 	{razorpay.ErrRejected, 502, "payment_provider_error", "Razorpay refused the request."},
 	{razorpay.ErrMalformedResponse, 502, "payment_provider_error", "Razorpay answered with an unexpected response."},
 	{usage.ErrInvalidQuery, 400, "invalid_request", "Invalid usage query."},
+	{auditlog.ErrInvalidCursor, 400, "invalid_request", "Invalid cursor."},
+	{auditlog.ErrInvalidQuery, 400, "invalid_request", "Invalid audit query: since must not be after until."},
 }
 
 // classify finds the table row of err.

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/keyledger/keyledger/auditlog"
+	"github.com/keyledger/keyledger/store/sqlitestore"
+)
+
+// auditedRoutes maps every route that changes something to the audit
+// action a successful call of it records. TestAuditTableCoversRoutes fails
+// for a mutating route (POST, PUT, PATCH, DELETE, and the GETs listed in
+// mutatingGETs) that has no row, so a new route must say what it records;
+// TestAuditEveryMutatingRoute calls each one and fails for a row it did not
+// see recorded. An empty action exempts a route, with the reason in
+// auditExempt.
+var auditedRoutes = map[string]string{
+	"POST /v1/accounts":                              "account.create",
+	"POST /v1/sessions":                              "session.create",
+	"DELETE /v1/sessions":                            "session.revoke",
+	"POST /v1/accounts/{id}/apiKeys":                 "key.create",
+	"PATCH /v1/accounts/{id}/apiKeys/{key_id}":       "key.update",
+	"DELETE /v1/accounts/{id}/apiKeys/{key_id}":      "key.revoke",
+	"POST /v1/accounts/{id}/apiKeys/{key_id}/rotate": "key.rotate",
+	"POST /v1/accounts/{id}/credits":                 "credits.order_create",
+	"POST /v1/accounts/{id}/credits/verify":          "credits.purchase",
+	"POST /v1/webhooks/razorpay":                     "credits.purchase",
+	"PUT /v1/accounts/{id}/billing_details":          "billing_details.update",
+	"PUT /v1/accounts/{id}/auto_recharge":            "credits.policy_change",
+	"POST /v1/leaked-keys":                           "key.disable",
+	"GET /v1/verify-email":                           "email.verify",
+	"POST /v1/verify-email":                          "email.verify",
+	"POST /v1/password/forgot":                       "password.reset_request",
+	"POST /v1/password/reset":                        "password.change",
+	"POST /v1/accounts/{id}/password":                "password.change",
+	"DELETE /v1/accounts/{id}":                       "account.close",
+	"PATCH /v1/admin/accounts/{id}":                  "plan.change",
+	"POST /inference/v1/chat/completions":            "",
+}
+
+// auditExempt says why a mutating route records no audit entry.
+var auditExempt = map[string]string{
+	"POST /inference/v1/chat/completions": "a metered API call, recorded in the usage log, not a management action",
+}
+
+// mutatingGETs are the GET routes that change state (a link in a mail).
+var mutatingGETs = []string{"GET /v1/verify-email"}
+
+func mutating(method, pattern string) bool {
+	switch method {
+	case "POST", "PUT", "PATCH", "DELETE":
+		return true
+	}
+	return slices.Contains(mutatingGETs, method+" "+pattern)
+}
+
+func TestAuditTableCoversRoutes(t *testing.T) {
+	s := &server{} // routes() only builds handlers; nothing runs
+	registered := map[string]bool{}
+	for _, rt := range s.routes() {
+		r := rt.method + " " + rt.pattern
+		registered[r] = true
+		if !mutating(rt.method, rt.pattern) {
+			continue
+		}
+		action, ok := auditedRoutes[r]
+		if !ok {
+			t.Errorf("mutating route %s has no row in auditedRoutes: say which audit action it records (and record it)", r)
+		}
+		if ok && action == "" && auditExempt[r] == "" {
+			t.Errorf("route %s is exempt from the audit log without a reason in auditExempt", r)
+		}
+	}
+	for r := range auditedRoutes {
+		if !registered[r] {
+			t.Errorf("auditedRoutes lists %s, which is not a route", r)
+		}
+	}
+}
+
+// auditReader reads the gateway's audit log from its database file.
+type auditReader struct {
+	t   *testing.T
+	svc *auditlog.Service
+}
+
+func openAuditReader(t *testing.T, db string) *auditReader {
+	st, err := sqlitestore.Open(context.Background(), db, &sqlitestore.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	svc, err := auditlog.NewService(st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &auditReader{t: t, svc: svc}
+}
+
+func (a *auditReader) entries(acct string) []auditlog.Entry {
+	a.t.Helper()
+	var all []auditlog.Entry
+	q := auditlog.Query{AccountID: acct, Limit: 500}
+	for {
+		p, err := a.svc.List(context.Background(), q)
+		if err != nil {
+			a.t.Fatal(err)
+		}
+		all = append(all, p.Entries...)
+		if p.NextCursor == "" {
+			return all
+		}
+		q.Cursor = p.NextCursor
+	}
+}
+
+// TestAuditEveryMutatingRoute calls every mutating route successfully and
+// checks that each recorded its action on the account it acted on, with
+// the actor and client the middleware set.
+func TestAuditEveryMutatingRoute(t *testing.T) {
+	const admin = "an-operator-token-of-at-least-32-bytes!"
+	t.Setenv("GATEWAY_ADMIN_TOKEN", admin)
+	mailDir := filepath.Join(t.TempDir(), "mail")
+	g := startGateway(t, "-mail-dir", mailDir)
+	g.logs.Secret("admin token", admin)
+	ar := openAuditReader(t, g.db)
+	seen := map[string]bool{}
+	// call runs one route and checks that acct's log gained its action.
+	call := func(route, acct string, run func()) auditlog.Entry {
+		t.Helper()
+		want, ok := auditedRoutes[route]
+		if !ok || want == "" {
+			t.Fatalf("%s has no audit action", route)
+		}
+		before := len(ar.entries(acct))
+		run()
+		es := ar.entries(acct)
+		for _, e := range es[:len(es)-before] {
+			if e.Action == want {
+				seen[route] = true
+				return e
+			}
+		}
+		t.Fatalf("%s: no %s entry on %s; new entries: %v", route, want, acct, es[:len(es)-before])
+		return auditlog.Entry{}
+	}
+	const pw = "correct horse battery"
+	email := "audited@example.com"
+	var tok, keyID, key2 string
+	// Sign-up: the account does not exist before, so look after.
+	a := g.must(201, "POST", "/v1/accounts", "", map[string]string{"name": "Aud", "email": email, "password": pw})
+	acct := a["id"].(string)
+	if es := ar.entries(acct); len(es) == 0 || es[len(es)-1].Action != "account.create" {
+		t.Fatalf("sign-up entries: %v", es)
+	}
+	seen["POST /v1/accounts"] = true
+
+	e := call("POST /v1/sessions", acct, func() {
+		tok = g.must(201, "POST", "/v1/sessions", "", map[string]string{"email": email, "password": pw})["token"].(string)
+	})
+	if e.Actor != (auditlog.Actor{Kind: auditlog.ActorSession, ID: acct}) || e.ClientIP != "127.0.0.1" || !strings.HasPrefix(e.UserAgent, "Go-http-client") {
+		t.Errorf("login entry: %+v", e)
+	}
+	base := "/v1/accounts/" + acct
+	e = call("POST /v1/accounts/{id}/apiKeys", acct, func() {
+		keyID = g.must(201, "POST", base+"/apiKeys", tok, map[string]string{"name": "one", "type": "api"})["id"].(string)
+	})
+	if e.Target.ID != keyID || e.Actor.Kind != auditlog.ActorSession {
+		t.Errorf("key.create entry: %+v", e)
+	}
+	call("PATCH /v1/accounts/{id}/apiKeys/{key_id}", acct, func() {
+		g.must(200, "PATCH", base+"/apiKeys/"+keyID, tok, map[string]string{"name": "renamed"})
+	})
+	call("POST /v1/accounts/{id}/apiKeys/{key_id}/rotate", acct, func() {
+		g.must(200, "POST", base+"/apiKeys/"+keyID+"/rotate", tok, map[string]any{"grace_seconds": 0})
+	})
+	call("DELETE /v1/accounts/{id}/apiKeys/{key_id}", acct, func() {
+		g.must(200, "DELETE", base+"/apiKeys/"+keyID, tok, nil)
+	})
+	var order string
+	call("POST /v1/accounts/{id}/credits", acct, func() { order = g.buy(user{id: acct, token: tok}, "100") })
+	call("POST /v1/accounts/{id}/credits/verify", acct, func() {
+		g.must(200, "POST", base+"/credits/verify", tok, verifyBody(order, "pay_29QQoUBi66xm2f", defaultRazorpaySecret))
+	})
+	order2 := g.buy(user{id: acct, token: tok}, "50")
+	e = call("POST /v1/webhooks/razorpay", acct, func() {
+		if st, b := g.webhook(order2, "pay_29QQoUBi66xm3g", 5000, defaultRazorpayWebhookSecret); st != 200 {
+			t.Fatalf("webhook: %d %s", st, b)
+		}
+	})
+	if e.Actor.Kind != auditlog.ActorSystem {
+		t.Errorf("webhook purchase by %v, want the system", e.Actor)
+	}
+	call("PUT /v1/accounts/{id}/billing_details", acct, func() {
+		g.must(200, "PUT", base+"/billing_details", tok, `{"legal_name":"Aud Pvt Ltd","gstin":"27AAPFU0939F1ZV","address":"Mumbai","state_code":"27"}`)
+	})
+	call("PUT /v1/accounts/{id}/auto_recharge", acct, func() {
+		g.must(200, "PUT", base+"/auto_recharge", tok, `{"enabled":true,"threshold_inr":45,"amount_inr":100}`)
+	})
+	call("POST /v1/leaked-keys", acct, func() {
+		key2 = g.must(201, "POST", base+"/apiKeys", tok, map[string]string{"name": "leaky"})["key"].(string)
+		g.must(200, "POST", "/v1/leaked-keys", "", []map[string]string{{"token": key2, "type": "forii_sdk_key", "url": "https://github.com/x/y"}})
+	})
+	e = call("PATCH /v1/admin/accounts/{id}", acct, func() {
+		g.must(200, "PATCH", "/v1/admin/accounts/"+acct, admin, map[string]string{"plan": "pro"})
+	})
+	if e.Actor != (auditlog.Actor{Kind: auditlog.ActorAdmin, ID: "admin-token"}) || len(e.Changes) != 1 || e.Changes[0].After != "pro" {
+		t.Errorf("admin plan change: %+v", e)
+	}
+	call("POST /v1/password/forgot", acct, func() {
+		g.must(202, "POST", "/v1/password/forgot", "", map[string]string{"email": email})
+	})
+	reset := mailToken(t, mailDir)
+	g.logs.Secret("reset token", reset)
+	call("POST /v1/password/reset", acct, func() {
+		g.must(200, "POST", "/v1/password/reset", "", map[string]string{"token": reset, "password": "a brand new password"})
+	})
+	tok = g.must(201, "POST", "/v1/sessions", "", map[string]string{"email": email, "password": "a brand new password"})["token"].(string)
+	call("POST /v1/accounts/{id}/password", acct, func() {
+		tok = g.must(201, "POST", base+"/password", tok, map[string]string{"current_password": "a brand new password", "new_password": "third password"})["token"].(string)
+	})
+	call("DELETE /v1/sessions", acct, func() { g.must(204, "DELETE", "/v1/sessions", tok, nil) })
+	tok = g.must(201, "POST", "/v1/sessions", "", map[string]string{"email": email, "password": "third password"})["token"].(string)
+	call("DELETE /v1/accounts/{id}", acct, func() {
+		g.must(200, "DELETE", base, tok, map[string]string{"password": "third password"})
+	})
+
+	// Email verification needs a gateway that mails (-smtp).
+	sink := newSMTPSink(t)
+	gv := startGateway(t, "-smtp", sink.ln.Addr().String(), "-smtp-from", "noreply@forii.example")
+	av := openAuditReader(t, gv.db)
+	for i, route := range []string{"GET /v1/verify-email", "POST /v1/verify-email"} {
+		em := fmt.Sprintf("verify%d@example.com", i)
+		gv.must(202, "POST", "/v1/accounts", "", map[string]string{"name": "V", "email": em, "password": pw})
+		msgs := sink.all()
+		vt := tokenRe.FindString(msgs[len(msgs)-1])
+		gv.logs.Secret("verification token", vt)
+		sess := gv.must(201, "POST", "/v1/sessions", "", map[string]string{"email": em, "password": pw})
+		id := sess["account_id"].(string)
+		if strings.HasPrefix(route, "GET") {
+			gv.must(200, "GET", "/v1/verify-email?token="+url.QueryEscape(vt), "", nil)
+		} else {
+			gv.must(200, "POST", "/v1/verify-email", "", map[string]string{"token": vt})
+		}
+		if !slices.ContainsFunc(av.entries(id), func(e auditlog.Entry) bool { return e.Action == "email.verify" }) {
+			t.Errorf("%s recorded no email.verify", route)
+		}
+		seen[route] = true
+	}
+
+	for route, action := range auditedRoutes {
+		if action != "" && !seen[route] {
+			t.Errorf("route %s (%s) was not exercised: add its call to this test", route, action)
+		}
+	}
+	// No entry holds a secret.
+	for _, e := range ar.entries(acct) {
+		s := fmt.Sprintf("%+v", e)
+		for _, secret := range []string{tok, key2, reset, pw, "third password", "a brand new password"} {
+			if secret != "" && strings.Contains(s, secret) {
+				t.Errorf("entry %s holds a secret", e.Action)
+			}
+		}
+	}
+}
