@@ -33,6 +33,7 @@ func routeSeeds(t tenant) map[string][]string {
 		"GET /v1/accounts/{id}/transactions":             {"limit=2&type=debit,grant", "cursor=zz"},
 		"PUT /v1/accounts/{id}/billing_details":          {`{"legal_name":"Acme LLP","gstin":"27AAPFU0939F1ZV","address":"1 Road","state_code":"27"}`, `{"state_code":"29"}`},
 		"GET /v1/accounts/{id}/payments":                 {"limit=5"},
+		"GET /v1/accounts/{id}/audit":                    {"limit=3&action=key.*&actor=session", "since=2026-01-01T00:00:00Z&until=2027-01-01T00:00:00Z&cursor=a1"},
 		"POST /v1/verify-email":                          {`{"token":"klt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`},
 		"GET /v1/verify-email":                           {"token=klt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},
 		"POST /v1/password/forgot":                       {`{"email":"nobody@example.com"}`},
