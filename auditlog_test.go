@@ -204,3 +204,48 @@ func TestAuditLogConcurrent(t *testing.T) {
 		}
 	})
 }
+
+// Concurrent changes of one key are recorded as a consistent chain: two
+// revokes racing record one key.revoke, and renames each show the name
+// just before them.
+func TestAuditLogConcurrentChangesOfOneKey(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, nil)
+		a, _, k := e.signup(t, "race@example.com", "free")
+		ctx := context.Background()
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Go(func() {
+				name := fmt.Sprint("name-", i)
+				if _, err := e.kl.Keys.Update(ctx, a.ID, k.ID, apikey.UpdateParams{Name: &name}); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		for range 8 {
+			wg.Go(func() {
+				if _, err := e.kl.Keys.Revoke(ctx, a.ID, k.ID); err != nil && !errors.Is(err, apikey.ErrRevoked) {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		prev := "test" // the name signup gave it
+		revokes := 0
+		for _, en := range auditActions(t, e, a.ID) {
+			switch en.Action {
+			case "key.update":
+				if len(en.Changes) != 1 || en.Changes[0].Before != prev {
+					t.Fatalf("rename %+v does not follow %q", en.Changes, prev)
+				}
+				prev = en.Changes[0].After
+			case "key.revoke":
+				revokes++
+			}
+		}
+		if revokes != 1 {
+			t.Errorf("%d key.revoke entries for one revocation", revokes)
+		}
+	})
+}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"hash/fnv"
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/keyledger/keyledger/account"
@@ -34,6 +36,20 @@ type auditStore struct {
 	store.Store
 	audit *auditlog.Service
 	log   *slog.Logger
+	// stripes serialise this process's read-modify-write changes of one
+	// row (a key, an account, a ledger policy), so that the "before" an
+	// entry shows is the row just before its own change and two concurrent
+	// revokes of one key record one key.revoke. Management writes only.
+	stripes [64]sync.Mutex
+}
+
+// lock locks the stripe of a row's ID and returns its unlock.
+func (s *auditStore) lock(id string) func() {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	m := &s.stripes[h.Sum32()%uint32(len(s.stripes))]
+	m.Lock()
+	return m.Unlock
 }
 
 // newAuditStore wraps st. keys is the store of the key service: the
@@ -131,6 +147,7 @@ func (s *auditStore) CreateAPIKey(ctx context.Context, k apikey.APIKey, hash [32
 }
 
 func (s *auditStore) UpdateAPIKey(ctx context.Context, accountID, keyID string, u apikey.Update, now time.Time) (apikey.APIKey, error) {
+	defer s.lock(keyID)()
 	before, _ := s.Store.APIKey(ctx, accountID, keyID)
 	after, err := s.Store.UpdateAPIKey(ctx, accountID, keyID, u, now)
 	if err != nil {
@@ -156,6 +173,7 @@ func (s *auditStore) UpdateAPIKey(ctx context.Context, accountID, keyID string, 
 }
 
 func (s *auditStore) RotateAPIKey(ctx context.Context, accountID, keyID string, r apikey.Rotation, now time.Time) (apikey.APIKey, error) {
+	defer s.lock(keyID)()
 	before, _ := s.Store.APIKey(ctx, accountID, keyID)
 	after, err := s.Store.RotateAPIKey(ctx, accountID, keyID, r, now)
 	if err != nil {
@@ -190,6 +208,7 @@ func (s *auditStore) CreateAccount(ctx context.Context, a account.Account, passw
 }
 
 func (s *auditStore) UpdateAccount(ctx context.Context, id string, u account.Update, now time.Time) (account.Account, error) {
+	defer s.lock(id)()
 	before, _ := s.Store.Account(ctx, id)
 	after, err := s.Store.UpdateAccount(ctx, id, u, now)
 	if err != nil {
@@ -217,6 +236,7 @@ func (s *auditStore) SetPasswordHash(ctx context.Context, id, hash string, now t
 }
 
 func (s *auditStore) CloseAccount(ctx context.Context, id string, now time.Time) (account.Account, error) {
+	defer s.lock(id)()
 	before, _ := s.Store.Account(ctx, id)
 	a, err := s.Store.CloseAccount(ctx, id, now)
 	if err != nil {
@@ -294,6 +314,7 @@ func policyDiff(b, a credits.Policy) []auditlog.Change {
 }
 
 func (s *auditStore) SetLedgerPolicy(ctx context.Context, accountID string, p credits.Policy, now time.Time) (credits.Account, error) {
+	defer s.lock("ledger:" + accountID)()
 	before, _ := s.Store.LedgerAccount(ctx, accountID, now)
 	after, err := s.Store.SetLedgerPolicy(ctx, accountID, p, now)
 	if err != nil {
