@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"path/filepath"
 	"slices"
@@ -349,5 +350,61 @@ func TestAuditRoute(t *testing.T) {
 		if tgt := e.(map[string]any)["target"].(map[string]any); tgt["id"] == u.id {
 			t.Errorf("other tenant sees %v", e)
 		}
+	}
+}
+
+// The client address is the connection's unless the peer is a trusted
+// proxy; a forged X-Forwarded-For changes nothing; the user agent is
+// truncated; refused changes record nothing.
+func TestAuditClientAndRefusals(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		args   []string
+		wantIP string
+	}{
+		{"direct", nil, "127.0.0.1"},
+		{"behind a trusted proxy", []string{"-trusted-proxies", "127.0.0.1"}, "203.0.113.50"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g := startGateway(t, c.args...)
+			u := g.signup("Client")
+			o := g.signup("Stranger")
+			req, _ := http.NewRequest("POST", g.base+"/v1/accounts/"+u.id+"/apiKeys", strings.NewReader(`{"name":"via-proxy"}`))
+			req.Header.Set("Authorization", "Bearer "+u.token)
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("X-Forwarded-For", "203.0.113.50")
+			req.Header.Set("User-Agent", strings.Repeat("A", 2000))
+			resp, err := g.c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 201 {
+				t.Fatalf("create key: %d", resp.StatusCode)
+			}
+			e := g.must(200, "GET", "/v1/accounts/"+u.id+"/audit?limit=1", u.token, nil)["data"].([]any)[0].(map[string]any)
+			if e["action"] != "key.create" || e["client_ip"] != c.wantIP || len(e["user_agent"].(string)) != 256 {
+				t.Fatalf("entry: %v", e)
+			}
+			count := func() int {
+				return len(g.must(200, "GET", "/v1/accounts/"+u.id+"/audit?limit=500", u.token, nil)["data"].([]any))
+			}
+			n := count()
+			// Refused: another tenant's key, a wrong password, bad settings, a bad name.
+			g.must(404, "DELETE", "/v1/accounts/"+u.id+"/apiKeys/"+o.keyID, u.token, nil)
+			g.must(404, "DELETE", "/v1/accounts/"+o.id+"/apiKeys/"+o.keyID, u.token, nil)
+			g.must(401, "POST", "/v1/accounts/"+u.id+"/password", u.token, map[string]string{"current_password": "wrong one", "new_password": "another password"})
+			g.must(400, "PUT", "/v1/accounts/"+u.id+"/auto_recharge", u.token, `{"enabled":true}`)
+			g.must(400, "PATCH", "/v1/accounts/"+u.id+"/apiKeys/"+u.keyID, u.token, map[string]string{"name": ""})
+			if got := count(); got != n {
+				t.Fatalf("refused changes recorded: %d entries, was %d", got, n)
+			}
+			// The stranger's log is untouched by the attempts on its key.
+			for _, e := range g.must(200, "GET", "/v1/accounts/"+o.id+"/audit", o.token, nil)["data"].([]any) {
+				if a := e.(map[string]any)["action"]; a == "key.revoke" {
+					t.Fatal("another tenant revoked a key")
+				}
+			}
+		})
 	}
 }
