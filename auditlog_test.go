@@ -164,6 +164,14 @@ func TestAuditLogRecordsManagement(t *testing.T) {
 		if c := byAction["plan.change"].Changes; len(c) != 1 || c[0] != (auditlog.Change{Field: "plan", Before: "free", After: "pro"}) {
 			t.Errorf("plan.change changes %+v", c)
 		}
+		for _, c := range byAction["account.create"].Changes {
+			if (c.Field == "name" || c.Field == "email") && (c.Before != "" || c.After != "") {
+				t.Errorf("account.create keeps personal data: %+v", c)
+			}
+		}
+		if j, _ := json.Marshal(es); strings.Contains(string(j), "asha@example.com") || strings.Contains(string(j), "Asha") {
+			t.Errorf("the closed account's email or name survives in its audit log: %s", j)
+		}
 		if en := byAction["key.revoke"]; en.Target != (auditlog.Target{Type: "key", ID: k.ID}) {
 			t.Errorf("key.revoke target %+v", en.Target)
 		}

@@ -186,8 +186,11 @@ func (s *auditStore) RotateAPIKey(ctx context.Context, accountID, keyID string, 
 
 func accountTarget(id string) auditlog.Target { return auditlog.Target{Type: "account", ID: id} }
 
+// accountDiff lists the fields of an account that changed. Personal data
+// (name, email) appears as changed without its values, so that the audit
+// log does not keep what closing the account scrubs.
 func accountDiff(b, a account.Account) []auditlog.Change {
-	return auditlog.Diff(
+	cs := auditlog.Diff(
 		[3]string{"name", b.Name, a.Name},
 		[3]string{"email", b.Email, a.Email},
 		[3]string{"plan", b.Plan, a.Plan},
@@ -196,6 +199,12 @@ func accountDiff(b, a account.Account) []auditlog.Change {
 		[3]string{"limits", jsonOf(b.Limits), jsonOf(a.Limits)},
 		[3]string{"metadata", jsonOf(b.Metadata), jsonOf(a.Metadata)},
 	)
+	for i := range cs {
+		if cs[i].Field == "name" || cs[i].Field == "email" {
+			cs[i].Before, cs[i].After = "", ""
+		}
+	}
+	return cs
 }
 
 func (s *auditStore) CreateAccount(ctx context.Context, a account.Account, passwordHash string) error {
