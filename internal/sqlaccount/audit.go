@@ -41,7 +41,12 @@ func (l AuditLog) AppendAudit(ctx context.Context, e auditlog.Entry) (auditlog.E
 		e.Target.Type, e.Target.ID, changes, e.ClientIP, e.UserAgent).Scan(&e.Seq)
 	if err != nil {
 		if l.db.Unique(err) {
-			return auditlog.Entry{}, auditlog.ErrDuplicateEntry
+			// The ID is taken (a replay), or seq is: a sequence that lags
+			// the rows, which is a failure, not a duplicate to drop.
+			var one int
+			if l.db.Reader().QueryRow(ctx, `SELECT 1 FROM audit_entries WHERE id = ?`, e.ID).Scan(&one) == nil {
+				return auditlog.Entry{}, auditlog.ErrDuplicateEntry
+			}
 		}
 		return auditlog.Entry{}, l.db.Wrap("AppendAudit", err)
 	}
