@@ -29,6 +29,7 @@ import (
 
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/auditlog"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/errkind"
 	"github.com/keyledger/keyledger/events"
@@ -167,6 +168,9 @@ type Options struct {
 	Usage    *usage.Options
 	// Events configures webhooks and event delivery (Webhooks, Dispatcher).
 	Events *EventOptions
+	// Audit configures the audit log (retention, prune batches); its Now
+	// and Logger are filled from the fields here like the others'.
+	Audit *auditlog.Options
 }
 
 // KeyLedger is the composed library. Its domain services are exported for
@@ -180,9 +184,15 @@ type KeyLedger struct {
 	Keys     *apikey.Service
 	Credits  *credits.Service
 	Usage    *usage.Service
-	Limiter  ratelimit.Limiter
-	Prices   *usage.PriceBook
-	Catalog  *account.Catalog
+	// Audit is the audit log. The facade appends an entry after every
+	// management change made through Accounts, Keys or Credits (see
+	// DESIGN.md, "Audit log"); a host appends its own actions with
+	// Audit.Append, reads with Audit.List and calls Audit.Prune
+	// periodically.
+	Audit   *auditlog.Service
+	Limiter ratelimit.Limiter
+	Prices  *usage.PriceBook
+	Catalog *account.Catalog
 
 	now      func() time.Time
 	log      *slog.Logger
@@ -274,14 +284,22 @@ func New(st store.Store, opts *Options) (*KeyLedger, error) {
 	if m, ok := st.(store.InMemory); ok && m.InMemory() {
 		kl.storeTimeout = -1 // nothing to stall: no timer per call
 	}
-	if kl.Accounts, err = account.NewService(st, &ao); err != nil {
+	auo := derefOr(o.Audit)
+	fill(&auo.Now, &auo.Logger, &o)
+	if kl.Audit, err = auditlog.NewService(st, &auo); err != nil {
+		return nil, fmt.Errorf("%w: audit: %w", ErrInvalidOptions, err)
+	}
+	// The management services write through the audit wrapper; usage
+	// (the hot path only) does not.
+	ast, keyStore := newAuditStore(st, kl.Audit, o.Logger)
+	if kl.Accounts, err = account.NewService(ast, &ao); err != nil {
 		return nil, err
 	}
-	if kl.Keys, err = apikey.NewService(tel.keyStore(st), &ko); err != nil {
+	if kl.Keys, err = apikey.NewService(tel.keyStore(keyStore), &ko); err != nil {
 		return nil, err
 	}
 	kl.webhooks, kl.dispatch = newEvents(st, o.Events, o.Now, o.Logger, &co)
-	if kl.Credits, err = credits.NewService(st, &co); err != nil {
+	if kl.Credits, err = credits.NewService(ast, &co); err != nil {
 		_ = kl.Keys.Close(context.Background())
 		return nil, err
 	}
@@ -416,6 +434,10 @@ func (kl *KeyLedger) accountChanged(ctx context.Context, a account.Account, c ac
 	case c.Closed:
 		err = kl.revokeKeys(ctx, a.ID)
 	case c.Verified:
+		if _, aerr := kl.Audit.Append(context.WithoutCancel(ctx), auditlog.Entry{AccountID: a.ID, Action: auditlog.ActionEmailVerify,
+			Target: auditlog.Target{Type: "account", ID: a.ID}}); aerr != nil {
+			kl.log.ErrorContext(ctx, "keyledger: audit entry not recorded", "action", auditlog.ActionEmailVerify, "account", a.ID, "err", aerr)
+		}
 		err = kl.EnsureLedger(ctx, a)
 	case c.Update.Plan != nil || c.Update.TimeZone != nil:
 		err = kl.syncPolicy(ctx, a)

@@ -21,6 +21,7 @@ import (
 	"github.com/keyledger/keyledger"
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/auditlog"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/internal/fakeclock"
 	"github.com/keyledger/keyledger/internal/pgtest"
@@ -251,6 +252,10 @@ func checkUpgraded(t *testing.T, m upgradeManifest, ds upgradeDataset, st store.
 	}
 	if _, _, err := kl.Keys.Create(ctx, apikey.CreateParams{AccountID: na.ID, Name: "k"}); err != nil {
 		t.Fatal(err)
+	}
+	// The audit log, added after the release, records on the upgraded store.
+	if p, err := kl.Audit.List(ctx, auditlog.Query{AccountID: na.ID}); err != nil || len(p.Entries) == 0 || p.Entries[0].Action != auditlog.ActionKeyCreate {
+		t.Errorf("audit log after the upgrade: %+v %v", p.Entries, err)
 	}
 
 	// A rotated-away secret still works within its grace period.

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/keyledger/keyledger/auditlog"
 	"net"
 	"net/http"
 	"net/url"
@@ -198,6 +199,7 @@ func (h *Handler) authed(fn func(http.ResponseWriter, *http.Request, *viewer) er
 			return
 		}
 		v.csrf = h.csrfToken(h.csrfNonce(w, r), v.Account.ID)
+		r = r.WithContext(auditlog.WithActor(r.Context(), auditlog.Actor{Kind: auditlog.ActorSession, ID: v.Account.ID}))
 		if err := fn(w, r, v); err != nil {
 			h.fail(w, r, v, err)
 		}

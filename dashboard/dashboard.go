@@ -48,6 +48,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"github.com/keyledger/keyledger/auditlog"
 	"html/template"
 	"io/fs"
 	"log/slog"
@@ -108,10 +109,12 @@ const (
 	// SectionBillingDetails edits the customer's tax details (GSTIN, legal
 	// name, address, state); needs Options.BillingDetails.
 	SectionBillingDetails Section = "billing-details"
+	// SectionActivity is the account's audit log: who changed what.
+	SectionActivity Section = "activity"
 )
 
 // allSections is the navigation order.
-var allSections = []Section{SectionKeys, SectionUsage, SectionRequests, SectionBalance, SectionCredits, SectionAutoRecharge, SectionInvoices, SectionBillingDetails, SectionWebhooks}
+var allSections = []Section{SectionKeys, SectionUsage, SectionRequests, SectionBalance, SectionCredits, SectionAutoRecharge, SectionInvoices, SectionBillingDetails, SectionWebhooks, SectionActivity}
 
 // Options configure New. nil means defaults.
 type Options struct {
@@ -231,6 +234,8 @@ type navItem struct {
 var sectionLabels = map[Section]string{
 	SectionKeys: "API keys", SectionUsage: "Usage", SectionRequests: "Requests", SectionBalance: "Balance",
 	SectionCredits: "Buy credits", SectionAutoRecharge: "Auto-recharge", SectionInvoices: "Invoices", SectionBillingDetails: "Billing details", SectionWebhooks: "Webhooks",
+	SectionCredits: "Buy credits", SectionAutoRecharge: "Auto-recharge", SectionInvoices: "Invoices", SectionBillingDetails: "Billing details",
+	SectionActivity: "Activity",
 }
 
 // New returns the dashboard of kl. It returns ErrInvalidOptions for a
@@ -407,6 +412,9 @@ func (h *Handler) routes() {
 		m.HandleFunc("POST /webhooks/{id}/delete", h.authedPost(h.deleteWebhook))
 		m.HandleFunc("POST /webhooks/thresholds", h.authedPost(h.saveThresholds))
 	}
+	if h.sections[SectionActivity] {
+		m.HandleFunc("GET /activity", h.authed(h.activityPage))
+	}
 	if h.sections[SectionInvoices] {
 		m.HandleFunc("GET /invoices", h.authed(h.invoicesPage))
 		m.HandleFunc("GET /invoices/{id}/pdf", h.authed(h.invoicePDF))
@@ -437,6 +445,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u := *r.URL
 	u.Path, u.RawPath = p, ""
 	r2.URL = &u
+	r2 = r2.WithContext(auditlog.WithClient(r.Context(), h.clientAddr(r), r.UserAgent())) // the client of audited changes
 	if r.Body != nil && r.Method == http.MethodPost {
 		r2.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	}

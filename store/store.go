@@ -14,6 +14,7 @@ package store
 import (
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/auditlog"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/usage"
@@ -26,6 +27,7 @@ type Store interface {
 	credits.Store
 	usage.Store
 	events.Store
+	auditlog.Store
 
 	// Close releases the backend's resources. Calls after Close fail.
 	Close() error

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"github.com/keyledger/keyledger/auditlog"
 	"net/http"
 	"strings"
 
@@ -18,6 +19,7 @@ const accountTimeZone = "Asia/Kolkata"
 // api adapts a handler that returns an error.
 func (s *server) api(h func(w http.ResponseWriter, r *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r = r.WithContext(s.auditContext(r)) // the client of every audited change
 		if err := h(w, r); err != nil {
 			s.writeError(w, r, err)
 		}
@@ -42,7 +44,8 @@ func (s *server) owner(h func(w http.ResponseWriter, r *http.Request, acct strin
 			if v.AccountID != r.PathValue("id") {
 				return errNotFound
 			}
-			return h(w, r.WithContext(context.WithValue(r.Context(), callerKeyCtx{}, v)), v.AccountID)
+			ctx := auditlog.WithActor(r.Context(), auditlog.Actor{Kind: auditlog.ActorKey, ID: v.KeyID})
+			return h(w, r.WithContext(context.WithValue(ctx, callerKeyCtx{}, v)), v.AccountID)
 		}
 		sess, err := s.kl.Accounts.VerifySession(r.Context(), account.Secret(tok))
 		if err != nil {
@@ -51,7 +54,8 @@ func (s *server) owner(h func(w http.ResponseWriter, r *http.Request, acct strin
 		if sess.AccountID != r.PathValue("id") {
 			return errNotFound
 		}
-		return h(w, r, sess.AccountID)
+		ctx := auditlog.WithActor(r.Context(), auditlog.Actor{Kind: auditlog.ActorSession, ID: sess.AccountID})
+		return h(w, r.WithContext(ctx), sess.AccountID)
 	})
 }
 

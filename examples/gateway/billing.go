@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/keyledger/keyledger/auditlog"
 	"net/http"
 	"strings"
 
@@ -48,6 +49,8 @@ func (s *server) createOrder(w http.ResponseWriter, r *http.Request, acct string
 	if err != nil {
 		return err
 	}
+	s.appendAudit(r.Context(), acct, "credits.order_create", auditlog.Target{Type: "order", ID: o.ID},
+		auditlog.Change{Field: "amount_inr", After: inr(o.Amount).String()})
 	out := map[string]any{
 		"order_id": o.ID, "amount_inr": inr(o.Amount), "amount": int64(o.Amount), "currency": razorpay.Currency, "key_id": s.rzpKeyID,
 	}

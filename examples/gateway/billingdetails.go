@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"github.com/keyledger/keyledger/auditlog"
 	"net/http"
 	"strings"
 	"unicode/utf8"
@@ -98,6 +99,7 @@ func (s *server) putBillingDetails(w http.ResponseWriter, r *http.Request, acct 
 	if err := s.bill.saveBillingDetails(r.Context(), acct, d, s.now().UnixNano()); err != nil {
 		return err
 	}
+	s.appendAudit(r.Context(), acct, "billing_details.update", auditlog.Target{Type: "billing_details", ID: acct})
 	writeJSON(w, http.StatusOK, d)
 	return nil
 }

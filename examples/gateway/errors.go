@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"github.com/keyledger/keyledger/auditlog"
 	"net/http"
 	"strings"
 	"time"
@@ -105,6 +106,8 @@ var errorTable = []apiErr{
 	{events.ErrTooManyEndpoints, 400, "too_many_webhooks", "An account has at most 10 webhook endpoints: delete one first."},
 	{events.ErrInvalidThreshold, 400, "invalid_request", "low_balance_inr takes at most 5 distinct positive amounts."},
 	{events.ErrNotFound, 404, "webhook_not_found", "No such webhook endpoint."},
+	{auditlog.ErrInvalidCursor, 400, "invalid_request", "Invalid cursor."},
+	{auditlog.ErrInvalidQuery, 400, "invalid_request", "Invalid audit query: since must not be after until."},
 }
 
 // classify finds the table row of err.

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"github.com/keyledger/keyledger/auditlog"
 	"net/http"
 	"time"
 
@@ -159,7 +160,7 @@ func (s *server) admin(h func(w http.ResponseWriter, r *http.Request) error) htt
 		if !ok || s.adminToken == "" || subtle.ConstantTimeCompare(want[:], got[:]) != 1 {
 			return errNotFound
 		}
-		return h(w, r)
+		return h(w, r.WithContext(auditlog.WithActor(r.Context(), auditlog.Actor{Kind: auditlog.ActorAdmin, ID: "admin-token"})))
 	})
 }
 

@@ -369,6 +369,10 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 	closers = append(closers, kl.Close)
 	srv.kl = kl
 	closers = append(closers, srv.startDispatcher(ctx)) // stopped before kl closes
+	pctx, stopPrune := context.WithCancel(context.WithoutCancel(ctx))
+	pruned := make(chan struct{})
+	go func() { defer close(pruned); srv.pruneAuditLoop(pctx, auditPruneInterval) }()
+	closers = append(closers, func(context.Context) error { stopPrune(); <-pruned; return nil })
 	if err := srv.setupAbuse(c.abuse); err != nil {
 		return nil, nil, err
 	}

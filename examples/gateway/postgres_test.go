@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -57,6 +58,14 @@ func TestPostgres(t *testing.T) {
 	i0 := inv[0].(map[string]any)
 	if i0["number"] != want1 || num(t, i0["amount_inr"]).String() != "500" {
 		t.Fatalf("invoice: %v, want number %s", i0, want1)
+	}
+	// The audit log is shared too: b lists what a and b recorded, in order.
+	var actions []string
+	for _, e := range b.must(200, "GET", "/v1/accounts/"+u.id+"/audit", u.token, nil)["data"].([]any) {
+		actions = append(actions, e.(map[string]any)["action"].(string))
+	}
+	if got := strings.Join(actions, " "); got != "credits.purchase credits.order_create key.create session.create credits.grant account.create" {
+		t.Fatalf("audit log on PostgreSQL: %s", got)
 	}
 	st, h, pdf := b.do("GET", i0["url"].(string), u.token, nil)
 	if st != 200 || h.Get("Content-Type") != "application/pdf" || !bytes.HasPrefix(pdf, []byte("%PDF-")) {

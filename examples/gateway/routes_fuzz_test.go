@@ -36,6 +36,7 @@ func routeSeeds(t tenant) map[string][]string {
 		"POST /v1/accounts/{id}/webhooks":                {`{"url":"https://93.184.216.34/hook","description":"alerts"}`, `{"url":"http://127.0.0.1:1/x"}`},
 		"PUT /v1/accounts/{id}/alert_thresholds":         {`{"low_balance_inr":["100","10.50"]}`, `{"low_balance_inr":[]}`},
 		"GET /v1/accounts/{id}/webhooks/deliveries":      {"limit=3"},
+		"GET /v1/accounts/{id}/audit":                    {"limit=3&action=key.*&actor=session", "since=2026-01-01T00:00:00Z&until=2027-01-01T00:00:00Z&cursor=a1"},
 		"POST /v1/verify-email":                          {`{"token":"klt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`},
 		"GET /v1/verify-email":                           {"token=klt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},
 		"POST /v1/password/forgot":                       {`{"email":"nobody@example.com"}`},

@@ -104,6 +104,7 @@ func (s *server) routes() []route {
 		{"POST", "/v1/accounts/{id}/password", s.owner(s.changePassword)},
 		{"DELETE", "/v1/accounts/{id}", s.owner(s.closeAccount)},
 		{"PATCH", "/v1/admin/accounts/{id}", s.admin(s.adminUpdateAccount)},
+		{"GET", "/v1/accounts/{id}/audit", s.owner(s.listAudit)},
 
 		{"GET", "/inference/v1/models", s.inferenceAuth(http.HandlerFunc(s.listModels))},
 		{"POST", "/inference/v1/chat/completions", s.readInferenceBody(inference(http.HandlerFunc(s.chatCompletions)))},

@@ -18,10 +18,14 @@
 //	credits grant|adjust -account ID -amount X -reason R [-idempotency-key K]
 //	balance -account ID
 //	usage -account ID [-from YYYY-MM-DD -to YYYY-MM-DD -group-by date,model,key,endpoint]
+//	audit -account ID [-action A|prefix.*] [-actor kind[:id]] [-since T] [-until T] [-limit N] [-cursor C]
 //	migrate -from-db FILE -to-postgres DSN [-batch N]   (copy SQLite into PostgreSQL, resumable, verified)
 //
 // The profile sets the key formats, ID prefixes, ledger unit and plans, so
 // that what keyctl creates is what the profile's server accepts.
+//
+// keyctl's own changes are recorded in the account's audit log with the
+// actor admin:cli.
 package main
 
 import (
@@ -41,6 +45,7 @@ import (
 	"github.com/keyledger/keyledger"
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/auditlog"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/examples/internal/profiles"
 	"github.com/keyledger/keyledger/examples/internal/server"
@@ -80,6 +85,7 @@ commands:
   credits grant|adjust -account ID -amount X -reason R [-idempotency-key K] [-expires RFC3339]
   balance -account ID
   usage -account ID [-from YYYY-MM-DD] [-to YYYY-MM-DD] [-group-by date,model,key,endpoint]
+  audit -account ID [-action A|prefix.*] [-actor kind[:id]] [-since RFC3339] [-until RFC3339] [-limit N] [-cursor C]
 
   keyctl migrate -from-db FILE -to-postgres DSN [-batch N]
 `
@@ -124,7 +130,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "keyctl:", err)
 		return exitError
 	}
-	err = exec(ctx)
+	// Every change keyctl makes is the operator's: the audit log says so.
+	err = exec(auditlog.WithActor(ctx, auditlog.Actor{Kind: auditlog.ActorAdmin, ID: "cli"}))
 	if cerr := c.close(); err == nil {
 		err = cerr
 	}
@@ -190,6 +197,7 @@ func lookup(args []string) (command, bool) {
 	one := map[string]func(*cli, []string) (func(context.Context) error, error){
 		"balance": (*cli).balance,
 		"usage":   (*cli).usage,
+		"audit":   (*cli).audit,
 	}
 	two := map[string]func(*cli, []string) (func(context.Context) error, error){
 		"account create":   (*cli).accountCreate,
@@ -594,5 +602,51 @@ func (c *cli) balance(args []string) (func(context.Context) error, error) {
 			return err
 		}
 		return c.print(a)
+	}, nil
+}
+
+// audit lists an account's audit log, newest first, one page.
+func (c *cli) audit(args []string) (func(context.Context) error, error) {
+	fs := c.flags("audit")
+	acct := fs.String("account", "", "account ID")
+	action := fs.String("action", "", "action (key.create) or prefix (key.*)")
+	actor := fs.String("actor", "", "session, key, admin or system, optionally :id")
+	since := fs.String("since", "", "RFC 3339 time, inclusive")
+	until := fs.String("until", "", "RFC 3339 time, exclusive")
+	limit := fs.Int("limit", 50, "entries per page, 1-500")
+	cursor := fs.String("cursor", "", "next_cursor of the previous page")
+	pos, err := parse(fs, args)
+	if err == nil {
+		err = errors.Join(noArgs("audit", pos), required("account", *acct))
+	}
+	if err != nil {
+		return nil, err
+	}
+	q := auditlog.Query{AccountID: *acct, Action: *action, Cursor: *cursor, Limit: *limit}
+	if *limit < 1 || *limit > 500 {
+		return nil, fmt.Errorf("%w: -limit must be 1-500", errUsage)
+	}
+	if *actor != "" {
+		if q.Actor, err = auditlog.ParseActor(*actor); err != nil {
+			return nil, fmt.Errorf("%w: -actor must be session, key, admin or system, optionally :id", errUsage)
+		}
+	}
+	for _, t := range []struct {
+		name, v string
+		to      *time.Time
+	}{{"since", *since, &q.Since}, {"until", *until, &q.Until}} {
+		if t.v == "" {
+			continue
+		}
+		if *t.to, err = time.Parse(time.RFC3339, t.v); err != nil {
+			return nil, fmt.Errorf("%w: -%s must be an RFC 3339 time", errUsage, t.name)
+		}
+	}
+	return func(ctx context.Context) error {
+		p, err := c.kl.Audit.List(ctx, q)
+		if err != nil {
+			return err
+		}
+		return c.print(p)
 	}, nil
 }

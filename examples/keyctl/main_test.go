@@ -265,3 +265,37 @@ func TestKeyScopesFlag(t *testing.T) {
 		t.Fatal("unknown scope accepted")
 	}
 }
+
+// keyctl's changes are in the audit log as admin:cli; keyctl audit lists
+// and filters them.
+func TestAudit(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "k.db")
+	g := []string{"-db", db}
+	a := ok(t, append(g, "account", "create", "-name", "Ada", "-email", "ada@example.com")...)
+	id := a["id"].(string)
+	k := ok(t, append(g, "key", "create", "-account", id, "-name", "ci")...)
+	ok(t, append(g, "key", "revoke", "-account", id, k["api_key"].(map[string]any)["id"].(string))...)
+	ok(t, append(g, "credits", "grant", "-account", id, "-amount", "10", "-reason", "goodwill")...)
+
+	out := ok(t, append(g, "audit", "-account", id)...)
+	var actions []string
+	for _, e := range out["data"].([]any) {
+		m := e.(map[string]any)
+		actions = append(actions, m["action"].(string))
+		if actor := m["actor"].(map[string]any); actor["kind"] != "admin" || actor["id"] != "cli" {
+			t.Errorf("%s by %v, want admin:cli", m["action"], actor)
+		}
+	}
+	// Newest first; the sign-up grant is keyctl's too (it ran the signup).
+	if strings.Join(actions, " ") != "credits.grant key.revoke key.create credits.grant account.create" {
+		t.Fatalf("actions %v", actions)
+	}
+	if got := ok(t, append(g, "audit", "-account", id, "-action", "key.*", "-limit", "1")...); len(got["data"].([]any)) != 1 || got["next_cursor"] == nil {
+		t.Fatalf("filtered page %v", got)
+	}
+	for _, bad := range [][]string{{"-limit", "0"}, {"-actor", "root"}, {"-since", "yesterday"}} {
+		if code, _, _ := ctl(t, append(append(g, "audit", "-account", id), bad...)...); code != exitUsage {
+			t.Errorf("audit %v: exit %d, want %d", bad, code, exitUsage)
+		}
+	}
+}

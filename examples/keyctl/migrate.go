@@ -25,8 +25,8 @@ import (
 )
 
 // keyctl migrate: the move from one host to many. It copies a SQLite
-// database — keyledger's tables (schema version 6: accounts, sessions,
-// one-time tokens, closed emails, keys, ledger, usage) and the gateway's
+// database — keyledger's tables (accounts, sessions, one-time tokens,
+// closed emails, keys, ledger, usage, the audit log) and the gateway's
 // gw_* billing tables — into
 // an empty PostgreSQL database (or schema), exactly, at the SQL level:
 // every table in primary-key order, in batches, each batch inserted in one
@@ -80,6 +80,9 @@ type table struct {
 	dstCols []column
 	// ddl creates it in the target if missing (optional tables only).
 	ddl string
+	// after runs on the target once the table is copied (and again on a
+	// resumed run): audit_entries moves its identity past the copied seqs.
+	after string
 }
 
 func cols(spec string) []column {
@@ -157,6 +160,9 @@ var migrationTables = []table{
 			"cached_prompt_tokens:i cache_write_tokens:i reasoning_tokens:i cost:m")},
 	{name: "usage_ops", key: []string{"key", "account_id"},
 		cols: cols("key account_id fingerprint:b record_id hold_id created_at:i")},
+	{name: "audit_entries", key: []string{"seq"},
+		cols:  cols("seq:i id account_id at:i actor_kind actor_id action target_type target_id changes client_ip user_agent"),
+		after: `SELECT setval(pg_get_serial_sequence('audit_entries', 'seq'), coalesce(max(seq), 0) + 1, false) FROM audit_entries`},
 	{name: "gw_orders", key: []string{"order_id"}, optional: true, ddl: gwOrdersDDL,
 		cols: cols("order_id account_id amount_paise:i currency receipt status payment_id entry_id created_at:i paid_at:i")},
 	{name: "gw_invoice_seq", key: []string{"fy"}, optional: true, ddl: gwSeqDDL,
@@ -298,6 +304,11 @@ func migrate(ctx context.Context, from, to string, opts *migrateOptions) (*migra
 		}
 		if err := m.copyTable(ctx, t); err != nil {
 			return nil, fmt.Errorf("copy %s: %w", t.name, err)
+		}
+		if t.after != "" {
+			if _, err := dst.Exec(ctx, t.after); err != nil {
+				return nil, fmt.Errorf("copy %s: target: %w", t.name, err)
+			}
 		}
 	}
 	if _, err := dst.Exec(ctx, `UPDATE keyctl_migration SET finished_at = $1 WHERE source = $2`, time.Now().UnixNano(), m.fingerprint); err != nil {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/keyledger/keyledger/auditlog"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -413,6 +414,12 @@ func TestMigrateSQLiteToPostgres(t *testing.T) {
 		}
 		if _, err := kl.Credits.Release(ctx, g.activeHold); err != nil {
 			t.Fatalf("the copied hold: %v", err)
+		}
+		// The copied audit log continues: a new entry (the verification
+		// above) is appended after the copied ones, not dropped.
+		p, err := kl.Audit.List(ctx, auditlog.Query{AccountID: g.accountID, Limit: 500})
+		if err != nil || len(p.Entries) < 2 || p.Entries[0].Action != auditlog.ActionEmailVerify || p.Entries[len(p.Entries)-1].Action != auditlog.ActionAccountCreate {
+			t.Fatalf("audit log on the copy: %+v %v", p.Entries, err)
 		}
 	}
 	if closed, err := kl.Accounts.EmailClosed(ctx, "gone@example.com"); err != nil || !closed {

@@ -25,7 +25,7 @@ func (s *api) newDashboard() (*dashboard.Handler, error) {
 	return dashboard.New(s.kl, &dashboard.Options{
 		BasePath: dashboardPath, ProductName: "OpenRush", Currency: "credits", Now: s.now, Logger: s.log,
 		Sections: []dashboard.Section{dashboard.SectionKeys, dashboard.SectionUsage, dashboard.SectionRequests,
-			dashboard.SectionBalance, dashboard.SectionCredits},
+			dashboard.SectionBalance, dashboard.SectionCredits, dashboard.SectionActivity},
 		Payments: p,
 	})
 }

@@ -11,7 +11,7 @@ import (
 const module = "github.com/keyledger/keyledger"
 
 // domains are the pure packages; each is checked if it exists yet.
-var domains = []string{"account", "apikey", "credits", "usage", "ratelimit", "events"}
+var domains = []string{"account", "apikey", "credits", "usage", "ratelimit", "events", "auditlog"}
 
 // allowed are the non-standard import path prefixes a domain may depend on.
 var allowed = []string{

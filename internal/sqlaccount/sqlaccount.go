@@ -3,7 +3,7 @@
 // placeholders), the row codecs and the logic of account.Store and
 // account.LifecycleStore (read-modify-write of an account in one
 // transaction, closure with its scrub, token consumption by DELETE …
-// RETURNING). A backend supplies a DB — its connections, its write
+// RETURNING), and the audit log (audit.go). A backend supplies a DB — its connections, its write
 // transaction and its error classification — and embeds the Accounts. It
 // imports no driver.
 package sqlaccount

@@ -35,6 +35,7 @@ type Store struct {
 	ledger     *ledgers             // credits; locked separately (see credits.go)
 	usage      *usageData           // usage; locked per account (see usage.go)
 	outbox     *outboxData          // events (events.go); its lock is taken last
+	audit      *auditData           // audit log; locked separately (see audit.go)
 }
 
 type accountRow struct {
@@ -56,6 +57,7 @@ func New() *Store {
 		keyIDs:     make(map[string][]string),
 		ledger:     newLedgers(),
 		usage:      newUsageData(maphash.MakeSeed()),
+		audit:      newAuditData(),
 	}
 	s.outbox = newOutbox()
 	s.ledger.outbox = s.outbox

@@ -181,6 +181,7 @@ type Store struct {
 	// the accounts, sessions and lifecycle operations (account.go)
 	sqlaccount.Accounts
 	sqlevents.Events // the event outbox, endpoints, thresholds (internal/sqlevents)
+	sqlaccount.AuditLog
 
 	pool *pgxpool.Pool
 	cfg  *pgxpool.Config // for the listener's own connection
@@ -213,6 +214,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	s.Engine = sqlledger.New(ledgerDB{s})
 	s.Accounts = sqlaccount.New(accountDB{s}, sqlaccount.Dialect{EmailIs: `lower(email) = lower(?)`, Lock: ` FOR UPDATE`})
 	s.Events = sqlevents.New(accountDB{s}, sqlevents.Dialect{SkipLocked: ` FOR UPDATE SKIP LOCKED`})
+	s.AuditLog = sqlaccount.NewAuditLog(accountDB{s})
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("pgstore: connect: %w", err)

@@ -117,6 +117,7 @@ type Store struct {
 	// the accounts, sessions and lifecycle operations (account.go)
 	sqlaccount.Accounts
 	sqlevents.Events // the event outbox, endpoints, thresholds (internal/sqlevents)
+	sqlaccount.AuditLog
 
 	lw, lr *ledgerStmts // prepared ledger and usage statements on w and r (credits.go)
 	mw     *multiStmts  // multi-row statements on w (multirow.go)
@@ -190,6 +191,7 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 	s.Engine = sqlledger.New(ledgerDB{s})
 	s.Accounts = sqlaccount.New(accountDB{s}, sqlaccount.Dialect{EmailIs: `email = ?`})
 	s.Events = sqlevents.New(accountDB{s}, sqlevents.Dialect{})
+	s.AuditLog = sqlaccount.NewAuditLog(accountDB{s})
 	if err := s.migrateRetrying(ctx, o.BusyTimeout); err != nil {
 		w.Close()
 		lock.close()

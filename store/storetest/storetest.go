@@ -35,6 +35,7 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 	t.Run("KeyLimits", func(t *testing.T) { runKeyLimits(t, newStore) })
 	t.Run("Usage", func(t *testing.T) { runUsage(t, newStore) })
 	t.Run("Events", func(t *testing.T) { runEvents(t, newStore) })
+	t.Run("Audit", func(t *testing.T) { runAudit(t, newStore) })
 }
 
 // Bench runs the shared benchmarks against the backend.

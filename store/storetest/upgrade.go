@@ -22,6 +22,7 @@ var UpgradeTokenPartsSQL = []string{
 	`DROP TABLE webhook_deliveries`,
 	`DROP TABLE webhook_endpoints`,
 	`DROP TABLE outbox_events`,
+	`DROP TABLE IF EXISTS audit_entries`, // migration 0011
 	`ALTER TABLE usage_records DROP COLUMN cached_prompt_tokens`,
 	`ALTER TABLE usage_records DROP COLUMN cache_write_tokens`,
 	`ALTER TABLE usage_records DROP COLUMN reasoning_tokens`,

@@ -1,0 +1,98 @@
+package auditlog_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/keyledger/keyledger/auditlog"
+	"github.com/keyledger/keyledger/store/memstore"
+)
+
+func TestAppendTruncatesClientText(t *testing.T) {
+	svc, err := auditlog.NewService(memstore.New(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := auditlog.WithClient(context.Background(), "198.51.100.1", strings.Repeat("é", 400)+"\xff")
+	e, err := svc.Append(ctx, auditlog.Entry{AccountID: "acct_1", Action: "key.update",
+		Changes: []auditlog.Change{{Field: "name", Before: strings.Repeat("x", 2000), After: "y"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(e.UserAgent) > auditlog.MaxUserAgentLen || !utf8.ValidString(e.UserAgent) ||
+		len(e.Changes[0].Before) != auditlog.MaxValueLen {
+		t.Errorf("not truncated: ua %d bytes, before %d bytes", len(e.UserAgent), len(e.Changes[0].Before))
+	}
+	if e.Actor.Kind != auditlog.ActorSystem {
+		t.Errorf("actor %v, want the system by default", e.Actor)
+	}
+}
+
+func TestNewServiceRejectsBadOptions(t *testing.T) {
+	for _, o := range []*auditlog.Options{{Retention: -time.Hour}, {PruneBatch: -1}, {PruneMaxBatches: -1}} {
+		if _, err := auditlog.NewService(memstore.New(), o); err == nil {
+			t.Errorf("NewService(%+v) accepted", o)
+		}
+	}
+	if _, err := auditlog.NewService(nil, nil); err == nil {
+		t.Error("nil store accepted")
+	}
+}
+
+// FuzzParseActor: any text parses to a valid actor or ErrInvalidQuery, and
+// a parsed actor prints back to what was parsed.
+func FuzzParseActor(f *testing.F) {
+	for _, s := range []string{"", "key", "key:key_1", "admin:cli", "root", ":", "session:" + strings.Repeat("a", 200)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := auditlog.ParseActor(s)
+		if err != nil {
+			if !errors.Is(err, auditlog.ErrInvalidQuery) {
+				t.Fatalf("ParseActor(%q) = %v", s, err)
+			}
+			return
+		}
+		if a.String() != strings.TrimSuffix(s, ":") && a.String() != s {
+			t.Fatalf("ParseActor(%q) = %v", s, a)
+		}
+	})
+}
+
+// FuzzList: any cursor, action and actor text from a client gives a page
+// or an invalid-input error, never a failure or another account's entry.
+func FuzzList(f *testing.F) {
+	f.Add("", "key.*", "key:key_1", 10)
+	f.Add("a1", "key.create", "", 0)
+	f.Add("zz", "", "root", -5)
+	f.Add("a"+strings.Repeat("z", 20), ".*", "admin", 600)
+	st := memstore.New()
+	svc, _ := auditlog.NewService(st, nil)
+	ctx := context.Background()
+	for i := range 5 {
+		acc := []string{"acct_a", "acct_b"}[i%2]
+		_, _ = svc.Append(auditlog.WithActor(ctx, auditlog.Actor{Kind: auditlog.ActorKey, ID: "key_1"}), auditlog.Entry{AccountID: acc, Action: "key.create"})
+	}
+	f.Fuzz(func(t *testing.T, cursor, action, actor string, limit int) {
+		q := auditlog.Query{AccountID: "acct_a", Cursor: cursor, Action: action, Limit: limit}
+		if a, err := auditlog.ParseActor(actor); err == nil {
+			q.Actor = a
+		}
+		p, err := svc.List(ctx, q)
+		if err != nil {
+			if !errors.Is(err, auditlog.ErrInvalidCursor) && !errors.Is(err, auditlog.ErrInvalidQuery) {
+				t.Fatalf("List: %v", err)
+			}
+			return
+		}
+		for _, e := range p.Entries {
+			if e.AccountID != "acct_a" {
+				t.Fatalf("another account's entry: %+v", e)
+			}
+		}
+	})
+}
