@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shopspring/decimal"
+
+	"github.com/keyledger/keyledger"
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/auditlog"
@@ -254,6 +257,77 @@ func TestAuditLogConcurrentChangesOfOneKey(t *testing.T) {
 		}
 		if revokes != 1 {
 			t.Errorf("%d key.revoke entries for one revocation", revokes)
+		}
+	})
+}
+
+// Key spend limits, key rate limits, webhook endpoints and alert thresholds
+// changed through the facade are recorded by the library on every backend,
+// without the endpoint's signing secret; failed changes are not recorded.
+func TestAuditLogLimitsAndWebhooks(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, nil)
+		a, _, k := e.signup(t, "limits@example.com", "free")
+		ctx := auditlog.WithActor(context.Background(), auditlog.Actor{Kind: auditlog.ActorSession, ID: a.ID})
+		n0 := len(auditActions(t, e, a.ID))
+
+		if _, err := e.kl.SetKeySpendLimit(ctx, a.ID, k.ID, &keyledger.SpendLimit{Amount: credits.AmountFromInt(5), Period: credits.PeriodDay}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.kl.SetKeySpendLimit(ctx, a.ID, k.ID, &keyledger.SpendLimit{Amount: credits.AmountFromInt(5), Period: credits.PeriodDay}); err != nil {
+			t.Fatal(err) // unchanged: not recorded again
+		}
+		if _, err := e.kl.SetKeySpendLimit(ctx, a.ID, k.ID, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.kl.SetKeyRateLimits(ctx, a.ID, k.ID, apikey.RateLimits{RequestsPerMinute: 3}); err != nil {
+			t.Fatal(err)
+		}
+		wh := e.kl.Webhooks()
+		ep, err := wh.CreateEndpoint(ctx, a.ID, "https://93.184.216.34/hook", "alerts")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := wh.CreateEndpoint(ctx, a.ID, "https://127.0.0.1/hook", "refused"); err == nil {
+			t.Fatal("loopback endpoint accepted")
+		}
+		if _, err := wh.SetAlertThresholds(ctx, a.ID, []decimal.Decimal{decimal.NewFromInt(100), decimal.NewFromInt(10)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := wh.DeleteEndpoint(ctx, a.ID, ep.ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := wh.DeleteEndpoint(ctx, a.ID, ep.ID); err == nil {
+			t.Fatal("second delete succeeded")
+		}
+
+		es := auditActions(t, e, a.ID)[n0:]
+		want := "[key.spend_limit key.spend_limit key.update webhook.create alerts.update webhook.delete]"
+		if got := fmt.Sprint(actionsOf(es)); got != want {
+			t.Fatalf("actions\n got %v\nwant %s", got, want)
+		}
+		if c := es[0].Changes; len(c) != 1 || c[0] != (auditlog.Change{Field: "spend_limit", After: "5 per day"}) || es[0].Target.ID != k.ID {
+			t.Errorf("set limit: %+v", es[0])
+		}
+		if c := es[1].Changes; len(c) != 1 || c[0] != (auditlog.Change{Field: "spend_limit", Before: "5 per day"}) {
+			t.Errorf("remove limit: %+v", es[1])
+		}
+		if c := es[2].Changes; len(c) != 1 || c[0].Field != "rate_limits" || !strings.Contains(c[0].After, `"requests_per_minute":3`) {
+			t.Errorf("rate limits: %+v", es[2])
+		}
+		if es[3].Target != (auditlog.Target{Type: "webhook", ID: ep.ID}) || es[5].Target != es[3].Target {
+			t.Errorf("webhook targets: %+v %+v", es[3].Target, es[5].Target)
+		}
+		if c := es[4].Changes; len(c) != 1 || c[0] != (auditlog.Change{Field: "low_balance", After: "100,10"}) {
+			t.Errorf("thresholds: %+v", es[4])
+		}
+		for _, en := range es {
+			if en.Actor != (auditlog.Actor{Kind: auditlog.ActorSession, ID: a.ID}) {
+				t.Errorf("%s by %v", en.Action, en.Actor)
+			}
+			if j, _ := json.Marshal(en); strings.Contains(string(j), ep.Secret) {
+				t.Errorf("%s holds the webhook secret", en.Action)
+			}
 		}
 	})
 }

@@ -11,10 +11,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shopspring/decimal"
+
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/auditlog"
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/internal/storewrap"
 	"github.com/keyledger/keyledger/store"
 )
@@ -134,6 +137,7 @@ func keyDiff(b, a apikey.APIKey) []auditlog.Change {
 		[3]string{"expires_at", timeText(b.ExpiresAt), timeText(a.ExpiresAt)},
 		[3]string{"grace_until", timeText(b.GraceUntil), timeText(a.GraceUntil)},
 		[3]string{"metadata", jsonOf(b.Metadata), jsonOf(a.Metadata)},
+		[3]string{"rate_limits", jsonOf(b.RateLimits), jsonOf(a.RateLimits)},
 	)
 }
 
@@ -356,6 +360,90 @@ func (s *auditStore) LedgerCredit(ctx context.Context, now time.Time, r credits.
 	s.record(ctx, auditlog.Entry{ID: "aud_" + e.ID, AccountID: e.AccountID, Action: auditlog.ActionCreditsPrefix + string(e.Type),
 		Target: auditlog.Target{Type: "ledger_entry", ID: e.ID}, Changes: changes})
 	return e, nil
+}
+
+// keySpendText is a key's spend limit as the audit log shows it: "5 per
+// day", or "" for none.
+func keySpendText(k credits.KeySpend, ok bool) string {
+	if !ok || k.Period == "" {
+		return ""
+	}
+	return k.Limit.String() + " per " + string(k.Period)
+}
+
+// findKeySpend returns the key's limit in a, and false if it has none.
+func findKeySpend(a credits.Account, keyID string) (credits.KeySpend, bool) {
+	for _, k := range a.Keys {
+		if k.KeyID == keyID {
+			return k, true
+		}
+	}
+	return credits.KeySpend{}, false
+}
+
+func (s *auditStore) SetKeyLimit(ctx context.Context, accountID, keyID string, limit credits.Amount, p credits.Period, now time.Time) (credits.KeySpend, error) {
+	defer s.lock("ledger:" + accountID)()
+	before, _ := s.Store.LedgerAccount(ctx, accountID, now)
+	after, err := s.Store.SetKeyLimit(ctx, accountID, keyID, limit, p, now)
+	if err != nil {
+		return after, err
+	}
+	b, bok := findKeySpend(before, keyID)
+	if changes := auditlog.Diff([3]string{"spend_limit", keySpendText(b, bok), keySpendText(after, p != "")}); len(changes) > 0 {
+		s.record(ctx, auditlog.Entry{AccountID: accountID, Action: auditlog.ActionKeySpendLimit,
+			Target: keyTarget(keyID), Changes: changes})
+	}
+	return after, nil
+}
+
+// CreateWebhookEndpoint records the endpoint's URL and description; its
+// signing secret is never a field.
+func (s *auditStore) CreateWebhookEndpoint(ctx context.Context, e events.Endpoint, max int) error {
+	if err := s.Store.CreateWebhookEndpoint(ctx, e, max); err != nil {
+		return err
+	}
+	s.record(ctx, auditlog.Entry{AccountID: e.AccountID, Action: auditlog.ActionWebhookCreate,
+		Target: auditlog.Target{Type: "webhook", ID: e.ID}, Changes: auditlog.Diff(
+			[3]string{"url", "", e.URL}, [3]string{"description", "", e.Description})})
+	return nil
+}
+
+func (s *auditStore) DeleteWebhookEndpoint(ctx context.Context, accountID, id string) error {
+	var url string
+	if eps, err := s.Store.WebhookEndpoints(ctx, accountID); err == nil {
+		for _, e := range eps {
+			if e.ID == id {
+				url = e.URL
+			}
+		}
+	}
+	if err := s.Store.DeleteWebhookEndpoint(ctx, accountID, id); err != nil {
+		return err
+	}
+	s.record(ctx, auditlog.Entry{AccountID: accountID, Action: auditlog.ActionWebhookDelete,
+		Target: auditlog.Target{Type: "webhook", ID: id}, Changes: auditlog.Diff([3]string{"url", url, ""})})
+	return nil
+}
+
+func decimalsText(l []decimal.Decimal) string {
+	s := make([]string, len(l))
+	for i, d := range l {
+		s[i] = d.String()
+	}
+	return listText(s)
+}
+
+func (s *auditStore) SetAlertThresholds(ctx context.Context, accountID string, low []decimal.Decimal) error {
+	defer s.lock("alerts:" + accountID)()
+	before, _ := s.Store.AlertThresholds(ctx, accountID)
+	if err := s.Store.SetAlertThresholds(ctx, accountID, low); err != nil {
+		return err
+	}
+	if changes := auditlog.Diff([3]string{"low_balance", decimalsText(before), decimalsText(low)}); len(changes) > 0 {
+		s.record(ctx, auditlog.Entry{AccountID: accountID, Action: auditlog.ActionAlertsUpdate,
+			Target: auditlog.Target{Type: "alerts", ID: accountID}, Changes: changes})
+	}
+	return nil
 }
 
 // InMemory forwards the capability (see store.InMemory).

@@ -298,7 +298,7 @@ func New(st store.Store, opts *Options) (*KeyLedger, error) {
 	if kl.Keys, err = apikey.NewService(tel.keyStore(keyStore), &ko); err != nil {
 		return nil, err
 	}
-	kl.webhooks, kl.dispatch = newEvents(st, o.Events, o.Now, o.Logger, &co)
+	kl.webhooks, kl.dispatch = newEvents(st, ast, o.Events, o.Now, o.Logger, &co)
 	if kl.Credits, err = credits.NewService(ast, &co); err != nil {
 		_ = kl.Keys.Close(context.Background())
 		return nil, err

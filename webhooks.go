@@ -89,13 +89,15 @@ func (d *Dispatcher) Wake() {
 
 // newEvents builds the webhook service and the dispatcher, and chains the
 // recharge-failure event into co (the recharge has no transaction of its
-// own to write it in, so it is appended on its own).
-func newEvents(st store.Store, eo *EventOptions, now func() time.Time, log *slog.Logger, co *credits.Options) (*events.Service, *Dispatcher) {
+// own to write it in, so it is appended on its own). The service manages
+// endpoints and thresholds through managed (the audited store); the
+// dispatcher drains st's outbox.
+func newEvents(st store.Store, managed events.Store, eo *EventOptions, now func() time.Time, log *slog.Logger, co *credits.Options) (*events.Service, *Dispatcher) {
 	var o EventOptions
 	if eo != nil {
 		o = *eo
 	}
-	svc := events.NewService(st, &events.Options{Now: now, Allow: o.Allow, LookupIP: o.LookupIP})
+	svc := events.NewService(managed, &events.Options{Now: now, Allow: o.Allow, LookupIP: o.LookupIP})
 	d := &Dispatcher{}
 	if ob, ok := st.(outbox.Store); ok {
 		d.d = outbox.New(ob, outbox.Options{

@@ -294,6 +294,10 @@ const (
 	ActionKeyExpire       = "key.expire"
 	ActionKeyRotate       = "key.rotate"
 	ActionCreditsPolicy   = "credits.policy_change"
+	ActionKeySpendLimit   = "key.spend_limit"
+	ActionWebhookCreate   = "webhook.create"
+	ActionWebhookDelete   = "webhook.delete"
+	ActionAlertsUpdate    = "alerts.update"
 	// Credits are "credits." + the entry type: credits.grant,
 	// credits.purchase, credits.refund, credits.adjustment.
 	ActionCreditsPrefix = "credits."

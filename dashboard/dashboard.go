@@ -234,7 +234,6 @@ type navItem struct {
 var sectionLabels = map[Section]string{
 	SectionKeys: "API keys", SectionUsage: "Usage", SectionRequests: "Requests", SectionBalance: "Balance",
 	SectionCredits: "Buy credits", SectionAutoRecharge: "Auto-recharge", SectionInvoices: "Invoices", SectionBillingDetails: "Billing details", SectionWebhooks: "Webhooks",
-	SectionCredits: "Buy credits", SectionAutoRecharge: "Auto-recharge", SectionInvoices: "Invoices", SectionBillingDetails: "Billing details",
 	SectionActivity: "Activity",
 }
 

@@ -43,6 +43,9 @@ var auditedRoutes = map[string]string{
 	"POST /v1/accounts/{id}/password":                "password.change",
 	"DELETE /v1/accounts/{id}":                       "account.close",
 	"PATCH /v1/admin/accounts/{id}":                  "plan.change",
+	"POST /v1/accounts/{id}/webhooks":                "webhook.create",
+	"DELETE /v1/accounts/{id}/webhooks/{webhook_id}": "webhook.delete",
+	"PUT /v1/accounts/{id}/alert_thresholds":         "alerts.update",
 	"POST /inference/v1/chat/completions":            "",
 }
 
@@ -154,7 +157,7 @@ func TestAuditEveryMutatingRoute(t *testing.T) {
 	}
 	const pw = "correct horse battery"
 	email := "audited@example.com"
-	var tok, keyID, key2 string
+	var tok, keyID, key2, hookSecret string
 	// Sign-up: the account does not exist before, so look after.
 	a := g.must(201, "POST", "/v1/accounts", "", map[string]string{"name": "Aud", "email": email, "password": pw})
 	acct := a["id"].(string)
@@ -182,6 +185,31 @@ func TestAuditEveryMutatingRoute(t *testing.T) {
 	call("POST /v1/accounts/{id}/apiKeys/{key_id}/rotate", acct, func() {
 		g.must(200, "POST", base+"/apiKeys/"+keyID+"/rotate", tok, map[string]any{"grace_seconds": 0})
 	})
+	// A PATCH that sets only the spend limit records key.spend_limit with
+	// the limit before and after.
+	before := len(ar.entries(acct))
+	g.must(200, "PATCH", base+"/apiKeys/"+keyID, tok, `{"spend_limit":{"amount_inr":"5.00","period":"day"}}`)
+	if es := ar.entries(acct); len(es) != before+1 || es[0].Action != "key.spend_limit" || es[0].Target.ID != keyID ||
+		len(es[0].Changes) != 1 || es[0].Changes[0].Before != "" || es[0].Changes[0].After != "5 per day" {
+		t.Errorf("spend limit entries: %+v", es[:len(es)-before])
+	}
+	var hookID string
+	e = call("POST /v1/accounts/{id}/webhooks", acct, func() {
+		h := g.must(201, "POST", base+"/webhooks", tok, map[string]string{"url": "https://93.184.216.34/hook", "description": "alerts"})
+		hookID, hookSecret = h["id"].(string), h["secret"].(string)
+	})
+	if e.Target.ID != hookID || !strings.Contains(fmt.Sprint(e.Changes), "https://93.184.216.34/hook") {
+		t.Errorf("webhook.create entry: %+v", e)
+	}
+	call("DELETE /v1/accounts/{id}/webhooks/{webhook_id}", acct, func() {
+		g.must(200, "DELETE", base+"/webhooks/"+hookID, tok, nil)
+	})
+	e = call("PUT /v1/accounts/{id}/alert_thresholds", acct, func() {
+		g.must(200, "PUT", base+"/alert_thresholds", tok, `{"low_balance_inr":["100","10"]}`)
+	})
+	if len(e.Changes) != 1 || e.Changes[0].After != "100,10" {
+		t.Errorf("alerts.update entry: %+v", e)
+	}
 	call("DELETE /v1/accounts/{id}/apiKeys/{key_id}", acct, func() {
 		g.must(200, "DELETE", base+"/apiKeys/"+keyID, tok, nil)
 	})
@@ -264,7 +292,7 @@ func TestAuditEveryMutatingRoute(t *testing.T) {
 	// No entry holds a secret.
 	for _, e := range ar.entries(acct) {
 		s := fmt.Sprintf("%+v", e)
-		for _, secret := range []string{tok, key2, reset, pw, "third password", "a brand new password"} {
+		for _, secret := range []string{tok, key2, hookSecret, reset, pw, "third password", "a brand new password"} {
 			if secret != "" && strings.Contains(s, secret) {
 				t.Errorf("entry %s holds a secret", e.Action)
 			}
