@@ -118,16 +118,6 @@ func (st *AccountState) advanceKeys(now time.Time) bool {
 	return rolled
 }
 
-// keysDue reports whether a key's period has ended by now.
-func (st *AccountState) keysDue(now time.Time) bool {
-	for i := range st.Keys {
-		if e := st.Keys[i].End; !e.IsZero() && !now.Before(e) {
-			return true
-		}
-	}
-	return false
-}
-
 // setEpochs gives the keys that rolled (Epoch −1) the current Version.
 func (st *AccountState) setEpochs() {
 	for i := range st.Keys {

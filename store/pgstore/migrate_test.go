@@ -162,3 +162,23 @@ func TestUpgradeFromVersion6TokenParts(t *testing.T) {
 		t.Fatalf("%d migrations recorded, want %d", n, pgstore.LatestVersion())
 	}
 }
+
+// A database from before the per-key limits migration opens and is
+// upgraded in place (see storetest.CheckKeyLimitsAfterUpgrade).
+func TestUpgradeToKeyLimits(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	st := open(t, dsn, nil)
+	storetest.SeedLedgerBeforeKeyLimits(t, st)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	exec(t, dsn, storetest.UpgradeKeyLimitsSQL...)
+	st = open(t, dsn, nil)
+	defer st.Close()
+	storetest.CheckKeyLimitsAfterUpgrade(t, st)
+	var n int
+	query(t, dsn, `SELECT count(*) FROM schema_migrations`, &n)
+	if n != pgstore.LatestVersion() {
+		t.Fatalf("%d migrations recorded, want %d", n, pgstore.LatestVersion())
+	}
+}

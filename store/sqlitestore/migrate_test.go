@@ -162,3 +162,33 @@ func TestUpgradeFromVersion6TokenParts(t *testing.T) {
 	defer st.Close()
 	storetest.CheckUsageAfterUpgrade(t, st)
 }
+
+// A database from before the per-key limits migration opens and is
+// upgraded in place: accounts read without key limits, old holds settle,
+// and limits can be set and are enforced.
+func TestUpgradeToKeyLimits(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "v8.db")
+	st, err := sqlitestore.Open(ctx, path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	storetest.SeedLedgerBeforeKeyLimits(t, st)
+	st.Close()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range storetest.UpgradeKeyLimitsSQL {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+	st, err = sqlitestore.Open(ctx, path, nil)
+	if err != nil {
+		t.Fatalf("open a database from before key limits: %v", err)
+	}
+	defer st.Close()
+	storetest.CheckKeyLimitsAfterUpgrade(t, st)
+}

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -10,19 +11,41 @@ import (
 	"github.com/keyledger/keyledger/usage"
 )
 
-// UpgradeTokenPartsSQL lists the statements that turn a database of the
-// current schema back into one of schema version 6 (before migration
-// 0008 added token parts and the applied price), in the order to run them:
-// both SQL backends drop the same columns.
-var UpgradeTokenPartsSQL = []string{
-	// Migration 0010 (events).
+// upgradeDropLaterSQL drops what the migrations after key_limits added
+// (0010 events, 0011 audit), so that a downgrade below either can rerun
+// them.
+var upgradeDropLaterSQL = []string{
 	`DROP INDEX api_keys_expiring`,
 	`DROP TABLE key_expiry_notices`,
 	`DROP TABLE alert_thresholds`,
 	`DROP TABLE webhook_deliveries`,
 	`DROP TABLE webhook_endpoints`,
 	`DROP TABLE outbox_events`,
-	`DROP TABLE IF EXISTS audit_entries`, // migration 0011
+	`DROP TABLE audit_entries`,
+}
+
+// upgradeDropKeyLimitsSQL drops the columns of the per-key limits migration.
+var upgradeDropKeyLimitsSQL = []string{
+	`ALTER TABLE credit_accounts DROP COLUMN key_limits`,
+	`ALTER TABLE credit_holds DROP COLUMN key_id`,
+	`ALTER TABLE credit_holds DROP COLUMN key_epoch`,
+	`ALTER TABLE api_keys DROP COLUMN rate_limits`,
+}
+
+// UpgradeKeyLimitsSQL lists the statements that turn a database of the
+// current schema back into one from before the per-key limits migration
+// (key_limits.sql), later migrations' tables first: both SQL backends run
+// the same statements. The migration is named, not numbered, so that
+// renumbering it changes nothing here.
+var UpgradeKeyLimitsSQL = concatSQL(upgradeDropLaterSQL, upgradeDropKeyLimitsSQL, []string{
+	`DELETE FROM schema_migrations WHERE version >= (SELECT version FROM schema_migrations WHERE name LIKE '%key_limits%')`,
+})
+
+// UpgradeTokenPartsSQL lists the statements that turn a database of the
+// current schema back into one of schema version 6 (before migration
+// 0008 added token parts and the applied price), in the order to run them:
+// both SQL backends drop the same tables and columns.
+var UpgradeTokenPartsSQL = concatSQL(upgradeDropLaterSQL, upgradeDropKeyLimitsSQL, []string{
 	`ALTER TABLE usage_records DROP COLUMN cached_prompt_tokens`,
 	`ALTER TABLE usage_records DROP COLUMN cache_write_tokens`,
 	`ALTER TABLE usage_records DROP COLUMN reasoning_tokens`,
@@ -31,6 +54,14 @@ var UpgradeTokenPartsSQL = []string{
 	`ALTER TABLE usage_rollups DROP COLUMN cache_write_tokens`,
 	`ALTER TABLE usage_rollups DROP COLUMN reasoning_tokens`,
 	`DELETE FROM schema_migrations WHERE version > 6`,
+})
+
+func concatSQL(parts ...[]string) []string {
+	var out []string
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
 }
 
 var upgradeDay = time.Date(2026, 3, 1, 9, 30, 0, 0, time.UTC)
@@ -115,5 +146,57 @@ func CheckUsageAfterUpgrade(t *testing.T, st store.Store) {
 	}
 	if got := pg.Records; !got[0].PriceFrom.Equal(from) && !got[1].PriceFrom.Equal(from) {
 		t.Fatalf("new record's price version lost: %+v", got)
+	}
+}
+
+// SeedLedgerBeforeKeyLimits opens an account with an active hold and a
+// key, as a database from before the per-key limits migration holds them.
+// Run UpgradeKeyLimitsSQL on the database after closing st, reopen it and
+// call CheckKeyLimitsAfterUpgrade.
+func SeedLedgerBeforeKeyLimits(t *testing.T, st store.Store) {
+	t.Helper()
+	ctx := context.Background()
+	led, _ := upgradeServices(t, st)
+	if _, err := led.Open(ctx, "acct_kl", credits.Policy{TimeZone: "Asia/Kolkata"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := led.Purchase(ctx, credits.CreditParams{AccountID: "acct_kl", Amount: credits.AmountFromInt(10), IdempotencyKey: "fund"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := led.Reserve(ctx, credits.ReserveParams{AccountID: "acct_kl", Amount: credits.AmountFromInt(2), TTL: time.Hour, IdempotencyKey: "old-hold"}); err != nil {
+		t.Fatal(err)
+	}
+	_ = led.Close(ctx)
+}
+
+// CheckKeyLimitsAfterUpgrade checks a database seeded by
+// SeedLedgerBeforeKeyLimits and upgraded: the account reads without key
+// limits, its old hold (no key) settles, and a key limit can be set and
+// is enforced.
+func CheckKeyLimitsAfterUpgrade(t *testing.T, st store.Store) {
+	t.Helper()
+	ctx := context.Background()
+	led, _ := upgradeServices(t, st)
+	a, err := led.Account(ctx, "acct_kl")
+	if err != nil || len(a.Keys) != 0 || !a.Held.Equal(credits.AmountFromInt(2)) {
+		t.Fatalf("account after upgrade: %+v %v", a, err)
+	}
+	h, err := led.Reserve(ctx, credits.ReserveParams{AccountID: "acct_kl", Amount: credits.AmountFromInt(2), TTL: time.Hour, IdempotencyKey: "old-hold"})
+	if err != nil || h.KeyID != "" || h.KeyEpoch != 0 {
+		t.Fatalf("old hold after upgrade: %+v %v", h, err)
+	}
+	if _, err := led.SetKeyLimit(ctx, "acct_kl", "key_1", credits.AmountFromInt(3), credits.PeriodDay); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := led.Settle(ctx, credits.SettleParams{HoldID: h.ID, Actual: credits.AmountFromInt(1)}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = led.Reserve(ctx, credits.ReserveParams{AccountID: "acct_kl", KeyID: "key_1", Amount: credits.AmountFromInt(4), TTL: time.Hour, IdempotencyKey: "new-hold"})
+	if !errors.Is(err, credits.ErrKeyLimitExceeded) {
+		t.Fatalf("key limit after upgrade: %v", err)
+	}
+	ks, ok, err := led.KeySpend(ctx, "acct_kl", "key_1")
+	if err != nil || !ok || !ks.Remaining.Equal(credits.AmountFromInt(3)) {
+		t.Fatalf("key spend after upgrade: %+v %v %v", ks, ok, err)
 	}
 }
