@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -261,4 +262,87 @@ func TestWebhookSSRF(t *testing.T) {
 func itoa(n int) string {
 	b, _ := json.Marshal(n)
 	return string(b)
+}
+
+// An auto-recharge writes recharge.succeeded in the purchase's transaction;
+// one whose payment fails writes recharge.failed (no transaction of its
+// own to join: appended after the failure), and the host's own
+// OnRechargeError still runs.
+func TestRechargeEvents(t *testing.T) {
+	var fail atomic.Bool
+	hostErr := make(chan error, 4)
+	done := make(chan struct{}, 4)
+	e := newEnvWith(t, backends[0], func(o *keyledger.Options) {
+		o.Credits = &credits.Options{
+			Recharger: func(context.Context, credits.RechargeRequest) (credits.RechargeResult, error) {
+				defer func() { done <- struct{}{} }()
+				if fail.Load() {
+					return credits.RechargeResult{}, errors.New("card declined")
+				}
+				return credits.RechargeResult{Reference: "pay_auto_1"}, nil
+			},
+			OnRechargeError: func(_ credits.RechargeRequest, err error) { hostErr <- err },
+		}
+	})
+	ctx := context.Background()
+	a, err := e.kl.Signup(ctx, account.CreateParams{Name: "R", Email: "r@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := credits.Policy{AutoRecharge: credits.AutoRecharge{Enabled: true, Threshold: credits.NewAmount(d("20")), Amount: credits.NewAmount(d("100"))}}
+	if _, err := e.kl.Credits.SetPolicy(ctx, a.ID, p); err != nil {
+		t.Fatal(err)
+	}
+	debit := func(key, amount string) {
+		t.Helper()
+		if _, err := e.kl.Credits.Debit(ctx, credits.DebitParams{AccountID: a.ID, Amount: credits.NewAmount(d(amount)), IdempotencyKey: key}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	debit("d1", "40") // 50 → 10: below 20, a recharge that succeeds
+	<-done
+	fail.Store(true)
+	debit("d2", "100") // 110 → 10: below again, a recharge that fails
+	<-done
+	if err := <-hostErr; err == nil {
+		t.Fatal("host OnRechargeError got no error")
+	}
+	var got []events.Type
+	_ = e.kl.Close(ctx) // waits for the recharge goroutines
+	hookStore := e.st
+	ob := collectAll(t, hookStore)
+	for _, ev := range ob {
+		if ev.AccountID == a.ID {
+			got = append(got, ev.Type)
+		}
+	}
+	want := []events.Type{events.RechargeSucceeded, events.RechargeFailed}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events %v, want %v", got, want)
+	}
+}
+
+// collectAll drains st's outbox with a dispatcher of its own.
+func collectAll(t *testing.T, st store.Store) []events.Event {
+	t.Helper()
+	var got []events.Event
+	kl, err := keyledger.New(st, &keyledger.Options{Accounts: &account.Options{Argon2: fastArgon},
+		Events: &keyledger.EventOptions{Hook: func(_ context.Context, e events.Event) error {
+			got = append(got, e)
+			return nil
+		}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kl.Close(context.Background())
+	for range 100 {
+		n, err := kl.Dispatcher().RunOnce(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	return got
 }

@@ -167,3 +167,24 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("pending event after prune: %+v", p)
 	}
 }
+
+// A receiver that never answers costs one Timeout per attempt, recorded as
+// "timeout"; the dispatcher does not wait for it.
+func TestDeliveryTimeout(t *testing.T) {
+	release := make(chan struct{})
+	st, acct, clk, g := setup(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer close(release)
+	d := outbox.New(st, outbox.Options{Now: clk.Now, Guard: g, Timeout: 50 * time.Millisecond})
+	if n, err := d.RunOnce(context.Background()); err != nil || n != 1 {
+		t.Fatalf("RunOnce = %d, %v", n, err)
+	}
+	log, _ := st.WebhookDeliveries(context.Background(), acct, 10)
+	if len(log) != 1 || log[0].Error != "timeout" || log[0].StatusCode != 0 {
+		t.Fatalf("log %+v", log)
+	}
+}

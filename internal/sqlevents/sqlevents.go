@@ -41,9 +41,6 @@ func New(db sqlaccount.DB, d Dialect) Events {
 	return Events{db: db, d: d, ids: id.NewGenerator(nil)}
 }
 
-// NewEventID returns a new event ID.
-func (s Events) NewEventID() string { return s.ids.New("evt_") }
-
 // InsertEvent is the statement that writes one event (id, account_id,
 // type, created_at, data); backends run it in their own transactions.
 const InsertEvent = `INSERT INTO outbox_events (id, account_id, type, created_at, data) VALUES (?, ?, ?, ?, ?)`
@@ -67,12 +64,14 @@ func Insert(ctx context.Context, c sqlaccount.Conn, evs ...events.Event) error {
 	return nil
 }
 
-// KeyEvent writes the event of type t about k on c; "" writes nothing.
-func (s Events) KeyEvent(ctx context.Context, c sqlaccount.Conn, t events.Type, k apikey.APIKey, now time.Time) error {
+// KeyEvent writes the event of type t about k on c, with an ID from s;
+// "" writes nothing. (A function, not a method, so that the backends that
+// embed Events do not export it.)
+func KeyEvent(ctx context.Context, s *Events, c sqlaccount.Conn, t events.Type, k apikey.APIKey, now time.Time) error {
 	if t == "" {
 		return nil
 	}
-	return Insert(ctx, c, outbox.KeyEvent(s.NewEventID(), t, k, now))
+	return Insert(ctx, c, outbox.KeyEvent(s.ids.New("evt_"), t, k, now))
 }
 
 func nanos(t time.Time) int64 {
@@ -305,7 +304,7 @@ func (s Events) NoticeExpiringKeys(ctx context.Context, now, until time.Time, li
 			if c == 0 {
 				return nil // another process noticed it first; it writes the event
 			}
-			if err := s.KeyEvent(ctx, tx, events.KeyExpiring, k, now); err != nil {
+			if err := KeyEvent(ctx, &s, tx, events.KeyExpiring, k, now); err != nil {
 				return s.db.Wrap(op, err)
 			}
 			n++

@@ -12,6 +12,7 @@ import (
 	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/internal/outbox"
 	"github.com/keyledger/keyledger/internal/sqlaccount"
+	"github.com/keyledger/keyledger/internal/sqlevents"
 	"github.com/keyledger/keyledger/internal/sqlrow"
 )
 
@@ -65,7 +66,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, k apikey.APIKey, hash [32]byte
 			return apikey.ErrAccountNotFound
 		}
 		if err == nil { // the event commits with the key (transactional outbox)
-			err = s.Events.KeyEvent(ctx, accountConn{tx}, events.KeyCreated, k, k.CreatedAt)
+			err = sqlevents.KeyEvent(ctx, &s.Events, accountConn{tx}, events.KeyCreated, k, k.CreatedAt)
 		}
 		return wrap("create api key", err)
 	})
@@ -146,7 +147,7 @@ func (s *Store) UpdateAPIKey(ctx context.Context, accountID, keyID string, u api
 			out.Name, models, scopes, string(out.Status), metadata, sqlaccount.ToNullNanos(out.ExpiresAt), toNanos(now), grace, keyID, rl); err != nil {
 			return wrap("update api key", err)
 		}
-		if err := s.Events.KeyEvent(ctx, accountConn{tx}, outbox.UpdateEvent(k, out), out, now); err != nil {
+		if err := sqlevents.KeyEvent(ctx, &s.Events, accountConn{tx}, outbox.UpdateEvent(k, out), out, now); err != nil {
 			return wrap("update api key", err)
 		}
 		return s.notifyKey(ctx, tx, keyID)
@@ -173,7 +174,7 @@ func (s *Store) RotateAPIKey(ctx context.Context, accountID, keyID string, r api
 			grace, r.Hash[:], out.Hint, toNanos(now), keyID); err != nil {
 			return wrap("rotate api key", err)
 		}
-		if err := s.Events.KeyEvent(ctx, accountConn{tx}, events.KeyRotated, out, now); err != nil {
+		if err := sqlevents.KeyEvent(ctx, &s.Events, accountConn{tx}, events.KeyRotated, out, now); err != nil {
 			return wrap("rotate api key", err)
 		}
 		return s.notifyKey(ctx, tx, keyID)

@@ -11,6 +11,7 @@ import (
 	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/internal/outbox"
 	"github.com/keyledger/keyledger/internal/sqlaccount"
+	"github.com/keyledger/keyledger/internal/sqlevents"
 	"github.com/keyledger/keyledger/internal/sqlrow"
 )
 
@@ -64,7 +65,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, k apikey.APIKey, hash [32]byte
 			return apikey.ErrAccountNotFound
 		}
 		if err == nil { // the event commits with the key (transactional outbox)
-			err = s.Events.KeyEvent(ctx, accountConn{tx}, events.KeyCreated, k, k.CreatedAt)
+			err = sqlevents.KeyEvent(ctx, &s.Events, accountConn{tx}, events.KeyCreated, k, k.CreatedAt)
 		}
 		return wrap("create api key", err)
 	})
@@ -144,7 +145,7 @@ func (s *Store) UpdateAPIKey(ctx context.Context, accountID, keyID string, u api
 			rate_limits = ? WHERE id = ?`,
 			out.Name, models, scopes, out.Status, metadata, toNullNanos(out.ExpiresAt), toNanos(now), grace, grace, rl, keyID)
 		if err == nil {
-			err = s.Events.KeyEvent(ctx, accountConn{tx}, outbox.UpdateEvent(k, out), out, now)
+			err = sqlevents.KeyEvent(ctx, &s.Events, accountConn{tx}, outbox.UpdateEvent(k, out), out, now)
 		}
 		return wrap("update api key", err)
 	})
@@ -168,7 +169,7 @@ func (s *Store) RotateAPIKey(ctx context.Context, accountID, keyID string, r api
 			prev_until = ?, hash = ?, hint = ?, rotated_at = ?, updated_at = ? WHERE id = ?`,
 			grace, grace, r.Hash[:], out.Hint, toNanos(now), toNanos(now), keyID)
 		if err == nil {
-			err = s.Events.KeyEvent(ctx, accountConn{tx}, events.KeyRotated, out, now)
+			err = sqlevents.KeyEvent(ctx, &s.Events, accountConn{tx}, events.KeyRotated, out, now)
 		}
 		return wrap("rotate api key", err)
 	})
