@@ -1,10 +1,12 @@
 package keyledger_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/auditlog"
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/store/memstore"
 )
 
 // auditActions lists an account's audit entries, oldest first.
@@ -330,4 +333,42 @@ func TestAuditLogLimitsAndWebhooks(t *testing.T) {
 			}
 		}
 	})
+}
+
+// failingAudit is a store whose audit appends fail.
+type failingAudit struct{ *memstore.Store }
+
+func (failingAudit) AppendAudit(context.Context, auditlog.Entry) (auditlog.Entry, error) {
+	return auditlog.Entry{}, errors.New("audit table unavailable")
+}
+
+// A failed audit append does not undo or fail the change it records: the
+// change has committed. It is logged, without secrets.
+func TestAuditAppendFailureIsLogged(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	kl, err := keyledger.New(failingAudit{memstore.New()}, &keyledger.Options{Logger: log, Accounts: &account.Options{Argon2: fastArgon}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kl.Close(context.Background())
+	ctx := context.Background()
+	a, err := kl.Signup(ctx, account.CreateParams{Name: "F", Email: "f@example.com", Password: "a long password"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, k, err := kl.Keys.Create(ctx, apikey.CreateParams{AccountID: a.ID, Name: "k"})
+	if err != nil {
+		t.Fatalf("the change failed with its audit append: %v", err)
+	}
+	if _, err := kl.Keys.Verify(ctx, raw); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	if !strings.Contains(out, "audit entry not recorded") || !strings.Contains(out, "key.create") || !strings.Contains(out, k.ID) {
+		t.Fatalf("log: %s", out)
+	}
+	if strings.Contains(out, string(raw)) || strings.Contains(out, "a long password") {
+		t.Fatalf("a secret reached the log: %s", out)
+	}
 }

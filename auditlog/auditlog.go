@@ -32,6 +32,8 @@ var (
 	// ErrDuplicateEntry reports an Entry whose ID the store already holds
 	// (an action recorded once already, such as a replayed credit).
 	ErrDuplicateEntry = errkind.New(errkind.Conflict, "auditlog: duplicate entry")
+	// ErrInvalidOptions reports unusable Options or a nil Store.
+	ErrInvalidOptions = errkind.New(errkind.Invalid, "auditlog: invalid options")
 	// ErrInvalidCursor reports a cursor List did not issue.
 	ErrInvalidCursor = errkind.New(errkind.Invalid, "auditlog: invalid cursor")
 	// ErrInvalidQuery reports a filter that cannot match (an unknown actor

@@ -61,7 +61,7 @@ func NewService(st Store, opts *Options) (*Service, error) {
 		o.PruneMaxBatches = 100
 	}
 	if st == nil || o.Retention < 0 || o.PruneBatch < 0 || o.PruneMaxBatches < 0 {
-		return nil, fmt.Errorf("auditlog: %w: a store and non-negative retention and batches are required", ErrInvalidQuery)
+		return nil, fmt.Errorf("%w: a store and non-negative retention and batches are required", ErrInvalidOptions)
 	}
 	return &Service{st: st, now: o.Now, log: o.Logger, ids: id.NewGenerator(o.Now), keep: o.Retention,
 		batch: o.PruneBatch, batches: o.PruneMaxBatches}, nil
@@ -122,15 +122,16 @@ func (s *Service) List(ctx context.Context, q Query) (Page, error) {
 	if p, ok := strings.CutSuffix(q.Action, ".*"); ok {
 		sq.Action, sq.ActionPrefix = p+".", true
 	}
-	entries, err := s.st.ListAudit(ctx, StoreQuery{AccountID: sq.AccountID, Action: sq.Action, ActionPrefix: sq.ActionPrefix,
-		Actor: sq.Actor, Since: sq.Since, Until: sq.Until, BeforeSeq: sq.BeforeSeq, Limit: sq.Limit + 1})
+	limit := sq.Limit
+	sq.Limit++ // one more tells whether there is a next page
+	entries, err := s.st.ListAudit(ctx, sq)
 	if err != nil {
 		return Page{}, err
 	}
 	p := Page{Entries: entries}
-	if len(entries) > sq.Limit {
-		p.Entries = entries[:sq.Limit]
-		p.NextCursor = encodeCursor(p.Entries[sq.Limit-1].Seq)
+	if len(entries) > limit {
+		p.Entries = entries[:limit]
+		p.NextCursor = encodeCursor(p.Entries[limit-1].Seq)
 	}
 	if p.Entries == nil {
 		p.Entries = []Entry{}
