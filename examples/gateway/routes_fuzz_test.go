@@ -153,7 +153,8 @@ func TestCrossTenantIDsAreNotFound(t *testing.T) {
 		return g.serve(method, path, "", "Bearer "+a.token, body)
 	}
 	// A's session, B's account (and B's key or invoice).
-	bIDs := map[string]string{"id": b.id, "key_id": b.spareKeyID, "invoice_id": b.invoiceID}
+	bHook := g.must(t, 201, "POST", "/v1/accounts/"+b.id+"/webhooks", b.token, `{"url":"https://93.184.216.34/hook"}`)
+	bIDs := map[string]string{"id": b.id, "key_id": b.spareKeyID, "invoice_id": b.invoiceID, "webhook_id": bHook["id"].(string)}
 	if n := e2e.CrossTenant(t, patterns, globalRoutes, bIDs, asA); n < 15 {
 		t.Fatalf("only %d tenant routes found", n)
 	}

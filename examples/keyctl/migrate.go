@@ -81,7 +81,8 @@ type table struct {
 	// ddl creates it in the target if missing (optional tables only).
 	ddl string
 	// after runs on the target once the table is copied (and again on a
-	// resumed run): audit_entries moves its identity past the copied seqs.
+	// resumed run): tables with an identity column (audit_entries,
+	// outbox_events, webhook_deliveries) move it past the copied seqs.
 	after string
 }
 
@@ -163,6 +164,18 @@ var migrationTables = []table{
 	{name: "audit_entries", key: []string{"seq"},
 		cols:  cols("seq:i id account_id at:i actor_kind actor_id action target_type target_id changes client_ip user_agent"),
 		after: `SELECT setval(pg_get_serial_sequence('audit_entries', 'seq'), coalesce(max(seq), 0) + 1, false) FROM audit_entries`},
+	{name: "outbox_events", key: []string{"seq"},
+		cols:  cols("seq:i id account_id type created_at:i data state:i attempts:i next_at:i lease_until:i claim done finished_at:i"),
+		after: `SELECT setval(pg_get_serial_sequence('outbox_events', 'seq'), coalesce(max(seq), 0) + 1, false) FROM outbox_events`},
+	{name: "webhook_endpoints", key: []string{"id"},
+		cols: cols("id account_id url secret description created_at:i")},
+	{name: "webhook_deliveries", key: []string{"seq"},
+		cols:  cols("seq:i event_id account_id event_type endpoint_id attempt:i status_code:i error duration_ns:i at:i"),
+		after: `SELECT setval(pg_get_serial_sequence('webhook_deliveries', 'seq'), coalesce(max(seq), 0) + 1, false) FROM webhook_deliveries`},
+	{name: "alert_thresholds", key: []string{"account_id"},
+		cols: cols("account_id low_balance")},
+	{name: "key_expiry_notices", key: []string{"key_id"},
+		cols: cols("key_id expires_at:i")},
 	{name: "gw_orders", key: []string{"order_id"}, optional: true, ddl: gwOrdersDDL,
 		cols: cols("order_id account_id amount_paise:i currency receipt status payment_id entry_id created_at:i paid_at:i")},
 	{name: "gw_invoice_seq", key: []string{"fy"}, optional: true, ddl: gwSeqDDL,

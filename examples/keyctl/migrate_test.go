@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/keyledger/keyledger/auditlog"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -23,6 +25,7 @@ import (
 	"github.com/keyledger/keyledger"
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/auditlog"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/internal/pgtest"
 	"github.com/keyledger/keyledger/store"
@@ -62,7 +65,8 @@ func migrationOptions(t *testing.T) *keyledger.Options {
 	}
 	return &keyledger.Options{Prices: pb, Logger: slog.New(slog.DiscardHandler), HoldTTL: 24 * time.Hour,
 		Accounts: &account.Options{Argon2: account.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1, KeyLen: 32, SaltLen: 16}, Mailer: &tokenMailer{}},
-		Keys:     &apikey.Options{LastUsedInterval: -1}}
+		Keys:     &apikey.Options{LastUsedInterval: -1},
+		Events:   &keyledger.EventOptions{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}}
 }
 
 // generated is what the test remembers of the generated data.
@@ -105,6 +109,10 @@ func generate(t *testing.T, path string, accounts int) []generated {
 	if err != nil {
 		t.Fatal(err)
 	}
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer receiver.Close()
 	var out []generated
 	for i := range accounts {
 		g := generated{email: fmt.Sprintf("mover%d@example.com", i), password: "correct horse battery " + fmt.Sprint(i)}
@@ -144,6 +152,17 @@ func generate(t *testing.T, path string, accounts int) []generated {
 			t.Fatal(err)
 		}
 		if _, err := kl.Keys.Revoke(ctx, a.ID, rev.ID); err != nil {
+			t.Fatal(err)
+		}
+		// Events: an endpoint, thresholds, and a key that expires soon
+		// (the dispatcher's scan notes it).
+		if _, err := kl.Webhooks().CreateEndpoint(ctx, a.ID, receiver.URL+"/hook", "mover"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kl.Webhooks().SetAlertThresholds(ctx, a.ID, []decimal.Decimal{decimal.NewFromInt(500), decimal.NewFromInt(50)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := kl.Keys.Create(ctx, apikey.CreateParams{AccountID: a.ID, Name: "soon", ExpiresAt: time.Now().Add(72 * time.Hour)}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := kl.Credits.Grant(ctx, credits.CreditParams{AccountID: a.ID, Amount: credits.NewAmount(decimal.RequireFromString("12.34")),
@@ -187,6 +206,17 @@ func generate(t *testing.T, path string, accounts int) []generated {
 			t.Fatal(err)
 		}
 		out = append(out, g)
+	}
+	// Deliver what is pending so far; later events stay in the outbox.
+	for range 50 {
+		if n, err := kl.Dispatcher().RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		} else if n == 0 {
+			break
+		}
+	}
+	if _, err := kl.Credits.Grant(ctx, credits.CreditParams{AccountID: out[0].accountID, Amount: credits.AmountFromInt(1), IdempotencyKey: "late"}); err != nil {
+		t.Fatal(err)
 	}
 	// A closed account leaves a closed email behind.
 	gone, err := kl.Signup(ctx, account.CreateParams{Name: "Gone", Email: "gone@example.com"})
@@ -420,6 +450,11 @@ func TestMigrateSQLiteToPostgres(t *testing.T) {
 		p, err := kl.Audit.List(ctx, auditlog.Query{AccountID: g.accountID, Limit: 500})
 		if err != nil || len(p.Entries) < 2 || p.Entries[0].Action != auditlog.ActionEmailVerify || p.Entries[len(p.Entries)-1].Action != auditlog.ActionAccountCreate {
 			t.Fatalf("audit log on the copy: %+v %v", p.Entries, err)
+		}
+		// The copied outbox continues: a new key's event takes a seq past
+		// the copied ones.
+		if _, _, err := kl.Keys.Create(ctx, apikey.CreateParams{AccountID: g.accountID, Name: "after the move"}); err != nil {
+			t.Fatalf("a new key on the copy: %v", err)
 		}
 	}
 	if closed, err := kl.Accounts.EmailClosed(ctx, "gone@example.com"); err != nil || !closed {
