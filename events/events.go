@@ -31,7 +31,11 @@ const (
 	// thresholds ({"threshold","balance","unit"}); once per crossing.
 	BalanceLow Type = "balance.low"
 	// BudgetThreshold: the month's spend reached 50, 80 or 100 % of the
-	// account's monthly cap ({"percent","spent","cap","scope":"account"}).
+	// account's monthly cap ({"scope":"account","percent","spent","cap"}),
+	// or a key's spend this period reached that share of its spend limit
+	// ({"scope":"key","key_id","percent","spent","limit","period",
+	// "resets_at"} — no "resets_at" for a lifetime limit); once per
+	// crossing per period.
 	BudgetThreshold Type = "budget.threshold"
 	// MonthlyCapReached: the month's spend reached the monthly cap
 	// ({"spent","cap","month_ends"}).

@@ -488,13 +488,13 @@ func debitOrReserve(ctx context.Context, tx Tx, now time.Time, r *credits.SpendR
 		h := st.reserve(r, now)
 		return credits.SpendResult{Hold: h}, tx.PutHold(ctx, h)
 	}
-	bal, spent := st.Balance, st.MonthSpent
+	b := st.before(r.KeyID)
 	e := st.spend(r, r.KeyID, amount, now)
 	e.IdempotencyKey = r.IdempotencyKey
 	if err := tx.AddEntry(ctx, e); err != nil {
 		return credits.SpendResult{}, err
 	}
-	if err := observe(ctx, tx, st, bal, spent, e); err != nil {
+	if err := observe(ctx, tx, st, b, e); err != nil {
 		return credits.SpendResult{}, err
 	}
 	return credits.SpendResult{Entry: e, Recharge: st.afterSpend()}, nil
@@ -570,7 +570,7 @@ func resolveHold(ctx context.Context, tx Tx, now time.Time, r *credits.SpendRequ
 		if process { // st.settle frees it from Held, which never had it
 			st.Held = st.Held.Add(h.Amount).Add(r.HeldOthers)
 		}
-		bal, spent := st.Balance, st.MonthSpent
+		b := st.before(h.KeyID)
 		res.Entry, res.Recharge = st.settle(&h, r, now)
 		if process {
 			st.Held = st.Held.Sub(r.HeldOthers)
@@ -588,7 +588,7 @@ func resolveHold(ctx context.Context, tx Tx, now time.Time, r *credits.SpendRequ
 			if err := tx.AddEntry(ctx, res.Entry); err != nil {
 				return credits.SpendResult{}, err
 			}
-			if err := observe(ctx, tx, st, bal, spent, res.Entry); err != nil {
+			if err := observe(ctx, tx, st, b, res.Entry); err != nil {
 				return credits.SpendResult{}, err
 			}
 		}
@@ -655,12 +655,12 @@ func ApplyCredit(ctx context.Context, tx Tx, now time.Time, r credits.CreditRequ
 		res, err := replay(ctx, tx, now, st.ID, prev, OpCredit, r.Fingerprint)
 		return res.Entry, err
 	}
-	bal, spent := st.Balance, st.MonthSpent
+	b := st.before("")
 	e := st.credit(&r, now)
 	if err := tx.AddEntry(ctx, e); err != nil {
 		return credits.Entry{}, err
 	}
-	return e, observe(ctx, tx, st, bal, spent, e)
+	return e, observe(ctx, tx, st, b, e)
 }
 
 // OpKind tells which kind of request an idempotency record belongs to.

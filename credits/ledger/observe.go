@@ -17,6 +17,11 @@ type Movement struct {
 	State *AccountState
 	// BalanceBefore and SpentBefore are Balance and MonthSpent before it.
 	BalanceBefore, SpentBefore credits.Amount
+	// KeyID is the API key a debit or settlement charged ("" for none),
+	// and KeySpentBefore what that key had spent in its current period
+	// before it (zero when the key has no limit).
+	KeyID          string
+	KeySpentBefore credits.Amount
 	// Entry is the entry the request wrote.
 	Entry credits.Entry
 }
@@ -31,11 +36,26 @@ type Observer interface {
 	Moved(ctx context.Context, m Movement) error
 }
 
+// snapshot is what a Movement reports as before the request.
+type snapshot struct {
+	bal, spent, keySpent credits.Amount
+	keyID                string
+}
+
+// before records st ahead of a movement charged to keyID ("" for none).
+func (st *AccountState) before(keyID string) snapshot {
+	s := snapshot{bal: st.Balance, spent: st.MonthSpent, keyID: keyID}
+	if k := st.key(keyID); k != nil {
+		s.keySpent = k.Spent
+	}
+	return s
+}
+
 // observe reports a movement to tx if it observes them.
-func observe(ctx context.Context, tx Tx, st *AccountState, bal, spent credits.Amount, e credits.Entry) error {
+func observe(ctx context.Context, tx Tx, st *AccountState, b snapshot, e credits.Entry) error {
 	o, ok := tx.(Observer)
 	if !ok || e.ID == "" {
 		return nil
 	}
-	return o.Moved(ctx, Movement{State: st, BalanceBefore: bal, SpentBefore: spent, Entry: e})
+	return o.Moved(ctx, Movement{State: st, BalanceBefore: b.bal, SpentBefore: b.spent, KeyID: b.keyID, KeySpentBefore: b.keySpent, Entry: e})
 }

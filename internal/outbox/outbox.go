@@ -110,7 +110,8 @@ func UpdateEvent(old, new apikey.APIKey) events.Type {
 // Crossings returns the events a ledger movement causes, given the
 // account's low-balance thresholds (highest first): a balance.low per
 // threshold the balance fell below, a budget.threshold per share of the
-// monthly cap the month's spend reached (and monthly_cap.reached at 100 %),
+// monthly cap the month's spend reached (and monthly_cap.reached at 100 %)
+// and per share of the charged key's spend limit its period's spend reached,
 // and recharge.succeeded or payment.credited for a purchase. newID names
 // each event.
 func Crossings(m ledger.Movement, low []decimal.Decimal, newID func() string) []events.Event {
@@ -127,16 +128,21 @@ func Crossings(m ledger.Movement, low []decimal.Decimal, newID func() string) []
 		}
 	}
 	if c := st.Policy.MonthlyCap; c.IsPositive() && st.MonthSpent.Cmp(m.SpentBefore) > 0 {
-		cap := c.Decimal()
-		sb, sa := m.SpentBefore.Decimal(), st.MonthSpent.Decimal()
-		for _, p := range []int64{50, 80, 100} { // shares of the cap
-			lim := cap.Mul(decimal.NewFromInt(p)).Div(decimal.NewFromInt(100))
-			if sb.Cmp(lim) < 0 && sa.Cmp(lim) >= 0 {
-				add(events.BudgetThreshold, map[string]any{"scope": "account", "percent": p, "spent": st.MonthSpent.String(), "cap": c.String(), "unit": st.Unit})
-				if p == 100 {
-					add(events.MonthlyCapReached, map[string]any{"spent": st.MonthSpent.String(), "cap": c.String(), "unit": st.Unit, "month_ends": st.MonthEnd.UTC()})
-				}
+		for _, p := range crossed(m.SpentBefore, st.MonthSpent, c) {
+			add(events.BudgetThreshold, map[string]any{"scope": "account", "percent": p, "spent": st.MonthSpent.String(), "cap": c.String(), "unit": st.Unit})
+			if p == 100 {
+				add(events.MonthlyCapReached, map[string]any{"spent": st.MonthSpent.String(), "cap": c.String(), "unit": st.Unit, "month_ends": st.MonthEnd.UTC()})
 			}
+		}
+	}
+	if ks, ok := st.KeySpend(m.KeyID); ok && ks.Limit.IsPositive() && ks.Spent.Cmp(m.KeySpentBefore) > 0 {
+		for _, p := range crossed(m.KeySpentBefore, ks.Spent, ks.Limit) {
+			d := map[string]any{"scope": "key", "key_id": ks.KeyID, "percent": p, "spent": ks.Spent.String(), "limit": ks.Limit.String(),
+				"period": ks.Period, "unit": st.Unit}
+			if !ks.ResetsAt.IsZero() {
+				d["resets_at"] = ks.ResetsAt.UTC()
+			}
+			add(events.BudgetThreshold, d)
 		}
 	}
 	if e.Type == credits.EntryPurchase && e.Amount.IsPositive() {
@@ -145,6 +151,24 @@ func Crossings(m ledger.Movement, low []decimal.Decimal, newID func() string) []
 			add(events.RechargeSucceeded, map[string]any{"amount": e.Amount.String(), "crossing": crossing, "reference": e.Reference, "entry_id": e.ID, "balance": st.Balance.String(), "unit": st.Unit})
 		} else if e.Reference != "" {
 			add(events.PaymentCredited, map[string]any{"amount": e.Amount.String(), "reference": e.Reference, "entry_id": e.ID, "balance": st.Balance.String(), "unit": st.Unit})
+		}
+	}
+	return out
+}
+
+// budgetShares are the percentages of a budget that write a
+// budget.threshold event when spend reaches them.
+var budgetShares = [...]int64{50, 80, 100}
+
+// crossed returns the shares of budget that spend moving from before to
+// after reached.
+func crossed(before, after, budget credits.Amount) []int64 {
+	var out []int64
+	b, a, total := before.Decimal(), after.Decimal(), budget.Decimal()
+	for _, p := range budgetShares {
+		lim := total.Mul(decimal.NewFromInt(p)).Div(decimal.NewFromInt(100))
+		if b.Cmp(lim) < 0 && a.Cmp(lim) >= 0 {
+			out = append(out, p)
 		}
 	}
 	return out

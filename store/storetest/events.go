@@ -29,6 +29,7 @@ func runEvents(t *testing.T, newStore NewStoreFunc) {
 	t.Run("KeyEventsInOrder", func(t *testing.T) { testEventKeys(t, newStore) })
 	t.Run("ExpiringKeysOnce", func(t *testing.T) { testEventExpiring(t, newStore) })
 	t.Run("LedgerCrossings", func(t *testing.T) { testEventCrossings(t, newStore) })
+	t.Run("KeyBudgetCrossings", func(t *testing.T) { testEventKeyBudget(t, newStore) })
 	t.Run("MeteredCrossing", func(t *testing.T) { testEventMetered(t, newStore) })
 	t.Run("ConcurrentSpendsCrossOnce", func(t *testing.T) { testEventConcurrentCrossing(t, newStore) })
 	t.Run("ClaimLeaseRetryPrune", func(t *testing.T) { testEventClaim(t, newStore) })
@@ -309,6 +310,92 @@ func testEventCrossings(t *testing.T, newStore NewStoreFunc) {
 	drain(t, e.dispatcher(t, c, outbox.Options{}))
 	if got := c.types(a.ID); !slices.Equal(got[len(want):], []events.Type{events.BalanceLow}) {
 		t.Fatalf("after re-arming: %v, want one balance.low", got[len(want):])
+	}
+}
+
+// A key's spend limit writes budget.threshold events (scope "key") at 50,
+// 80 and 100 % of each period's limit, through debits and settlements,
+// once per crossing; a key without a limit writes none; a new period
+// crosses again.
+func testEventKeyBudget(t *testing.T, newStore NewStoreFunc) {
+	e := newEnv(t, newStore, nil)
+	a := mustCreate(t, e.acc, account.CreateParams{Name: "K", Email: "keybudget@example.com"})
+	svc := e.ledger(t, nil)
+	openLedger(t, svc, a.ID, credits.Policy{TimeZone: "UTC"})
+	mustCredit(t, svc.Grant, credits.CreditParams{AccountID: a.ID, Amount: amt(t, "100"), IdempotencyKey: "g"})
+	setKeyLimit(t, svc, a.ID, "key-a", "10", credits.PeriodDay)
+	debit := func(key, amount, idem string) error {
+		_, err := svc.Debit(ctx(), credits.DebitParams{AccountID: a.ID, KeyID: key, Amount: amt(t, amount), IdempotencyKey: idem})
+		return err
+	}
+	if err := debit("key-a", "4", "d1"); err != nil { // 40 %: nothing
+		t.Fatal(err)
+	}
+	h, err := reserveKey(svc, a.ID, "key-a", amt(t, "5"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The settlement takes the key from 4 to 8: 50 and 80 % at once.
+	if _, err := svc.Settle(ctx(), credits.SettleParams{HoldID: h.ID, Actual: amt(t, "4")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := debit("key-a", "2", "d2"); err != nil { // 100 %
+		t.Fatal(err)
+	}
+	if err := debit("key-a", "2", "d2"); err != nil { // a replay writes nothing
+		t.Fatal(err)
+	}
+	if err := debit("key-a", "0.01", "d3"); !errors.Is(err, credits.ErrKeyBudgetExceeded) {
+		t.Fatalf("debit past the key's limit = %v", err)
+	}
+	if err := debit("key-b", "30", "d4"); err != nil { // no limit: nothing
+		t.Fatal(err)
+	}
+	nextDay := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
+	e.clk.Set(nextDay.Add(time.Minute))
+	if err := debit("key-a", "5", "d5"); err != nil { // the new day's 50 %
+		t.Fatal(err)
+	}
+	c := &collector{}
+	drain(t, e.dispatcher(t, c, outbox.Options{}))
+	type budget struct {
+		Scope    string    `json:"scope"`
+		KeyID    string    `json:"key_id"`
+		Percent  int       `json:"percent"`
+		Spent    string    `json:"spent"`
+		Limit    string    `json:"limit"`
+		Period   string    `json:"period"`
+		ResetsAt time.Time `json:"resets_at"`
+	}
+	var got []budget
+	for _, ev := range c.seen {
+		if ev.AccountID != a.ID {
+			continue
+		}
+		if ev.Type != events.BudgetThreshold {
+			t.Fatalf("unexpected %s event: %s", ev.Type, ev.Data)
+		}
+		var b budget
+		if err := json.Unmarshal(ev.Data, &b); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, b)
+	}
+	want := []budget{
+		{"key", "key-a", 50, "8", "10", "day", nextDay},
+		{"key", "key-a", 80, "8", "10", "day", nextDay},
+		{"key", "key-a", 100, "10", "10", "day", nextDay},
+		{"key", "key-a", 50, "5", "10", "day", nextDay.Add(24 * time.Hour)},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("key budget events %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if g := got[i]; g.Scope != want[i].Scope || g.KeyID != want[i].KeyID || g.Percent != want[i].Percent ||
+			!amt(t, g.Spent).Equal(amt(t, want[i].Spent)) || !amt(t, g.Limit).Equal(amt(t, want[i].Limit)) ||
+			g.Period != want[i].Period || !g.ResetsAt.Equal(want[i].ResetsAt) {
+			t.Fatalf("event %d = %+v, want %+v", i, g, want[i])
+		}
 	}
 }
 
