@@ -2,6 +2,7 @@ package keyledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/keyledger/keyledger/account"
@@ -27,8 +28,11 @@ type SpendLimit struct {
 // time the period resets. Spend made before a change still counts in the
 // current period. It returns apikey.ErrNotFound for a key of another
 // account, credits.ErrInvalidKeyLimit, ErrInvalidAmount or
-// ErrAmountPrecision for a bad limit, and the store's errors. The result
-// is the key's spend now (zero when the limit was removed).
+// ErrAmountPrecision for a bad limit, credits.ErrTooManyKeyLimits when
+// the account's other limited keys that are still live fill the ledger's
+// bound (limits of revoked or deleted keys are removed to make room), and
+// the store's errors. The result is the key's spend now (zero when the
+// limit was removed).
 func (kl *KeyLedger) SetKeySpendLimit(ctx context.Context, accountID, keyID string, l *SpendLimit) (credits.KeySpend, error) {
 	if _, err := kl.Keys.Get(ctx, accountID, keyID); err != nil {
 		return credits.KeySpend{}, err
@@ -39,7 +43,41 @@ func (kl *KeyLedger) SetKeySpendLimit(ctx context.Context, accountID, keyID stri
 	if !l.Period.Valid() {
 		return credits.KeySpend{}, credits.ErrInvalidKeyLimit
 	}
-	return kl.Credits.SetKeyLimit(ctx, accountID, keyID, l.Amount, l.Period)
+	ks, err := kl.Credits.SetKeyLimit(ctx, accountID, keyID, l.Amount, l.Period)
+	if errors.Is(err, credits.ErrTooManyKeyLimits) {
+		if n, perr := kl.pruneKeyLimits(ctx, accountID); perr != nil {
+			return credits.KeySpend{}, perr
+		} else if n > 0 {
+			ks, err = kl.Credits.SetKeyLimit(ctx, accountID, keyID, l.Amount, l.Period)
+		}
+	}
+	return ks, err
+}
+
+// pruneKeyLimits removes the spend limits of the account's keys that are
+// revoked or gone (a revoked key never spends again, but its limit stays in
+// the ledger row until removed) and returns how many it removed.
+func (kl *KeyLedger) pruneKeyLimits(ctx context.Context, accountID string) (int, error) {
+	a, err := kl.Credits.Account(ctx, accountID)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, ks := range a.Keys {
+		k, err := kl.Keys.Get(ctx, accountID, ks.KeyID)
+		switch {
+		case errors.Is(err, apikey.ErrNotFound), err == nil && k.Status == apikey.StatusRevoked:
+		case err != nil:
+			return n, err
+		default:
+			continue
+		}
+		if _, err := kl.Credits.SetKeyLimit(ctx, accountID, ks.KeyID, credits.Amount{}, ""); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }
 
 // KeySpend returns the spend limit of the account's key keyID with its

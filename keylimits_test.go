@@ -193,3 +193,46 @@ func TestKeyRateLimitsBelowThePlan(t *testing.T) {
 		}
 	})
 }
+
+// At the ledger's bound of 100 limited keys, a new limit first removes the
+// limits of revoked keys; with every limited key live it is refused.
+func TestKeySpendLimitsMakeRoomFromRevokedKeys(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, nil)
+		a, _, first := e.signup(t, "manykeys@example.com", "free")
+		ctx := context.Background()
+		lim := &keyledger.SpendLimit{Amount: credits.AmountFromInt(5), Period: credits.PeriodDay}
+		ids := []string{first.ID}
+		for range 100 {
+			_, k, err := e.kl.Keys.Create(ctx, apikey.CreateParams{AccountID: a.ID, Name: "k"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, k.ID)
+		}
+		for _, id := range ids[:100] {
+			if _, err := e.kl.SetKeySpendLimit(ctx, a.ID, id, lim); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := e.kl.SetKeySpendLimit(ctx, a.ID, ids[100], lim); !errors.Is(err, credits.ErrTooManyKeyLimits) {
+			t.Fatalf("a 101st limit with every limited key live = %v, want ErrTooManyKeyLimits", err)
+		}
+		if _, err := e.kl.Keys.Revoke(ctx, a.ID, ids[3]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.kl.SetKeySpendLimit(ctx, a.ID, ids[100], lim); err != nil {
+			t.Fatalf("a 101st limit after a revocation: %v", err)
+		}
+		spends, err := e.kl.KeySpends(ctx, a.ID)
+		if err != nil || len(spends) != 100 {
+			t.Fatalf("limited keys %d (%v), want 100", len(spends), err)
+		}
+		if _, ok := spends[ids[3]]; ok {
+			t.Fatal("the revoked key's limit stayed")
+		}
+		if _, ok := spends[ids[100]]; !ok {
+			t.Fatal("the new limit is missing")
+		}
+	})
+}

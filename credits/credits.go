@@ -141,6 +141,9 @@ var (
 	// larger than its key's whole period limit.
 	ErrKeyLimitExceeded = errkind.New(errkind.Invalid, "credits: request exceeds the key's spend limit")
 	ErrInvalidKeyLimit  = errkind.New(errkind.Invalid, "credits: key spend limit needs a key ID, a positive amount and a period of day, week, month or lifetime")
+	// ErrTooManyKeyLimits refuses a spend limit for a 101st key of one
+	// account: remove the limit of a key that no longer needs one.
+	ErrTooManyKeyLimits = errkind.New(errkind.Invalid, "credits: an account has at most 100 keys with a spend limit")
 )
 
 // DebtError refuses a debit or reserve of an account whose balance is

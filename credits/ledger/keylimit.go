@@ -73,19 +73,29 @@ func (st *AccountState) KeySpend(keyID string) (credits.KeySpend, bool) {
 	return k.view(), true
 }
 
+// MaxKeyLimits bounds the keys of one account with a spend limit: their
+// state is rewritten with the account's row on every spend, so it must not
+// grow without end (credits.ErrTooManyKeyLimits past it).
+const MaxKeyLimits = 100
+
 // SetKeyLimit sets the key's limit per period p (limit > 0), or removes it
 // when p is "". The counters of the current period carry over: a new
 // amount keeps them; a new period keeps them and re-bounds them to the
 // period of the new kind that contains now, so switching periods never
-// forgives spend. st must be advanced to now.
-func (st *AccountState) SetKeyLimit(keyID string, limit credits.Amount, p credits.Period, now time.Time) credits.KeySpend {
+// forgives spend. A new limit past MaxKeyLimits is
+// credits.ErrTooManyKeyLimits, with st unchanged. st must be advanced to
+// now.
+func (st *AccountState) SetKeyLimit(keyID string, limit credits.Amount, p credits.Period, now time.Time) (credits.KeySpend, error) {
 	i, ok := slices.BinarySearchFunc(st.Keys, keyID, func(k KeyState, id string) int { return strings.Compare(k.KeyID, id) })
+	if !ok && p != "" && len(st.Keys) >= MaxKeyLimits {
+		return credits.KeySpend{}, credits.ErrTooManyKeyLimits
+	}
 	st.touch(now)
 	if p == "" {
 		if ok {
 			st.Keys = slices.Delete(slices.Clip(st.Keys), i, i+1)
 		}
-		return credits.KeySpend{}
+		return credits.KeySpend{}, nil
 	}
 	if !ok {
 		k := KeyState{KeyID: keyID, Epoch: st.Version}
@@ -97,7 +107,7 @@ func (st *AccountState) SetKeyLimit(keyID string, limit credits.Amount, p credit
 		k.Period = p
 		k.Start, k.End = p.Bounds(now, st.Policy.TimeZone)
 	}
-	return k.view()
+	return k.view(), nil
 }
 
 // advanceKeys starts a new period for each key whose period ended at or

@@ -105,6 +105,7 @@ var errorTable = []apiErr{
 	{events.ErrBlockedAddress, 400, "webhook_address_not_allowed", "The webhook host is or resolves to a loopback, private, link-local, CGNAT or metadata address."},
 	{events.ErrTooManyEndpoints, 400, "too_many_webhooks", "An account has at most 10 webhook endpoints: delete one first."},
 	{events.ErrInvalidThreshold, 400, "invalid_request", "low_balance_inr takes at most 5 distinct positive amounts."},
+	{credits.ErrTooManyKeyLimits, 400, "too_many_key_limits", "An account has at most 100 keys with a spend_limit: remove the limit of another key first."},
 	{events.ErrNotFound, 404, "not_found", "No such webhook endpoint."},
 	{auditlog.ErrInvalidCursor, 400, "invalid_request", "Invalid cursor."},
 	{auditlog.ErrInvalidQuery, 400, "invalid_request", "Invalid audit query: since must not be after until."},

@@ -155,7 +155,9 @@ func (e *Engine) SetKeyLimit(ctx context.Context, id, keyID string, limit credit
 		if err != nil {
 			return err
 		}
-		out = st.SetKeyLimit(keyID, limit, p, now)
+		if out, err = st.SetKeyLimit(keyID, limit, p, now); err != nil {
+			return err
+		}
 		return t.conn.Flush(ctx, t)
 	})
 	return out, err

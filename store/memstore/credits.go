@@ -483,7 +483,7 @@ func (s *Store) SetKeyLimit(_ context.Context, id, keyID string, limit credits.A
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.advance(now)
-	return a.st.SetKeyLimit(keyID, limit, p, now), nil
+	return a.st.SetKeyLimit(keyID, limit, p, now)
 }
 
 // LedgerAccount implements credits.Store.

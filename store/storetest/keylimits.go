@@ -23,6 +23,7 @@ func runKeyLimits(t *testing.T, newStore NewStoreFunc) {
 	t.Run("Lifetime", func(t *testing.T) { testKeyLimitLifetime(t, newStore) })
 	t.Run("LoweredBelowSpend", func(t *testing.T) { testKeyLimitLowered(t, newStore) })
 	t.Run("OtherAccount", func(t *testing.T) { testKeyLimitOtherAccount(t, newStore) })
+	t.Run("Bounded", func(t *testing.T) { testKeyLimitBounded(t, newStore) })
 	t.Run("KeyRateLimits", func(t *testing.T) { testKeyRateLimits(t, newStore) })
 	t.Run("Persisted", func(t *testing.T) { testKeyLimitPersisted(t, newStore) })
 }
@@ -499,5 +500,36 @@ func testKeyLimitOtherAccount(t *testing.T, newStore NewStoreFunc) {
 	ks := keySpend(t, svc, "acct-x", "key-1")
 	if !ks.Held.IsZero() || !ks.Remaining.Equal(amt(t, "5")) {
 		t.Fatalf("acct-x's key changed by acct-y's spend: %+v", ks)
+	}
+}
+
+// An account holds at most 100 limited keys (their state is rewritten with
+// the ledger row on every spend): the 101st is refused with nothing
+// changed; changing or removing an existing limit still works, and a
+// removal makes room.
+func testKeyLimitBounded(t *testing.T, newStore NewStoreFunc) {
+	e := newEnv(t, newStore, nil)
+	svc := keyLedger(t, e, "acct-many", "100", "UTC")
+	for i := range 100 {
+		setKeyLimit(t, svc, "acct-many", fmt.Sprintf("key-%03d", i), "5", credits.PeriodDay)
+	}
+	if _, err := svc.SetKeyLimit(ctx(), "acct-many", "key-100", amt(t, "5"), credits.PeriodDay); !errors.Is(err, credits.ErrTooManyKeyLimits) ||
+		errkind.Of(err) != errkind.Invalid {
+		t.Fatalf("the 101st key limit = %v, want ErrTooManyKeyLimits (Invalid)", err)
+	}
+	a, err := svc.Account(ctx(), "acct-many")
+	if err != nil || len(a.Keys) != 100 {
+		t.Fatalf("after the refusal: %d limited keys (%v), want 100", len(a.Keys), err)
+	}
+	if _, ok, _ := svc.KeySpend(ctx(), "acct-many", "key-100"); ok {
+		t.Fatal("the refused limit was stored")
+	}
+	if ks := setKeyLimit(t, svc, "acct-many", "key-007", "9", credits.PeriodWeek); !ks.Limit.Equal(amt(t, "9")) {
+		t.Fatalf("changing a limit at the bound: %+v", ks)
+	}
+	setKeyLimit(t, svc, "acct-many", "key-050", "", "")
+	setKeyLimit(t, svc, "acct-many", "key-100", "5", credits.PeriodDay)
+	if _, err := reserveKey(svc, "acct-many", "key-100", amt(t, "6")); !errors.Is(err, credits.ErrKeyLimitExceeded) {
+		t.Fatalf("the new key's limit is not enforced: %v", err)
 	}
 }
