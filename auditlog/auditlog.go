@@ -84,7 +84,7 @@ func (a Actor) String() string {
 func ParseActor(s string) (Actor, error) {
 	kind, id, _ := strings.Cut(s, ":")
 	a := Actor{Kind: ActorKind(kind), ID: id}
-	if !a.Kind.valid() || len(id) > MaxIDLen {
+	if !a.Kind.valid() || len(id) > MaxIDLen || !storable(id) {
 		return Actor{}, ErrInvalidQuery
 	}
 	return a, nil
@@ -142,18 +142,35 @@ func (e *Entry) Validate() error {
 		len(e.UserAgent) > MaxUserAgentLen:
 		return ErrInvalidEntry
 	}
+	if !storable(e.ID, e.AccountID, e.Action, e.Actor.ID, e.Target.Type, e.Target.ID, e.ClientIP, e.UserAgent) {
+		return ErrInvalidEntry
+	}
 	for _, c := range e.Changes {
-		if c.Field == "" || len(c.Field) > MaxActionLen || len(c.Before) > MaxValueLen || len(c.After) > MaxValueLen {
+		if c.Field == "" || len(c.Field) > MaxActionLen || len(c.Before) > MaxValueLen || len(c.After) > MaxValueLen ||
+			!storable(c.Field, c.Before, c.After) {
 			return ErrInvalidEntry
 		}
 	}
 	return nil
 }
 
+// storable reports whether every s is text a store can hold and compare:
+// valid UTF-8 without NUL (PostgreSQL refuses both with an error, which a
+// client's filter must not turn into a 500).
+func storable(ss ...string) bool {
+	for _, s := range ss {
+		if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // Truncate cuts s to at most n bytes at a rune boundary, replacing invalid
-// UTF-8.
+// UTF-8 and NUL bytes (which no SQL store holds) with U+FFFD.
 func Truncate(s string, n int) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
+	s = strings.ReplaceAll(s, "\x00", "\uFFFD")
 	if len(s) <= n {
 		return s
 	}

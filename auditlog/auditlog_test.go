@@ -96,3 +96,53 @@ func FuzzList(f *testing.F) {
 		}
 	})
 }
+
+// TestTextNoStoreCanHold: text a SQL store cannot hold or compare (a NUL
+// byte, invalid UTF-8: PostgreSQL refuses both with an error) never
+// reaches the store. A filter holding it cannot match any entry, so it is
+// ErrInvalidQuery (a 400, not the 500 of the store's error); an entry's
+// identifying fields holding it are ErrInvalidEntry; free text (change
+// values, the user agent) is cleaned.
+func TestTextNoStoreCanHold(t *testing.T) {
+	svc, err := auditlog.NewService(memstore.New(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, q := range []auditlog.Query{
+		{AccountID: "acct_1", Action: "a\x00b"},
+		{AccountID: "acct_1", Action: "\xff"},
+		{AccountID: "acct_1", Action: "\xff.*"},
+		{AccountID: "acct_1", Actor: auditlog.Actor{Kind: auditlog.ActorSession, ID: "\x00"}},
+		{AccountID: "acct_1", Actor: auditlog.Actor{Kind: auditlog.ActorKey, ID: "key_\xff"}},
+		{AccountID: "acct\x00"},
+	} {
+		if _, err := svc.List(ctx, q); !errors.Is(err, auditlog.ErrInvalidQuery) {
+			t.Errorf("List(%#v) = %v, want ErrInvalidQuery", q, err)
+		}
+	}
+	if _, err := auditlog.ParseActor("key:\x00"); !errors.Is(err, auditlog.ErrInvalidQuery) {
+		t.Errorf("ParseActor with a NUL: %v", err)
+	}
+	for _, e := range []auditlog.Entry{
+		{AccountID: "acct_1", Action: "key.\x00"},
+		{AccountID: "acct_1", Action: "key.\xff"},
+		{AccountID: "acct_\x00", Action: "key.create"},
+		{AccountID: "acct_1", Action: "key.create", Target: auditlog.Target{Type: "key", ID: "\x00"}},
+		{AccountID: "acct_1", Action: "key.create", Changes: []auditlog.Change{{Field: "n\x00"}}},
+	} {
+		if _, err := svc.Append(ctx, e); !errors.Is(err, auditlog.ErrInvalidEntry) {
+			t.Errorf("Append(%#v) = %v, want ErrInvalidEntry", e, err)
+		}
+	}
+	e, err := svc.Append(auditlog.WithClient(ctx, "198.51.100.1", "ua\x00"), auditlog.Entry{AccountID: "acct_1", Action: "key.update",
+		Changes: []auditlog.Change{{Field: "name", Before: "a\x00b", After: "c\xffd"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{e.UserAgent, e.Changes[0].Before, e.Changes[0].After} {
+		if strings.ContainsRune(s, 0) || !utf8.ValidString(s) {
+			t.Errorf("kept %q", s)
+		}
+	}
+}

@@ -113,6 +113,7 @@ func (s *Service) List(ctx context.Context, q Query) (Page, error) {
 		return Page{}, err
 	}
 	if q.AccountID == "" || len(q.Action) > MaxActionLen || (q.Actor.Kind != "" && !q.Actor.Kind.valid()) ||
+		!storable(q.AccountID, q.Action, q.Actor.ID) ||
 		(q.Actor.Kind == "" && q.Actor.ID != "") ||
 		(!q.Since.IsZero() && !q.Until.IsZero() && q.Until.Before(q.Since)) {
 		return Page{}, ErrInvalidQuery

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/shopspring/decimal"
 
@@ -115,10 +116,7 @@ func (s *Service) CreateEndpoint(ctx context.Context, accountID, rawURL, descrip
 	if err := s.CheckURL(ctx, rawURL); err != nil {
 		return Endpoint{}, err
 	}
-	description = strings.TrimSpace(description)
-	if len(description) > 200 {
-		description = description[:200]
-	}
+	description = cleanDescription(description)
 	var b [32]byte
 	_, _ = rand.Read(b[:])
 	e := Endpoint{
@@ -129,6 +127,30 @@ func (s *Service) CreateEndpoint(ctx context.Context, accountID, rawURL, descrip
 		return Endpoint{}, err
 	}
 	return e, nil
+}
+
+// maxDescription bounds an endpoint's description (bytes).
+const maxDescription = 200
+
+// cleanDescription makes free text storable: valid UTF-8 (PostgreSQL
+// refuses anything else, NUL included, with an error), control characters
+// as spaces, trimmed, and cut to maxDescription bytes at a rune boundary.
+func cleanDescription(d string) string {
+	d = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(d, "\uFFFD"))
+	d = strings.TrimSpace(d)
+	if len(d) > maxDescription {
+		n := maxDescription
+		for n > 0 && !utf8.RuneStart(d[n]) {
+			n--
+		}
+		d = strings.TrimSpace(d[:n])
+	}
+	return d
 }
 
 // Endpoints lists the account's endpoints without their secrets.

@@ -18,20 +18,30 @@ import (
 var ErrBlocked = errkind.New(errkind.Forbidden, "netguard: address not allowed")
 
 // blockedPrefixes are the special-purpose ranges (RFC 6890 and friends)
-// that the netip predicates do not cover.
-func blockedPrefixes() []netip.Prefix {
+// that the netip predicates do not cover. Among them, the IPv6 forms that
+// carry an IPv4 address other than those Blocked judges as IPv4: the
+// deprecated IPv4-compatible ::a.b.c.d (::/96), SIIT's IPv4-translated
+// ::ffff:0:a.b.c.d, the local-use NAT64 prefix 64:ff9b:1::/48 (RFC 8215:
+// a network's translator may map it to private IPv4) and Teredo
+// (2001::/32); no webhook receiver is reached through them.
+var blockedPrefixes = func() []netip.Prefix {
 	var out []netip.Prefix
 	for _, s := range []string{
 		"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
 		"172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15",
 		"198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
-		"::/128", "::1/128", "fc00::/7", "fe80::/10", "ff00::/8", "2001:db8::/32",
+		"::/96", "::ffff:0:0:0/96", "64:ff9b:1::/48", "2001::/32",
+		"fc00::/7", "fe80::/10", "ff00::/8", "2001:db8::/32", "3fff::/20",
 		"100::/64", "fec0::/10",
 	} {
 		out = append(out, netip.MustParsePrefix(s))
 	}
 	return out
-}
+}()
+
+// nat64 is NAT64's well-known prefix (RFC 6052), whose last 32 bits are
+// the IPv4 address.
+var nat64 = netip.MustParsePrefix("64:ff9b::/96")
 
 // Guard decides which addresses may be dialled. The zero Guard refuses
 // every blocked address and allows nothing extra.
@@ -71,7 +81,7 @@ func Blocked(ip netip.Addr) bool {
 	if ip.Is6() {
 		b := ip.As16()
 		switch {
-		case netip.MustParsePrefix("64:ff9b::/96").Contains(ip):
+		case nat64.Contains(ip):
 			return Blocked(netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]}))
 		case b[0] == 0x20 && b[1] == 0x02: // 6to4
 			return Blocked(netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]}))
@@ -81,7 +91,7 @@ func Blocked(ip netip.Addr) bool {
 		ip.IsMulticast() || ip.IsUnspecified() || ip.IsInterfaceLocalMulticast() {
 		return true
 	}
-	for _, p := range blockedPrefixes() {
+	for _, p := range blockedPrefixes {
 		if p.Contains(ip) {
 			return true
 		}

@@ -39,3 +39,29 @@ func TestControl(t *testing.T) {
 		}
 	}
 }
+
+// TestBlockedIPv4InOtherIPv6Forms: the IPv6 forms that carry an IPv4
+// address besides ::ffff:0:0/96, NAT64's well-known prefix and 6to4 —
+// the local-use NAT64 prefix (RFC 8215: 64:ff9b:1::/48, which a network's
+// translator may map to private IPv4), the deprecated IPv4-compatible
+// ::a.b.c.d, SIIT's IPv4-translated ::ffff:0:a.b.c.d and Teredo — are
+// refused, as are the new documentation prefix and a public address
+// checked through them.
+func TestBlockedIPv4InOtherIPv6Forms(t *testing.T) {
+	for _, ip := range []string{
+		"64:ff9b:1::7f00:1", "64:ff9b:1::a00:1", "64:ff9b:1:ffff::a9fe:a9fe", "64:ff9b:1::808:808",
+		"::127.0.0.1", "::10.0.0.1", "::169.254.169.254", "::8.8.8.8",
+		"::ffff:0:127.0.0.1", "::ffff:0:10.0.0.1",
+		"2001:0:4136:e378:8000:63bf:80ff:fffe", "2001::1",
+		"3fff::1",
+	} {
+		if !Blocked(netip.MustParseAddr(ip)) {
+			t.Errorf("Blocked(%s) = false", ip)
+		}
+	}
+	for _, ip := range []string{"2001:4860:4860::8888", "2a00:1450:4001::1", "64:ff9b::808:808"} {
+		if Blocked(netip.MustParseAddr(ip)) {
+			t.Errorf("Blocked(%s) = true, want a public address let through", ip)
+		}
+	}
+}

@@ -15,8 +15,10 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/events/webhook"
@@ -278,10 +280,7 @@ func (d *Dispatcher) deliver(ctx context.Context, p Pending) error {
 		l := events.Delivery{EventID: p.ID, AccountID: p.AccountID, EventType: p.Type, EndpointID: target,
 			Attempt: attempt, StatusCode: code, Duration: end.Sub(start), At: end.UTC()}
 		if err != nil {
-			l.Error = err.Error()
-			if len(l.Error) > 300 {
-				l.Error = l.Error[:300]
-			}
+			l.Error = logText(err.Error())
 			failed = true
 		} else {
 			res.Done = append(res.Done, target)
@@ -308,6 +307,25 @@ func (d *Dispatcher) deliver(ctx context.Context, p Pending) error {
 		return fmt.Errorf("finish %s: %w", p.ID, err)
 	}
 	return nil
+}
+
+// maxLogError bounds a delivery-log error (bytes).
+const maxLogError = 300
+
+// logText makes an error text (a host hook's, free) storable: valid UTF-8
+// without NUL, which SQL stores refuse with an error that would fail the
+// event's finish on every attempt, cut to maxLogError bytes at a rune
+// boundary.
+func logText(s string) string {
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+	if len(s) > maxLogError {
+		n := maxLogError
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s = s[:n]
+	}
+	return s
 }
 
 // backoff is the wait after the attempt-th failure: BackoffBase·2^(n−1),

@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/events"
@@ -186,5 +188,44 @@ func TestDeliveryTimeout(t *testing.T) {
 	log, _ := st.WebhookDeliveries(context.Background(), acct, 10)
 	if len(log) != 1 || log[0].Error != "timeout" || log[0].StatusCode != 0 {
 		t.Fatalf("log %+v", log)
+	}
+}
+
+// A host hook's error is recorded as storable text: cut at a rune
+// boundary, valid UTF-8, no NUL. (PostgreSQL refuses anything else with an
+// error, which failed FinishEvent on every attempt: the event was never
+// finished and the account's later events waited for ever.)
+func TestHookErrorIsStorableText(t *testing.T) {
+	st, acct, clk, g := setup(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	ctx := context.Background()
+	d := outbox.New(st, outbox.Options{Now: clk.Now, Guard: g, Hook: func(context.Context, events.Event) error {
+		return errors.New(strings.Repeat("x", 299) + "€ and a NUL \x00 and \xff")
+	}})
+	if n, err := d.RunOnce(ctx); err != nil || n != 1 {
+		t.Fatalf("RunOnce = %d, %v", n, err)
+	}
+	log, _ := st.WebhookDeliveries(ctx, acct, 10)
+	var hook *events.Delivery
+	for i := range log {
+		if log[i].EndpointID == events.HookTarget {
+			hook = &log[i]
+		}
+	}
+	if hook == nil || hook.Error == "" {
+		t.Fatalf("no hook failure in %+v", log)
+	}
+	if e := hook.Error; len(e) > 300 || !utf8.ValidString(e) || strings.IndexByte(e, 0) >= 0 {
+		t.Errorf("hook error kept as %q (%d bytes)", e, len(e))
+	}
+	d = outbox.New(st, outbox.Options{Now: clk.Now, Guard: g, Hook: func(context.Context, events.Event) error {
+		return errors.New("nul \x00 \xff")
+	}})
+	clk.Advance(time.Hour)
+	if n, err := d.RunOnce(ctx); err != nil || n != 1 {
+		t.Fatalf("RunOnce = %d, %v", n, err)
+	}
+	log, _ = st.WebhookDeliveries(ctx, acct, 1)
+	if e := log[0].Error; !utf8.ValidString(e) || strings.IndexByte(e, 0) >= 0 {
+		t.Errorf("hook error kept as %q", e)
 	}
 }

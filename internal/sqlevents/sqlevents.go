@@ -27,6 +27,10 @@ type Dialect struct {
 	// " FOR UPDATE SKIP LOCKED", so that instances claim different
 	// events without waiting; SQLite has one writer and needs nothing).
 	SkipLocked string
+	// Lock follows the read of the account row that serializes the
+	// account's endpoint creates (PostgreSQL: " FOR UPDATE"; SQLite's one
+	// writer serializes them already).
+	Lock string
 }
 
 // Events implements events.Store and outbox.Store over a DB.
@@ -92,6 +96,16 @@ func fromNanos(n int64) time.Time {
 func (s Events) CreateWebhookEndpoint(ctx context.Context, e events.Endpoint, max int) error {
 	const op = "create webhook endpoint"
 	return s.db.Write(ctx, op, e.AccountID, func(tx sqlaccount.Conn) error {
+		// The account's row lock makes the count and the insert one step:
+		// without it, concurrent creates each saw room (READ COMMITTED)
+		// and the account went past max.
+		var id string
+		if err := tx.QueryRow(ctx, `SELECT id FROM accounts WHERE id = ?`+s.d.Lock, e.AccountID).Scan(&id); err != nil {
+			if s.db.NoRows(err) {
+				return events.ErrAccountNotFound
+			}
+			return s.db.Wrap(op, err)
+		}
 		var n int
 		if err := tx.QueryRow(ctx, `SELECT count(*) FROM webhook_endpoints WHERE account_id = ?`, e.AccountID).Scan(&n); err != nil {
 			return s.db.Wrap(op, err)

@@ -213,7 +213,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	s := &Store{pool: pool, cfg: cfg, opt: o, log: o.Logger}
 	s.Engine = sqlledger.New(ledgerDB{s})
 	s.Accounts = sqlaccount.New(accountDB{s}, sqlaccount.Dialect{EmailIs: `lower(email) = lower(?)`, Lock: ` FOR UPDATE`})
-	s.Events = sqlevents.New(accountDB{s}, sqlevents.Dialect{SkipLocked: ` FOR UPDATE SKIP LOCKED`})
+	s.Events = sqlevents.New(accountDB{s}, sqlevents.Dialect{SkipLocked: ` FOR UPDATE SKIP LOCKED`, Lock: ` FOR UPDATE`})
 	s.AuditLog = sqlaccount.NewAuditLog(accountDB{s})
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()

@@ -26,6 +26,7 @@ import (
 // account, leased, retried, pruned; endpoints and thresholds per account.
 func runEvents(t *testing.T, newStore NewStoreFunc) {
 	t.Run("EndpointsAndThresholds", func(t *testing.T) { testEventEndpoints(t, newStore) })
+	t.Run("ConcurrentEndpointsWithinMax", func(t *testing.T) { testEventEndpointsConcurrent(t, newStore) })
 	t.Run("KeyEventsInOrder", func(t *testing.T) { testEventKeys(t, newStore) })
 	t.Run("ExpiringKeysOnce", func(t *testing.T) { testEventExpiring(t, newStore) })
 	t.Run("LedgerCrossings", func(t *testing.T) { testEventCrossings(t, newStore) })
@@ -106,6 +107,38 @@ func (e *env) eventsService() *events.Service {
 		LookupIP: func(context.Context, string) ([]netip.Addr, error) {
 			return []netip.Addr{netip.MustParseAddr("93.184.216.34")}, nil
 		}})
+}
+
+// testEventEndpointsConcurrent: concurrent creates never take an account
+// past its maximum (a count then an insert without a lock let each of
+// them see room under PostgreSQL's READ COMMITTED).
+func testEventEndpointsConcurrent(t *testing.T, newStore NewStoreFunc) {
+	e := newEnv(t, newStore, nil)
+	a := mustCreate(t, e.acc, account.CreateParams{Name: "A", Email: "a@example.com"})
+	const tries, max = 24, 3
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range tries {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			ep := events.Endpoint{ID: fmt.Sprintf("we_c%02d", i), AccountID: a.ID, URL: "https://hooks.example.com/k",
+				Secret: "whsec_x", CreatedAt: time.Unix(1, 0)}
+			if err := e.st.CreateWebhookEndpoint(ctx(), ep, max); err != nil && !errors.Is(err, events.ErrTooManyEndpoints) {
+				t.Errorf("create: %v", err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	list, err := e.st.WebhookEndpoints(ctx(), a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != max {
+		t.Fatalf("%d endpoints after %d concurrent creates, want the maximum %d", len(list), tries, max)
+	}
 }
 
 func testEventEndpoints(t *testing.T, newStore NewStoreFunc) {
