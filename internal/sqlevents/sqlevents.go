@@ -211,27 +211,61 @@ func (s Events) AppendEvents(ctx context.Context, evs []events.Event) error {
 	})
 }
 
-// ClaimEvents implements outbox.Store: one statement per event, each
-// leasing the oldest due head of an account that no one else holds.
+// dueHeads lists up to limit due, unleased heads (an account's oldest
+// pending event), oldest first. It walks the accounts that have pending
+// events through the pending index — a skip scan, one seek per account —
+// so that an account with a long backlog behind a failing head costs one
+// seek, not a scan of its backlog (which made every claim of every account
+// wait: 0.7 s a round on PostgreSQL with 20,000 events queued). The head's
+// due test is a scalar subquery so that PostgreSQL looks each head up by
+// its key instead of hashing the whole table.
+const dueHeads = `WITH RECURSIVE accts(a) AS (
+		SELECT min(account_id) FROM outbox_events WHERE state = 0
+		UNION ALL
+		SELECT (SELECT min(o.account_id) FROM outbox_events o WHERE o.state = 0 AND o.account_id > accts.a)
+		FROM accts WHERE accts.a IS NOT NULL),
+	heads(seq) AS (SELECT (SELECT min(h.seq) FROM outbox_events h WHERE h.state = 0 AND h.account_id = accts.a)
+		FROM accts WHERE accts.a IS NOT NULL)
+	SELECT heads.seq FROM heads
+	WHERE (SELECT e.next_at <= ? AND e.lease_until <= ? FROM outbox_events e WHERE e.seq = heads.seq)
+	ORDER BY heads.seq LIMIT ?`
+
+// ClaimEvents implements outbox.Store: the due heads (dueHeads), then one
+// statement per head that leases it if it is still a due, unleased head
+// no one else holds (another dispatcher may have taken it meanwhile).
 func (s Events) ClaimEvents(ctx context.Context, now, leaseUntil time.Time, claim string, limit int) ([]outbox.Pending, error) {
+	var seqs []int64
+	err := s.db.Query(ctx, dueHeads, []any{now.UnixNano(), now.UnixNano(), limit}, func(rows sqlrow.Rows) error {
+		for rows.Next() {
+			var seq int64
+			if err := rows.Scan(&seq); err != nil {
+				return err
+			}
+			seqs = append(seqs, seq)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, s.db.Wrap("claim events", err)
+	}
 	q := `UPDATE outbox_events SET lease_until = ?, claim = ?
 		WHERE seq = (SELECT e.seq FROM outbox_events e
-			WHERE e.state = 0 AND e.next_at <= ? AND e.lease_until <= ?
-			AND NOT EXISTS (SELECT 1 FROM outbox_events p WHERE p.account_id = e.account_id AND p.state = 0 AND p.seq < e.seq)
-			ORDER BY e.seq LIMIT 1` + s.d.SkipLocked + `)
+			WHERE e.seq = ? AND e.state = 0 AND e.next_at <= ? AND e.lease_until <= ?
+			AND NOT EXISTS (SELECT 1 FROM outbox_events p WHERE p.account_id = e.account_id AND p.state = 0 AND p.seq < e.seq)` +
+		s.d.SkipLocked + `)
 		RETURNING id, account_id, type, created_at, data, attempts, done`
 	var out []outbox.Pending
-	for len(out) < limit {
+	for _, seq := range seqs {
 		var (
 			p         outbox.Pending
 			typ, data string
 			done      string
 			created   int64
 		)
-		err := s.db.Writer().QueryRow(ctx, q, leaseUntil.UnixNano(), claim, now.UnixNano(), now.UnixNano()).
+		err := s.db.Writer().QueryRow(ctx, q, leaseUntil.UnixNano(), claim, seq, now.UnixNano(), now.UnixNano()).
 			Scan(&p.ID, &p.AccountID, &typ, &created, &data, &p.Attempts, &done)
 		if s.db.NoRows(err) {
-			break
+			continue // taken or finished meanwhile
 		}
 		if err != nil {
 			return out, s.db.Wrap("claim events", err)

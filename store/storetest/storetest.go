@@ -13,6 +13,7 @@
 package storetest
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -49,6 +50,9 @@ func Bench(b *testing.B, newStore NewStoreFunc) {
 	b.Run("ReserveSettle", func(b *testing.B) { BenchLedgerReserveSettle(b, newStore) })
 	b.Run("Meter", func(b *testing.B) { BenchMeter(b, newStore) })
 	b.Run("MeterParallel", func(b *testing.B) { BenchMeterParallel(b, newStore, 0, MeterCallers) })
+	for _, n := range []int{0, OutboxBacklog} {
+		b.Run(fmt.Sprintf("OutboxBacklog/queued=%d", n), func(b *testing.B) { BenchOutboxBacklog(b, newStore, n) })
+	}
 }
 
 // epoch is where every suite clock starts.
