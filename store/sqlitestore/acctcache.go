@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shopspring/decimal"
+
 	"github.com/keyledger/keyledger/credits/ledger"
 	"github.com/keyledger/keyledger/internal/sqlledger"
 )
@@ -38,6 +40,12 @@ type acctCache struct {
 	// meanwhile.
 	pend []acctSnap
 	tok  uint64
+	// low caches accounts' alert thresholds (their stored text) for the
+	// batches' ledger events, under the same rules as accs: emptied with
+	// it (clear, a data_version change), and a value read by a batch is
+	// kept only if no other write path started since the batch began.
+	// SetAlertThresholds empties it before and after its write.
+	low map[string]string
 }
 
 // maxCachedAccounts bounds the cache (a state is a few hundred bytes).
@@ -60,7 +68,7 @@ func (c *acctCache) begin() uint64 {
 // clear empties the cache and starts a new generation.
 func (c *acctCache) clear() {
 	c.mu.Lock()
-	c.accs, c.pend = nil, nil
+	c.accs, c.pend, c.low = nil, nil, nil
 	c.gen++
 	c.mu.Unlock()
 }
@@ -74,7 +82,7 @@ func (c *acctCache) check(b *binder) error {
 	}
 	c.mu.Lock()
 	if dv != c.dv {
-		c.accs, c.pend, c.dv = nil, nil, dv
+		c.accs, c.pend, c.low, c.dv = nil, nil, nil, dv
 		c.gen++
 	}
 	c.mu.Unlock()
@@ -91,6 +99,28 @@ func (c *acctCache) get(id string, now time.Time) (sqlledger.Loaded, bool) {
 		return sqlledger.Loaded{}, false
 	}
 	return sqlledger.Loaded{St: s.st.Clone(), HoldDue: s.holdDue, HoldDue0: s.holdDue}, true
+}
+
+// thresholds returns acct's cached alert thresholds.
+func (c *acctCache) thresholds(acct string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.low[acct]
+	return v, ok
+}
+
+// keepThresholds caches acct's thresholds v, read by a batch that began
+// in gen, unless another write path started since.
+func (c *acctCache) keepThresholds(gen uint64, acct, v string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen {
+		return
+	}
+	if c.low == nil || len(c.low) > maxCachedAccounts {
+		c.low = make(map[string]string)
+	}
+	c.low[acct] = v
 }
 
 // snapshots returns the committed form of every account of t, to store
@@ -147,11 +177,11 @@ func (c *acctCache) confirm(tok uint64) {
 // so that no later batch can start from the states before; they are
 // confirmed into the cache once the commit succeeded, and the cache is
 // emptied if it failed.
-func (s *Store) cachedWrite(ctx context.Context, op string, fn func(*sql.Tx) (*sqlledger.Tx, error)) error {
+func (s *Store) cachedWrite(ctx context.Context, op string, fn func(tx *sql.Tx, gen uint64) (*sqlledger.Tx, error)) error {
 	gen := s.accts.begin()
 	var tok uint64
 	err := s.write(ctx, op, func(tx *sql.Tx) error {
-		lt, err := fn(tx)
+		lt, err := fn(tx, gen)
 		if err == nil {
 			tok = s.accts.put(gen, snapshots(lt))
 		}
@@ -170,6 +200,14 @@ func (s *Store) cachedWrite(ctx context.Context, op string, fn func(*sql.Tx) (*s
 func (s *Store) useCache(t *sqlledger.Tx, b *binder) error {
 	t.Cached = s.accts.get
 	return s.accts.check(b)
+}
+
+// SetAlertThresholds implements events.Store, emptying the account cache
+// (which holds thresholds) before and after the write like ledgerWrite.
+func (s *Store) SetAlertThresholds(ctx context.Context, accountID string, low []decimal.Decimal) error {
+	s.accts.clear()
+	defer s.accts.clear()
+	return s.Events.SetAlertThresholds(ctx, accountID, low)
 }
 
 // ledgerWrite is Store.write for the paths other than spend batches that

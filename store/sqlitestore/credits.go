@@ -182,7 +182,7 @@ func (d ledgerDB) Batch(ctx context.Context, op string, now time.Time, fn func(*
 		defer d.s.spend.unshare()
 	}
 	for attempt := 0; ; attempt++ {
-		err := d.s.cachedWrite(ctx, op, func(tx *sql.Tx) (*sqlledger.Tx, error) {
+		err := d.s.cachedWrite(ctx, op, func(tx *sql.Tx, gen uint64) (*sqlledger.Tx, error) {
 			c := d.s.newConn(ctx, tx)
 			c.batch = true
 			t := sqlledger.NewTx(c, now, false)
@@ -190,6 +190,7 @@ func (d ledgerDB) Batch(ctx context.Context, op string, now time.Time, fn func(*
 			if err := d.s.useCache(t, &c.binder); err != nil {
 				return nil, err
 			}
+			c.cache, c.gen = &d.s.accts, gen
 			return t, fn(t)
 		})
 		if !retry(err, attempt) {
@@ -219,6 +220,10 @@ type ledgerConn struct {
 	ms    *multiStmts
 	args  []any // scratch for multi-row statements
 	batch bool  // a group commit: Flush classifies its failures (flushed)
+	// cache, if set, is the account cache this batch (begun in gen)
+	// checked against data_version: thresholds are read through it.
+	cache *acctCache
+	gen   uint64
 }
 
 func boolInt(b bool) int64 {
@@ -228,14 +233,26 @@ func boolInt(b bool) int64 {
 	return 0
 }
 
-// AlertThresholds implements sqlledger.ThresholdConn.
+// AlertThresholds implements sqlledger.ThresholdConn: from the account
+// cache in a batch that uses it, else (and on a miss) from the table.
 func (c *ledgerConn) AlertThresholds(_ context.Context, acct string) (string, error) {
+	if c.cache != nil {
+		if v, ok := c.cache.thresholds(acct); ok {
+			return v, nil
+		}
+	}
 	var v string
 	err := c.stmt(sThresholds).QueryRowContext(c.ctx, acct).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
+		err = nil
 	}
-	return v, wrap("alert thresholds", err)
+	if err != nil {
+		return "", wrap("alert thresholds", err)
+	}
+	if c.cache != nil {
+		c.cache.keepThresholds(c.gen, acct, v)
+	}
+	return v, nil
 }
 
 // Account implements sqlledger.Conn.
