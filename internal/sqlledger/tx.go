@@ -12,6 +12,7 @@ import (
 	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/internal/id"
 	"github.com/keyledger/keyledger/internal/ledgerstage"
+	"github.com/keyledger/keyledger/internal/outbox"
 	"github.com/keyledger/keyledger/usage"
 	"github.com/keyledger/keyledger/usage/meter"
 )
@@ -170,7 +171,25 @@ type Fetch struct {
 
 	t    *Tx
 	rows []Row
+	// lowRead: the Conn read the alert thresholds of every account it
+	// loaded (FoundThresholds), so those without a row have none.
+	lowRead bool
 }
+
+// FoundThresholds reports an account's alert thresholds (their stored
+// text), read with the account rows so that a ledger event needs no
+// statement of its own (see Tx.Moved).
+func (f *Fetch) FoundThresholds(acct, low string) {
+	if f.t.low == nil {
+		f.t.low = make(map[string][]decimal.Decimal)
+	}
+	f.t.low[acct] = outbox.ParseThresholds(low)
+	f.lowRead = true
+}
+
+// ThresholdsRead reports that the Conn read the thresholds of every
+// account it loaded: an account without a FoundThresholds has none.
+func (f *Fetch) ThresholdsRead() { f.lowRead = true }
 
 // FoundAccount reports an account row read (and locked).
 func (f *Fetch) FoundAccount(r Row) {
@@ -243,6 +262,14 @@ func (t *Tx) prefetch(ctx context.Context, f *Fetch) error {
 		return err
 	}
 	for _, r := range f.rows {
+		if f.lowRead {
+			if _, ok := t.low[r.St.ID]; !ok {
+				if t.low == nil {
+					t.low = make(map[string][]decimal.Decimal)
+				}
+				t.low[r.St.ID] = nil
+			}
+		}
 		if t.Accts[r.St.ID] != nil {
 			continue
 		}

@@ -158,6 +158,21 @@ func (c *ledgerConn) Prefetch(ctx context.Context, f *sqlledger.Fetch) error {
 				return nil
 			})
 		})
+		// The same accounts' alert thresholds, so that a movement's events
+		// need no round trip of their own (Tx.Moved).
+		f.ThresholdsRead()
+		b.Queue(`SELECT account_id, low_balance FROM alert_thresholds
+			WHERE account_id = ANY($1) OR account_id IN (SELECT account_id FROM credit_holds WHERE id = ANY($2))`,
+			f.Accounts, f.Holds).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var acct, low string
+				if err := rows.Scan(&acct, &low); err != nil {
+					return err
+				}
+				f.FoundThresholds(acct, low)
+			}
+			return rows.Err()
+		})
 	}
 	if len(f.Holds) > 0 {
 		b.Queue(`SELECT `+sqlledger.HoldColumns+` FROM credit_holds WHERE id = ANY($1)`, f.Holds).Query(func(rows pgx.Rows) error {
