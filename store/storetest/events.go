@@ -31,6 +31,7 @@ func runEvents(t *testing.T, newStore NewStoreFunc) {
 	t.Run("ExpiringKeysOnce", func(t *testing.T) { testEventExpiring(t, newStore) })
 	t.Run("LedgerCrossings", func(t *testing.T) { testEventCrossings(t, newStore) })
 	t.Run("KeyBudgetCrossings", func(t *testing.T) { testEventKeyBudget(t, newStore) })
+	t.Run("SettleCrossing", func(t *testing.T) { testEventSettleCrossing(t, newStore) })
 	t.Run("MeteredCrossing", func(t *testing.T) { testEventMetered(t, newStore) })
 	t.Run("ConcurrentSpendsCrossOnce", func(t *testing.T) { testEventConcurrentCrossing(t, newStore) })
 	t.Run("ClaimLeaseRetryPrune", func(t *testing.T) { testEventClaim(t, newStore) })
@@ -429,6 +430,31 @@ func testEventKeyBudget(t *testing.T, newStore NewStoreFunc) {
 			g.Period != want[i].Period || !g.ResetsAt.Equal(want[i].ResetsAt) {
 			t.Fatalf("event %d = %+v, want %+v", i, g, want[i])
 		}
+	}
+}
+
+// A settlement that takes the balance below a threshold writes balance.low
+// (the batch finds the account, and its thresholds, through the hold).
+func testEventSettleCrossing(t *testing.T, newStore NewStoreFunc) {
+	e := newEnv(t, newStore, nil)
+	a := mustCreate(t, e.acc, account.CreateParams{Name: "S", Email: "settle@example.com"})
+	svc := e.ledger(t, nil)
+	openLedger(t, svc, a.ID, credits.Policy{})
+	mustCredit(t, svc.Grant, credits.CreditParams{AccountID: a.ID, Amount: amt(t, "20"), IdempotencyKey: "g"})
+	if _, err := e.eventsService().SetAlertThresholds(ctx(), a.ID, []decimal.Decimal{decimal.NewFromInt(10)}); err != nil {
+		t.Fatal(err)
+	}
+	h, err := svc.Reserve(ctx(), credits.ReserveParams{AccountID: a.ID, Amount: amt(t, "5"), TTL: time.Minute, IdempotencyKey: "r"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Settle(ctx(), credits.SettleParams{HoldID: h.ID, Actual: amt(t, "12")}); err != nil {
+		t.Fatal(err)
+	}
+	c := &collector{}
+	drain(t, e.dispatcher(t, c, outbox.Options{}))
+	if got := c.types(a.ID); !slices.Equal(got, []events.Type{events.BalanceLow}) {
+		t.Fatalf("settle events %v, want [balance.low]", got)
 	}
 }
 
