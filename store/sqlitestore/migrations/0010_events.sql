@@ -20,7 +20,6 @@ CREATE TABLE outbox_events (
     finished_at INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX outbox_events_pending ON outbox_events (account_id, seq) WHERE state = 0;
-CREATE INDEX outbox_events_due ON outbox_events (seq) WHERE state = 0;
 CREATE INDEX outbox_events_finished ON outbox_events (finished_at) WHERE state <> 0;
 
 CREATE TABLE webhook_endpoints (
