@@ -44,7 +44,8 @@ type acctCache struct {
 	// batches' ledger events, under the same rules as accs: emptied with
 	// it (clear, a data_version change), and a value read by a batch is
 	// kept only if no other write path started since the batch began.
-	// SetAlertThresholds empties it before and after its write.
+	// SetAlertThresholds drops the account's entry before and after its
+	// write.
 	low map[string]string
 }
 
@@ -202,11 +203,22 @@ func (s *Store) useCache(t *sqlledger.Tx, b *binder) error {
 	return s.accts.check(b)
 }
 
-// SetAlertThresholds implements events.Store, emptying the account cache
-// (which holds thresholds) before and after the write like ledgerWrite.
+// forgetThresholds drops acct's cached thresholds. A batch that read the
+// old ones ran its transaction before the change's write (one writer), so
+// dropping them again once that write committed leaves none behind.
+func (c *acctCache) forgetThresholds(acct string) {
+	c.mu.Lock()
+	delete(c.low, acct)
+	c.mu.Unlock()
+}
+
+// SetAlertThresholds implements events.Store, dropping the account's
+// cached thresholds before and after the write (only that account's: a
+// tenant changing thresholds in a loop does not empty the cache of
+// everyone's account states).
 func (s *Store) SetAlertThresholds(ctx context.Context, accountID string, low []decimal.Decimal) error {
-	s.accts.clear()
-	defer s.accts.clear()
+	s.accts.forgetThresholds(accountID)
+	defer s.accts.forgetThresholds(accountID)
 	return s.Events.SetAlertThresholds(ctx, accountID, low)
 }
 
