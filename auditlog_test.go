@@ -19,6 +19,8 @@ import (
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/auditlog"
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/internal/storewrap"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/memstore"
 )
 
@@ -336,7 +338,7 @@ func TestAuditLogLimitsAndWebhooks(t *testing.T) {
 }
 
 // failingAudit is a store whose audit appends fail.
-type failingAudit struct{ *memstore.Store }
+type failingAudit struct{ storewrap.Base }
 
 func (failingAudit) AppendAudit(context.Context, auditlog.Entry) (auditlog.Entry, error) {
 	return auditlog.Entry{}, errors.New("audit table unavailable")
@@ -347,7 +349,7 @@ func (failingAudit) AppendAudit(context.Context, auditlog.Entry) (auditlog.Entry
 func TestAuditAppendFailureIsLogged(t *testing.T) {
 	var buf bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, nil))
-	kl, err := keyledger.New(failingAudit{memstore.New()}, &keyledger.Options{Logger: log, Accounts: &account.Options{Argon2: fastArgon}})
+	kl, err := keyledger.New(store.Wrap(failingAudit{storewrap.Base{Store: store.Driver(memstore.New())}}), &keyledger.Options{Logger: log, Accounts: &account.Options{Argon2: fastArgon}})
 	if err != nil {
 		t.Fatal(err)
 	}

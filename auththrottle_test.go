@@ -13,6 +13,7 @@ import (
 	"github.com/keyledger/keyledger/internal/fakeclock"
 	"github.com/keyledger/keyledger/ratelimit"
 	"github.com/keyledger/keyledger/ratelimit/redislimit"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/sqlitestore"
 )
 
@@ -27,7 +28,7 @@ func throttleFixture(t *testing.T) (*account.Service, *keyledger.AuthThrottle, *
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	acc, err := account.NewService(st, &account.Options{Now: clk.Now, Argon2: fastArgon})
+	acc, err := account.NewService(store.Driver(st), &account.Options{Now: clk.Now, Argon2: fastArgon})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/sqlitestore"
 	"github.com/keyledger/keyledger/usage"
 )
@@ -206,7 +207,7 @@ func crashVerify(t *testing.T, db string, setup crashSetup, acked map[string]cra
 	later := time.Now().Add(time.Hour)
 	records := map[string]string{} // record ID → account
 	for _, id := range setup.Accounts {
-		au := auditAccount(t, st, id, "log_", later)
+		au := auditAccount(t, store.Driver(st), id, "log_", later)
 		if !au.state.Held.IsZero() {
 			t.Fatalf("run %d: account %s holds %s past every deadline", run, id, au.state.Held)
 		}

@@ -24,7 +24,7 @@ var moneyBackends = append(backends[:len(backends):len(backends)], backend{"post
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st
+	return store.Driver(st)
 }})
 
 func forEachMoneyBackend(t *testing.T, fn func(t *testing.T, b backend)) {

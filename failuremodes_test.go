@@ -14,6 +14,7 @@ import (
 	"github.com/keyledger/keyledger/internal/faultproxy"
 	"github.com/keyledger/keyledger/internal/pgtest"
 	"github.com/keyledger/keyledger/ratelimit"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/memstore"
 	"github.com/keyledger/keyledger/store/pgstore"
 	"github.com/keyledger/keyledger/store/storefault"
@@ -182,9 +183,9 @@ func TestCompleteRetriesUntilTheStoreReturns(t *testing.T) {
 // with ErrUnavailable, charges nothing, and the hold is freed (released
 // now, or at its deadline if the release fails too).
 func TestCompleteGivesUpAfterItsDeadline(t *testing.T) {
-	st := storefault.New(memstore.New(), nil)
+	st := storefault.New(store.Driver(memstore.New()), nil)
 	clk := fakeclock.New(time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC))
-	kl, err := keyledger.New(st, &keyledger.Options{Now: clk.Now, Prices: prices(t), Catalog: bigCatalog(t), HoldTTL: time.Minute,
+	kl, err := keyledger.New(store.Wrap(st), &keyledger.Options{Now: clk.Now, Prices: prices(t), Catalog: bigCatalog(t), HoldTTL: time.Minute,
 		CompleteTimeout: time.Millisecond, Logger: slog.New(slog.DiscardHandler), Accounts: &account.Options{Argon2: fastArgon}})
 	if err != nil {
 		t.Fatal(err)
@@ -220,7 +221,7 @@ func TestKilledInstanceRetriesChargeOnce(t *testing.T) {
 		st := b.open(t)
 		clk := fakeclock.New(time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC))
 		instance := func() *keyledger.KeyLedger {
-			kl, err := keyledger.New(st, &keyledger.Options{Now: clk.Now, Prices: prices(t), Catalog: bigCatalog(t), HoldTTL: time.Minute,
+			kl, err := keyledger.New(store.Wrap(st), &keyledger.Options{Now: clk.Now, Prices: prices(t), Catalog: bigCatalog(t), HoldTTL: time.Minute,
 				Logger: slog.New(slog.DiscardHandler), Accounts: &account.Options{Argon2: fastArgon}})
 			if err != nil {
 				t.Fatal(err)

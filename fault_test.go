@@ -15,6 +15,7 @@ import (
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/internal/fakeclock"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/storefault"
 	"github.com/keyledger/keyledger/usage"
 )
@@ -31,7 +32,7 @@ func faultEnv(t testing.TB, b backend) (*env, *storefault.Store) {
 	t.Helper()
 	fs := storefault.New(b.open(t), nil)
 	clk := fakeclock.New(time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC))
-	kl, err := keyledger.New(fs, &keyledger.Options{
+	kl, err := keyledger.New(store.Wrap(fs), &keyledger.Options{
 		Now: clk.Now, Prices: prices(t), Catalog: bigCatalog(t), HoldTTL: time.Minute,
 		Logger: slog.New(slog.DiscardHandler), Accounts: &account.Options{Argon2: fastArgon},
 	})

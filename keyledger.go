@@ -220,8 +220,14 @@ type accountInfo struct {
 	limits *account.Limits
 }
 
-// New builds a KeyLedger over st.
-func New(st store.Store, opts *Options) (*KeyLedger, error) {
+// New builds a KeyLedger over the backend b (sqlitestore.Open,
+// pgstore.Open, memstore.New, or store.Wrap of a Store written elsewhere).
+// Close does not close b.
+func New(b store.Backend, opts *Options) (*KeyLedger, error) {
+	if b == nil {
+		return nil, fmt.Errorf("%w: no backend", ErrInvalidOptions)
+	}
+	st := store.Driver(b)
 	var o Options
 	if opts != nil {
 		o = *opts

@@ -17,6 +17,7 @@ import (
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/internal/fakeclock"
+	"github.com/keyledger/keyledger/internal/storewrap"
 	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/memstore"
 	"github.com/keyledger/keyledger/store/sqlitestore"
@@ -31,13 +32,13 @@ type backend struct {
 }
 
 var backends = []backend{
-	{"memory", func(testing.TB) store.Store { return memstore.New() }},
+	{"memory", func(testing.TB) store.Store { return store.Driver(memstore.New()) }},
 	{"sqlite", func(t testing.TB) store.Store {
 		st, err := sqlitestore.Open(context.Background(), filepath.Join(t.TempDir(), "k.db"), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return st
+		return store.Driver(st)
 	}},
 	// Holds kept in the process (sqlitestore.Options.ProcessHolds): every
 	// test of the facade runs on them too.
@@ -47,7 +48,7 @@ var backends = []backend{
 		if err != nil {
 			t.Fatal(err)
 		}
-		return st
+		return store.Driver(st)
 	}},
 }
 
@@ -94,7 +95,7 @@ func newEnvWith(t testing.TB, b backend, set func(*keyledger.Options)) *env {
 	if set != nil {
 		set(o)
 	}
-	kl, err := keyledger.New(st, o)
+	kl, err := keyledger.New(store.Wrap(st), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,7 +472,7 @@ func testUpdateTakesEffect(t *testing.T, update func(context.Context, *keyledger
 // revokingStore revokes a key in the middle of Authorize: while the credit
 // hold is being written, after Verify and before Bind.
 type revokingStore struct {
-	*memstore.Store
+	storewrap.Base
 	hook func()
 }
 
@@ -484,7 +485,7 @@ func (s *revokingStore) ApplySpends(ctx context.Context, now time.Time, reqs []c
 }
 
 func TestRevokeDuringAuthorizeRefuses(t *testing.T) {
-	st := &revokingStore{Store: memstore.New()}
+	st := &revokingStore{Base: storewrap.Base{Store: store.Driver(memstore.New())}}
 	e := newEnv(t, backend{"memory", func(testing.TB) store.Store { return st }}, nil)
 	ctx := context.Background()
 	a, raw, k := e.signup(t, "race@example.com", "free")

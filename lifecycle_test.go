@@ -11,6 +11,7 @@ import (
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/internal/fakeclock"
+	"github.com/keyledger/keyledger/store"
 )
 
 // inbox is a Mailer that keeps every message.
@@ -108,7 +109,7 @@ func TestSignupWithVerification(t *testing.T) {
 		st := b.open(t)
 		mb := &inbox{}
 		clk := fakeclock.New(time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC))
-		kl, err := keyledger.New(st, &keyledger.Options{Now: clk.Now, Prices: prices(t),
+		kl, err := keyledger.New(store.Wrap(st), &keyledger.Options{Now: clk.Now, Prices: prices(t),
 			Accounts: &account.Options{Argon2: fastArgon, Mailer: mb}})
 		if err != nil {
 			t.Fatal(err)

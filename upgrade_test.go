@@ -101,7 +101,7 @@ func TestUpgradeFromRelease(t *testing.T) {
 		if err != nil {
 			t.Fatalf("open the previous release's database: %v", err)
 		}
-		checkUpgraded(t, m, m.SQLite, st)
+		checkUpgraded(t, m, m.SQLite, store.Driver(st))
 	})
 	t.Run("postgres", func(t *testing.T) {
 		base := pgtest.BaseDSN(t)
@@ -142,7 +142,7 @@ func TestUpgradeFromRelease(t *testing.T) {
 		if err != nil {
 			t.Fatalf("open the previous release's schema: %v", err)
 		}
-		checkUpgraded(t, m, *m.Postgres, st)
+		checkUpgraded(t, m, *m.Postgres, store.Driver(st))
 	})
 }
 
@@ -168,7 +168,7 @@ func copyFile(t *testing.T, src, dst string) {
 func checkUpgraded(t *testing.T, m upgradeManifest, ds upgradeDataset, st store.Store) {
 	ctx := context.Background()
 	clk := fakeclock.New(m.Clock)
-	kl, err := keyledger.New(st, &keyledger.Options{Now: clk.Now, Prices: upgradePrices(t), HoldTTL: time.Hour,
+	kl, err := keyledger.New(store.Wrap(st), &keyledger.Options{Now: clk.Now, Prices: upgradePrices(t), HoldTTL: time.Hour,
 		Logger: slog.New(slog.DiscardHandler), Accounts: &account.Options{Argon2: fastArgon}})
 	if err != nil {
 		t.Fatal(err)

@@ -326,7 +326,7 @@ func TestRechargeEvents(t *testing.T) {
 func collectAll(t *testing.T, st store.Store) []events.Event {
 	t.Helper()
 	var got []events.Event
-	kl, err := keyledger.New(st, &keyledger.Options{Accounts: &account.Options{Argon2: fastArgon},
+	kl, err := keyledger.New(store.Wrap(st), &keyledger.Options{Accounts: &account.Options{Argon2: fastArgon},
 		Events: &keyledger.EventOptions{Hook: func(_ context.Context, e events.Event) error {
 			got = append(got, e)
 			return nil

@@ -6,12 +6,13 @@ import (
 	"fmt"
 
 	"github.com/keyledger/keyledger/account"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/memstore"
 )
 
 func Example() {
 	ctx := context.Background()
-	accounts, err := account.NewService(memstore.New(), nil)
+	accounts, err := account.NewService(store.Driver(memstore.New()), nil)
 	if err != nil {
 		panic(err)
 	}
@@ -49,7 +50,7 @@ func ExampleNewCatalog() {
 	if err != nil {
 		panic(err)
 	}
-	accounts, _ := account.NewService(memstore.New(), &account.Options{Catalog: catalog})
+	accounts, _ := account.NewService(store.Driver(memstore.New()), &account.Options{Catalog: catalog})
 	a, _ := accounts.Create(context.Background(), account.CreateParams{Name: "Dev", Email: "dev@example.com"})
 	fmt.Println(a.Plan, catalog.EffectiveLimits(a).RequestsPerMinute)
 	// Output: hobby 30

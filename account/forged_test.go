@@ -40,7 +40,7 @@ func (s *sessionLog) take() [][32]byte {
 // time could depend on how much of the token matches — and is invalid.
 func TestForgedSessionTokenCostsOneLookupOfItsOwnHash(t *testing.T) {
 	ctx := context.Background()
-	st := &sessionLog{Store: memstore.New()}
+	st := &sessionLog{Store: store.Driver(memstore.New())}
 	svc, err := account.NewService(st, &account.Options{Argon2: account.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1, KeyLen: 32, SaltLen: 16}})
 	if err != nil {
 		t.Fatal(err)

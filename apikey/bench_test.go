@@ -49,7 +49,7 @@ func sqliteStore(b *testing.B) store.Store {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = st.Close() })
-	return st
+	return store.Driver(st)
 }
 
 // postgresStore is a store on a schema of its own at
@@ -61,13 +61,13 @@ func postgresStore(b *testing.B) store.Store {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = st.Close() })
-	return st
+	return store.Driver(st)
 }
 
 // BenchmarkVerifyCached is the hot path: a known key served from the
 // cache. Budget: ≤ 250 ns/op, ≤ 1 alloc/op.
 func BenchmarkVerifyCached(b *testing.B) {
-	svc, raw := benchKey(b, memstore.New(), nil)
+	svc, raw := benchKey(b, store.Driver(memstore.New()), nil)
 	ctx := context.Background()
 	if _, err := svc.Verify(ctx, raw); err != nil {
 		b.Fatal(err)
@@ -83,7 +83,7 @@ func BenchmarkVerifyCached(b *testing.B) {
 // BenchmarkVerifyCachedParallel verifies one key from every P: the cache
 // takes shared locks only, so there is no convoy.
 func BenchmarkVerifyCachedParallel(b *testing.B) {
-	svc, raw := benchKey(b, memstore.New(), nil)
+	svc, raw := benchKey(b, store.Driver(memstore.New()), nil)
 	ctx := context.Background()
 	if _, err := svc.Verify(ctx, raw); err != nil {
 		b.Fatal(err)
@@ -103,7 +103,7 @@ func BenchmarkVerifyCachedParallel(b *testing.B) {
 // checksum before any hash or store call. Budget: ≤ 100 ns/op; the store
 // call count is asserted (0).
 func BenchmarkVerifyBadChecksum(b *testing.B) {
-	st := &countingStore{Store: memstore.New()}
+	st := &countingStore{Store: store.Driver(memstore.New())}
 	svc, raw := benchKey(b, st, nil)
 	bad := corrupt(raw)
 	ctx := context.Background()
@@ -129,7 +129,7 @@ func BenchmarkVerifyMiss(b *testing.B) {
 	}{
 		{"sqlite", sqliteStore},
 		{"postgres", postgresStore},
-		{"memory", func(*testing.B) store.Store { return memstore.New() }},
+		{"memory", func(*testing.B) store.Store { return store.Driver(memstore.New()) }},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			svc, raw := benchKey(b, c.st(b), &apikey.Options{RefreshInterval: -1})
@@ -167,7 +167,7 @@ func BenchmarkVerifyBcryptPeer(b *testing.B) {
 // BenchmarkVerifyAndBind is a request's whole key work: Verify from the
 // cache, Bind the request context, release it at the end.
 func BenchmarkVerifyAndBind(b *testing.B) {
-	svc, raw := benchKey(b, memstore.New(), nil)
+	svc, raw := benchKey(b, store.Driver(memstore.New()), nil)
 	parent, cancel := context.WithCancel(context.Background()) // like a request context
 	defer cancel()
 	if _, err := svc.Verify(parent, raw); err != nil {

@@ -11,13 +11,14 @@ import (
 
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/memstore"
 )
 
 // exampleAccount returns a store with one account.
 func exampleAccount(ctx context.Context) (*memstore.Store, account.Account) {
 	st := memstore.New()
-	accounts, err := account.NewService(st, nil)
+	accounts, err := account.NewService(store.Driver(st), nil)
 	if err != nil {
 		panic(err)
 	}
@@ -32,7 +33,7 @@ func exampleAccount(ctx context.Context) (*memstore.Store, account.Account) {
 func Example() {
 	ctx := context.Background()
 	st, acct := exampleAccount(ctx)
-	keys, err := apikey.NewService(st, nil)
+	keys, err := apikey.NewService(store.Driver(st), nil)
 	if err != nil {
 		panic(err)
 	}
@@ -98,7 +99,7 @@ func ExampleService_Rotate() {
 	ctx := context.Background()
 	st, acct := exampleAccount(ctx)
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	keys, err := apikey.NewService(st, &apikey.Options{Now: func() time.Time { return now }})
+	keys, err := apikey.NewService(store.Driver(st), &apikey.Options{Now: func() time.Time { return now }})
 	if err != nil {
 		panic(err)
 	}
@@ -125,7 +126,7 @@ func ExampleService_Rotate() {
 func ExampleService_Bind() {
 	ctx := context.Background()
 	st, acct := exampleAccount(ctx)
-	keys, err := apikey.NewService(st, nil)
+	keys, err := apikey.NewService(store.Driver(st), nil)
 	if err != nil {
 		panic(err)
 	}
@@ -150,7 +151,7 @@ func ExampleService_Bind() {
 func ExampleVerified_Permit() {
 	ctx := context.Background()
 	st, acct := exampleAccount(ctx)
-	keys, err := apikey.NewService(st, nil)
+	keys, err := apikey.NewService(store.Driver(st), nil)
 	if err != nil {
 		panic(err)
 	}

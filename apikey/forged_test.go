@@ -137,7 +137,7 @@ func newForgeryEnv(t testing.TB, st store.Store, opts *apikey.Options) (*apikey.
 
 func TestForgedKeyCostsOneLookupOfItsOwnHash(t *testing.T) {
 	ctx := context.Background()
-	st := &hashLog{Store: memstore.New()}
+	st := &hashLog{Store: store.Driver(memstore.New())}
 	// No caches: every Verify reaches the store, so its calls are visible.
 	svc, real := newForgeryEnv(t, st, &apikey.Options{RefreshInterval: -1, LastUsedInterval: -1})
 	realHash := sha256.Sum256([]byte(real.Reveal()))
@@ -170,7 +170,7 @@ func TestForgedKeyCostsOneLookupOfItsOwnHash(t *testing.T) {
 
 func TestForgedKeyIsNegativelyCachedByHash(t *testing.T) {
 	ctx := context.Background()
-	st := &hashLog{Store: memstore.New()}
+	st := &hashLog{Store: store.Driver(memstore.New())}
 	svc, real := newForgeryEnv(t, st, &apikey.Options{LastUsedInterval: -1})
 	for name, forged := range forgeries(t, svc.Format(), real) {
 		if name == "full-mismatch" {
@@ -201,7 +201,7 @@ func BenchmarkVerifyForged(b *testing.B) {
 		{"cached", &apikey.Options{LastUsedInterval: -1}},
 		{"store", &apikey.Options{RefreshInterval: -1, LastUsedInterval: -1}},
 	} {
-		svc, real := newForgeryEnv(b, memstore.New(), mode.opts)
+		svc, real := newForgeryEnv(b, store.Driver(memstore.New()), mode.opts)
 		forged := forgeries(b, svc.Format(), real)
 		for _, name := range []string{"prefix-match", "half-match", "all-but-one"} {
 			k := forged[name]
@@ -221,7 +221,7 @@ func BenchmarkVerifyForged(b *testing.B) {
 // the real key, and refuses everything else as malformed or unknown.
 func FuzzVerify(f *testing.F) {
 	ctx := context.Background()
-	svc, real := newForgeryEnv(f, memstore.New(), &apikey.Options{LastUsedInterval: -1})
+	svc, real := newForgeryEnv(f, store.Driver(memstore.New()), &apikey.Options{LastUsedInterval: -1})
 	f.Add(real.Reveal())
 	for _, k := range forgeries(f, svc.Format(), real) {
 		f.Add(k.Reveal())

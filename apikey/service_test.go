@@ -89,7 +89,7 @@ type env struct {
 
 func newEnv(t *testing.T, opts *apikey.Options) *env {
 	t.Helper()
-	e := &env{st: &countingStore{Store: memstore.New()}, clk: fakeclock.New(epoch)}
+	e := &env{st: &countingStore{Store: store.Driver(memstore.New())}, clk: fakeclock.New(epoch)}
 	acc, err := account.NewService(e.st, &account.Options{Now: e.clk.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -210,11 +210,11 @@ func TestOptionsValidation(t *testing.T) {
 		{CacheSize: -1},
 		{NegativeCacheSize: -1},
 	} {
-		if _, err := apikey.NewService(st, o); !errors.Is(err, apikey.ErrInvalidOptions) {
+		if _, err := apikey.NewService(store.Driver(st), o); !errors.Is(err, apikey.ErrInvalidOptions) {
 			t.Errorf("%+v: %v, want ErrInvalidOptions", o, err)
 		}
 	}
-	svc, err := apikey.NewService(st, &apikey.Options{Scopes: []string{"emails:verify"}, LastUsedInterval: -1})
+	svc, err := apikey.NewService(store.Driver(st), &apikey.Options{Scopes: []string{"emails:verify"}, LastUsedInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

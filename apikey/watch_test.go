@@ -62,7 +62,7 @@ type watchEnv struct {
 func newWatchEnv(t *testing.T) *watchEnv {
 	t.Helper()
 	ctx := context.Background()
-	e := &watchEnv{st: &notifyingStore{Store: memstore.New(), subs: make(map[int]func(apikey.Change))},
+	e := &watchEnv{st: &notifyingStore{Store: store.Driver(memstore.New()), subs: make(map[int]func(apikey.Change))},
 		clk: fakeclock.New(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))}
 	acc, err := account.NewService(e.st, &account.Options{Now: e.clk.Now})
 	if err != nil {

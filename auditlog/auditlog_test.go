@@ -9,11 +9,12 @@ import (
 	"unicode/utf8"
 
 	"github.com/keyledger/keyledger/auditlog"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/memstore"
 )
 
 func TestAppendTruncatesClientText(t *testing.T) {
-	svc, err := auditlog.NewService(memstore.New(), nil)
+	svc, err := auditlog.NewService(store.Driver(memstore.New()), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +35,7 @@ func TestAppendTruncatesClientText(t *testing.T) {
 
 func TestNewServiceRejectsBadOptions(t *testing.T) {
 	for _, o := range []*auditlog.Options{{Retention: -time.Hour}, {PruneBatch: -1}, {PruneMaxBatches: -1}} {
-		if _, err := auditlog.NewService(memstore.New(), o); err == nil {
+		if _, err := auditlog.NewService(store.Driver(memstore.New()), o); err == nil {
 			t.Errorf("NewService(%+v) accepted", o)
 		}
 	}
@@ -71,7 +72,7 @@ func FuzzList(f *testing.F) {
 	f.Add("zz", "", "root", -5)
 	f.Add("a"+strings.Repeat("z", 20), ".*", "admin", 600)
 	st := memstore.New()
-	svc, _ := auditlog.NewService(st, nil)
+	svc, _ := auditlog.NewService(store.Driver(st), nil)
 	ctx := context.Background()
 	for i := range 5 {
 		acc := []string{"acct_a", "acct_b"}[i%2]
@@ -104,7 +105,7 @@ func FuzzList(f *testing.F) {
 // identifying fields holding it are ErrInvalidEntry; free text (change
 // values, the user agent) is cleaned.
 func TestTextNoStoreCanHold(t *testing.T) {
-	svc, err := auditlog.NewService(memstore.New(), nil)
+	svc, err := auditlog.NewService(store.Driver(memstore.New()), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/auditlog"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/memstore"
 )
 
@@ -15,7 +16,7 @@ import (
 func Example() {
 	ctx := context.Background()
 	clock := func() time.Time { return time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC) }
-	log, _ := auditlog.NewService(memstore.New(), &auditlog.Options{Now: clock})
+	log, _ := auditlog.NewService(store.Driver(memstore.New()), &auditlog.Options{Now: clock})
 
 	ctx = auditlog.WithActor(ctx, auditlog.Actor{Kind: auditlog.ActorSession, ID: "acct_1"})
 	ctx = auditlog.WithClient(ctx, "203.0.113.9", "Mozilla/5.0")

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/memstore"
 )
 
@@ -21,7 +22,7 @@ func must[T any](v T, err error) T {
 // per-token charges, and the balance shown with 2 decimals.
 func Example() {
 	ctx := context.Background()
-	ledger := must(credits.NewService(memstore.New(), &credits.Options{Unit: credits.INR()}))
+	ledger := must(credits.NewService(store.Driver(memstore.New()), &credits.Options{Unit: credits.INR()}))
 	defer ledger.Close(ctx)
 
 	must(ledger.Open(ctx, "acct_asha", credits.Policy{TimeZone: "Asia/Kolkata"}))
@@ -49,7 +50,7 @@ func Example() {
 // Holds: reserve an estimate, settle the actual cost, free the rest.
 func ExampleService_Reserve() {
 	ctx := context.Background()
-	ledger := must(credits.NewService(memstore.New(), &credits.Options{Unit: credits.WholeCredits()}))
+	ledger := must(credits.NewService(store.Driver(memstore.New()), &credits.Options{Unit: credits.WholeCredits()}))
 	defer ledger.Close(ctx)
 	must(ledger.Open(ctx, "acct_1", credits.Policy{}))
 	must(ledger.Purchase(ctx, credits.CreditParams{AccountID: "acct_1", Amount: credits.AmountFromInt(10), IdempotencyKey: "order_1"}))

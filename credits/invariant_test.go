@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/memstore"
 	"github.com/keyledger/keyledger/store/sqlitestore"
 	"github.com/keyledger/keyledger/store/storetest"
@@ -26,7 +27,7 @@ func bothBackends(t testing.TB) []credits.Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ph.Close() })
-	return []credits.Store{memstore.New(), sq, ph}
+	return []credits.Store{store.Driver(memstore.New()), store.Driver(sq), store.Driver(ph)}
 }
 
 // TestLedgerInvariants runs seeded random programs against memstore,

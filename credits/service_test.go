@@ -13,6 +13,8 @@ import (
 
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/internal/fakeclock"
+	"github.com/keyledger/keyledger/internal/storewrap"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/memstore"
 )
 
@@ -28,14 +30,14 @@ func TestOptions(t *testing.T) {
 		{EntryIDPrefix: "exp_"},
 	}
 	for _, o := range bad {
-		if _, err := credits.NewService(memstore.New(), &o); !errors.Is(err, credits.ErrInvalidOptions) {
+		if _, err := credits.NewService(store.Driver(memstore.New()), &o); !errors.Is(err, credits.ErrInvalidOptions) {
 			t.Errorf("options %+v: %v", o, err)
 		}
 	}
-	if _, err := credits.NewService(memstore.New(), &credits.Options{Unit: credits.Unit{Code: "X", Decimals: 40}}); !errors.Is(err, credits.ErrInvalidUnit) {
+	if _, err := credits.NewService(store.Driver(memstore.New()), &credits.Options{Unit: credits.Unit{Code: "X", Decimals: 40}}); !errors.Is(err, credits.ErrInvalidUnit) {
 		t.Errorf("bad unit: %v", err)
 	}
-	svc, err := credits.NewService(memstore.New(), nil)
+	svc, err := credits.NewService(store.Driver(memstore.New()), nil)
 	if err != nil || svc.Unit().Code != "INR" {
 		t.Fatalf("defaults: %v %+v", err, svc.Unit())
 	}
@@ -54,7 +56,7 @@ func TestOptions(t *testing.T) {
 // be tested quickly; gate, when set, holds every ApplySpends call until it
 // is closed and reports entry on entered.
 type batching struct {
-	*memstore.Store
+	storewrap.Base
 	mu      sync.Mutex
 	sizes   []int
 	fail    error
@@ -82,7 +84,7 @@ func (b *batching) ApplySpends(ctx context.Context, now time.Time, reqs []credit
 }
 
 func newBatching(t *testing.T, maxWait ...time.Duration) (*credits.Service, *batching) {
-	st := &batching{Store: memstore.New()}
+	st := &batching{Base: storewrap.Base{Store: store.Driver(memstore.New())}}
 	clk := fakeclock.New(epoch)
 	o := &credits.Options{Now: clk.Now, MaxBatch: 16, Logger: quiet()}
 	if len(maxWait) > 0 {
@@ -283,7 +285,7 @@ func TestCloseCancelsRecharges(t *testing.T) {
 		<-ctx.Done()
 		return credits.RechargeResult{}, ctx.Err()
 	})
-	svc, err := credits.NewService(memstore.New(), &credits.Options{
+	svc, err := credits.NewService(store.Driver(memstore.New()), &credits.Options{
 		Recharger: rech, Logger: quiet(),
 		OnRechargeError: func(_ credits.RechargeRequest, err error) { mu.Lock(); failures = append(failures, err); mu.Unlock() },
 	})
@@ -332,7 +334,7 @@ func TestRechargeResultKeyCreditsOnce(t *testing.T) {
 		return credits.RechargeResult{Reference: p.Reference, IdempotencyKey: p.IdempotencyKey, Description: p.Description}, nil
 	})
 	var err error
-	svc, err = credits.NewService(memstore.New(), &credits.Options{Recharger: webhookFirst, Logger: quiet()})
+	svc, err = credits.NewService(store.Driver(memstore.New()), &credits.Options{Recharger: webhookFirst, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +368,7 @@ func TestRechargeResultKeyCreditsOnce(t *testing.T) {
 // is closed, so a test can end the caller's context while its spend is
 // being written.
 type stallStore struct {
-	*memstore.Store
+	storewrap.Base
 	entered, release chan struct{}
 	once             sync.Once
 }
@@ -385,7 +387,7 @@ func (s *stallStore) ApplySpends(ctx context.Context, now time.Time, reqs []cred
 // auto-recharge of its threshold crossing: the crossing is used up by the
 // commit, so skipping the Recharger would lose it.
 func TestRechargeStartsWhenCallerLeaves(t *testing.T) {
-	st := &stallStore{Store: memstore.New(), entered: make(chan struct{}), release: make(chan struct{})}
+	st := &stallStore{Base: storewrap.Base{Store: store.Driver(memstore.New())}, entered: make(chan struct{}), release: make(chan struct{})}
 	var calls sync.WaitGroup
 	var n int
 	var mu sync.Mutex
@@ -440,7 +442,7 @@ func TestRechargesRacingClose(t *testing.T) {
 	rech := credits.Recharger(func(ctx context.Context, r credits.RechargeRequest) (credits.RechargeResult, error) {
 		return credits.RechargeResult{Reference: "pay_" + r.AccountID}, nil
 	})
-	svc, err := credits.NewService(memstore.New(), &credits.Options{Recharger: rech, Logger: quiet(),
+	svc, err := credits.NewService(store.Driver(memstore.New()), &credits.Options{Recharger: rech, Logger: quiet(),
 		OnRechargeError: func(_ credits.RechargeRequest, err error) {
 			if errors.Is(err, credits.ErrClosed) {
 				closedErrs.Add(1)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/memstore"
 )
 
@@ -17,10 +18,10 @@ import (
 func ExampleService() {
 	ctx := context.Background()
 	st := memstore.New()
-	accts, _ := account.NewService(st, nil)
+	accts, _ := account.NewService(store.Driver(st), nil)
 	a, _ := accts.Create(ctx, account.CreateParams{Name: "Asha", Email: "asha@example.com"})
 
-	svc := events.NewService(st, &events.Options{
+	svc := events.NewService(store.Driver(st), &events.Options{
 		// Tests and examples resolve names themselves; the default is DNS.
 		LookupIP: func(context.Context, string) ([]netip.Addr, error) {
 			return []netip.Addr{netip.MustParseAddr("93.184.216.34")}, nil

@@ -9,6 +9,7 @@ import (
 
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/memstore"
 )
 
@@ -19,12 +20,12 @@ import (
 func TestEndpointDescriptionIsStorableText(t *testing.T) {
 	ctx := context.Background()
 	st := memstore.New()
-	accts, _ := account.NewService(st, nil)
+	accts, _ := account.NewService(store.Driver(st), nil)
 	a, err := accts.Create(ctx, account.CreateParams{Name: "Asha", Email: "asha@example.com"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := events.NewService(st, &events.Options{LookupIP: func(context.Context, string) ([]netip.Addr, error) {
+	svc := events.NewService(store.Driver(st), &events.Options{LookupIP: func(context.Context, string) ([]netip.Addr, error) {
 		return []netip.Addr{netip.MustParseAddr("93.184.216.34")}, nil
 	}})
 	for _, d := range []string{"a\x00b", strings.Repeat("a", 199) + "€", "x\xffy", "line\r\nbreak\t", strings.Repeat("é", 150)} {

@@ -22,7 +22,7 @@ import (
 // A store that is down is a 503 with Retry-After, and the handler never
 // runs: nothing is served that could not be metered.
 func TestStoreDownIs503WithRetryAfter(t *testing.T) {
-	fs := storefault.New(memstore.New(), nil)
+	fs := storefault.New(store.Driver(memstore.New()), nil)
 	e := newEnv(t, backend{"faulty", func(testing.TB) store.Store { return fs }})
 	var served atomic.Int64
 	h := httpapi.Middleware(e.kl, &httpapi.Options{Request: modelRequest})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -86,9 +86,9 @@ func TestClientRequestIDChargesOnce(t *testing.T) {
 // aborts the response: the client never gets a complete answer whose
 // usage was not recorded.
 func TestFailedCompleteAbortsTheResponse(t *testing.T) {
-	fs := storefault.New(memstore.New(), nil)
+	fs := storefault.New(store.Driver(memstore.New()), nil)
 	e := newEnv(t, backend{"faulty", func(testing.TB) store.Store { return fs }})
-	kl, err := keyledger.New(fs, &keyledger.Options{Now: e.clk.Now, Prices: e.kl.Prices, CompleteTimeout: time.Millisecond,
+	kl, err := keyledger.New(store.Wrap(fs), &keyledger.Options{Now: e.clk.Now, Prices: e.kl.Prices, CompleteTimeout: time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

@@ -33,13 +33,13 @@ type backend struct {
 }
 
 var backends = []backend{
-	{"memory", func(testing.TB) store.Store { return memstore.New() }},
+	{"memory", func(testing.TB) store.Store { return store.Driver(memstore.New()) }},
 	{"sqlite", func(t testing.TB) store.Store {
 		st, err := sqlitestore.Open(context.Background(), filepath.Join(t.TempDir(), "k.db"), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return st
+		return store.Driver(st)
 	}},
 }
 
@@ -61,7 +61,7 @@ func newEnv(t testing.TB, b backend) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kl, err := keyledger.New(st, &keyledger.Options{Now: clk.Now, Prices: pb,
+	kl, err := keyledger.New(store.Wrap(st), &keyledger.Options{Now: clk.Now, Prices: pb,
 		Accounts: &account.Options{Argon2: account.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1, KeyLen: 32, SaltLen: 16}}})
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/internal/benchstores"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/sqlitestore"
 	"github.com/keyledger/keyledger/store/storetest"
 	"github.com/keyledger/keyledger/usage"
@@ -119,7 +120,9 @@ func buildSummaryDB(path string) error {
 			Cost: credits.AmountFromMinor(rng.Int64N(10_000_000), 7), CreatedAt: summaryMonth.Add(time.Duration(i) * step),
 		})
 		if len(recs) == chunk {
-			if err := st.ImportUsage(ctx, recs, "UTC"); err != nil {
+			if err := store.Driver(st).(interface {
+				ImportUsage(context.Context, []usage.Record, string) error
+			}).ImportUsage(ctx, recs, "UTC"); err != nil {
 				st.Close()
 				return err
 			}
@@ -138,7 +141,7 @@ func benchSummary1M(b *testing.B, raw bool) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = st.Close() })
-	svc, err := usage.NewService(st, nil)
+	svc, err := usage.NewService(store.Driver(st), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

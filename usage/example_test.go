@@ -8,6 +8,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/memstore"
 	"github.com/keyledger/keyledger/usage"
 )
@@ -28,13 +29,13 @@ func Example() {
 	now := time.Date(2025, 1, 15, 20, 0, 0, 0, time.UTC) // 01:30 on Jan 16 in India
 	clock := func() time.Time { return now }
 	st := memstore.New()
-	ledger := must(credits.NewService(st, &credits.Options{Now: clock}))
+	ledger := must(credits.NewService(store.Driver(st), &credits.Options{Now: clock}))
 	defer ledger.Close(ctx)
 	prices := must(usage.NewPriceBook([]usage.ModelPrice{{
 		Model: "forii/deepseek-v3", PromptPerMillion: decimal.RequireFromString("250"),
 		CompletionPerMillion: decimal.RequireFromString("645"),
 	}}, nil))
-	meter := must(usage.NewService(st, &usage.Options{Now: clock, Credits: ledger}))
+	meter := must(usage.NewService(store.Driver(st), &usage.Options{Now: clock, Credits: ledger}))
 	defer meter.Close(ctx)
 
 	must(ledger.Open(ctx, "acct_asha", credits.Policy{TimeZone: "Asia/Kolkata"}))
@@ -84,9 +85,9 @@ func ExampleService_Rerate() {
 		{Model: "gpt", EffectiveFrom: change, PromptPerMillion: d("120"), CompletionPerMillion: d("480"), CachedPromptPerMillion: &cached},
 	}, nil))
 	st := memstore.New()
-	ledger := must(credits.NewService(st, nil))
+	ledger := must(credits.NewService(store.Driver(st), nil))
 	defer ledger.Close(ctx)
-	meter := must(usage.NewService(st, &usage.Options{Credits: ledger}))
+	meter := must(usage.NewService(store.Driver(st), &usage.Options{Credits: ledger}))
 	defer meter.Close(ctx)
 	must(ledger.Open(ctx, "acct", credits.Policy{}))
 	must(ledger.Purchase(ctx, credits.CreditParams{AccountID: "acct", Amount: credits.AmountFromInt(100), IdempotencyKey: "buy"}))

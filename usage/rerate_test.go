@@ -10,6 +10,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/memstore"
 	"github.com/keyledger/keyledger/usage"
 )
@@ -20,7 +21,7 @@ import (
 func TestRerateWalksEveryPage(t *testing.T) {
 	ctx := context.Background()
 	st := memstore.New()
-	svc, err := usage.NewService(st, nil)
+	svc, err := usage.NewService(store.Driver(st), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

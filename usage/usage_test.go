@@ -14,6 +14,8 @@ import (
 
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/internal/fakeclock"
+	"github.com/keyledger/keyledger/internal/storewrap"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/memstore"
 	"github.com/keyledger/keyledger/store/sqlitestore"
 	"github.com/keyledger/keyledger/usage"
@@ -25,11 +27,11 @@ func TestOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, o := range []usage.Options{{MaxBatch: -1}, {MaxWait: -1}, {IDPrefix: strings.Repeat("x", 33)}} {
-		if _, err := usage.NewService(st, &o); !errors.Is(err, usage.ErrInvalidOptions) {
+		if _, err := usage.NewService(store.Driver(st), &o); !errors.Is(err, usage.ErrInvalidOptions) {
 			t.Errorf("%+v: %v", o, err)
 		}
 	}
-	svc, err := usage.NewService(st, &usage.Options{IDPrefix: "req_"})
+	svc, err := usage.NewService(store.Driver(st), &usage.Options{IDPrefix: "req_"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +48,7 @@ func TestOptions(t *testing.T) {
 // gatedMeter holds the first group commit until gate is closed, so that
 // requests queue up behind it.
 type gatedMeter struct {
-	*sqlitestore.Store
+	storewrap.Base
 	once  sync.Once
 	first chan int // the size of the first batch
 	gate  chan struct{}
@@ -70,7 +72,7 @@ func TestRecorderCloseFlushes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sq.Close()
-	st := &gatedMeter{Store: sq, first: make(chan int, 1), gate: make(chan struct{})}
+	st := &gatedMeter{Base: storewrap.Base{Store: store.Driver(sq)}, first: make(chan int, 1), gate: make(chan struct{})}
 	clk := fakeclock.New(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))
 	led, _ := credits.NewService(st, &credits.Options{Now: clk.Now})
 	defer led.Close(ctx)
@@ -157,7 +159,7 @@ func TestRecordJSON(t *testing.T) {
 // is closed, so a test can end the caller's context while its request is
 // being written.
 type stallStore struct {
-	*memstore.Store
+	storewrap.Base
 	entered, release chan struct{}
 	once             sync.Once
 }
@@ -176,7 +178,7 @@ func (s *stallStore) MeterUsage(ctx context.Context, now time.Time, reqs []usage
 // starts the auto-recharge of its threshold crossing.
 func TestRechargeStartsWhenMeterCallerLeaves(t *testing.T) {
 	ctx := context.Background()
-	st := &stallStore{Store: memstore.New(), entered: make(chan struct{}), release: make(chan struct{})}
+	st := &stallStore{Base: storewrap.Base{Store: store.Driver(memstore.New())}, entered: make(chan struct{}), release: make(chan struct{})}
 	var mu sync.Mutex
 	n := 0
 	rech := credits.Recharger(func(ctx context.Context, r credits.RechargeRequest) (credits.RechargeResult, error) {

@@ -14,6 +14,8 @@ import (
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/examples/internal/profiles"
+	"github.com/keyledger/keyledger/internal/storewrap"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/sqlitestore"
 	"github.com/keyledger/keyledger/usage"
 )
@@ -22,7 +24,7 @@ import (
 // ApplySpends (the ledger's group commit), meterErr, if set, fails every
 // MeterUsage without writing, and creditErr every LedgerCredit.
 type faultStore struct {
-	*sqlitestore.Store
+	storewrap.Base
 	onSpends  func()
 	meterErr  error
 	creditErr atomic.Pointer[error] // if set, every LedgerCredit fails with it
@@ -60,9 +62,9 @@ func newBatchAPI(t *testing.T, emails ...string) (*api, *faultStore, *job) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fs := &faultStore{Store: st}
+	fs := &faultStore{Base: storewrap.Base{Store: store.Driver(st)}}
 	prof, _ := profiles.Get(profiles.EmailVerify)
-	kl, err := keyledger.New(fs, prof.Options(nil, quiet))
+	kl, err := keyledger.New(store.Wrap(fs), prof.Options(nil, quiet))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/keyledger/keyledger/auditlog"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/sqlitestore"
 )
 
@@ -101,7 +102,7 @@ func openAuditReader(t *testing.T, db string) *auditReader {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	svc, err := auditlog.NewService(st, nil)
+	svc, err := auditlog.NewService(store.Driver(st), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -460,7 +460,7 @@ func TestMigrateSQLiteToPostgres(t *testing.T) {
 	if closed, err := kl.Accounts.EmailClosed(ctx, "gone@example.com"); err != nil || !closed {
 		t.Fatalf("the closed email on the copy: %v %v", closed, err)
 	}
-	var _ store.Store = st
+	var _ store.Store = store.Driver(st)
 }
 
 // A target holding anything this migration did not write is refused, and
@@ -484,7 +484,7 @@ func TestMigrateRefusesATargetWithOtherData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	accts, err := account.NewService(st, nil)
+	accts, err := account.NewService(store.Driver(st), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -295,3 +295,40 @@ func TestDriverPackagesStayBelowHosts(t *testing.T) {
 		}
 	}
 }
+
+// backendCapabilities are the methods a backend's exported type may show
+// besides its constructor: Close and the capabilities it documents for
+// hosts. The store operations stay behind store.Driver (DESIGN.md,
+// "Backends").
+var backendCapabilities = map[string]bool{"Close": true, "ProcessHolds": true}
+
+// TestBackendsExportNoStoreOperations checks, on what go doc shows of each
+// backend, that no exported method other than Close and the documented
+// capabilities is reachable on a backend's types: the store operations
+// bypass the domain rules, so a host must not find them there.
+func TestBackendsExportNoStoreOperations(t *testing.T) {
+	root := repoRoot(t)
+	for _, pkg := range []string{"store/memstore", "store/sqlitestore", "store/pgstore"} {
+		cmd := exec.Command(goTool(t), "doc", "-all", "./"+pkg)
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("go doc %s: %v\n%s", pkg, err, out)
+		}
+		methods := 0
+		for _, l := range strings.Split(string(out), "\n") {
+			if !strings.HasPrefix(l, "func (") {
+				continue
+			}
+			methods++
+			_, rest, _ := strings.Cut(l, ") ")
+			name, _, _ := strings.Cut(rest, "(")
+			if !backendCapabilities[name] {
+				t.Errorf("%s exports the method %s; a backend shows only Close and its documented capabilities (%v)", pkg, strings.TrimSpace(l), backendCapabilities)
+			}
+		}
+		if methods == 0 {
+			t.Errorf("go doc %s lists no methods: the check parses nothing (Close at least is expected)", pkg)
+		}
+	}
+}

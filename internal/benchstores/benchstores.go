@@ -18,7 +18,7 @@ import (
 )
 
 // Memory returns an empty memstore.
-func Memory(testing.TB) store.Store { return memstore.New() }
+func Memory(testing.TB) store.Store { return store.Driver(memstore.New()) }
 
 // SQLite returns a sqlitestore on a new file.
 func SQLite(tb testing.TB) store.Store {
@@ -26,7 +26,7 @@ func SQLite(tb testing.TB) store.Store {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return st
+	return store.Driver(st)
 }
 
 // Postgres returns a pgstore on a schema of its own, or skips.
@@ -35,5 +35,5 @@ func Postgres(tb testing.TB) store.Store {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return st
+	return store.Driver(st)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/keyledger/keyledger/internal/fakeclock"
 	"github.com/keyledger/keyledger/internal/netguard"
 	"github.com/keyledger/keyledger/internal/outbox"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/memstore"
 )
 
@@ -27,7 +28,7 @@ func setup(t *testing.T, h http.Handler) (*memstore.Store, string, *fakeclock.Cl
 	t.Cleanup(srv.Close)
 	st := memstore.New()
 	clk := fakeclock.New(time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC))
-	accts, err := account.NewService(st, nil)
+	accts, err := account.NewService(store.Driver(st), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,11 +37,11 @@ func setup(t *testing.T, h http.Handler) (*memstore.Store, string, *fakeclock.Cl
 		t.Fatal(err)
 	}
 	g := netguard.Guard{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
-	if err := st.CreateWebhookEndpoint(context.Background(), events.Endpoint{ID: "we_1", AccountID: a.ID, URL: srv.URL + "/hook", Secret: "whsec_x", CreatedAt: clk.Now()}, 10); err != nil {
+	if err := store.Driver(st).CreateWebhookEndpoint(context.Background(), events.Endpoint{ID: "we_1", AccountID: a.ID, URL: srv.URL + "/hook", Secret: "whsec_x", CreatedAt: clk.Now()}, 10); err != nil {
 		t.Fatal(err)
 	}
 	ev := events.Event{ID: "evt_1", Type: events.KeyCreated, AccountID: a.ID, Time: clk.Now(), Data: json.RawMessage(`{}`)}
-	if err := st.AppendEvents(context.Background(), []events.Event{ev}); err != nil {
+	if err := store.Driver(st).AppendEvents(context.Background(), []events.Event{ev}); err != nil {
 		t.Fatal(err)
 	}
 	return st, a.ID, clk, g
@@ -59,7 +60,7 @@ func TestDeliveryRedirectBackoff(t *testing.T) {
 	})
 	mux.HandleFunc("/internal", func(http.ResponseWriter, *http.Request) { followed.Add(1) })
 	st, acct, clk, g := setup(t, mux)
-	d := outbox.New(st, outbox.Options{Now: clk.Now, Guard: g, Jitter: func() float64 { return 0.999999 }})
+	d := outbox.New(store.Driver(st).(outbox.Store), outbox.Options{Now: clk.Now, Guard: g, Jitter: func() float64 { return 0.999999 }})
 	ctx := context.Background()
 	if n, err := d.RunOnce(ctx); err != nil || n != 1 {
 		t.Fatalf("RunOnce = %d, %v", n, err)
@@ -67,7 +68,7 @@ func TestDeliveryRedirectBackoff(t *testing.T) {
 	if followed.Load() != 0 {
 		t.Fatal("the redirect was followed")
 	}
-	log, _ := st.WebhookDeliveries(ctx, acct, 10)
+	log, _ := store.Driver(st).WebhookDeliveries(ctx, acct, 10)
 	if len(log) != 1 || log[0].StatusCode != http.StatusFound || log[0].Error == "" {
 		t.Fatalf("log %+v", log)
 	}
@@ -98,11 +99,11 @@ func TestDeliveryBlockedThenDead(t *testing.T) {
 	st, acct, clk, _ := setup(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits.Add(1) }))
 	ctx := context.Background()
 	later := events.Event{ID: "evt_2", Type: events.KeyRevoked, AccountID: acct, Time: clk.Now(), Data: json.RawMessage(`{}`)}
-	if err := st.AppendEvents(ctx, []events.Event{later}); err != nil {
+	if err := store.Driver(st).AppendEvents(ctx, []events.Event{later}); err != nil {
 		t.Fatal(err)
 	}
 	var got []string
-	d := outbox.New(st, outbox.Options{Now: clk.Now, MaxAttempts: 3, Hook: func(_ context.Context, e events.Event) error {
+	d := outbox.New(store.Driver(st).(outbox.Store), outbox.Options{Now: clk.Now, MaxAttempts: 3, Hook: func(_ context.Context, e events.Event) error {
 		got = append(got, e.ID)
 		return nil
 	}})
@@ -113,7 +114,7 @@ func TestDeliveryBlockedThenDead(t *testing.T) {
 	if hits.Load() != 0 {
 		t.Fatalf("the loopback receiver was reached %d times", hits.Load())
 	}
-	log, _ := st.WebhookDeliveries(ctx, acct, 50)
+	log, _ := store.Driver(st).WebhookDeliveries(ctx, acct, 50)
 	blocked := 0
 	for _, l := range log {
 		if l.Error == "address not allowed" {
@@ -135,37 +136,37 @@ func TestDeliveryBlockedThenDead(t *testing.T) {
 func TestRetention(t *testing.T) {
 	st, acct, clk, g := setup(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	ctx := context.Background()
-	d := outbox.New(st, outbox.Options{Now: clk.Now, Guard: g, Retention: 24 * time.Hour})
+	d := outbox.New(store.Driver(st).(outbox.Store), outbox.Options{Now: clk.Now, Guard: g, Retention: 24 * time.Hour})
 	if n, err := d.RunOnce(ctx); err != nil || n != 1 {
 		t.Fatalf("RunOnce = %d, %v", n, err)
 	}
-	if log, _ := st.WebhookDeliveries(ctx, acct, 10); len(log) != 1 {
+	if log, _ := store.Driver(st).WebhookDeliveries(ctx, acct, 10); len(log) != 1 {
 		t.Fatalf("log %+v", log)
 	}
 	clk.Advance(23 * time.Hour)
 	_, _ = d.RunOnce(ctx)
-	if log, _ := st.WebhookDeliveries(ctx, acct, 10); len(log) != 1 {
+	if log, _ := store.Driver(st).WebhookDeliveries(ctx, acct, 10); len(log) != 1 {
 		t.Fatal("pruned before the retention period")
 	}
 	clk.Advance(2 * time.Hour)
 	if _, err := d.RunOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if log, _ := st.WebhookDeliveries(ctx, acct, 10); len(log) != 0 {
+	if log, _ := store.Driver(st).WebhookDeliveries(ctx, acct, 10); len(log) != 0 {
 		t.Fatalf("delivery log kept past retention: %+v", log)
 	}
-	if n, _ := st.PruneEvents(ctx, clk.Now(), 100); n != 0 {
+	if n, _ := store.Driver(st).(outbox.Store).PruneEvents(ctx, clk.Now(), 100); n != 0 {
 		t.Fatalf("%d rows were left for a second prune", n)
 	}
 	// A pending event is never pruned, however old.
 	old := events.Event{ID: "evt_old", Type: events.KeyCreated, AccountID: "acct_other", Time: clk.Now(), Data: json.RawMessage(`{}`)}
-	if err := st.AppendEvents(ctx, []events.Event{old}); err != nil {
+	if err := store.Driver(st).AppendEvents(ctx, []events.Event{old}); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := st.PruneEvents(ctx, clk.Now().Add(1000*time.Hour), 100); n != 0 {
+	if n, _ := store.Driver(st).(outbox.Store).PruneEvents(ctx, clk.Now().Add(1000*time.Hour), 100); n != 0 {
 		t.Fatalf("pruned %d pending rows", n)
 	}
-	if p, _ := st.ClaimEvents(ctx, clk.Now(), clk.Now().Add(time.Minute), "c", 10); len(p) != 1 || p[0].ID != "evt_old" {
+	if p, _ := store.Driver(st).(outbox.Store).ClaimEvents(ctx, clk.Now(), clk.Now().Add(time.Minute), "c", 10); len(p) != 1 || p[0].ID != "evt_old" {
 		t.Fatalf("pending event after prune: %+v", p)
 	}
 }
@@ -181,11 +182,11 @@ func TestDeliveryTimeout(t *testing.T) {
 		}
 	}))
 	defer close(release)
-	d := outbox.New(st, outbox.Options{Now: clk.Now, Guard: g, Timeout: 50 * time.Millisecond})
+	d := outbox.New(store.Driver(st).(outbox.Store), outbox.Options{Now: clk.Now, Guard: g, Timeout: 50 * time.Millisecond})
 	if n, err := d.RunOnce(context.Background()); err != nil || n != 1 {
 		t.Fatalf("RunOnce = %d, %v", n, err)
 	}
-	log, _ := st.WebhookDeliveries(context.Background(), acct, 10)
+	log, _ := store.Driver(st).WebhookDeliveries(context.Background(), acct, 10)
 	if len(log) != 1 || log[0].Error != "timeout" || log[0].StatusCode != 0 {
 		t.Fatalf("log %+v", log)
 	}
@@ -198,13 +199,13 @@ func TestDeliveryTimeout(t *testing.T) {
 func TestHookErrorIsStorableText(t *testing.T) {
 	st, acct, clk, g := setup(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	ctx := context.Background()
-	d := outbox.New(st, outbox.Options{Now: clk.Now, Guard: g, Hook: func(context.Context, events.Event) error {
+	d := outbox.New(store.Driver(st).(outbox.Store), outbox.Options{Now: clk.Now, Guard: g, Hook: func(context.Context, events.Event) error {
 		return errors.New(strings.Repeat("x", 299) + "€ and a NUL \x00 and \xff")
 	}})
 	if n, err := d.RunOnce(ctx); err != nil || n != 1 {
 		t.Fatalf("RunOnce = %d, %v", n, err)
 	}
-	log, _ := st.WebhookDeliveries(ctx, acct, 10)
+	log, _ := store.Driver(st).WebhookDeliveries(ctx, acct, 10)
 	var hook *events.Delivery
 	for i := range log {
 		if log[i].EndpointID == events.HookTarget {
@@ -217,14 +218,14 @@ func TestHookErrorIsStorableText(t *testing.T) {
 	if e := hook.Error; len(e) > 300 || !utf8.ValidString(e) || strings.IndexByte(e, 0) >= 0 {
 		t.Errorf("hook error kept as %q (%d bytes)", e, len(e))
 	}
-	d = outbox.New(st, outbox.Options{Now: clk.Now, Guard: g, Hook: func(context.Context, events.Event) error {
+	d = outbox.New(store.Driver(st).(outbox.Store), outbox.Options{Now: clk.Now, Guard: g, Hook: func(context.Context, events.Event) error {
 		return errors.New("nul \x00 \xff")
 	}})
 	clk.Advance(time.Hour)
 	if n, err := d.RunOnce(ctx); err != nil || n != 1 {
 		t.Fatalf("RunOnce = %d, %v", n, err)
 	}
-	log, _ = st.WebhookDeliveries(ctx, acct, 1)
+	log, _ = store.Driver(st).WebhookDeliveries(ctx, acct, 1)
 	if e := log[0].Error; !utf8.ValidString(e) || strings.IndexByte(e, 0) >= 0 {
 		t.Errorf("hook error kept as %q", e)
 	}

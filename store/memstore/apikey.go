@@ -19,7 +19,7 @@ type keyRow struct {
 }
 
 // CreateAPIKey implements apikey.Store.
-func (s *Store) CreateAPIKey(_ context.Context, k apikey.APIKey, hash [32]byte) error {
+func (s *db) CreateAPIKey(_ context.Context, k apikey.APIKey, hash [32]byte) error {
 	s.mu.RLock()
 	_, ok := s.accounts[k.AccountID]
 	s.mu.RUnlock()
@@ -39,7 +39,7 @@ func (s *Store) CreateAPIKey(_ context.Context, k apikey.APIKey, hash [32]byte) 
 }
 
 // row returns the key's row if it belongs to the account; keyMu is held.
-func (s *Store) row(accountID, keyID string) (*keyRow, error) {
+func (s *db) row(accountID, keyID string) (*keyRow, error) {
 	r, ok := s.keys[keyID]
 	if !ok || r.k.AccountID != accountID {
 		return nil, apikey.ErrNotFound
@@ -48,7 +48,7 @@ func (s *Store) row(accountID, keyID string) (*keyRow, error) {
 }
 
 // APIKey implements apikey.Store.
-func (s *Store) APIKey(_ context.Context, accountID, keyID string) (apikey.APIKey, error) {
+func (s *db) APIKey(_ context.Context, accountID, keyID string) (apikey.APIKey, error) {
 	s.keyMu.RLock()
 	defer s.keyMu.RUnlock()
 	r, err := s.row(accountID, keyID)
@@ -59,7 +59,7 @@ func (s *Store) APIKey(_ context.Context, accountID, keyID string) (apikey.APIKe
 }
 
 // ListAPIKeys implements apikey.Store.
-func (s *Store) ListAPIKeys(_ context.Context, accountID, afterID string, limit int) ([]apikey.APIKey, error) {
+func (s *db) ListAPIKeys(_ context.Context, accountID, afterID string, limit int) ([]apikey.APIKey, error) {
 	s.keyMu.RLock()
 	defer s.keyMu.RUnlock()
 	ids := s.keyIDs[accountID]
@@ -75,7 +75,7 @@ func (s *Store) ListAPIKeys(_ context.Context, accountID, afterID string, limit 
 }
 
 // APIKeyByHash implements apikey.Store.
-func (s *Store) APIKeyByHash(_ context.Context, hash [32]byte) (apikey.Match, error) {
+func (s *db) APIKeyByHash(_ context.Context, hash [32]byte) (apikey.Match, error) {
 	s.keyMu.RLock()
 	r, ok := s.keysByHash[hash]
 	var m apikey.Match
@@ -95,7 +95,7 @@ func (s *Store) APIKeyByHash(_ context.Context, hash [32]byte) (apikey.Match, er
 }
 
 // UpdateAPIKey implements apikey.Store.
-func (s *Store) UpdateAPIKey(_ context.Context, accountID, keyID string, u apikey.Update, now time.Time) (apikey.APIKey, error) {
+func (s *db) UpdateAPIKey(_ context.Context, accountID, keyID string, u apikey.Update, now time.Time) (apikey.APIKey, error) {
 	s.keyMu.Lock()
 	defer s.keyMu.Unlock()
 	r, err := s.row(accountID, keyID)
@@ -113,7 +113,7 @@ func (s *Store) UpdateAPIKey(_ context.Context, accountID, keyID string, u apike
 }
 
 // RotateAPIKey implements apikey.Store.
-func (s *Store) RotateAPIKey(_ context.Context, accountID, keyID string, rot apikey.Rotation, now time.Time) (apikey.APIKey, error) {
+func (s *db) RotateAPIKey(_ context.Context, accountID, keyID string, rot apikey.Rotation, now time.Time) (apikey.APIKey, error) {
 	s.keyMu.Lock()
 	defer s.keyMu.Unlock()
 	r, err := s.row(accountID, keyID)
@@ -139,7 +139,7 @@ func (s *Store) RotateAPIKey(_ context.Context, accountID, keyID string, rot api
 }
 
 // TouchAPIKeys implements apikey.Store.
-func (s *Store) TouchAPIKeys(_ context.Context, uses []apikey.Use) error {
+func (s *db) TouchAPIKeys(_ context.Context, uses []apikey.Use) error {
 	s.keyMu.Lock()
 	defer s.keyMu.Unlock()
 	for _, u := range uses {

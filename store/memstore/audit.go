@@ -29,7 +29,7 @@ func cloneEntry(e auditlog.Entry) auditlog.Entry {
 }
 
 // AppendAudit implements auditlog.Store.
-func (s *Store) AppendAudit(ctx context.Context, e auditlog.Entry) (auditlog.Entry, error) {
+func (s *db) AppendAudit(ctx context.Context, e auditlog.Entry) (auditlog.Entry, error) {
 	if err := ctx.Err(); err != nil {
 		return auditlog.Entry{}, err
 	}
@@ -61,7 +61,7 @@ func auditMatches(e *auditlog.Entry, q *auditlog.StoreQuery) bool {
 }
 
 // ListAudit implements auditlog.Store.
-func (s *Store) ListAudit(ctx context.Context, q auditlog.StoreQuery) ([]auditlog.Entry, error) {
+func (s *db) ListAudit(ctx context.Context, q auditlog.StoreQuery) ([]auditlog.Entry, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -83,7 +83,7 @@ func (s *Store) ListAudit(ctx context.Context, q auditlog.StoreQuery) ([]auditlo
 }
 
 // PruneAudit implements auditlog.Store.
-func (s *Store) PruneAudit(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+func (s *db) PruneAudit(ctx context.Context, cutoff time.Time, limit int) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}

@@ -22,7 +22,7 @@ func TestConformanceWithCollidingHashes(t *testing.T) {
 		t.Skip("the conformance suite runs again with real hashes in TestConformance")
 	}
 	storetest.Run(t, func(testing.TB) store.Store {
-		s := New()
+		s := newDB()
 		s.ledger.mask, s.usage.mask = 0, 0
 		return s
 	})
@@ -34,7 +34,7 @@ func TestConformanceWithCollidingHashes(t *testing.T) {
 func TestRetentionCompacts(t *testing.T) {
 	ctx := context.Background()
 	clk := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
-	s := New()
+	s := newDB()
 	svc, err := usage.NewService(s, &usage.Options{Now: func() time.Time { return clk }, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

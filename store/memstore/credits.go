@@ -13,7 +13,7 @@ import (
 	"github.com/keyledger/keyledger/credits/ledger"
 )
 
-// ledgers is the credits part of the Store. Each account has its own mutex,
+// ledgers is the credits part of the db. Each account has its own mutex,
 // so spends on different accounts run in parallel; the maps from IDs to
 // accounts have one RWMutex that is never held while an account is being
 // locked (lock order: account, then maps).
@@ -444,7 +444,7 @@ func (t *memTx) PutHold(_ context.Context, h credits.Hold) error {
 }
 
 // OpenLedger implements credits.Store.
-func (s *Store) OpenLedger(_ context.Context, id, unit string, p credits.Policy, now time.Time) (credits.Account, error) {
+func (s *db) OpenLedger(_ context.Context, id, unit string, p credits.Policy, now time.Time) (credits.Account, error) {
 	st := ledger.NewAccountState(id, unit, p, now)
 	l := s.ledger
 	l.mu.Lock()
@@ -462,7 +462,7 @@ func (s *Store) OpenLedger(_ context.Context, id, unit string, p credits.Policy,
 }
 
 // SetLedgerPolicy implements credits.Store.
-func (s *Store) SetLedgerPolicy(_ context.Context, id string, p credits.Policy, now time.Time) (credits.Account, error) {
+func (s *db) SetLedgerPolicy(_ context.Context, id string, p credits.Policy, now time.Time) (credits.Account, error) {
 	a, err := s.ledger.acct(id)
 	if err != nil {
 		return credits.Account{}, err
@@ -475,7 +475,7 @@ func (s *Store) SetLedgerPolicy(_ context.Context, id string, p credits.Policy, 
 }
 
 // SetKeyLimit implements credits.Store.
-func (s *Store) SetKeyLimit(_ context.Context, id, keyID string, limit credits.Amount, p credits.Period, now time.Time) (credits.KeySpend, error) {
+func (s *db) SetKeyLimit(_ context.Context, id, keyID string, limit credits.Amount, p credits.Period, now time.Time) (credits.KeySpend, error) {
 	a, err := s.ledger.acct(id)
 	if err != nil {
 		return credits.KeySpend{}, err
@@ -487,7 +487,7 @@ func (s *Store) SetKeyLimit(_ context.Context, id, keyID string, limit credits.A
 }
 
 // LedgerAccount implements credits.Store.
-func (s *Store) LedgerAccount(_ context.Context, id string, now time.Time) (credits.Account, error) {
+func (s *db) LedgerAccount(_ context.Context, id string, now time.Time) (credits.Account, error) {
 	a, err := s.ledger.acct(id)
 	if err != nil {
 		return credits.Account{}, err
@@ -499,7 +499,7 @@ func (s *Store) LedgerAccount(_ context.Context, id string, now time.Time) (cred
 }
 
 // LedgerCredit implements credits.Store.
-func (s *Store) LedgerCredit(ctx context.Context, now time.Time, r credits.CreditRequest) (credits.Entry, error) {
+func (s *db) LedgerCredit(ctx context.Context, now time.Time, r credits.CreditRequest) (credits.Entry, error) {
 	a, err := s.ledger.acct(r.AccountID)
 	if err != nil {
 		return credits.Entry{}, err
@@ -510,7 +510,7 @@ func (s *Store) LedgerCredit(ctx context.Context, now time.Time, r credits.Credi
 }
 
 // LedgerEntries implements credits.Store.
-func (s *Store) LedgerEntries(_ context.Context, id string, q credits.EntryFilter, beforeSeq int64, limit int) ([]credits.Entry, error) {
+func (s *db) LedgerEntries(_ context.Context, id string, q credits.EntryFilter, beforeSeq int64, limit int) ([]credits.Entry, error) {
 	a, err := s.ledger.acct(id)
 	if err != nil {
 		return nil, err
@@ -534,7 +534,7 @@ func (s *Store) LedgerEntries(_ context.Context, id string, q credits.EntryFilte
 }
 
 // LedgerBalanceAt implements credits.Store.
-func (s *Store) LedgerBalanceAt(_ context.Context, id string, t time.Time) (credits.Amount, error) {
+func (s *db) LedgerBalanceAt(_ context.Context, id string, t time.Time) (credits.Amount, error) {
 	a, err := s.ledger.acct(id)
 	if err != nil {
 		return credits.Amount{}, err
@@ -558,7 +558,7 @@ func (s *Store) LedgerBalanceAt(_ context.Context, id string, t time.Time) (cred
 
 // ApplySpends implements credits.Store. Requests are applied one by
 // one, each under its account's lock.
-func (s *Store) ApplySpends(ctx context.Context, now time.Time, reqs []credits.SpendRequest, res []credits.SpendResult) error {
+func (s *db) ApplySpends(ctx context.Context, now time.Time, reqs []credits.SpendRequest, res []credits.SpendResult) error {
 	for i := range reqs {
 		r, err := s.applySpend(ctx, now, reqs[i])
 		if err != nil {
@@ -569,7 +569,7 @@ func (s *Store) ApplySpends(ctx context.Context, now time.Time, reqs []credits.S
 	return nil
 }
 
-func (s *Store) applySpend(ctx context.Context, now time.Time, r credits.SpendRequest) (credits.SpendResult, error) {
+func (s *db) applySpend(ctx context.Context, now time.Time, r credits.SpendRequest) (credits.SpendResult, error) {
 	var (
 		a   *ledgerAcct
 		err error
@@ -588,7 +588,7 @@ func (s *Store) applySpend(ctx context.Context, now time.Time, r credits.SpendRe
 }
 
 // LedgerHold implements credits.Store.
-func (s *Store) LedgerHold(_ context.Context, id string) (credits.Hold, error) {
+func (s *db) LedgerHold(_ context.Context, id string) (credits.Hold, error) {
 	a, err := s.ledger.holdAcct(id)
 	if err != nil {
 		return credits.Hold{}, err
@@ -603,7 +603,7 @@ func (s *Store) LedgerHold(_ context.Context, id string) (credits.Hold, error) {
 }
 
 // ExpireLedgers implements credits.Store.
-func (s *Store) ExpireLedgers(_ context.Context, now time.Time, accountID string, limit int) (credits.ExpiryReport, error) {
+func (s *db) ExpireLedgers(_ context.Context, now time.Time, accountID string, limit int) (credits.ExpiryReport, error) {
 	var accts []*ledgerAcct
 	if accountID != "" {
 		a, err := s.ledger.acct(accountID)

@@ -16,7 +16,7 @@ import (
 	"github.com/keyledger/keyledger/internal/outbox"
 )
 
-var _ outbox.Store = (*Store)(nil)
+var _ outbox.Store = (*db)(nil)
 
 // outboxData is the event outbox, webhook endpoints, thresholds and the
 // delivery log. Its lock is taken last: inside an account's ledger lock
@@ -64,7 +64,7 @@ func (o *outboxData) add(e events.Event) {
 }
 
 // keyEvent writes a key event; called with keyMu held.
-func (s *Store) keyEvent(t events.Type, k apikey.APIKey, now time.Time) {
+func (s *db) keyEvent(t events.Type, k apikey.APIKey, now time.Time) {
 	if t == "" {
 		return
 	}
@@ -95,7 +95,7 @@ func (t *usageTx) Moved(ctx context.Context, m ledger.Movement) error {
 	return mt.Moved(ctx, m)
 }
 
-func (s *Store) accountExists(id string) bool {
+func (s *db) accountExists(id string) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	_, ok := s.accounts[id]
@@ -103,7 +103,7 @@ func (s *Store) accountExists(id string) bool {
 }
 
 // CreateWebhookEndpoint implements events.Store.
-func (s *Store) CreateWebhookEndpoint(_ context.Context, e events.Endpoint, max int) error {
+func (s *db) CreateWebhookEndpoint(_ context.Context, e events.Endpoint, max int) error {
 	if !s.accountExists(e.AccountID) {
 		return events.ErrAccountNotFound
 	}
@@ -118,7 +118,7 @@ func (s *Store) CreateWebhookEndpoint(_ context.Context, e events.Endpoint, max 
 }
 
 // WebhookEndpoints implements events.Store.
-func (s *Store) WebhookEndpoints(_ context.Context, accountID string) ([]events.Endpoint, error) {
+func (s *db) WebhookEndpoints(_ context.Context, accountID string) ([]events.Endpoint, error) {
 	o := s.outbox
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -126,7 +126,7 @@ func (s *Store) WebhookEndpoints(_ context.Context, accountID string) ([]events.
 }
 
 // DeleteWebhookEndpoint implements events.Store.
-func (s *Store) DeleteWebhookEndpoint(_ context.Context, accountID, id string) error {
+func (s *db) DeleteWebhookEndpoint(_ context.Context, accountID, id string) error {
 	o := s.outbox
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -140,7 +140,7 @@ func (s *Store) DeleteWebhookEndpoint(_ context.Context, accountID, id string) e
 }
 
 // SetAlertThresholds implements events.Store.
-func (s *Store) SetAlertThresholds(_ context.Context, accountID string, low []decimal.Decimal) error {
+func (s *db) SetAlertThresholds(_ context.Context, accountID string, low []decimal.Decimal) error {
 	if !s.accountExists(accountID) {
 		return events.ErrAccountNotFound
 	}
@@ -156,7 +156,7 @@ func (s *Store) SetAlertThresholds(_ context.Context, accountID string, low []de
 }
 
 // AlertThresholds implements events.Store.
-func (s *Store) AlertThresholds(_ context.Context, accountID string) ([]decimal.Decimal, error) {
+func (s *db) AlertThresholds(_ context.Context, accountID string) ([]decimal.Decimal, error) {
 	o := s.outbox
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -164,7 +164,7 @@ func (s *Store) AlertThresholds(_ context.Context, accountID string) ([]decimal.
 }
 
 // WebhookDeliveries implements events.Store.
-func (s *Store) WebhookDeliveries(_ context.Context, accountID string, limit int) ([]events.Delivery, error) {
+func (s *db) WebhookDeliveries(_ context.Context, accountID string, limit int) ([]events.Delivery, error) {
 	o := s.outbox
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -178,7 +178,7 @@ func (s *Store) WebhookDeliveries(_ context.Context, accountID string, limit int
 }
 
 // AppendEvents implements events.Store.
-func (s *Store) AppendEvents(_ context.Context, evs []events.Event) error {
+func (s *db) AppendEvents(_ context.Context, evs []events.Event) error {
 	o := s.outbox
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -189,7 +189,7 @@ func (s *Store) AppendEvents(_ context.Context, evs []events.Event) error {
 }
 
 // ClaimEvents implements outbox.Store.
-func (s *Store) ClaimEvents(_ context.Context, now, leaseUntil time.Time, claim string, limit int) ([]outbox.Pending, error) {
+func (s *db) ClaimEvents(_ context.Context, now, leaseUntil time.Time, claim string, limit int) ([]outbox.Pending, error) {
 	o := s.outbox
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -214,7 +214,7 @@ func (s *Store) ClaimEvents(_ context.Context, now, leaseUntil time.Time, claim 
 }
 
 // FinishEvent implements outbox.Store.
-func (s *Store) FinishEvent(_ context.Context, now time.Time, r outbox.Result) error {
+func (s *db) FinishEvent(_ context.Context, now time.Time, r outbox.Result) error {
 	o := s.outbox
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -243,7 +243,7 @@ func (s *Store) FinishEvent(_ context.Context, now time.Time, r outbox.Result) e
 }
 
 // PruneEvents implements outbox.Store.
-func (s *Store) PruneEvents(_ context.Context, before time.Time, limit int) (int, error) {
+func (s *db) PruneEvents(_ context.Context, before time.Time, limit int) (int, error) {
 	o := s.outbox
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -264,7 +264,7 @@ func (s *Store) PruneEvents(_ context.Context, before time.Time, limit int) (int
 }
 
 // NoticeExpiringKeys implements outbox.Store.
-func (s *Store) NoticeExpiringKeys(_ context.Context, now, until time.Time, limit int) (int, error) {
+func (s *db) NoticeExpiringKeys(_ context.Context, now, until time.Time, limit int) (int, error) {
 	s.keyMu.RLock()
 	defer s.keyMu.RUnlock()
 	o := s.outbox

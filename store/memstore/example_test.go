@@ -7,6 +7,7 @@ import (
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/memstore"
 )
 
@@ -18,15 +19,15 @@ func Example() {
 	st := memstore.New()
 	defer st.Close()
 
-	accounts, _ := account.NewService(st, nil)
+	accounts, _ := account.NewService(store.Driver(st), nil)
 	a, _ := accounts.Create(ctx, account.CreateParams{Name: "Asha", Email: "asha@example.com"})
-	keys, _ := apikey.NewService(st, nil)
+	keys, _ := apikey.NewService(store.Driver(st), nil)
 	defer keys.Close(ctx)
 	raw, k, _ := keys.Create(ctx, apikey.CreateParams{AccountID: a.ID, Name: "ci"})
 	v, err := keys.Verify(ctx, raw)
 	fmt.Println(k.ID != "" && v.KeyID == k.ID, err)
 
-	ledger, _ := credits.NewService(st, nil)
+	ledger, _ := credits.NewService(store.Driver(st), nil)
 	defer ledger.Close(ctx)
 	_, _ = ledger.Open(ctx, a.ID, credits.Policy{})
 	_, _ = ledger.Purchase(ctx, credits.CreditParams{AccountID: a.ID, Amount: credits.AmountFromInt(100), IdempotencyKey: "topup-1"})

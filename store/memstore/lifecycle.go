@@ -8,7 +8,7 @@ import (
 )
 
 // CreateToken implements account.LifecycleStore.
-func (s *Store) CreateToken(_ context.Context, t account.Token) error {
+func (s *db) CreateToken(_ context.Context, t account.Token) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.accounts[t.AccountID]; !ok {
@@ -19,7 +19,7 @@ func (s *Store) CreateToken(_ context.Context, t account.Token) error {
 }
 
 // ConsumeToken implements account.LifecycleStore.
-func (s *Store) ConsumeToken(_ context.Context, kind account.TokenKind, h [32]byte, at time.Time) (account.Token, error) {
+func (s *db) ConsumeToken(_ context.Context, kind account.TokenKind, h [32]byte, at time.Time) (account.Token, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t, ok := s.tokens[h]
@@ -34,7 +34,7 @@ func (s *Store) ConsumeToken(_ context.Context, kind account.TokenKind, h [32]by
 }
 
 // CloseAccount implements account.LifecycleStore.
-func (s *Store) CloseAccount(_ context.Context, id string, now time.Time) (account.Account, error) {
+func (s *db) CloseAccount(_ context.Context, id string, now time.Time) (account.Account, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, ok := s.accounts[id]
@@ -64,7 +64,7 @@ func (s *Store) CloseAccount(_ context.Context, id string, now time.Time) (accou
 }
 
 // EmailClosed implements account.LifecycleStore.
-func (s *Store) EmailClosed(_ context.Context, h [32]byte) (bool, error) {
+func (s *db) EmailClosed(_ context.Context, h [32]byte) (bool, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	_, ok := s.closed[h]

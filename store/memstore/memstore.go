@@ -15,10 +15,10 @@ import (
 	"github.com/keyledger/keyledger/store"
 )
 
-var _ store.Store = (*Store)(nil)
+var _ store.Store = (*db)(nil)
 
-// Store is an in-memory store.Store. The zero value is not usable; call New.
-type Store struct {
+// db is the in-memory store.Store behind a Store.
+type db struct {
 	mu       sync.RWMutex
 	accounts map[string]*accountRow
 	byEmail  map[string]string // normalized email -> account ID
@@ -43,9 +43,26 @@ type accountRow struct {
 	hash string
 }
 
+// Store is an in-memory backend, to pass to keyledger.New. The zero value
+// is not usable; call New. Its operations — the store.Store contract,
+// reached by keyledger's services (store.Driver opens them for tests) —
+// are not methods of Store: they do not enforce the domain rules.
+type Store struct {
+	handle // store.Wrap of the *db: Close and the operations
+}
+
+type handle = store.Backend
+
+var _ store.Backend = (*Store)(nil)
+
 // New returns an empty Store.
-func New() *Store {
-	s := &Store{
+func New() *Store { return &Store{handle: store.Wrap(newDB())} }
+
+// Close implements store.Backend; the data stays readable in memory.
+func (s *Store) Close() error { return nil }
+
+func newDB() *db {
+	s := &db{
 		accounts: make(map[string]*accountRow),
 		byEmail:  make(map[string]string),
 		sessions: make(map[[32]byte]account.Session),
@@ -65,10 +82,10 @@ func New() *Store {
 }
 
 // Close implements store.Store; the data stays readable in memory.
-func (s *Store) Close() error { return nil }
+func (s *db) Close() error { return nil }
 
 // CreateAccount implements account.AccountStore.
-func (s *Store) CreateAccount(_ context.Context, a account.Account, hash string) error {
+func (s *db) CreateAccount(_ context.Context, a account.Account, hash string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.byEmail[a.Email]; ok {
@@ -80,7 +97,7 @@ func (s *Store) CreateAccount(_ context.Context, a account.Account, hash string)
 }
 
 // Account implements account.AccountStore.
-func (s *Store) Account(_ context.Context, id string) (account.Account, error) {
+func (s *db) Account(_ context.Context, id string) (account.Account, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	r, ok := s.accounts[id]
@@ -91,7 +108,7 @@ func (s *Store) Account(_ context.Context, id string) (account.Account, error) {
 }
 
 // AccountByEmail implements account.AccountStore.
-func (s *Store) AccountByEmail(ctx context.Context, email string) (account.Account, error) {
+func (s *db) AccountByEmail(ctx context.Context, email string) (account.Account, error) {
 	s.mu.RLock()
 	id, ok := s.byEmail[email]
 	s.mu.RUnlock()
@@ -102,7 +119,7 @@ func (s *Store) AccountByEmail(ctx context.Context, email string) (account.Accou
 }
 
 // UpdateAccount implements account.AccountStore.
-func (s *Store) UpdateAccount(_ context.Context, id string, u account.Update, now time.Time) (account.Account, error) {
+func (s *db) UpdateAccount(_ context.Context, id string, u account.Update, now time.Time) (account.Account, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, ok := s.accounts[id]
@@ -114,7 +131,7 @@ func (s *Store) UpdateAccount(_ context.Context, id string, u account.Update, no
 }
 
 // ListAccounts implements account.AccountStore.
-func (s *Store) ListAccounts(_ context.Context, afterID string, limit int) ([]account.Account, error) {
+func (s *db) ListAccounts(_ context.Context, afterID string, limit int) ([]account.Account, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	ids := make([]string, 0, len(s.accounts))
@@ -135,7 +152,7 @@ func (s *Store) ListAccounts(_ context.Context, afterID string, limit int) ([]ac
 }
 
 // PasswordHash implements account.AccountStore.
-func (s *Store) PasswordHash(_ context.Context, id string) (string, error) {
+func (s *db) PasswordHash(_ context.Context, id string) (string, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	r, ok := s.accounts[id]
@@ -146,7 +163,7 @@ func (s *Store) PasswordHash(_ context.Context, id string) (string, error) {
 }
 
 // SetPasswordHash implements account.AccountStore.
-func (s *Store) SetPasswordHash(_ context.Context, id, hash string, now time.Time) error {
+func (s *db) SetPasswordHash(_ context.Context, id, hash string, now time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, ok := s.accounts[id]
@@ -159,7 +176,7 @@ func (s *Store) SetPasswordHash(_ context.Context, id, hash string, now time.Tim
 }
 
 // CreateSession implements account.SessionStore.
-func (s *Store) CreateSession(_ context.Context, sess account.Session) error {
+func (s *db) CreateSession(_ context.Context, sess account.Session) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.accounts[sess.AccountID]; !ok {
@@ -170,7 +187,7 @@ func (s *Store) CreateSession(_ context.Context, sess account.Session) error {
 }
 
 // Session implements account.SessionStore.
-func (s *Store) Session(_ context.Context, h [32]byte) (account.Session, error) {
+func (s *db) Session(_ context.Context, h [32]byte) (account.Session, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	sess, ok := s.sessions[h]
@@ -181,7 +198,7 @@ func (s *Store) Session(_ context.Context, h [32]byte) (account.Session, error) 
 }
 
 // RevokeSession implements account.SessionStore.
-func (s *Store) RevokeSession(_ context.Context, h [32]byte, at time.Time) error {
+func (s *db) RevokeSession(_ context.Context, h [32]byte, at time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sess, ok := s.sessions[h]
@@ -196,7 +213,7 @@ func (s *Store) RevokeSession(_ context.Context, h [32]byte, at time.Time) error
 }
 
 // RevokeSessions implements account.SessionStore.
-func (s *Store) RevokeSessions(_ context.Context, accountID string, at time.Time) (int, error) {
+func (s *db) RevokeSessions(_ context.Context, accountID string, at time.Time) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
@@ -211,7 +228,7 @@ func (s *Store) RevokeSessions(_ context.Context, accountID string, at time.Time
 }
 
 // DeleteExpiredSessions implements account.SessionStore.
-func (s *Store) DeleteExpiredSessions(_ context.Context, before time.Time) (int, error) {
+func (s *db) DeleteExpiredSessions(_ context.Context, before time.Time) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
@@ -226,4 +243,4 @@ func (s *Store) DeleteExpiredSessions(_ context.Context, before time.Time) (int,
 
 // InMemory implements store.InMemory: no operation waits on I/O, so
 // keyledger does not bound its calls with timers.
-func (s *Store) InMemory() bool { return true }
+func (s *db) InMemory() bool { return true }

@@ -8,7 +8,7 @@ import (
 	"github.com/keyledger/keyledger/store/storetest"
 )
 
-func newStore(testing.TB) store.Store { return memstore.New() }
+func newStore(testing.TB) store.Store { return store.Driver(memstore.New()) }
 
 func TestConformance(t *testing.T) { storetest.Run(t, newStore) }
 

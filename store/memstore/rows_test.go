@@ -40,7 +40,7 @@ func sameRecord(got, want usage.Record) string {
 // must have been reset with the arena they point into).
 func TestRecordRowsRoundTrip(t *testing.T) {
 	ctx := context.Background()
-	s := New()
+	s := newDB()
 	a := s.usage.acct("acct_1", true)
 	huge := credits.NewAmount(decimal.RequireFromString("123456789012345.123456789012345678"))
 	wide := []int64{math.MaxUint32 + 1, -1, math.MinInt64, math.MaxInt64}
@@ -122,7 +122,7 @@ func TestRecordRowsRoundTrip(t *testing.T) {
 // meter op that claimed it; and low-cardinality values across requests.
 func TestRowsShareStrings(t *testing.T) {
 	ctx := context.Background()
-	s := New()
+	s := newDB()
 	discard := slog.New(slog.DiscardHandler)
 	led, err := credits.NewService(s, &credits.Options{Logger: discard})
 	if err != nil {

@@ -16,7 +16,7 @@ import (
 	"github.com/keyledger/keyledger/usage/meter"
 )
 
-// usageData is the usage part of the Store, kept per account. A meter
+// usageData is the usage part of the db, kept per account. A meter
 // request locks its usage account and then (if it charges) its ledger
 // account — always in that order — so the record, its rollup and its
 // charge change together: no reader sees one without the others.
@@ -294,7 +294,7 @@ func (u *usageData) all() []*usageAcct {
 // usageTx is a meter.Tx over one locked usage account; the ledger account
 // of the record is locked on first use.
 type usageTx struct {
-	s       *Store
+	s       *db
 	ua      *usageAcct
 	acctID  string
 	now     time.Time
@@ -435,14 +435,14 @@ func (t *usageTx) AddUsage(_ context.Context, r *usage.Record, tz, day string) e
 
 // MeterUsage implements usage.Store: each request under its account's
 // locks, one after the other.
-func (s *Store) MeterUsage(ctx context.Context, now time.Time, reqs []usage.MeterRequest, res []usage.MeterOutcome) error {
+func (s *db) MeterUsage(ctx context.Context, now time.Time, reqs []usage.MeterRequest, res []usage.MeterOutcome) error {
 	for i := range reqs {
 		res[i] = s.meterOne(ctx, now, &reqs[i])
 	}
 	return nil
 }
 
-func (s *Store) meterOne(ctx context.Context, now time.Time, r *usage.MeterRequest) usage.MeterOutcome {
+func (s *db) meterOne(ctx context.Context, now time.Time, r *usage.MeterRequest) usage.MeterOutcome {
 	ua := s.usage.acct(r.Record.AccountID, true)
 	ua.mu.Lock()
 	defer ua.mu.Unlock()
@@ -467,7 +467,7 @@ func (s *Store) meterOne(ctx context.Context, now time.Time, r *usage.MeterReque
 }
 
 // UsageRecords implements usage.Store.
-func (s *Store) UsageRecords(_ context.Context, q usage.RecordQuery) ([]usage.Record, error) {
+func (s *db) UsageRecords(_ context.Context, q usage.RecordQuery) ([]usage.Record, error) {
 	a := s.usage.acct(q.AccountID, false)
 	if a == nil {
 		return nil, nil
@@ -503,7 +503,7 @@ func matches(r *usage.Record, q *usage.RecordQuery) bool {
 }
 
 // ScanUsage implements usage.Store.
-func (s *Store) ScanUsage(_ context.Context, q usage.RecordQuery, fn func(*usage.Record) error) error {
+func (s *db) ScanUsage(_ context.Context, q usage.RecordQuery, fn func(*usage.Record) error) error {
 	a := s.usage.acct(q.AccountID, false)
 	if a == nil {
 		return nil
@@ -521,7 +521,7 @@ func (s *Store) ScanUsage(_ context.Context, q usage.RecordQuery, fn func(*usage
 }
 
 // UsageRollups implements usage.Store.
-func (s *Store) UsageRollups(_ context.Context, q usage.RollupQuery) ([]usage.Rollup, bool, error) {
+func (s *db) UsageRollups(_ context.Context, q usage.RollupQuery) ([]usage.Rollup, bool, error) {
 	a := s.usage.acct(q.AccountID, false)
 	if a == nil {
 		return nil, false, nil
@@ -556,7 +556,7 @@ func dayAround(day string, n int) string {
 }
 
 // DeleteUsageBefore implements usage.Store.
-func (s *Store) DeleteUsageBefore(_ context.Context, t time.Time) (int, error) {
+func (s *db) DeleteUsageBefore(_ context.Context, t time.Time) (int, error) {
 	n := 0
 	for _, a := range s.usage.all() {
 		a.mu.Lock()

@@ -13,9 +13,9 @@ import (
 // The accounts, sessions and lifecycle operations are internal/sqlaccount's,
 // shared with sqlitestore; this file is their driver glue.
 
-// accountDB is the sqlaccount.DB of a Store: the pool, write transactions
+// accountDB is the sqlaccount.DB of a db: the pool, write transactions
 // by s.write, and a NOTIFY of every account change (see notify.go).
-type accountDB struct{ s *Store }
+type accountDB struct{ s *db }
 
 // accountConn runs sqlaccount's statements, rewritten to $n placeholders.
 type accountConn struct{ q querier }

@@ -51,7 +51,7 @@ func scanKey(row pgx.Row, extra ...any) (apikey.APIKey, error) {
 }
 
 // CreateAPIKey implements apikey.Store.
-func (s *Store) CreateAPIKey(ctx context.Context, k apikey.APIKey, hash [32]byte) error {
+func (s *db) CreateAPIKey(ctx context.Context, k apikey.APIKey, hash [32]byte) error {
 	models, scopes, metadata, err := sqlaccount.KeyArgs(k)
 	if err != nil {
 		return wrap("create api key", err)
@@ -73,7 +73,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, k apikey.APIKey, hash [32]byte
 }
 
 // APIKey implements apikey.Store.
-func (s *Store) APIKey(ctx context.Context, accountID, keyID string) (apikey.APIKey, error) {
+func (s *db) APIKey(ctx context.Context, accountID, keyID string) (apikey.APIKey, error) {
 	return apiKey(ctx, s.pool, "api key", accountID, keyID, "")
 }
 
@@ -86,7 +86,7 @@ func apiKey(ctx context.Context, q querier, op, accountID, keyID, lock string) (
 }
 
 // ListAPIKeys implements apikey.Store.
-func (s *Store) ListAPIKeys(ctx context.Context, accountID, afterID string, limit int) ([]apikey.APIKey, error) {
+func (s *db) ListAPIKeys(ctx context.Context, accountID, afterID string, limit int) ([]apikey.APIKey, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+keyColumns+` FROM api_keys k
 		WHERE k.account_id = $1 AND k.id > $2 ORDER BY k.id LIMIT $3`, accountID, afterID, limit)
 	if err != nil {
@@ -105,7 +105,7 @@ const keyByHashQuery = `SELECT ` + keyColumns + `, k.hash = $1, a.plan, a.status
 	WHERE k.hash = $1 OR k.prev_hash = $1`
 
 // APIKeyByHash implements apikey.Store.
-func (s *Store) APIKeyByHash(ctx context.Context, hash [32]byte) (apikey.Match, error) {
+func (s *db) APIKeyByHash(ctx context.Context, hash [32]byte) (apikey.Match, error) {
 	var (
 		m       apikey.Match
 		current bool
@@ -124,7 +124,7 @@ func (s *Store) APIKeyByHash(ctx context.Context, hash [32]byte) (apikey.Match, 
 // UpdateAPIKey implements apikey.Store. The key row is locked while the
 // update is applied, and the change is announced on the notify channel in
 // the same transaction (delivered to listeners at commit).
-func (s *Store) UpdateAPIKey(ctx context.Context, accountID, keyID string, u apikey.Update, now time.Time) (apikey.APIKey, error) {
+func (s *db) UpdateAPIKey(ctx context.Context, accountID, keyID string, u apikey.Update, now time.Time) (apikey.APIKey, error) {
 	var out apikey.APIKey
 	err := s.write(ctx, "update api key", func(tx pgx.Tx) error {
 		k, err := apiKey(ctx, tx, "update api key", accountID, keyID, ` FOR UPDATE`)
@@ -158,7 +158,7 @@ func (s *Store) UpdateAPIKey(ctx context.Context, accountID, keyID string, u api
 // RotateAPIKey implements apikey.Store. PostgreSQL evaluates every SET
 // expression on the old row, so prev_hash receives the old hash. Like
 // UpdateAPIKey it announces the change.
-func (s *Store) RotateAPIKey(ctx context.Context, accountID, keyID string, r apikey.Rotation, now time.Time) (apikey.APIKey, error) {
+func (s *db) RotateAPIKey(ctx context.Context, accountID, keyID string, r apikey.Rotation, now time.Time) (apikey.APIKey, error) {
 	var out apikey.APIKey
 	err := s.write(ctx, "rotate api key", func(tx pgx.Tx) error {
 		k, err := apiKey(ctx, tx, "rotate api key", accountID, keyID, ` FOR UPDATE`)
@@ -185,7 +185,7 @@ func (s *Store) RotateAPIKey(ctx context.Context, accountID, keyID string, r api
 // TouchAPIKeys implements apikey.Store: one statement (one implicit
 // transaction) for all keys. The Service sorts uses by key ID, so
 // concurrent flushes lock rows in one order.
-func (s *Store) TouchAPIKeys(ctx context.Context, uses []apikey.Use) error {
+func (s *db) TouchAPIKeys(ctx context.Context, uses []apikey.Use) error {
 	if len(uses) == 0 {
 		return nil
 	}

@@ -19,7 +19,7 @@ import (
 )
 
 // The credits ledger on PostgreSQL: the SQL side of internal/sqlledger,
-// whose Engine (embedded in Store) runs the ledger rules.
+// whose Engine (embedded in db) runs the ledger rules.
 //
 // Money is NUMERIC, read and written as exact decimal text
 // (credits.Amount.String); all arithmetic happens in Go. A write
@@ -43,14 +43,14 @@ const ledgerAccountSelect = `account_id, unit, balance::text, held::text, seq, v
 	time_zone, recharge_enabled, recharge_threshold::text, recharge_amount::text, recharge_armed, recharges,
 	month_start, month_end, month_spent::text, opened_at, updated_at, lots, hold_due, key_limits`
 
-// Store group-commits ledger spends (sqlledger.Engine.GroupCommit).
-var _ interface{ GroupCommit() bool } = (*Store)(nil)
+// db group-commits ledger spends (sqlledger.Engine.GroupCommit).
+var _ interface{ GroupCommit() bool } = (*db)(nil)
 
 // ledgerDB runs the engine's transactions on the pool (sqlledger.DB).
-type ledgerDB struct{ s *Store }
+type ledgerDB struct{ s *db }
 
 // Batch implements sqlledger.DB: a pipelined transaction (see
-// Store.pipelined), retried after a serialization failure, a deadlock or
+// db.pipelined), retried after a serialization failure, a deadlock or
 // a unique violation (an optimistic claim of a taken key).
 func (d ledgerDB) Batch(ctx context.Context, op string, now time.Time, fn func(*sqlledger.Tx) error) error {
 	return d.s.pipelined(ctx, op, func(c txConn, attempt int) error {
@@ -81,7 +81,7 @@ type ledgerConn struct {
 	lock bool
 	// pipelined: tx is a bare connection; the transaction's BEGIN goes
 	// out with the prefetch and its COMMIT with the flush (see
-	// Store.pipelined), saving two round trips per batch.
+	// db.pipelined), saving two round trips per batch.
 	pipelined, begun bool
 }
 
@@ -466,7 +466,7 @@ func queueLots(b *pgx.Batch, a *ledgerstage.Account) int {
 }
 
 // OpenLedger implements credits.Store.
-func (s *Store) OpenLedger(ctx context.Context, id, unit string, pol credits.Policy, now time.Time) (credits.Account, error) {
+func (s *db) OpenLedger(ctx context.Context, id, unit string, pol credits.Policy, now time.Time) (credits.Account, error) {
 	st := ledger.NewAccountState(id, unit, pol, now)
 	p, ar := st.Policy, st.Policy.AutoRecharge
 	_, err := s.pool.Exec(ctx, `INSERT INTO credit_accounts (`+sqlledger.AccountColumns+`)
@@ -495,7 +495,7 @@ func ledgerExists(ctx context.Context, q querier, id string) error {
 }
 
 // LedgerEntries implements credits.Store.
-func (s *Store) LedgerEntries(ctx context.Context, id string, f credits.EntryFilter, beforeSeq int64, limit int) ([]credits.Entry, error) {
+func (s *db) LedgerEntries(ctx context.Context, id string, f credits.EntryFilter, beforeSeq int64, limit int) ([]credits.Entry, error) {
 	var out []credits.Entry
 	err := s.read(ctx, "ledger entries", func(tx pgx.Tx) error {
 		out = nil
@@ -515,7 +515,7 @@ func (s *Store) LedgerEntries(ctx context.Context, id string, f credits.EntryFil
 }
 
 // LedgerBalanceAt implements credits.Store.
-func (s *Store) LedgerBalanceAt(ctx context.Context, id string, t time.Time) (credits.Amount, error) {
+func (s *db) LedgerBalanceAt(ctx context.Context, id string, t time.Time) (credits.Amount, error) {
 	var bal credits.Amount
 	err := s.read(ctx, "ledger balance at", func(tx pgx.Tx) error {
 		if err := ledgerExists(ctx, tx, id); err != nil {
@@ -539,7 +539,7 @@ func (s *Store) LedgerBalanceAt(ctx context.Context, id string, t time.Time) (cr
 }
 
 // LedgerHold implements credits.Store.
-func (s *Store) LedgerHold(ctx context.Context, id string) (credits.Hold, error) {
+func (s *db) LedgerHold(ctx context.Context, id string) (credits.Hold, error) {
 	h, err := sqlledger.ScanHold(s.pool.QueryRow(ctx, `SELECT `+sqlledger.HoldColumns+` FROM credit_holds WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return h, credits.ErrHoldNotFound
@@ -549,7 +549,7 @@ func (s *Store) LedgerHold(ctx context.Context, id string) (credits.Hold, error)
 
 // ExpireLedgers implements credits.Store. It finds due accounts
 // first without locking, so a sweep with nothing due writes nothing.
-func (s *Store) ExpireLedgers(ctx context.Context, now time.Time, accountID string, limit int) (credits.ExpiryReport, error) {
+func (s *db) ExpireLedgers(ctx context.Context, now time.Time, accountID string, limit int) (credits.ExpiryReport, error) {
 	q := `SELECT account_id FROM credit_lots WHERE expires_at <= $1
 		UNION SELECT account_id FROM credit_holds WHERE state = 'active' AND expires_at <= $1 LIMIT $2`
 	args := []any{toNanos(now), limit}

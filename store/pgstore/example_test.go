@@ -9,6 +9,7 @@ import (
 
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/pgstore"
 )
 
@@ -26,7 +27,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer st.Close()
-	keys, err := apikey.NewService(st, nil) // subscribes to the key changes of other instances
+	keys, err := apikey.NewService(store.Driver(st), nil) // subscribes to the key changes of other instances
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -46,7 +47,7 @@ func Example_ledger() {
 		log.Fatal(err)
 	}
 	defer st.Close()
-	ledger, err := credits.NewService(st, nil)
+	ledger, err := credits.NewService(store.Driver(st), nil)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -3,7 +3,8 @@ package pgstore
 // ListenerState reports the change listener's connection: whether it is
 // connected, how many times it has connected, and its backend PID (0 when
 // down or not started).
-func ListenerState(s *Store) (connected bool, connects int64, pid uint32) {
+func ListenerState(st *Store) (connected bool, connects int64, pid uint32) {
+	s := st.db
 	s.mu.Lock()
 	l := s.lis
 	s.mu.Unlock()

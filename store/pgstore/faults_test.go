@@ -11,6 +11,7 @@ import (
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/internal/faultproxy"
 	"github.com/keyledger/keyledger/internal/pgtest"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/pgstore"
 )
 
@@ -36,7 +37,7 @@ func proxied(t *testing.T, opts *pgstore.Options) (*faultproxy.Proxy, *pgstore.S
 func TestPoolRecoversAfterReset(t *testing.T) {
 	ctx := context.Background()
 	px, st, _ := proxied(t, &pgstore.Options{MaxConns: 4})
-	led, err := credits.NewService(st, nil)
+	led, err := credits.NewService(store.Driver(st), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func TestPoolRecoversAfterReset(t *testing.T) {
 func TestStalledDatabaseFailsWithinTxTimeout(t *testing.T) {
 	ctx := context.Background()
 	px, st, _ := proxied(t, &pgstore.Options{TxTimeout: 300 * time.Millisecond, MaxConns: 2})
-	led, err := credits.NewService(st, nil)
+	led, err := credits.NewService(store.Driver(st), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,17 +114,17 @@ func TestListenerSurvivesBlackhole(t *testing.T) {
 		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond})
 	a := open(t, dsn, nil)
 	kopts := &apikey.Options{RefreshInterval: time.Hour, LastUsedInterval: -1}
-	keysA, err := apikey.NewService(a, kopts)
+	keysA, err := apikey.NewService(store.Driver(a), kopts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keysB, err := apikey.NewService(b, kopts)
+	keysB, err := apikey.NewService(store.Driver(b), kopts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer keysA.Close(ctx)
 	defer keysB.Close(ctx)
-	accts, err := account.NewService(a, nil)
+	accts, err := account.NewService(store.Driver(a), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,7 @@ func query(t *testing.T, dsn, sql string, dest ...any) {
 
 func TestReopenKeepsDataAndAppliesNothingTwice(t *testing.T) {
 	dsn := pgtest.DSN(t)
-	storetest.Reopen(t, func(t *testing.T) store.Store { return open(t, dsn, nil) })
+	storetest.Reopen(t, func(t *testing.T) store.Store { return store.Driver(open(t, dsn, nil)) })
 	var n, maxV int
 	query(t, dsn, `SELECT count(*), max(version) FROM schema_migrations`, &n, &maxV)
 	if n != pgstore.LatestVersion() || maxV != pgstore.LatestVersion() {
@@ -79,11 +79,11 @@ func TestConcurrentOpenMigratesOnce(t *testing.T) {
 func TestSchemasAreIndependent(t *testing.T) {
 	ctx := context.Background()
 	a, b := open(t, pgtest.DSN(t), nil), open(t, pgtest.DSN(t), nil)
-	svc, _ := account.NewService(a, nil)
+	svc, _ := account.NewService(store.Driver(a), nil)
 	if _, err := svc.Create(ctx, account.CreateParams{Name: "A", Email: "a@example.com"}); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := b.ListAccounts(ctx, "", 10); err != nil || len(got) != 0 {
+	if got, err := store.Driver(b).ListAccounts(ctx, "", 10); err != nil || len(got) != 0 {
 		t.Fatalf("other schema lists %d accounts, %v", len(got), err)
 	}
 }
@@ -116,7 +116,7 @@ func TestUpgradeFromVersion5(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgtest.DSN(t)
 	st := open(t, dsn, nil)
-	svc, _ := account.NewService(st, &account.Options{Argon2: account.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1, KeyLen: 32, SaltLen: 16}})
+	svc, _ := account.NewService(store.Driver(st), &account.Options{Argon2: account.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1, KeyLen: 32, SaltLen: 16}})
 	a, err := svc.Create(ctx, account.CreateParams{Name: "Old", Email: "old@example.com"})
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +127,7 @@ func TestUpgradeFromVersion5(t *testing.T) {
 	exec(t, dsn, append(storetest.UpgradeTokenPartsSQL, `DROP TABLE account_tokens`, `DROP TABLE closed_emails`, `DELETE FROM schema_migrations WHERE version > 5`)...)
 
 	st = open(t, dsn, nil)
-	svc, _ = account.NewService(st, nil)
+	svc, _ = account.NewService(store.Driver(st), nil)
 	c, err := svc.Close(ctx, a.ID)
 	if err != nil || c.Status != account.StatusClosed {
 		t.Fatalf("close after upgrade: %+v %v", c, err)
@@ -148,14 +148,14 @@ func TestUpgradeFromVersion5(t *testing.T) {
 func TestUpgradeFromVersion6TokenParts(t *testing.T) {
 	dsn := pgtest.DSN(t)
 	st := open(t, dsn, nil)
-	storetest.SeedUsageBeforeUpgrade(t, st)
+	storetest.SeedUsageBeforeUpgrade(t, store.Driver(st))
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
 	exec(t, dsn, storetest.UpgradeTokenPartsSQL...)
 	st = open(t, dsn, nil)
 	defer st.Close()
-	storetest.CheckUsageAfterUpgrade(t, st)
+	storetest.CheckUsageAfterUpgrade(t, store.Driver(st))
 	var n int
 	query(t, dsn, `SELECT count(*) FROM schema_migrations`, &n)
 	if n != pgstore.LatestVersion() {
@@ -168,14 +168,14 @@ func TestUpgradeFromVersion6TokenParts(t *testing.T) {
 func TestUpgradeToKeyLimits(t *testing.T) {
 	dsn := pgtest.DSN(t)
 	st := open(t, dsn, nil)
-	storetest.SeedLedgerBeforeKeyLimits(t, st)
+	storetest.SeedLedgerBeforeKeyLimits(t, store.Driver(st))
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
 	exec(t, dsn, storetest.UpgradeKeyLimitsSQL...)
 	st = open(t, dsn, nil)
 	defer st.Close()
-	storetest.CheckKeyLimitsAfterUpgrade(t, st)
+	storetest.CheckKeyLimitsAfterUpgrade(t, store.Driver(st))
 	var n int
 	query(t, dsn, `SELECT count(*) FROM schema_migrations`, &n)
 	if n != pgstore.LatestVersion() {

@@ -18,7 +18,7 @@ import (
 // key runs pg_notify(channel, key ID); one that changes an account runs
 // pg_notify(channel_accounts, account ID). PostgreSQL delivers them to every
 // listening session when the transaction commits (and never if it rolls
-// back). A Store starts its listener with the first WatchKeyChanges: a
+// back). A db starts its listener with the first WatchKeyChanges: a
 // dedicated connection (not from the pool) that LISTENs on both channels
 // and waits for notifications, and passes them to the subscribers —
 // apikey.Service drops the key from its verify cache and cancels contexts
@@ -36,26 +36,26 @@ import (
 // everything again. Until it is back, caches fall back to
 // apikey.Options.RefreshInterval.
 
-var _ apikey.ChangeNotifier = (*Store)(nil)
+var _ apikey.ChangeNotifier = (*db)(nil)
 
 // accountChannel is the channel of account changes.
-func (s *Store) accountChannel() string { return s.opt.NotifyChannel + "_accounts" }
+func (s *db) accountChannel() string { return s.opt.NotifyChannel + "_accounts" }
 
 // notifyKey announces a change of a key in tx; it is delivered at commit.
-func (s *Store) notifyKey(ctx context.Context, tx pgx.Tx, keyID string) error {
+func (s *db) notifyKey(ctx context.Context, tx pgx.Tx, keyID string) error {
 	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, s.opt.NotifyChannel, keyID)
 	return wrap("notify key change", err)
 }
 
 // notifyAccount announces a change of an account in tx.
-func (s *Store) notifyAccount(ctx context.Context, tx pgx.Tx, accountID string) error {
+func (s *db) notifyAccount(ctx context.Context, tx pgx.Tx, accountID string) error {
 	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, s.accountChannel(), accountID)
 	return wrap("notify account change", err)
 }
 
 // WatchKeyChanges implements apikey.ChangeNotifier. The first call starts
-// the listener; it runs until Close. On a closed Store it does nothing.
-func (s *Store) WatchKeyChanges(fn func(apikey.Change)) (stop func()) {
+// the listener; it runs until Close. On a closed db it does nothing.
+func (s *db) WatchKeyChanges(fn func(apikey.Change)) (stop func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -69,7 +69,7 @@ func (s *Store) WatchKeyChanges(fn func(apikey.Change)) (stop func()) {
 
 // listener is the LISTEN connection and its subscribers.
 type listener struct {
-	s      *Store
+	s      *db
 	cancel context.CancelFunc
 	done   chan struct{}
 
@@ -82,7 +82,7 @@ type listener struct {
 	connected atomic.Bool
 }
 
-func (s *Store) startListener() *listener {
+func (s *db) startListener() *listener {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &listener{s: s, cancel: cancel, done: make(chan struct{}), subs: make(map[int]func(apikey.Change))}
 	go l.run(ctx)

@@ -9,6 +9,7 @@ import (
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/internal/pgtest"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/pgstore"
 )
 
@@ -49,14 +50,14 @@ func newTwoProcesses(t *testing.T, bOpts *pgstore.Options) *twoProcesses {
 	// notifications.
 	kopts := &apikey.Options{RefreshInterval: time.Hour, LastUsedInterval: -1}
 	var err error
-	if p.keysA, err = apikey.NewService(p.a, kopts); err != nil {
+	if p.keysA, err = apikey.NewService(store.Driver(p.a), kopts); err != nil {
 		t.Fatal(err)
 	}
-	if p.keysB, err = apikey.NewService(p.b, kopts); err != nil {
+	if p.keysB, err = apikey.NewService(store.Driver(p.b), kopts); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.keysA.Close(ctx); p.keysB.Close(ctx) })
-	if p.accounts, err = account.NewService(p.a, nil); err != nil {
+	if p.accounts, err = account.NewService(store.Driver(p.a), nil); err != nil {
 		t.Fatal(err)
 	}
 	if p.acct, err = p.accounts.Create(ctx, account.CreateParams{Name: "Two", Email: "two@example.com"}); err != nil {

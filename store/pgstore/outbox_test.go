@@ -13,6 +13,7 @@ import (
 	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/internal/outbox"
 	"github.com/keyledger/keyledger/internal/pgtest"
+	"github.com/keyledger/keyledger/store"
 )
 
 // TestOutboxTwoInstances: two processes' stores on one database, each with
@@ -32,7 +33,7 @@ func TestOutboxTwoInstances(t *testing.T) {
 		}
 	}
 	for i := 0; i < len(evs); i += 16 { // several transactions, interleaved accounts
-		if err := st1.AppendEvents(context.Background(), evs[i:min(i+16, len(evs))]); err != nil {
+		if err := store.Driver(st1).AppendEvents(context.Background(), evs[i:min(i+16, len(evs))]); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -78,7 +79,7 @@ func TestOutboxTwoInstances(t *testing.T) {
 		return true
 	}
 	var wg sync.WaitGroup
-	for i, st := range []outbox.Store{st1, st2} {
+	for i, st := range []outbox.Store{store.Driver(st1).(outbox.Store), store.Driver(st2).(outbox.Store)} {
 		d := outbox.New(st, outbox.Options{Hook: hook(i), Batch: 3, Workers: 2, BackoffBase: time.Nanosecond, BackoffMax: time.Nanosecond,
 			Jitter: func() float64 { return 0 }})
 		wg.Add(1)

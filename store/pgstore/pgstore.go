@@ -1,17 +1,17 @@
 // Package pgstore is the keyledger backend for many instances: PostgreSQL
 // through github.com/jackc/pgx/v5 and its connection pool (pgxpool).
-// Several processes, each with its own Store, share one database: balances,
+// Several processes, each with its own db, share one database: balances,
 // holds (a reservation made by one instance counts in all), idempotency
 // keys, usage and API keys are all in the database.
 //
 // # Many instances: revocation
 //
-// Store implements apikey.ChangeNotifier. A transaction that revokes,
+// db implements apikey.ChangeNotifier. A transaction that revokes,
 // disables, expires, updates or rotates a key sends NOTIFY with the key's
 // ID on Options.NotifyChannel ("keyledger_keys"), and one that changes an
 // account on the same name + "_accounts"; PostgreSQL delivers them at
-// commit. apikey.NewService subscribes, and the Store's listener (one
-// dedicated connection per Store, started by the first subscriber) passes
+// commit. apikey.NewService subscribes, and the db's listener (one
+// dedicated connection per db, started by the first subscriber) passes
 // each change to every Service on it, which drops the key from its verify
 // cache and cancels the contexts bound to it in that process. Delivery
 // takes milliseconds; the documented bound is 1 second, which the tests
@@ -92,7 +92,7 @@ import (
 	"github.com/keyledger/keyledger/store"
 )
 
-var _ store.Store = (*Store)(nil)
+var _ store.Store = (*db)(nil)
 
 // Errors returned by Open.
 var (
@@ -173,10 +173,8 @@ func (o *Options) withDefaults() Options {
 	return r
 }
 
-// Store is a store.Store on a PostgreSQL connection pool. It is safe for
-// concurrent use; several Stores (in one process or many) may share a
-// database.
-type Store struct {
+// db is the store.Store on a PostgreSQL connection pool behind a Store.
+type db struct {
 	*sqlledger.Engine // the ledger and metering rules (credits.go, usage.go)
 	// the accounts, sessions and lifecycle operations (account.go)
 	sqlaccount.Accounts
@@ -193,10 +191,36 @@ type Store struct {
 	lis    *listener // started by the first WatchKeyChanges
 }
 
+// Store is an open PostgreSQL database, to pass to keyledger.New. It is
+// safe for concurrent use; several Stores (in one process or many) may
+// share a database. Its operations — the store.Store contract, reached by
+// keyledger's services (store.Driver opens them for tests and tools) — are
+// not methods of Store: they do not enforce the domain rules.
+type Store struct {
+	handle // store.Wrap of the *db: Close and the operations
+	db     *db
+}
+
+type handle = store.Backend
+
+var _ store.Backend = (*Store)(nil)
+
 // Open connects to the database at dsn (a libpq URL or key=value string,
 // e.g. "postgres://user@host:5432/db?sslmode=disable&search_path=keyledger"),
 // checks that it is reachable and applies pending migrations.
 func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
+	s, err := open(ctx, dsn, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{handle: store.Wrap(s), db: s}, nil
+}
+
+// Close stops the change listener and closes the pool. Calls after Close
+// fail.
+func (s *Store) Close() error { return s.db.Close() }
+
+func open(ctx context.Context, dsn string, opts *Options) (*db, error) {
 	o := opts.withDefaults()
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
@@ -210,7 +234,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: open: %w", err)
 	}
-	s := &Store{pool: pool, cfg: cfg, opt: o, log: o.Logger}
+	s := &db{pool: pool, cfg: cfg, opt: o, log: o.Logger}
 	s.Engine = sqlledger.New(ledgerDB{s})
 	s.Accounts = sqlaccount.New(accountDB{s}, sqlaccount.Dialect{EmailIs: `lower(email) = lower(?)`, Lock: ` FOR UPDATE`})
 	s.Events = sqlevents.New(accountDB{s}, sqlevents.Dialect{SkipLocked: ` FOR UPDATE SKIP LOCKED`, Lock: ` FOR UPDATE`})
@@ -228,7 +252,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 
 // Close stops the change listener and closes the pool. Calls after Close
 // fail.
-func (s *Store) Close() error {
+func (s *db) Close() error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -249,7 +273,7 @@ type migration = migrations.Migration
 // LatestVersion is the schema version this package writes.
 func LatestVersion() int { return migrations.Latest(migrationFS, "migrations") }
 
-func (s *Store) migrate(ctx context.Context) error {
+func (s *db) migrate(ctx context.Context) error {
 	return migrations.Apply(ctx, migrationFS, "migrations", "pgstore", s.applyMigration)
 }
 
@@ -261,7 +285,7 @@ const migrationLock = 0x6b6c6467 // "kldg"
 // applyMigration applies m in its own transaction unless it is already
 // recorded. The advisory lock makes the check and the change atomic across
 // processes, so concurrent opens apply each migration exactly once.
-func (s *Store) applyMigration(ctx context.Context, m migration, latest int) error {
+func (s *db) applyMigration(ctx context.Context, m migration, latest int) error {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("pgstore: migrate: %w", err)
@@ -315,17 +339,17 @@ type txOptions struct {
 // transaction after a serialization failure or a deadlock. Errors from fn
 // are returned as they are: fn returns domain sentinels or errors it has
 // already wrapped.
-func (s *Store) write(ctx context.Context, op string, fn func(pgx.Tx) error) error {
+func (s *db) write(ctx context.Context, op string, fn func(pgx.Tx) error) error {
 	return s.run(ctx, op, txOptions{}, fn)
 }
 
 // read runs fn in one read-only REPEATABLE READ transaction, so that its
 // queries see one snapshot.
-func (s *Store) read(ctx context.Context, op string, fn func(pgx.Tx) error) error {
+func (s *db) read(ctx context.Context, op string, fn func(pgx.Tx) error) error {
 	return s.run(ctx, op, txOptions{iso: pgx.RepeatableRead, readOnly: true}, fn)
 }
 
-func (s *Store) run(ctx context.Context, op string, o txOptions, fn func(pgx.Tx) error) error {
+func (s *db) run(ctx context.Context, op string, o txOptions, fn func(pgx.Tx) error) error {
 	for attempt := 0; ; attempt++ {
 		err := s.once(ctx, op, o, fn)
 		if err == nil || attempt >= s.opt.MaxRetries || ctx.Err() != nil || !retryable(err, false) {
@@ -337,7 +361,7 @@ func (s *Store) run(ctx context.Context, op string, o txOptions, fn func(pgx.Tx)
 	}
 }
 
-func (s *Store) once(ctx context.Context, op string, o txOptions, fn func(pgx.Tx) error) error {
+func (s *db) once(ctx context.Context, op string, o txOptions, fn func(pgx.Tx) error) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opt.TxTimeout)
 	defer cancel()
 	opts := pgx.TxOptions{IsoLevel: o.iso}
@@ -370,7 +394,7 @@ type txConn interface {
 // key claimed by a concurrent transaction is seen (and replayed) on the
 // retry. A transaction that fn leaves open — it failed, or its COMMIT never
 // ran — is rolled back before the connection returns to the pool.
-func (s *Store) pipelined(ctx context.Context, op string, fn func(c txConn, attempt int) error) error {
+func (s *db) pipelined(ctx context.Context, op string, fn func(c txConn, attempt int) error) error {
 	for attempt := 0; ; attempt++ {
 		err := s.pipelinedOnce(ctx, op, func(c txConn) error { return fn(c, attempt) })
 		if err == nil || attempt >= s.opt.MaxRetries || ctx.Err() != nil || !retryable(err, true) {
@@ -382,7 +406,7 @@ func (s *Store) pipelined(ctx context.Context, op string, fn func(c txConn, atte
 	}
 }
 
-func (s *Store) pipelinedOnce(ctx context.Context, op string, fn func(txConn) error) error {
+func (s *db) pipelinedOnce(ctx context.Context, op string, fn func(txConn) error) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opt.TxTimeout)
 	defer cancel()
 	conn, err := s.pool.Acquire(ctx)

@@ -31,7 +31,7 @@ func open(tb testing.TB, dsn string, opts *pgstore.Options) *pgstore.Store {
 }
 
 // newStore is a Store on a fresh schema of its own.
-func newStore(tb testing.TB) store.Store { return open(tb, pgtest.DSN(tb), nil) }
+func newStore(tb testing.TB) store.Store { return store.Driver(open(tb, pgtest.DSN(tb), nil)) }
 
 func TestConformance(t *testing.T) { storetest.Run(t, newStore) }
 

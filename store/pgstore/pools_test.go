@@ -11,6 +11,7 @@ import (
 
 	"github.com/keyledger/keyledger/credits"
 	"github.com/keyledger/keyledger/internal/pgtest"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/usage"
 )
 
@@ -30,11 +31,11 @@ func newPools(t *testing.T) *pools {
 	var p pools
 	for i := range 2 {
 		st := open(t, dsn, nil)
-		led, err := credits.NewService(st, &credits.Options{Logger: quiet})
+		led, err := credits.NewService(store.Driver(st), &credits.Options{Logger: quiet})
 		if err != nil {
 			t.Fatal(err)
 		}
-		use, err := usage.NewService(st, &usage.Options{Credits: led, Logger: quiet})
+		use, err := usage.NewService(store.Driver(st), &usage.Options{Credits: led, Logger: quiet})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -29,8 +29,8 @@ import (
 const rollupColumns = `account_id, tz, day, model, key_id, endpoint, requests, errors, prompt_tokens,
 	completion_tokens, units, cached_units, cost, cached_prompt_tokens, cache_write_tokens, reasoning_tokens`
 
-// Store group-commits meter requests (sqlledger.Engine.UsageGroupCommit).
-var _ interface{ UsageGroupCommit() bool } = (*Store)(nil)
+// db group-commits meter requests (sqlledger.Engine.UsageGroupCommit).
+var _ interface{ UsageGroupCommit() bool } = (*db)(nil)
 
 // Meter implements sqlledger.Conn.
 func (c *ledgerConn) Meter(ctx context.Context, k sqlledger.OpKey) (meter.MeterOp, bool, error) {
@@ -202,7 +202,7 @@ func queueRollups(b *pgx.Batch, sums []usage.Rollup) {
 }
 
 // UsageRecords implements usage.Store.
-func (s *Store) UsageRecords(ctx context.Context, q usage.RecordQuery) ([]usage.Record, error) {
+func (s *db) UsageRecords(ctx context.Context, q usage.RecordQuery) ([]usage.Record, error) {
 	query, args := sqlledger.RecordsQuery(&q, true)
 	rows, err := s.pool.Query(ctx, query, args...)
 	if err != nil {
@@ -214,7 +214,7 @@ func (s *Store) UsageRecords(ctx context.Context, q usage.RecordQuery) ([]usage.
 }
 
 // ScanUsage implements usage.Store: one query, so one snapshot.
-func (s *Store) ScanUsage(ctx context.Context, q usage.RecordQuery, fn func(*usage.Record) error) error {
+func (s *db) ScanUsage(ctx context.Context, q usage.RecordQuery, fn func(*usage.Record) error) error {
 	query, args := sqlledger.ScanQuery(q, true)
 	rows, err := s.pool.Query(ctx, query, args...)
 	if err != nil {
@@ -226,7 +226,7 @@ func (s *Store) ScanUsage(ctx context.Context, q usage.RecordQuery, fn func(*usa
 
 // UsageRollups implements usage.Store: one read-only snapshot, so the rows
 // and the check for other zones agree.
-func (s *Store) UsageRollups(ctx context.Context, q usage.RollupQuery) ([]usage.Rollup, bool, error) {
+func (s *db) UsageRollups(ctx context.Context, q usage.RollupQuery) ([]usage.Rollup, bool, error) {
 	var (
 		out   []usage.Rollup
 		other bool
@@ -294,7 +294,7 @@ func groupedRollupQuery(keep usage.Grouping, where string) string {
 
 // DeleteUsageBefore implements usage.Store: one statement. Unlike SQLite,
 // a long delete blocks no writer here, so it is not chunked.
-func (s *Store) DeleteUsageBefore(ctx context.Context, t time.Time) (int, error) {
+func (s *db) DeleteUsageBefore(ctx context.Context, t time.Time) (int, error) {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM usage_records WHERE created_at < $1`, toNanos(t))
 	return int(tag.RowsAffected()), wrap("delete usage", err)
 }

@@ -19,9 +19,9 @@ type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// accountDB is the sqlaccount.DB of a Store: single writes on the writer
+// accountDB is the sqlaccount.DB of a db: single writes on the writer
 // connection, reads on the reader pool, write transactions by s.write.
-type accountDB struct{ s *Store }
+type accountDB struct{ s *db }
 
 type execQuerier interface {
 	querier

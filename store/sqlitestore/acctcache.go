@@ -171,14 +171,14 @@ func (c *acctCache) confirm(tok uint64) {
 	c.pend = nil
 }
 
-// cachedWrite is Store.write for a batch that starts from cached account
+// cachedWrite is db.write for a batch that starts from cached account
 // states: fn builds the batch's ledgerTx (it calls useCache on it) and
 // returns it once flushed. Its states are put while the batch still holds
 // the only write connection, which takes their accounts out of the cache,
 // so that no later batch can start from the states before; they are
 // confirmed into the cache once the commit succeeded, and the cache is
 // emptied if it failed.
-func (s *Store) cachedWrite(ctx context.Context, op string, fn func(tx *sql.Tx, gen uint64) (*sqlledger.Tx, error)) error {
+func (s *db) cachedWrite(ctx context.Context, op string, fn func(tx *sql.Tx, gen uint64) (*sqlledger.Tx, error)) error {
 	gen := s.accts.begin()
 	var tok uint64
 	err := s.write(ctx, op, func(tx *sql.Tx) error {
@@ -198,7 +198,7 @@ func (s *Store) cachedWrite(ctx context.Context, op string, fn func(tx *sql.Tx, 
 
 // useCache makes t start from the cache, after checking that no other
 // connection has committed since its snapshots were taken.
-func (s *Store) useCache(t *sqlledger.Tx, b *binder) error {
+func (s *db) useCache(t *sqlledger.Tx, b *binder) error {
 	t.Cached = s.accts.get
 	return s.accts.check(b)
 }
@@ -216,15 +216,15 @@ func (c *acctCache) forgetThresholds(acct string) {
 // cached thresholds before and after the write (only that account's: a
 // tenant changing thresholds in a loop does not empty the cache of
 // everyone's account states).
-func (s *Store) SetAlertThresholds(ctx context.Context, accountID string, low []decimal.Decimal) error {
+func (s *db) SetAlertThresholds(ctx context.Context, accountID string, low []decimal.Decimal) error {
 	s.accts.forgetThresholds(accountID)
 	defer s.accts.forgetThresholds(accountID)
 	return s.Events.SetAlertThresholds(ctx, accountID, low)
 }
 
-// ledgerWrite is Store.write for the paths other than spend batches that
+// ledgerWrite is db.write for the paths other than spend batches that
 // change ledger accounts: it empties the account cache before and after.
-func (s *Store) ledgerWrite(ctx context.Context, op string, fn func(*sql.Tx) error) error {
+func (s *db) ledgerWrite(ctx context.Context, op string, fn func(*sql.Tx) error) error {
 	s.accts.clear()
 	defer s.accts.clear()
 	return s.write(ctx, op, fn)

@@ -50,7 +50,7 @@ func scanKey(row scanner, extra ...any) (apikey.APIKey, error) {
 }
 
 // CreateAPIKey implements apikey.Store.
-func (s *Store) CreateAPIKey(ctx context.Context, k apikey.APIKey, hash [32]byte) error {
+func (s *db) CreateAPIKey(ctx context.Context, k apikey.APIKey, hash [32]byte) error {
 	models, scopes, metadata, err := sqlaccount.KeyArgs(k)
 	if err != nil {
 		return wrap("create api key", err)
@@ -72,11 +72,11 @@ func (s *Store) CreateAPIKey(ctx context.Context, k apikey.APIKey, hash [32]byte
 }
 
 // APIKey implements apikey.Store.
-func (s *Store) APIKey(ctx context.Context, accountID, keyID string) (apikey.APIKey, error) {
+func (s *db) APIKey(ctx context.Context, accountID, keyID string) (apikey.APIKey, error) {
 	return s.apiKey(ctx, s.r, "api key", accountID, keyID)
 }
 
-func (s *Store) apiKey(ctx context.Context, q querier, op, accountID, keyID string) (apikey.APIKey, error) {
+func (s *db) apiKey(ctx context.Context, q querier, op, accountID, keyID string) (apikey.APIKey, error) {
 	k, err := scanKey(q.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM api_keys k WHERE k.id = ? AND k.account_id = ?`, keyID, accountID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return apikey.APIKey{}, apikey.ErrNotFound
@@ -85,7 +85,7 @@ func (s *Store) apiKey(ctx context.Context, q querier, op, accountID, keyID stri
 }
 
 // ListAPIKeys implements apikey.Store.
-func (s *Store) ListAPIKeys(ctx context.Context, accountID, afterID string, limit int) ([]apikey.APIKey, error) {
+func (s *db) ListAPIKeys(ctx context.Context, accountID, afterID string, limit int) ([]apikey.APIKey, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT `+keyColumns+` FROM api_keys k
 		WHERE k.account_id = ? AND k.id > ? ORDER BY k.id LIMIT ?`, accountID, afterID, limit)
 	if err != nil {
@@ -102,7 +102,7 @@ const keyByHashQuery = `SELECT ` + keyColumns + `, k.hash = ?1, a.plan, a.status
 
 // APIKeyByHash implements apikey.Store. One indexed query, prepared once,
 // reads the key by either secret and joins its account's plan and status.
-func (s *Store) APIKeyByHash(ctx context.Context, hash [32]byte) (apikey.Match, error) {
+func (s *db) APIKeyByHash(ctx context.Context, hash [32]byte) (apikey.Match, error) {
 	var (
 		m       apikey.Match
 		current bool
@@ -123,7 +123,7 @@ func (s *Store) APIKeyByHash(ctx context.Context, hash [32]byte) (apikey.Match, 
 }
 
 // UpdateAPIKey implements apikey.Store.
-func (s *Store) UpdateAPIKey(ctx context.Context, accountID, keyID string, u apikey.Update, now time.Time) (apikey.APIKey, error) {
+func (s *db) UpdateAPIKey(ctx context.Context, accountID, keyID string, u apikey.Update, now time.Time) (apikey.APIKey, error) {
 	var out apikey.APIKey
 	err := s.write(ctx, "update api key", func(tx *sql.Tx) error {
 		k, err := s.apiKey(ctx, tx, "update api key", accountID, keyID)
@@ -154,7 +154,7 @@ func (s *Store) UpdateAPIKey(ctx context.Context, accountID, keyID string, u api
 
 // RotateAPIKey implements apikey.Store. SQLite evaluates every SET
 // expression on the old row, so prev_hash receives the old hash.
-func (s *Store) RotateAPIKey(ctx context.Context, accountID, keyID string, r apikey.Rotation, now time.Time) (apikey.APIKey, error) {
+func (s *db) RotateAPIKey(ctx context.Context, accountID, keyID string, r apikey.Rotation, now time.Time) (apikey.APIKey, error) {
 	var out apikey.APIKey
 	err := s.write(ctx, "rotate api key", func(tx *sql.Tx) error {
 		k, err := s.apiKey(ctx, tx, "rotate api key", accountID, keyID)
@@ -178,7 +178,7 @@ func (s *Store) RotateAPIKey(ctx context.Context, accountID, keyID string, r api
 
 // TouchAPIKeys implements apikey.Store: one transaction, one prepared
 // statement for all keys.
-func (s *Store) TouchAPIKeys(ctx context.Context, uses []apikey.Use) error {
+func (s *db) TouchAPIKeys(ctx context.Context, uses []apikey.Use) error {
 	if len(uses) == 0 {
 		return nil
 	}

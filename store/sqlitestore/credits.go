@@ -17,7 +17,7 @@ import (
 )
 
 // The credits ledger on SQLite: the SQL side of internal/sqlledger, whose
-// Engine (embedded in Store) runs the ledger rules.
+// Engine (embedded in db) runs the ledger rules.
 //
 // Money is stored as exact decimal TEXT (credits.Amount.String) and all
 // arithmetic happens in Go, so sums are exact at any precision (sub-paisa
@@ -94,7 +94,7 @@ type ledgerStmts [nLedgerStmts]*sql.Stmt
 
 // prepareLedger prepares the ledger statements on the writer and (the
 // read-only ones) on the reader pool.
-func (s *Store) prepareLedger(ctx context.Context) error {
+func (s *db) prepareLedger(ctx context.Context) error {
 	s.lw, s.lr = new(ledgerStmts), new(ledgerStmts)
 	for i, q := range ledgerStatements() {
 		if q == "" {
@@ -113,7 +113,7 @@ func (s *Store) prepareLedger(ctx context.Context) error {
 	return nil
 }
 
-func (s *Store) closeLedger() error {
+func (s *db) closeLedger() error {
 	var errs []error
 	for _, set := range []*ledgerStmts{s.lw, s.lr} {
 		if set == nil {
@@ -145,7 +145,7 @@ func (b *binder) stmt(i int) *sql.Stmt {
 
 // read runs fn in one read transaction on the reader pool, so that its
 // queries see one snapshot.
-func (s *Store) read(ctx context.Context, op string, fn func(*binder) error) error {
+func (s *db) read(ctx context.Context, op string, fn func(*binder) error) error {
 	tx, err := s.r.BeginTx(ctx, nil)
 	if err != nil {
 		return wrap(op, err)
@@ -157,17 +157,17 @@ func (s *Store) read(ctx context.Context, op string, fn func(*binder) error) err
 	return wrap(op, tx.Commit())
 }
 
-// Store group-commits ledger spends (sqlledger.Engine.GroupCommit).
-var _ interface{ GroupCommit() bool } = (*Store)(nil)
+// db group-commits ledger spends (sqlledger.Engine.GroupCommit).
+var _ interface{ GroupCommit() bool } = (*db)(nil)
 
 // ledgerDB runs the engine's transactions on the writer (sqlledger.DB).
-type ledgerDB struct{ s *Store }
+type ledgerDB struct{ s *db }
 
 // newConn returns a ledgerConn on tx. Its statements run without ctx's
 // cancellation: the driver would start a goroutine per statement to
 // interrupt it, and the statements are short; database/sql still rolls
 // the transaction back when ctx ends, and no statement runs after that.
-func (s *Store) newConn(ctx context.Context, tx *sql.Tx) *ledgerConn {
+func (s *db) newConn(ctx context.Context, tx *sql.Tx) *ledgerConn {
 	return &ledgerConn{binder: binder{ctx: context.WithoutCancel(ctx), tx: tx, src: s.lw}, ms: s.mw}
 }
 
@@ -465,7 +465,7 @@ func (c *ledgerConn) flushLots(a *ledgerstage.Account) error {
 }
 
 // OpenLedger implements credits.Store.
-func (s *Store) OpenLedger(ctx context.Context, id, unit string, pol credits.Policy, now time.Time) (credits.Account, error) {
+func (s *db) OpenLedger(ctx context.Context, id, unit string, pol credits.Policy, now time.Time) (credits.Account, error) {
 	st := ledger.NewAccountState(id, unit, pol, now)
 	p, ar := st.Policy, st.Policy.AutoRecharge
 	_, err := s.w.ExecContext(ctx, `INSERT INTO credit_accounts (`+sqlledger.AccountColumns+`)
@@ -494,7 +494,7 @@ func ledgerExists(b *binder, id string) error {
 }
 
 // LedgerEntries implements credits.Store.
-func (s *Store) LedgerEntries(ctx context.Context, id string, f credits.EntryFilter, beforeSeq int64, limit int) ([]credits.Entry, error) {
+func (s *db) LedgerEntries(ctx context.Context, id string, f credits.EntryFilter, beforeSeq int64, limit int) ([]credits.Entry, error) {
 	var out []credits.Entry
 	err := s.read(ctx, "ledger entries", func(b *binder) error {
 		if err := ledgerExists(b, id); err != nil {
@@ -512,7 +512,7 @@ func (s *Store) LedgerEntries(ctx context.Context, id string, f credits.EntryFil
 }
 
 // LedgerBalanceAt implements credits.Store.
-func (s *Store) LedgerBalanceAt(ctx context.Context, id string, t time.Time) (credits.Amount, error) {
+func (s *db) LedgerBalanceAt(ctx context.Context, id string, t time.Time) (credits.Amount, error) {
 	var bal credits.Amount
 	err := s.read(ctx, "ledger balance at", func(b *binder) error {
 		if err := ledgerExists(b, id); err != nil {
@@ -565,7 +565,7 @@ func flushed(optimistic bool, err error) error {
 }
 
 // LedgerHold implements credits.Store.
-func (s *Store) LedgerHold(ctx context.Context, id string) (credits.Hold, error) {
+func (s *db) LedgerHold(ctx context.Context, id string) (credits.Hold, error) {
 	h, err := sqlledger.ScanHold(s.lr[sHold].QueryRowContext(ctx, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return h, credits.ErrHoldNotFound
@@ -575,7 +575,7 @@ func (s *Store) LedgerHold(ctx context.Context, id string) (credits.Hold, error)
 
 // ExpireLedgers implements credits.Store. It finds due accounts on the
 // reader pool first, so a sweep with nothing due costs no write.
-func (s *Store) ExpireLedgers(ctx context.Context, now time.Time, accountID string, limit int) (credits.ExpiryReport, error) {
+func (s *db) ExpireLedgers(ctx context.Context, now time.Time, accountID string, limit int) (credits.ExpiryReport, error) {
 	q := `SELECT account_id FROM credit_lots WHERE expires_at <= ?1
 		UNION SELECT account_id FROM credit_holds WHERE state = 'active' AND expires_at <= ?1 LIMIT ?2`
 	args := []any{toNanos(now), limit}
@@ -607,7 +607,7 @@ func (s *Store) ExpireLedgers(ctx context.Context, now time.Time, accountID stri
 // spend: while another process keeps holds in memory
 // (Options.ProcessHolds) it fails with ErrSpendLocked, as it could take
 // funds that process holds.
-func (s *Store) LedgerCredit(ctx context.Context, now time.Time, r credits.CreditRequest) (credits.Entry, error) {
+func (s *db) LedgerCredit(ctx context.Context, now time.Time, r credits.CreditRequest) (credits.Entry, error) {
 	if r.Amount.IsNegative() && !s.processHolds {
 		if err := s.spend.share(); err != nil {
 			return credits.Entry{}, err

@@ -15,7 +15,7 @@ import (
 // others: the batch is retried request by request.
 func TestGroupCommitIsolatesAFailingRequest(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "k.db"), &Options{Logger: slog.New(slog.DiscardHandler)})
+	s, err := open(ctx, filepath.Join(t.TempDir(), "k.db"), &Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,10 +7,11 @@ import (
 	"path/filepath"
 
 	"github.com/keyledger/keyledger/account"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/sqlitestore"
 )
 
-// Example is the embedding example of the README.
+// Example uses one domain, accounts, alone on a SQLite file.
 func Example() {
 	dir, _ := os.MkdirTemp("", "keyledger")
 	defer os.RemoveAll(dir)
@@ -21,7 +22,9 @@ func Example() {
 		panic(err)
 	}
 	defer st.Close()
-	accounts, err := account.NewService(st, nil)
+	// A domain used alone takes the backend's operations; keyledger.New
+	// takes st itself.
+	accounts, err := account.NewService(store.Driver(st), nil)
 	if err != nil {
 		panic(err)
 	}

@@ -20,7 +20,7 @@ func TestReopenKeepsDataAndAppliesNothingTwice(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return st
+		return store.Driver(st)
 	})
 
 	db, err := sql.Open("sqlite", path)
@@ -100,7 +100,7 @@ func TestUpgradeFromVersion5(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, _ := account.NewService(st, &account.Options{Argon2: account.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1, KeyLen: 32, SaltLen: 16}})
+	svc, _ := account.NewService(store.Driver(st), &account.Options{Argon2: account.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1, KeyLen: 32, SaltLen: 16}})
 	a, err := svc.Create(ctx, account.CreateParams{Name: "Old", Email: "old@example.com"})
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +123,7 @@ func TestUpgradeFromVersion5(t *testing.T) {
 		t.Fatalf("open a version-5 database: %v", err)
 	}
 	defer st.Close()
-	svc, _ = account.NewService(st, nil)
+	svc, _ = account.NewService(store.Driver(st), nil)
 	c, err := svc.Close(ctx, a.ID)
 	if err != nil || c.Status != account.StatusClosed {
 		t.Fatalf("close after upgrade: %+v %v", c, err)
@@ -143,7 +143,7 @@ func TestUpgradeFromVersion6TokenParts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	storetest.SeedUsageBeforeUpgrade(t, st)
+	storetest.SeedUsageBeforeUpgrade(t, store.Driver(st))
 	st.Close()
 	db, err := sql.Open("sqlite", path)
 	if err != nil {
@@ -160,7 +160,7 @@ func TestUpgradeFromVersion6TokenParts(t *testing.T) {
 		t.Fatalf("open a version-6 database: %v", err)
 	}
 	defer st.Close()
-	storetest.CheckUsageAfterUpgrade(t, st)
+	storetest.CheckUsageAfterUpgrade(t, store.Driver(st))
 }
 
 // A database from before the per-key limits migration opens and is
@@ -173,7 +173,7 @@ func TestUpgradeToKeyLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	storetest.SeedLedgerBeforeKeyLimits(t, st)
+	storetest.SeedLedgerBeforeKeyLimits(t, store.Driver(st))
 	st.Close()
 	db, err := sql.Open("sqlite", path)
 	if err != nil {
@@ -190,5 +190,5 @@ func TestUpgradeToKeyLimits(t *testing.T) {
 		t.Fatalf("open a database from before key limits: %v", err)
 	}
 	defer st.Close()
-	storetest.CheckKeyLimitsAfterUpgrade(t, st)
+	storetest.CheckKeyLimitsAfterUpgrade(t, store.Driver(st))
 }

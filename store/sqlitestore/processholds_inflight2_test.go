@@ -11,13 +11,15 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/internal/storewrap"
+	"github.com/keyledger/keyledger/store"
 )
 
 // Extend of a hold whose settle is in flight (idx -1 in the heap).
 func TestReview2ExtendWhileSettling(t *testing.T) {
 	ctx := context.Background()
 	st := processHoldsStore(t)
-	ss := &slowStore{Store: st, entered: make(chan struct{}), release: make(chan struct{})}
+	ss := &slowStore{Base: storewrap.Base{Store: store.Driver(st)}, entered: make(chan struct{}), release: make(chan struct{})}
 	svc := inflightLedger(t, ss, nil, 100)
 	inr := credits.AmountFromInt
 	h1, err := svc.Reserve(ctx, credits.ReserveParams{AccountID: "a", Amount: inr(10), TTL: time.Minute, IdempotencyKey: "r1"})
@@ -55,7 +57,7 @@ func TestReview2ExtendWhileSettling(t *testing.T) {
 func review2Overshoot(t *testing.T, ov credits.Overrun) {
 	ctx := context.Background()
 	st := processHoldsStore(t)
-	ss := &slowStore{Store: st, entered: make(chan struct{}), release: make(chan struct{})}
+	ss := &slowStore{Base: storewrap.Base{Store: store.Driver(st)}, entered: make(chan struct{}), release: make(chan struct{})}
 	svc := inflightLedger(t, ss, nil, 100)
 	inr := credits.AmountFromInt
 	h1, err := svc.Reserve(ctx, credits.ReserveParams{AccountID: "a", Amount: inr(10), TTL: time.Minute, IdempotencyKey: "r1"})
@@ -79,7 +81,7 @@ func review2Overshoot(t *testing.T, ov credits.Overrun) {
 		s, err := svc.Settle(ctx, credits.SettleParams{HoldID: h2.ID, Actual: inr(90)})
 		t.Logf("settle h2: charged %s err %v", s.Charged, err)
 	}
-	a, _ := st.LedgerAccount(ctx, "a", time.Now())
+	a, _ := store.Driver(st).LedgerAccount(ctx, "a", time.Now())
 	t.Logf("stored: balance %s held %s", a.Balance, a.Held)
 	if a.Balance.IsNegative() {
 		t.Fatalf("overspend: balance %s with no overdraft", a.Balance)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/internal/storewrap"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/sqlitestore"
 )
 
@@ -51,7 +53,7 @@ func inflightLedger(t *testing.T, st credits.Store, now func() time.Time, amount
 
 // slowStore blocks the first ApplySpends until release is closed.
 type slowStore struct {
-	*sqlitestore.Store
+	storewrap.Base
 	entered, release chan struct{}
 	first            bool
 }
@@ -71,7 +73,7 @@ func (s *slowStore) ApplySpends(ctx context.Context, now time.Time, reqs []credi
 func TestReviewCancelledDebitOverspend(t *testing.T) {
 	ctx := context.Background()
 	st := processHoldsStore(t)
-	ss := &slowStore{Store: st, entered: make(chan struct{}), release: make(chan struct{})}
+	ss := &slowStore{Base: storewrap.Base{Store: store.Driver(st)}, entered: make(chan struct{}), release: make(chan struct{})}
 	svc := inflightLedger(t, ss, nil, 10)
 	inr := credits.AmountFromInt
 	if _, err := svc.Account(ctx, "a"); err != nil { // snapshot
@@ -95,7 +97,7 @@ func TestReviewCancelledDebitOverspend(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	a, _ := st.LedgerAccount(ctx, "a", time.Now())
+	a, _ := store.Driver(st).LedgerAccount(ctx, "a", time.Now())
 	t.Logf("stored: balance %s held %s", a.Balance, a.Held)
 	if a.Balance.IsNegative() {
 		t.Fatalf("overspend: balance %s with no overdraft", a.Balance)
@@ -103,7 +105,7 @@ func TestReviewCancelledDebitOverspend(t *testing.T) {
 }
 
 type slowCredit struct {
-	*sqlitestore.Store
+	storewrap.Base
 	entered, release chan struct{}
 	block            bool
 }
@@ -122,7 +124,7 @@ func (s *slowCredit) LedgerCredit(ctx context.Context, now time.Time, r credits.
 func TestReviewAdjustRacesReserve(t *testing.T) {
 	ctx := context.Background()
 	st := processHoldsStore(t)
-	ss := &slowCredit{Store: st, entered: make(chan struct{}), release: make(chan struct{})}
+	ss := &slowCredit{Base: storewrap.Base{Store: store.Driver(st)}, entered: make(chan struct{}), release: make(chan struct{})}
 	svc := inflightLedger(t, ss, nil, 10)
 	inr := credits.AmountFromInt
 	if _, err := svc.Reserve(ctx, credits.ReserveParams{AccountID: "a", Amount: inr(1), TTL: time.Minute, IdempotencyKey: "warm"}); err != nil {
@@ -144,7 +146,7 @@ func TestReviewAdjustRacesReserve(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	a, _ := st.LedgerAccount(ctx, "a", time.Now())
+	a, _ := store.Driver(st).LedgerAccount(ctx, "a", time.Now())
 	t.Logf("stored: balance %s", a.Balance)
 	if a.Balance.IsNegative() {
 		t.Fatalf("overspend: balance %s with no overdraft", a.Balance)
@@ -152,7 +154,7 @@ func TestReviewAdjustRacesReserve(t *testing.T) {
 }
 
 type slowRead struct {
-	*sqlitestore.Store
+	storewrap.Base
 	entered, release chan struct{}
 	block            bool
 }
@@ -172,7 +174,7 @@ func (s *slowRead) LedgerAccount(ctx context.Context, id string, now time.Time) 
 func TestReviewStaleReadAfterAdjust(t *testing.T) {
 	ctx := context.Background()
 	st := processHoldsStore(t)
-	ss := &slowRead{Store: st, entered: make(chan struct{}), release: make(chan struct{})}
+	ss := &slowRead{Base: storewrap.Base{Store: store.Driver(st)}, entered: make(chan struct{}), release: make(chan struct{})}
 	svc := inflightLedger(t, ss, nil, 10)
 	inr := credits.AmountFromInt
 	ss.block = true
@@ -191,7 +193,7 @@ func TestReviewStaleReadAfterAdjust(t *testing.T) {
 	t.Logf("reserve 9 after Adjust(-9) returned: %v", err)
 	if err == nil {
 		svc.Settle(ctx, credits.SettleParams{HoldID: h.ID, Actual: inr(9)})
-		a, _ := st.LedgerAccount(ctx, "a", time.Now())
+		a, _ := store.Driver(st).LedgerAccount(ctx, "a", time.Now())
 		t.Fatalf("overspend: balance %s", a.Balance)
 	}
 }
@@ -201,7 +203,7 @@ func TestReviewStaleReadAfterAdjust(t *testing.T) {
 func TestReviewSettleAcrossExpiry(t *testing.T) {
 	ctx := context.Background()
 	st := processHoldsStore(t)
-	ss := &slowStore{Store: st, entered: make(chan struct{}), release: make(chan struct{}), first: true}
+	ss := &slowStore{Base: storewrap.Base{Store: store.Driver(st)}, entered: make(chan struct{}), release: make(chan struct{}), first: true}
 	var mu sync.Mutex
 	clock := time.Now()
 	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
@@ -227,7 +229,7 @@ func TestReviewSettleAcrossExpiry(t *testing.T) {
 	t.Logf("settle: %v", <-done)
 	if err == nil {
 		_, err := svc.Settle(ctx, credits.SettleParams{HoldID: h2.ID, Actual: inr(10)})
-		a, _ := st.LedgerAccount(ctx, "a", now())
+		a, _ := store.Driver(st).LedgerAccount(ctx, "a", now())
 		t.Fatalf("second settle %v; overspend: balance %s", err, a.Balance)
 	}
 }
@@ -236,7 +238,7 @@ func TestReviewSettleAcrossExpiry(t *testing.T) {
 func TestReviewReleaseDuringSettle(t *testing.T) {
 	ctx := context.Background()
 	st := processHoldsStore(t)
-	ss := &slowStore{Store: st, entered: make(chan struct{}), release: make(chan struct{}), first: true}
+	ss := &slowStore{Base: storewrap.Base{Store: store.Driver(st)}, entered: make(chan struct{}), release: make(chan struct{}), first: true}
 	svc := inflightLedger(t, ss, nil, 10)
 	inr := credits.AmountFromInt
 	h, err := svc.Reserve(ctx, credits.ReserveParams{AccountID: "a", Amount: inr(10), TTL: time.Minute, IdempotencyKey: "r1"})
@@ -271,8 +273,8 @@ func TestReviewReleaseDuringSettle(t *testing.T) {
 	if err == nil {
 		svc.Settle(ctx, credits.SettleParams{HoldID: h2.ID, Actual: inr(10)})
 	}
-	a, _ := st.LedgerAccount(ctx, "a", time.Now())
-	sh, _ := st.LedgerHold(ctx, h.ID)
+	a, _ := store.Driver(st).LedgerAccount(ctx, "a", time.Now())
+	sh, _ := store.Driver(st).LedgerHold(ctx, h.ID)
 	t.Logf("stored hold %s: %v charged %s; balance %s", h.ID, sh.State, sh.Charged, a.Balance)
 	if a.Balance.IsNegative() {
 		t.Fatalf("overspend: balance %s", a.Balance)

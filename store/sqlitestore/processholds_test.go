@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/sqlitestore"
 )
 
@@ -36,12 +37,12 @@ func TestProcessHoldsOwnTheFile(t *testing.T) {
 	defer other.Close()
 
 	opts := &credits.Options{Unit: credits.INR(), Logger: quiet}
-	svc, err := credits.NewService(owner, opts)
+	svc, err := credits.NewService(store.Driver(owner), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer svc.Close(ctx)
-	admin, err := credits.NewService(other, opts)
+	admin, err := credits.NewService(store.Driver(other), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,7 @@ import (
 	"github.com/keyledger/keyledger/store"
 )
 
-var _ store.Store = (*Store)(nil)
+var _ store.Store = (*db)(nil)
 
 // Errors returned by Open.
 var (
@@ -106,8 +106,8 @@ type Options struct {
 	ProcessHolds bool
 }
 
-// Store is a store.Store on one SQLite file.
-type Store struct {
+// db is the store.Store on one SQLite file behind a Store.
+type db struct {
 	w     *sql.DB // exactly one connection: every write transaction
 	r     *sql.DB // read-only pool
 	log   *slog.Logger
@@ -134,9 +134,38 @@ type Store struct {
 	ckptDone chan struct{}
 }
 
+// Store is an open SQLite database, to pass to keyledger.New. Its
+// operations — the store.Store contract, reached by keyledger's services
+// (store.Driver opens them for tests and tools) — are not methods of Store:
+// they do not enforce the domain rules.
+type Store struct {
+	handle // store.Wrap of the *db: Close and the operations
+	db     *db
+}
+
+type handle = store.Backend
+
+var _ store.Backend = (*Store)(nil)
+
 // Open opens (creating if needed) the database at path and applies pending
 // migrations. path is a file name; it must not contain '?'.
 func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
+	s, err := open(ctx, path, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{handle: store.Wrap(s), db: s}, nil
+}
+
+// Close closes the database. Calls after Close fail.
+func (s *Store) Close() error { return s.db.Close() }
+
+// ProcessHolds reports whether this process is the only one spending from
+// the file (Options.ProcessHolds): keyledger then keeps its holds in
+// memory.
+func (s *Store) ProcessHolds() bool { return s.db.processHolds }
+
+func open(ctx context.Context, path string, opts *Options) (*db, error) {
 	var o Options
 	if opts != nil {
 		o = *opts
@@ -187,7 +216,7 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
-	s := &Store{w: w, log: o.Logger, mw: newMultiStmts(), spend: lock, processHolds: o.ProcessHolds}
+	s := &db{w: w, log: o.Logger, mw: newMultiStmts(), spend: lock, processHolds: o.ProcessHolds}
 	s.Engine = sqlledger.New(ledgerDB{s})
 	s.Accounts = sqlaccount.New(accountDB{s}, sqlaccount.Dialect{EmailIs: `email = ?`})
 	s.Events = sqlevents.New(accountDB{s}, sqlevents.Dialect{})
@@ -225,7 +254,7 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 }
 
 // startCheckpointer runs PASSIVE WAL checkpoints on a connection of its own.
-func (s *Store) startCheckpointer(dsn string, every time.Duration) error {
+func (s *db) startCheckpointer(dsn string, every time.Duration) error {
 	c, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return fmt.Errorf("sqlitestore: open checkpointer: %w", err)
@@ -253,7 +282,7 @@ func (s *Store) startCheckpointer(dsn string, every time.Duration) error {
 }
 
 // Close closes both connection pools (and stops the checkpointer).
-func (s *Store) Close() error {
+func (s *db) Close() error {
 	var ck error
 	if s.ckpt != nil {
 		s.stopOnce.Do(func() {
@@ -268,7 +297,7 @@ func (s *Store) Close() error {
 // Shared returns the value kept under key for the domain services on this
 // store, created by mk on first use: the credits Services of one process
 // share their process holds through it.
-func (s *Store) Shared(key any, mk func() any) any {
+func (s *db) Shared(key any, mk func() any) any {
 	s.sharedMu.Lock()
 	defer s.sharedMu.Unlock()
 	if v, ok := s.shared[key]; ok {
@@ -285,14 +314,14 @@ func (s *Store) Shared(key any, mk func() any) any {
 // ProcessHolds reports whether this process is the only one spending from
 // the file (Options.ProcessHolds): the credits Service then keeps its
 // holds in memory.
-func (s *Store) ProcessHolds() bool { return s.processHolds }
+func (s *db) ProcessHolds() bool { return s.processHolds }
 
 type migration = migrations.Migration
 
 // LatestVersion is the schema version this package writes.
 func LatestVersion() int { return migrations.Latest(migrationFS, "migrations") }
 
-func (s *Store) migrate(ctx context.Context) error {
+func (s *db) migrate(ctx context.Context) error {
 	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT`); err != nil {
 		return fmt.Errorf("sqlitestore: migrate: %w", err)
@@ -305,7 +334,7 @@ func (s *Store) migrate(ctx context.Context) error {
 // meet SQLITE_BUSY where SQLite does not call the busy handler (while one of
 // them switches the file to WAL or recovers the WAL); each migration is
 // idempotent, so trying again is safe.
-func (s *Store) migrateRetrying(ctx context.Context, timeout time.Duration) error {
+func (s *db) migrateRetrying(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
 		err := s.migrate(ctx)
@@ -323,7 +352,7 @@ func (s *Store) migrateRetrying(ctx context.Context, timeout time.Duration) erro
 // applyMigration applies m in its own transaction unless it is already
 // recorded. Under BEGIN IMMEDIATE the check and the change are atomic, so two
 // processes opening one file at once apply each migration exactly once.
-func (s *Store) applyMigration(ctx context.Context, m migration, latest int) error {
+func (s *db) applyMigration(ctx context.Context, m migration, latest int) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlitestore: migrate: %w", err)
@@ -356,7 +385,7 @@ func (s *Store) applyMigration(ctx context.Context, m migration, latest int) err
 // write runs fn in one write transaction (BEGIN IMMEDIATE on the single
 // writer connection). Errors from fn are returned as they are: fn returns
 // domain sentinels or errors it has already wrapped.
-func (s *Store) write(ctx context.Context, op string, fn func(*sql.Tx) error) error {
+func (s *db) write(ctx context.Context, op string, fn func(*sql.Tx) error) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlitestore: %s: %w", op, err)

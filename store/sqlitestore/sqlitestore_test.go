@@ -18,7 +18,7 @@ func newStore(t testing.TB) store.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st
+	return store.Driver(st)
 }
 
 func TestConformance(t *testing.T) { storetest.Run(t, newStore) }
@@ -32,7 +32,7 @@ func TestConformanceProcessHolds(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return st
+		return store.Driver(st)
 	})
 }
 

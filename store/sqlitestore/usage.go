@@ -24,8 +24,8 @@ import (
 // sums (costs are exact, as whole units and attounits) once per distinct
 // (account, zone, day, model, key, endpoint).
 
-// Store group-commits meter requests (sqlledger.Engine.UsageGroupCommit).
-var _ interface{ UsageGroupCommit() bool } = (*Store)(nil)
+// db group-commits meter requests (sqlledger.Engine.UsageGroupCommit).
+var _ interface{ UsageGroupCommit() bool } = (*db)(nil)
 
 const rollupColumns = `account_id, tz, day, model, key_id, endpoint, requests, errors, prompt_tokens,
 	completion_tokens, units, cached_units, cost_units, cost_atto, cached_prompt_tokens, cache_write_tokens, reasoning_tokens`
@@ -159,7 +159,7 @@ func joinCost(units, attos int64) credits.Amount {
 
 // UsageRecords implements usage.Store, with statements prepared once per
 // shape of query.
-func (s *Store) UsageRecords(ctx context.Context, q usage.RecordQuery) ([]usage.Record, error) {
+func (s *db) UsageRecords(ctx context.Context, q usage.RecordQuery) ([]usage.Record, error) {
 	query, args := sqlledger.RecordsQuery(&q, false)
 	st, err := s.rstmt.get(ctx, s.r, query)
 	if err != nil {
@@ -174,7 +174,7 @@ func (s *Store) UsageRecords(ctx context.Context, q usage.RecordQuery) ([]usage.
 }
 
 // ScanUsage implements usage.Store.
-func (s *Store) ScanUsage(ctx context.Context, q usage.RecordQuery, fn func(*usage.Record) error) error {
+func (s *db) ScanUsage(ctx context.Context, q usage.RecordQuery, fn func(*usage.Record) error) error {
 	query, args := sqlledger.ScanQuery(q, false)
 	rows, err := s.r.QueryContext(ctx, query, args...)
 	if err != nil {
@@ -189,7 +189,7 @@ func (s *Store) ScanUsage(ctx context.Context, q usage.RecordQuery, fn func(*usa
 
 // UsageRollups implements usage.Store: one read transaction, so the rows
 // and the check for other zones see the same snapshot.
-func (s *Store) UsageRollups(ctx context.Context, q usage.RollupQuery) ([]usage.Rollup, bool, error) {
+func (s *db) UsageRollups(ctx context.Context, q usage.RollupQuery) ([]usage.Rollup, bool, error) {
 	tx, err := s.r.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, false, wrap("usage rollups", err)
@@ -285,7 +285,7 @@ const deleteChunk = 5000
 // at most 5,000 records, so that the writer is never held for long; each
 // transaction finds its rows with a scan of the records table (there is no
 // index by time alone, to keep inserts cheap), which suits a daily job.
-func (s *Store) DeleteUsageBefore(ctx context.Context, t time.Time) (int, error) {
+func (s *db) DeleteUsageBefore(ctx context.Context, t time.Time) (int, error) {
 	total := 0
 	for {
 		var n int64
@@ -310,7 +310,7 @@ func (s *Store) DeleteUsageBefore(ctx context.Context, t time.Time) (int, error)
 // in transactions of up to 10,000 records. It charges nothing and claims no
 // idempotency keys; records must be complete (ID, AccountID, CreatedAt) and
 // their IDs new, else it returns usage.ErrDuplicateRecord for that chunk.
-func (s *Store) ImportUsage(ctx context.Context, recs []usage.Record, tz string) error {
+func (s *db) ImportUsage(ctx context.Context, recs []usage.Record, tz string) error {
 	loc, err := usage.LoadZone(tz)
 	if err != nil {
 		return err

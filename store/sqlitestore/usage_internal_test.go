@@ -17,7 +17,7 @@ import (
 // meterEnv is a store with funded accounts and a credits Service to build
 // meter requests, for tests that call MeterUsage with batches of their own.
 type meterEnv struct {
-	s   *Store
+	s   *db
 	led *credits.Service
 	now time.Time
 }
@@ -25,7 +25,7 @@ type meterEnv struct {
 func newMeterEnv(t *testing.T, accounts ...string) *meterEnv {
 	t.Helper()
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "k.db"), &Options{Logger: slog.New(slog.DiscardHandler)})
+	s, err := open(ctx, filepath.Join(t.TempDir(), "k.db"), &Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +278,7 @@ func TestWALStaysBounded(t *testing.T) {
 		t.Run(fmt.Sprint(interval), func(t *testing.T) {
 			ctx := context.Background()
 			path := filepath.Join(t.TempDir(), "k.db")
-			s, err := Open(ctx, path, &Options{Logger: slog.New(slog.DiscardHandler), CheckpointInterval: interval, WALRestartPages: 100})
+			s, err := open(ctx, path, &Options{Logger: slog.New(slog.DiscardHandler), CheckpointInterval: interval, WALRestartPages: 100})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -318,7 +318,7 @@ func TestWALStaysBounded(t *testing.T) {
 // checkpointer's stop channel is closed once).
 func TestCloseTwice(t *testing.T) {
 	for _, iv := range []time.Duration{0, -1} {
-		st, err := Open(context.Background(), filepath.Join(t.TempDir(), "twice.db"), &Options{CheckpointInterval: iv, Logger: slog.New(slog.DiscardHandler)})
+		st, err := open(context.Background(), filepath.Join(t.TempDir(), "twice.db"), &Options{CheckpointInterval: iv, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -330,19 +330,19 @@ func TestCloseTwice(t *testing.T) {
 }
 
 // TestAccountCacheSeesOtherWriters: the account states a spend batch
-// caches must never hide a change made by another Store on the same file
+// caches must never hide a change made by another db on the same file
 // (another process, detected by data_version) or by another write path of
-// the same Store (which empties the cache).
+// the same db (which empties the cache).
 func TestAccountCacheSeesOtherWriters(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "cache.db")
 	discard := &Options{Logger: slog.New(slog.DiscardHandler)}
-	a, err := Open(ctx, path, discard)
+	a, err := open(ctx, path, discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	b, err := Open(ctx, path, discard)
+	b, err := open(ctx, path, discard)
 	if err != nil {
 		t.Fatal(err)
 	}

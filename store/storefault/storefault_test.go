@@ -19,7 +19,7 @@ import (
 // idempotency key and charged once.
 func Example() {
 	ctx := context.Background()
-	st := storefault.New(memstore.New(), nil)
+	st := storefault.New(store.Driver(memstore.New()), nil)
 	ledger, _ := credits.NewService(st, nil)
 	defer ledger.Close(ctx)
 	_, _ = ledger.Open(ctx, "acct_1", credits.Policy{})
@@ -39,12 +39,12 @@ func Example() {
 
 // With no rules the wrapper is a complete, conforming store.
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(testing.TB) store.Store { return storefault.New(memstore.New(), nil) })
+	storetest.Run(t, func(testing.TB) store.Store { return storefault.New(store.Driver(memstore.New()), nil) })
 }
 
 func TestRules(t *testing.T) {
 	ctx := context.Background()
-	st := storefault.New(memstore.New(), &storefault.Options{Seed: 1})
+	st := storefault.New(store.Driver(memstore.New()), &storefault.Options{Seed: 1})
 	open := func(id string) error {
 		_, err := st.OpenLedger(ctx, id, "INR", credits.Policy{TimeZone: "UTC"}, time.Now())
 		return err
@@ -114,7 +114,7 @@ func TestRules(t *testing.T) {
 
 // capable is a store with the optional capabilities memstore lacks.
 type capable struct {
-	*memstore.Store
+	store.Store
 	watching func(apikey.Change)
 	stopped  bool
 }
@@ -130,13 +130,13 @@ func (c *capable) WatchKeyChanges(fn func(apikey.Change)) (stop func()) {
 // only those: group commit (so that services batch through it as they
 // would without it) and key change notifications.
 func TestCapabilitiesForwarded(t *testing.T) {
-	plain := storefault.New(memstore.New(), nil)
+	plain := storefault.New(store.Driver(memstore.New()), nil)
 	if plain.GroupCommit() || plain.UsageGroupCommit() {
 		t.Fatal("memstore has no group commit; the wrapper must not claim it")
 	}
 	plain.WatchKeyChanges(func(apikey.Change) { t.Error("memstore reports no key changes") })()
 
-	inner := &capable{Store: memstore.New()}
+	inner := &capable{Store: store.Driver(memstore.New())}
 	st := storefault.New(inner, nil)
 	if !st.GroupCommit() || !st.UsageGroupCommit() {
 		t.Fatal("the wrapped store's group commit is hidden by the wrapper")

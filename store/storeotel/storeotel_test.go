@@ -28,7 +28,7 @@ func wrap(t testing.TB, st store.Store) store.Store {
 // The wrapper is transparent: the conformance suite passes through it.
 // (The facade's TestTelemetry runs it over SQLite's group commits.)
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t testing.TB) store.Store { return wrap(t, memstore.New()) })
+	storetest.Run(t, func(t testing.TB) store.Store { return wrap(t, store.Driver(memstore.New())) })
 }
 
 func TestBackendName(t *testing.T) {
@@ -37,9 +37,9 @@ func TestBackendName(t *testing.T) {
 		st   store.Store
 		want string
 	}{
-		{mem, "memory"},
-		{storefault.New(mem, nil), "memory"},
-		{wrap(t, mem), "memory"},
+		{store.Driver(mem), "memory"},
+		{storefault.New(store.Driver(mem), nil), "memory"},
+		{wrap(t, store.Driver(mem)), "memory"},
 	} {
 		if got := storeotel.BackendName(c.st); got != c.want {
 			t.Errorf("BackendName(%T) = %q, want %q", c.st, got, c.want)

@@ -27,7 +27,7 @@ import (
 // (many instances on one database), else the SQLite file path — with
 // process holds if processHolds is set (sqlitestore.Options.ProcessHolds:
 // this process is then the only one that spends from the file).
-func OpenStore(ctx context.Context, path, postgresDSN string, processHolds bool, log *slog.Logger) (store.Store, error) {
+func OpenStore(ctx context.Context, path, postgresDSN string, processHolds bool, log *slog.Logger) (store.Backend, error) {
 	if postgresDSN != "" {
 		st, err := pgstore.Open(ctx, postgresDSN, &pgstore.Options{Logger: log})
 		if err != nil {
