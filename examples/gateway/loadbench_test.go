@@ -40,9 +40,10 @@ import (
 //
 // It runs only with KEYLEDGER_LOADBENCH=1 (it is a measurement, not a
 // test); LOADBENCH_DURATION (default 5s) is each phase's length,
-// LOADBENCH_STORE=sqlite,sqlite-shared,postgres the stores to run the gateway on
+// LOADBENCH_STORE=sqlite,sqlite-shared,postgres,memory the stores to run the gateway on
 // (sqlite keeps holds in the process, sqlite-shared runs -shared-db; postgres
-// needs KEYLEDGER_TEST_POSTGRES) and LOADBENCH_OUT a file for the Markdown
+// needs KEYLEDGER_TEST_POSTGRES; memory keeps the ledger in memstore, with no
+// durable write, to show what the store costs) and LOADBENCH_OUT a file for the Markdown
 // table.
 func TestLoadBench(t *testing.T) {
 	if os.Getenv("KEYLEDGER_LOADBENCH") != "1" {
@@ -235,6 +236,8 @@ func newLoadGateway(t *testing.T, store, upstream string) *loadGateway {
 		c.sharedDB = true
 	case "postgres":
 		c.postgres = pgtest.DSN(t)
+	case "memory": // no durable write: the ledger in memstore (the floor of the store's cost)
+		c.memoryLedger = true
 	default:
 		t.Fatalf("LOADBENCH_STORE: unknown store %q", store)
 	}

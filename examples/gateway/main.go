@@ -39,6 +39,8 @@ import (
 	procsrv "github.com/keyledger/keyledger/examples/internal/server"
 	"github.com/keyledger/keyledger/ratelimit"
 	"github.com/keyledger/keyledger/ratelimit/redislimit"
+	"github.com/keyledger/keyledger/store"
+	"github.com/keyledger/keyledger/store/memstore"
 )
 
 // Documented test credentials of the simulated Razorpay checkout. They sign
@@ -63,8 +65,12 @@ func main() {
 type config struct {
 	telemetry procsrv.TelemetryFlags // -metrics-addr, -otlp (telemetry.go)
 
-	addr, db, postgres, redis       string
-	sharedDB                        bool
+	addr, db, postgres, redis string
+	sharedDB                  bool
+	// memoryLedger keeps the KeyLedger's store in memory (the billing
+	// tables stay in db): only the load benchmark sets it, to measure the
+	// gateway with no durable write at all.
+	memoryLedger                    bool
 	upstream, upstreamKey           string
 	modelsFile                      string
 	rzpKeyID, rzpSecret, rzpWebhook string
@@ -285,8 +291,10 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 		return nil, nil, err
 	}
 	closers = append(closers, tel.Shutdown) // closed last: the KeyLedger reports until it closes
-	st, err := procsrv.OpenStore(ctx, c.db, c.postgres, !c.sharedDB, log)
-	if err != nil {
+	var st store.Backend
+	if c.memoryLedger {
+		st = memstore.New()
+	} else if st, err = procsrv.OpenStore(ctx, c.db, c.postgres, !c.sharedDB, log); err != nil {
 		return nil, nil, err
 	}
 	closers = append(closers, func(context.Context) error { return st.Close() })
