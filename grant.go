@@ -164,7 +164,8 @@ func (kl *KeyLedger) authorize(ctx context.Context, raw apikey.RawKey, req Reque
 		return nil, unavailable(ctx, "read account", err)
 	}
 	g := &Grant{Key: v, Estimate: estimate, kl: kl, req: req, tz: info.tz, start: start, ID: req.ID}
-	if g.ID == "" {
+	fresh := g.ID == "" // a new UUIDv7: its hold key cannot be a replay
+	if fresh {
 		g.ID = kl.ids.New("req_")
 	}
 	limits := kl.limits(v.Plan, info)
@@ -199,7 +200,7 @@ func (kl *KeyLedger) authorize(ctx context.Context, raw apikey.RawKey, req Reque
 		// request with the same ID (the replay of "hold:"+ID).
 		g.Hold, err = kl.Credits.Reserve(sctx, credits.ReserveParams{
 			AccountID: v.AccountID, Amount: estimate, TTL: kl.holdTTL, Reference: g.ID, IdempotencyKey: "hold:" + g.ID,
-			KeyID: v.KeyID,
+			KeyID: v.KeyID, FreshKey: fresh,
 		})
 		if err != nil {
 			kl.refund(ctx, g, true)

@@ -340,17 +340,20 @@ func (s *Service) reserveLocal(ctx context.Context, p ReserveParams, fp [32]byte
 	}
 	b.mu.Unlock()
 	// The key may name a write of the store: a debit or credit (a
-	// conflict) or a reserve settled and forgotten here (its replay).
-	kfp, holdID, found, err := s.store.(processHolds).LedgerReserveKey(ctx, p.AccountID, p.IdempotencyKey)
-	if err != nil {
-		return Hold{}, err
-	}
-	if found {
-		if holdID == "" || kfp != fp {
-			return Hold{}, ErrIdempotencyConflict
+	// conflict) or a reserve settled and forgotten here (its replay). A
+	// fresh key names nothing yet.
+	if !p.FreshKey {
+		kfp, holdID, found, err := s.store.(processHolds).LedgerReserveKey(ctx, p.AccountID, p.IdempotencyKey)
+		if err != nil {
+			return Hold{}, err
 		}
-		h, err := s.store.LedgerHold(ctx, holdID)
-		return h.at(now), err
+		if found {
+			if holdID == "" || kfp != fp {
+				return Hold{}, ErrIdempotencyConflict
+			}
+			h, err := s.store.LedgerHold(ctx, holdID)
+			return h.at(now), err
+		}
 	}
 	a, err := s.localCheck(ctx, p.AccountID, p.Amount, now)
 	if err != nil {

@@ -519,6 +519,13 @@ type ReserveParams struct {
 	// KeyID is the API key the hold is for, if any: a reserve beyond the
 	// key's spend limit fails with *KeyBudgetError.
 	KeyID string
+	// FreshKey says that IdempotencyKey was minted for this call and never
+	// used before (it holds a newly generated unique ID), so the reserve
+	// cannot be a replay. With process holds the service then skips the
+	// store read that matches the key against settled reserves — one read
+	// per request on the hot path. Leave it false for any key a client
+	// chose or a retry may repeat: a replay would then reserve twice.
+	FreshKey bool
 }
 
 // Reserve sets funds aside before work starts and returns the active hold.

@@ -3,12 +3,15 @@ package sqlitestore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/internal/storewrap"
 	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/sqlitestore"
 )
@@ -108,5 +111,81 @@ func TestProcessHoldsOwnTheFile(t *testing.T) {
 	}
 	if _, err := admin.Debit(ctx, credits.DebitParams{AccountID: "acct_1", Amount: inr(5), IdempotencyKey: "d1"}); err != nil {
 		t.Fatalf("debit once the owner closed: %v", err)
+	}
+}
+
+// reserveKeyReads counts the store lookups of reserve keys.
+type reserveKeyReads struct {
+	storewrap.Base
+	n atomic.Int64
+}
+
+func (r *reserveKeyReads) LedgerReserveKey(ctx context.Context, accountID, key string) ([32]byte, string, bool, error) {
+	r.n.Add(1)
+	return r.Base.LedgerReserveKey(ctx, accountID, key)
+}
+
+// A reserve whose key was minted for it (ReserveParams.FreshKey, the
+// facade's generated request IDs) skips the store lookup of the key: it
+// cannot be a replay. A key a client chose is still looked up, so the
+// replay of a settled reserve returns the settled hold instead of
+// reserving again.
+func TestProcessHoldsFreshKeySkipsTheLookup(t *testing.T) {
+	ctx := context.Background()
+	quiet := slog.New(slog.DiscardHandler)
+	st, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "k.db"), &sqlitestore.Options{Logger: quiet, ProcessHolds: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rk := &reserveKeyReads{Base: storewrap.Base{Store: store.Driver(st)}}
+	svc, err := credits.NewService(rk, &credits.Options{Unit: credits.INR(), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close(ctx)
+	if _, err := svc.Open(ctx, "a", credits.Policy{}); err != nil {
+		t.Fatal(err)
+	}
+	inr := credits.AmountFromInt
+	if _, err := svc.Purchase(ctx, credits.CreditParams{AccountID: "a", Amount: inr(100), IdempotencyKey: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		h, err := svc.Reserve(ctx, credits.ReserveParams{AccountID: "a", Amount: inr(2), TTL: time.Minute, IdempotencyKey: fmt.Sprintf("hold:req_%d", i), FreshKey: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := svc.Settle(ctx, credits.SettleParams{HoldID: h.ID, Actual: inr(1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := rk.n.Load(); n != 0 {
+		t.Fatalf("%d reserve-key lookups for fresh keys, want 0", n)
+	}
+	// A client's key: looked up, and the replay of the settled reserve
+	// answers the settled hold without taking funds again.
+	p := credits.ReserveParams{AccountID: "a", Amount: inr(2), TTL: time.Minute, IdempotencyKey: "hold:client-1"}
+	h, err := svc.Reserve(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Settle(ctx, credits.SettleParams{HoldID: h.ID, Actual: inr(1)}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := svc.Account(ctx, "a")
+	r, err := svc.Reserve(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ID != h.ID || r.State != credits.HoldSettled {
+		t.Fatalf("replay of a settled reserve: %s %s, want the settled hold %s", r.ID, r.State, h.ID)
+	}
+	after, _ := svc.Account(ctx, "a")
+	if !after.Available.Equal(before.Available) {
+		t.Fatalf("replay took funds: available %s → %s", before.Available, after.Available)
+	}
+	if n := rk.n.Load(); n != 1 { // the replay is found in the book, where the hold still is
+		t.Fatalf("%d reserve-key lookups for a client's key, want 1", n)
 	}
 }
