@@ -334,6 +334,12 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 	}
 	if c.upstream != "" {
 		srv.up = &upstream{base: c.upstream, key: c.upstreamKey, client: newUpstreamClient(srv.limits.maxRequestDuration)}
+		// Its keep-alive connections (up to 100, each with two goroutines
+		// and buffers) would outlive the server otherwise. The base
+		// transport's: the telemetry wrapper installed below does not pass
+		// CloseIdleConnections on.
+		base := srv.up.client.Transport.(*http.Transport)
+		closers = append(closers, func(context.Context) error { base.CloseIdleConnections(); return nil })
 	}
 
 	srv.tel = tel
