@@ -220,6 +220,18 @@ type accountInfo struct {
 	limits *account.Limits
 }
 
+// driverOf returns b's operations, or nil for a backend that was never
+// opened: a nil pointer or a zero value of a backend's Store (whose
+// embedded Backend is nil) panics in store.Driver.
+func driverOf(b store.Backend) (st store.Store) {
+	defer func() {
+		if recover() != nil {
+			st = nil
+		}
+	}()
+	return store.Driver(b)
+}
+
 // New builds a KeyLedger over the backend b (sqlitestore.Open,
 // pgstore.Open, memstore.New, or store.Wrap of a Store written elsewhere).
 // Close does not close b.
@@ -227,7 +239,10 @@ func New(b store.Backend, opts *Options) (*KeyLedger, error) {
 	if b == nil {
 		return nil, fmt.Errorf("%w: no backend", ErrInvalidOptions)
 	}
-	st := store.Driver(b)
+	st := driverOf(b)
+	if st == nil {
+		return nil, fmt.Errorf("%w: %T is not an opened backend (nil, a zero value, or store.Wrap(nil))", ErrInvalidOptions, b)
+	}
 	var o Options
 	if opts != nil {
 		o = *opts

@@ -12,6 +12,7 @@ import (
 	"github.com/keyledger/keyledger/account"
 	"github.com/keyledger/keyledger/apikey"
 	"github.com/keyledger/keyledger/credits"
+	"github.com/keyledger/keyledger/store"
 	"github.com/keyledger/keyledger/store/memstore"
 	"github.com/keyledger/keyledger/usage"
 )
@@ -148,5 +149,21 @@ func TestOptionsMergeAccountsChanged(t *testing.T) {
 	}
 	if len(got) != 2 || got[0].Update.Name == nil || !got[1].Closed {
 		t.Fatalf("host hook saw %+v, want the update and the closure", got)
+	}
+}
+
+// A backend that was never opened is ErrInvalidOptions, not a panic: nil,
+// a nil pointer, a zero value, store.Wrap(nil).
+func TestNewRefusesAnUnopenedBackend(t *testing.T) {
+	var nilMem *memstore.Store
+	for name, b := range map[string]store.Backend{
+		"nil":         nil,
+		"nil pointer": nilMem,
+		"zero value":  &memstore.Store{},
+		"Wrap(nil)":   store.Wrap(nil),
+	} {
+		if kl, err := keyledger.New(b, nil); !errors.Is(err, keyledger.ErrInvalidOptions) {
+			t.Errorf("%s: New = %v, %v; want ErrInvalidOptions", name, kl, err)
+		}
 	}
 }
