@@ -152,6 +152,14 @@ func BenchmarkAuthorizeCompleteParallel(b *testing.B) {
 					slices.Sort(lat)
 					b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 				}
+				// How well the group commits batch: requests per commit of
+				// the reserve (credits) and meter (usage) committers.
+				if cs := e.kl.Credits.Stats(); cs.Batches > 0 {
+					b.ReportMetric(float64(cs.BatchedSpends)/float64(cs.Batches), "spends/commit")
+				}
+				if us := e.kl.Usage.Stats(); us.Batches > 0 {
+					b.ReportMetric(float64(us.BatchedItems)/float64(us.Batches), "meters/commit")
+				}
 			})
 		}
 	}
