@@ -45,7 +45,9 @@ import (
 // (sqlite keeps holds in the process, sqlite-shared runs -shared-db; postgres
 // needs KEYLEDGER_TEST_POSTGRES; memory keeps the ledger in memstore, with no
 // durable write, to show what the store costs) and LOADBENCH_OUT a file for the Markdown
-// table.
+// table. LOADBENCH_SLOW=1 prints, for each target, how the open loop's
+// slowest 1% fall into 100 ms windows: spread out is noise, bunched is a
+// stall (a GC cycle, a checkpoint) worth finding.
 func TestLoadBench(t *testing.T) {
 	if os.Getenv("KEYLEDGER_LOADBENCH") != "1" {
 		t.Skip("KEYLEDGER_LOADBENCH is not 1: the load benchmark runs from scripts/loadtest.sh")
@@ -204,6 +206,27 @@ func runTarget(t *testing.T, cfg loadBenchConfig, name, url string, keys []strin
 		}()
 	}
 	wg.Wait()
+	if os.Getenv("LOADBENCH_SLOW") != "" { // where the slowest 1% fall in time
+		srt := slices.Clone(lat)
+		slices.Sort(srt)
+		thr := srt[len(srt)*99/100]
+		buckets := map[int]int{}
+		for i, l := range lat {
+			if l >= thr {
+				buckets[i*10/cfg.rate]++
+			}
+		}
+		keys := []int{}
+		for k := range buckets {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		var sb strings.Builder
+		for _, k := range keys {
+			fmt.Fprintf(&sb, " %d:%d", k, buckets[k])
+		}
+		fmt.Fprintf(os.Stderr, "SLOW %s thr=%v per-100ms:%s\n", name, thr, sb.String())
+	}
 	ok := lat[:0]
 	for _, l := range lat {
 		if l >= 0 {

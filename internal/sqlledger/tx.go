@@ -78,6 +78,7 @@ type Tx struct {
 
 	ops       map[OpKey]opSeen        // idempotency records read (or known absent)
 	holds     map[string]credits.Hold // holds read, as stored
+	noHold    map[string]bool         // holds known not stored (Fetch.HoldsRead)
 	meterSeen map[OpKey]meterSeen
 	recSeen   map[RecKey]bool
 	meterIdx  map[OpKey]int
@@ -174,6 +175,8 @@ type Fetch struct {
 	// lowRead: the Conn read the alert thresholds of every account it
 	// loaded (FoundThresholds), so those without a row have none.
 	lowRead bool
+	// holdsRead: the Conn looked up every hold of Holds (HoldsRead).
+	holdsRead bool
 }
 
 // FoundThresholds reports an account's alert thresholds (their stored
@@ -200,6 +203,15 @@ func (f *Fetch) FoundAccount(r Row) {
 
 // FoundHold reports a hold read.
 func (f *Fetch) FoundHold(h credits.Hold) { f.t.holds[h.ID] = h }
+
+// HoldsRead reports that the Conn looked up every hold of Holds, so that
+// one it did not report (FoundHold) is not stored and Tx.Hold answers
+// credits.ErrHoldNotFound for it without a statement: the settle of a
+// process hold (credits.SpendRequest.Held), which is stored only by that
+// settle, costs no lookup of its own. Only a database where no other
+// transaction can store a hold between the prefetch and the end of this
+// one may say so (SQLite's one writer).
+func (f *Fetch) HoldsRead() { f.holdsRead = true }
 
 // FoundOp reports an idempotency record read.
 func (f *Fetch) FoundOp(k OpKey, rec ledger.OpRecord) { f.t.ops[k] = opSeen{rec: rec, found: true} }
@@ -261,6 +273,16 @@ func (t *Tx) prefetch(ctx context.Context, f *Fetch) error {
 	if err := t.conn.Prefetch(ctx, f); err != nil {
 		return err
 	}
+	if f.holdsRead {
+		for _, id := range f.Holds {
+			if _, ok := t.holds[id]; !ok {
+				if t.noHold == nil {
+					t.noHold = make(map[string]bool)
+				}
+				t.noHold[id] = true
+			}
+		}
+	}
 	for _, r := range f.rows {
 		if f.lowRead {
 			if _, ok := t.low[r.St.ID]; !ok {
@@ -302,6 +324,9 @@ func (f *Fetch) spendTargets(reqs []credits.SpendRequest) {
 func (t *Tx) Hold(ctx context.Context, id string) (credits.Hold, error) {
 	if h, ok := t.Stage.Hold(id); ok {
 		return h, nil
+	}
+	if t.noHold[id] {
+		return credits.Hold{}, credits.ErrHoldNotFound
 	}
 	if h, ok := t.holds[id]; ok && (!t.locks || t.Accts[h.AccountID] != nil) {
 		return h, nil

@@ -312,6 +312,28 @@ func (c *ledgerConn) Prefetch(_ context.Context, f *sqlledger.Fetch) error {
 		return wrap("prefetch idempotency records", err)
 	}
 	c.args = args[:0]
+	if len(f.Holds) > 0 {
+		// One statement for the batch's holds instead of one per settle;
+		// a process hold is not stored until its settle is, which
+		// HoldsRead lets the Tx know without asking again (this
+		// transaction is the file's only writer).
+		args = c.args[:0]
+		for _, id := range f.Holds {
+			args = append(args, id)
+		}
+		err := c.queryRows(c.ms.holdsFind, args, func(rows *sql.Rows) error {
+			h, err := sqlledger.ScanHold(rows)
+			if err == nil {
+				f.FoundHold(h)
+			}
+			return err
+		})
+		if err != nil {
+			return wrap("prefetch holds", err)
+		}
+		c.args = args[:0]
+		f.HoldsRead()
+	}
 	if err := c.prefetchUsage(f); err != nil {
 		return err
 	}

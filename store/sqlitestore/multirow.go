@@ -114,13 +114,13 @@ func chunk(n int) int {
 
 // multiStmts are the writer's multi-row statements.
 type multiStmts struct {
-	entries, ops, opsFind, accounts          *multiRow // credits.go
-	meters, metersFind, records, recordsFind *multiRow // usage.go
-	rollups                                  *multiRow
+	entries, ops, opsFind, accounts, holdsFind *multiRow // credits.go
+	meters, metersFind, records, recordsFind   *multiRow // usage.go
+	rollups                                    *multiRow
 }
 
 func (ms *multiStmts) all() []*multiRow {
-	return []*multiRow{ms.entries, ms.ops, ms.opsFind, ms.accounts, ms.meters, ms.metersFind, ms.records, ms.recordsFind, ms.rollups}
+	return []*multiRow{ms.entries, ms.ops, ms.opsFind, ms.accounts, ms.holdsFind, ms.meters, ms.metersFind, ms.records, ms.recordsFind, ms.rollups}
 }
 
 func newMultiStmts() *multiStmts {
@@ -129,6 +129,7 @@ func newMultiStmts() *multiStmts {
 		ops:     newMultiRow(`INSERT OR ROLLBACK INTO credit_ops (key, account_id, kind, fingerprint, entry_seq, hold_id) VALUES `, 6, ``),
 		opsFind: newMultiRow(`SELECT key, account_id, kind, fingerprint, entry_seq, hold_id FROM credit_ops
 			WHERE (key, account_id) IN (VALUES `, 2, `)`),
+		holdsFind: newMultiRow(`SELECT `+sqlledger.HoldColumns+` FROM credit_holds WHERE id IN (VALUES `, 1, `)`),
 		// The version check guards the read-modify-write: the statement
 		// must change exactly one row per account.
 		accounts: newMultiRow(`UPDATE OR ROLLBACK credit_accounts SET balance = v.column2, held = v.column3, seq = v.column4,
