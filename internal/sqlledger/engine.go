@@ -46,21 +46,7 @@ func (e *Engine) ApplySpends(ctx context.Context, now time.Time, reqs []credits.
 }
 
 func (e *Engine) applySpends(ctx context.Context, now time.Time, reqs []credits.SpendRequest, res []credits.SpendResult) error {
-	return e.db.Batch(ctx, "apply spends", now, func(t *Tx) error {
-		var f Fetch
-		f.spendTargets(reqs)
-		if err := t.prefetch(ctx, &f); err != nil {
-			return err
-		}
-		for i := range reqs {
-			r, err := ledger.ApplySpend(ctx, t, now, reqs[i])
-			if err != nil {
-				return &requestFailure{err}
-			}
-			res[i] = r
-		}
-		return t.conn.Flush(ctx, t)
-	})
+	return e.batch(ctx, "apply spends", now, reqs, res, nil, nil)
 }
 
 // MeterUsage implements usage.Store: a batch of meter requests in one
@@ -77,14 +63,28 @@ func (e *Engine) MeterUsage(ctx context.Context, now time.Time, reqs []usage.Met
 }
 
 func (e *Engine) meterUsage(ctx context.Context, now time.Time, reqs []usage.MeterRequest, res []usage.MeterOutcome) error {
-	return e.db.Batch(ctx, "meter usage", now, func(t *Tx) error {
-		f := Fetch{
-			Meters:  make([]OpKey, 0, len(reqs)),
-			Records: make([]RecKey, 0, len(reqs)),
+	return e.batch(ctx, "meter usage", now, nil, nil, reqs, res)
+}
+
+// batch applies spends and meter requests in one transaction: the
+// accounts, holds and keys they name are fetched together, the spends run
+// first, then the meters (each rolled back to its mark if it fails), and
+// everything is flushed with one commit. A request's system failure is a
+// requestFailure, for oneByOne.
+func (e *Engine) batch(ctx context.Context, op string, now time.Time,
+	sreqs []credits.SpendRequest, sres []credits.SpendResult, mreqs []usage.MeterRequest, mres []usage.MeterOutcome) error {
+	return e.db.Batch(ctx, op, now, func(t *Tx) error {
+		f := Fetch{}
+		if len(mreqs) > 0 {
+			f.Meters, f.Records = make([]OpKey, 0, len(mreqs)), make([]RecKey, 0, len(mreqs))
 		}
-		spends := make([]credits.SpendRequest, 0, len(reqs))
-		for i := range reqs {
-			r := &reqs[i]
+		spends := sreqs
+		if len(mreqs) > 0 {
+			spends = make([]credits.SpendRequest, 0, len(sreqs)+len(mreqs))
+			spends = append(spends, sreqs...)
+		}
+		for i := range mreqs {
+			r := &mreqs[i]
 			if r.Spend.Kind != 0 {
 				spends = append(spends, r.Spend)
 			}
@@ -95,12 +95,19 @@ func (e *Engine) meterUsage(ctx context.Context, now time.Time, reqs []usage.Met
 		if err := t.prefetch(ctx, &f); err != nil {
 			return err
 		}
-		for i := range reqs {
-			out, err := t.apply(ctx, now, &reqs[i])
+		for i := range sreqs {
+			r, err := ledger.ApplySpend(ctx, t, now, sreqs[i])
 			if err != nil {
 				return &requestFailure{err}
 			}
-			res[i] = out
+			sres[i] = r
+		}
+		for i := range mreqs {
+			out, err := t.apply(ctx, now, &mreqs[i])
+			if err != nil {
+				return &requestFailure{err}
+			}
+			mres[i] = out
 		}
 		return t.conn.Flush(ctx, t)
 	})
