@@ -147,6 +147,13 @@ func (c *ledgerConn) Prefetch(ctx context.Context, f *sqlledger.Fetch) error {
 	var b pgx.Batch
 	if c.pipelined && !c.begun {
 		b.Queue(`BEGIN`)
+		// Plan this transaction's statements for their arguments: a
+		// prepared statement's generic plan is frozen with the statistics
+		// of its first executions, and on a young database those say the
+		// tables are tiny — a group commit then looked its holds up by
+		// sequential scans over a table that grew by a row per request
+		// (2× the time per request at 64 callers, BENCHMARKS.md).
+		b.Queue(`SET LOCAL plan_cache_mode TO force_custom_plan`)
 		c.begun = true
 	}
 	if len(f.Accounts) > 0 || len(f.Holds) > 0 {
