@@ -53,9 +53,17 @@ type processHolds interface {
 type bookKey struct{}
 
 const (
-	// localRefresh bounds how old a snapshot may be: how long a credit
-	// made by another process may go unseen by a reserve that fits anyway.
+	// localRefresh is how old a snapshot may be before it is read again:
+	// how long a credit made by another process may go unseen by a
+	// reserve that fits anyway. An older snapshot is still used while one
+	// background read refreshes it (localStale bounds that), so that the
+	// reserves of an account never wait for its periodic read.
 	localRefresh = 2 * time.Second
+	// localStale is the age past which a snapshot is not used at all: the
+	// reserve reads the account itself (the background reads failed).
+	localStale = 2 * localRefresh
+	// localReadTimeout bounds a background read of an account.
+	localReadTimeout = 5 * time.Second
 	// localRecheck is the age past which a refusal reads the account again
 	// before it refuses.
 	localRecheck = 50 * time.Millisecond
@@ -113,6 +121,8 @@ type localAcct struct {
 	// adjustment, a write whose outcome is unknown): a read that began
 	// under an older gen is not installed.
 	gen uint64
+	// refreshing: a background read of the account is in flight.
+	refreshing bool
 }
 
 type localHold struct {
@@ -223,10 +233,23 @@ func (b *book) resolve(lh *localHold, state HoldState, now time.Time) {
 	b.keep(lh, now)
 }
 
-// fresh reports whether a's snapshot may be used at now.
+// fresh reports whether a's snapshot may be used at now without reading
+// the account again.
 func (a *localAcct) fresh(now time.Time) bool {
+	return a.usable(now) && now.Sub(a.readAt) < localRefresh
+}
+
+// usable reports whether a's snapshot may be used at now while a
+// background read refreshes it: it is exact but for what other processes
+// did since it was read, and they may only add funds (no other process
+// spends while this one keeps holds: the store's spend lock), so an old
+// snapshot can refuse what a fresh one would allow — and a refusal reads
+// the account again — but never allow what a fresh one would refuse. A
+// month boundary or a grant's expiry, which change the funds themselves,
+// end it.
+func (a *localAcct) usable(now time.Time) bool {
 	s := a.snap
-	if s == nil || now.Sub(a.readAt) >= localRefresh || !now.Before(s.MonthEnds) {
+	if s == nil || now.Sub(a.readAt) >= localStale || !now.Before(s.MonthEnds) {
 		return false
 	}
 	return s.NextExpiry.IsZero() || now.Before(s.NextExpiry)
@@ -255,6 +278,10 @@ func (s *Service) localAcct(ctx context.Context, id string, now time.Time, force
 		b.accts[id] = a
 	}
 	for !a.fresh(now) || force {
+		if !force && a.usable(now) {
+			s.refreshLocal(id, a, now)
+			break
+		}
 		gen := a.gen
 		a.reading++
 		b.mu.Unlock()
@@ -276,6 +303,47 @@ func (s *Service) localAcct(ctx context.Context, id string, now time.Time, force
 		force = false
 	}
 	return a, nil
+}
+
+// refreshLocal starts a background read of account id, unless one is in
+// flight or Close has begun; the snapshot it reads is installed as a
+// synchronous read's would be (not if a change it may lack happened
+// meanwhile), and a failed one leaves the old snapshot, which localStale
+// bounds. The caller holds b.mu.
+func (s *Service) refreshLocal(id string, a *localAcct, now time.Time) {
+	if a.refreshing {
+		return
+	}
+	s.rmu.Lock()
+	if s.rclosed {
+		s.rmu.Unlock()
+		return
+	}
+	s.recharges.Add(1) // Close waits for it as for a recharge
+	s.rmu.Unlock()
+	a.refreshing = true
+	a.reading++
+	gen := a.gen
+	go func() {
+		defer s.recharges.Done()
+		ctx, cancel := context.WithTimeout(s.life, localReadTimeout)
+		st, err := s.store.LedgerAccount(ctx, id, now)
+		cancel()
+		b := s.local
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		a.reading--
+		a.refreshing = false
+		// Not over a newer read (a refusal's) that finished first.
+		if err == nil && a.gen == gen && b.accts[id] == a && !a.readAt.After(now) {
+			a.install(st, now)
+			return
+		}
+		if a.reading == 0 {
+			a.pend = nil
+		}
+		b.drop(id, a)
+	}()
 }
 
 // install makes st, read at now, a's snapshot. The caller holds b.mu.

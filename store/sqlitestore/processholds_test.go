@@ -189,3 +189,138 @@ func TestProcessHoldsFreshKeySkipsTheLookup(t *testing.T) {
 		t.Fatalf("%d reserve-key lookups for a client's key, want 1", n)
 	}
 }
+
+// gatedAccountReads holds each account read, once armed, after it read the
+// store and before it returns, until gate is closed.
+type gatedAccountReads struct {
+	storewrap.Base
+	armed    atomic.Bool
+	gate     chan struct{}
+	read     chan struct{} // a gated read has its result
+	returned chan struct{} // the gated read returned
+	reads    atomic.Int64
+}
+
+func (g *gatedAccountReads) LedgerAccount(ctx context.Context, id string, now time.Time) (credits.Account, error) {
+	g.reads.Add(1)
+	a, err := g.Base.LedgerAccount(ctx, id, now)
+	if g.armed.CompareAndSwap(true, false) {
+		close(g.read)
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+		}
+		defer close(g.returned)
+	}
+	return a, err
+}
+
+// The owner reads an account again every localRefresh (2 s) to see other
+// processes' credits; the reserves of that account no longer wait for the
+// read: an older snapshot serves them while one background read refreshes
+// it, and the charges this process commits meanwhile — which the read
+// lacks — are counted into what it installs, so the refreshed snapshot
+// neither loses a charge (an overspend) nor misses the other process's
+// credit.
+func TestProcessHoldsRefreshInTheBackground(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "k.db")
+	quiet := slog.New(slog.DiscardHandler)
+	owner, err := sqlitestore.Open(ctx, path, &sqlitestore.Options{Logger: quiet, ProcessHolds: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer owner.Close()
+	other, err := sqlitestore.Open(ctx, path, &sqlitestore.Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC).UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()).UTC() }
+	g := &gatedAccountReads{Base: storewrap.Base{Store: store.Driver(owner)},
+		gate: make(chan struct{}), read: make(chan struct{}), returned: make(chan struct{})}
+	svc, err := credits.NewService(g, &credits.Options{Unit: credits.INR(), Logger: quiet, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close(ctx)
+	admin, err := credits.NewService(store.Driver(other), &credits.Options{Unit: credits.INR(), Logger: quiet, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	inr := credits.AmountFromInt
+	if _, err := svc.Open(ctx, "a", credits.Policy{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Purchase(ctx, credits.CreditParams{AccountID: "a", Amount: inr(10), IdempotencyKey: "p1"}); err != nil {
+		t.Fatal(err)
+	}
+	reserve := func(amt credits.Amount, key string) (credits.Hold, error) {
+		return svc.Reserve(ctx, credits.ReserveParams{AccountID: "a", Amount: amt, TTL: time.Hour, IdempotencyKey: key})
+	}
+	h, err := reserve(inr(1), "r0") // the snapshot: 10
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Release(ctx, h.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Another process's top-up, which the snapshot lacks.
+	if _, err := admin.Purchase(ctx, credits.CreditParams{AccountID: "a", Amount: inr(10), IdempotencyKey: "p2"}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(int64(2500 * time.Millisecond)) // past the refresh, before stale
+	g.armed.Store(true)
+	before := g.reads.Load()
+
+	done := make(chan error, 1)
+	var a credits.Hold
+	go func() {
+		var err error
+		a, err = reserve(inr(3), "rA")
+		done <- err
+	}()
+	select { // the reserve does not wait for the account's read
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a reserve waited for the periodic read of its account")
+	}
+	<-g.read // the background read has the account (20, nothing charged)
+	// A charge committed after the read took its snapshot: the read lacks it.
+	if _, err := svc.Settle(ctx, credits.SettleParams{HoldID: a.ID, Actual: inr(3)}); err != nil {
+		t.Fatal(err)
+	}
+	close(g.gate)
+	<-g.returned
+	if n := g.reads.Load() - before; n != 1 {
+		t.Fatalf("%d reads of the account, want the one background read", n)
+	}
+	// 20 bought, 3 charged: exactly 17 may be held, whether the refreshed
+	// snapshot is installed yet or a refusal reads the account again.
+	b, err := reserve(inr(17), "rB")
+	if err != nil {
+		t.Fatalf("reserving the 17 left: %v", err)
+	}
+	cent, _ := credits.ParseAmount("0.01")
+	if _, err := reserve(cent, "rC"); !errors.Is(err, credits.ErrInsufficientFunds) {
+		t.Fatalf("reserving past the 17 left: %v, want ErrInsufficientFunds (a charge lost by the refresh)", err)
+	}
+	if _, err := svc.Release(ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Past localStale a reserve reads the account itself.
+	clock.Add(int64(5 * time.Second))
+	before = g.reads.Load()
+	if _, err := reserve(inr(1), "rD"); err != nil {
+		t.Fatal(err)
+	}
+	if n := g.reads.Load() - before; n < 1 {
+		t.Fatal("a reserve on a snapshot past localStale did not read the account")
+	}
+}
