@@ -117,7 +117,7 @@ type Service struct {
 	stats  counters
 
 	// rmu guards recharges.Add against Close's Wait: once rclosed is set,
-	// no recharge starts.
+	// no recharge (nor background account read, local.go) starts.
 	rmu       sync.Mutex
 	rclosed   bool
 	recharges sync.WaitGroup
@@ -159,9 +159,9 @@ func NewService(st Store, opts *Options) (*Service, error) {
 func (s *Service) Unit() Unit { return s.opt.Unit }
 
 // Close stops accepting mutations (they return ErrClosed), applies the
-// spends already queued, and waits for running auto-recharges until ctx
-// ends (then it cancels them and returns ctx.Err()). It does not close the
-// store.
+// spends already queued, and waits for running auto-recharges (and, with
+// process holds, background reads of accounts) until ctx ends (then it
+// cancels them and returns ctx.Err()). It does not close the store.
 func (s *Service) Close(ctx context.Context) error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return nil

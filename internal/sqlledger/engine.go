@@ -74,14 +74,11 @@ func (e *Engine) meterUsage(ctx context.Context, now time.Time, reqs []usage.Met
 func (e *Engine) batch(ctx context.Context, op string, now time.Time,
 	sreqs []credits.SpendRequest, sres []credits.SpendResult, mreqs []usage.MeterRequest, mres []usage.MeterOutcome) error {
 	return e.db.Batch(ctx, op, now, func(t *Tx) error {
-		f := Fetch{}
-		if len(mreqs) > 0 {
-			f.Meters, f.Records = make([]OpKey, 0, len(mreqs)), make([]RecKey, 0, len(mreqs))
-		}
+		var f Fetch
 		spends := sreqs
 		if len(mreqs) > 0 {
-			spends = make([]credits.SpendRequest, 0, len(sreqs)+len(mreqs))
-			spends = append(spends, sreqs...)
+			f.Meters, f.Records = make([]OpKey, 0, len(mreqs)), make([]RecKey, 0, len(mreqs))
+			spends = append(make([]credits.SpendRequest, 0, len(sreqs)+len(mreqs)), sreqs...)
 		}
 		for i := range mreqs {
 			r := &mreqs[i]
