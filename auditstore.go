@@ -82,6 +82,8 @@ func (s *auditStore) GroupCommit() bool { return storewrap.Base{Store: s.Store}.
 
 func (s *auditStore) ProcessHolds() bool { return storewrap.Base{Store: s.Store}.ProcessHolds() }
 
+func (s *auditStore) LeasedHolds() bool { return storewrap.Base{Store: s.Store}.LeasedHolds() }
+
 func (s *auditStore) Shared(key any, mk func() any) any {
 	return storewrap.Base{Store: s.Store}.Shared(key, mk)
 }

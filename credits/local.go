@@ -100,6 +100,14 @@ type book struct {
 	// pend are the pending direct debits by idempotency key: a replay's
 	// result names the first debit's entry, not its own.
 	pend map[opKey][]*localHold
+
+	// With leased holds (lease.go) the holds are drawn from leases and
+	// accts is not used.
+	lease   bool
+	leases  map[leaseKey]*lease // each key's current lease
+	retired map[*lease]struct{} // retired leases not yet released
+	release func(id string)     // releases a stored lease
+	freed   func(*lease)        // called when a lease's last hold ended
 }
 
 type opKey struct{ acct, key string }
@@ -136,6 +144,7 @@ type localHold struct {
 	wait     chan struct{}
 	forget   time.Time // resolved: when it leaves the book
 	idx      int       // in book.due; -1 when not queued
+	lease    *lease    // the lease it is drawn from, with leased holds
 }
 
 func newBook() *book {
@@ -171,6 +180,13 @@ func (b *book) sweep(now time.Time) {
 
 // free takes an active hold's amount out of its account's held funds.
 func (b *book) free(lh *localHold) {
+	if l := lh.lease; l != nil {
+		l.held = l.held.Sub(lh.h.Amount)
+		if l.users--; l.users == 0 {
+			b.freed(l)
+		}
+		return
+	}
 	a := b.accts[lh.h.AccountID]
 	if lh.pending {
 		a.pended = a.pended.Sub(lh.h.Amount)
@@ -410,7 +426,7 @@ func (s *Service) reserveLocal(ctx context.Context, p ReserveParams, fp [32]byte
 	// The key may name a write of the store: a debit or credit (a
 	// conflict) or a reserve settled and forgotten here (its replay). A
 	// fresh key names nothing yet.
-	if !p.FreshKey {
+	if !p.FreshKey && !b.lease { // with leases only fresh keys come here
 		kfp, holdID, found, err := s.store.(processHolds).LedgerReserveKey(ctx, p.AccountID, p.IdempotencyKey)
 		if err != nil {
 			return Hold{}, err
@@ -423,7 +439,17 @@ func (s *Service) reserveLocal(ctx context.Context, p ReserveParams, fp [32]byte
 			return h.at(now), err
 		}
 	}
-	a, err := s.localCheck(ctx, p.AccountID, p.Amount, now)
+	var (
+		a   *localAcct
+		l   *lease
+		err error
+	)
+	if b.lease {
+		b.mu.Lock()
+		l, err = s.leaseFor(ctx, leaseKey{p.AccountID, p.KeyID}, p.Amount, now.Add(p.TTL))
+	} else {
+		a, err = s.localCheck(ctx, p.AccountID, p.Amount, now)
+	}
 	if err != nil {
 		return Hold{}, err
 	}
@@ -439,8 +465,13 @@ func (s *Service) reserveLocal(ctx context.Context, p ReserveParams, fp [32]byte
 		ID: s.ids.New(s.opt.HoldIDPrefix), AccountID: p.AccountID, Amount: p.Amount, State: HoldActive,
 		Reference: p.Reference, IdempotencyKey: p.IdempotencyKey, CreatedAt: now, ExpiresAt: now.Add(p.TTL),
 	}}
-	a.held = a.held.Add(p.Amount)
-	a.users++
+	if l != nil {
+		l.draw(p.Amount, now)
+		lh.lease, lh.h.KeyID = l, p.KeyID
+	} else {
+		a.held = a.held.Add(p.Amount)
+		a.users++
+	}
 	heap.Push(&b.due, lh)
 	b.holds[lh.h.ID] = lh
 	b.keys[k] = lh
@@ -496,6 +527,13 @@ func (s *Service) extendLocal(ctx context.Context, p ExtendParams) (Hold, bool, 
 		case HoldExpired:
 			b.mu.Unlock()
 			return Hold{}, true, ErrHoldExpired
+		}
+		if lh.lease != nil {
+			h, retry, err := s.extendLeased(ctx, lh, p, now)
+			if retry {
+				continue
+			}
+			return h, true, err
 		}
 		d := p.Amount.Sub(lh.h.Amount)
 		if !d.IsPositive() {
@@ -591,14 +629,18 @@ func (s *Service) settleLocal(r *SpendRequest) (bool, error) {
 		return false, nil // the store has it: a replay is answered there
 	}
 	h := lh.h
-	a := b.accts[h.AccountID]
 	r.Held, r.ReserveFingerprint = &h, lh.fp
-	r.HeldOthers = a.held.Sub(h.Amount)
-	if over := r.Amount.Sub(h.Amount); over.IsPositive() {
-		// The charge above the hold counts as pending until the settle
-		// ends, so that no reserve takes the funds it may charge.
-		a.pended = a.pended.Add(over)
-		a.users++
+	if lh.lease != nil {
+		r.Lease = lh.lease.id
+	} else {
+		a := b.accts[h.AccountID]
+		r.HeldOthers = a.held.Sub(h.Amount)
+		if over := r.Amount.Sub(h.Amount); over.IsPositive() {
+			// The charge above the hold counts as pending until the settle
+			// ends, so that no reserve takes the funds it may charge.
+			a.pended = a.pended.Add(over)
+			a.users++
+		}
 	}
 	if lh.settling == 0 {
 		if lh.idx >= 0 {
@@ -623,6 +665,9 @@ func (s *Service) pendLocal(r *SpendRequest) error {
 	b.sweep(s.opt.Now())
 	if b.keys[opKey{r.AccountID, r.IdempotencyKey}] != nil {
 		return ErrIdempotencyConflict // a process reserve has the key
+	}
+	if b.lease {
+		return nil // the leases are stored holds: the store counts them
 	}
 	r.HeldOthers = b.pendAdd(r.AccountID, r.EntryID, r.IdempotencyKey, r.Amount, s.opt.Now())
 	return nil
@@ -655,7 +700,7 @@ func (b *book) pendAdd(acct, id, key string, amt Amount, now time.Time) Amount {
 // returned func ends that once the store call returned, whatever it
 // answered, and has the account read again.
 func (s *Service) adjustLocal(r *CreditRequest) func() {
-	if s.local == nil || !r.Amount.IsNegative() {
+	if s.local == nil || s.local.lease || !r.Amount.IsNegative() {
 		return func() {}
 	}
 	b := s.local
@@ -698,6 +743,11 @@ func (s *Service) AbortSpend(r SpendRequest) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s.outcomeLocal(&r, SpendResult{}, false)
+	if lh := b.holds[r.HoldID]; r.Held != nil && lh != nil && lh.lease != nil {
+		// Whether the lease gave up the charge is not known: draw no more
+		// from it.
+		b.dropLease(lh.lease)
+	}
 	acct := r.AccountID
 	if r.Held != nil {
 		acct = r.Held.AccountID
@@ -729,6 +779,15 @@ func (s *Service) outcomeLocal(r *SpendRequest, res SpendResult, applied bool) {
 		}
 		lh.settling--
 		if applied && res.Err == nil && lh.h.State == HoldActive {
+			if l := lh.lease; l != nil {
+				if res.LeaseLost {
+					b.dropLease(l)
+				} else if take := r.Amount; take.Cmp(r.Held.Amount) < 0 {
+					l.amount = l.amount.Sub(take)
+				} else {
+					l.amount = l.amount.Sub(r.Held.Amount)
+				}
+			}
 			b.resolve(lh, HoldSettled, now)
 			lh.h = res.Hold
 		}
@@ -798,7 +857,7 @@ func (s *Service) keyLocal(accountID, key string) bool {
 
 // heldLocal is what this process holds on account id.
 func (s *Service) heldLocal(id string) Amount {
-	if s.local == nil {
+	if s.local == nil || s.local.lease { // leases are stored holds
 		return Amount{}
 	}
 	b := s.local

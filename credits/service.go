@@ -141,6 +141,12 @@ func NewService(st Store, opts *Options) (*Service, error) {
 	s := &Service{store: st, opt: o, ids: id.NewGenerator(o.Now)}
 	if ph, ok := st.(processHolds); ok && ph.ProcessHolds() {
 		s.local = ph.Shared(bookKey{}, func() any { return newBook() }).(*book)
+	} else if lh, ok := st.(leasedHolds); ok && lh.LeasedHolds() {
+		// Each Service leases for itself, like an instance of its own.
+		s.local = newBook()
+		s.local.lease = true
+		s.local.leases, s.local.retired = make(map[leaseKey]*lease), make(map[*lease]struct{})
+		s.local.release, s.local.freed = s.releaseLease, s.leaseFreed
 	}
 	s.ones.New = func() any { return new(oneSpend) }
 	s.life, s.cancel = context.WithCancel(context.Background())
@@ -180,12 +186,15 @@ func (s *Service) Close(ctx context.Context) error {
 	defer s.cancel()
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		s.cancel()
 		<-done
 		return ctx.Err()
 	}
+	if s.local != nil && s.local.lease {
+		s.releaseLeases(ctx)
+	}
+	return nil
 }
 
 // Stats returns the Service's counters.
@@ -540,10 +549,15 @@ func (s *Service) Reserve(ctx context.Context, p ReserveParams) (Hold, error) {
 		return Hold{}, err
 	}
 	fp := fingerprint('r', p.AccountID, "", p.Amount, int64(p.TTL), time.Time{}, p.Reference, "")
-	if s.local != nil {
-		if !s.keyLimitedLocal(ctx, p.AccountID, p.KeyID) {
+	switch {
+	case s.local == nil:
+	case s.local.lease:
+		if p.FreshKey { // a client's key is stored, to meet other instances' reserves
 			return s.reserveLocal(ctx, p, fp)
 		}
+	case !s.keyLimitedLocal(ctx, p.AccountID, p.KeyID):
+		return s.reserveLocal(ctx, p, fp)
+	default:
 		return s.reserveKeyed(ctx, p, fp)
 	}
 	res, err := s.spend(ctx, SpendRequest{
@@ -629,7 +643,7 @@ func (s *Service) Extend(ctx context.Context, p ExtendParams) (Hold, error) {
 		}
 	}
 	r := SpendRequest{Kind: SpendExtend, Unit: s.opt.Unit.Code, HoldID: p.HoldID, Amount: p.Amount, TTL: p.TTL}
-	if s.local != nil {
+	if s.local != nil && !s.local.lease {
 		return s.extendKeyed(ctx, r)
 	}
 	res, err := s.spend(ctx, r)

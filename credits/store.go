@@ -69,6 +69,15 @@ type SpendRequest struct {
 	// write-off count it as held, so that a charge never takes funds set
 	// aside for other requests of the process.
 	HeldOthers Amount
+	// Lease is, with Held, the ID of the lease Held was drawn from: a
+	// stored hold of this instance on Held's account and key (see
+	// LeasedHolds on Service). The settle takes the part of the charge up
+	// to Held's amount out of the lease, so Held is never added to the
+	// account's held funds; if the lease cannot cover it the settle
+	// charges Held as a process hold and sets SpendResult.LeaseLost. On an
+	// extend, Lease (equal to HoldID) makes Amount the raise of that lease
+	// rather than its new total.
+	Lease string
 	// ReserveFingerprint is, with Held, the fingerprint of the reserve
 	// that made the hold: the settle stores the reserve's idempotency
 	// record, so that its key keeps meeting the keys of other writes.
@@ -82,6 +91,9 @@ type SpendResult struct {
 	// Recharge is set when this debit or settlement crossed the account's
 	// auto-recharge threshold; the Service acts on it after commit.
 	Recharge *RechargeRequest
+	// LeaseLost reports that a settle's lease (SpendRequest.Lease) could
+	// not cover its hold: the instance must draw no more holds from it.
+	LeaseLost bool
 	// Err is the request's expected failure (a sentinel of this package);
 	// nil on success.
 	Err error

@@ -567,6 +567,16 @@ func resolveHold(ctx context.Context, tx Tx, now time.Time, r *credits.SpendRequ
 	}
 	var res credits.SpendResult
 	if settle {
+		carried := process // the settle writes the hold
+		if process && r.Lease != "" {
+			took, err := takeLease(ctx, tx, st, &h, r, now)
+			if err != nil {
+				return credits.SpendResult{}, err
+			}
+			// Drawn from the lease, the hold is in Held through it;
+			// otherwise it is charged as a process hold.
+			process, res.LeaseLost = !took, !took
+		}
 		if process { // st.settle frees it from Held, which never had it
 			st.Held = st.Held.Add(h.Amount).Add(r.HeldOthers)
 		}
@@ -574,14 +584,14 @@ func resolveHold(ctx context.Context, tx Tx, now time.Time, r *credits.SpendRequ
 		res.Entry, res.Recharge = st.settle(&h, r, now)
 		if process {
 			st.Held = st.Held.Sub(r.HeldOthers)
-			if h.IdempotencyKey != "" {
-				// The reserve's record, written with the hold: its key keeps
-				// meeting the keys of other writes. A key another write took
-				// meanwhile stays with that write.
-				rec := OpRecord{Kind: OpReserve, Fingerprint: r.ReserveFingerprint, HoldID: h.ID}
-				if _, _, err := tx.ClaimOp(ctx, st.ID, h.IdempotencyKey, rec); err != nil {
-					return credits.SpendResult{}, err
-				}
+		}
+		if carried && h.IdempotencyKey != "" {
+			// The reserve's record, written with the hold: its key keeps
+			// meeting the keys of other writes. A key another write took
+			// meanwhile stays with that write.
+			rec := OpRecord{Kind: OpReserve, Fingerprint: r.ReserveFingerprint, HoldID: h.ID}
+			if _, _, err := tx.ClaimOp(ctx, st.ID, h.IdempotencyKey, rec); err != nil {
+				return credits.SpendResult{}, err
 			}
 		}
 		if res.Entry.ID != "" {
@@ -608,6 +618,11 @@ func extendHold(ctx context.Context, tx Tx, now time.Time, st *AccountState, h c
 	case credits.HoldExpired:
 		return credits.SpendResult{}, credits.ErrHoldExpired
 	}
+	if r.Lease != "" { // a lease grows by r.Amount
+		rr := *r
+		rr.Amount = h.Amount.Add(r.Amount)
+		r = &rr
+	}
 	st.Held = st.Held.Add(r.HeldOthers) // counted, not stored
 	changed, err := st.extend(&h, r, now)
 	st.Held = st.Held.Sub(r.HeldOthers)
@@ -615,6 +630,47 @@ func extendHold(ctx context.Context, tx Tx, now time.Time, st *AccountState, h c
 		return credits.SpendResult{Hold: h}, err
 	}
 	return credits.SpendResult{Hold: h}, tx.PutHold(ctx, h)
+}
+
+// takeLease moves the process hold h, settled by r, out of its lease
+// r.Lease: a stored hold of the instance that set funds aside for the
+// holds it draws in memory (credits.SpendRequest.Lease). The lease gives up
+// the part of the charge up to h's amount (the funds the charge uses); the
+// rest of h returns to the lease's room, and a charge above h is charged
+// like any settle's overrun. st and h are arranged so that st.settle, which
+// frees h's whole amount from Held and from its key's counters, frees only
+// that part. It reports false, changing nothing, when the lease cannot
+// cover h — gone, expired, another account's or key's, short, or counted
+// in an earlier period of the key's limit (or before the limit was set):
+// the settle then charges h as a process hold and tells the instance that
+// the lease is lost (credits.SpendResult.LeaseLost).
+func takeLease(ctx context.Context, tx Tx, st *AccountState, h *credits.Hold, r *credits.SpendRequest, now time.Time) (bool, error) {
+	l, err := tx.Hold(ctx, r.Lease)
+	if errors.Is(err, credits.ErrHoldNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	l = holdAt(l, now)
+	take := r.Amount
+	if h.Amount.Cmp(take) < 0 {
+		take = h.Amount
+	}
+	k := st.key(h.KeyID)
+	if l.State != credits.HoldActive || l.AccountID != h.AccountID || l.KeyID != h.KeyID ||
+		l.Amount.Cmp(take) < 0 || (k != nil && k.Epoch != l.KeyEpoch) {
+		return false, nil
+	}
+	l.Amount = l.Amount.Sub(take)
+	back := h.Amount.Sub(take) // what st.settle frees beyond the take
+	st.Held = st.Held.Add(back)
+	h.KeyEpoch = 0
+	if k != nil {
+		k.Held = k.Held.Add(back)
+		h.KeyEpoch = l.KeyEpoch
+	}
+	return true, tx.PutHold(ctx, l)
 }
 
 // ApplyCredit runs one grant, purchase, refund or adjustment on an open

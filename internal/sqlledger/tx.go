@@ -314,6 +314,9 @@ func (f *Fetch) spendTargets(reqs []credits.SpendRequest) {
 			f.Ops = append(f.Ops, OpKey{Acct: r.AccountID, Key: r.IdempotencyKey})
 		case credits.SpendSettle, credits.SpendRelease, credits.SpendExtend:
 			f.Holds = append(f.Holds, r.HoldID)
+			if r.Lease != "" && r.Lease != r.HoldID {
+				f.Holds = append(f.Holds, r.Lease)
+			}
 		}
 	}
 }

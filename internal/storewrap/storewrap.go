@@ -50,6 +50,13 @@ func (b Base) ProcessHolds() bool {
 	return ok && p.ProcessHolds()
 }
 
+// LeasedHolds reports the wrapped store's leased holds (see
+// pgstore.Options.LeasedHolds).
+func (b Base) LeasedHolds() bool {
+	p, ok := b.Store.(interface{ LeasedHolds() bool })
+	return ok && p.LeasedHolds()
+}
+
 // Shared forwards to the wrapped store, which has it if it has process
 // holds; otherwise the value is the wrapper's caller's alone.
 func (b Base) Shared(key any, mk func() any) any {

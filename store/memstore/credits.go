@@ -576,6 +576,9 @@ func (s *db) applySpend(ctx context.Context, now time.Time, r credits.SpendReque
 	)
 	if r.Kind == credits.SpendSettle || r.Kind == credits.SpendRelease || r.Kind == credits.SpendExtend {
 		a, err = s.ledger.holdAcct(r.HoldID)
+		if err != nil && r.Held != nil { // a process hold: stored by this settle
+			a, err = s.ledger.acct(r.Held.AccountID)
+		}
 	} else {
 		a, err = s.ledger.acct(r.AccountID)
 	}

@@ -139,6 +139,17 @@ type Options struct {
 	// connection that no longer answers — a partition, a server that went
 	// away without a reset — is replaced instead of waited on forever.
 	ListenerPing time.Duration
+	// LeasedHolds makes keyledger lease funds instead of writing each hold:
+	// for every account and API key it spends for, an instance keeps one
+	// stored hold (the lease) and draws its requests' holds from it in
+	// memory, so a metered request costs one transaction (its settle, which
+	// also takes the charge out of the lease) instead of two. Other
+	// instances see leased funds as held, so no instance can spend what
+	// another set aside; the price is that up to about twice an instance's
+	// holds in flight stay set aside while it is busy, and a dead
+	// instance's leases hold funds until they expire (a minute after their
+	// last growth). See DESIGN.md, "Leased holds".
+	LeasedHolds bool
 }
 
 func (o *Options) withDefaults() Options {
@@ -200,6 +211,13 @@ type Store struct {
 	handle // store.Wrap of the *db: Close and the operations
 	db     *db
 }
+
+// LeasedHolds reports Options.LeasedHolds: keyledger then leases funds for
+// the holds of each account and key (see credits.Service).
+func (s *Store) LeasedHolds() bool { return s.db.opt.LeasedHolds }
+
+// LeasedHolds is the driver's side of Store.LeasedHolds.
+func (s *db) LeasedHolds() bool { return s.opt.LeasedHolds }
 
 type handle = store.Backend
 
