@@ -25,6 +25,12 @@ var moneyBackends = append(backends[:len(backends):len(backends)], backend{"post
 		t.Fatal(err)
 	}
 	return store.Driver(st)
+}}, backend{"postgres-leased", func(t testing.TB) store.Store {
+	st, err := pgstore.Open(context.Background(), pgtest.DSN(t), &pgstore.Options{Logger: slog.New(slog.DiscardHandler), MaxConns: 8, LeasedHolds: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store.Driver(st)
 }})
 
 func forEachMoneyBackend(t *testing.T, fn func(t *testing.T, b backend)) {

@@ -50,6 +50,7 @@ func redisClient(t *testing.T) *redis.Client {
 // cluster is two instances, A and B.
 type cluster struct {
 	a, b *keyledger.KeyLedger
+	dsn  string
 }
 
 // newCluster starts two instances over one fresh schema and one Redis key
@@ -57,6 +58,13 @@ type cluster struct {
 // refill while the test runs; everything else runs on real time, as the
 // change notifications do.
 func newCluster(t *testing.T, catalog *account.Catalog) *cluster {
+	t.Helper()
+	return newClusterLeased(t, catalog, false)
+}
+
+// newClusterLeased is newCluster with pgstore.Options.LeasedHolds set to
+// leased.
+func newClusterLeased(t *testing.T, catalog *account.Catalog, leased bool) *cluster {
 	t.Helper()
 	rdbA := redisClient(t)
 	dsn := pgtest.DSN(t)
@@ -74,7 +82,7 @@ func newCluster(t *testing.T, catalog *account.Catalog) *cluster {
 	frozen := fakeclock.New(time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC))
 	quiet := slog.New(slog.DiscardHandler)
 	instance := func(rdb *redis.Client) *keyledger.KeyLedger {
-		st, err := pgstore.Open(context.Background(), dsn, &pgstore.Options{Logger: quiet, MaxConns: 8})
+		st, err := pgstore.Open(context.Background(), dsn, &pgstore.Options{Logger: quiet, MaxConns: 8, LeasedHolds: leased})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -96,7 +104,7 @@ func newCluster(t *testing.T, catalog *account.Catalog) *cluster {
 		})
 		return kl
 	}
-	return &cluster{a: instance(rdbA), b: instance(rdbB)}
+	return &cluster{a: instance(rdbA), b: instance(rdbB), dsn: dsn}
 }
 
 // signup creates an account and a key through A.
@@ -252,5 +260,98 @@ func TestMultiInstanceConcurrentSpendNeverOverspends(t *testing.T) {
 	}
 	if !sum.IsZero() || len(page.Entries) != 51 {
 		t.Fatalf("%d entries summing to %s, want the grant and 50 debits summing to 0", len(page.Entries), sum)
+	}
+}
+
+// With leased holds (pgstore.Options.LeasedHolds) each instance sets funds
+// aside in one stored hold per account and key and draws its requests'
+// holds from it in memory. Racing one account's last funds from both
+// instances still never takes it below zero, every admitted request is
+// charged exactly once, and once the instances close nothing is held. An
+// instance may refuse a request while the other's lease still has room
+// (the documented price of leasing), so the count served may fall short of
+// the funds; it may never exceed them.
+func TestMultiInstanceLeasedSpendNeverOverspends(t *testing.T) {
+	ctx := context.Background()
+	c := newClusterLeased(t, bigCatalog(t), true) // no rate limits; ₹50 signup grant
+	a, raw, _ := c.signup(t, "leased@example.com")
+	paid := keyledger.Request{Endpoint: "/v1/op", Method: "POST", Units: 1} // ₹1 per call
+
+	// A's lease is a stored hold: B sees its funds as held.
+	g, err := c.a.Authorize(ctx, raw, paid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acct, err := c.b.Credits.Account(ctx, a.ID)
+	if err != nil || acct.Held.Cmp(credits.AmountFromInt(1)) < 0 {
+		t.Fatalf("B sees held %s (%v), want at least A's hold of 1", acct.Held, err)
+	}
+	if _, err := g.Complete(ctx, keyledger.Outcome{StatusCode: 200, Units: 1}); err != nil {
+		t.Fatal(err)
+	}
+
+	var served, refused atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 120 {
+		kl := c.a
+		if i%2 == 1 {
+			kl = c.b
+		}
+		wg.Go(func() {
+			g, err := kl.Authorize(ctx, raw, paid)
+			switch {
+			case errors.Is(err, credits.ErrInsufficientFunds):
+				refused.Add(1)
+				return
+			case err != nil:
+				t.Error(err)
+				return
+			}
+			res, err := g.Complete(ctx, keyledger.Outcome{StatusCode: 200, Units: 1})
+			if err != nil || !res.Charged.Equal(credits.AmountFromInt(1)) {
+				t.Errorf("complete: charged %s, %v", res.Charged, err)
+				return
+			}
+			served.Add(1)
+		})
+	}
+	wg.Wait()
+	if served.Load() > 49 || refused.Load() < 71 || served.Load()+refused.Load() != 120 {
+		t.Fatalf("served %d, refused %d of 120 on a balance of 49 at 1 each", served.Load(), refused.Load())
+	}
+	t.Logf("served %d, refused %d", served.Load(), refused.Load())
+	if served.Load() < 40 {
+		t.Errorf("served only %d of 49 funded requests: the leases starve the instances", served.Load())
+	}
+	if err := c.a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.b.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := pgstore.Open(ctx, c.dsn, &pgstore.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	kl, err := keyledger.New(st, &keyledger.Options{Logger: slog.New(slog.DiscardHandler), Prices: prices(t), Catalog: bigCatalog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kl.Close(ctx)
+	acct, err = kl.Credits.Account(ctx, a.ID)
+	if want := credits.AmountFromInt(49 - served.Load()); err != nil || !acct.Balance.Equal(want) || !acct.Held.IsZero() {
+		t.Fatalf("account after the run: balance %s held %s (%v), want %s and 0", acct.Balance, acct.Held, err, want)
+	}
+	page, err := kl.Credits.Entries(ctx, a.ID, credits.EntryFilter{}, "", 500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := credits.Amount{}
+	for _, e := range page.Entries {
+		sum = sum.Add(e.Amount)
+	}
+	if !sum.Equal(acct.Balance) || len(page.Entries) != int(served.Load())+2 {
+		t.Fatalf("%d entries summing to %s, want the grant and %d debits summing to the balance %s", len(page.Entries), sum, served.Load()+1, acct.Balance)
 	}
 }

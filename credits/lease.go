@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/shopspring/decimal"
 )
 
 // Leased holds (several instances on one database).
@@ -53,7 +55,7 @@ const (
 	leaseMargin = 5 * time.Second
 	// leaseMaxAge is how long a lease draws new holds before a successor
 	// takes over (the size adapts, and a key limit is met afresh).
-	leaseMaxAge = 10 * time.Second
+	leaseMaxAge = 30 * time.Second
 	// leaseIdle is how long a lease with no holds is kept.
 	leaseIdle = 2 * time.Second
 	// leaseGrowth is how many times a reserve's amount a new lease sets
@@ -61,6 +63,9 @@ const (
 	leaseGrowth = 8
 	// leaseTimeout bounds a lease write.
 	leaseTimeout = 10 * time.Second
+	// leaseSpan is how long a lease's growth should last at the rate its
+	// settles have taken from it.
+	leaseSpan = 5 * time.Second
 	// leaseTries bounds the lease writes one reserve waits for.
 	leaseTries = 6
 	// leaseRef is the reference of a lease's stored hold.
@@ -76,6 +81,9 @@ type lease struct {
 	amount  Amount    // the stored amount as known; never above it
 	held    Amount    // the active holds drawn from it
 	peak    Amount    // the most held at once
+	took    Amount    // what settles took out of it
+	top     Amount    // its amount after its last growth (or creation)
+	grown   time.Time // when that write was made
 	users   int       // holds drawn from it and not resolved
 	expires time.Time // the stored deadline as known; never after it
 	born    time.Time
@@ -105,6 +113,19 @@ func (l *lease) room() Amount { return l.amount.Sub(l.held) }
 // draws reports whether l may draw a hold of amt until the deadline until.
 func (l *lease) draws(amt Amount, until time.Time) bool {
 	return l.stored && !l.retired && l.room().Cmp(amt) >= 0 && !l.expires.Before(until.Add(leaseMargin))
+}
+
+// ahead is what l should have beyond its holds to last leaseSpan at the
+// rate its settles have taken from it (zero while it is young), in
+// multiples of inc.
+func (l *lease) ahead(now time.Time, inc Amount) Amount {
+	age := now.Sub(l.born)
+	if age < 100*time.Millisecond || !l.took.IsPositive() || !inc.IsPositive() {
+		return Amount{}
+	}
+	per := l.took.Decimal().Mul(decimal.NewFromInt(int64(leaseSpan))).Div(decimal.NewFromInt(int64(age)))
+	step := inc.Decimal()
+	return NewAmount(per.Div(step).Ceil().Mul(step))
 }
 
 // draw counts a hold of amt drawn from l at now.
@@ -172,7 +193,7 @@ func (s *Service) leaseFor(ctx context.Context, k leaseKey, amt Amount, until ti
 }
 
 // leaseAhead starts what the lease l will soon need: a growth once less
-// than a quarter of it is free, a successor once it is leaseMaxAge old.
+// than half of what it had is free, a successor once it is leaseMaxAge old.
 // The caller holds b.mu.
 func (s *Service) leaseAhead(l *lease, now time.Time) {
 	if l.op != nil || l.short || l.retired {
@@ -181,6 +202,9 @@ func (s *Service) leaseAhead(l *lease, now time.Time) {
 	if now.Sub(l.born) >= leaseMaxAge {
 		if l.next == nil {
 			size := l.peak.MulInt(2)
+			if a := l.peak.Add(l.ahead(now, s.opt.Unit.SpendIncrement)); a.Cmp(size) > 0 {
+				size = a
+			}
 			if !size.IsPositive() {
 				size = l.amount
 			}
@@ -188,7 +212,7 @@ func (s *Service) leaseAhead(l *lease, now time.Time) {
 		}
 		return
 	}
-	if l.room().MulInt(4).Cmp(l.amount) < 0 {
+	if l.room().MulInt(2).Cmp(l.top) < 0 {
 		s.leaseGrow(l, Amount{}, now, false, now)
 	}
 }
@@ -266,11 +290,8 @@ func (s *Service) leaseCreate(k leaseKey, amt Amount, until time.Time, prev *lea
 			return
 		}
 		l.stored, l.amount, l.expires = true, size, res.Hold.ExpiresAt
-		if l.retired {
-			b.leaseDrained(l)
-			return
-		}
-		if prev != nil {
+		l.top, l.grown = size, now
+		if prev != nil && !l.retired {
 			if b.leases[k] != prev {
 				b.retire(l) // prev was dropped meanwhile
 				return
@@ -278,6 +299,7 @@ func (s *Service) leaseCreate(k leaseKey, amt Amount, until time.Time, prev *lea
 			b.leases[k] = l
 			b.retire(prev)
 		}
+		s.leaseFreedIfIdle(l)
 	})
 	if !started {
 		l.op = nil
@@ -299,8 +321,19 @@ func (s *Service) leaseGrow(l *lease, amt Amount, until time.Time, exact bool, n
 	if d.IsNegative() {
 		d = Amount{}
 	}
-	if !exact && l.amount.Cmp(d) > 0 {
-		d = l.amount
+	if !exact {
+		// As much as it had, twice that if it grew less than leaseSpan
+		// ago, or what leaseSpan takes at its rate, whichever is most.
+		g := l.top
+		if now.Sub(l.grown) < leaseSpan {
+			g = g.MulInt(2)
+		}
+		if a := l.ahead(now, s.opt.Unit.SpendIncrement); a.Cmp(g) > 0 {
+			g = a
+		}
+		if g.Cmp(d) > 0 {
+			d = g
+		}
 	}
 	ttl := leaseTTLFor(until, now)
 	r := SpendRequest{Kind: SpendExtend, Unit: s.opt.Unit.Code, HoldID: l.id, Lease: l.id, Amount: d, TTL: ttl}
@@ -312,6 +345,7 @@ func (s *Service) leaseGrow(l *lease, amt Amount, until time.Time, exact bool, n
 		switch {
 		case err == nil:
 			l.amount = l.amount.Add(d)
+			l.top, l.grown = l.amount, now
 			if res.Hold.ExpiresAt.After(l.expires) {
 				l.expires = res.Hold.ExpiresAt
 			}
@@ -326,7 +360,7 @@ func (s *Service) leaseGrow(l *lease, amt Amount, until time.Time, exact bool, n
 		}
 		// A growth that failed may have committed: the lease is then
 		// larger than known, which sets more aside, never less.
-		s.local.leaseDrained(l)
+		s.leaseFreedIfIdle(l)
 	})
 	if !started {
 		l.op = nil
@@ -381,6 +415,15 @@ func (s *Service) leaseFreed(l *lease) {
 	if !l.idle {
 		l.idle = true
 		time.AfterFunc(leaseIdle, func() { s.leaseIdleCheck(l) })
+	}
+}
+
+// leaseFreedIfIdle is leaseFreed for a lease whose write just ended: one
+// with no holds is released (retired) or checked for idleness (current),
+// as the end of its last hold would have done. The caller holds b.mu.
+func (s *Service) leaseFreedIfIdle(l *lease) {
+	if l.users == 0 {
+		s.leaseFreed(l)
 	}
 }
 
@@ -477,4 +520,27 @@ func (s *Service) extendLeased(ctx context.Context, lh *localHold, p ExtendParam
 	h = lh.h
 	b.mu.Unlock()
 	return h, false, nil
+}
+
+// leaseRoom is the room of this instance's leases on account id: held in
+// the store, but free for this instance's requests, so its view of the
+// account (Account) counts it as available, and an instance with no
+// request in flight reports nothing held.
+func (s *Service) leaseRoom(id string) Amount {
+	b := s.local
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var r Amount
+	add := func(l *lease) {
+		if l.k.acct == id && l.stored && l.room().IsPositive() {
+			r = r.Add(l.room())
+		}
+	}
+	for _, l := range b.leases {
+		add(l)
+	}
+	for l := range b.retired {
+		add(l)
+	}
+	return r
 }

@@ -308,3 +308,38 @@ func TestLeasedSettleWithUnknownOutcome(t *testing.T) {
 		t.Fatalf("balance %s held %s, want 93 and 0", acct.Balance, acct.Held)
 	}
 }
+
+// A lease nothing draws from is released within a few seconds, without
+// Close: an idle instance does not keep funds from the others.
+func TestIdleLeaseIsReleased(t *testing.T) {
+	ctx := context.Background()
+	svcs, _ := newLeased(t, nil, 2)
+	a, b := svcs[0], svcs[1]
+	fund(t, a, "acct", 100)
+	for range 20 { // growths and draws, as under load
+		h, err := a.Reserve(ctx, freshReserve("acct", "k", 3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Settle(ctx, credits.SettleParams{HoldID: h.ID, Actual: credits.AmountFromInt(1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		acct, err := b.Account(ctx, "acct")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if acct.Held.IsZero() {
+			if !acct.Balance.Equal(credits.AmountFromInt(80)) {
+				t.Fatalf("balance %s, want 80", acct.Balance)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still %s held 10 s after the last request", acct.Held)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

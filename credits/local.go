@@ -782,10 +782,12 @@ func (s *Service) outcomeLocal(r *SpendRequest, res SpendResult, applied bool) {
 			if l := lh.lease; l != nil {
 				if res.LeaseLost {
 					b.dropLease(l)
-				} else if take := r.Amount; take.Cmp(r.Held.Amount) < 0 {
-					l.amount = l.amount.Sub(take)
 				} else {
-					l.amount = l.amount.Sub(r.Held.Amount)
+					take := r.Amount
+					if take.Cmp(r.Held.Amount) > 0 {
+						take = r.Held.Amount
+					}
+					l.amount, l.took = l.amount.Sub(take), l.took.Add(take)
 				}
 			}
 			b.resolve(lh, HoldSettled, now)
@@ -857,8 +859,11 @@ func (s *Service) keyLocal(accountID, key string) bool {
 
 // heldLocal is what this process holds on account id.
 func (s *Service) heldLocal(id string) Amount {
-	if s.local == nil || s.local.lease { // leases are stored holds
+	if s.local == nil {
 		return Amount{}
+	}
+	if s.local.lease {
+		return s.leaseRoom(id).Neg()
 	}
 	b := s.local
 	b.mu.Lock()
@@ -893,7 +898,9 @@ func (h *dueHeap) Pop() any {
 	return lh
 }
 
-// withLocal adds this process's holds to an account read from the store.
+// withLocal adds this process's holds to an account read from the store
+// (with leased holds: takes the room of its leases out of Held, as this
+// instance may spend it).
 func (s *Service) withLocal(a Account) Account {
 	if h := s.heldLocal(a.ID); !h.IsZero() {
 		a.Held = a.Held.Add(h)

@@ -41,9 +41,10 @@ import (
 //
 // It runs only with KEYLEDGER_LOADBENCH=1 (it is a measurement, not a
 // test); LOADBENCH_DURATION (default 5s) is each phase's length,
-// LOADBENCH_STORE=sqlite,sqlite-shared,postgres,memory the stores to run the gateway on
-// (sqlite keeps holds in the process, sqlite-shared runs -shared-db; postgres
-// needs KEYLEDGER_TEST_POSTGRES; memory keeps the ledger in memstore, with no
+// LOADBENCH_STORE=sqlite,sqlite-shared,postgres,postgres-stored,memory the stores to run
+// the gateway on (sqlite keeps holds in the process, sqlite-shared runs -shared-db;
+// postgres draws holds from leases, postgres-stored runs -pg-stored-holds, both need
+// KEYLEDGER_TEST_POSTGRES; memory keeps the ledger in memstore, with no
 // durable write, to show what the store costs) and LOADBENCH_OUT a file for the Markdown
 // table. LOADBENCH_SLOW=1 prints, for each target, how the open loop's
 // slowest 1% fall into 100 ms windows: spread out is noise, bunched is a
@@ -264,8 +265,10 @@ func newLoadGateway(t *testing.T, store, upstream string) *loadGateway {
 	case "sqlite": // holds in this process (the gateway's default)
 	case "sqlite-shared": // -shared-db: every hold written to the file
 		c.sharedDB = true
-	case "postgres":
+	case "postgres": // holds drawn from leases (the gateway's default)
 		c.postgres = pgtest.DSN(t)
+	case "postgres-stored": // -pg-stored-holds: every hold written
+		c.postgres, c.pgStoredHolds = pgtest.DSN(t), true
 	case "memory": // no durable write: the ledger in memstore (the floor of the store's cost)
 		c.memoryLedger = true
 	default:
@@ -338,6 +341,12 @@ func (g *loadGateway) reconcile(t *testing.T) {
 			cursor = pg.NextCursor
 		}
 		a, err := g.s.kl.Credits.Account(ctx, id)
+		// With leased holds (PostgreSQL) an idle lease is released within
+		// a few seconds of the last request.
+		for deadline := time.Now().Add(10 * time.Second); err == nil && !a.Held.IsZero() && time.Now().Before(deadline); {
+			time.Sleep(50 * time.Millisecond)
+			a, err = g.s.kl.Credits.Account(ctx, id)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

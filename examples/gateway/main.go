@@ -66,7 +66,7 @@ type config struct {
 	telemetry procsrv.TelemetryFlags // -metrics-addr, -otlp (telemetry.go)
 
 	addr, db, postgres, redis string
-	sharedDB                  bool
+	sharedDB, pgStoredHolds   bool
 	// memoryLedger keeps the KeyLedger's store in memory (the billing
 	// tables stay in db): only the load benchmark sets it, to measure the
 	// gateway with no durable write at all.
@@ -96,6 +96,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "listen address (host:port; port 0 picks a free one)")
 	fs.StringVar(&c.db, "db", "keyledger.db", "SQLite database file")
 	fs.BoolVar(&c.sharedDB, "shared-db", false, "let other processes spend from -db too: keep every hold in the database (two writes per request) instead of in this process (one); keyctl needs no such flag to read, credit or adjust")
+	fs.BoolVar(&c.pgStoredHolds, "pg-stored-holds", false, "with -postgres, write every hold to the database (two transactions per request) instead of drawing holds from a lease per account and key (one; see pgstore.Options.LeasedHolds)")
 	fs.StringVar(&c.postgres, "postgres", "", "PostgreSQL DSN instead of SQLite, e.g. postgres://user@host/db; keyledger's tables and the gateway's gw_* tables live there, shared by every gateway instance on it")
 	fs.StringVar(&c.redis, "redis", "", "Redis address (host:port) for rate limits shared by many gateway instances")
 	fs.StringVar(&c.upstream, "upstream", "", "base URL of an OpenAI-compatible server to proxy to, e.g. http://127.0.0.1:11434/v1 (default: the built-in simulated model)")
@@ -294,7 +295,7 @@ func newServer(ctx context.Context, c config, log *slog.Logger, now, redisNow fu
 	var st store.Backend
 	if c.memoryLedger {
 		st = memstore.New()
-	} else if st, err = procsrv.OpenStore(ctx, c.db, c.postgres, !c.sharedDB, log); err != nil {
+	} else if st, err = procsrv.OpenStore(ctx, c.db, c.postgres, !c.sharedDB && !c.pgStoredHolds, log); err != nil {
 		return nil, nil, err
 	}
 	closers = append(closers, func(context.Context) error { return st.Close() })

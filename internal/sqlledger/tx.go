@@ -177,6 +177,12 @@ type Fetch struct {
 	lowRead bool
 	// holdsRead: the Conn looked up every hold of Holds (HoldsRead).
 	holdsRead bool
+	// carried are the holds of Holds that settles carry (process and
+	// leased holds, credits.SpendRequest.Held), whose accounts are in
+	// Accounts; carriedRead: the Conn looked them up under their
+	// accounts' locks (CarriedRead).
+	carried     []string
+	carriedRead bool
 }
 
 // FoundThresholds reports an account's alert thresholds (their stored
@@ -212,6 +218,15 @@ func (f *Fetch) FoundHold(h credits.Hold) { f.t.holds[h.ID] = h }
 // transaction can store a hold between the prefetch and the end of this
 // one may say so (SQLite's one writer).
 func (f *Fetch) HoldsRead() { f.holdsRead = true }
+
+// CarriedRead reports that the Conn locked the batch's accounts before it
+// looked up its holds: a hold that a settle carries
+// (credits.SpendRequest.Held) and that the lookup did not find is then not
+// stored, and Tx.Hold answers credits.ErrHoldNotFound for it without a
+// statement. Such a hold is stored only by a settle of it, which locks
+// its account first, so none can be stored meanwhile (PostgreSQL's row
+// locks); HoldsRead says more.
+func (f *Fetch) CarriedRead() { f.carriedRead = true }
 
 // FoundOp reports an idempotency record read.
 func (f *Fetch) FoundOp(k OpKey, rec ledger.OpRecord) { f.t.ops[k] = opSeen{rec: rec, found: true} }
@@ -273,8 +288,11 @@ func (t *Tx) prefetch(ctx context.Context, f *Fetch) error {
 	if err := t.conn.Prefetch(ctx, f); err != nil {
 		return err
 	}
-	if f.holdsRead {
-		for _, id := range f.Holds {
+	if known := f.carried; f.holdsRead || f.carriedRead {
+		if f.holdsRead {
+			known = f.Holds
+		}
+		for _, id := range known {
 			if _, ok := t.holds[id]; !ok {
 				if t.noHold == nil {
 					t.noHold = make(map[string]bool)
@@ -316,6 +334,12 @@ func (f *Fetch) spendTargets(reqs []credits.SpendRequest) {
 			f.Holds = append(f.Holds, r.HoldID)
 			if r.Lease != "" && r.Lease != r.HoldID {
 				f.Holds = append(f.Holds, r.Lease)
+			}
+			if r.Held != nil && r.Kind == credits.SpendSettle {
+				// Not stored before this settle: its account is found
+				// through Held, not through the hold's row.
+				f.Accounts = append(f.Accounts, r.Held.AccountID)
+				f.carried = append(f.carried, r.HoldID)
 			}
 		}
 	}

@@ -182,6 +182,11 @@ func (c *ledgerConn) Prefetch(ctx context.Context, f *sqlledger.Fetch) error {
 		})
 	}
 	if len(f.Holds) > 0 {
+		// After the accounts' locks, in the same pipeline: a hold a
+		// settle carries that this does not find is not stored, and
+		// cannot be meanwhile (only a settle of it, under its account's
+		// lock, stores it), so the Tx need not ask again.
+		f.CarriedRead()
 		b.Queue(`SELECT `+sqlledger.HoldColumns+` FROM credit_holds WHERE id = ANY($1)`, f.Holds).Query(func(rows pgx.Rows) error {
 			return sqlrow.Each(rows, sqlledger.ScanHold, func(h credits.Hold) error {
 				f.FoundHold(h)

@@ -24,12 +24,14 @@ import (
 )
 
 // OpenStore opens the PostgreSQL database of postgresDSN when it is set
-// (many instances on one database), else the SQLite file path — with
-// process holds if processHolds is set (sqlitestore.Options.ProcessHolds:
-// this process is then the only one that spends from the file).
-func OpenStore(ctx context.Context, path, postgresDSN string, processHolds bool, log *slog.Logger) (store.Backend, error) {
+// (many instances on one database), else the SQLite file path. ownHolds
+// keeps the holds of requests out of the database where it can: on SQLite
+// as process holds (sqlitestore.Options.ProcessHolds: this process is then
+// the only one that spends from the file), on PostgreSQL drawn from leases
+// (pgstore.Options.LeasedHolds: every instance may still spend).
+func OpenStore(ctx context.Context, path, postgresDSN string, ownHolds bool, log *slog.Logger) (store.Backend, error) {
 	if postgresDSN != "" {
-		st, err := pgstore.Open(ctx, postgresDSN, &pgstore.Options{Logger: log})
+		st, err := pgstore.Open(ctx, postgresDSN, &pgstore.Options{Logger: log, LeasedHolds: ownHolds})
 		if err != nil {
 			return nil, fmt.Errorf("open PostgreSQL: %w", err)
 		}
@@ -38,7 +40,7 @@ func OpenStore(ctx context.Context, path, postgresDSN string, processHolds bool,
 	if path == "" {
 		return nil, errors.New("-db: a SQLite file name is required")
 	}
-	st, err := sqlitestore.Open(ctx, path, &sqlitestore.Options{Logger: log, ProcessHolds: processHolds})
+	st, err := sqlitestore.Open(ctx, path, &sqlitestore.Options{Logger: log, ProcessHolds: ownHolds})
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
