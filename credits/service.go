@@ -122,7 +122,7 @@ type Service struct {
 	rclosed   bool
 	recharges sync.WaitGroup
 	ones      sync.Pool // *oneSpend, for spends without group commit
-	local     *book     // process holds (local.go), if the store allows them
+	local     *book     // process holds (local.go) or leased holds (lease.go), if the store asks for them
 }
 
 // oneSpend carries a single spend to ApplySpends without allocating.
@@ -166,8 +166,10 @@ func (s *Service) Unit() Unit { return s.opt.Unit }
 
 // Close stops accepting mutations (they return ErrClosed), applies the
 // spends already queued, and waits for running auto-recharges (and, with
-// process holds, background reads of accounts) until ctx ends (then it
-// cancels them and returns ctx.Err()). It does not close the store.
+// process holds, background reads of accounts; with leased holds, lease
+// writes) until ctx ends (then it cancels them and returns ctx.Err()).
+// With leased holds it then releases every lease (one it cannot release
+// expires at its deadline). It does not close the store.
 func (s *Service) Close(ctx context.Context) error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return nil

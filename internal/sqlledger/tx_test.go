@@ -15,9 +15,10 @@ import (
 // holdConn is a Conn that stores holds only, counts the point reads of
 // them, and prefetches them as a one-writer database does.
 type holdConn struct {
-	stored    map[string]credits.Hold
-	readsAll  bool // Prefetch says HoldsRead
-	holdReads int
+	stored      map[string]credits.Hold
+	readsAll    bool // Prefetch says HoldsRead
+	carriedRead bool // Prefetch says CarriedRead
+	holdReads   int
 }
 
 func (c *holdConn) Account(context.Context, string) (Row, error) {
@@ -35,6 +36,9 @@ func (c *holdConn) Prefetch(_ context.Context, f *Fetch) error {
 	}
 	if c.readsAll {
 		f.HoldsRead()
+	}
+	if c.carriedRead {
+		f.CarriedRead()
 	}
 	return nil
 }
@@ -90,6 +94,44 @@ func TestPrefetchedHoldsNeedNoPointRead(t *testing.T) {
 		tx.Stage.PutHold(credits.Hold{ID: "hold_process", AccountID: "a", State: credits.HoldSettled})
 		if h, err := tx.Hold(ctx, "hold_process"); err != nil || h.State != credits.HoldSettled {
 			t.Fatalf("readsAll=%v: staged hold: %+v, %v", readsAll, h, err)
+		}
+	}
+}
+
+// A database that locks a batch's accounts before it reads the batch's
+// holds (PostgreSQL) says CarriedRead: a hold a settle carries (a process
+// or leased hold, stored only by a settle of it) that the read did not find
+// is not stored, and no statement asks again; a hold no settle carries is
+// still looked up.
+func TestCarriedHoldsNeedNoPointRead(t *testing.T) {
+	ctx := context.Background()
+	held := credits.Hold{ID: "hold_leased", AccountID: "a", State: credits.HoldActive}
+	reqs := []credits.SpendRequest{
+		{Kind: credits.SpendSettle, HoldID: "hold_leased", Held: &held, Lease: "hold_lease"},
+		{Kind: credits.SpendRelease, HoldID: "hold_gone"},
+	}
+	for _, carried := range []bool{true, false} {
+		c := &holdConn{stored: map[string]credits.Hold{}, carriedRead: carried}
+		tx := NewTx(c, time.Unix(1000, 0), false)
+		var f Fetch
+		f.spendTargets(reqs)
+		if len(f.Accounts) != 1 || f.Accounts[0] != "a" || len(f.Holds) != 3 {
+			t.Fatalf("targets: accounts %v holds %v, want the carried hold's account and hold, lease and release", f.Accounts, f.Holds)
+		}
+		if err := tx.prefetch(ctx, &f); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range []string{"hold_leased", "hold_gone"} {
+			if _, err := tx.Hold(ctx, id); !errors.Is(err, credits.ErrHoldNotFound) {
+				t.Fatalf("carried=%v: %s: %v, want ErrHoldNotFound", carried, id, err)
+			}
+		}
+		want := 1 // hold_gone: no settle carries it
+		if !carried {
+			want = 2
+		}
+		if c.holdReads != want {
+			t.Fatalf("carried=%v: %d point reads of holds, want %d", carried, c.holdReads, want)
 		}
 	}
 }
