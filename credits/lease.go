@@ -72,6 +72,11 @@ const (
 	leaseRef = "keyledger:lease"
 )
 
+// errLeaseCapped: no lease of the account and key can live as long as the
+// hold needs (the account's next grant expiry or the key's period end is
+// near), so the reserve is stored.
+var errLeaseCapped = errors.New("credits: the lease ends before the hold would")
+
 type leaseKey struct{ acct, key string }
 
 // lease is one stored hold of this instance and the holds drawn from it.
@@ -102,6 +107,9 @@ type lease struct {
 	retired bool
 	// stored: its creation committed (or may have) and it was not released.
 	stored bool
+	// capped: the store gave it an earlier deadline than it asked for (a
+	// grant expires or the key's period ends first).
+	capped bool
 	// idle: a check for leaseIdle is scheduled.
 	idle bool
 	// next is the successor being created.
@@ -155,6 +163,10 @@ func (s *Service) leaseFor(ctx context.Context, k leaseKey, amt Amount, until ti
 		if l != nil && l.draws(amt, until) {
 			s.leaseAhead(l, now)
 			return l, nil
+		}
+		if l != nil && l.capped && !l.retired && l.expires.Before(until.Add(leaseMargin)) {
+			b.mu.Unlock()
+			return nil, errLeaseCapped
 		}
 		switch {
 		case l == nil:
@@ -261,7 +273,7 @@ func (s *Service) leaseCreate(k leaseKey, amt Amount, until time.Time, prev *lea
 	ttl := leaseTTLFor(until, now)
 	r := SpendRequest{
 		Kind: SpendReserve, Unit: s.opt.Unit.Code, AccountID: k.acct, HoldID: l.id, Amount: size, TTL: ttl,
-		Reference: leaseRef, IdempotencyKey: l.id, KeyID: k.key,
+		Reference: leaseRef, IdempotencyKey: l.id, KeyID: k.key, Lease: l.id,
 		Fingerprint: fingerprint('r', k.acct, "", size, int64(ttl), time.Time{}, leaseRef, ""),
 	}
 	if prev != nil {
@@ -291,6 +303,7 @@ func (s *Service) leaseCreate(k leaseKey, amt Amount, until time.Time, prev *lea
 		}
 		l.stored, l.amount, l.expires = true, size, res.Hold.ExpiresAt
 		l.top, l.grown = size, now
+		l.capped = l.expires.Before(now.Add(ttl))
 		if prev != nil && !l.retired {
 			if b.leases[k] != prev {
 				b.retire(l) // prev was dropped meanwhile
@@ -349,6 +362,7 @@ func (s *Service) leaseGrow(l *lease, amt Amount, until time.Time, exact bool, n
 			if res.Hold.ExpiresAt.After(l.expires) {
 				l.expires = res.Hold.ExpiresAt
 			}
+			l.capped = l.expires.Before(now.Add(ttl))
 			l.short = l.short && exact
 		case errors.Is(err, ErrHoldExpired) || errors.Is(err, ErrHoldReleased) ||
 			errors.Is(err, ErrHoldNotFound) || errors.Is(err, ErrHoldSettled):
@@ -484,13 +498,28 @@ func (s *Service) extendLeased(ctx context.Context, lh *localHold, p ExtendParam
 		until = exp
 	}
 	l := lh.lease
-	if !l.draws(d, until) {
+	// A later deadline alone needs no new funds: the hold stays on its
+	// lease, retired or not, if the lease outlives it.
+	stays := d.IsZero() && l.stored && !l.expires.Before(until.Add(leaseMargin))
+	if !stays && !l.draws(d, until) {
 		amount, k := lh.h.Amount, l.k
 		need := amount.Add(d) // the whole hold moves
 		if b.leases[k] == l {
 			need = d
 		}
 		nl, err := s.leaseFor(ctx, k, need, until)
+		if errors.Is(err, errLeaseCapped) {
+			// No lease outlives the deadline asked (a grant expires or
+			// the key's period ends first): a raise is refused, and the
+			// deadline stays where its lease covers it.
+			if d.IsPositive() {
+				return Hold{}, false, ErrInsufficientFunds
+			}
+			b.mu.Lock()
+			h = lh.h
+			b.mu.Unlock()
+			return h, false, nil
+		}
 		if err != nil {
 			return Hold{}, false, err
 		}

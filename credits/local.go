@@ -106,6 +106,7 @@ type book struct {
 	lease   bool
 	leases  map[leaseKey]*lease // each key's current lease
 	retired map[*lease]struct{} // retired leases not yet released
+	spares  map[string]*lease   // debits drawing on a lease's room, by entry ID
 	release func(id string)     // releases a stored lease
 	freed   func(*lease)        // called when a lease's last hold ended
 }
@@ -630,8 +631,20 @@ func (s *Service) settleLocal(r *SpendRequest) (bool, error) {
 	}
 	h := lh.h
 	r.Held, r.ReserveFingerprint = &h, lh.fp
-	if lh.lease != nil {
-		r.Lease = lh.lease.id
+	if l := lh.lease; l != nil {
+		r.Lease = l.id
+		if over := r.Amount.Sub(h.Amount); over.IsPositive() && l.stored && !l.retired {
+			// The lease's spare room pays for the charge above the hold
+			// before other funds do: counted as drawn until the outcome.
+			sp := l.room()
+			if sp.Cmp(over) > 0 {
+				sp = over
+			}
+			if sp.IsPositive() {
+				l.held = l.held.Add(sp)
+				r.HeldOthers = sp.Neg()
+			}
+		}
 	} else {
 		a := b.accts[h.AccountID]
 		r.HeldOthers = a.held.Sub(h.Amount)
@@ -667,7 +680,21 @@ func (s *Service) pendLocal(r *SpendRequest) error {
 		return ErrIdempotencyConflict // a process reserve has the key
 	}
 	if b.lease {
-		return nil // the leases are stored holds: the store counts them
+		// The leases are stored holds, which the store counts. A debit
+		// that funds may limit may use this instance's own lease room,
+		// counted as drawn until its outcome.
+		if l := b.leases[leaseKey{r.AccountID, r.KeyID}]; r.Overrun != OverrunDebt && l != nil && l.stored && !l.retired {
+			sp := l.room()
+			if sp.Cmp(r.Amount) > 0 {
+				sp = r.Amount
+			}
+			if sp.IsPositive() {
+				l.held = l.held.Add(sp)
+				r.HeldOthers = sp.Neg()
+				b.spares[r.EntryID] = l
+			}
+		}
+		return nil
 	}
 	r.HeldOthers = b.pendAdd(r.AccountID, r.EntryID, r.IdempotencyKey, r.Amount, s.opt.Now())
 	return nil
@@ -778,14 +805,18 @@ func (s *Service) outcomeLocal(r *SpendRequest, res SpendResult, applied bool) {
 			break
 		}
 		lh.settling--
+		sp := r.HeldOthers.Neg() // with a lease: its spare room this settle drew
+		if l := lh.lease; l != nil && sp.IsPositive() {
+			l.held = l.held.Sub(sp)
+		}
 		if applied && res.Err == nil && lh.h.State == HoldActive {
 			if l := lh.lease; l != nil {
 				if res.LeaseLost {
 					b.dropLease(l)
 				} else {
 					take := r.Amount
-					if take.Cmp(r.Held.Amount) > 0 {
-						take = r.Held.Amount
+					if c := r.Held.Amount.Add(sp); take.Cmp(c) > 0 {
+						take = c
 					}
 					l.amount, l.took = l.amount.Sub(take), l.took.Add(take)
 				}
@@ -803,6 +834,16 @@ func (s *Service) outcomeLocal(r *SpendRequest, res SpendResult, applied bool) {
 	case r.Kind == SpendDebit:
 		if lh := b.holds[r.EntryID]; lh != nil && lh.pending && lh.h.State == HoldActive {
 			b.resolve(lh, HoldReleased, now)
+		}
+		if l := b.spares[r.EntryID]; l != nil {
+			delete(b.spares, r.EntryID)
+			l.held = l.held.Add(r.HeldOthers)
+			if applied && res.Err == nil && res.Entry.ID != "" {
+				// The lease still holds in the store what the debit
+				// spent: draw no more from it.
+				l.amount = l.amount.Add(r.HeldOthers)
+				b.dropLease(l)
+			}
 		}
 	}
 	e := res.Entry
@@ -842,6 +883,17 @@ func (s *Service) forgetLocal(id string) {
 	b := s.local
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.lease {
+		// A lease was checked against the funds and limits as they were:
+		// lease again (another instance's leases are retired at their
+		// next settle, which finds the account overcommitted).
+		for _, l := range b.leases {
+			if l.k.acct == id {
+				b.dropLease(l)
+			}
+		}
+		return
+	}
 	b.changed(id)
 }
 

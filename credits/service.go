@@ -2,6 +2,7 @@ package credits
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -146,6 +147,7 @@ func NewService(st Store, opts *Options) (*Service, error) {
 		s.local = newBook()
 		s.local.lease = true
 		s.local.leases, s.local.retired = make(map[leaseKey]*lease), make(map[*lease]struct{})
+		s.local.spares = make(map[string]*lease)
 		s.local.release, s.local.freed = s.releaseLease, s.leaseFreed
 	}
 	s.ones.New = func() any { return new(oneSpend) }
@@ -555,7 +557,10 @@ func (s *Service) Reserve(ctx context.Context, p ReserveParams) (Hold, error) {
 	case s.local == nil:
 	case s.local.lease:
 		if p.FreshKey { // a client's key is stored, to meet other instances' reserves
-			return s.reserveLocal(ctx, p, fp)
+			h, err := s.reserveLocal(ctx, p, fp)
+			if !errors.Is(err, errLeaseCapped) {
+				return h, err
+			}
 		}
 	case !s.keyLimitedLocal(ctx, p.AccountID, p.KeyID):
 		return s.reserveLocal(ctx, p, fp)

@@ -74,9 +74,11 @@ type SpendRequest struct {
 	// LeasedHolds on Service). The settle takes the part of the charge up
 	// to Held's amount out of the lease, so Held is never added to the
 	// account's held funds; if the lease cannot cover it the settle
-	// charges Held as a process hold and sets SpendResult.LeaseLost. On an
-	// extend, Lease (equal to HoldID) makes Amount the raise of that lease
-	// rather than its new total.
+	// charges Held as a process hold and sets SpendResult.LeaseLost. On a
+	// reserve or an extend, Lease (equal to HoldID) says the hold is a
+	// lease: its deadline ends at the account's next grant expiry and its
+	// key's period end, if they come first, and an extend's Amount is the
+	// raise of the lease rather than its new total.
 	Lease string
 	// ReserveFingerprint is, with Held, the fingerprint of the reserve
 	// that made the hold: the settle stores the reserve's idempotency

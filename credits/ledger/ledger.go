@@ -486,6 +486,9 @@ func debitOrReserve(ctx context.Context, tx Tx, now time.Time, r *credits.SpendR
 	}
 	if kind == OpReserve {
 		h := st.reserve(r, now)
+		if r.Lease != "" {
+			h.ExpiresAt = st.leaseDeadline(h.ExpiresAt, r.KeyID)
+		}
 		return credits.SpendResult{Hold: h}, tx.PutHold(ctx, h)
 	}
 	b := st.before(r.KeyID)
@@ -569,19 +572,31 @@ func resolveHold(ctx context.Context, tx Tx, now time.Time, r *credits.SpendRequ
 	if settle {
 		carried := process // the settle writes the hold
 		if process && r.Lease != "" {
-			took, err := takeLease(ctx, tx, st, &h, r, now)
+			took, lost, err := takeLease(ctx, tx, st, &h, r, now)
 			if err != nil {
 				return credits.SpendResult{}, err
 			}
 			// Drawn from the lease, the hold is in Held through it;
-			// otherwise it is charged as a process hold.
-			process, res.LeaseLost = !took, !took
+			// otherwise it is charged as a process hold, without the
+			// lease's spare room, which did not pay.
+			process, res.LeaseLost = !took, lost
+			if !took {
+				rr := *r
+				rr.HeldOthers = credits.Amount{}
+				r = &rr
+			}
 		}
 		if process { // st.settle frees it from Held, which never had it
 			st.Held = st.Held.Add(h.Amount).Add(r.HeldOthers)
 		}
 		b := st.before(h.KeyID)
 		res.Entry, res.Recharge = st.settle(&h, r, now)
+		if r.Lease != "" && !res.LeaseLost && st.overcommitted() {
+			// Funds fell below what is held (a grant expired, the
+			// overdraft or the cap was lowered): the lease's room is not
+			// there any more, so the instance must draw no more from it.
+			res.LeaseLost = true
+		}
 		if process {
 			st.Held = st.Held.Sub(r.HeldOthers)
 		}
@@ -629,6 +644,9 @@ func extendHold(ctx context.Context, tx Tx, now time.Time, st *AccountState, h c
 	if err != nil || !changed {
 		return credits.SpendResult{Hold: h}, err
 	}
+	if r.Lease != "" {
+		h.ExpiresAt = st.leaseDeadline(h.ExpiresAt, h.KeyID)
+	}
 	return credits.SpendResult{Hold: h}, tx.PutHold(ctx, h)
 }
 
@@ -639,38 +657,70 @@ func extendHold(ctx context.Context, tx Tx, now time.Time, st *AccountState, h c
 // rest of h returns to the lease's room, and a charge above h is charged
 // like any settle's overrun. st and h are arranged so that st.settle, which
 // frees h's whole amount from Held and from its key's counters, frees only
-// that part. It reports false, changing nothing, when the lease cannot
-// cover h — gone, expired, another account's or key's, short, or counted
-// in an earlier period of the key's limit (or before the limit was set):
-// the settle then charges h as a process hold and tells the instance that
-// the lease is lost (credits.SpendResult.LeaseLost).
-func takeLease(ctx context.Context, tx Tx, st *AccountState, h *credits.Hold, r *credits.SpendRequest, now time.Time) (bool, error) {
+// that part. took reports false, changing nothing, when the lease cannot
+// cover h — gone, expired, another account's or key's, or short: the
+// settle then charges h as a process hold. lost reports that the instance
+// must draw no more from the lease: it could not cover h, or it is not
+// counted in the key's current limit period (the limit was set or rolled
+// over after it was made) — then its funds still pay for h, but the key's
+// counters, which do not include it, are left alone.
+func takeLease(ctx context.Context, tx Tx, st *AccountState, h *credits.Hold, r *credits.SpendRequest, now time.Time) (took, lost bool, err error) {
 	l, err := tx.Hold(ctx, r.Lease)
 	if errors.Is(err, credits.ErrHoldNotFound) {
-		return false, nil
+		return false, true, nil
 	}
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	l = holdAt(l, now)
-	take := r.Amount
-	if h.Amount.Cmp(take) < 0 {
-		take = h.Amount
+	// Up to the hold, and past it by the lease's spare room the instance
+	// gave this settle (HeldOthers, negative).
+	take, most := r.Amount, h.Amount
+	if r.HeldOthers.IsNegative() {
+		most = most.Sub(r.HeldOthers)
 	}
-	k := st.key(h.KeyID)
-	if l.State != credits.HoldActive || l.AccountID != h.AccountID || l.KeyID != h.KeyID ||
-		l.Amount.Cmp(take) < 0 || (k != nil && k.Epoch != l.KeyEpoch) {
-		return false, nil
+	if most.Cmp(take) < 0 {
+		take = most
+	}
+	if l.State != credits.HoldActive || l.AccountID != h.AccountID || l.KeyID != h.KeyID || l.Amount.Cmp(take) < 0 {
+		return false, true, nil
 	}
 	l.Amount = l.Amount.Sub(take)
 	back := h.Amount.Sub(take) // what st.settle frees beyond the take
 	st.Held = st.Held.Add(back)
-	h.KeyEpoch = 0
-	if k != nil {
-		k.Held = k.Held.Add(back)
-		h.KeyEpoch = l.KeyEpoch
+	h.KeyEpoch = 0 // st.settle leaves the key's counters alone
+	if k := st.key(h.KeyID); k != nil {
+		if k.Epoch == l.KeyEpoch {
+			k.Held = k.Held.Add(back)
+			h.KeyEpoch = k.Epoch
+		} else {
+			lost = true // the key's counters do not include the lease
+		}
 	}
-	return true, tx.PutHold(ctx, l)
+	return true, lost, tx.PutHold(ctx, l)
+}
+
+// overcommitted reports that funds or the cap no longer cover what is
+// held: Balance − Held + Overdraft or the cap's room is negative.
+func (st *AccountState) overcommitted() bool {
+	if st.room().IsNegative() {
+		return true
+	}
+	c, ok := st.capRoom()
+	return ok && c.IsNegative()
+}
+
+// leaseDeadline caps a lease's deadline at the next change of funds the
+// lease cannot follow: the account's next grant expiry and, for a key with
+// a limit, the end of its period. Past it, the instance leases again.
+func (st *AccountState) leaseDeadline(d time.Time, keyID string) time.Time {
+	if len(st.Lots) > 0 && st.Lots[0].ExpiresAt.Before(d) {
+		d = st.Lots[0].ExpiresAt
+	}
+	if k := st.key(keyID); k != nil && !k.End.IsZero() && k.End.Before(d) {
+		d = k.End
+	}
+	return d
 }
 
 // ApplyCredit runs one grant, purchase, refund or adjustment on an open

@@ -300,7 +300,7 @@ func TestDriverPackagesStayBelowHosts(t *testing.T) {
 // besides its constructor: Close and the capabilities it documents for
 // hosts. The store operations stay behind store.Driver (DESIGN.md,
 // "Backends").
-var backendCapabilities = map[string]bool{"Close": true, "ProcessHolds": true}
+var backendCapabilities = map[string]bool{"Close": true, "ProcessHolds": true, "LeasedHolds": true}
 
 // TestBackendsExportNoStoreOperations checks, on what go doc shows of each
 // backend, that no exported method other than Close and the documented
