@@ -170,8 +170,9 @@ func (s *Service) Unit() Unit { return s.opt.Unit }
 // spends already queued, and waits for running auto-recharges (and, with
 // process holds, background reads of accounts; with leased holds, lease
 // writes) until ctx ends (then it cancels them and returns ctx.Err()).
-// With leased holds it then releases every lease (one it cannot release
-// expires at its deadline). It does not close the store.
+// With leased holds it then releases every lease, even once ctx has ended
+// (for at most 10 s; a lease it cannot release expires at its deadline).
+// It does not close the store.
 func (s *Service) Close(ctx context.Context) error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return nil
@@ -188,17 +189,22 @@ func (s *Service) Close(ctx context.Context) error {
 		close(done)
 	}()
 	defer s.cancel()
+	var err error
 	select {
 	case <-done:
 	case <-ctx.Done():
 		s.cancel()
 		<-done
-		return ctx.Err()
+		err = ctx.Err()
 	}
 	if s.local != nil && s.local.lease {
-		s.releaseLeases(ctx)
+		// Even past ctx: a lease not released holds funds until its
+		// deadline, up to a minute.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaseTimeout)
+		s.releaseLeases(rctx)
+		cancel()
 	}
-	return nil
+	return err
 }
 
 // Stats returns the Service's counters.
