@@ -164,6 +164,7 @@ func (s *Service) SetKeyLimit(ctx context.Context, accountID, keyID string, limi
 	}
 	ks, err := s.store.SetKeyLimit(ctx, accountID, keyID, limit, p, s.opt.Now())
 	s.forgetLocal(accountID)
+	s.retireLeases(accountID, keyID)
 	return ks, err
 }
 

@@ -406,17 +406,23 @@ func (b *book) leaseDrained(l *lease) {
 	if !l.retired || l.users > 0 || l.op != nil {
 		return
 	}
-	delete(b.retired, l)
-	if l.stored {
-		l.stored = false
-		b.release(l.id)
+	if l.stored && !b.release(l) {
+		return // Close releases it
 	}
+	delete(b.retired, l)
+	l.stored = false
 }
 
-// releaseLease releases the stored lease id in the background. A lease
-// that cannot be released expires at its deadline.
-func (s *Service) releaseLease(id string) {
-	s.leaseWrite(SpendRequest{Kind: SpendRelease, Unit: s.opt.Unit.Code, HoldID: id}, func(SpendResult, error) {})
+// releaseLease releases the stored lease l in the background; it reports
+// false if Close has begun (Close then releases it). A release that fails
+// leaves it to Close, or to its deadline.
+func (s *Service) releaseLease(l *lease) bool {
+	return s.leaseWrite(SpendRequest{Kind: SpendRelease, Unit: s.opt.Unit.Code, HoldID: l.id}, func(_ SpendResult, err error) {
+		if err != nil && !errors.Is(err, ErrHoldNotFound) {
+			l.stored = true
+			s.local.retired[l] = struct{}{}
+		}
+	})
 }
 
 // leaseFreed is called when the last hold drawn from l ended. The caller

@@ -106,8 +106,7 @@ type book struct {
 	lease   bool
 	leases  map[leaseKey]*lease // each key's current lease
 	retired map[*lease]struct{} // retired leases not yet released
-	spares  map[string]*lease   // debits drawing on a lease's room, by entry ID
-	release func(id string)     // releases a stored lease
+	release func(*lease) bool   // releases a stored lease; false if it cannot start
 	freed   func(*lease)        // called when a lease's last hold ended
 }
 
@@ -680,21 +679,7 @@ func (s *Service) pendLocal(r *SpendRequest) error {
 		return ErrIdempotencyConflict // a process reserve has the key
 	}
 	if b.lease {
-		// The leases are stored holds, which the store counts. A debit
-		// that funds may limit may use this instance's own lease room,
-		// counted as drawn until its outcome.
-		if l := b.leases[leaseKey{r.AccountID, r.KeyID}]; r.Overrun != OverrunDebt && l != nil && l.stored && !l.retired {
-			sp := l.room()
-			if sp.Cmp(r.Amount) > 0 {
-				sp = r.Amount
-			}
-			if sp.IsPositive() {
-				l.held = l.held.Add(sp)
-				r.HeldOthers = sp.Neg()
-				b.spares[r.EntryID] = l
-			}
-		}
-		return nil
+		return nil // the leases are stored holds: the store counts them
 	}
 	r.HeldOthers = b.pendAdd(r.AccountID, r.EntryID, r.IdempotencyKey, r.Amount, s.opt.Now())
 	return nil
@@ -811,14 +796,15 @@ func (s *Service) outcomeLocal(r *SpendRequest, res SpendResult, applied bool) {
 		}
 		if applied && res.Err == nil && lh.h.State == HoldActive {
 			if l := lh.lease; l != nil {
+				// What the lease paid (or, if it could not, less than the
+				// store has: never more).
+				take := r.Amount
+				if c := r.Held.Amount.Add(sp); take.Cmp(c) > 0 {
+					take = c
+				}
+				l.amount, l.took = l.amount.Sub(take), l.took.Add(take)
 				if res.LeaseLost {
 					b.dropLease(l)
-				} else {
-					take := r.Amount
-					if c := r.Held.Amount.Add(sp); take.Cmp(c) > 0 {
-						take = c
-					}
-					l.amount, l.took = l.amount.Sub(take), l.took.Add(take)
 				}
 			}
 			b.resolve(lh, HoldSettled, now)
@@ -834,16 +820,6 @@ func (s *Service) outcomeLocal(r *SpendRequest, res SpendResult, applied bool) {
 	case r.Kind == SpendDebit:
 		if lh := b.holds[r.EntryID]; lh != nil && lh.pending && lh.h.State == HoldActive {
 			b.resolve(lh, HoldReleased, now)
-		}
-		if l := b.spares[r.EntryID]; l != nil {
-			delete(b.spares, r.EntryID)
-			l.held = l.held.Add(r.HeldOthers)
-			if applied && res.Err == nil && res.Entry.ID != "" {
-				// The lease still holds in the store what the debit
-				// spent: draw no more from it.
-				l.amount = l.amount.Add(r.HeldOthers)
-				b.dropLease(l)
-			}
 		}
 	}
 	e := res.Entry
@@ -884,17 +860,29 @@ func (s *Service) forgetLocal(id string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.lease {
-		// A lease was checked against the funds and limits as they were:
-		// lease again (another instance's leases are retired at their
-		// next settle, which finds the account overcommitted).
-		for _, l := range b.leases {
-			if l.k.acct == id {
-				b.dropLease(l)
-			}
-		}
-		return
+		return // a credit only adds funds; see retireLeases
 	}
 	b.changed(id)
+}
+
+// retireLeases retires this instance's leases of account id — of key keyID
+// only, if it is not "" — after a change of the policy or of a key's
+// limit: they were checked against the rules as they were, so new holds
+// come from new leases (another instance's leases are retired at their
+// next settle, which finds the account overcommitted or the key's period
+// changed).
+func (s *Service) retireLeases(id, keyID string) {
+	if s.local == nil || !s.local.lease {
+		return
+	}
+	b := s.local
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, l := range b.leases {
+		if l.k.acct == id && (keyID == "" || l.k.key == keyID) {
+			b.dropLease(l)
+		}
+	}
 }
 
 // keyLocal reports whether a process reserve has the key (accountID, key).

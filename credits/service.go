@@ -147,7 +147,6 @@ func NewService(st Store, opts *Options) (*Service, error) {
 		s.local = newBook()
 		s.local.lease = true
 		s.local.leases, s.local.retired = make(map[leaseKey]*lease), make(map[*lease]struct{})
-		s.local.spares = make(map[string]*lease)
 		s.local.release, s.local.freed = s.releaseLease, s.leaseFreed
 	}
 	s.ones.New = func() any { return new(oneSpend) }
@@ -243,6 +242,7 @@ func (s *Service) SetPolicy(ctx context.Context, accountID string, p Policy) (Ac
 	}
 	a, err := s.store.SetLedgerPolicy(ctx, accountID, p, s.opt.Now())
 	s.forgetLocal(accountID)
+	s.retireLeases(accountID, "")
 	if err != nil {
 		return Account{}, err
 	}
@@ -564,7 +564,10 @@ func (s *Service) Reserve(ctx context.Context, p ReserveParams) (Hold, error) {
 	case s.local.lease:
 		if p.FreshKey { // a client's key is stored, to meet other instances' reserves
 			h, err := s.reserveLocal(ctx, p, fp)
-			if !errors.Is(err, errLeaseCapped) {
+			// A lease may be refused where a hold is not: it must outlive
+			// the hold, on funds that last as long as it does, under its
+			// key's limit until its period ends. The store decides then.
+			if err == nil || (!errors.Is(err, errLeaseCapped) && (systemFailure(err) || ctx.Err() != nil || errors.Is(err, ErrClosed))) {
 				return h, err
 			}
 		}

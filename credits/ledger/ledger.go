@@ -445,7 +445,12 @@ func debitOrReserve(ctx context.Context, tx Tx, now time.Time, r *credits.SpendR
 		kind = OpReserve
 	}
 	amount := r.Amount
-	st.Held = st.Held.Add(r.HeldOthers) // counted, not stored: taken off below
+	others := r.HeldOthers
+	if r.Lease != "" && kind == OpReserve {
+		// A lease is funded only by what lasts as long as it does.
+		others = others.Add(st.expiringBefore(st.leaseDeadline(now.Add(r.TTL), r.KeyID)))
+	}
+	st.Held = st.Held.Add(others) // counted, not stored: taken off below
 	switch {
 	case kind == OpReserve || r.Overrun == 0:
 		err = st.canSpend(amount)
@@ -456,7 +461,7 @@ func debitOrReserve(ctx context.Context, tx Tx, now time.Time, r *credits.SpendR
 			err = st.canSpend(r.Amount)
 		}
 	}
-	st.Held = st.Held.Sub(r.HeldOthers)
+	st.Held = st.Held.Sub(others)
 	if err == nil && (kind == OpReserve || r.Overrun == 0) {
 		// Delivered work (a debit with Overrun) is charged whatever the
 		// key's limit; the key's counter records it.
@@ -633,19 +638,33 @@ func extendHold(ctx context.Context, tx Tx, now time.Time, st *AccountState, h c
 	case credits.HoldExpired:
 		return credits.SpendResult{}, credits.ErrHoldExpired
 	}
-	if r.Lease != "" { // a lease grows by r.Amount
+	var expiring credits.Amount
+	if r.Lease != "" {
+		// A lease grows by r.Amount, funded only by what lasts as long as
+		// it does: the grants that expire before its deadline do not
+		// count, and its deadline moves no later than its key's period
+		// end — nor ever earlier, as the instance drew holds until it.
 		rr := *r
 		rr.Amount = h.Amount.Add(r.Amount)
+		exp := h.ExpiresAt
+		if e := now.Add(r.TTL); r.TTL > 0 && e.After(exp) {
+			exp = e
+		}
+		if k := st.key(h.KeyID); k != nil && !k.End.IsZero() && k.End.Before(exp) {
+			exp = k.End
+		}
+		if exp.Before(h.ExpiresAt) {
+			exp = h.ExpiresAt
+		}
+		rr.TTL = exp.Sub(now)
+		expiring = st.expiringBefore(exp)
 		r = &rr
 	}
-	st.Held = st.Held.Add(r.HeldOthers) // counted, not stored
+	st.Held = st.Held.Add(r.HeldOthers).Add(expiring) // counted, not stored
 	changed, err := st.extend(&h, r, now)
-	st.Held = st.Held.Sub(r.HeldOthers)
+	st.Held = st.Held.Sub(r.HeldOthers).Sub(expiring)
 	if err != nil || !changed {
 		return credits.SpendResult{Hold: h}, err
-	}
-	if r.Lease != "" {
-		h.ExpiresAt = st.leaseDeadline(h.ExpiresAt, h.KeyID)
 	}
 	return credits.SpendResult{Hold: h}, tx.PutHold(ctx, h)
 }
@@ -710,17 +729,26 @@ func (st *AccountState) overcommitted() bool {
 	return ok && c.IsNegative()
 }
 
-// leaseDeadline caps a lease's deadline at the next change of funds the
-// lease cannot follow: the account's next grant expiry and, for a key with
-// a limit, the end of its period. Past it, the instance leases again.
+// leaseDeadline caps a new lease's deadline at the end of its key's limit
+// period, if the key has a limit: past it, the instance leases again, in
+// the new period.
 func (st *AccountState) leaseDeadline(d time.Time, keyID string) time.Time {
-	if len(st.Lots) > 0 && st.Lots[0].ExpiresAt.Before(d) {
-		d = st.Lots[0].ExpiresAt
-	}
 	if k := st.key(keyID); k != nil && !k.End.IsZero() && k.End.Before(d) {
 		d = k.End
 	}
 	return d
+}
+
+// expiringBefore is what the grants that expire before t still hold: funds
+// a lease living until t cannot count on.
+func (st *AccountState) expiringBefore(t time.Time) credits.Amount {
+	var a credits.Amount
+	for _, l := range st.Lots {
+		if l.ExpiresAt.Before(t) {
+			a = a.Add(l.Remaining)
+		}
+	}
+	return a
 }
 
 // ApplyCredit runs one grant, purchase, refund or adjustment on an open
