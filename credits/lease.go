@@ -24,18 +24,20 @@ import (
 //
 //   - The funds check is the store's, made when the lease is created or
 //     grows (a reserve or extend of the lease, with the key's limit and the
-//     monthly cap); a draw needs only the lease's room: its amount less the
-//     holds drawn from it. A settle frees its hold's unused part into that
-//     room; the part it charged leaves the lease.
-//   - A lease grows before it runs out, in the background (by its own
-//     amount, or by what a reserve needs when the account cannot spare
-//     more); a reserve waits for a write only when the room is short.
+//     monthly cap, counting grants that expire before the lease does as
+//     held); a draw needs only the lease's room: its amount less the holds
+//     drawn from it. A settle frees its hold's unused part into that room;
+//     the part it charged leaves the lease.
+//   - A lease grows before it runs out, in the background; a reserve waits
+//     for a write only when the room is short, and one the lease path
+//     refuses is decided by a stored reserve.
 //   - A lease draws for leaseMaxAge, then a successor takes over and it is
 //     released once its holds end; an unused one is released after
-//     leaseIdle, all of them at Close. A key limit set or rolled over after
-//     a lease was made invalidates it at its next settle (LeaseLost); that
-//     settle, like any whose lease cannot cover it, charges its hold as
-//     delivered work, and the lease is retired.
+//     leaseIdle, all of them at Close. A lease of a key with a limit ends
+//     at the key's period end. A settle whose lease cannot cover it, or
+//     that finds the lease outside its key's current period or the account
+//     overcommitted, reports the lease lost (LeaseLost), and the instance
+//     retires it; SetPolicy and SetKeyLimit retire the instance's own.
 //   - If the instance dies, its leases expire at their deadline (at least
 //     leaseTTL after their last growth) and the expiry sweep frees them;
 //     the requests whose holds they covered died with it.
