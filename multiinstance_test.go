@@ -213,36 +213,9 @@ func TestMultiInstanceConcurrentSpendNeverOverspends(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var served, refused atomic.Int64
-	var wg sync.WaitGroup
-	for i := range 80 {
-		kl := c.a
-		if i%2 == 1 {
-			kl = c.b
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			g, err := kl.Authorize(ctx, raw, paid)
-			switch {
-			case errors.Is(err, credits.ErrInsufficientFunds):
-				refused.Add(1)
-				return
-			case err != nil:
-				t.Error(err)
-				return
-			}
-			res, err := g.Complete(ctx, keyledger.Outcome{StatusCode: 200, Units: 1})
-			if err != nil || !res.Charged.Equal(credits.AmountFromInt(1)) {
-				t.Errorf("complete: charged %s, %v", res.Charged, err)
-				return
-			}
-			served.Add(1)
-		}()
-	}
-	wg.Wait()
-	if served.Load() != 50 || refused.Load() != 30 {
-		t.Fatalf("served %d, refused %d of 80 on a balance of 50 at 1 each; want 50 and 30", served.Load(), refused.Load())
+	served, refused := c.raceSpend(t, raw, paid, 80)
+	if served != 50 || refused != 30 {
+		t.Fatalf("served %d, refused %d of 80 on a balance of 50 at 1 each; want 50 and 30", served, refused)
 	}
 	for _, kl := range []*keyledger.KeyLedger{c.a, c.b} {
 		acct, err := kl.Credits.Account(ctx, a.ID)
@@ -290,38 +263,13 @@ func TestMultiInstanceLeasedSpendNeverOverspends(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var served, refused atomic.Int64
-	var wg sync.WaitGroup
-	for i := range 120 {
-		kl := c.a
-		if i%2 == 1 {
-			kl = c.b
-		}
-		wg.Go(func() {
-			g, err := kl.Authorize(ctx, raw, paid)
-			switch {
-			case errors.Is(err, credits.ErrInsufficientFunds):
-				refused.Add(1)
-				return
-			case err != nil:
-				t.Error(err)
-				return
-			}
-			res, err := g.Complete(ctx, keyledger.Outcome{StatusCode: 200, Units: 1})
-			if err != nil || !res.Charged.Equal(credits.AmountFromInt(1)) {
-				t.Errorf("complete: charged %s, %v", res.Charged, err)
-				return
-			}
-			served.Add(1)
-		})
+	served, refused := c.raceSpend(t, raw, paid, 120)
+	if served > 49 || refused < 71 || served+refused != 120 {
+		t.Fatalf("served %d, refused %d of 120 on a balance of 49 at 1 each", served, refused)
 	}
-	wg.Wait()
-	if served.Load() > 49 || refused.Load() < 71 || served.Load()+refused.Load() != 120 {
-		t.Fatalf("served %d, refused %d of 120 on a balance of 49 at 1 each", served.Load(), refused.Load())
-	}
-	t.Logf("served %d, refused %d", served.Load(), refused.Load())
-	if served.Load() < 40 {
-		t.Errorf("served only %d of 49 funded requests: the leases starve the instances", served.Load())
+	t.Logf("served %d, refused %d", served, refused)
+	if served < 40 {
+		t.Errorf("served only %d of 49 funded requests: the leases starve the instances", served)
 	}
 	if err := c.a.Close(ctx); err != nil {
 		t.Fatal(err)
@@ -340,7 +288,7 @@ func TestMultiInstanceLeasedSpendNeverOverspends(t *testing.T) {
 	}
 	defer kl.Close(ctx)
 	acct, err = kl.Credits.Account(ctx, a.ID)
-	if want := credits.AmountFromInt(49 - served.Load()); err != nil || !acct.Balance.Equal(want) || !acct.Held.IsZero() {
+	if want := credits.AmountFromInt(49 - served); err != nil || !acct.Balance.Equal(want) || !acct.Held.IsZero() {
 		t.Fatalf("account after the run: balance %s held %s (%v), want %s and 0", acct.Balance, acct.Held, err, want)
 	}
 	page, err := kl.Credits.Entries(ctx, a.ID, credits.EntryFilter{}, "", 500)
@@ -351,7 +299,42 @@ func TestMultiInstanceLeasedSpendNeverOverspends(t *testing.T) {
 	for _, e := range page.Entries {
 		sum = sum.Add(e.Amount)
 	}
-	if !sum.Equal(acct.Balance) || len(page.Entries) != int(served.Load())+2 {
-		t.Fatalf("%d entries summing to %s, want the grant and %d debits summing to the balance %s", len(page.Entries), sum, served.Load()+1, acct.Balance)
+	if !sum.Equal(acct.Balance) || len(page.Entries) != int(served)+2 {
+		t.Fatalf("%d entries summing to %s, want the grant and %d debits summing to the balance %s", len(page.Entries), sum, served+1, acct.Balance)
 	}
+}
+
+// raceSpend runs n paid requests of raw at once, alternating between the
+// instances, each completed at a charge of 1, and counts those served and
+// those refused for funds.
+func (c *cluster) raceSpend(t *testing.T, raw apikey.RawKey, paid keyledger.Request, n int) (served, refused int64) {
+	t.Helper()
+	ctx := context.Background()
+	var s, r atomic.Int64
+	var wg sync.WaitGroup
+	for i := range n {
+		kl := c.a
+		if i%2 == 1 {
+			kl = c.b
+		}
+		wg.Go(func() {
+			g, err := kl.Authorize(ctx, raw, paid)
+			switch {
+			case errors.Is(err, credits.ErrInsufficientFunds):
+				r.Add(1)
+				return
+			case err != nil:
+				t.Error(err)
+				return
+			}
+			res, err := g.Complete(ctx, keyledger.Outcome{StatusCode: 200, Units: 1})
+			if err != nil || !res.Charged.Equal(credits.AmountFromInt(1)) {
+				t.Errorf("complete: charged %s, %v", res.Charged, err)
+				return
+			}
+			s.Add(1)
+		})
+	}
+	wg.Wait()
+	return s.Load(), r.Load()
 }
