@@ -67,17 +67,20 @@ type SpendRequest struct {
 	// HeldOthers is what the process holds on the account besides Held
 	// (its other process holds and pending debits): the checks and a
 	// write-off count it as held, so that a charge never takes funds set
-	// aside for other requests of the process.
+	// aside for other requests of the process. On the settle of a hold
+	// drawn from a lease it is negative: the lease's spare room the
+	// instance lends the charge above Held, which the lease then also pays.
 	HeldOthers Amount
 	// Lease is, with Held, the ID of the lease Held was drawn from: a
 	// stored hold of this instance on Held's account and key (see
-	// LeasedHolds on Service). The settle takes the part of the charge up
+	// pgstore.Options.LeasedHolds). The settle takes the part of the charge up
 	// to Held's amount out of the lease, so Held is never added to the
 	// account's held funds; if the lease cannot cover it the settle
 	// charges Held as a process hold and sets SpendResult.LeaseLost. On a
 	// reserve or an extend, Lease (equal to HoldID) says the hold is a
-	// lease: its deadline ends at the account's next grant expiry and its
-	// key's period end, if they come first, and an extend's Amount is the
+	// lease: only funds that outlive it fund it (grants that expire before
+	// its deadline count as held), its deadline ends at its key's limit
+	// period end and never moves earlier, and an extend's Amount is the
 	// raise of the lease rather than its new total.
 	Lease string
 	// ReserveFingerprint is, with Held, the fingerprint of the reserve
