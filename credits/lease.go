@@ -75,8 +75,8 @@ const (
 )
 
 // errLeaseCapped: no lease of the account and key can live as long as the
-// hold needs (the account's next grant expiry or the key's period end is
-// near), so the reserve is stored.
+// hold needs (its key's limit period ends first), so the reserve is
+// stored.
 var errLeaseCapped = errors.New("credits: the lease ends before the hold would")
 
 type leaseKey struct{ acct, key string }
@@ -109,8 +109,8 @@ type lease struct {
 	retired bool
 	// stored: its creation committed (or may have) and it was not released.
 	stored bool
-	// capped: the store gave it an earlier deadline than it asked for (a
-	// grant expires or the key's period ends first).
+	// capped: the store gave it an earlier deadline than it asked for (its
+	// key's limit period ends first).
 	capped bool
 	// idle: a check for leaseIdle is scheduled.
 	idle bool
